@@ -1,0 +1,36 @@
+# The two commands a new user needs: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install services lint bench check-deploy clean
+
+run: install
+	scripts/run.sh
+
+test: install services
+	scripts/test.sh $(ARGS)
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt scripts/install.sh
+	PYTHON=$(PYTHON) scripts/install.sh
+	touch $(STAMP)
+
+services:
+	scripts/services.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install services
+	scripts/bench.sh
+
+check-deploy: install
+	DJANGO_SECRET_KEY=$$(head -c 48 /dev/urandom | base64) DJANGO_ALLOWED_HOSTS=donuts.example.com \
+		$(BIN)/python manage.py check --deploy --fail-level WARNING
+
+clean:
+	rm -rf $(VENV) db.sqlite3 var staticfiles test-output

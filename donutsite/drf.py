@@ -1,0 +1,53 @@
+"""The one DRF exception handler: every error leaves as {"code", "message", ...details}."""
+
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from donutsite.errors import DomainError
+
+# DRF's own exceptions, mapped to our stable codes.
+_DRF_CODES = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+    exceptions.ParseError: "malformed_json",
+    exceptions.ValidationError: "validation_error",
+}
+
+
+def error_body(code: str, message: str, **details) -> dict:
+    return {"code": code, "message": message, **details}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        set_rollback()
+        return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
+
+    if not isinstance(exc, exceptions.APIException):
+        return None  # a real bug: let Django log it and answer 500
+
+    set_rollback()
+    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    headers = {}
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+    if isinstance(exc, exceptions.ValidationError):
+        body = error_body(code, "The request is invalid; see `errors`.", errors=exc.detail)
+    else:
+        body = error_body(code, str(exc.detail))
+    if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
+        # DRF would answer 403 without a WWW-Authenticate header; clients expect 401.
+        headers["WWW-Authenticate"] = "Api-Key"
+        return Response(body, status=status.HTTP_401_UNAUTHORIZED, headers=headers)
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+

@@ -1,0 +1,25 @@
+"""One error hierarchy: every refusal the API can give is a DomainError with a stable `code`."""
+
+
+class DomainError(Exception):
+    """A business rule said no. `code` is stable and documented; `status` is the HTTP status it maps to."""
+
+    code = "error"
+    status = 400
+    message = "The request could not be completed."
+
+    def __init__(self, message: str | None = None, *, details: dict | None = None):
+        self.message = message or self.message
+        self.details = details or {}
+        super().__init__(self.message)
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status = 404
+    message = "Not found."
+
+
+class Conflict(DomainError):
+    code = "conflict"
+    status = 409

@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from inventory import views as inventory_views
+
+api_v1 = [
+    path("api/v1/sales/", inventory_views.SaleCreateView.as_view(), name="sale-create"),
+    path("api/v1/sales/<int:sale_id>/", inventory_views.SaleDetailView.as_view(), name="sale-detail"),
+    path("api/v1/products/", inventory_views.ProductListView.as_view(), name="product-list"),
+    path("api/v1/products/<str:sku>/", inventory_views.ProductDetailView.as_view(), name="product-detail"),
+    path("api/v1/restocks/", inventory_views.RestockListView.as_view(), name="restock-list"),
+]
+
+urlpatterns = [
+    *api_v1,
+    path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
+        name="docs",
+    ),
+    path("admin/", admin.site.urls),
+]

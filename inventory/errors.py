@@ -1,0 +1,22 @@
+from donutsite.errors import Conflict, DomainError, NotFound
+
+
+class UnknownSku(NotFound):
+    code = "unknown_sku"
+    message = "No product is for sale under that SKU."
+
+
+class OutOfStock(Conflict):
+    code = "out_of_stock"
+    message = "Not enough stock; nothing was sold. A restock is on its way."
+
+
+class IdempotencyKeyReused(DomainError):
+    code = "idempotency_key_reused"
+    status = 422
+    message = "This Idempotency-Key was already used with a different request body."
+
+
+class InvalidAdjustment(DomainError):
+    code = "invalid_adjustment"
+    message = "That adjustment would leave stock negative or changes nothing."

@@ -1,0 +1,11 @@
+from django.core.management.base import BaseCommand
+
+from inventory.services import reconcile
+
+
+class Command(BaseCommand):
+    help = "Run one reconcile sweep now (beat runs it periodically)."
+
+    def handle(self, *args, **options):
+        result = reconcile()
+        self.stdout.write(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))

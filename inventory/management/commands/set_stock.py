@@ -1,0 +1,45 @@
+from decimal import Decimal, InvalidOperation
+
+from django.core.management.base import BaseCommand, CommandError
+
+from donutsite.errors import DomainError
+from inventory.services import product_set_stock
+
+
+def _price(value: str) -> Decimal:
+    try:
+        price = Decimal(value)
+    except InvalidOperation:
+        raise CommandError(f"--price must be a number, not {value!r}") from None
+    if price < 0:
+        raise CommandError("--price cannot be negative")
+    return price
+
+
+class Command(BaseCommand):
+    help = "Set a product's stock (creating the product if missing); the change is a ledger adjustment."
+
+    def add_arguments(self, parser):
+        parser.add_argument("sku")
+        parser.add_argument("quantity", type=int)
+        parser.add_argument("--price", type=_price)
+        parser.add_argument("--name")
+        parser.add_argument("--reorder-point", type=int)
+        parser.add_argument("--reorder-quantity", type=int)
+
+    def handle(self, *args, sku, quantity, price, name, reorder_point, reorder_quantity, **options):
+        if reorder_quantity is not None and not 1 <= reorder_quantity <= 10_000:
+            raise CommandError("--reorder-quantity must be 1 to 10000 (the factory's limit)")
+        if reorder_point is not None and reorder_point < 0:
+            raise CommandError("--reorder-point cannot be negative")
+        try:
+            product = product_set_stock(
+                sku=sku, quantity=quantity, price=price, name=name,
+                reorder_point=reorder_point, reorder_quantity=reorder_quantity,
+            )
+        except DomainError as exc:
+            raise CommandError(exc.message) from exc
+        self.stdout.write(
+            f"{product.sku}: on hand {product.on_hand}, price {product.price}, "
+            f"reorder at {product.reorder_point} for {product.reorder_quantity}"
+        )

@@ -1,0 +1,184 @@
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Case, F, Q, When
+
+
+class Product(models.Model):
+    """A donut we sell. `on_hand` changes only through the services in services.py, each with a ledger row."""
+
+    sku = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    price = models.DecimalField(max_digits=10, decimal_places=2)
+    is_active = models.BooleanField(default=True)
+    on_hand = models.IntegerField(default=0, editable=False)
+    reorder_point = models.PositiveIntegerField(default=10, help_text="Reorder when on-hand falls to this.")
+    reorder_quantity = models.PositiveIntegerField(default=100, help_text="How many to order (1 to 10,000).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["sku"]
+        constraints = [
+            models.CheckConstraint(condition=Q(on_hand__gte=0), name="product_on_hand_not_negative"),
+            models.CheckConstraint(
+                condition=Q(reorder_quantity__gte=1, reorder_quantity__lte=10_000),
+                name="product_reorder_quantity_in_factory_range",
+            ),
+            models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative"),
+        ]
+
+    def __str__(self):
+        return self.sku
+
+    @property
+    def needs_reorder(self) -> bool:
+        return self.on_hand <= self.reorder_point
+
+
+class ApiClient(models.Model):
+    """A client app allowed to call the API. Only a SHA-256 of its key is stored."""
+
+    KEY_PREFIX_LENGTH = 8
+
+    name = models.CharField(max_length=100, unique=True)
+    key_prefix = models.CharField(max_length=16, editable=False, help_text="First characters, to recognise a key.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.name
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        # Keys are 32 random bytes, so a fast hash is enough: there is nothing to brute-force.
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def set_new_key(self) -> str:
+        """Give the client a fresh key and return it; it is shown once and never stored in clear."""
+        key = secrets.token_urlsafe(32)
+        self.key_prefix = key[: self.KEY_PREFIX_LENGTH]
+        self.key_hash = self.hash_key(key)
+        return key
+
+
+class Sale(models.Model):
+    client = models.ForeignKey(ApiClient, on_delete=models.PROTECT, related_name="sales")
+    idempotency_key = models.CharField(max_length=255, blank=True, default="")
+    total = models.DecimalField(max_digits=12, decimal_places=2)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"sale {self.pk}"
+
+
+class SaleLine(models.Model):
+    sale = models.ForeignKey(Sale, on_delete=models.CASCADE, related_name="lines")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=10, decimal_places=2)
+    line_total = models.DecimalField(max_digits=12, decimal_places=2)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sale", "product"], name="sale_line_one_per_product")]
+
+
+class StockMovement(models.Model):
+    """The stock ledger: one row per change of on-hand. Sum of `quantity` per product equals on-hand."""
+
+    class Kind(models.TextChoices):
+        SALE = "sale"
+        RECEIPT = "receipt"
+        ADJUSTMENT = "adjustment"
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="movements")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    quantity = models.IntegerField(help_text="Signed: negative takes stock out.")
+    sale = models.ForeignKey(Sale, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    restock = models.ForeignKey("Restock", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=255, blank=True, default="")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.CheckConstraint(condition=~Q(quantity=0), name="movement_quantity_not_zero")]
+
+    def __str__(self):
+        return f"{self.kind} {self.quantity:+d} {self.product_id}"
+
+
+class RestockQuerySet(models.QuerySet):
+    def open(self):
+        return self.filter(status__in=Restock.OPEN_STATUSES)
+
+
+class Restock(models.Model):
+    """An order for more of one product. Written in the transaction that noticed the need (the outbox row)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PLACED = "placed"
+        FULFILLED = "fulfilled"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    class Reason(models.TextChoices):
+        SHORTAGE = "shortage"
+        REORDER_POINT = "reorder_point"
+        MANUAL = "manual"
+
+    OPEN_STATUSES = (Status.PENDING, Status.PLACED)
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="restocks")
+    quantity = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    # At most one open restock per product, enforced by the database: NULL once closed, and NULLs may repeat.
+    open_product = models.GeneratedField(
+        expression=Case(When(status__in=OPEN_STATUSES, then=F("product_id")), default=None),
+        output_field=models.BigIntegerField(null=True),
+        db_persist=True,
+        unique=True,
+    )
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="Last hand-over to the task queue.")
+    dispatch_count = models.PositiveIntegerField(default=0)
+    factory_order_id = models.CharField(max_length=64, blank=True, default="")
+    expected_at = models.DateTimeField(null=True, blank=True)
+    quantity_received = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RestockQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"restock {self.pk} ({self.status})"
+
+    @property
+    def reference(self) -> str:
+        """The factory order reference: stable for this restock, so a resend can never order twice."""
+        return f"restock-{self.pk}"
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key, remembered with the sale it made (IDEMPOTENCY_KEY_TTL_HOURS)."""
+
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    sale = models.ForeignKey(Sale, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_unique_per_client")]

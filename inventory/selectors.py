@@ -1,0 +1,61 @@
+"""Reads: the catalogue, a client's sales, restocks, and the ledger check."""
+
+from django.db.models import Sum
+
+from inventory.errors import UnknownSku
+from inventory.models import ApiClient, Product, Restock, Sale, StockMovement
+
+# SKU -> product id never changes (SKUs are read-only once created, products are never deleted), so
+# each process remembers it and a sale needs no lookup query before it locks.
+_product_ids: dict[str, int] = {}
+
+
+def product_ids_for_skus(skus: list[str]) -> dict[str, int]:
+    """Map SKUs to product ids; raise UnknownSku naming every SKU we do not sell."""
+    missing = [sku for sku in skus if sku not in _product_ids]
+    if missing:
+        found = dict(Product.objects.filter(sku__in=missing, is_active=True).values_list("sku", "pk"))
+        _product_ids.update(found)
+        unknown = [sku for sku in missing if sku not in found]
+        if unknown:
+            raise UnknownSku(f"Unknown SKU: {', '.join(unknown)}.", details={"skus": unknown})
+    return {sku: _product_ids[sku] for sku in skus}
+
+
+def forget_product_ids() -> None:
+    _product_ids.clear()
+
+
+def product_list():
+    return Product.objects.filter(is_active=True).order_by("sku")
+
+
+def product_get(*, sku: str) -> Product:
+    product = Product.objects.filter(sku=sku, is_active=True).first()
+    if product is None:
+        raise UnknownSku(f"Unknown SKU: {sku}.", details={"skus": [sku]})
+    return product
+
+
+def sale_get(*, client: ApiClient, sale_id: int) -> Sale | None:
+    """A client's own sale with its lines, or None (another client's sale is as good as missing)."""
+    return Sale.objects.filter(client=client, pk=sale_id).prefetch_related("lines__product").first()
+
+
+def restock_list(*, sku: str | None = None, status: str | None = None):
+    qs = Restock.objects.select_related("product").order_by("-pk")
+    if sku:
+        qs = qs.filter(product__sku=sku)
+    if status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def ledger_differences() -> list[dict]:
+    """Products whose on-hand differs from the sum of their ledger movements."""
+    sums = dict(StockMovement.objects.values("product").annotate(total=Sum("quantity")).values_list("product", "total"))
+    return [
+        {"sku": p.sku, "on_hand": p.on_hand, "ledger": sums.get(p.pk, 0)}
+        for p in Product.objects.order_by("pk")
+        if p.on_hand != sums.get(p.pk, 0)
+    ]

@@ -1,0 +1,250 @@
+"""Writes to stock, sales and restocks. Every change of on-hand goes through here, with a ledger row."""
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from functools import partial
+
+from celery import current_app
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from inventory import selectors
+from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
+from inventory.models import ApiClient, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
+
+logger = logging.getLogger(__name__)
+
+RESTOCK_PLACE_TASK = "factory.restock_place"  # sent by name: inventory does not import factory
+
+
+@dataclass(frozen=True)
+class SaleItem:
+    sku: str
+    quantity: int
+
+
+@dataclass
+class SaleOutcome:
+    sale: Sale | None
+    lines: list[SaleLine] = field(default_factory=list)
+    replayed: bool = False
+    shortages: list[dict] = field(default_factory=list)
+
+
+def products_lock(product_ids) -> dict[int, Product]:
+    """Lock these product rows FOR UPDATE, always in primary-key order so that concurrent sales of
+    overlapping products queue behind each other instead of deadlocking. Call inside a transaction.
+
+    Plain FOR UPDATE rather than STYLE's `of=("self",)`: MariaDB does not support FOR UPDATE OF, and
+    with no join in this query both lock exactly the same rows."""
+    rows = Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk")
+    return {p.pk: p for p in rows}
+
+
+def sale_create(*, client: ApiClient, items: list[SaleItem], idempotency_key: str = "") -> SaleOutcome:
+    """Sell all items or none.
+
+    Locks the products' rows (products_lock) for one short durable transaction. If any line is short,
+    nothing is sold, a restock is opened for each short product in that same transaction, and
+    OutOfStock is raised after commit. A sale that leaves a product at or below its reorder point opens
+    a restock too. With an Idempotency-Key, a repeat of the same request returns the first sale.
+    """
+    request_hash = _request_hash(items)
+    if idempotency_key:
+        replay = _idempotent_replay(client, idempotency_key, request_hash)
+        if replay:
+            return replay
+
+    product_ids = selectors.product_ids_for_skus([item.sku for item in items])
+    try:
+        with transaction.atomic(durable=True):
+            outcome = _sell(client, items, product_ids, idempotency_key, request_hash)
+    except IntegrityError:
+        # A concurrent request with the same key committed first; its sale is the answer.
+        replay = idempotency_key and _idempotent_replay(client, idempotency_key, request_hash)
+        if not replay:
+            raise
+        return replay
+
+    if outcome.shortages:
+        raise OutOfStock(details={"shortages": outcome.shortages})
+    return outcome
+
+
+def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutcome:
+    products = products_lock(product_ids.values())
+    wanted = [(products[product_ids[item.sku]], item.quantity) for item in items]
+    inactive = [p.sku for p, _ in wanted if not p.is_active]
+    if inactive:
+        raise UnknownSku(f"Not for sale: {', '.join(inactive)}.", details={"skus": inactive})
+
+    short = [(p, qty) for p, qty in wanted if p.on_hand < qty]
+    if short:
+        restocks = restocks_open([p for p, _ in short], reason=Restock.Reason.SHORTAGE)
+        shortages = [
+            {
+                "sku": p.sku,
+                "requested": qty,
+                "available": p.on_hand,
+                "restock": {
+                    "id": restocks[p.pk].pk,
+                    "status": restocks[p.pk].status,
+                    "expected_at": restocks[p.pk].expected_at,
+                },
+            }
+            for p, qty in short
+        ]
+        return SaleOutcome(sale=None, shortages=shortages)
+
+    for product, qty in wanted:
+        product.on_hand -= qty
+    Product.objects.bulk_update([p for p, _ in wanted], ["on_hand"])
+
+    lines = [SaleLine(product=p, quantity=qty, unit_price=p.price, line_total=p.price * qty) for p, qty in wanted]
+    sale = Sale.objects.create(
+        client=client, idempotency_key=idempotency_key, total=sum((ln.line_total for ln in lines), Decimal("0"))
+    )
+    for line in lines:
+        line.sale = sale
+    SaleLine.objects.bulk_create(lines)
+    StockMovement.objects.bulk_create(
+        StockMovement(product=p, kind=StockMovement.Kind.SALE, quantity=-qty, sale=sale) for p, qty in wanted
+    )
+    if idempotency_key:
+        IdempotencyKey.objects.create(client=client, key=idempotency_key, request_hash=request_hash, sale=sale)
+
+    low = [p for p, _ in wanted if p.needs_reorder]
+    if low:
+        restocks_open(low, reason=Restock.Reason.REORDER_POINT)
+    return SaleOutcome(sale=sale, lines=lines)
+
+
+def _request_hash(items: list[SaleItem]) -> str:
+    canonical = json.dumps(sorted((item.sku, item.quantity) for item in items))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _idempotent_replay(client, key, request_hash) -> SaleOutcome | None:
+    record = IdempotencyKey.objects.filter(client=client, key=key).select_related("sale").first()
+    if record is None:
+        return None
+    if record.created_at < timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS):
+        record.delete()  # expired: the key may be used afresh
+        return None
+    if record.request_hash != request_hash:
+        raise IdempotencyKeyReused()
+    lines = list(record.sale.lines.select_related("product").order_by("pk"))
+    return SaleOutcome(sale=record.sale, lines=lines, replayed=True)
+
+
+def restocks_open(products: list[Product], *, reason: str) -> dict[int, Restock]:
+    """The open restock of each product, opening one where there is none.
+
+    The caller holds the products' row locks (products_lock), which serializes this check-then-insert
+    per product; the unique `open_product` column backs it in the database. New restocks are handed
+    to the queue after commit.
+    """
+    by_product = {r.product_id: r for r in Restock.objects.open().filter(product__in=products)}
+    for product in products:
+        if product.pk in by_product:
+            continue
+        restock = Restock.objects.create(product=product, quantity=product.reorder_quantity, reason=reason)
+        by_product[product.pk] = restock
+        transaction.on_commit(partial(restock_dispatch, restock.pk))
+    return by_product
+
+
+def restock_dispatch(restock_id: int) -> bool:
+    """Hand a pending restock to the factory queue and record that it left.
+
+    Runs after commit. If the broker is down the restock stays undispatched and the reconcile sweep
+    sends it later; a resend is harmless because the factory order reference is stable per restock.
+    """
+    try:
+        current_app.send_task(RESTOCK_PLACE_TASK, args=[restock_id], queue="factory")
+    except Exception:  # any broker failure: the row is the source of truth, the sweep retries
+        logger.warning("restock %s: could not reach the broker; the reconcile sweep will resend it", restock_id)
+        return False
+    Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(
+        dispatched_at=timezone.now(), dispatch_count=F("dispatch_count") + 1
+    )
+    return True
+
+
+def restocks_resend_undispatched(*, older_than_seconds: int | None = None) -> int:
+    """The outbox relay: resend pending restocks that committed but never reached the broker."""
+    if older_than_seconds is None:
+        older_than_seconds = settings.OUTBOX_RESEND_AFTER_SECONDS
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    ids = Restock.objects.filter(
+        status=Restock.Status.PENDING, dispatched_at__isnull=True, created_at__lte=cutoff
+    ).values_list("pk", flat=True)
+    return sum(restock_dispatch(pk) for pk in ids)
+
+
+def idempotency_keys_purge() -> int:
+    cutoff = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> StockMovement:
+    """Change on-hand by `quantity` (signed) with a ledger row saying why and who.
+
+    Locks the product row; refuses a change that would take stock below zero. A receipt that lifts
+    stock does not close restocks: that is the factory's receipt (stock_receive).
+    """
+    if quantity == 0 or not reason.strip():
+        raise InvalidAdjustment("An adjustment needs a non-zero quantity and a reason.")
+    with transaction.atomic():
+        locked = products_lock([product.pk])[product.pk]
+        if locked.on_hand + quantity < 0:
+            raise InvalidAdjustment(f"{locked.sku} has {locked.on_hand}; cannot take out {-quantity}.")
+        Product.objects.filter(pk=locked.pk).update(on_hand=F("on_hand") + quantity)
+        movement = StockMovement.objects.create(
+            product=locked, kind=StockMovement.Kind.ADJUSTMENT, quantity=quantity, reason=reason, created_by=user
+        )
+        locked.on_hand += quantity
+        if locked.needs_reorder:
+            restocks_open([locked], reason=Restock.Reason.REORDER_POINT)
+    product.on_hand = locked.on_hand
+    return movement
+
+
+def product_set_stock(
+    *, sku: str, quantity: int, price=None, reorder_point=None, reorder_quantity=None, name=None, user=None
+) -> Product:
+    """Create or update a product and bring its on-hand to `quantity` through an adjustment."""
+    if quantity < 0:
+        raise InvalidAdjustment("Stock cannot be negative.")
+    with transaction.atomic():
+        product, created = Product.objects.get_or_create(
+            sku=sku, defaults={"name": name or sku.title(), "price": price if price is not None else Decimal("1.00")}
+        )
+        changes = {"price": price, "reorder_point": reorder_point, "reorder_quantity": reorder_quantity}
+        if name and not created:
+            changes["name"] = name
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if changes:
+            Product.objects.filter(pk=product.pk).update(**changes)
+        locked = products_lock([product.pk])[product.pk]
+        delta = quantity - locked.on_hand
+        if delta:
+            stock_adjust(product=locked, quantity=delta, reason=f"set_stock to {quantity}", user=user)
+    product.refresh_from_db()
+    selectors.forget_product_ids()
+    return product
+
+
+def reconcile() -> dict:
+    """One sweep of everything that must eventually happen even if a message was lost."""
+    return {
+        "restocks_resent": restocks_resend_undispatched(),
+        "idempotency_keys_purged": idempotency_keys_purge(),
+    }

@@ -1,0 +1,276 @@
+"""The sales API as a client app sees it: statuses, bodies, stock levels, restocks."""
+
+import pytest
+from django.db.models import Sum
+
+from inventory.models import Product, Restock, Sale, StockMovement
+from inventory.selectors import ledger_differences
+from inventory.tests.helpers import make_api_client, make_product
+
+pytestmark = pytest.mark.django_db
+
+SALES = "/api/v1/sales/"
+
+
+def buy(http, *items, **headers):
+    return http.post(SALES, {"items": [{"sku": s, "quantity": q} for s, q in items]}, format="json", **headers)
+
+
+def on_hand(product):
+    return Product.objects.get(pk=product.pk).on_hand
+
+
+def test_a_sale_takes_stock_and_records_lines_and_ledger(client_app):
+    glazed = make_product("GLAZED", on_hand=10, price="1.50")
+    boston = make_product("BOSTON", on_hand=5, price="2.40")
+
+    response = buy(client_app, ("GLAZED", 2), ("BOSTON", 1))
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["total"] == "5.40"
+    assert [(ln["sku"], ln["quantity"], ln["unit_price"], ln["line_total"]) for ln in body["lines"]] == [
+        ("GLAZED", 2, "1.50", "3.00"),
+        ("BOSTON", 1, "2.40", "2.40"),
+    ]
+    assert response["Location"] == f"/api/v1/sales/{body['id']}/"
+    assert (on_hand(glazed), on_hand(boston)) == (8, 4)
+    sale = Sale.objects.get(pk=body["id"])
+    assert sale.client == client_app.api_client
+    assert sorted(StockMovement.objects.filter(sale=sale).values_list("product__sku", "quantity")) == [
+        ("BOSTON", -1),
+        ("GLAZED", -2),
+    ]
+    assert ledger_differences() == []
+
+
+def test_the_price_of_the_day_is_kept_on_the_line(client_app):
+    glazed = make_product("GLAZED", on_hand=10, price="1.50")
+    sale_id = buy(client_app, ("GLAZED", 1)).json()["id"]
+    Product.objects.filter(pk=glazed.pk).update(price="9.99")
+
+    response = client_app.get(f"{SALES}{sale_id}/")
+
+    assert response.status_code == 200
+    assert response.json()["lines"][0]["unit_price"] == "1.50"
+
+
+def test_short_stock_sells_nothing_and_answers_with_the_restock(client_app):
+    glazed = make_product("GLAZED", on_hand=10)
+    viral = make_product("VIRAL", on_hand=3, reorder_quantity=120)
+
+    response = buy(client_app, ("GLAZED", 2), ("VIRAL", 5))
+
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "out_of_stock"
+    restock = Restock.objects.get(product=viral)
+    assert body["shortages"] == [
+        {
+            "sku": "VIRAL",
+            "requested": 5,
+            "available": 3,
+            "restock": {"id": restock.pk, "status": "pending", "expected_at": None},
+        }
+    ]
+    assert restock.quantity == 120 and restock.reason == "shortage"
+    assert (on_hand(glazed), on_hand(viral)) == (10, 3), "all or nothing: the GLAZED line was not sold either"
+    assert Sale.objects.count() == 0
+
+
+def test_repeated_shortages_share_one_open_restock(client_app):
+    make_product("VIRAL", on_hand=0)
+
+    ids = {buy(client_app, ("VIRAL", 1)).json()["shortages"][0]["restock"]["id"] for _ in range(3)}
+
+    assert len(ids) == 1
+    assert Restock.objects.count() == 1
+
+
+def test_a_closed_restock_does_not_block_a_new_one(client_app):
+    viral = make_product("VIRAL", on_hand=0)
+    Restock.objects.create(product=viral, quantity=10, reason="shortage", status="fulfilled")
+
+    buy(client_app, ("VIRAL", 1))
+
+    assert Restock.objects.filter(product=viral, status="pending").count() == 1
+
+
+def test_selling_down_to_the_reorder_point_opens_a_restock(client_app):
+    glazed = make_product("GLAZED", on_hand=12, reorder_point=10, reorder_quantity=80)
+
+    assert buy(client_app, ("GLAZED", 1)).status_code == 201
+    assert not Restock.objects.exists(), "11 is still above the reorder point"
+    assert buy(client_app, ("GLAZED", 1)).status_code == 201
+
+    restock = Restock.objects.get(product=glazed)
+    assert (restock.reason, restock.quantity, restock.status) == ("reorder_point", 80, "pending")
+    assert buy(client_app, ("GLAZED", 1)).status_code == 201
+    assert Restock.objects.count() == 1
+
+
+def test_restocks_are_listed_and_filtered(client_app):
+    make_product("VIRAL", on_hand=0)
+    make_product("MAPLE", on_hand=0)
+    buy(client_app, ("VIRAL", 1))
+    buy(client_app, ("MAPLE", 1))
+    Restock.objects.filter(product__sku="MAPLE").update(status="failed")
+
+    everything = client_app.get("/api/v1/restocks/").json()
+    pending_viral = client_app.get("/api/v1/restocks/", {"sku": "VIRAL", "status": "pending"}).json()
+    bad_status = client_app.get("/api/v1/restocks/", {"status": "lost"})
+
+    assert sorted(r["sku"] for r in everything["results"]) == ["MAPLE", "VIRAL"]
+    assert [(r["sku"], r["status"]) for r in pending_viral["results"]] == [("VIRAL", "pending")]
+    assert bad_status.status_code == 400 and bad_status.json()["code"] == "validation_error"
+
+
+def test_a_client_sees_only_its_own_sales(client_app):
+    make_product("GLAZED", on_hand=10)
+    sale_id = buy(client_app, ("GLAZED", 1)).json()["id"]
+    _, other_key = make_api_client()
+
+    own = client_app.get(f"{SALES}{sale_id}/")
+    client_app.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_key}")
+    other = client_app.get(f"{SALES}{sale_id}/")
+
+    assert own.status_code == 200 and own.json()["id"] == sale_id
+    assert other.status_code == 404 and other.json()["code"] == "not_found"
+
+
+def test_the_catalogue_is_public_and_read_only(client):
+    make_product("GLAZED", on_hand=7, price="1.50")
+    make_product("RETIRED", on_hand=7, is_active=False)
+
+    listing = client.get("/api/v1/products/")
+    one = client.get("/api/v1/products/GLAZED/")
+    missing = client.get("/api/v1/products/NOPE/")
+    write = client.post("/api/v1/products/", {}, content_type="application/json")
+
+    assert listing.status_code == 200
+    assert listing.json() == [{"sku": "GLAZED", "name": "Test donut", "price": "1.50", "available": 7}]
+    assert one.json()["available"] == 7
+    assert missing.status_code == 404 and missing.json()["code"] == "unknown_sku"
+    assert write.status_code == 405 and write.json()["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Api-Key not-a-real-key", "Bearer something", "Api-Key"],
+    ids=["missing", "unknown", "wrong-scheme", "empty"],
+)
+def test_sales_need_a_valid_api_key(client, header):
+    glazed = make_product("GLAZED", on_hand=5)
+    extra = {"HTTP_AUTHORIZATION": header} if header else {}
+
+    response = client.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 1}]}, content_type="application/json", **extra)
+
+    assert response.status_code == 401
+    assert response.json()["code"] in {"not_authenticated", "authentication_failed"}
+    assert response["WWW-Authenticate"] == "Api-Key"
+    assert on_hand(glazed) == 5
+
+
+def test_a_revoked_key_stops_working(client_app):
+    make_product("GLAZED", on_hand=5)
+    client_app.api_client.is_active = False
+    client_app.api_client.save()
+
+    assert buy(client_app, ("GLAZED", 1)).status_code == 401
+
+
+def test_unknown_sku_is_404_and_sells_nothing(client_app):
+    glazed = make_product("GLAZED", on_hand=5)
+    make_product("RETIRED", on_hand=5, is_active=False)
+
+    response = buy(client_app, ("GLAZED", 1), ("NOPE", 1), ("RETIRED", 1))
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "unknown_sku"
+    assert response.json()["skus"] == ["NOPE", "RETIRED"]
+    assert on_hand(glazed) == 5
+
+
+def test_a_product_retired_after_its_id_was_cached_is_not_sold(client_app):
+    retiring = make_product("RETIRING", on_hand=5)
+    assert buy(client_app, ("RETIRING", 1)).status_code == 201
+    Product.objects.filter(pk=retiring.pk).update(is_active=False)
+
+    response = buy(client_app, ("RETIRING", 1))
+
+    assert response.status_code == 404 and response.json()["code"] == "unknown_sku"
+    assert on_hand(retiring) == 4
+
+
+BAD_BODIES = {
+    "no items": {},
+    "empty items": {"items": []},
+    "items not a list": {"items": {"sku": "GLAZED", "quantity": 1}},
+    "zero": {"items": [{"sku": "GLAZED", "quantity": 0}]},
+    "negative": {"items": [{"sku": "GLAZED", "quantity": -3}]},
+    "over 100": {"items": [{"sku": "GLAZED", "quantity": 101}]},
+    "huge": {"items": [{"sku": "GLAZED", "quantity": 10**40}]},
+    "string quantity": {"items": [{"sku": "GLAZED", "quantity": "2"}]},
+    "float quantity": {"items": [{"sku": "GLAZED", "quantity": 2.5}]},
+    "bool quantity": {"items": [{"sku": "GLAZED", "quantity": True}]},
+    "null quantity": {"items": [{"sku": "GLAZED", "quantity": None}]},
+    "missing sku": {"items": [{"quantity": 1}]},
+    "sku not a string": {"items": [{"sku": 12, "quantity": 1}]},
+    "sku too long": {"items": [{"sku": "G" * 65, "quantity": 1}]},
+    "duplicate sku": {"items": [{"sku": "GLAZED", "quantity": 1}, {"sku": "GLAZED", "quantity": 1}]},
+    "unknown top field": {"items": [{"sku": "GLAZED", "quantity": 1}], "coupon": "FREE"},
+    "unknown item field": {"items": [{"sku": "GLAZED", "quantity": 1, "colour": "pink"}]},
+    "item not an object": {"items": ["GLAZED"]},
+    "21 skus": {"items": [{"sku": f"S{i}", "quantity": 1} for i in range(21)]},
+    "body is a list": [{"sku": "GLAZED", "quantity": 1}],
+}
+
+
+@pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_bad_bodies_get_a_clear_400_and_sell_nothing(client_app, body):
+    glazed = make_product("GLAZED", on_hand=5)
+
+    response = client_app.post(SALES, body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "validation_error"
+    assert response.json()["errors"]
+    assert on_hand(glazed) == 5
+
+
+@pytest.mark.parametrize(
+    "raw, content_type, status, code",
+    [
+        (b'{"items": [', "application/json", 400, "malformed_json"),
+        (b"\xff\xfe", "application/json", 400, "malformed_json"),
+        (b"items=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+    ],
+    ids=["truncated", "not-utf8", "form"],
+)
+def test_unparseable_bodies_are_refused_cleanly(client_app, raw, content_type, status, code):
+    response = client_app.generic("POST", SALES, raw, content_type=content_type)
+
+    assert response.status_code == status
+    assert response.json()["code"] == code
+
+
+def test_an_order_of_twenty_skus_is_accepted(client_app):
+    for i in range(20):
+        make_product(f"S{i}", on_hand=1)
+
+    response = client_app.post(SALES, {"items": [{"sku": f"S{i}", "quantity": 1} for i in range(20)]}, format="json")
+
+    assert response.status_code == 201
+    assert Product.objects.aggregate(left=Sum("on_hand"))["left"] == 0
+
+
+def test_the_schema_and_docs_are_served_without_a_cdn(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    docs = client.get("/api/docs/")
+
+    assert schema.status_code == 200
+    paths = schema.json()["paths"]
+    assert set(paths["/api/v1/sales/"]["post"]["responses"]) >= {"201", "400", "401", "404", "409", "422", "429"}
+    assert "/api/v1/restocks/" in paths and "/api/v1/products/{sku}/" in paths
+    assert docs.status_code == 200
+    assert b"cdn" not in docs.content.lower()

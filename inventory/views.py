@@ -1,0 +1,108 @@
+import re
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inventory import selectors, services
+from inventory.serializers import (
+    ErrorOut,
+    OutOfStockOut,
+    ProductOut,
+    RestockFilterIn,
+    RestockOut,
+    SaleIn,
+    SaleOut,
+    ValidationErrorOut,
+)
+
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+_errors = {
+    400: OpenApiResponse(ValidationErrorOut, description="Invalid body (`validation_error`, `malformed_json`)."),
+    401: OpenApiResponse(ErrorOut, description="Missing or bad API key."),
+    429: OpenApiResponse(ErrorOut, description="Rate limited (`throttled`); see Retry-After."),
+}
+
+
+class SaleCreateView(APIView):
+    @extend_schema(
+        operation_id="sale_create",
+        request=SaleIn,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Up to 255 printable characters; a retry with the same key and body replays "
+                "the first answer (header `Idempotent-Replayed: true`).",
+            )
+        ],
+        responses={
+            201: SaleOut,
+            **_errors,
+            404: OpenApiResponse(ErrorOut, description="A SKU we do not sell (`unknown_sku`)."),
+            409: OpenApiResponse(OutOfStockOut, description="Not enough stock (`out_of_stock`); nothing sold."),
+            422: OpenApiResponse(ErrorOut, description="Key reused with another body (`idempotency_key_reused`)."),
+        },
+    )
+    def post(self, request):
+        key = request.headers.get("Idempotency-Key", "")
+        if key and not IDEMPOTENCY_KEY.match(key):
+            raise serializers.ValidationError({"Idempotency-Key": ["1 to 255 printable ASCII characters."]})
+        body = SaleIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        items = [services.SaleItem(**item) for item in body.validated_data["items"]]
+        outcome = services.sale_create(client=request.auth, items=items, idempotency_key=key)
+        data = SaleOut({**vars(outcome.sale), "lines": outcome.lines}).data
+        headers = {"Location": f"/api/v1/sales/{outcome.sale.pk}/"}
+        if outcome.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(data, status=status.HTTP_201_CREATED, headers=headers)
+
+
+class SaleDetailView(APIView):
+    @extend_schema(operation_id="sale_get", responses={200: SaleOut, 401: _errors[401], 404: ErrorOut})
+    def get(self, request, sale_id: int):
+        sale = selectors.sale_get(client=request.auth, sale_id=sale_id)
+        if sale is None:
+            return Response({"code": "not_found", "message": "No such sale."}, status=status.HTTP_404_NOT_FOUND)
+        return Response(SaleOut({**vars(sale), "lines": list(sale.lines.all())}).data)
+
+
+class ProductListView(generics.ListAPIView):
+    permission_classes = [AllowAny]
+    serializer_class = ProductOut
+    pagination_class = None
+
+    def get_queryset(self):
+        return selectors.product_list()
+
+
+class ProductDetailView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(operation_id="product_get", responses={200: ProductOut, 404: ErrorOut})
+    def get(self, request, sku: str):
+        return Response(ProductOut(selectors.product_get(sku=sku)).data)
+
+
+class RestockPagination(PageNumberPagination):
+    page_size = 50
+
+
+class RestockListView(generics.ListAPIView):
+    serializer_class = RestockOut
+    pagination_class = RestockPagination
+
+    @extend_schema(parameters=[RestockFilterIn], responses={200: RestockOut(many=True), **_errors})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        filters = RestockFilterIn(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return selectors.restock_list(sku=filters.validated_data.get("sku"), status=filters.validated_data.get("status"))

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole suite against MariaDB and Redis (never SQLite: row locks do nothing there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-test-only-not-secret}"
+export DATABASE_URL="${TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306/donut_states}"
+export CELERY_BROKER_URL="${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/14}"
+export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
+export DJANGO_DEBUG=0 DJANGO_SECURE_SSL_REDIRECT=0
+mkdir -p test-output
+exec .venv/bin/pytest "$@"
