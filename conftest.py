@@ -38,5 +38,3 @@ def _fresh_caches():
     selectors.forget_product_ids()
     auth._cache.clear()
     yield
-
-

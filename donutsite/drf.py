@@ -1,6 +1,5 @@
 """The one DRF exception handler: every error leaves as {"code", "message", ...details}."""
 
-
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -48,6 +47,3 @@ def exception_handler(exc, context):
         headers["WWW-Authenticate"] = "Api-Key"
         return Response(body, status=status.HTTP_401_UNAUTHORIZED, headers=headers)
     return Response(body, status=exc.status_code, headers=headers)
-
-
-

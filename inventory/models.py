@@ -88,6 +88,9 @@ class SaleLine(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["sale", "product"], name="sale_line_one_per_product")]
 
+    def __str__(self):
+        return f"{self.quantity} x {self.product_id}"
+
 
 class StockMovement(models.Model):
     """The stock ledger: one row per change of on-hand. Sum of `quantity` per product equals on-hand."""
@@ -182,3 +185,6 @@ class IdempotencyKey(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_unique_per_client")]
+
+    def __str__(self):
+        return self.key

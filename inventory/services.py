@@ -168,8 +168,8 @@ def restock_dispatch(restock_id: int) -> bool:
     """
     try:
         current_app.send_task(RESTOCK_PLACE_TASK, args=[restock_id], queue="factory")
-    except Exception:  # any broker failure: the row is the source of truth, the sweep retries
-        logger.warning("restock %s: could not reach the broker; the reconcile sweep will resend it", restock_id)
+    except Exception as exc:  # any broker failure: the row is the source of truth, the sweep retries
+        logger.warning("restock %s: broker unavailable (%r); the reconcile sweep will resend it", restock_id, exc)
         return False
     Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(
         dispatched_at=timezone.now(), dispatch_count=F("dispatch_count") + 1

@@ -105,4 +105,6 @@ class RestockListView(generics.ListAPIView):
     def get_queryset(self):
         filters = RestockFilterIn(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
-        return selectors.restock_list(sku=filters.validated_data.get("sku"), status=filters.validated_data.get("status"))
+        return selectors.restock_list(
+            sku=filters.validated_data.get("sku"), status=filters.validated_data.get("status")
+        )

@@ -163,7 +163,9 @@ def test_sales_need_a_valid_api_key(client, header):
     glazed = make_product("GLAZED", on_hand=5)
     extra = {"HTTP_AUTHORIZATION": header} if header else {}
 
-    response = client.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 1}]}, content_type="application/json", **extra)
+    response = client.post(
+        SALES, {"items": [{"sku": "GLAZED", "quantity": 1}]}, content_type="application/json", **extra
+    )
 
     assert response.status_code == 401
     assert response.json()["code"] in {"not_authenticated", "authentication_failed"}

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from inventory.selectors import ledger_differences
 from inventory.models import Product
+from inventory.selectors import ledger_differences
 
 
 class Command(BaseCommand):

@@ -32,7 +32,8 @@ class Command(BaseCommand):
             for sku, name, price, stock in CATALOGUE:
                 if Product.objects.filter(sku=sku).exists():
                     continue
-                product_set_stock(sku=sku, name=name, price=Decimal(price), quantity=stock, reorder_point=10,
-                                  reorder_quantity=100)
+                product_set_stock(
+                    sku=sku, name=name, price=Decimal(price), quantity=stock, reorder_point=10, reorder_quantity=100
+                )
                 created += 1
         self.stdout.write(f"demo catalogue: {created} products created, {len(CATALOGUE) - created} already there")

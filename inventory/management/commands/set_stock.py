@@ -34,8 +34,12 @@ class Command(BaseCommand):
             raise CommandError("--reorder-point cannot be negative")
         try:
             product = product_set_stock(
-                sku=sku, quantity=quantity, price=price, name=name,
-                reorder_point=reorder_point, reorder_quantity=reorder_quantity,
+                sku=sku,
+                quantity=quantity,
+                price=price,
+                name=name,
+                reorder_point=reorder_point,
+                reorder_quantity=reorder_quantity,
             )
         except DomainError as exc:
             raise CommandError(exc.message) from exc

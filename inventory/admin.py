@@ -1,0 +1,290 @@
+"""The admin for ops staff. Stock changes only through services.stock_adjust (a ledger row each);
+sales, movements and restocks are records to look at, never to edit by hand."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import F
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from donutsite.errors import DomainError
+from inventory import auth, services
+from inventory.models import ApiClient, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
+
+ADJUST_LIMIT = 1_000_000  # far above any real tray count, far below the on-hand column's range
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable, never added, edited or deleted here: these rows are written by services."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# Products
+
+
+class StockLevelFilter(admin.SimpleListFilter):
+    title = "stock level"
+    parameter_name = "stock"
+
+    def lookups(self, request, model_admin):
+        return [("out", "Out (none on hand)"), ("low", "Low (at or below reorder point)"), ("ok", "OK")]
+
+    def queryset(self, request, queryset):
+        match self.value():
+            case "out":
+                return queryset.filter(on_hand=0)
+            case "low":
+                return queryset.filter(on_hand__gt=0, on_hand__lte=F("reorder_point"))
+            case "ok":
+                return queryset.filter(on_hand__gt=F("reorder_point"))
+        return queryset
+
+
+_BADGES = {"OUT": "#ba2121", "LOW": "#b76e00", "ok": "#447e36"}
+
+
+def stock_level(product: Product) -> str:
+    if product.on_hand == 0:
+        return "OUT"
+    return "LOW" if product.needs_reorder else "ok"
+
+
+class StockAdjustmentForm(forms.Form):
+    quantity = forms.IntegerField(
+        min_value=-ADJUST_LIMIT,
+        max_value=ADJUST_LIMIT,
+        help_text="Signed: 12 adds twelve, -3 takes three out.",
+    )
+    reason = forms.CharField(max_length=255, help_text="Why, for the ledger (e.g. 'dropped tray', 'stock count').")
+
+    def clean_quantity(self):
+        quantity = self.cleaned_data["quantity"]
+        if quantity == 0:
+            raise forms.ValidationError("Enter a quantity other than zero.")
+        return quantity
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = (
+        "sku",
+        "name",
+        "price",
+        "on_hand",
+        "reorder_point",
+        "reorder_quantity",
+        "is_active",
+        "stock_badge",
+    )
+    list_filter = ("is_active", StockLevelFilter)
+    search_fields = ("sku", "name")
+    actions = ["adjust_stock"]
+    readonly_fields = ("on_hand", "created_at", "updated_at")
+
+    def get_fields(self, request, obj=None):
+        fields = ["sku", "name", "price", "is_active", "on_hand", "reorder_point", "reorder_quantity"]
+        return [*fields, "created_at", "updated_at"] if obj else fields
+
+    def get_readonly_fields(self, request, obj=None):
+        # A SKU is fixed once it exists: API clients and the per-process SKU cache rely on it.
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        return (*readonly, "sku") if obj else readonly
+
+    def has_delete_permission(self, request, obj=None):
+        # Products are retired (is_active), never deleted: sales and the ledger point at them.
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.save()  # on_hand is not a form field, so a new product starts at 0
+        elif form.changed_data:
+            # Write only what the form changed: a full save would also write back the on_hand read when
+            # the request started, silently undoing any sale that committed in between.
+            obj.save(update_fields=[*form.changed_data, "updated_at"])
+
+    @admin.display(description="Stock", ordering="on_hand")
+    def stock_badge(self, product):
+        level = stock_level(product)
+        return format_html(
+            '<span style="background:{};color:#fff;border-radius:3px;padding:1px 6px;font-size:11px;'
+            'font-weight:bold">{}</span>',
+            _BADGES[level],
+            level,
+        )
+
+    @admin.action(description="Adjust stock of selected products", permissions=["change"])
+    def adjust_stock(self, request, queryset):
+        ids = ",".join(str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True))
+        return redirect(f"{reverse('admin:inventory_product_adjust_stock')}?ids={ids}")
+
+    def get_urls(self):
+        adjust = path(
+            "adjust-stock/",
+            self.admin_site.admin_view(self.adjust_stock_view),
+            name="inventory_product_adjust_stock",
+        )
+        return [adjust, *super().get_urls()]  # before the catch-all "<object_id>/" patterns
+
+    def adjust_stock_view(self, request):
+        """Apply one signed quantity to each chosen product, each through stock_adjust on its own: a
+        product that would go negative is refused and reported, the others are still adjusted."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        ids = [int(part) for part in request.GET.get("ids", "").split(",") if part.strip().isdigit()]
+        products = list(Product.objects.filter(pk__in=ids).order_by("sku"))
+        changelist = reverse("admin:inventory_product_changelist")
+        if not products:
+            self.message_user(request, "Pick at least one product to adjust.", messages.WARNING)
+            return redirect(changelist)
+
+        form = StockAdjustmentForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            quantity, reason = form.cleaned_data["quantity"], form.cleaned_data["reason"]
+            adjusted = 0
+            for product in products:
+                try:
+                    services.stock_adjust(product=product, quantity=quantity, reason=reason, user=request.user)
+                except DomainError as exc:
+                    self.message_user(request, f"{product.sku} not adjusted: {exc.message}", messages.ERROR)
+                    continue
+                adjusted += 1
+                self.log_change(request, product, f"Adjusted stock by {quantity:+d}: {reason}")
+                self.message_user(
+                    request, f"{product.sku}: {quantity:+d}, on hand now {product.on_hand}.", messages.SUCCESS
+                )
+            if adjusted:
+                return redirect(changelist)
+            # Nothing changed: stay on the form, with the input kept, so the quantity can be corrected.
+
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Adjust stock",
+            "form": form,
+            "rows": [(p, stock_level(p)) for p in products],
+            "changelist_url": changelist,
+        }
+        return TemplateResponse(request, "admin/inventory/product/adjust_stock.html", context)
+
+
+# Sales and the ledger
+
+
+class SaleLineInline(admin.TabularInline):
+    model = SaleLine
+    fields = ("product", "quantity", "unit_price", "line_total")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Sale)
+class SaleAdmin(ReadOnlyAdmin):
+    list_display = ("id", "client", "total", "idempotency_key", "created_at")
+    list_filter = ("client", "created_at")
+    list_select_related = ("client",)
+    # "id__exact" compares the id as text, so a search for a SKU does not fail on the integer column.
+    search_fields = ("id__exact", "lines__product__sku")
+    inlines = [SaleLineInline]
+
+
+@admin.register(StockMovement)
+class StockMovementAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "product", "kind", "quantity", "reason", "sale", "restock", "created_by")
+    list_filter = ("kind", "product")
+    list_select_related = ("product", "sale", "restock", "created_by")
+    date_hierarchy = "created_at"
+    search_fields = ("product__sku", "sale__id__exact", "reason")
+
+
+@admin.register(Restock)
+class RestockAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "sku",
+        "quantity",
+        "status",
+        "reason",
+        "dispatched_at",
+        "dispatch_count",
+        "factory_order_id",
+        "expected_at",
+        "created_at",
+    )
+    list_filter = ("status", "reason")
+    list_select_related = ("product",)
+    search_fields = ("product__sku", "factory_order_id")
+    exclude = ("open_product",)  # a database helper column, meaningless to people
+
+    @admin.display(description="SKU", ordering="product__sku")
+    def sku(self, restock):
+        return restock.product.sku
+
+
+# API clients
+
+
+@admin.register(ApiClient)
+class ApiClientAdmin(admin.ModelAdmin):
+    list_display = ("name", "key_prefix", "is_active", "created_at")
+    list_filter = ("is_active",)
+    search_fields = ("name", "key_prefix")
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": ("name", "is_active", "key_prefix", "created_at"),
+                "description": "A key is generated when the client is added and shown once. Untick Active to "
+                f"revoke it; running servers stop accepting it within {auth.CACHE_SECONDS:g} seconds.",
+            },
+        )
+    ]
+    readonly_fields = ("key_prefix", "created_at")
+
+    def has_delete_permission(self, request, obj=None):
+        # Revoke with is_active instead: the client's sales must keep pointing at it.
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save()
+            return
+        key = obj.set_new_key()
+        obj.save()
+        self.message_user(
+            request,
+            f"Copy this key now: {key} — only its hash is stored, so it cannot be shown again. "
+            "The client sends it as: Authorization: Api-Key <key>",
+            messages.SUCCESS,
+        )
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyAdmin):
+    """Kept visible for support ("why did my retry return the old sale?"); purged by the reconcile sweep."""
+
+    list_display = ("client", "key", "sale", "created_at")
+    list_filter = ("client",)
+    list_select_related = ("client", "sale")
+    search_fields = ("key",)
+    exclude = ("request_hash",)

@@ -1,0 +1,130 @@
+"""Many buyers at once, with real threads, real connections and real row locks on MariaDB."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connection, connections
+
+from donutsite.errors import DomainError
+from inventory import services
+from inventory.models import Product, Restock, Sale
+from inventory.selectors import ledger_differences
+from inventory.services import SaleItem, sale_create
+from inventory.tests.helpers import make_api_client, make_product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BUYERS = 32
+
+
+def run_together(n, fn):
+    """Run fn(i) on n threads released at the same instant; return each result or the DomainError raised."""
+    barrier = threading.Barrier(n)
+
+    def one(i):
+        try:
+            barrier.wait()
+            return fn(i)
+        except DomainError as exc:
+            return exc
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def sell_to_crowd(sku, stock, rounds=3):
+    """BUYERS buyers of one donut each race for `stock` donuts, `rounds` times; return (sold, stock left) per round."""
+    client, _ = make_api_client()
+    outcomes = []
+    for _ in range(rounds):
+        services.product_set_stock(sku=sku, quantity=stock)
+        before = Sale.objects.count()
+        run_together(BUYERS, lambda i: sale_create(client=client, items=[SaleItem(sku, 1)]))
+        outcomes.append((Sale.objects.count() - before, Product.objects.get(sku=sku).on_hand))
+    return outcomes
+
+
+def test_a_crowd_buys_exactly_the_stock_there_is():
+    make_product("VIRAL", on_hand=10)
+
+    outcomes = sell_to_crowd("VIRAL", stock=10)
+
+    assert outcomes == [(10, 0)] * 3, "each round: 10 sold out of 32 attempts, none left, none oversold"
+    assert ledger_differences() == []
+
+
+def test_without_the_row_lock_the_same_crowd_oversells(monkeypatch):
+    """Proof that the test above has teeth: with the lock taken out, the race shows up."""
+    make_product("VIRAL", on_hand=10)
+    monkeypatch.setattr(
+        services, "products_lock", lambda ids: {p.pk: p for p in Product.objects.filter(pk__in=ids).order_by("pk")}
+    )
+
+    outcomes = sell_to_crowd("VIRAL", stock=10)
+
+    assert any(sold > 10 for sold, _ in outcomes), outcomes
+
+
+def test_mixed_orders_in_opposite_orders_never_deadlock():
+    skus = ["A", "B", "C", "D"]
+    for sku in skus:
+        make_product(sku, on_hand=10_000)
+    client, _ = make_api_client()
+
+    def buy(i):
+        order = skus if i % 2 else list(reversed(skus))
+        return sale_create(client=client, items=[SaleItem(sku, 1) for sku in order[: 2 + i % 3]])
+
+    for _ in range(5):
+        results = run_together(BUYERS, buy)
+        assert all(r.sale is not None for r in results), [r for r in results if isinstance(r, Exception)]
+
+    sold = sum(2 + i % 3 for i in range(BUYERS)) * 5
+    assert 40_000 - sum(Product.objects.values_list("on_hand", flat=True)) == sold
+    assert ledger_differences() == []
+
+
+def test_concurrent_shortages_open_one_restock():
+    make_product("VIRAL", on_hand=0)
+    client, _ = make_api_client()
+
+    results = run_together(BUYERS, lambda i: sale_create(client=client, items=[SaleItem("VIRAL", 1)]))
+
+    assert all(r.code == "out_of_stock" for r in results)
+    restock_ids = {r.details["shortages"][0]["restock"]["id"] for r in results}
+    assert restock_ids == set(Restock.objects.values_list("pk", flat=True))
+    assert len(restock_ids) == 1
+
+
+def test_one_idempotency_key_sent_by_many_at_once_sells_once():
+    make_product("GLAZED", on_hand=100)
+    client, _ = make_api_client()
+
+    results = run_together(
+        BUYERS, lambda i: sale_create(client=client, items=[SaleItem("GLAZED", 2)], idempotency_key="order-7")
+    )
+
+    assert {r.sale.pk for r in results} == set(Sale.objects.values_list("pk", flat=True))
+    assert Sale.objects.count() == 1
+    assert sum(not r.replayed for r in results) == 1
+    assert Product.objects.get(sku="GLAZED").on_hand == 98
+
+
+def test_the_database_refuses_negative_stock_even_without_the_code():
+    from django.db import IntegrityError
+
+    product = make_product("GLAZED", on_hand=1)
+    with pytest.raises(IntegrityError), connection.cursor() as cursor:
+        cursor.execute("UPDATE inventory_product SET on_hand = on_hand - 2 WHERE id = %s", [product.pk])
+
+
+def test_the_database_refuses_a_second_open_restock():
+    from django.db import IntegrityError
+
+    product = make_product("GLAZED", on_hand=1)
+    Restock.objects.create(product=product, quantity=5, reason="manual")
+    with pytest.raises(IntegrityError):
+        Restock.objects.create(product=product, quantity=5, reason="manual")

@@ -1,0 +1,131 @@
+"""Idempotency-Key replays and per-client throttling, through the HTTP API."""
+
+from datetime import timedelta
+
+import pytest
+import redis
+from django.conf import settings
+from django.test import override_settings
+from django.utils import timezone
+
+from inventory.models import IdempotencyKey, Product, Sale
+from inventory.services import reconcile
+from inventory.tests.helpers import make_api_client, make_product
+
+pytestmark = pytest.mark.django_db
+
+SALES = "/api/v1/sales/"
+
+
+def buy(http, quantity=1, key=None, sku="GLAZED"):
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key is not None else {}
+    return http.post(SALES, {"items": [{"sku": sku, "quantity": quantity}]}, format="json", **headers)
+
+
+def test_a_retry_with_the_same_key_replays_the_first_sale(client_app):
+    make_product("GLAZED", on_hand=10)
+
+    first = buy(client_app, 2, key="order-1")
+    retry = buy(client_app, 2, key="order-1")
+
+    assert first.status_code == retry.status_code == 201
+    assert retry.json() == first.json()
+    assert retry["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first
+    assert Sale.objects.count() == 1
+    assert Product.objects.get(sku="GLAZED").on_hand == 8
+    assert Sale.objects.get().idempotency_key == "order-1"
+
+
+def test_the_same_key_with_another_body_is_422_and_sells_nothing(client_app):
+    make_product("GLAZED", on_hand=10)
+    buy(client_app, 2, key="order-1")
+
+    response = buy(client_app, 3, key="order-1")
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert Product.objects.get(sku="GLAZED").on_hand == 8
+
+
+def test_keys_are_scoped_per_client(client_app):
+    make_product("GLAZED", on_hand=10)
+    buy(client_app, 1, key="order-1")
+    _, other_key = make_api_client()
+    client_app.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_key}")
+
+    response = buy(client_app, 5, key="order-1")
+
+    assert response.status_code == 201 and "Idempotent-Replayed" not in response
+    assert Product.objects.get(sku="GLAZED").on_hand == 4
+
+
+def test_an_out_of_stock_answer_does_not_use_up_the_key(client_app):
+    glazed = make_product("GLAZED", on_hand=1)
+    assert buy(client_app, 2, key="order-1").status_code == 409
+    Product.objects.filter(pk=glazed.pk).update(on_hand=5)  # restocked behind the scenes
+
+    response = buy(client_app, 2, key="order-1")
+
+    assert response.status_code == 201, "nothing was sold the first time, so the retry may sell"
+
+
+def test_a_key_older_than_the_ttl_may_be_used_afresh(client_app):
+    make_product("GLAZED", on_hand=10)
+    buy(client_app, 1, key="order-1")
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS + 1))
+
+    response = buy(client_app, 3, key="order-1")
+
+    assert response.status_code == 201 and "Idempotent-Replayed" not in response
+    assert Sale.objects.count() == 2
+
+
+def test_reconcile_purges_expired_keys_and_keeps_fresh_ones(client_app):
+    make_product("GLAZED", on_hand=10)
+    buy(client_app, 1, key="old")
+    buy(client_app, 1, key="new")
+    IdempotencyKey.objects.filter(key="old").update(created_at=timezone.now() - timedelta(hours=25))
+
+    assert reconcile()["idempotency_keys_purged"] == 1
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
+
+
+@pytest.mark.parametrize(
+    "key", ["", "x" * 256, "has space", "tab\tkey", "ünï"], ids=["empty", "256", "space", "tab", "non-ascii"]
+)
+def test_a_malformed_key_is_a_400(client_app, key):
+    make_product("GLAZED", on_hand=10)
+
+    response = client_app.post(
+        SALES, {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json", headers={"Idempotency-Key": key}
+    )
+
+    if key == "":
+        assert response.status_code == 201, "an empty header is the same as none"
+    else:
+        assert response.status_code == 400 and response.json()["code"] == "validation_error"
+        assert Product.objects.get(sku="GLAZED").on_hand == 10
+
+
+@pytest.fixture
+def fresh_throttle_counts():
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@override_settings(API_THROTTLE_RATE="3/minute")
+def test_a_client_over_its_rate_gets_429_with_retry_after(client_app, fresh_throttle_counts):
+    make_product("GLAZED", on_hand=10)
+
+    statuses = [buy(client_app).status_code for _ in range(3)]
+    refused = buy(client_app)
+    _, other_key = make_api_client()
+    client_app.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_key}")
+    other = buy(client_app)
+
+    assert statuses == [201, 201, 201]
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "throttled"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert other.status_code == 201, "the limit is per client"
+    assert Product.objects.get(sku="GLAZED").on_hand == 6

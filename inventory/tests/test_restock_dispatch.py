@@ -1,0 +1,108 @@
+"""Restocks reach the real Redis broker only after commit, and the outbox sweep resends what never left."""
+
+import ast
+import json
+
+import kombu.pools
+import pytest
+import redis
+from celery import current_app
+from django.core.management import call_command
+from django.db import transaction
+from django.test import override_settings
+
+from inventory.models import Restock
+from inventory.services import SaleItem, restocks_open, sale_create
+from inventory.tests.helpers import make_api_client, make_product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def factory_queue():
+    """The `factory` queue in the test broker, emptied before and after; yields a reader of its restock ids."""
+    broker = redis.Redis.from_url(current_app.conf.broker_url)
+    broker.delete("factory")
+
+    def restock_ids():
+        messages = [json.loads(raw) for raw in broker.lrange("factory", 0, -1)]
+        assert all(m["headers"]["task"] == "factory.restock_place" for m in messages)
+        return sorted(ast.literal_eval(m["headers"]["argsrepr"])[0] for m in messages)
+
+    yield restock_ids
+    broker.delete("factory")
+
+
+@pytest.fixture
+def broker_down():
+    """Point the Celery app at a port where nothing listens, as if Redis were down."""
+
+    def use(url):
+        # broker_write_url, not broker_url: Celery lets the CELERY_BROKER_URL variable win over the latter.
+        current_app.conf.broker_write_url = url
+        current_app._pool = None  # Celery caches its connection and producer pools: drop both
+        current_app.amqp._producer_pool = None
+        kombu.pools.reset()
+
+    use("redis://127.0.0.1:9/0")
+    yield
+    use(None)
+
+
+def test_a_shortage_hands_its_restock_to_the_factory_queue(factory_queue):
+    make_product("VIRAL", on_hand=0)
+    client, _ = make_api_client()
+
+    with pytest.raises(Exception, match="Not enough stock"):
+        sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+
+    restock = Restock.objects.get()
+    assert factory_queue() == [restock.pk]
+    assert restock.dispatched_at is not None and restock.dispatch_count == 1
+
+
+def test_a_rolled_back_transaction_enqueues_nothing(factory_queue):
+    product = make_product("VIRAL", on_hand=0)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        restocks_open([product], reason=Restock.Reason.MANUAL)
+        raise RuntimeError("something later in the transaction failed")
+
+    assert factory_queue() == []
+    assert not Restock.objects.exists()
+
+
+def test_with_the_broker_down_a_sale_still_succeeds_and_keeps_its_restock(factory_queue, broker_down):
+    make_product("VIRAL", on_hand=1, reorder_point=1)
+    client, _ = make_api_client()
+
+    outcome = sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+
+    assert outcome.sale is not None, "the sale itself does not depend on the broker"
+    restock = Restock.objects.get()
+    assert (restock.status, restock.dispatched_at) == ("pending", None), "left for the outbox sweep"
+
+
+@override_settings(OUTBOX_RESEND_AFTER_SECONDS=0)
+def test_reconcile_resends_restocks_that_never_reached_the_broker(factory_queue):
+    product = make_product("VIRAL", on_hand=0)
+    # Committed but never dispatched: the process died between commit and send, or Redis was down.
+    lost = Restock.objects.create(product=product, quantity=10, reason="shortage")
+    closed = Restock.objects.create(product=make_product("GONE"), quantity=10, reason="shortage", status="failed")
+
+    call_command("reconcile")
+    call_command("reconcile")
+
+    lost.refresh_from_db()
+    assert factory_queue() == [lost.pk], "sent once; the second sweep saw it dispatched; closed ones never"
+    assert lost.dispatched_at is not None and lost.dispatch_count == 1
+    assert closed.pk not in factory_queue()
+
+
+def test_reconcile_waits_before_resending_a_fresh_restock(factory_queue):
+    product = make_product("VIRAL", on_hand=0)
+    Restock.objects.create(product=product, quantity=10, reason="shortage")
+
+    call_command("reconcile")
+
+    assert factory_queue() == [], "a restock written a moment ago may still be on its way"
