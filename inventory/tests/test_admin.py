@@ -1,0 +1,416 @@
+"""The admin as ops staff use it: stock badges, stock adjustments through the ledger, read-only records, API keys."""
+
+import re
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from inventory.admin import ProductAdmin
+from inventory.models import ApiClient, IdempotencyKey, Product, Restock, StockMovement
+from inventory.selectors import ledger_differences
+from inventory.services import SaleItem, sale_create, stock_adjust
+from inventory.tests.helpers import make_api_client, make_product
+
+pytestmark = pytest.mark.django_db
+
+PRODUCTS = reverse("admin:inventory_product_changelist")
+ADJUST = reverse("admin:inventory_product_adjust_stock")
+
+
+def adjust_url(*products):
+    return f"{ADJUST}?ids={','.join(str(p.pk) for p in products)}"
+
+
+def on_hand(product):
+    return Product.objects.get(pk=product.pk).on_hand
+
+
+def row_for(html, sku):
+    """The changelist table row whose link text is this SKU."""
+    rows = [row for row in re.findall(r"<tr[^>]*>.*?</tr>", html, re.S) if f">{sku}</a>" in row]
+    assert len(rows) == 1, f"expected one row for {sku}, found {len(rows)}"
+    return rows[0]
+
+
+def shown_messages(response):
+    return [str(m) for m in response.context["messages"]]
+
+
+def product_form(product, **changes):
+    data = {
+        "name": product.name,
+        "price": str(product.price),
+        "is_active": "on",
+        "reorder_point": product.reorder_point,
+        "reorder_quantity": product.reorder_quantity,
+        "_save": "Save",
+    }
+    return {**data, **changes}
+
+
+def buy_once(sku):
+    client, _ = make_api_client()
+    return sale_create(client=client, items=[SaleItem(sku=sku, quantity=1)]).sale
+
+
+# Products: badges and filters
+
+
+def test_the_product_list_flags_out_and_low_stock(admin_client):
+    make_product("EMPTY", on_hand=0, reorder_point=10)
+    make_product("LOWISH", on_hand=10, reorder_point=10)
+    make_product("PLENTY", on_hand=11, reorder_point=10)
+
+    html = admin_client.get(PRODUCTS).content.decode()
+
+    assert ">OUT</span>" in row_for(html, "EMPTY")
+    assert ">LOW</span>" in row_for(html, "LOWISH"), "at the reorder point counts as low"
+    plenty = row_for(html, "PLENTY")
+    assert ">ok</span>" in plenty and ">LOW</span>" not in plenty and ">OUT</span>" not in plenty
+
+
+@pytest.mark.parametrize(
+    "level, expected", [("out", ["EMPTY"]), ("low", ["LOWISH"]), ("ok", ["PLENTY"])], ids=["out", "low", "ok"]
+)
+def test_the_stock_level_filter(admin_client, level, expected):
+    make_product("EMPTY", on_hand=0, reorder_point=10)
+    make_product("LOWISH", on_hand=3, reorder_point=10)
+    make_product("PLENTY", on_hand=50, reorder_point=10)
+
+    response = admin_client.get(PRODUCTS, {"stock": level})
+
+    assert response.status_code == 200
+    assert [p.sku for p in response.context["cl"].result_list] == expected
+
+
+def test_products_are_searchable_by_sku_and_name(admin_client):
+    make_product("GLAZED", name="Original Glazed")
+    make_product("MAPLE", name="Maple Bar")
+
+    by_sku = admin_client.get(PRODUCTS, {"q": "glaz"})
+    by_name = admin_client.get(PRODUCTS, {"q": "maple bar"})
+
+    assert [p.sku for p in by_sku.context["cl"].result_list] == ["GLAZED"]
+    assert [p.sku for p in by_name.context["cl"].result_list] == ["MAPLE"]
+
+
+# Products: on_hand and sku are not hand-edited
+
+
+def test_posting_the_product_form_cannot_change_on_hand_or_sku(admin_client):
+    glazed = make_product("GLAZED", on_hand=12)
+    url = reverse("admin:inventory_product_change", args=[glazed.pk])
+
+    page = admin_client.get(url).content.decode()
+    response = admin_client.post(url, product_form(glazed, name="Glazed, new recipe", on_hand=999, sku="HACKED"))
+
+    assert 'name="on_hand"' not in page and 'name="sku"' not in page
+    assert response.status_code == 302
+    glazed.refresh_from_db()
+    assert (glazed.sku, glazed.name, glazed.on_hand) == ("GLAZED", "Glazed, new recipe", 12)
+    assert ledger_differences() == []
+
+
+def test_saving_the_product_form_does_not_undo_a_stock_change_made_meanwhile(admin_client, monkeypatch):
+    glazed = make_product("GLAZED", on_hand=10)
+    read_product = ProductAdmin.get_object
+
+    def read_then_stock_moves(self, request, object_id, from_field=None):
+        product = read_product(self, request, object_id, from_field)
+        if request.method == "POST":
+            # Stands in for a sale from another request landing after the admin read on_hand=10. (A real
+            # sale_create cannot run here: it is durable, and the admin wraps its form view in atomic().)
+            stock_adjust(product=Product.objects.get(pk=product.pk), quantity=-4, reason="till sale")
+        return product
+
+    monkeypatch.setattr(ProductAdmin, "get_object", read_then_stock_moves)
+    url = reverse("admin:inventory_product_change", args=[glazed.pk])
+
+    response = admin_client.post(url, product_form(glazed, price="2.25"))
+
+    assert response.status_code == 302
+    glazed.refresh_from_db()
+    assert (str(glazed.price), glazed.on_hand) == ("2.25", 6), "the admin save wrote back the stale on_hand"
+    assert ledger_differences() == []
+
+
+def test_a_product_added_in_the_admin_starts_with_no_stock(admin_client):
+    response = admin_client.post(
+        reverse("admin:inventory_product_add"),
+        {
+            "sku": "PISTACHIO",
+            "name": "Pistachio",
+            "price": "2.80",
+            "is_active": "on",
+            "reorder_point": 5,
+            "reorder_quantity": 60,
+            "on_hand": 40,
+            "_save": "Save",
+        },
+    )
+
+    assert response.status_code == 302
+    product = Product.objects.get(sku="PISTACHIO")
+    assert (product.name, str(product.price), product.on_hand, product.reorder_quantity) == ("Pistachio", "2.80", 0, 60)
+    assert ">OUT</span>" in row_for(admin_client.get(PRODUCTS).content.decode(), "PISTACHIO")
+
+
+def test_the_product_page_offers_adjust_stock_and_no_delete(admin_client):
+    glazed = make_product("GLAZED")
+
+    page = admin_client.get(reverse("admin:inventory_product_change", args=[glazed.pk])).content.decode()
+    delete = admin_client.post(reverse("admin:inventory_product_delete", args=[glazed.pk]), {"post": "yes"})
+
+    assert f'href="{adjust_url(glazed)}"' in page
+    assert reverse("admin:inventory_product_delete", args=[glazed.pk]) not in page
+    assert delete.status_code == 403
+    assert Product.objects.filter(pk=glazed.pk).exists()
+
+
+# Stock adjustments
+
+
+def test_an_adjustment_changes_stock_and_writes_a_ledger_row(admin_client, admin_user):
+    glazed = make_product("GLAZED", on_hand=10)
+
+    form_page = admin_client.get(adjust_url(glazed))
+    response = admin_client.post(adjust_url(glazed), {"quantity": "-3", "reason": "dropped a tray"}, follow=True)
+
+    assert form_page.status_code == 200 and b"GLAZED" in form_page.content
+    assert response.redirect_chain[-1][0] == PRODUCTS
+    assert "GLAZED: -3, on hand now 7." in shown_messages(response)
+    assert on_hand(glazed) == 7
+    movement = StockMovement.objects.filter(product=glazed).latest("pk")
+    assert (movement.kind, movement.quantity, movement.reason, movement.created_by) == (
+        "adjustment",
+        -3,
+        "dropped a tray",
+        admin_user,
+    )
+    assert ledger_differences() == []
+
+
+def test_the_adjust_action_applies_to_every_selected_product(admin_client):
+    glazed = make_product("GLAZED", on_hand=10)
+    maple = make_product("MAPLE", on_hand=4)
+    make_product("UNTOUCHED", on_hand=5)
+
+    picked = admin_client.post(PRODUCTS, {"action": "adjust_stock", "_selected_action": [glazed.pk, maple.pk]})
+    response = admin_client.post(picked["Location"], {"quantity": "12", "reason": "stock count"}, follow=True)
+
+    assert picked.status_code == 302 and picked["Location"] == adjust_url(glazed, maple)
+    assert response.status_code == 200
+    assert dict(Product.objects.values_list("sku", "on_hand")) == {"GLAZED": 22, "MAPLE": 16, "UNTOUCHED": 5}
+    assert sorted(StockMovement.objects.filter(reason="stock count").values_list("product__sku", "quantity")) == [
+        ("GLAZED", 12),
+        ("MAPLE", 12),
+    ]
+
+
+def test_an_adjustment_below_zero_is_refused_with_a_message(admin_client):
+    viral = make_product("VIRAL", on_hand=2)
+    movements = StockMovement.objects.count()
+
+    response = admin_client.post(adjust_url(viral), {"quantity": "-5", "reason": "breakage"}, follow=True)
+
+    assert response.status_code == 200
+    assert shown_messages(response) == ["VIRAL not adjusted: VIRAL has 2; cannot take out 5."]
+    assert b"VIRAL not adjusted" in response.content
+    assert b'value="breakage"' in response.content, "the form is shown again with the input kept"
+    assert on_hand(viral) == 2
+    assert StockMovement.objects.count() == movements
+
+
+def test_one_refused_product_does_not_stop_the_others(admin_client):
+    glazed = make_product("GLAZED", on_hand=10)
+    viral = make_product("VIRAL", on_hand=2)
+
+    response = admin_client.post(adjust_url(glazed, viral), {"quantity": "-5", "reason": "breakage"}, follow=True)
+
+    assert (on_hand(glazed), on_hand(viral)) == (5, 2)
+    assert shown_messages(response) == [
+        "GLAZED: -5, on hand now 5.",
+        "VIRAL not adjusted: VIRAL has 2; cannot take out 5.",
+    ]
+    assert ledger_differences() == []
+
+
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"quantity": "0", "reason": "nothing"}, "quantity"),
+        ({"quantity": "abc", "reason": "typo"}, "quantity"),
+        ({"quantity": "5000000", "reason": "fat finger"}, "quantity"),
+        ({"quantity": "5", "reason": "   "}, "reason"),
+    ],
+    ids=["zero", "not-a-number", "huge", "blank-reason"],
+)
+def test_a_bad_adjustment_form_is_shown_again_and_changes_nothing(admin_client, data, field):
+    glazed = make_product("GLAZED", on_hand=10)
+
+    response = admin_client.post(adjust_url(glazed), data)
+
+    assert response.status_code == 200
+    assert field in response.context["form"].errors
+    assert on_hand(glazed) == 10
+    assert StockMovement.objects.filter(product=glazed).count() == 1
+
+
+def test_staff_without_change_permission_cannot_adjust(client):
+    glazed = make_product("GLAZED", on_hand=10)
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_product"))
+    client.force_login(viewer)
+
+    response = client.post(adjust_url(glazed), {"quantity": "-3", "reason": "why not"})
+
+    assert response.status_code == 403
+    assert on_hand(glazed) == 10
+
+
+def test_the_adjust_page_needs_a_login(client):
+    glazed = make_product("GLAZED", on_hand=10)
+
+    response = client.post(adjust_url(glazed), {"quantity": "-3", "reason": "anonymous"})
+
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert on_hand(glazed) == 10
+
+
+# Records that are viewed, never edited
+
+
+@pytest.fixture
+def records(db):
+    """One of everything: a sale with a line and an Idempotency-Key, its ledger rows, a restock."""
+    viral = make_product("VIRAL", on_hand=5)
+    client, _ = make_api_client("till-1")
+    sale = sale_create(client=client, items=[SaleItem(sku="VIRAL", quantity=2)], idempotency_key="k-1").sale
+    restock = Restock.objects.create(product=viral, quantity=40, reason="manual", factory_order_id="F-77")
+    return {
+        "sale": sale,
+        "stockmovement": StockMovement.objects.filter(sale=sale).get(),
+        "restock": restock,
+        "idempotencykey": IdempotencyKey.objects.get(sale=sale),
+    }
+
+
+@pytest.mark.parametrize("model", ["sale", "stockmovement", "restock", "idempotencykey"])
+def test_records_are_listed_and_viewable_but_not_editable(admin_client, records, model):
+    obj = records[model]
+    changelist = reverse(f"admin:inventory_{model}_changelist")
+    add = reverse(f"admin:inventory_{model}_add")
+    change = reverse(f"admin:inventory_{model}_change", args=[obj.pk])
+
+    listing = admin_client.get(changelist)
+    detail = admin_client.get(change)
+
+    assert listing.status_code == 200
+    assert obj.pk in [row.pk for row in listing.context["cl"].result_list]
+    assert add not in listing.content.decode()
+    assert admin_client.get(add).status_code == 403
+    assert detail.status_code == 200 and b'name="_save"' not in detail.content
+    assert admin_client.post(change, {}).status_code == 403
+    assert (
+        admin_client.post(reverse(f"admin:inventory_{model}_delete", args=[obj.pk]), {"post": "yes"}).status_code == 403
+    )
+    assert type(obj).objects.filter(pk=obj.pk).exists()
+
+
+def test_a_sale_page_shows_its_lines(admin_client, records):
+    sale = records["sale"]
+
+    html = admin_client.get(reverse("admin:inventory_sale_change", args=[sale.pk])).content.decode()
+
+    assert "VIRAL" in html and "till-1" in html
+    assert re.search(r'field-quantity">\s*<p>2</p>', html), "the line's quantity is shown"
+
+
+def test_the_restock_list_shows_what_ops_need(admin_client, records):
+    html = admin_client.get(reverse("admin:inventory_restock_changelist")).content.decode()
+
+    row = row_for(html, str(records["restock"].pk)).lower()
+    assert all(text in row for text in [">viral<", ">40<", ">pending<", ">manual<", ">f-77<"]), row
+
+
+def test_sales_are_found_by_id_or_sku(admin_client, records):
+    make_product("GLAZED", on_hand=5)
+    glazed_sale = buy_once("GLAZED")
+    url = reverse("admin:inventory_sale_changelist")
+
+    def found(term):
+        response = admin_client.get(url, {"q": term})
+        assert response.status_code == 200
+        return [sale.pk for sale in response.context["cl"].result_list]
+
+    assert found("GLAZED") == [glazed_sale.pk]
+    assert found(str(records["sale"].pk)) == [records["sale"].pk]
+    assert found("nope") == []
+
+
+def test_movements_filter_by_kind_and_drill_down_by_date(admin_client, records):
+    url = reverse("admin:inventory_stockmovement_changelist")
+    sale_movement = records["stockmovement"]
+    day = sale_movement.created_at
+
+    sales_only = admin_client.get(url, {"kind": "sale"})
+    that_day = admin_client.get(
+        url, {"created_at__year": day.year, "created_at__month": day.month, "created_at__day": day.day}
+    )
+
+    assert [m.pk for m in sales_only.context["cl"].result_list] == [sale_movement.pk]
+    assert that_day.status_code == 200
+    assert len(that_day.context["cl"].result_list) == 2, "the stock-in adjustment and the sale"
+
+
+# API clients
+
+
+def test_adding_an_api_client_shows_its_key_once(admin_client):
+    response = admin_client.post(
+        reverse("admin:inventory_apiclient_add"), {"name": "till-2", "is_active": "on", "_save": "Save"}, follow=True
+    )
+
+    match = re.search(r"Copy this key now: ([A-Za-z0-9_-]{40,})", response.content.decode())
+    assert match, "the key is shown after adding"
+    key = match.group(1)
+    client = ApiClient.objects.get(name="till-2")
+    assert client.key_hash == ApiClient.hash_key(key)
+    assert client.key_prefix == key[: ApiClient.KEY_PREFIX_LENGTH]
+
+    for page in [PRODUCTS, reverse("admin:inventory_apiclient_change", args=[client.pk])]:
+        html = admin_client.get(page).content.decode()
+        assert key not in html and client.key_hash not in html
+
+    make_product("GLAZED", on_hand=3)
+    http = APIClient()
+    http.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    sale = http.post("/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json")
+    assert sale.status_code == 201, sale.content
+
+
+def test_unticking_active_revokes_a_key(admin_client):
+    client, key = make_api_client("till-3")
+    make_product("GLAZED", on_hand=3)
+
+    response = admin_client.post(
+        reverse("admin:inventory_apiclient_change", args=[client.pk]), {"name": "till-3", "_save": "Save"}
+    )
+
+    assert response.status_code == 302
+    http = APIClient()
+    http.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    assert http.post("/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json").status_code == 401
+    client.refresh_from_db()
+    assert client.key_hash == ApiClient.hash_key(key), "editing a client keeps its key"
+
+
+def test_the_api_client_list_shows_prefixes_not_hashes(admin_client):
+    client, key = make_api_client("till-4")
+
+    html = admin_client.get(reverse("admin:inventory_apiclient_changelist")).content.decode()
+
+    assert key[: ApiClient.KEY_PREFIX_LENGTH] in row_for(html, "till-4")
+    assert client.key_hash not in html and key not in html

@@ -1,0 +1,248 @@
+"""The management commands as an operator runs them: what they print, what they change, when they refuse."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from inventory import services
+from inventory.management.commands.seed_demo import CATALOGUE
+from inventory.models import ApiClient, IdempotencyKey, Product, Restock, Sale, StockMovement
+from inventory.selectors import ledger_differences
+from inventory.services import SaleItem, sale_create
+from inventory.tests.helpers import make_api_client, make_product
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args):
+    """Run a command; return (stdout, stderr)."""
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def stock():
+    return dict(Product.objects.values_list("sku", "on_hand"))
+
+
+def movements(sku):
+    return list(StockMovement.objects.filter(product__sku=sku).order_by("pk").values_list("kind", "quantity", "reason"))
+
+
+# seed_demo
+
+
+def test_seed_demo_loads_the_catalogue_once():
+    first, _ = run("seed_demo")
+    after_first = (stock(), StockMovement.objects.count(), Restock.objects.count())
+    second, _ = run("seed_demo")
+
+    assert first.strip() == f"demo catalogue: {len(CATALOGUE)} products created, 0 already there"
+    assert second.strip() == f"demo catalogue: 0 products created, {len(CATALOGUE)} already there"
+    assert stock() == {sku: qty for sku, _, _, qty in CATALOGUE}
+    assert (stock(), StockMovement.objects.count(), Restock.objects.count()) == after_first
+    assert ledger_differences() == []
+
+
+def test_seed_demo_leaves_existing_stock_alone():
+    make_product("GLAZED", on_hand=3, price="9.00")
+
+    run("seed_demo")
+
+    glazed = Product.objects.get(sku="GLAZED")
+    assert (glazed.on_hand, str(glazed.price)) == (3, "9.00")
+    assert Product.objects.count() == len(CATALOGUE)
+    assert ledger_differences() == []
+
+
+# set_stock
+
+
+def test_set_stock_creates_a_missing_product_through_the_ledger():
+    out, _ = run("set_stock", "PISTACHIO", "40", "--price", "2.80", "--reorder-point", "5", "--reorder-quantity", "60")
+
+    assert out.strip() == "PISTACHIO: on hand 40, price 2.80, reorder at 5 for 60"
+    product = Product.objects.get(sku="PISTACHIO")
+    assert (product.on_hand, str(product.price), product.reorder_point, product.reorder_quantity) == (40, "2.80", 5, 60)
+    assert movements("PISTACHIO") == [("adjustment", 40, "set_stock to 40")]
+    assert ledger_differences() == []
+
+
+def test_set_stock_writes_the_difference_each_way():
+    make_product("GLAZED", on_hand=100, price="1.50")
+
+    run("set_stock", "GLAZED", "70")
+    run("set_stock", "GLAZED", "90")
+    run("set_stock", "GLAZED", "90")
+
+    assert stock() == {"GLAZED": 90}
+    assert movements("GLAZED")[1:] == [
+        ("adjustment", -30, "set_stock to 70"),
+        ("adjustment", 20, "set_stock to 90"),
+    ], "setting the level it already has writes nothing"
+    assert str(Product.objects.get(sku="GLAZED").price) == "1.50", "no --price leaves the price alone"
+    assert ledger_differences() == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--reorder-quantity", "0"], "--reorder-quantity must be 1 to 10000"),
+        (["--reorder-quantity", "10001"], "--reorder-quantity must be 1 to 10000"),
+        (["--reorder-point", "-1"], "--reorder-point cannot be negative"),
+        (["--price", "-1"], "--price cannot be negative"),
+        (["--price", "abc"], "--price must be a number"),
+    ],
+    ids=["reorder-qty-0", "reorder-qty-huge", "reorder-point-negative", "price-negative", "price-not-a-number"],
+)
+def test_set_stock_refuses_bad_options_and_changes_nothing(args, message):
+    make_product("GLAZED", on_hand=10, reorder_quantity=50)
+
+    with pytest.raises(CommandError, match=message):
+        run("set_stock", "GLAZED", "40", *args)
+    with pytest.raises(CommandError, match=message):
+        run("set_stock", "NEWONE", "40", *args)
+
+    assert stock() == {"GLAZED": 10}
+    assert Product.objects.get(sku="GLAZED").reorder_quantity == 50
+
+
+def test_set_stock_refuses_negative_stock():
+    make_product("GLAZED", on_hand=10)
+
+    with pytest.raises(CommandError, match="Stock cannot be negative"):
+        run("set_stock", "GLAZED", "-5")
+
+    assert stock() == {"GLAZED": 10}
+
+
+# create_api_key
+
+
+def test_create_api_key_prints_a_key_that_buys_donuts():
+    glazed = make_product("GLAZED", on_hand=5)
+
+    out, _ = run("create_api_key", "till-9")
+
+    key = out.strip().splitlines()[-1]
+    client = ApiClient.objects.get(name="till-9")
+    assert client.key_hash == ApiClient.hash_key(key)
+    assert "Api-Key" in out and client.key_hash not in out
+    http = APIClient()
+    http.credentials(HTTP_AUTHORIZATION=f"Api-Key {key}")
+    response = http.post("/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 2}]}, format="json")
+    assert response.status_code == 201, response.content
+    assert Sale.objects.get().client == client
+    glazed.refresh_from_db()
+    assert glazed.on_hand == 3
+
+
+def test_create_api_key_refuses_a_name_in_use():
+    client, key = make_api_client("till-9")
+
+    with pytest.raises(CommandError, match="till-9"):
+        run("create_api_key", "till-9")
+
+    assert ApiClient.objects.filter(name="till-9").count() == 1
+    client.refresh_from_db()
+    assert client.key_hash == ApiClient.hash_key(key), "the existing key still works"
+
+
+# check_ledger
+
+
+def test_check_ledger_passes_when_balanced():
+    make_product("GLAZED", on_hand=10)
+    make_product("EMPTY", on_hand=0)
+    run("set_stock", "GLAZED", "4")
+
+    out, err = run("check_ledger")
+
+    assert out.strip() == "ledger balanced for 2 products"
+    assert err == ""
+
+
+def test_check_ledger_names_a_product_changed_behind_the_ledgers_back():
+    make_product("GLAZED", on_hand=10)
+    maple = make_product("MAPLE", on_hand=10)
+    Product.objects.filter(pk=maple.pk).update(on_hand=13)
+
+    err = StringIO()
+    with pytest.raises(CommandError, match="ledger mismatch on 1 product"):
+        call_command("check_ledger", stdout=StringIO(), stderr=err)
+
+    assert err.getvalue().strip() == "MAPLE: on hand 13, ledger says 10 (difference +3)"
+
+
+# reconcile
+
+
+class Broker:
+    """Stands in for Celery's send_task so this test leaves no stray message in the shared test broker;
+    what the operator sees (the printed count and the restock rows) is real."""
+
+    def __init__(self, *, down=False):
+        self.down = down
+        self.sent = []
+
+    def send_task(self, name, args=None, queue=None, **options):
+        if self.down:
+            raise ConnectionError("broker unreachable")
+        self.sent.append((name, args, queue))
+
+
+def old_restock(sku, **fields):
+    restock = Restock.objects.create(product=make_product(sku, on_hand=0), quantity=50, reason="shortage", **fields)
+    Restock.objects.filter(pk=restock.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.OUTBOX_RESEND_AFTER_SECONDS + 60)
+    )
+    return restock
+
+
+def test_reconcile_resends_restocks_that_never_left_and_prints_counts(monkeypatch):
+    broker = Broker()
+    monkeypatch.setattr(services, "current_app", broker)
+    lost = old_restock("LOST")
+    old_restock("SENT", dispatched_at=timezone.now(), dispatch_count=1)
+    fresh = Restock.objects.create(product=make_product("FRESH", on_hand=0), quantity=50, reason="shortage")
+
+    out, _ = run("reconcile")
+
+    assert out.strip() == "restocks resent: 1, idempotency keys purged: 0"
+    assert broker.sent == [("factory.restock_place", [lost.pk], "factory")]
+    lost.refresh_from_db()
+    fresh.refresh_from_db()
+    assert lost.dispatch_count == 1 and lost.dispatched_at is not None
+    assert fresh.dispatched_at is None, "a restock younger than the resend delay is left to its own dispatch"
+
+
+def test_reconcile_with_the_broker_down_keeps_the_restock_for_next_time(monkeypatch):
+    monkeypatch.setattr(services, "current_app", Broker(down=True))
+    lost = old_restock("LOST")
+
+    out, _ = run("reconcile")
+
+    assert out.strip() == "restocks resent: 0, idempotency keys purged: 0"
+    lost.refresh_from_db()
+    assert (lost.status, lost.dispatched_at, lost.dispatch_count) == ("pending", None, 0)
+
+
+def test_reconcile_purges_expired_idempotency_keys():
+    make_product("GLAZED", on_hand=10)
+    client, _ = make_api_client()
+    old_sale = sale_create(client=client, items=[SaleItem("GLAZED", 1)], idempotency_key="old").sale
+    sale_create(client=client, items=[SaleItem("GLAZED", 1)], idempotency_key="recent")
+    IdempotencyKey.objects.filter(key="old").update(
+        created_at=timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS + 1)
+    )
+
+    out, _ = run("reconcile")
+
+    assert out.strip() == "restocks resent: 0, idempotency keys purged: 1"
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["recent"]
+    assert Sale.objects.filter(pk=old_sale.pk).exists(), "the sale itself is kept"
