@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "donutsite",
     "inventory",
     "factory",
     "notifications",
@@ -140,25 +141,72 @@ IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 if IDEMPOTENCY_KEY_TTL_HOURS < 24:
     raise ImproperlyConfigured("IDEMPOTENCY_KEY_TTL_HOURS must be at least 24.")
 
-# Celery (the app is in donutsite/celery.py). Reliability settings grow with the factory pipeline.
+# The legacy factory (../shared/legacy-factory-api.md) and how patiently we call it.
+FACTORY_API_URL = env.str("FACTORY_API_URL", default="http://127.0.0.1:8081")
+FACTORY_API_KEY = env.str("FACTORY_API_KEY", default="dev-factory-key" if DEBUG else "")
+FACTORY_CALLBACK_SECRET = env.str("FACTORY_CALLBACK_SECRET", default="dev-callback-secret" if DEBUG else "")
+if not (FACTORY_API_KEY and FACTORY_CALLBACK_SECRET):
+    raise ImproperlyConfigured("FACTORY_API_KEY and FACTORY_CALLBACK_SECRET must be set outside development.")
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+FACTORY_REFERENCE_PREFIX = env.str("FACTORY_REFERENCE_PREFIX", default="restock")
+FACTORY_TIMEOUT_SECONDS = env.float("FACTORY_TIMEOUT_SECONDS", default=8.0)
+FACTORY_CONNECT_TIMEOUT_SECONDS = min(3.0, FACTORY_TIMEOUT_SECONDS)
+FACTORY_MAX_ATTEMPTS = env.int("FACTORY_MAX_ATTEMPTS", default=6)
+FACTORY_RETRY_BACKOFF_SECONDS = env.float("FACTORY_RETRY_BACKOFF_SECONDS", default=1.0)
+FACTORY_RETRY_BACKOFF_MAX_SECONDS = env.float("FACTORY_RETRY_BACKOFF_MAX_SECONDS", default=15.0)
+FACTORY_OVERDUE_GRACE_SECONDS = env.int("FACTORY_OVERDUE_GRACE_SECONDS", default=120)
+# A restock still pending this long after its message should have run is sent again (the outbox relay).
+OUTBOX_RESEND_AFTER_SECONDS = env.int("OUTBOX_RESEND_AFTER_SECONDS", default=60)
+
+# Celery (the app is in donutsite/celery.py). Every queue is declared so Flower shows its length, and
+# a worker started without -Q consumes them all (but the dead-letter queue, which only holds copies
+# for ops to see; workers are started with `-X dead_letter`).
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES_NAMES = ["default", "factory", "notifications", "maintenance", "dead_letter"]
+CELERY_TASK_ROUTES = {
+    "factory.*": {"queue": "factory"},
+    "notifications.*": {"queue": "notifications"},
+    "maintenance.*": {"queue": "maintenance"},
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A sale must never hang because Redis is down: publishing fails fast and the outbox sweep re-sends.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
+CELERY_RESULT_BACKEND = None  # tasks record their outcome in the database; nobody waits on results
+CELERY_TASK_IGNORE_RESULT = True
+# Ack after the task ran, and give the message back if the worker process died mid-task: tasks change
+# state, so a crash must mean "run again", never "lost". Every task is idempotent for that reason.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Factory calls are slow I/O: a worker takes one message at a time so others can pick up the rest.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Time limits, ordered: factory HTTP timeout < soft limit < hard limit < visibility timeout. A task
+# that outlives the visibility timeout would be handed to a second worker; donutsite/checks.py refuses
+# settings that break the order (and a retry countdown + hard limit must fit inside it too).
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=12)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=15)
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=35)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    # kombu sweeps unacked messages every interval*throttle seconds (100 s by default); 5 s means a
+    # task whose whole worker was killed runs again about visibility + 5 s later.
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+    # A sale must never hang because Redis is down: publishing fails fast and the outbox sweep re-sends.
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+RECONCILE_INTERVAL_SECONDS = env.float("RECONCILE_INTERVAL_SECONDS", default=5.0)
 CELERY_BEAT_SCHEDULE = {
-    "inventory.reconcile": {
-        "task": "inventory.reconcile",
-        "schedule": env.float("RECONCILE_INTERVAL_SECONDS", default=30.0),
-        "options": {"queue": "maintenance", "expires": 25},
+    "reconcile": {
+        "task": "maintenance.reconcile",
+        "schedule": RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": RECONCILE_INTERVAL_SECONDS * 2},
     },
 }
-
-# A restock still pending this long after it was written, with no dispatch recorded, is sent again.
-OUTBOX_RESEND_AFTER_SECONDS = env.int("OUTBOX_RESEND_AFTER_SECONDS", default=60)
 
 LOGGING = {
     "version": 1,

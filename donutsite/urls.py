@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from factory import views as factory_views
 from inventory import views as inventory_views
 
 api_v1 = [
@@ -10,6 +11,7 @@ api_v1 = [
     path("api/v1/products/", inventory_views.ProductListView.as_view(), name="product-list"),
     path("api/v1/products/<str:sku>/", inventory_views.ProductDetailView.as_view(), name="product-detail"),
     path("api/v1/restocks/", inventory_views.RestockListView.as_view(), name="restock-list"),
+    path("api/v1/factory/callbacks/", factory_views.FactoryCallbackView.as_view(), name="factory-callback"),
 ]
 
 urlpatterns = [

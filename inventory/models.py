@@ -152,11 +152,21 @@ class Restock(models.Model):
         db_persist=True,
         unique=True,
     )
+    # The outbox: when the work was last handed to the queue, and when its next attempt is due.
     dispatched_at = models.DateTimeField(null=True, blank=True, help_text="Last hand-over to the task queue.")
     dispatch_count = models.PositiveIntegerField(default=0)
-    factory_order_id = models.CharField(max_length=64, blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Set while a worker is calling the factory; a stale claim means that worker died mid-call.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempt_count = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    factory_order_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    placed_at = models.DateTimeField(null=True, blank=True)
     expected_at = models.DateTimeField(null=True, blank=True)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
     quantity_received = models.PositiveIntegerField(null=True, blank=True)
+    correlation_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -171,7 +181,11 @@ class Restock(models.Model):
     @property
     def reference(self) -> str:
         """The factory order reference: stable for this restock, so a resend can never order twice."""
-        return f"restock-{self.pk}"
+        return f"{settings.FACTORY_REFERENCE_PREFIX}-{self.pk}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
 
 
 class IdempotencyKey(models.Model):

@@ -164,28 +164,19 @@ def restock_dispatch(restock_id: int) -> bool:
     """Hand a pending restock to the factory queue and record that it left.
 
     Runs after commit. If the broker is down the restock stays undispatched and the reconcile sweep
-    sends it later; a resend is harmless because the factory order reference is stable per restock.
+    (factory.services.reconcile) sends it later; a resend is harmless because the factory order
+    reference is stable per restock.
     """
     try:
         current_app.send_task(RESTOCK_PLACE_TASK, args=[restock_id], queue="factory")
     except Exception as exc:  # any broker failure: the row is the source of truth, the sweep retries
         logger.warning("restock %s: broker unavailable (%r); the reconcile sweep will resend it", restock_id, exc)
         return False
+    now = timezone.now()
     Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(
-        dispatched_at=timezone.now(), dispatch_count=F("dispatch_count") + 1
+        dispatched_at=now, next_attempt_at=now, dispatch_count=F("dispatch_count") + 1
     )
     return True
-
-
-def restocks_resend_undispatched(*, older_than_seconds: int | None = None) -> int:
-    """The outbox relay: resend pending restocks that committed but never reached the broker."""
-    if older_than_seconds is None:
-        older_than_seconds = settings.OUTBOX_RESEND_AFTER_SECONDS
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    ids = Restock.objects.filter(
-        status=Restock.Status.PENDING, dispatched_at__isnull=True, created_at__lte=cutoff
-    ).values_list("pk", flat=True)
-    return sum(restock_dispatch(pk) for pk in ids)
 
 
 def idempotency_keys_purge() -> int:
@@ -240,11 +231,3 @@ def product_set_stock(
     product.refresh_from_db()
     selectors.forget_product_ids()
     return product
-
-
-def reconcile() -> dict:
-    """One sweep of everything that must eventually happen even if a message was lost."""
-    return {
-        "restocks_resent": restocks_resend_undispatched(),
-        "idempotency_keys_purged": idempotency_keys_purge(),
-    }

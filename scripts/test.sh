@@ -7,5 +7,6 @@ export DATABASE_URL="${TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306/donut_stat
 export CELERY_BROKER_URL="${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/14}"
 export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 export DJANGO_DEBUG=0 DJANGO_SECURE_SSL_REDIRECT=0
+export FACTORY_API_KEY="${FACTORY_API_KEY:-test-factory-key}" FACTORY_CALLBACK_SECRET="${FACTORY_CALLBACK_SECRET:-test-callback-secret}"
 mkdir -p test-output
 exec .venv/bin/pytest "$@"

@@ -213,7 +213,7 @@ def test_reconcile_resends_restocks_that_never_left_and_prints_counts(monkeypatc
 
     out, _ = run("reconcile")
 
-    assert out.strip() == "restocks resent: 1, idempotency keys purged: 0"
+    assert out.strip() == "restocks resent: 1, overdue polled: 0, idempotency keys purged: 0"
     assert broker.sent == [("factory.restock_place", [lost.pk], "factory")]
     lost.refresh_from_db()
     fresh.refresh_from_db()
@@ -227,7 +227,7 @@ def test_reconcile_with_the_broker_down_keeps_the_restock_for_next_time(monkeypa
 
     out, _ = run("reconcile")
 
-    assert out.strip() == "restocks resent: 0, idempotency keys purged: 0"
+    assert out.strip() == "restocks resent: 0, overdue polled: 0, idempotency keys purged: 0"
     lost.refresh_from_db()
     assert (lost.status, lost.dispatched_at, lost.dispatch_count) == ("pending", None, 0)
 
@@ -243,6 +243,6 @@ def test_reconcile_purges_expired_idempotency_keys():
 
     out, _ = run("reconcile")
 
-    assert out.strip() == "restocks resent: 0, idempotency keys purged: 1"
+    assert out.strip() == "restocks resent: 0, overdue polled: 0, idempotency keys purged: 1"
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["recent"]
     assert Sale.objects.filter(pk=old_sale.pk).exists(), "the sale itself is kept"

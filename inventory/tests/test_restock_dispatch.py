@@ -2,14 +2,16 @@
 
 import ast
 import json
+from datetime import timedelta
 
 import kombu.pools
 import pytest
 import redis
 from celery import current_app
+from django.conf import settings
 from django.core.management import call_command
 from django.db import transaction
-from django.test import override_settings
+from django.utils import timezone
 
 from inventory.models import Restock
 from inventory.services import SaleItem, restocks_open, sale_create
@@ -83,11 +85,13 @@ def test_with_the_broker_down_a_sale_still_succeeds_and_keeps_its_restock(factor
     assert (restock.status, restock.dispatched_at) == ("pending", None), "left for the outbox sweep"
 
 
-@override_settings(OUTBOX_RESEND_AFTER_SECONDS=0)
 def test_reconcile_resends_restocks_that_never_reached_the_broker(factory_queue):
     product = make_product("VIRAL", on_hand=0)
     # Committed but never dispatched: the process died between commit and send, or Redis was down.
     lost = Restock.objects.create(product=product, quantity=10, reason="shortage")
+    Restock.objects.filter(pk=lost.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.OUTBOX_RESEND_AFTER_SECONDS + 1)
+    )
     closed = Restock.objects.create(product=make_product("GONE"), quantity=10, reason="shortage", status="failed")
 
     call_command("reconcile")

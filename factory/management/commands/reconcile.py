@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand
 
-from inventory.services import reconcile
+from factory.services import reconcile
 
 
 class Command(BaseCommand):
-    help = "Run one reconcile sweep now (beat runs it periodically)."
+    help = "Run one reconcile sweep now (beat runs it every RECONCILE_INTERVAL_SECONDS)."
 
     def handle(self, *args, **options):
         result = reconcile()

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class DonutsiteConfig(AppConfig):
+    name = "donutsite"
+
+    def ready(self):
+        from donutsite import checks  # noqa: F401  (registers the start-up checks)

@@ -1,0 +1,163 @@
+"""HTTP client for the factory's legacy order API (../shared/legacy-factory-api.md). No ORM here.
+
+Every answer in the contract maps to a result or a typed error: 202/200 are success, 400/401/409 (and
+any other 4xx) are permanent, 429 carries Retry-After, 5xx/timeouts/connection errors are transient.
+"""
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import requests
+from django.conf import settings
+from django.utils.dateparse import parse_datetime
+
+
+class FactoryError(Exception):
+    """A failed call. `status_code` is None when no HTTP answer came back; `latency_ms` is always set."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, latency_ms: int = 0):
+        super().__init__(message)
+        self.status_code = status_code
+        self.latency_ms = latency_ms
+
+
+class FactoryUnavailable(FactoryError):
+    """Transient: 5xx, timeout, connection refused, or a garbled answer. Retry with backoff."""
+
+
+class FactoryRateLimited(FactoryUnavailable):
+    """429: retry no sooner than `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class FactoryRejected(FactoryError):
+    """Permanent: the factory refused the request itself (400, 401, 409, other 4xx). Do not retry."""
+
+
+@dataclass(frozen=True)
+class FactoryOrder:
+    order_id: str
+    reference: str
+    sku: str
+    quantity: int
+    status: str
+    quantity_produced: int | None
+    estimated_ready_at: datetime | None
+    completed_at: datetime | None
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FactoryOrder":
+        return cls(
+            order_id=str(data["order_id"]),
+            reference=str(data["reference"]),
+            sku=str(data["sku"]),
+            quantity=int(data["quantity"]),
+            status=str(data["status"]),
+            quantity_produced=None if data.get("quantity_produced") is None else int(data["quantity_produced"]),
+            estimated_ready_at=parse_datetime(data["estimated_ready_at"]) if data.get("estimated_ready_at") else None,
+            completed_at=parse_datetime(data["completed_at"]) if data.get("completed_at") else None,
+        )
+
+
+@dataclass(frozen=True)
+class PlaceResult:
+    order: FactoryOrder
+    replayed: bool  # 200: the factory already had this reference
+    status_code: int
+    latency_ms: int
+
+
+class FactoryClient:
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float | None = None):
+        self.base_url = (base_url or settings.FACTORY_API_URL).rstrip("/")
+        read_timeout = timeout if timeout is not None else settings.FACTORY_TIMEOUT_SECONDS
+        self.timeout = (min(settings.FACTORY_CONNECT_TIMEOUT_SECONDS, read_timeout), read_timeout)
+        self.session = requests.Session()
+        self.session.headers.update(
+            {"X-Factory-Key": api_key or settings.FACTORY_API_KEY, "Content-Type": "application/json"}
+        )
+
+    def place_order(
+        self, *, reference: str, sku: str, quantity: int, callback_url: str, request_id: str = ""
+    ) -> PlaceResult:
+        body = {"reference": reference, "sku": sku, "quantity": quantity, "callback_url": callback_url}
+        headers = {"X-Request-ID": request_id} if request_id else {}
+        response, latency_ms = self._send("POST", "/v1/orders", json=body, headers=headers)
+        if response.status_code in (200, 202):
+            return PlaceResult(
+                order=self._order(response, latency_ms),
+                replayed=response.status_code == 200,
+                status_code=response.status_code,
+                latency_ms=latency_ms,
+            )
+        raise self._error(response, latency_ms)
+
+    def get_order(self, order_id: str) -> FactoryOrder | None:
+        response, latency_ms = self._send("GET", f"/v1/orders/{order_id}")
+        if response.status_code == 404:
+            return None
+        if response.status_code == 200:
+            return self._order(response, latency_ms)
+        raise self._error(response, latency_ms)
+
+    def find_order(self, reference: str) -> FactoryOrder | None:
+        response, latency_ms = self._send("GET", "/v1/orders", params={"reference": reference})
+        if response.status_code != 200:
+            raise self._error(response, latency_ms)
+        try:
+            results = response.json()["results"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FactoryUnavailable(f"garbled search answer: {exc}", status_code=200, latency_ms=latency_ms) from exc
+        return FactoryOrder.from_json(results[0]) if results else None
+
+    def _send(self, method, path, **kwargs) -> tuple[requests.Response, int]:
+        started = time.monotonic()
+        try:
+            response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.Timeout as exc:
+            raise FactoryUnavailable(f"timed out: {exc}", latency_ms=_ms_since(started)) from exc
+        except requests.RequestException as exc:
+            raise FactoryUnavailable(f"connection failed: {exc}", latency_ms=_ms_since(started)) from exc
+        return response, _ms_since(started)
+
+    @staticmethod
+    def _order(response, latency_ms) -> FactoryOrder:
+        try:
+            return FactoryOrder.from_json(response.json())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FactoryUnavailable(
+                f"garbled order in a {response.status_code} answer: {exc}",
+                status_code=response.status_code,
+                latency_ms=latency_ms,
+            ) from exc
+
+    @staticmethod
+    def _error(response, latency_ms) -> FactoryError:
+        status = response.status_code
+        try:
+            message = str(response.json().get("error", ""))
+        except (ValueError, AttributeError):
+            message = response.text[:200]
+        message = f"{status}: {message}".strip()
+        if status == 429:
+            return FactoryRateLimited(
+                message, retry_after=_retry_after(response), status_code=status, latency_ms=latency_ms
+            )
+        if 400 <= status < 500:
+            return FactoryRejected(message, status_code=status, latency_ms=latency_ms)
+        return FactoryUnavailable(message, status_code=status, latency_ms=latency_ms)
+
+
+def _retry_after(response) -> float:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0  # an HTTP-date or garbage: wait a little rather than not at all
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,0 +1,133 @@
+"""The reliable-task base: declared retryable errors with capped, jittered backoff; everything else,
+and running out of attempts, ends in a durable dead letter that ops can see and redrive.
+
+    @shared_task(base=ReliableTask, bind=True, name="factory.x", retry_on=(SomeTransientError,))
+    def x_task(self, thing_id): ...
+
+A task may define `on_dead_letter(dead_letter)` for its own bookkeeping (a restock becomes `failed`),
+and `park(args, kwargs, until)` for waits longer than the broker may hold a message.
+"""
+
+import logging
+import random
+import traceback as tb
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+DEAD_LETTER_QUEUE = "dead_letter"
+
+
+class Park(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a task to say "try again at `until`", for a wait too long to hold in the broker."""
+
+    def __init__(self, until):
+        super().__init__(f"parked until {until.isoformat()}")
+        self.until = until
+
+
+def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
+    """Capped exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+class ReliableTask(Task):
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+    retry_on: tuple[type[BaseException], ...] = ()
+    max_attempts: int | None = None  # default: FACTORY_MAX_ATTEMPTS
+    # Transient errors may carry `retry_after` (seconds): we wait at least that long.
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except (*self.retry_on, SoftTimeLimitExceeded) as exc:
+            attempt = self.request.retries + 1
+            if attempt >= (self.max_attempts or settings.FACTORY_MAX_ATTEMPTS):
+                raise  # on_failure dead-letters it
+            wait = max(
+                backoff_seconds(
+                    attempt, base=settings.FACTORY_RETRY_BACKOFF_SECONDS, cap=settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS
+                ),
+                float(getattr(exc, "retry_after", 0) or 0),
+            )
+            if wait > settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS and hasattr(self, "park"):
+                # Longer than the broker may safely hold a message (visibility timeout): keep it in the
+                # database and let the reconcile sweep send it when due.
+                self.park(args, kwargs, timezone.now() + timezone.timedelta(seconds=wait))
+                return None
+            wait = min(wait, settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)
+            logger.warning("%s%r: attempt %s failed (%s); retrying in %.1f s", self.name, args, attempt, exc, wait)
+            raise self.retry(exc=exc, countdown=wait, max_retries=None) from exc
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        dead_letter = dead_letter_record(
+            task_name=self.name,
+            task_id=task_id,
+            args=list(args),
+            kwargs=dict(kwargs),
+            queue=(self.request.delivery_info or {}).get("routing_key") or self.queue or "default",
+            exc=exc,
+            traceback=str(einfo) if einfo else "".join(tb.format_exception(exc)),
+            attempts=self.request.retries + 1,
+            correlation_id=getattr(self.request, "correlation_id", "") or "",
+        )
+        handler = getattr(self, "on_dead_letter", None)
+        if handler:
+            handler(dead_letter)
+
+
+def dead_letter_record(*, task_name, task_id, args, kwargs, queue, exc, traceback, attempts, correlation_id=""):
+    """Store a dead letter durably, park a copy of the message in the dead-letter queue, and tell ops."""
+    from factory.models import DeadLetter
+
+    now = timezone.now()
+    with transaction.atomic():
+        dead_letter = DeadLetter.objects.create(
+            task_name=task_name,
+            task_id=task_id or "",
+            args=args,
+            kwargs=kwargs,
+            queue=queue,
+            exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            exception_message=str(exc)[:5000],
+            traceback=traceback[-20000:],
+            attempts=attempts,
+            first_failed_at=now,
+            last_failed_at=now,
+            correlation_id=correlation_id[:64],
+        )
+    _park_copy(dead_letter)
+    logger.error(
+        "DEAD LETTER %s: %s%r failed after %s attempt(s): %s: %s",
+        dead_letter.pk,
+        task_name,
+        tuple(args),
+        attempts,
+        dead_letter.exception_type,
+        dead_letter.exception_message,
+    )
+    return dead_letter
+
+
+def _park_copy(dead_letter) -> None:
+    """A copy in the `dead_letter` queue makes the count visible in Flower. The database row is the record;
+    the copy is best effort, and harmless if a worker ever consumes it (tasks re-read state)."""
+    from celery import current_app
+
+    try:
+        current_app.send_task(
+            dead_letter.task_name,
+            args=dead_letter.args,
+            kwargs=dead_letter.kwargs,
+            queue=DEAD_LETTER_QUEUE,
+            task_id=f"dead-letter-{dead_letter.pk}",
+        )
+    except Exception as exc:  # the broker is down: the row still holds everything
+        logger.warning("dead letter %s: could not park a copy in the queue (%r)", dead_letter.pk, exc)

@@ -1,0 +1,314 @@
+"""Restocks on the factory's side: place the order, receive the production, reconcile, redrive.
+
+Network calls never run inside a transaction or under a row lock (STYLE rule 5): the work is claimed
+with a short conditional update, the call is made, and the outcome recorded in a new short transaction.
+"""
+
+import logging
+from datetime import timedelta
+from functools import partial
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from donutsite.errors import DomainError, NotFound
+from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable
+from factory.models import DeadLetter, FactoryAttempt
+from inventory.models import Product, Restock, StockMovement
+from inventory.services import idempotency_keys_purge, products_lock, restock_dispatch, restocks_open
+
+logger = logging.getLogger(__name__)
+
+CLAIM_SECONDS = settings.CELERY_TASK_TIME_LIMIT + 5  # a claim older than the hard time limit is abandoned
+
+
+class UnknownOrder(NotFound):
+    code = "unknown_order"
+    message = "No restock matches this factory order."
+
+
+class CallbackMismatch(DomainError):
+    code = "callback_mismatch"
+    message = "The callback does not match the restock it names."
+
+
+def callback_url() -> str:
+    return settings.PUBLIC_BASE_URL + reverse("factory-callback")
+
+
+def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> str:
+    """Order a pending restock from the factory, once.
+
+    Claims the restock with a conditional update (no lock is held during the HTTP call), calls the
+    factory with the restock's stable reference, and records the attempt and its outcome. Returns what
+    happened; raises FactoryUnavailable (retry) or FactoryRejected (dead letter).
+    """
+    now = timezone.now()
+    claimed = Restock.objects.filter(
+        Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - timedelta(seconds=CLAIM_SECONDS)),
+        pk=restock_id,
+        status=Restock.Status.PENDING,
+    ).update(claimed_at=now, attempt_count=F("attempt_count") + 1)
+    if not claimed:
+        return "skipped"  # not pending any more, or another worker is calling right now
+    restock = Restock.objects.select_related("product").get(pk=restock_id)
+
+    client = client or FactoryClient()
+    try:
+        result = client.place_order(
+            reference=restock.reference,
+            sku=restock.product.sku,
+            quantity=restock.quantity,
+            callback_url=callback_url(),
+            request_id=restock.correlation_id,
+        )
+    except FactoryError as exc:
+        _record_failure(restock, exc)
+        raise
+
+    with transaction.atomic():
+        FactoryAttempt.objects.create(
+            restock=restock,
+            number=restock.attempt_count,
+            outcome=FactoryAttempt.Outcome.REPLAYED if result.replayed else FactoryAttempt.Outcome.ACCEPTED,
+            status_code=result.status_code,
+            latency_ms=result.latency_ms,
+        )
+        Restock.objects.filter(pk=restock.pk, status=Restock.Status.PENDING).update(
+            status=Restock.Status.PLACED,
+            factory_order_id=result.order.order_id,
+            expected_at=result.order.estimated_ready_at,
+            placed_at=timezone.now(),
+            claimed_at=None,
+            next_attempt_at=None,
+            last_error="",
+        )
+    logger.info("restock %s placed as factory order %s", restock.pk, result.order.order_id)
+    return "placed"
+
+
+def _record_failure(restock: Restock, exc: FactoryError) -> None:
+    if isinstance(exc, FactoryRateLimited):
+        outcome = FactoryAttempt.Outcome.RATE_LIMITED
+    elif isinstance(exc, FactoryUnavailable):
+        outcome = FactoryAttempt.Outcome.TRANSIENT
+    else:
+        outcome = FactoryAttempt.Outcome.PERMANENT
+    with transaction.atomic():
+        FactoryAttempt.objects.create(
+            restock=restock,
+            number=restock.attempt_count,
+            outcome=outcome,
+            status_code=exc.status_code,
+            latency_ms=exc.latency_ms,
+            error=str(exc)[:2000],
+        )
+        Restock.objects.filter(pk=restock.pk).update(claimed_at=None, last_error=str(exc)[:2000])
+
+
+def restock_retry_scheduled(restock_id: int, *, at) -> None:
+    """The task will run again at `at` (a retry with countdown): the outbox must not resend before then."""
+    Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(next_attempt_at=at)
+
+
+def restock_park(restock_id: int, *, until) -> None:
+    """No message in flight; the reconcile sweep sends the restock when `until` has passed."""
+    Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(
+        dispatched_at=None, next_attempt_at=until
+    )
+
+
+def restock_fail(restock_id: int, *, reason: str) -> None:
+    """Out of attempts or refused for good: the restock is failed until someone redrives it."""
+    updated = Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(
+        status=Restock.Status.FAILED, claimed_at=None, closed_at=timezone.now(), last_error=reason[:2000]
+    )
+    if updated:
+        logger.error("restock %s failed: %s", restock_id, reason)
+
+
+def restock_receive(
+    *, order_id: str, reference: str, event: str, quantity_produced: int, sku: str | None = None
+) -> tuple[Restock, bool]:
+    """Apply the factory's completion (or cancellation) of an order. Idempotent.
+
+    Locks the product row then the restock row. Stock grows by `quantity_produced` with a receipt
+    movement; the restock becomes fulfilled or cancelled. A receipt that leaves the product at or below
+    its reorder point opens a new restock. Returns (restock, applied); applied is False for a duplicate.
+    """
+    restock = _restock_for(order_id=order_id, reference=reference)
+    if sku is not None and sku != restock.product.sku:
+        raise CallbackMismatch(f"Order {order_id} is for {restock.product.sku}, not {sku}.")
+    cancelled = event == "order.cancelled"
+    with transaction.atomic():
+        product = products_lock([restock.product_id])[restock.product_id]
+        restock = Restock.objects.select_for_update().get(pk=restock.pk)
+        if restock.status in (Restock.Status.FULFILLED, Restock.Status.CANCELLED):
+            return restock, False
+        received = 0 if cancelled else quantity_produced
+        if received:
+            Product.objects.filter(pk=product.pk).update(on_hand=F("on_hand") + received)
+            StockMovement.objects.create(
+                product=product,
+                kind=StockMovement.Kind.RECEIPT,
+                quantity=received,
+                restock=restock,
+                reason=f"factory order {order_id}",
+            )
+            product.on_hand += received
+        restock.status = Restock.Status.CANCELLED if cancelled else Restock.Status.FULFILLED
+        restock.quantity_received = received
+        restock.factory_order_id = order_id
+        restock.closed_at = timezone.now()
+        restock.claimed_at = None
+        restock.save(
+            update_fields=["status", "quantity_received", "factory_order_id", "closed_at", "claimed_at", "updated_at"]
+        )
+        if product.needs_reorder and product.is_active:
+            restocks_open([product], reason=Restock.Reason.REORDER_POINT)
+    logger.info("restock %s %s: +%s %s", restock.pk, restock.status, received, product.sku)
+    return restock, True
+
+
+def _restock_for(*, order_id: str, reference: str) -> Restock:
+    prefix = f"{settings.FACTORY_REFERENCE_PREFIX}-"
+    restock = None
+    if reference.startswith(prefix) and reference[len(prefix) :].isdigit():
+        restock = Restock.objects.select_related("product").filter(pk=int(reference[len(prefix) :])).first()
+    if restock is None and order_id:
+        restock = Restock.objects.select_related("product").filter(factory_order_id=order_id).first()
+    if restock is None:
+        raise UnknownOrder(f"No restock for order {order_id!r} / reference {reference!r}.")
+    if restock.factory_order_id and order_id and restock.factory_order_id != order_id:
+        raise CallbackMismatch(f"Restock {restock.pk} is factory order {restock.factory_order_id}, not {order_id}.")
+    return restock
+
+
+def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str:
+    """Ask the factory about an overdue order; a finished one goes through the same receipt as a callback."""
+    restock = Restock.objects.select_related("product").get(pk=restock_id)
+    if restock.status != Restock.Status.PLACED:
+        return "not placed"
+    Restock.objects.filter(pk=restock.pk).update(last_polled_at=timezone.now())
+    client = client or FactoryClient()
+    order = client.get_order(restock.factory_order_id) if restock.factory_order_id else None
+    if order is None:
+        order = client.find_order(restock.reference)
+    if order is None:
+        logger.warning("restock %s: the factory knows no order %s", restock.pk, restock.reference)
+        return "unknown at the factory"
+    if order.status not in ("completed", "cancelled"):
+        if order.estimated_ready_at:
+            Restock.objects.filter(pk=restock.pk).update(expected_at=order.estimated_ready_at)
+        return order.status
+    restock_receive(
+        order_id=order.order_id,
+        reference=order.reference,
+        event=f"order.{order.status}",
+        quantity_produced=order.quantity_produced or 0,
+    )
+    return order.status
+
+
+def restocks_due() -> list[int]:
+    """Pending restocks whose work is not on its way: never sent, parked until now, lost by the broker,
+    or claimed by a worker that died mid-call."""
+    now = timezone.now()
+    resend_after = timedelta(seconds=settings.OUTBOX_RESEND_AFTER_SECONDS)
+    not_claimed = Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - timedelta(seconds=CLAIM_SECONDS))
+    never_sent = Q(dispatched_at__isnull=True, next_attempt_at__isnull=True, created_at__lte=now - resend_after)
+    parked_due = Q(dispatched_at__isnull=True, next_attempt_at__lte=now)
+    lost = Q(dispatched_at__isnull=False) & (
+        Q(next_attempt_at__lte=now - resend_after)
+        | Q(next_attempt_at__isnull=True, dispatched_at__lte=now - resend_after)
+    )
+    stuck = Q(claimed_at__lt=now - timedelta(seconds=CLAIM_SECONDS))
+    return list(
+        Restock.objects.filter(status=Restock.Status.PENDING)
+        .filter((not_claimed & (never_sent | parked_due | lost)) | stuck)
+        .values_list("pk", flat=True)
+    )
+
+
+def restocks_overdue() -> list[int]:
+    """Placed restocks whose callback has not come some time after the factory said they would be ready."""
+    now = timezone.now()
+    grace = timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS)
+    late = Q(expected_at__lte=now - grace) | Q(expected_at__isnull=True, placed_at__lte=now - grace)
+    not_just_asked = Q(last_polled_at__isnull=True) | Q(last_polled_at__lte=now - grace)
+    return list(
+        Restock.objects.filter(status=Restock.Status.PLACED).filter(late & not_just_asked).values_list("pk", flat=True)
+    )
+
+
+def reconcile() -> dict:
+    """One sweep (beat runs it; also `manage.py reconcile`): everything that must happen even if a
+    message or a callback was lost."""
+    resent = sum(restock_dispatch(restock_id) for restock_id in restocks_due())
+    overdue = restocks_overdue()
+    for restock_id in overdue:
+        current_app.send_task("factory.restock_poll", args=[restock_id], queue="factory")
+    return {
+        "restocks_resent": resent,
+        "overdue_polled": len(overdue),
+        "idempotency_keys_purged": idempotency_keys_purge(),
+    }
+
+
+def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, dry_run: bool = False) -> bool:
+    """Send a dead letter's work back to its original queue. Harmless to repeat: the task re-reads
+    state, and a restock keeps its factory reference. Returns False if there was nothing to do."""
+    if dry_run:
+        return True
+    with transaction.atomic():
+        locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
+        if locked.restock_id:
+            reopened = Restock.objects.filter(pk=locked.restock_id, status=Restock.Status.FAILED).update(
+                status=Restock.Status.PENDING,
+                attempt_count=0,
+                closed_at=None,
+                dispatched_at=None,
+                next_attempt_at=None,
+                last_error="",
+            )
+            if (
+                not reopened
+                and not Restock.objects.filter(pk=locked.restock_id, status=Restock.Status.PENDING).exists()
+            ):
+                logger.info(
+                    "dead letter %s: restock %s is no longer failed; nothing to redrive", locked.pk, locked.restock_id
+                )
+                _mark_redriven(locked, by)
+                return False
+        _mark_redriven(locked, by)
+        transaction.on_commit(partial(_send_again, locked.pk))
+    return True
+
+
+def _mark_redriven(dead_letter: DeadLetter, by: str) -> None:
+    dead_letter.redriven_at = timezone.now()
+    dead_letter.redriven_by = by[:150]
+    dead_letter.redrive_count += 1
+    dead_letter.save(update_fields=["redriven_at", "redriven_by", "redrive_count"])
+
+
+def _send_again(dead_letter_id: int) -> None:
+    dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
+    if dead_letter.restock_id:
+        restock_dispatch(dead_letter.restock_id)  # records the dispatch; the sweep covers a broker outage
+        return
+    current_app.send_task(
+        dead_letter.task_name, args=dead_letter.args, kwargs=dead_letter.kwargs, queue=dead_letter.queue
+    )
+
+
+def dead_letters_purge(*, older_than_days: int, dry_run: bool = False) -> int:
+    """Delete redriven dead letters older than N days."""
+    old = DeadLetter.objects.filter(
+        redriven_at__isnull=False, last_failed_at__lt=timezone.now() - timedelta(days=older_than_days)
+    )
+    return old.count() if dry_run else old.delete()[0]
