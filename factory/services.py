@@ -23,7 +23,10 @@ from inventory.services import idempotency_keys_purge, products_lock, restock_di
 
 logger = logging.getLogger(__name__)
 
-CLAIM_SECONDS = settings.CELERY_TASK_TIME_LIMIT + 5  # a claim older than the hard time limit is abandoned
+
+def claim_expired_before():
+    """A claim older than the hard time limit (plus a margin) belongs to a worker that died mid-call."""
+    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 5)
 
 
 class UnknownOrder(NotFound):
@@ -49,7 +52,7 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
     """
     now = timezone.now()
     claimed = Restock.objects.filter(
-        Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - timedelta(seconds=CLAIM_SECONDS)),
+        Q(claimed_at__isnull=True) | Q(claimed_at__lt=claim_expired_before()),
         pk=restock_id,
         status=Restock.Status.PENDING,
     ).update(claimed_at=now, attempt_count=F("attempt_count") + 1)
@@ -219,14 +222,14 @@ def restocks_due() -> list[int]:
     or claimed by a worker that died mid-call."""
     now = timezone.now()
     resend_after = timedelta(seconds=settings.OUTBOX_RESEND_AFTER_SECONDS)
-    not_claimed = Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - timedelta(seconds=CLAIM_SECONDS))
+    not_claimed = Q(claimed_at__isnull=True) | Q(claimed_at__lt=claim_expired_before())
     never_sent = Q(dispatched_at__isnull=True, next_attempt_at__isnull=True, created_at__lte=now - resend_after)
     parked_due = Q(dispatched_at__isnull=True, next_attempt_at__lte=now)
     lost = Q(dispatched_at__isnull=False) & (
         Q(next_attempt_at__lte=now - resend_after)
         | Q(next_attempt_at__isnull=True, dispatched_at__lte=now - resend_after)
     )
-    stuck = Q(claimed_at__lt=now - timedelta(seconds=CLAIM_SECONDS))
+    stuck = Q(claimed_at__lt=claim_expired_before())
     return list(
         Restock.objects.filter(status=Restock.Status.PENDING)
         .filter((not_claimed & (never_sent | parked_due | lost)) | stuck)

@@ -89,6 +89,8 @@ class FaultConfig:
     callback_retry_base_seconds: float = 1.0
     callback_retry_max_seconds: float = 300.0
     callback_timeout_seconds: float = 10.0
+    # Answer the next N order requests with 503 whatever the rates say, then behave (for exact tests).
+    fail_next: int = 0
 
     def __post_init__(self):
         for name in RATE_FIELDS:
@@ -106,6 +108,8 @@ class FaultConfig:
                 raise ValueError(f"{name} must be a number >= 0")
         if not _is_number(self.callback_timeout_seconds) or self.callback_timeout_seconds <= 0:
             raise ValueError("callback_timeout_seconds must be a number > 0")
+        if type(self.fail_next) is not int or self.fail_next < 0:
+            raise ValueError("fail_next must be an integer >= 0")
         for name in ("callback_max_attempts", "retry_after_seconds"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
@@ -453,6 +457,9 @@ class LegacyFactory:
     def _post_order(self, body: bytes) -> _Response:
         with self._lock:
             config = self.config
+            if config.fail_next:
+                self.config = dataclasses.replace(config, fail_next=config.fail_next - 1)
+                return _error(503, "failing on purpose (fail_next)", note="(nothing created)")
             roll = self._random.random
             if roll() < config.rate_limit_rate:
                 return _error(

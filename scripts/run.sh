@@ -34,7 +34,7 @@ KEY=$(cat var/demo-api-key)
 
 cat >> "$PROCFILE" <<PROCS
 web: $PY manage.py runserver 127.0.0.1:$PORT --noreload
-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -n worker@%h
+worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -X dead_letter -n worker@%h
 beat: .venv/bin/celery -A donutsite beat -l info --schedule var/celerybeat-schedule
 flower: .venv/bin/celery -A donutsite flower --port=$FLOWER_PORT --address=127.0.0.1
 PROCS

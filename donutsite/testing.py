@@ -1,0 +1,177 @@
+"""Real processes for end-to-end tests: the web server (gunicorn), Celery workers and the factory simulator,
+all pointed at the pytest test database and a broker database of their own."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+OUTPUT = ROOT / "test-output" / "e2e"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, *, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll until condition() is truthy and return its value; fail the test with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], env: dict, ready: str | None = None):
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = OUTPUT / f"{name}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(  # noqa: S603 - our own commands
+            argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        if ready:
+            wait_until(lambda: ready in self.output() or self.popen.poll() is not None, timeout=60, what=f"{name}")
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{name} exited early:\n{self.output()[-3000:]}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        """Signal the whole process group (a prefork worker's children too)."""
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+        self.popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+class System:
+    """The app's processes around the test database. `env` holds what they share."""
+
+    # Short timings so a test sees retries, redelivery and overdue polls within seconds. They keep the
+    # order the start-up check demands: HTTP (connect + read) < soft < hard < visibility timeout.
+    TIMING = {
+        "FACTORY_TIMEOUT_SECONDS": "2",
+        "CELERY_TASK_SOFT_TIME_LIMIT": "5",
+        "CELERY_TASK_TIME_LIMIT": "6",
+        "CELERY_VISIBILITY_TIMEOUT": "14",
+        "FACTORY_RETRY_BACKOFF_SECONDS": "0.2",
+        "FACTORY_RETRY_BACKOFF_MAX_SECONDS": "2",
+        "FACTORY_MAX_ATTEMPTS": "4",
+        "FACTORY_OVERDUE_GRACE_SECONDS": "1",
+        "OUTBOX_RESEND_AFTER_SECONDS": "3",
+    }
+
+    def __init__(self, broker_url: str):
+        self.web_port, self.factory_port = free_port(), free_port()
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        self.factory_url = f"http://127.0.0.1:{self.factory_port}"
+        db = settings.DATABASES["default"]
+        self.broker_url = broker_url  # the test process's own, so what it sends the workers receive
+        self.env = {
+            **os.environ,
+            **self.TIMING,
+            "DATABASE_URL": f"mysql://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/"
+            f"{connection.settings_dict['NAME']}",
+            "CELERY_BROKER_URL": self.broker_url,
+            "PUBLIC_BASE_URL": self.web_url,
+            "FACTORY_API_URL": self.factory_url,
+            "DJANGO_SECURE_SSL_REDIRECT": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.processes: dict[str, Process] = {}
+        self.workers = 0
+
+    def flush_broker(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.broker_url).flushdb()
+
+    def start_factory(self, *args: str) -> Process:
+        self._replace(
+            "factory",
+            [str(BIN / "python"), "manage.py", "run_legacy_factory", "--port", str(self.factory_port), *args],
+            ready="listening",
+        )
+        return self.processes["factory"]
+
+    def start_web(self) -> Process:
+        return self._replace(
+            "web",
+            [str(BIN / "gunicorn"), "donutsite.wsgi", "-b", f"127.0.0.1:{self.web_port}", "-w", "2", "--threads", "4"],
+            ready="Booting worker",
+        )
+
+    def start_worker(self, *args: str) -> Process:
+        self.workers += 1
+        name = f"worker{self.workers}"
+        return self._replace(
+            name,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "donutsite",
+                "worker",
+                "-l",
+                "info",
+                "-c",
+                "2",
+                "-X",
+                "dead_letter",
+                "-n",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                *args,
+            ],
+            ready="ready.",
+        )
+
+    def _replace(self, name: str, argv: list[str], ready: str) -> Process:
+        if name in self.processes:
+            self.processes[name].stop()
+        self.processes[name] = Process(name, argv, self.env, ready=ready)
+        return self.processes[name]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+
+    # The simulator's control endpoints (not part of the factory's contract).
+    def factory_get(self, path: str):
+        with urllib.request.urlopen(self.factory_url + path, timeout=5) as response:  # noqa: S310 - local
+            return json.loads(response.read())
+
+    def factory_configure(self, **config) -> None:
+        request = urllib.request.Request(  # noqa: S310 - local
+            self.factory_url + "/_sim/config",
+            data=json.dumps(config).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(request, timeout=5).read()  # noqa: S310 - local

@@ -1,0 +1,277 @@
+"""The factory's completion callback as the factory sends it: signed, repeated, sometimes partial."""
+
+import json
+import time
+
+import pytest
+from django.conf import settings
+
+from factory.signatures import sign
+from inventory.models import Product, Restock, StockMovement
+from inventory.selectors import ledger_differences
+from inventory.tests.helpers import make_product
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/factory/callbacks/"
+
+
+def placed_restock(sku="GLAZED", on_hand=0, quantity=120, **product_fields):
+    product = make_product(sku, on_hand=on_hand, **product_fields)
+    return Restock.objects.create(
+        product=product, quantity=quantity, reason="shortage", status="placed", factory_order_id="F-000123"
+    )
+
+
+def callback(
+    client, restock, *, produced=None, event="order.completed", secret=None, timestamp=None, body=None, signature=None
+):
+    payload = (
+        body
+        if body is not None
+        else json.dumps(
+            {
+                "event": event,
+                "order_id": restock.factory_order_id,
+                "reference": restock.reference,
+                "sku": restock.product.sku,
+                "quantity": restock.quantity,
+                "quantity_produced": restock.quantity if produced is None else produced,
+                "completed_at": "2026-11-22T03:05:12Z",
+            }
+        ).encode()
+    )
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    sig = signature or sign(secret or settings.FACTORY_CALLBACK_SECRET, ts, payload)
+    return client.generic(
+        "POST",
+        URL,
+        payload,
+        content_type="application/json",
+        HTTP_X_FACTORY_TIMESTAMP=ts,
+        HTTP_X_FACTORY_SIGNATURE=sig,
+    )
+
+
+def stock(restock):
+    return Product.objects.get(pk=restock.product_id).on_hand
+
+
+def test_a_completed_order_fills_the_shelf_by_what_was_produced(client):
+    restock = placed_restock(quantity=120)
+
+    response = callback(client, restock, produced=118)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "applied", "restock": restock.pk}
+    restock.refresh_from_db()
+    assert (restock.status, restock.quantity_received) == ("fulfilled", 118)
+    assert stock(restock) == 118
+    receipt = StockMovement.objects.get(kind="receipt")
+    assert (receipt.quantity, receipt.restock_id) == (118, restock.pk)
+    assert ledger_differences() == []
+
+
+def test_a_duplicate_callback_changes_nothing(client):
+    restock = placed_restock()
+
+    first = callback(client, restock)
+    again = callback(client, restock)
+
+    assert first.status_code == again.status_code == 200
+    assert again.json()["status"] == "duplicate"
+    assert stock(restock) == 120
+    assert StockMovement.objects.filter(kind="receipt").count() == 1
+
+
+def test_a_cancelled_order_closes_the_restock_without_stock(client):
+    restock = placed_restock()
+
+    response = callback(client, restock, event="order.cancelled", produced=0)
+
+    assert response.status_code == 200
+    restock.refresh_from_db()
+    assert (restock.status, restock.quantity_received) == ("cancelled", 0)
+    assert stock(restock) == 0
+
+
+def test_partial_production_below_the_reorder_point_opens_a_new_restock(client):
+    restock = placed_restock(quantity=100, reorder_point=10, reorder_quantity=100)
+
+    callback(client, restock, produced=6)
+
+    assert stock(restock) == 6
+    new = Restock.objects.exclude(pk=restock.pk).get()
+    assert (new.status, new.reason, new.product_id) == ("pending", "reorder_point", restock.product_id)
+
+
+def test_a_callback_for_a_restock_we_had_given_up_on_still_fills_the_shelf(client):
+    """Our call timed out every time, but the factory had created the order after all."""
+    restock = placed_restock()
+    Restock.objects.filter(pk=restock.pk).update(status="failed", factory_order_id="")
+
+    response = callback(client, restock)
+
+    assert response.status_code == 200
+    restock.refresh_from_db()
+    assert (restock.status, restock.factory_order_id) == ("fulfilled", "F-000123")
+    assert stock(restock) == 120
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"secret": "not-the-secret"},
+        {"signature": "sha256=" + "0" * 64},
+        {"signature": "garbage"},
+        {"timestamp": int(time.time()) - 400},
+        {"timestamp": int(time.time()) + 400},
+        {"timestamp": "yesterday"},
+    ],
+    ids=["wrong-secret", "wrong-mac", "garbage", "stale", "future", "not-a-time"],
+)
+def test_a_forged_or_stale_callback_is_401_and_changes_nothing(client, change):
+    restock = placed_restock()
+
+    response = callback(client, restock, **change)
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_signature"
+    restock.refresh_from_db()
+    assert (restock.status, stock(restock)) == ("placed", 0)
+
+
+def test_missing_signature_headers_is_401(client):
+    restock = placed_restock()
+
+    response = client.post(URL, {"event": "order.completed"}, content_type="application/json")
+
+    assert response.status_code == 401
+    assert stock(restock) == 0
+
+
+def test_a_tampered_body_fails_the_signature(client):
+    restock = placed_restock()
+    body = json.dumps(
+        {
+            "event": "order.completed",
+            "order_id": "F-000123",
+            "reference": restock.reference,
+            "sku": "GLAZED",
+            "quantity": 120,
+            "quantity_produced": 120,
+        }
+    ).encode()
+    ts = str(int(time.time()))
+    signature = sign(settings.FACTORY_CALLBACK_SECRET, ts, body)
+
+    response = client.generic(
+        "POST",
+        URL,
+        body.replace(b"120}", b"9999}"),
+        content_type="application/json",
+        HTTP_X_FACTORY_TIMESTAMP=ts,
+        HTTP_X_FACTORY_SIGNATURE=signature,
+    )
+
+    assert response.status_code == 401
+    assert stock(restock) == 0
+
+
+def test_an_unknown_order_is_404_so_the_factory_retries(client):
+    restock = placed_restock()
+    body = json.dumps(
+        {
+            "event": "order.completed",
+            "order_id": "F-999",
+            "reference": "restock-999999",
+            "sku": "GLAZED",
+            "quantity": 5,
+            "quantity_produced": 5,
+        }
+    ).encode()
+
+    response = callback(client, restock, body=body)
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "unknown_order"
+    assert stock(restock) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        json.dumps({"event": "order.exploded"}).encode(),
+        json.dumps(
+            {
+                "event": "order.completed",
+                "order_id": "F-000123",
+                "reference": "restock-1",
+                "sku": "GLAZED",
+                "quantity": 5,
+                "quantity_produced": -1,
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "event": "order.completed",
+                "order_id": "F-000123",
+                "reference": "restock-1",
+                "sku": "GLAZED",
+                "quantity": 5,
+                "quantity_produced": 6,
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "event": "order.completed",
+                "order_id": "F-000123",
+                "reference": "restock-1",
+                "sku": "GLAZED",
+                "quantity": 5,
+                "quantity_produced": "5",
+            }
+        ).encode(),
+    ],
+    ids=["not-json", "list", "bad-event", "negative", "more-than-ordered", "string-number"],
+)
+def test_a_bad_payload_with_a_good_signature_is_400(client, body):
+    restock = placed_restock()
+
+    response = callback(client, restock, body=body)
+
+    assert response.status_code == 400
+    assert response.json()["code"] in {"validation_error", "malformed_json"}
+    assert stock(restock) == 0
+
+
+def test_a_callback_naming_another_sku_is_refused(client):
+    restock = placed_restock()
+    body = json.dumps(
+        {
+            "event": "order.completed",
+            "order_id": "F-000123",
+            "reference": restock.reference,
+            "sku": "MAPLE",
+            "quantity": 120,
+            "quantity_produced": 120,
+        }
+    ).encode()
+
+    response = callback(client, restock, body=body)
+
+    assert response.status_code == 400 and response.json()["code"] == "callback_mismatch"
+    assert stock(restock) == 0
+
+
+def test_the_five_minute_window_is_measured_against_our_clock():
+    from factory.signatures import check
+
+    body = b"{}"
+    now = 1_800_000_000
+    inside, outside = str(now - 299), str(now - 301)
+
+    assert check("s", inside, sign("s", inside, body), body, now=now) == ""
+    assert "5 minutes" in check("s", outside, sign("s", outside, body), body, now=now)

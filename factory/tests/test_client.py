@@ -1,0 +1,186 @@
+"""The factory client against a real local HTTP server: every row of the contract's response table."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from factory.client import FactoryClient, FactoryRateLimited, FactoryRejected, FactoryUnavailable
+
+ORDER = {
+    "order_id": "F-000123",
+    "reference": "restock-42",
+    "sku": "GLAZED",
+    "quantity": 120,
+    "status": "accepted",
+    "quantity_produced": None,
+    "created_at": "2026-11-22T03:00:00Z",
+    "estimated_ready_at": "2026-11-22T03:05:00Z",
+    "completed_at": None,
+}
+
+
+class Scripted:
+    """A local server that answers each request with the next scripted (status, body, headers, delay)."""
+
+    def __init__(self):
+        self.answers = []
+        self.requests = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": self.rfile.read(length),
+                    }
+                )
+                status, body, headers, delay = outer.answers.pop(0)
+                time.sleep(delay)
+                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, status, body=None, headers=None, delay=0.0):
+        self.answers.append((status, {} if body is None else body, headers or {}, delay))
+
+
+@pytest.fixture
+def factory_server():
+    server = Scripted()
+    yield server
+    server.server.shutdown()
+
+
+def place(server, timeout=2.0):
+    client = FactoryClient(base_url=server.url, api_key="k-123", timeout=timeout)
+    return client.place_order(reference="restock-42", sku="GLAZED", quantity=120, callback_url="http://us/cb")
+
+
+def test_202_is_a_new_order_and_the_request_follows_the_contract(factory_server):
+    factory_server.answer(202, ORDER)
+
+    result = place(factory_server)
+
+    assert (result.order.order_id, result.replayed, result.status_code) == ("F-000123", False, 202)
+    assert result.order.estimated_ready_at.isoformat() == "2026-11-22T03:05:00+00:00"
+    sent = factory_server.requests[0]
+    assert (sent["method"], sent["path"]) == ("POST", "/v1/orders")
+    assert sent["headers"]["X-Factory-Key"] == "k-123"
+    assert sent["headers"]["Content-Type"] == "application/json"
+    assert json.loads(sent["body"]) == {
+        "reference": "restock-42",
+        "sku": "GLAZED",
+        "quantity": 120,
+        "callback_url": "http://us/cb",
+    }
+
+
+def test_200_is_the_same_order_replayed(factory_server):
+    factory_server.answer(200, ORDER)
+
+    result = place(factory_server)
+
+    assert (result.order.order_id, result.replayed) == ("F-000123", True)
+
+
+@pytest.mark.parametrize("status", [400, 401, 409, 404, 422])
+def test_4xx_is_permanent_with_the_factory_message(factory_server, status):
+    factory_server.answer(status, {"error": "reference already used with another sku"})
+
+    with pytest.raises(FactoryRejected) as caught:
+        place(factory_server)
+
+    assert caught.value.status_code == status
+    assert "reference already used" in str(caught.value)
+
+
+def test_429_waits_at_least_retry_after(factory_server):
+    factory_server.answer(429, {"error": "slow down"}, {"Retry-After": "7"})
+
+    with pytest.raises(FactoryRateLimited) as caught:
+        place(factory_server)
+
+    assert caught.value.retry_after == 7.0 and caught.value.status_code == 429
+    assert isinstance(caught.value, FactoryUnavailable), "rate limiting is transient"
+
+
+@pytest.mark.parametrize(
+    "status, body", [(500, {"error": "boom"}), (502, b"<html>Bad Gateway</html>"), (503, b"Service Unavailable")]
+)
+def test_5xx_is_transient_even_without_json(factory_server, status, body):
+    factory_server.answer(status, body)
+
+    with pytest.raises(FactoryUnavailable) as caught:
+        place(factory_server)
+
+    assert caught.value.status_code == status
+    assert not isinstance(caught.value, FactoryRateLimited)
+
+
+def test_a_hanging_factory_times_out_as_transient(factory_server):
+    factory_server.answer(202, ORDER, delay=2.0)
+
+    with pytest.raises(FactoryUnavailable, match="timed out") as caught:
+        place(factory_server, timeout=0.3)
+
+    assert caught.value.status_code is None
+
+
+def test_nobody_listening_is_transient():
+    server = Scripted()
+    server.server.shutdown()
+    server.server.server_close()
+
+    with pytest.raises(FactoryUnavailable, match="connection failed"):
+        place(server)
+
+
+def test_a_garbled_success_is_transient_not_a_crash(factory_server):
+    factory_server.answer(202, b"<html>oops</html>")
+
+    with pytest.raises(FactoryUnavailable, match="garbled"):
+        place(factory_server)
+
+
+def test_reads_an_order_by_id_and_by_reference(factory_server):
+    factory_server.answer(200, {**ORDER, "status": "completed", "quantity_produced": 118})
+    factory_server.answer(404, {"error": "no such order"})
+    factory_server.answer(200, {"results": [ORDER]})
+    factory_server.answer(200, {"results": []})
+    client = FactoryClient(base_url=factory_server.url, api_key="k", timeout=2)
+
+    found = client.get_order("F-000123")
+    missing = client.get_order("F-999")
+    by_reference = client.find_order("restock-42")
+    nothing = client.find_order("restock-43")
+
+    assert (found.status, found.quantity_produced) == ("completed", 118)
+    assert missing is None and nothing is None
+    assert by_reference.order_id == "F-000123"
+    assert [r["path"] for r in factory_server.requests] == [
+        "/v1/orders/F-000123",
+        "/v1/orders/F-999",
+        "/v1/orders?reference=restock-42",
+        "/v1/orders?reference=restock-43",
+    ]

@@ -1,0 +1,197 @@
+"""End to end with real processes: gunicorn, Celery workers, the factory simulator, MariaDB and Redis.
+
+The test talks to the system the way its users do: client apps over HTTP, ops through manage.py, and
+it reads the simulator's own records to count factory orders.
+"""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+
+from donutsite.testing import System, wait_until
+from factory import services
+from factory.models import DeadLetter, FactoryAttempt
+from inventory.models import Product, Restock, StockMovement
+from inventory.selectors import ledger_differences
+from inventory.tests.helpers import make_api_client, make_product
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def system(django_db_setup, django_db_blocker):
+    from celery import current_app
+
+    running = System(broker_url=current_app.conf.broker_url)
+    running.flush_broker()
+    try:
+        running.start_factory("--production-seconds", "1", "--seed", "7")
+        running.start_web()
+        running.start_worker()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def fresh(system):
+    """A clean broker and a well-behaved factory for each test; an API key for buying."""
+    system.flush_broker()
+    system.factory_configure(**FAULTLESS)
+    _, key = make_api_client()
+    return key
+
+
+FAULTLESS = {
+    "error_rate": 0.0,
+    "rate_limit_rate": 0.0,
+    "hang_rate": 0.0,
+    "latency_ms": [0, 0],
+    "callback_loss_rate": 0.0,
+    "duplicate_callback_rate": 0.0,
+    "partial_rate": 0.0,
+    "production_seconds": 1.0,
+}
+
+
+def buy(system, key, sku, quantity):
+    request = urllib.request.Request(  # noqa: S310 - local
+        system.web_url + "/api/v1/sales/",
+        data=json.dumps({"items": [{"sku": sku, "quantity": quantity}]}).encode(),
+        headers={"Authorization": f"Api-Key {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def restock_of(sku) -> Restock:
+    return Restock.objects.filter(product__sku=sku).order_by("pk").last()
+
+
+def wait_for_status(sku, status, timeout=30):
+    return wait_until(
+        lambda: (r := restock_of(sku)) is not None and r.status == status and r,
+        timeout=timeout,
+        what=f"the {sku} restock to be {status} (now {getattr(restock_of(sku), 'status', None)})",
+    )
+
+
+def factory_orders(system, restock):
+    return [o for o in system.factory_get("/_sim/orders")["results"] if o["reference"] == restock.reference]
+
+
+def callback_answers(system, restock) -> list:
+    """The HTTP statuses our web server gave the simulator's callback attempts for this restock."""
+    return [a["status"] for o in factory_orders(system, restock) for a in o["callback"]["attempts"]]
+
+
+def test_sell_out_then_the_factory_fills_the_shelf_and_selling_resumes(system, fresh):
+    make_product("VIRAL", on_hand=2, reorder_point=0, reorder_quantity=10)
+
+    assert buy(system, fresh, "VIRAL", 2)[0] == 201
+    status, body = buy(system, fresh, "VIRAL", 1)
+    assert status == 409 and body["code"] == "out_of_stock"
+
+    restock = wait_for_status("VIRAL", "fulfilled")
+    assert body["shortages"][0]["restock"]["id"] == restock.pk
+    assert Product.objects.get(sku="VIRAL").on_hand == 10
+    assert buy(system, fresh, "VIRAL", 1)[0] == 201
+    assert len(factory_orders(system, restock)) == 1
+    assert ledger_differences() == []
+
+
+def test_a_factory_failing_three_times_then_accepting_gets_exactly_one_order(system, fresh):
+    make_product("MAPLE", on_hand=0, reorder_quantity=10)
+    system.factory_configure(fail_next=3)
+
+    buy(system, fresh, "MAPLE", 1)
+    restock = wait_for_status("MAPLE", "fulfilled")
+
+    outcomes = list(FactoryAttempt.objects.filter(restock=restock).values_list("outcome", flat=True))
+    assert outcomes == ["transient", "transient", "transient", "accepted"]
+    assert len(factory_orders(system, restock)) == 1
+    assert Product.objects.get(sku="MAPLE").on_hand == 10
+
+
+def test_a_factory_always_failing_dead_letters_and_a_redrive_fills_the_shelf(system, fresh):
+    make_product("LEMON", on_hand=0, reorder_quantity=12)
+    system.factory_configure(error_rate=1.0)
+
+    buy(system, fresh, "LEMON", 1)
+    restock = wait_for_status("LEMON", "failed")
+
+    dead = DeadLetter.objects.get(restock=restock)
+    assert dead.task_name == "factory.restock_place" and dead.queue == "factory"
+    assert "OutOfAttempts" in dead.exception_type and dead.traceback
+    assert FactoryAttempt.objects.filter(restock=restock).count() == int(System.TIMING["FACTORY_MAX_ATTEMPTS"])
+    assert factory_orders(system, restock) == []
+
+    system.factory_configure(error_rate=0.0)
+    call_command("redrive", str(dead.pk))
+    wait_for_status("LEMON", "fulfilled")
+    assert Product.objects.get(sku="LEMON").on_hand == 12
+    dead.refresh_from_db()
+    assert dead.redriven_at is not None
+
+
+def test_duplicate_callbacks_grow_stock_once(system, fresh):
+    make_product("JELLY", on_hand=0, reorder_quantity=7)
+    system.factory_configure(duplicate_callback_rate=1.0)
+
+    buy(system, fresh, "JELLY", 1)
+    restock = wait_for_status("JELLY", "fulfilled")
+    wait_until(lambda: callback_answers(system, restock).count(200) >= 2, timeout=15, what="both callbacks answered")
+
+    assert Product.objects.get(sku="JELLY").on_hand == 7
+    assert StockMovement.objects.filter(kind="receipt", restock=restock).count() == 1
+
+
+def test_a_lost_callback_is_found_by_reconcile(system, fresh):
+    make_product("CRULLER", on_hand=0, reorder_quantity=9)
+    system.factory_configure(callback_loss_rate=1.0)
+
+    buy(system, fresh, "CRULLER", 1)
+    restock = wait_for_status("CRULLER", "placed")
+    wait_until(lambda: factory_orders(system, restock)[0]["status"] == "completed", timeout=15, what="production")
+    assert Restock.objects.get(pk=restock.pk).status == "placed", "no callback came"
+
+    with override_settings(FACTORY_OVERDUE_GRACE_SECONDS=0):
+        assert services.reconcile()["overdue_polled"] == 1
+    wait_for_status("CRULLER", "fulfilled")
+    assert Product.objects.get(sku="CRULLER").on_hand == 9
+
+
+def test_a_worker_killed_during_the_factory_call_still_orders_exactly_once(system, fresh):
+    make_product("BOSTON", on_hand=0, reorder_quantity=5)
+    system.factory_configure(latency_ms=[1500, 1500])
+
+    buy(system, fresh, "BOSTON", 1)
+    restock = wait_until(lambda: (r := restock_of("BOSTON")) and r.claimed_at and r, timeout=15, what="the claim")
+    system.processes[f"worker{system.workers}"].kill()  # SIGKILL the whole worker mid-call
+    system.factory_configure(latency_ms=[0, 0])
+    system.start_worker()
+
+    wait_for_status("BOSTON", "fulfilled", timeout=60)
+    assert len(factory_orders(system, restock)) == 1
+    assert Product.objects.get(sku="BOSTON").on_hand == 5
+
+
+def test_a_callback_with_a_bad_signature_changes_nothing(system, fresh):
+    make_product("MATCHA", on_hand=0, reorder_quantity=4)
+    system.start_factory("--production-seconds", "0.5", "--callback-secret", "not-our-secret")
+    try:
+        buy(system, fresh, "MATCHA", 1)
+        restock = wait_for_status("MATCHA", "placed")
+        wait_until(lambda: 401 in callback_answers(system, restock), timeout=15, what="the forged callback refused")
+        assert Restock.objects.get(pk=restock.pk).status == "placed"
+        assert Product.objects.get(sku="MATCHA").on_hand == 0
+    finally:
+        system.start_factory("--production-seconds", "1", "--seed", "7")
