@@ -206,7 +206,30 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": RECONCILE_INTERVAL_SECONDS,
         "options": {"expires": RECONCILE_INTERVAL_SECONDS * 2},
     },
+    "notifications-sweep": {
+        "task": "notifications.sweep",
+        "schedule": RECONCILE_INTERVAL_SECONDS,
+        "options": {"expires": RECONCILE_INTERVAL_SECONDS * 2},
+    },
 }
+
+# Alerts for ops (see the README's table). A channel with no configuration is skipped.
+SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+FCM_ENDPOINT = env.str("FCM_ENDPOINT", default="https://fcm.googleapis.com").rstrip("/")
+FCM_PROJECT_ID = env.str("FCM_PROJECT_ID", default="")
+FCM_CREDENTIALS_FILE = env.str("FCM_CREDENTIALS_FILE", default="")
+FCM_ACCESS_TOKEN = env.str("FCM_ACCESS_TOKEN", default="")
+FCM_OPS_TOPIC = env.str("FCM_OPS_TOPIC", default="ops-alerts")
+SLACK_MIN_SEVERITY = env.str("SLACK_MIN_SEVERITY", default="info")
+FCM_MIN_SEVERITY = env.str("FCM_MIN_SEVERITY", default="critical")
+ALERT_GROUP_WINDOW_SECONDS = env.int("ALERT_GROUP_WINDOW_SECONDS", default=300)
+ALERT_ESCALATE_AFTER_SECONDS = env.int("ALERT_ESCALATE_AFTER_SECONDS", default=900)
+ALERTS_DISABLED_KINDS = env.list("ALERTS_DISABLED_KINDS", default=[])  # e.g. sold_out
+FACTORY_FAILURE_STREAK_ALERT = env.int("FACTORY_FAILURE_STREAK_ALERT", default=5)
+FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555" if DEBUG else "")
+for _name in ("SLACK_MIN_SEVERITY", "FCM_MIN_SEVERITY"):
+    if globals()[_name] not in ("info", "warning", "critical"):
+        raise ImproperlyConfigured(f"{_name} must be info, warning or critical.")
 
 LOGGING = {
     "version": 1,

@@ -4,12 +4,19 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from factory import views as factory_views
 from inventory import views as inventory_views
+from notifications import views as notification_views
 
 api_v1 = [
     path("api/v1/sales/", inventory_views.SaleCreateView.as_view(), name="sale-create"),
     path("api/v1/sales/<int:sale_id>/", inventory_views.SaleDetailView.as_view(), name="sale-detail"),
     path("api/v1/products/", inventory_views.ProductListView.as_view(), name="product-list"),
     path("api/v1/products/<str:sku>/", inventory_views.ProductDetailView.as_view(), name="product-detail"),
+    path(
+        "api/v1/products/<str:sku>/subscriptions/",
+        inventory_views.ProductSubscribeView.as_view(),
+        name="product-subscribe",
+    ),
+    path("api/v1/devices/", notification_views.DeviceRegisterView.as_view(), name="device-register"),
     path("api/v1/restocks/", inventory_views.RestockListView.as_view(), name="restock-list"),
     path("api/v1/factory/callbacks/", factory_views.FactoryCallbackView.as_view(), name="factory-callback"),
 ]

@@ -66,6 +66,10 @@ class ReliableTask(Task):
             logger.warning("%s%r: attempt %s failed (%s); retrying in %.1f s", self.name, args, attempt, exc, wait)
             raise self.retry(exc=exc, countdown=wait, max_retries=None) from exc
 
+    def dead_letter_context(self, args, kwargs) -> dict:
+        """What the dead letter and its alert should say about the work (a restock id, a SKU...)."""
+        return {}
+
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         dead_letter = dead_letter_record(
             task_name=self.name,
@@ -77,15 +81,22 @@ class ReliableTask(Task):
             traceback=str(einfo) if einfo else "".join(tb.format_exception(exc)),
             attempts=self.request.retries + 1,
             correlation_id=getattr(self.request, "correlation_id", "") or "",
+            context=self.dead_letter_context(args, kwargs),
         )
         handler = getattr(self, "on_dead_letter", None)
         if handler:
             handler(dead_letter)
 
 
-def dead_letter_record(*, task_name, task_id, args, kwargs, queue, exc, traceback, attempts, correlation_id=""):
-    """Store a dead letter durably, park a copy of the message in the dead-letter queue, and tell ops."""
+def dead_letter_record(
+    *, task_name, task_id, args, kwargs, queue, exc, traceback, attempts, correlation_id="", context=None
+):
+    """Store a dead letter durably with its critical alert (one transaction), park a copy of the message
+    in the dead-letter queue, and log it."""
     from factory.models import DeadLetter
+    from notifications.services import alert_raise
+
+    context = context or {}
 
     now = timezone.now()
     with transaction.atomic():
@@ -102,6 +113,23 @@ def dead_letter_record(*, task_name, task_id, args, kwargs, queue, exc, tracebac
             first_failed_at=now,
             last_failed_at=now,
             correlation_id=correlation_id[:64],
+            restock_id=context.get("restock_id"),
+        )
+        alert_raise(
+            kind="dead_letter",
+            severity="critical",
+            title=f"Dead letter: {task_name} gave up" + (f" on {context['sku']}" if context.get("sku") else ""),
+            text=f"{dead_letter.exception_type.rsplit('.', 1)[-1]}: {dead_letter.exception_message[:500]}\n"
+            "Redrive it from the admin or with `manage.py redrive` once the cause is fixed.",
+            dedupe_key=f"dead_letter:{task_name}",
+            context={
+                **context,
+                "dead_letter_id": dead_letter.pk,
+                "task": task_name,
+                "attempts": attempts,
+                "correlation_id": correlation_id,
+            },
+            correlation_id=correlation_id,
         )
     _park_copy(dead_letter)
     logger.error(

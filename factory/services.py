@@ -20,6 +20,7 @@ from factory.client import FactoryClient, FactoryError, FactoryRateLimited, Fact
 from factory.models import DeadLetter, FactoryAttempt
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import idempotency_keys_purge, products_lock, restock_dispatch, restocks_open
+from notifications.services import alert_raise, back_in_stock_announce
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,24 @@ def _record_failure(restock: Restock, exc: FactoryError) -> None:
             error=str(exc)[:2000],
         )
         Restock.objects.filter(pk=restock.pk).update(claimed_at=None, last_error=str(exc)[:2000])
+        _alert_if_failing_in_a_row(restock, exc)
+
+
+def _alert_if_failing_in_a_row(restock: Restock, exc: FactoryError) -> None:
+    """Several failed calls in a row, whichever restocks they were for, mean the factory is in trouble."""
+    streak = settings.FACTORY_FAILURE_STREAK_ALERT
+    latest = list(FactoryAttempt.objects.order_by("-pk").values_list("outcome", flat=True)[:streak])
+    succeeded = (FactoryAttempt.Outcome.ACCEPTED, FactoryAttempt.Outcome.REPLAYED)
+    if len(latest) == streak and not any(outcome in succeeded for outcome in latest):
+        alert_raise(
+            kind="factory_degraded",
+            severity="warning",
+            title=f"The factory failed {streak} calls in a row",
+            text=f"Last answer: {exc}. Restocks are retrying with backoff; they dead-letter if it goes on.",
+            dedupe_key="factory_degraded",
+            context={"sku": restock.product.sku, "restock_id": restock.pk, "error": str(exc)[:300]},
+            correlation_id=restock.correlation_id,
+        )
 
 
 def restock_retry_scheduled(restock_id: int, *, at) -> None:
@@ -153,6 +172,7 @@ def restock_receive(
         if restock.status in (Restock.Status.FULFILLED, Restock.Status.CANCELLED):
             return restock, False
         received = 0 if cancelled else quantity_produced
+        was_sold_out = product.on_hand == 0
         if received:
             Product.objects.filter(pk=product.pk).update(on_hand=F("on_hand") + received)
             StockMovement.objects.create(
@@ -173,6 +193,8 @@ def restock_receive(
         )
         if product.needs_reorder and product.is_active:
             restocks_open([product], reason=Restock.Reason.REORDER_POINT)
+        if was_sold_out and received:
+            back_in_stock_announce(product.sku)
     logger.info("restock %s %s: +%s %s", restock.pk, restock.status, received, product.sku)
     return restock, True
 

@@ -28,10 +28,14 @@ class RestockPlaceTask(ReliableTask):
     def park(self, args, kwargs, until):
         services.restock_park(args[0], until=until)
 
+    def dead_letter_context(self, args, kwargs) -> dict:
+        restock = Restock.objects.select_related("product").filter(pk=args[0]).first()
+        return {"restock_id": args[0], "sku": restock.product.sku if restock else ""}
+
     def on_dead_letter(self, dead_letter: DeadLetter):
-        restock_id = dead_letter.args[0]
-        DeadLetter.objects.filter(pk=dead_letter.pk).update(restock_id=restock_id)
-        services.restock_fail(restock_id, reason=f"{dead_letter.exception_type}: {dead_letter.exception_message}")
+        services.restock_fail(
+            dead_letter.args[0], reason=f"{dead_letter.exception_type}: {dead_letter.exception_message}"
+        )
 
 
 @shared_task(bind=True, base=RestockPlaceTask, name="factory.restock_place", queue="factory")

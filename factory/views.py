@@ -4,6 +4,7 @@ import json
 import logging
 
 from django.conf import settings
+from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser
@@ -14,6 +15,7 @@ from rest_framework.views import APIView
 from donutsite.errors import DomainError
 from factory import services, signatures
 from inventory.serializers import ErrorOut, StrictCharField, StrictIntegerField, ValidationErrorOut
+from notifications.services import alert_raise
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,16 @@ class FactoryCallbackView(APIView):
         )
         if problem:
             logger.warning("factory callback refused: %s", problem)
+            with transaction.atomic():
+                alert_raise(
+                    kind="forged_callback",
+                    severity="warning",
+                    title="A factory callback was refused",
+                    text=f"{problem} (from {request.META.get('REMOTE_ADDR')}). Someone may be forging callbacks, "
+                    "or FACTORY_CALLBACK_SECRET differs from the factory's.",
+                    dedupe_key="forged_callback",
+                    context={"error": problem},
+                )
             raise InvalidSignature(f"Callback refused: {problem}.")
         try:
             payload = json.loads(raw)

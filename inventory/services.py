@@ -17,6 +17,7 @@ from django.utils import timezone
 from inventory import selectors
 from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
 from inventory.models import ApiClient, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
+from notifications.services import alert_raise
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,15 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
     low = [p for p, _ in wanted if p.needs_reorder]
     if low:
         restocks_open(low, reason=Restock.Reason.REORDER_POINT)
+    for product in (p for p in low if p.on_hand == 0):
+        alert_raise(
+            kind="sold_out",
+            severity="info",
+            title=f"{product.sku} sold out",
+            text=f"The last {product.name} just sold; a restock is open.",
+            dedupe_key=f"sold_out:{product.sku}",
+            context={"sku": product.sku},
+        )
     return SaleOutcome(sale=sale, lines=lines)
 
 

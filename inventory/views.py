@@ -18,6 +18,7 @@ from inventory.serializers import (
     SaleOut,
     ValidationErrorOut,
 )
+from notifications import services as notification_services
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
@@ -107,4 +108,34 @@ class RestockListView(generics.ListAPIView):
         filters.is_valid(raise_exception=True)
         return selectors.restock_list(
             sku=filters.validated_data.get("sku"), status=filters.validated_data.get("status")
+        )
+
+
+class SubscriptionIn(serializers.Serializer):
+    device_id = serializers.IntegerField(min_value=1)
+
+
+class SubscriptionOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    sku = serializers.CharField()
+    device_id = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class ProductSubscribeView(APIView):
+    @extend_schema(
+        operation_id="product_subscribe",
+        request=SubscriptionIn,
+        responses={201: SubscriptionOut, 200: SubscriptionOut, **_errors, 404: ErrorOut},
+        description="Ask for one push when this SKU is back in stock. The device is one this client registered "
+        "with POST /api/v1/devices/.",
+    )
+    def post(self, request, sku: str):
+        body = SubscriptionIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        product = selectors.product_get(sku=sku)
+        device = notification_services.device_get(client=request.auth, device_id=body.validated_data["device_id"])
+        subscription, created = notification_services.subscription_create(device=device, sku=product.sku)
+        return Response(
+            SubscriptionOut(subscription).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )

@@ -15,6 +15,7 @@ from inventory.models import ApiClient, IdempotencyKey, Product, Restock, Sale, 
 from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create
 from inventory.tests.helpers import make_api_client, make_product
+from notifications.models import Alert
 
 pytestmark = pytest.mark.django_db
 
@@ -173,10 +174,12 @@ def test_check_ledger_names_a_product_changed_behind_the_ledgers_back():
     Product.objects.filter(pk=maple.pk).update(on_hand=13)
 
     err = StringIO()
-    with pytest.raises(CommandError, match="ledger mismatch on 1 product"):
+    with pytest.raises(CommandError, match="ledger mismatch: MAPLE$"):
         call_command("check_ledger", stdout=StringIO(), stderr=err)
 
     assert err.getvalue().strip() == "MAPLE: on hand 13, ledger says 10 (difference +3)"
+    alert = Alert.objects.get(kind="ledger_mismatch")
+    assert (alert.severity, alert.title) == ("critical", "Stock differs from the ledger: MAPLE")
 
 
 # reconcile

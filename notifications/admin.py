@@ -1,0 +1,86 @@
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from notifications import services
+from notifications.models import Alert, AlertDelivery, Device, Subscription
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class AlertDeliveryInline(ReadOnlyMixin, admin.TabularInline):
+    model = AlertDelivery
+    extra = 0
+    can_delete = False
+    fields = ["channel", "status", "attempts", "sent_at", "latency_ms", "last_error"]
+    readonly_fields = fields
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    list_display = ["id", "severity_badge", "title", "kind", "suppressed_count", "created_at", "acknowledged"]
+    list_filter = ["severity", "kind", ("acknowledged_at", admin.EmptyFieldListFilter), "is_summary"]
+    search_fields = ["title", "dedupe_key", "correlation_id"]
+    date_hierarchy = "created_at"
+    inlines = [AlertDeliveryInline]
+    actions = ["acknowledge", "resend"]
+    readonly_fields = [
+        "kind",
+        "severity",
+        "title",
+        "text",
+        "dedupe_key",
+        "context",
+        "correlation_id",
+        "group_leader",
+        "suppressed_count",
+        "is_summary",
+        "created_at",
+        "acknowledged_at",
+        "acknowledged_by",
+        "escalated_at",
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="severity", ordering="severity")
+    def severity_badge(self, alert):
+        colour = {"critical": "#ba2121", "warning": "#c77700", "info": "#417690"}[alert.severity]
+        return format_html('<b style="color:{}">{}</b>', colour, alert.severity.upper())
+
+    @admin.display(boolean=True, description="acknowledged")
+    def acknowledged(self, alert):
+        return alert.acknowledged_at is not None
+
+    @admin.action(description="Acknowledge selected alerts")
+    def acknowledge(self, request, queryset):
+        for alert in queryset:
+            services.alert_acknowledge(alert, user=request.user)
+        self.message_user(request, f"{queryset.count()} alert(s) acknowledged.", messages.SUCCESS)
+
+    @admin.action(description="Send selected alerts again")
+    def resend(self, request, queryset):
+        sent = sum(services.alert_resend(alert) for alert in queryset)
+        self.message_user(request, f"{sent} delivery(ies) queued again.", messages.SUCCESS)
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "platform", "client", "user_ref", "is_active", "deactivated_reason", "updated_at"]
+    list_filter = ["kind", "platform", "is_active"]
+    search_fields = ["user_ref", "token"]
+    fields = ["kind", "platform", "token", "client", "user_ref", "is_active", "deactivated_reason"]
+    readonly_fields = ["deactivated_reason"]
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["id", "sku", "device", "created_at", "notified_at"]
+    list_filter = [("notified_at", admin.EmptyFieldListFilter)]
+    search_fields = ["sku"]

@@ -1,0 +1,123 @@
+from django.conf import settings
+from django.db import models
+
+
+class Severity(models.TextChoices):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @classmethod
+    def rank(cls, value: str) -> int:
+        return [cls.INFO, cls.WARNING, cls.CRITICAL].index(value)
+
+
+class Alert(models.Model):
+    """Something ops must hear about. Written in the transaction of the event that raised it."""
+
+    kind = models.CharField(max_length=40, db_index=True)
+    severity = models.CharField(max_length=10, choices=Severity.choices, db_index=True)
+    title = models.CharField(max_length=200)
+    text = models.TextField(blank=True, default="")
+    dedupe_key = models.CharField(max_length=200, db_index=True)
+    context = models.JSONField(default=dict, blank=True)
+    correlation_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    # Storm control: the first alert of a group is sent; later ones in its window only count here.
+    group_leader = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="grouped")
+    suppressed_count = models.PositiveIntegerField(default=0)
+    is_summary = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    escalated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"[{self.severity}] {self.title}"
+
+
+class AlertGroup(models.Model):
+    """One row per dedupe key: the lock that serializes grouping, and the open window."""
+
+    dedupe_key = models.CharField(max_length=200, unique=True)
+    leader = models.ForeignKey(Alert, null=True, on_delete=models.SET_NULL, related_name="+")
+    window_ends_at = models.DateTimeField(null=True)
+    suppressed_count = models.PositiveIntegerField(default=0)
+
+    def __str__(self):
+        return self.dedupe_key
+
+
+class AlertDelivery(models.Model):
+    class Channel(models.TextChoices):
+        LOG = "log"
+        SLACK = "slack"
+        FCM = "fcm"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True, help_text="From the alert's creation to sent.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["alert_id", "channel"]
+        constraints = [models.UniqueConstraint(fields=["alert", "channel"], name="one_delivery_per_channel")]
+
+    def __str__(self):
+        return f"{self.channel} for alert {self.alert_id}: {self.status}"
+
+
+class Device(models.Model):
+    """A phone with an FCM token: an ops phone (alerts) or a customer's (back-in-stock pushes)."""
+
+    class Kind(models.TextChoices):
+        OPS = "ops"
+        CUSTOMER = "customer"
+
+    class Platform(models.TextChoices):
+        ANDROID = "android"
+        IOS = "ios"
+        WEB = "web"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CUSTOMER, db_index=True)
+    token = models.CharField(max_length=255, unique=True)
+    platform = models.CharField(max_length=10, choices=Platform.choices)
+    client = models.ForeignKey(
+        "inventory.ApiClient", null=True, blank=True, on_delete=models.CASCADE, related_name="devices"
+    )
+    user_ref = models.CharField(max_length=100, blank=True, default="", help_text="The client app's own user id.")
+    is_active = models.BooleanField(default=True)
+    deactivated_reason = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.kind} {self.platform} …{self.token[-6:]}"
+
+
+class Subscription(models.Model):
+    """A device wants one push when a SKU is back in stock; used up by that push."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="subscriptions")
+    sku = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    notified_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["device", "sku"], name="one_subscription_per_device_sku")]
+
+    def __str__(self):
+        return f"{self.device_id} wants {self.sku}"

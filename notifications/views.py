@@ -1,0 +1,41 @@
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from notifications import services
+from notifications.models import Device
+
+
+class DeviceIn(serializers.Serializer):
+    token = serializers.CharField(max_length=255, min_length=8)
+    platform = serializers.ChoiceField(choices=Device.Platform.choices)
+    user_ref = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class DeviceOut(serializers.ModelSerializer):
+    class Meta:
+        model = Device
+        fields = ["id", "platform", "user_ref", "is_active", "created_at", "updated_at"]
+
+
+class DeviceRegisterView(APIView):
+    @extend_schema(
+        operation_id="device_register",
+        request=DeviceIn,
+        responses={201: DeviceOut, 200: OpenApiResponse(DeviceOut, description="Known token: updated.")},
+        description="Register a customer device's FCM token for back-in-stock pushes. Re-registering a token "
+        "updates it.",
+    )
+    def post(self, request):
+        body = DeviceIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        device, created = services.device_register(client=request.auth, **body.validated_data)
+        return Response(DeviceOut(device).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
