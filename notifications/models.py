@@ -40,8 +40,24 @@ class Alert(models.Model):
         return f"[{self.severity}] {self.title}"
 
 
+class AlertLock(models.Model):
+    """A fixed set of rows that grouping locks, picked by a hash of the dedupe key.
+
+    Locking an AlertGroup row directly would mean inserting it first for a new key, and two inserts of
+    one new key deadlock in InnoDB (each holds a shared lock on the duplicate and wants it exclusive).
+    These rows always exist, so taking one FOR UPDATE never races an insert.
+    """
+
+    STRIPES = 64
+
+    id = models.PositiveSmallIntegerField(primary_key=True)
+
+    def __str__(self):
+        return f"alert lock {self.pk}"
+
+
 class AlertGroup(models.Model):
-    """One row per dedupe key: the lock that serializes grouping, and the open window."""
+    """One row per dedupe key: its open window and what the window held back."""
 
     dedupe_key = models.CharField(max_length=200, unique=True)
     leader = models.ForeignKey(Alert, null=True, on_delete=models.SET_NULL, related_name="+")

@@ -7,17 +7,18 @@ failures never raise alerts (no loops); they show on the delivery rows in the ad
 """
 
 import logging
+import zlib
 from datetime import timedelta
 from functools import partial
 
 from celery import current_app
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from donutsite.errors import NotFound
-from notifications.models import Alert, AlertDelivery, AlertGroup, Device, Severity, Subscription
+from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock, Device, Severity, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def alert_raise(
 ) -> Alert | None:
     """Record an alert and schedule its deliveries for after commit. Call it inside the event's transaction.
 
-    Locks the AlertGroup row of its dedupe key, which serializes grouping. Returns None when this kind
+    Locks the AlertLock stripe of its dedupe key, which serializes grouping per key. Returns None when this kind
     of alert is switched off.
     """
     if kind in settings.ALERTS_DISABLED_KINDS:
@@ -87,12 +88,11 @@ def alert_raise(
 
 
 def _group_locked(dedupe_key: str) -> AlertGroup:
-    try:
-        with transaction.atomic():
-            AlertGroup.objects.get_or_create(dedupe_key=dedupe_key)
-    except IntegrityError:
-        pass  # created concurrently; it exists now
-    return AlertGroup.objects.select_for_update().get(dedupe_key=dedupe_key)
+    """The dedupe key's group, created if new, under the lock of its AlertLock stripe."""
+    stripe = zlib.crc32(dedupe_key.encode()) % AlertLock.STRIPES
+    AlertLock.objects.select_for_update().filter(pk=stripe).exists()
+    group, _ = AlertGroup.objects.get_or_create(dedupe_key=dedupe_key)
+    return group
 
 
 def _summarize(group: AlertGroup) -> Alert:

@@ -1,0 +1,131 @@
+"""Raising alerts: which channels, storm grouping with its summary, escalation, and switches."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connections, transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from notifications import services
+from notifications.models import Alert, AlertDelivery, AlertGroup
+
+pytestmark = pytest.mark.django_db
+
+BOTH_CHANNELS = {
+    "SLACK_WEBHOOK_URL": "http://127.0.0.1:9/slack",
+    "FCM_PROJECT_ID": "donuts",
+    "FCM_ACCESS_TOKEN": "t",
+    "SLACK_MIN_SEVERITY": "info",
+    "FCM_MIN_SEVERITY": "critical",
+}
+
+
+def raise_alert(key="dead_letter:factory.restock_place", severity="critical", **fields):
+    with transaction.atomic():
+        return services.alert_raise(
+            kind="dead_letter", severity=severity, title="Dead letter", dedupe_key=key, **fields
+        )
+
+
+def channels(alert):
+    return sorted(AlertDelivery.objects.filter(alert=alert).values_list("channel", flat=True))
+
+
+@override_settings(**BOTH_CHANNELS)
+def test_each_severity_reaches_the_channels_configured_for_it():
+    assert channels(raise_alert("a", "info")) == ["log", "slack"]
+    assert channels(raise_alert("b", "warning")) == ["log", "slack"]
+    assert channels(raise_alert("c", "critical")) == ["fcm", "log", "slack"]
+
+
+def test_without_configuration_only_the_log_channel_is_used():
+    assert channels(raise_alert("a", "critical")) == ["log"]
+
+
+@override_settings(**BOTH_CHANNELS)
+def test_a_storm_sends_one_alert_then_one_summary_with_the_right_count():
+    alerts = [raise_alert() for _ in range(500)]
+
+    leader = alerts[0]
+    leader.refresh_from_db()
+    assert AlertDelivery.objects.count() == 3, "only the first alert went out, on each of its channels"
+    assert leader.suppressed_count == 499
+    assert Alert.objects.filter(group_leader=leader).count() == 499, "every dead letter still has its alert row"
+    assert services.alert_groups_flush() == 0, "the window is still open"
+
+    AlertGroup.objects.update(window_ends_at=timezone.now() - timedelta(seconds=1))
+    assert services.alert_groups_flush() == 1
+
+    summary = Alert.objects.get(is_summary=True)
+    assert summary.title == "+499 more: Dead letter"
+    assert summary.context["grouped"] == 499
+    assert channels(summary) == ["fcm", "log", "slack"]
+    assert AlertDelivery.objects.count() == 6, "500 failures, 2 messages per channel"
+    assert services.alert_groups_flush() == 0, "the summary goes out once"
+
+
+def test_after_the_window_the_next_alert_leads_a_new_group():
+    first = raise_alert()
+    AlertGroup.objects.update(window_ends_at=timezone.now() - timedelta(seconds=1))
+
+    second = raise_alert()
+
+    second.refresh_from_db()
+    assert second.group_leader is None and channels(second) == ["log"]
+    assert not Alert.objects.filter(is_summary=True).exists(), "nothing was held back, so no summary"
+    assert first.pk != second.pk
+
+
+def test_a_closed_window_with_held_alerts_is_summarized_before_a_new_leader():
+    raise_alert()
+    raise_alert()
+    AlertGroup.objects.update(window_ends_at=timezone.now() - timedelta(seconds=1))
+
+    raise_alert()
+
+    assert Alert.objects.get(is_summary=True).title == "+1 more: Dead letter"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_alerts_with_one_key_elect_one_leader():
+    barrier = threading.Barrier(12)
+
+    def one():
+        try:
+            barrier.wait()
+            raise_alert()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert Alert.objects.count() == 12
+    assert Alert.objects.filter(group_leader__isnull=True).count() == 1
+    assert Alert.objects.get(group_leader__isnull=True).suppressed_count == 11
+
+
+@override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60)
+def test_an_unacknowledged_warning_is_escalated_to_fcm_once():
+    ignored = raise_alert("x", "warning")
+    seen = raise_alert("y", "warning")
+    fresh = raise_alert("z", "warning")
+    Alert.objects.filter(pk__in=[ignored.pk, seen.pk]).update(created_at=timezone.now() - timedelta(seconds=61))
+    services.alert_acknowledge(seen, user=None)
+
+    assert services.alerts_escalate() == 1
+    assert services.alerts_escalate() == 0
+
+    assert channels(ignored) == ["fcm", "log", "slack"]
+    assert channels(seen) == ["log", "slack"] and channels(fresh) == ["log", "slack"]
+
+
+@override_settings(ALERTS_DISABLED_KINDS=["dead_letter"])
+def test_a_kind_can_be_switched_off():
+    assert raise_alert() is None
+    assert not Alert.objects.exists()
