@@ -1,0 +1,325 @@
+"""The factory's side of the admin: dead letters to look at and redrive, every call made to the factory,
+and those calls shown on each restock.
+
+Dead letters are records, not forms: nothing here edits one. Redriving goes through
+services.dead_letter_redrive, and old resolved ones are deleted by `manage.py purge_dead_letters`, not
+here (the bulk delete action cannot tell a resolved dead letter from one still waiting for ops).
+"""
+
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import path, reverse
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+from django.utils.timesince import timesince
+from django.views.decorators.http import require_POST
+
+from factory import services
+from factory.models import DeadLetter, FactoryAttempt
+from inventory.admin import ReadOnlyAdmin, RestockAdmin
+from inventory.models import Restock
+
+EMPTY = "—"
+
+
+def _when(value) -> str:
+    # To the second: attempts on one restock are often seconds apart.
+    return formats.date_format(timezone.localtime(value), "Y-m-d H:i:s") if value else EMPTY
+
+
+def restock_link(restock_id, label=None):
+    if restock_id is None:
+        return EMPTY
+    url = reverse("admin:inventory_restock_change", args=[restock_id])
+    return format_html('<a href="{}">{}</a>', url, label or f"restock {restock_id}")
+
+
+def attempts_table(attempts) -> str:
+    """The factory calls for one restock as an HTML table; every value escaped."""
+    rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                attempt.number,
+                attempt.get_outcome_display(),
+                attempt.status_code if attempt.status_code is not None else EMPTY,
+                attempt.latency_ms,
+                attempt.error or EMPTY,
+                _when(attempt.created_at),
+            )
+            for attempt in attempts
+        ),
+    )
+    if not rows:
+        return "No calls to the factory were recorded for this restock."
+    return format_html(
+        '<table class="factory-attempts"><thead><tr><th>#</th><th>Outcome</th><th>Status code</th>'
+        "<th>Latency (ms)</th><th>Error</th><th>Time</th></tr></thead><tbody>{}</tbody></table>",
+        rows,
+    )
+
+
+# Dead letters
+
+
+class AgeFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+
+    def lookups(self, request, model_admin):
+        return [("hour", "Last hour"), ("day", "Last day"), ("older", "Older than a day")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        match self.value():
+            case "hour":
+                return queryset.filter(last_failed_at__gte=now - timedelta(hours=1))
+            case "day":
+                return queryset.filter(last_failed_at__gte=now - timedelta(days=1))
+            case "older":
+                return queryset.filter(last_failed_at__lt=now - timedelta(days=1))
+        return queryset
+
+
+class ResolvedFilter(admin.SimpleListFilter):
+    title = "resolved (redriven)"
+    parameter_name = "resolved"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        match self.value():
+            case "yes":
+                return queryset.filter(redriven_at__isnull=False)
+            case "no":
+                return queryset.filter(redriven_at__isnull=True)
+        return queryset
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "task_name",
+        "restock_column",
+        "exception_type",
+        "short_message",
+        "attempts",
+        "first_failed_at",
+        "last_failed_at",
+        "age",
+        "resolved",
+        "redrive_count",
+    )
+    list_filter = ("task_name", "exception_type", AgeFilter, ResolvedFilter)
+    list_select_related = ("restock",)
+    # "restock__id__exact" compares the id as text, so searching for a task id does not fail on the integer.
+    search_fields = ("task_id", "correlation_id", "restock__id__exact")
+    actions = ["redrive"]
+    change_form_template = "admin/factory/deadletter/change_form.html"
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [
+            (
+                None,
+                {
+                    "fields": (
+                        "task_name",
+                        "task_id",
+                        "queue",
+                        "restock_column",
+                        "correlation_id",
+                        "attempts",
+                        "first_failed_at",
+                        "last_failed_at",
+                        "age",
+                    )
+                },
+            ),
+            ("Error", {"fields": ("exception_type", "error_message", "traceback_text")}),
+            ("Message", {"fields": ("args_text", "kwargs_text")}),
+            ("Redrive", {"fields": ("resolved", "redriven_at", "redriven_by", "redrive_count")}),
+        ]
+        if obj is not None and obj.restock_id:
+            fieldsets.append(("Calls to the factory for this restock", {"fields": ("factory_attempts",)}))
+        return fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field for _, options in self.get_fieldsets(request, obj) for field in options["fields"]]
+
+    @admin.display(description="Restock", ordering="restock_id")
+    def restock_column(self, dead_letter):
+        if dead_letter.restock_id is None:
+            return EMPTY
+        return restock_link(dead_letter.restock_id, f"restock {dead_letter.restock_id} ({dead_letter.restock.status})")
+
+    @admin.display(description="Message")
+    def short_message(self, dead_letter):
+        return Truncator(dead_letter.exception_message).chars(80)
+
+    @admin.display(description="Age", ordering="-last_failed_at")
+    def age(self, dead_letter):
+        return timesince(dead_letter.last_failed_at)
+
+    @admin.display(description="Resolved", boolean=True, ordering="redriven_at")
+    def resolved(self, dead_letter):
+        return dead_letter.is_resolved
+
+    @admin.display(description="Error message")
+    def error_message(self, dead_letter):
+        return format_html('<div style="white-space:pre-wrap">{}</div>', dead_letter.exception_message or EMPTY)
+
+    @admin.display(description="Traceback")
+    def traceback_text(self, dead_letter):
+        return format_html(
+            '<pre style="white-space:pre-wrap;max-height:40em;overflow:auto">{}</pre>', dead_letter.traceback or EMPTY
+        )
+
+    @admin.display(description="Args")
+    def args_text(self, dead_letter):
+        return format_html("<code>{}</code>", repr(dead_letter.args))
+
+    @admin.display(description="Kwargs")
+    def kwargs_text(self, dead_letter):
+        return format_html("<code>{}</code>", repr(dead_letter.kwargs))
+
+    @admin.display(description="Factory calls")
+    def factory_attempts(self, dead_letter):
+        return attempts_table(FactoryAttempt.objects.filter(restock_id=dead_letter.restock_id).order_by("number", "pk"))
+
+    # Redrive: the action for many, a button on the change page for one
+
+    def has_redrive_permission(self, request, obj=None):
+        # Redriving changes the dead letter (and its restock): the model's change permission, which the
+        # read-only base class hides from the edit form.
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    @admin.action(description="Redrive selected dead letters", permissions=["redrive"])
+    def redrive(self, request, queryset):
+        sent, nothing = self._redrive(request, queryset.order_by("pk"))
+        self.message_user(
+            request,
+            f"{sent} dead letter{'s' if sent != 1 else ''} sent again; {nothing} had nothing to do "
+            "(the restock is no longer failed).",
+            messages.SUCCESS if sent else messages.WARNING,
+        )
+
+    def _redrive(self, request, dead_letters) -> tuple[int, int]:
+        by = request.user.get_username()
+        sent = nothing = 0
+        for dead_letter in dead_letters:
+            # Each redrive commits on its own and sends its message after that commit.
+            if services.dead_letter_redrive(dead_letter, by=by):
+                sent += 1
+                self.log_change(request, dead_letter, "Redriven: sent again.")
+            else:
+                nothing += 1
+                self.log_change(request, dead_letter, "Redrive: nothing to do.")
+        return sent, nothing
+
+    def get_urls(self):
+        redrive_one = path(
+            "<path:object_id>/redrive/",
+            self.admin_site.admin_view(self.redrive_view),
+            name="factory_deadletter_redrive",
+        )
+        return [redrive_one, *super().get_urls()]  # before the catch-all "<object_id>/" patterns
+
+    def redrive_view(self, request, object_id):
+        return require_POST(self._redrive_one)(request, object_id)
+
+    def _redrive_one(self, request, object_id):
+        if not self.has_redrive_permission(request):
+            raise PermissionDenied
+        dead_letter = get_object_or_404(DeadLetter, pk=object_id)
+        sent, _ = self._redrive(request, [dead_letter])
+        if sent:
+            self.message_user(request, f"Dead letter {dead_letter.pk} sent again.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request,
+                f"Dead letter {dead_letter.pk}: nothing to do (the restock is no longer failed).",
+                messages.WARNING,
+            )
+        return redirect(reverse("admin:factory_deadletter_change", args=[dead_letter.pk]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "has_redrive_permission": self.has_redrive_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+# Factory calls
+
+
+@admin.register(FactoryAttempt)
+class FactoryAttemptAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "restock_column",
+        "number",
+        "outcome",
+        "status_code",
+        "latency_ms",
+        "short_error",
+        "created_at",
+    )
+    list_filter = ("outcome", "status_code")
+    search_fields = ("restock__id__exact",)
+    date_hierarchy = "created_at"
+
+    @admin.display(description="Restock", ordering="restock_id")
+    def restock_column(self, attempt):
+        return restock_link(attempt.restock_id)
+
+    @admin.display(description="Error")
+    def short_error(self, attempt):
+        return Truncator(attempt.error).chars(80)
+
+
+# Restocks: inventory's admin plus the factory calls. `inventory` must not import `factory`, so the
+# factory app extends inventory's registration instead.
+
+
+class FactoryAttemptInline(admin.TabularInline):
+    model = FactoryAttempt
+    verbose_name = "call to the factory"
+    verbose_name_plural = "calls to the factory"
+    fields = ("number", "outcome", "status_code", "latency_ms", "error", "created_at")
+    readonly_fields = fields
+    ordering = ("number", "pk")
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class FactoryRestockAdmin(RestockAdmin):
+    inlines = [*RestockAdmin.inlines, FactoryAttemptInline]
+    readonly_fields = (*RestockAdmin.readonly_fields, "dead_letters_link")
+
+    @admin.display(description="Dead letters")
+    def dead_letters_link(self, restock):
+        count = DeadLetter.objects.filter(restock_id=restock.pk).count()
+        if not count:
+            return "None"
+        url = reverse("admin:factory_deadletter_changelist")
+        return format_html(
+            '<a href="{}?restock__id__exact={}">{} dead letter{}</a>', url, restock.pk, count, "s" if count != 1 else ""
+        )
+
+
+admin.site.unregister(Restock)
+admin.site.register(Restock, FactoryRestockAdmin)

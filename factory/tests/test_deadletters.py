@@ -1,0 +1,313 @@
+"""Dead letters as an operator handles them: `manage.py redrive` puts the work back on the real Redis
+queue, and `manage.py purge_dead_letters` clears out old resolved ones."""
+
+import ast
+import json
+import traceback
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+import redis
+from celery import current_app
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from factory.client import FactoryRejected
+from factory.models import DeadLetter
+from factory.reliable import DEAD_LETTER_QUEUE, dead_letter_record
+from inventory.models import Restock
+from inventory.tests.helpers import make_product
+
+# Helpers shared with test_admin.py
+
+RESTOCK_PLACE = "factory.restock_place"
+
+
+def broker():
+    return redis.Redis.from_url(current_app.conf.broker_url)
+
+
+def clear_queues():
+    broker().delete("factory", DEAD_LETTER_QUEUE)
+
+
+def queued(queue="factory") -> list[tuple[str, list]]:
+    """(task name, args) of each message waiting in a queue (a Redis list), oldest first."""
+    raw = reversed(broker().lrange(queue, 0, -1))  # kombu pushes on the left and pops on the right
+    messages = [json.loads(message)["headers"] for message in raw]
+    return [(m["task"], list(ast.literal_eval(m["argsrepr"]))) for m in messages]
+
+
+def _place_order(restock):
+    raise FactoryRejected(f"409 Conflict: <reference> {restock.reference} refused", status_code=409, latency_ms=42)
+
+
+def make_dead_letter(
+    *, restock_status="failed", failed_days_ago=0, redriven_days_ago=None, task="factory.restock_place"
+):
+    """A restock that failed for good and its dead letter, as RestockPlaceTask.on_failure leaves them
+    (a real exception and traceback, a copy parked in the dead-letter queue, the restock linked)."""
+    restock = Restock.objects.create(
+        product=make_product(on_hand=0),
+        quantity=50,
+        reason=Restock.Reason.SHORTAGE,
+        status=restock_status,
+        attempt_count=1,
+        last_error="factory.client.FactoryRejected: 409 Conflict",
+        closed_at=timezone.now(),
+    )
+    try:
+        _place_order(restock)
+    except FactoryRejected as exc:
+        dead_letter = dead_letter_record(
+            task_name=task,
+            task_id=f"task-{restock.pk}",
+            args=[restock.pk],
+            kwargs={},
+            queue="factory",
+            exc=exc,
+            traceback="".join(traceback.format_exception(exc)),
+            attempts=1,
+            correlation_id=f"req-{restock.pk}",
+        )
+    failed_at = timezone.now() - timedelta(days=failed_days_ago)
+    changes = {"first_failed_at": failed_at, "last_failed_at": failed_at}
+    if task == RESTOCK_PLACE:
+        changes["restock"] = restock
+    if redriven_days_ago is not None:
+        changes.update(
+            redriven_at=timezone.now() - timedelta(days=redriven_days_ago), redriven_by="ops", redrive_count=1
+        )
+    DeadLetter.objects.filter(pk=dead_letter.pk).update(**changes)
+    dead_letter.refresh_from_db()
+    return dead_letter
+
+
+# The tests
+
+
+@pytest.fixture
+def queues():
+    """The test broker's `factory` and `dead_letter` queues, empty before and after each test."""
+    clear_queues()
+    yield
+    clear_queues()
+
+
+def run(*args):
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def restock_of(dead_letter) -> Restock:
+    return Restock.objects.get(pk=dead_letter.restock_id)
+
+
+def fresh(dead_letter) -> DeadLetter:
+    return DeadLetter.objects.get(pk=dead_letter.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_letter_is_recorded_with_its_traceback_and_a_copy_in_the_dead_letter_queue(queues):
+    dead_letter = make_dead_letter()
+
+    assert dead_letter.exception_type == "factory.client.FactoryRejected"
+    assert "in _place_order" in dead_letter.traceback and "409 Conflict" in dead_letter.traceback
+    assert queued(DEAD_LETTER_QUEUE) == [("factory.restock_place", [dead_letter.restock_id])]
+    assert queued("factory") == []
+
+
+# redrive
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redrive_reopens_the_restock_and_sends_it_to_the_factory_queue(queues, monkeypatch):
+    monkeypatch.setattr("getpass.getuser", lambda: "alice")
+    dead_letter = make_dead_letter()
+
+    out = run("redrive", str(dead_letter.pk))
+
+    restock = restock_of(dead_letter)
+    assert (restock.status, restock.attempt_count, restock.last_error, restock.closed_at) == ("pending", 0, "", None)
+    assert restock.dispatch_count == 1 and restock.dispatched_at is not None, "the send was recorded on the outbox"
+    assert queued("factory") == [("factory.restock_place", [restock.pk])]
+    dead_letter = fresh(dead_letter)
+    assert dead_letter.redriven_at is not None and dead_letter.is_resolved
+    assert (dead_letter.redriven_by, dead_letter.redrive_count) == ("manage.py redrive (alice)", 1)
+    assert out.splitlines() == [
+        f"dead letter {dead_letter.pk}: {RESTOCK_PLACE}({restock.pk},), restock {restock.pk} (failed): sent again",
+        "1 sent again, 0 with nothing to do",
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redriving_twice_sends_once(queues):
+    dead_letter = make_dead_letter()
+    run("redrive", str(dead_letter.pk))
+    first = fresh(dead_letter)
+
+    out = run("redrive", str(dead_letter.pk))
+
+    restock = restock_of(dead_letter)
+    assert queued("factory") == [("factory.restock_place", [restock.pk])], "no second message"
+    assert (restock.status, restock.dispatch_count) == ("pending", 1)
+    second = fresh(dead_letter)
+    assert second.redrive_count == 1, "nothing was sent the second time"
+    assert (second.redriven_at, second.redriven_by) == (first.redriven_at, first.redriven_by)
+    assert out.splitlines() == [
+        f"dead letter {dead_letter.pk}: factory.restock_place({restock.pk},), restock {restock.pk} (pending): "
+        "nothing to do, the restock is no longer failed",
+        "0 sent again, 1 with nothing to do",
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_restock_that_failed_again_is_redriven_again(queues):
+    dead_letter = make_dead_letter()
+    run("redrive", str(dead_letter.pk))
+    Restock.objects.filter(pk=dead_letter.restock_id).update(status="failed", attempt_count=5)  # failed once more
+
+    run("redrive", str(dead_letter.pk))
+
+    assert restock_of(dead_letter).status == "pending"
+    assert queued("factory") == [("factory.restock_place", [dead_letter.restock_id])] * 2
+    assert fresh(dead_letter).redrive_count == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redrive_leaves_a_restock_that_was_settled_meanwhile(queues):
+    dead_letter = make_dead_letter(restock_status="cancelled")
+
+    out = run("redrive", str(dead_letter.pk))
+
+    assert restock_of(dead_letter).status == "cancelled"
+    assert queued("factory") == []
+    dead_letter = fresh(dead_letter)
+    assert dead_letter.is_resolved and dead_letter.redrive_count == 0, "resolved, though nothing was sent"
+    assert "nothing to do" in out and out.endswith("0 sent again, 1 with nothing to do\n")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redrive_leaves_a_product_that_has_a_newer_open_restock(queues):
+    dead_letter = make_dead_letter()
+    failed = restock_of(dead_letter)
+    # Stock ran short again after the failure, and a sale opened a fresh restock for the same product.
+    newer = Restock.objects.create(product_id=failed.product_id, quantity=50, reason=Restock.Reason.SHORTAGE)
+
+    out = run("redrive", str(dead_letter.pk))
+
+    assert restock_of(dead_letter).status == "failed", "two open restocks for one product would order twice"
+    assert Restock.objects.get(pk=newer.pk).status == "pending"
+    assert queued("factory") == []
+    assert out.endswith("0 sent again, 1 with nothing to do\n")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redrive_dry_run_changes_nothing_and_sends_nothing(queues):
+    dead_letter = make_dead_letter()
+    settled = make_dead_letter(restock_status="cancelled")
+    before = list(DeadLetter.objects.order_by("pk").values())
+
+    out = run("redrive", str(dead_letter.pk), str(settled.pk), "--dry-run")
+
+    assert restock_of(dead_letter).status == "failed" and restock_of(settled).status == "cancelled"
+    assert list(DeadLetter.objects.order_by("pk").values()) == before
+    assert queued("factory") == []
+    lines = out.splitlines()
+    assert lines[0].startswith(f"dead letter {dead_letter.pk}: ") and lines[0].endswith(": would send again")
+    assert lines[1].startswith(f"dead letter {settled.pk}: ") and "nothing to do" in lines[1]
+    assert lines[2] == "dry run: 1 would be sent again, 1 with nothing to do; nothing changed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redrive_all_skips_resolved_dead_letters(queues):
+    waiting = [make_dead_letter(), make_dead_letter()]
+    resolved = make_dead_letter(redriven_days_ago=1)
+
+    out = run("redrive", "--all")
+
+    assert sorted(args[0] for _, args in queued("factory")) == sorted(d.restock_id for d in waiting)
+    assert [restock_of(d).status for d in waiting] == ["pending", "pending"]
+    assert restock_of(resolved).status == "failed", "already handled by someone: left alone"
+    assert fresh(resolved).redrive_count == 1
+    assert f"dead letter {resolved.pk}:" not in out
+    assert out.endswith("2 sent again, 0 with nothing to do\n")
+
+    assert run("redrive", "--all").strip() == "0 sent again, 0 with nothing to do", "all resolved now"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redrive_refuses_unknown_ids_and_sends_nothing(queues):
+    dead_letter = make_dead_letter()
+    missing = dead_letter.pk + 1000
+
+    with pytest.raises(CommandError, match=rf"No dead letter with id {missing}, {missing + 1}; nothing was sent"):
+        run("redrive", str(dead_letter.pk), str(missing + 1), str(missing))
+
+    assert restock_of(dead_letter).status == "failed"
+    assert queued("factory") == [] and not fresh(dead_letter).is_resolved
+
+
+@pytest.mark.parametrize("args", [[], ["--all", "1"], ["--dry-run"]], ids=["nothing", "both", "dry-run-alone"])
+def test_redrive_needs_ids_or_all(args):
+    with pytest.raises(CommandError, match="Give dead letter ids, or --all"):
+        run("redrive", *args)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redrive_sends_a_dead_letter_without_a_restock_back_to_its_queue(queues):
+    dead_letter = make_dead_letter(restock_status="placed", task="factory.restock_poll")
+    restock_id = dead_letter.args[0]
+
+    run("redrive", str(dead_letter.pk))
+
+    assert queued("factory") == [("factory.restock_poll", [restock_id])]
+    assert Restock.objects.get(pk=restock_id).status == "placed", "a poll changes nothing by itself"
+    assert fresh(dead_letter).redrive_count == 1
+
+
+# purge_dead_letters
+
+
+@pytest.fixture
+def aged(queues, db):
+    return {
+        "old resolved": make_dead_letter(failed_days_ago=40, redriven_days_ago=39),
+        "recent resolved": make_dead_letter(failed_days_ago=5, redriven_days_ago=4),
+        "old unresolved": make_dead_letter(failed_days_ago=90),
+    }
+
+
+def remaining(aged):
+    left = set(DeadLetter.objects.values_list("pk", flat=True))
+    return sorted(name for name, dead_letter in aged.items() if dead_letter.pk in left)
+
+
+def test_purge_deletes_only_old_resolved_dead_letters(aged):
+    out = run("purge_dead_letters")  # 30 days by default
+
+    assert remaining(aged) == ["old unresolved", "recent resolved"]
+    assert out.strip() == "deleted 1 resolved dead letter older than 30 days"
+
+
+def test_purge_takes_the_age_in_days(aged):
+    out = run("purge_dead_letters", "--older-than-days", "3")
+
+    assert remaining(aged) == ["old unresolved"], "never one that is still waiting for ops"
+    assert out.strip() == "deleted 2 resolved dead letters older than 3 days"
+    assert Restock.objects.count() == 3, "the restocks stay"
+
+
+def test_purge_dry_run_only_counts(aged):
+    out = run("purge_dead_letters", "--older-than-days", "3", "--dry-run")
+
+    assert remaining(aged) == ["old resolved", "old unresolved", "recent resolved"]
+    assert out.strip() == "dry run: would delete 2 resolved dead letters older than 3 days; nothing deleted"
+
+
+def test_purge_refuses_a_negative_age(aged):
+    with pytest.raises(CommandError, match="cannot be negative"):
+        run("purge_dead_letters", "--older-than-days", "-1")
+    assert len(remaining(aged)) == 3
