@@ -249,3 +249,11 @@ def test_reconcile_purges_expired_idempotency_keys():
     assert out.strip() == "restocks resent: 0, overdue polled: 0, idempotency keys purged: 1"
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["recent"]
     assert Sale.objects.filter(pk=old_sale.pk).exists(), "the sale itself is kept"
+
+
+@pytest.mark.parametrize("price", ["abc", "nan", "inf", "-1"])
+def test_set_stock_refuses_a_bad_price_cleanly(price):
+    with pytest.raises(CommandError, match="--price"):
+        call_command("set_stock", "GLAZED", "5", "--price", price, stdout=StringIO())
+
+    assert not Product.objects.filter(sku="GLAZED").exists()

@@ -1,4 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError
 
 from inventory.models import ApiClient
 
@@ -10,10 +11,11 @@ class Command(BaseCommand):
         parser.add_argument("name")
 
     def handle(self, *args, name, **options):
-        if ApiClient.objects.filter(name=name).exists():
-            raise CommandError(f"An API client named {name!r} exists already; pick another name.")
         client = ApiClient(name=name)
         key = client.set_new_key()
-        client.save()
+        try:
+            client.save()
+        except IntegrityError:  # the name is taken (checked by the unique index, so a race cannot slip by)
+            raise CommandError(f"An API client named {name!r} exists already; pick another name.") from None
         self.stdout.write(f"API client {name!r} created. Send: Authorization: Api-Key <key>. The key:")
         self.stdout.write(key)

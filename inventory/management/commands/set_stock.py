@@ -1,3 +1,4 @@
+import argparse
 from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError
@@ -7,13 +8,14 @@ from inventory.services import product_set_stock
 
 
 def _price(value: str) -> Decimal:
+    # argparse turns ArgumentTypeError into a usage error; a CommandError here would be a traceback.
     try:
         price = Decimal(value)
     except InvalidOperation:
-        raise CommandError(f"--price must be a number, not {value!r}") from None
-    if price < 0:
-        raise CommandError("--price cannot be negative")
-    return price
+        raise argparse.ArgumentTypeError(f"must be a number, not {value!r}") from None
+    if not price.is_finite() or price < 0 or price >= Decimal("100000000"):
+        raise argparse.ArgumentTypeError(f"must be a price from 0 to 99999999.99, not {value!r}")
+    return price.quantize(Decimal("0.01"))
 
 
 class Command(BaseCommand):
