@@ -96,8 +96,8 @@ def test_set_stock_writes_the_difference_each_way():
         (["--reorder-quantity", "0"], "--reorder-quantity must be 1 to 10000"),
         (["--reorder-quantity", "10001"], "--reorder-quantity must be 1 to 10000"),
         (["--reorder-point", "-1"], "--reorder-point cannot be negative"),
-        (["--price", "-1"], "--price cannot be negative"),
-        (["--price", "abc"], "--price must be a number"),
+        (["--price", "-1"], "--price: must be a price from 0"),
+        (["--price", "abc"], "--price: must be a number"),
     ],
     ids=["reorder-qty-0", "reorder-qty-huge", "reorder-point-negative", "price-negative", "price-not-a-number"],
 )

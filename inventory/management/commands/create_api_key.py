@@ -1,5 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
 from inventory.models import ApiClient
 
@@ -14,7 +14,8 @@ class Command(BaseCommand):
         client = ApiClient(name=name)
         key = client.set_new_key()
         try:
-            client.save()
+            with transaction.atomic():
+                client.save()
         except IntegrityError:  # the name is taken (checked by the unique index, so a race cannot slip by)
             raise CommandError(f"An API client named {name!r} exists already; pick another name.") from None
         self.stdout.write(f"API client {name!r} created. Send: Authorization: Api-Key <key>. The key:")
