@@ -81,6 +81,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
         }
     )
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Several processes share the file in `make run`: wait for the write lock instead of failing, and
+    # take it when a transaction starts so a read-then-write cannot deadlock on the upgrade.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
 # Services own their transactions (STYLE rule 2).
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 

@@ -33,7 +33,13 @@ class Command(BaseCommand):
                 if Product.objects.filter(sku=sku).exists():
                     continue
                 product_set_stock(
-                    sku=sku, name=name, price=Decimal(price), quantity=stock, reorder_point=10, reorder_quantity=100
+                    sku=sku,
+                    name=name,
+                    price=Decimal(price),
+                    quantity=stock,
+                    # Below the starting stock, so the demo opens no restock until someone buys.
+                    reorder_point=max(1, min(10, stock // 4)),
+                    reorder_quantity=100,
                 )
                 created += 1
         self.stdout.write(f"demo catalogue: {created} products created, {len(CATALOGUE) - created} already there")
