@@ -10,7 +10,7 @@ from functools import partial
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
@@ -285,33 +285,56 @@ def reconcile() -> dict:
 
 
 def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, dry_run: bool = False) -> bool:
-    """Send a dead letter's work back to its original queue. Harmless to repeat: the task re-reads
-    state, and a restock keeps its factory reference. Returns False if there was nothing to do."""
+    """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
+    attempts reset). Locks the dead letter's row. Returns False, sending nothing, when there is nothing to
+    do: the restock is no longer failed (redriven already, or settled since), or its product has another
+    open restock by now. So a repeat is harmless. With dry_run, says what it would do and changes nothing.
+    """
     if dry_run:
-        return True
+        return not dead_letter.restock_id or _restock_reopenable(dead_letter.restock_id)
     with transaction.atomic():
         locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
-        if locked.restock_id:
-            reopened = Restock.objects.filter(pk=locked.restock_id, status=Restock.Status.FAILED).update(
+        if locked.restock_id and not _restock_reopen(locked.restock_id):
+            logger.info(
+                "dead letter %s: restock %s is no longer failed, or its product has another open restock; "
+                "nothing to redrive",
+                locked.pk,
+                locked.restock_id,
+            )
+            if locked.redriven_at is None:  # settled some other way: resolved, though nothing was sent
+                locked.redriven_at = timezone.now()
+                locked.redriven_by = by[:150]
+                locked.save(update_fields=["redriven_at", "redriven_by"])
+            return False
+        _mark_redriven(locked, by)
+        transaction.on_commit(partial(_send_again, locked.pk))
+    return True
+
+
+def _restock_reopenable(restock_id: int) -> bool:
+    restock = Restock.objects.filter(pk=restock_id).values("status", "product_id").first()
+    return (
+        restock is not None
+        and restock["status"] == Restock.Status.FAILED
+        and not Restock.objects.open().filter(product_id=restock["product_id"]).exists()
+    )
+
+
+def _restock_reopen(restock_id: int) -> bool:
+    try:
+        with transaction.atomic():  # a savepoint: the unique open_product column refuses a second open restock
+            reopened = Restock.objects.filter(pk=restock_id, status=Restock.Status.FAILED).update(
                 status=Restock.Status.PENDING,
                 attempt_count=0,
+                claimed_at=None,
                 closed_at=None,
                 dispatched_at=None,
                 next_attempt_at=None,
                 last_error="",
             )
-            if (
-                not reopened
-                and not Restock.objects.filter(pk=locked.restock_id, status=Restock.Status.PENDING).exists()
-            ):
-                logger.info(
-                    "dead letter %s: restock %s is no longer failed; nothing to redrive", locked.pk, locked.restock_id
-                )
-                _mark_redriven(locked, by)
-                return False
-        _mark_redriven(locked, by)
-        transaction.on_commit(partial(_send_again, locked.pk))
-    return True
+    except IntegrityError:
+        return False  # the product has another open restock, which already covers the need
+    return bool(reopened)
 
 
 def _mark_redriven(dead_letter: DeadLetter, by: str) -> None:
