@@ -90,7 +90,10 @@ def alert_raise(
 def _group_locked(dedupe_key: str) -> AlertGroup:
     """The dedupe key's group, created if new, under the lock of its AlertLock stripe."""
     stripe = zlib.crc32(dedupe_key.encode()) % AlertLock.STRIPES
-    AlertLock.objects.select_for_update().filter(pk=stripe).exists()
+    if not AlertLock.objects.select_for_update().filter(pk=stripe).exists():
+        # The migration creates the stripes; this only heals a table someone emptied.
+        AlertLock.objects.bulk_create([AlertLock(id=stripe)], ignore_conflicts=True)
+        AlertLock.objects.select_for_update().filter(pk=stripe).exists()
     group, _ = AlertGroup.objects.get_or_create(dedupe_key=dedupe_key)
     return group
 

@@ -13,6 +13,8 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from donutsite.testing import System, wait_until
+from notifications.models import Device, Subscription
+from notifications.standins import FcmStandIn, SlackStandIn
 from factory import services
 from factory.models import DeadLetter, FactoryAttempt
 from inventory.models import Product, Restock, StockMovement
@@ -23,10 +25,23 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(scope="module")
-def system(django_db_setup, django_db_blocker):
+def standins():
+    with SlackStandIn() as slack, FcmStandIn(token="e2e-fcm-token", project_id="donuts") as fcm:
+        yield slack, fcm
+
+
+@pytest.fixture(scope="module")
+def system(django_db_setup, django_db_blocker, standins):
     from celery import current_app
 
+    slack, fcm = standins
     running = System(broker_url=current_app.conf.broker_url)
+    running.env.update(
+        SLACK_WEBHOOK_URL=slack.url + "/services/e2e",
+        FCM_ENDPOINT=fcm.url,
+        FCM_PROJECT_ID="donuts",
+        FCM_ACCESS_TOKEN="e2e-fcm-token",
+    )
     running.flush_broker()
     try:
         running.start_factory("--production-seconds", "1", "--seed", "7")
@@ -38,10 +53,12 @@ def system(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
-def fresh(system):
-    """A clean broker and a well-behaved factory for each test; an API key for buying."""
+def fresh(system, standins):
+    """A clean broker, a well-behaved factory and empty stand-ins for each test; an API key for buying."""
     system.flush_broker()
     system.factory_configure(**FAULTLESS)
+    for standin in standins:
+        standin.clear()
     _, key = make_api_client()
     return key
 
@@ -121,7 +138,7 @@ def test_a_factory_failing_three_times_then_accepting_gets_exactly_one_order(sys
     assert Product.objects.get(sku="MAPLE").on_hand == 10
 
 
-def test_a_factory_always_failing_dead_letters_and_a_redrive_fills_the_shelf(system, fresh):
+def test_a_factory_always_failing_dead_letters_alerts_ops_and_a_redrive_fills_the_shelf(system, fresh, standins):
     make_product("LEMON", on_hand=0, reorder_quantity=12)
     system.factory_configure(error_rate=1.0)
 
@@ -133,6 +150,12 @@ def test_a_factory_always_failing_dead_letters_and_a_redrive_fills_the_shelf(sys
     assert "OutOfAttempts" in dead.exception_type and dead.traceback
     assert FactoryAttempt.objects.filter(restock=restock).count() == int(System.TIMING["FACTORY_MAX_ATTEMPTS"])
     assert factory_orders(system, restock) == []
+    slack, fcm = standins
+    slack.wait_for(1, timeout=10)
+    fcm.wait_for(1, timeout=10)
+    assert "Dead letter" in slack.received[0]["body"]["text"] and "LEMON" in slack.received[0]["body"]["text"]
+    pushed = fcm.received[0]["body"]["message"]
+    assert pushed["topic"] == "ops-alerts" and pushed["data"]["kind"] == "dead_letter"
 
     system.factory_configure(error_rate=0.0)
     call_command("redrive", str(dead.pk))
@@ -195,3 +218,24 @@ def test_a_callback_with_a_bad_signature_changes_nothing(system, fresh):
         assert Product.objects.get(sku="MATCHA").on_hand == 0
     finally:
         system.start_factory("--production-seconds", "1", "--seed", "7")
+
+
+def test_a_receipt_after_a_stock_out_pushes_the_subscribed_device(system, fresh, standins):
+    _, fcm = standins
+    make_product("STRAWBERRY", on_hand=1, reorder_point=0, reorder_quantity=6)
+    client, key = make_api_client()
+    device = Device.objects.create(token="customer-phone-1", platform="android", client=client)
+    Subscription.objects.create(device=device, sku="STRAWBERRY")
+
+    assert buy(system, key, "STRAWBERRY", 1)[0] == 201
+    assert buy(system, key, "STRAWBERRY", 1)[0] == 409
+    wait_for_status("STRAWBERRY", "fulfilled")
+
+    push = wait_until(
+        lambda: [r for r in fcm.received if r["body"]["message"].get("token") == "customer-phone-1"],
+        timeout=10,
+        what="the back-in-stock push",
+    )
+    data = push[0]["body"]["message"]["data"]
+    assert (data["kind"], data["sku"]) == ("back_in_stock", "STRAWBERRY")
+    assert Subscription.objects.get().notified_at is not None

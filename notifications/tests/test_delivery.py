@@ -1,0 +1,125 @@
+"""Delivering alerts and back-in-stock pushes to real local stand-ins for Slack and FCM."""
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+
+from notifications import services
+from notifications.models import Alert, AlertDelivery, Device, Subscription
+from notifications.standins import FcmStandIn, SlackStandIn
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def slack():
+    with SlackStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def fcm():
+    with FcmStandIn(token="fcm-test-token", project_id="donuts") as standin:
+        yield standin
+
+
+@pytest.fixture
+def channels_at(slack, fcm):
+    """Settings pointing both channels at the stand-ins; adapters are rebuilt for them."""
+    services._channels.clear()
+    with override_settings(
+        SLACK_WEBHOOK_URL=slack.url + "/services/T/B/x",
+        FCM_ENDPOINT=fcm.url,
+        FCM_PROJECT_ID="donuts",
+        FCM_ACCESS_TOKEN="fcm-test-token",
+        FCM_OPS_TOPIC="ops-alerts",
+        FLOWER_URL="http://flower.example",
+    ):
+        yield
+    services._channels.clear()
+
+
+def critical_alert(**context):
+    with transaction.atomic():
+        return services.alert_raise(
+            kind="dead_letter",
+            severity="critical",
+            title="Dead letter: factory.restock_place gave up on VIRAL",
+            text="OutOfAttempts: 6 attempts; last: 503",
+            context={"sku": "VIRAL", "restock_id": 42, "attempts": 6, **context},
+        )
+
+
+def send_all(alert):
+    return {d.channel: services.delivery_send(d.pk) for d in AlertDelivery.objects.filter(alert=alert)}
+
+
+def test_a_critical_alert_reaches_slack_and_the_ops_phones(channels_at, slack, fcm):
+    phone = Device.objects.create(kind="ops", token="ops-phone-token-1", platform="android")
+    alert = critical_alert()
+
+    assert send_all(alert) == {"log": "sent", "slack": "sent", "fcm": "sent"}
+
+    posted = slack.received[0]["body"]
+    assert "Dead letter: factory.restock_place gave up on VIRAL" in posted["text"]
+    block_text = str(posted["blocks"])
+    assert "VIRAL" in block_text and "42" in block_text and "http://flower.example" in block_text
+    assert f"/admin/notifications/alert/{alert.pk}/change/" in block_text
+    pushes = [r["body"]["message"] for r in fcm.received]
+    assert [m.get("topic") or m.get("token") for m in pushes] == ["ops-alerts", phone.token]
+    assert all(m["data"]["alert_id"] == str(alert.pk) and m["notification"]["title"] for m in pushes)
+    assert fcm.received[0]["headers"]["authorization"] == "Bearer fcm-test-token"
+    sent = AlertDelivery.objects.get(alert=alert, channel="slack")
+    assert sent.status == "sent" and sent.latency_ms is not None
+
+
+def test_a_delivery_is_not_sent_twice(channels_at, slack):
+    alert = critical_alert()
+    slack_delivery = AlertDelivery.objects.get(alert=alert, channel="slack")
+
+    assert services.delivery_send(slack_delivery.pk) == "sent"
+    assert services.delivery_send(slack_delivery.pk) == "not pending"
+    assert len(slack.received) == 1
+
+
+def test_a_transient_failure_asks_for_a_retry_and_a_final_one_fails_quietly(channels_at, slack):
+    alert = critical_alert()
+    delivery = AlertDelivery.objects.get(alert=alert, channel="slack")
+    slack.fail_next(500, times=2)
+
+    with pytest.raises(services.DeliveryRetry):
+        services.delivery_send(delivery.pk)
+    assert services.delivery_send(delivery.pk, final_attempt=True) == "failed"
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("failed", 2)
+    assert "500" in delivery.last_error
+    assert Alert.objects.count() == 1, "a channel's own failure raises no alert about itself"
+
+
+def test_an_unregistered_ops_phone_is_deactivated(channels_at, fcm):
+    gone = Device.objects.create(kind="ops", token="ops-phone-gone", platform="ios")
+    fcm.mark_unregistered("ops-phone-gone")
+    alert = critical_alert()
+
+    assert services.delivery_send(AlertDelivery.objects.get(alert=alert, channel="fcm").pk) == "sent"
+
+    gone.refresh_from_db()
+    assert not gone.is_active and "UNREGISTERED" in gone.deactivated_reason.upper()
+
+
+def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm):
+    devices = [Device.objects.create(token=f"customer-token-{i}", platform="android") for i in range(5)]
+    for device in devices:
+        Subscription.objects.create(device=device, sku="VIRAL")
+    Subscription.objects.create(device=devices[0], sku="MAPLE")
+    fcm.mark_unregistered("customer-token-4")
+
+    assert services.back_in_stock_send("VIRAL", batch_size=2) == 4
+    assert services.back_in_stock_send("VIRAL") == 0, "subscriptions are used up"
+
+    tokens = sorted(r["body"]["message"]["token"] for r in fcm.received)
+    assert tokens == [f"customer-token-{i}" for i in range(5)]
+    assert all(r["body"]["message"]["data"]["sku"] == "VIRAL" for r in fcm.received)
+    assert Subscription.objects.filter(sku="MAPLE", notified_at__isnull=True).count() == 1
+    assert not Device.objects.get(token="customer-token-4").is_active

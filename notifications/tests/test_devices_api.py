@@ -1,0 +1,79 @@
+"""Customer devices and back-in-stock subscriptions through the API."""
+
+import pytest
+
+from inventory.tests.helpers import make_api_client, make_product
+from notifications.models import Device, Subscription
+
+pytestmark = pytest.mark.django_db
+
+
+def register(http, token="fcm-token-abcdef", **fields):
+    return http.post("/api/v1/devices/", {"token": token, "platform": "android", **fields}, format="json")
+
+
+def test_a_device_registers_and_re_registering_updates_it(client_app):
+    first = register(client_app, user_ref="user-1")
+    again = register(client_app, user_ref="user-2", platform="ios")
+
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    device = Device.objects.get()
+    assert (device.platform, device.user_ref, device.client, device.kind) == (
+        "ios",
+        "user-2",
+        client_app.api_client,
+        "customer",
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"token": "short", "platform": "android"},
+        {"token": "fcm-token-abcdef", "platform": "nokia"},
+        {"token": "fcm-token-abcdef", "platform": "android", "extra": 1},
+    ],
+    ids=["empty", "short-token", "bad-platform", "unknown-field"],
+)
+def test_bad_device_registrations_are_400(client_app, body):
+    response = client_app.post("/api/v1/devices/", body, format="json")
+
+    assert response.status_code == 400 and response.json()["code"] == "validation_error"
+    assert not Device.objects.exists()
+
+
+def test_registering_needs_an_api_key(client):
+    response = client.post(
+        "/api/v1/devices/", {"token": "fcm-token-abcdef", "platform": "android"}, content_type="application/json"
+    )
+    assert response.status_code == 401
+
+
+def test_a_device_subscribes_to_a_sku_once_and_can_re_arm(client_app):
+    make_product("VIRAL", on_hand=0)
+    device_id = register(client_app).json()["id"]
+    url = "/api/v1/products/VIRAL/subscriptions/"
+
+    first = client_app.post(url, {"device_id": device_id}, format="json")
+    Subscription.objects.update(notified_at="2026-01-01T00:00:00Z")
+    again = client_app.post(url, {"device_id": device_id}, format="json")
+
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["sku"] == "VIRAL"
+    assert Subscription.objects.get().notified_at is None, "subscribing again re-arms a used subscription"
+
+
+def test_subscribing_an_unknown_sku_or_someone_elses_device_is_404(client_app):
+    make_product("VIRAL", on_hand=0)
+    other_client, other_key = make_api_client()
+    theirs = Device.objects.create(token="their-token-123", platform="ios", client=other_client)
+    mine = register(client_app).json()["id"]
+
+    unknown_sku = client_app.post("/api/v1/products/NOPE/subscriptions/", {"device_id": mine}, format="json")
+    not_mine = client_app.post("/api/v1/products/VIRAL/subscriptions/", {"device_id": theirs.pk}, format="json")
+
+    assert unknown_sku.status_code == 404 and unknown_sku.json()["code"] == "unknown_sku"
+    assert not_mine.status_code == 404 and not_mine.json()["code"] == "unknown_device"
+    assert not Subscription.objects.exists()
