@@ -28,8 +28,10 @@ lint: install
 bench: install services
 	scripts/bench.sh
 
+# Production settings (DJANGO_DEBUG unset) with throwaway secrets: must report nothing.
 check-deploy: install
 	DJANGO_SECRET_KEY=$$(head -c 48 /dev/urandom | base64) DJANGO_ALLOWED_HOSTS=donuts.example.com \
+		FACTORY_API_KEY=check FACTORY_CALLBACK_SECRET=check \
 		$(BIN)/python manage.py check --deploy --fail-level WARNING
 
 clean:

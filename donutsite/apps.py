@@ -5,4 +5,4 @@ class DonutsiteConfig(AppConfig):
     name = "donutsite"
 
     def ready(self):
-        from donutsite import checks  # noqa: F401  (registers the start-up checks)
+        from donutsite import checks, login_throttle  # noqa: F401  (register checks and signal receivers)

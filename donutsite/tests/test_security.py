@@ -1,0 +1,105 @@
+"""Production settings, secrets, start-up checks and the admin login throttle."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import override_settings
+
+from donutsite.checks import timing_problems
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PRODUCTION = {
+    "PATH": os.environ["PATH"],
+    "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+    "DJANGO_ALLOWED_HOSTS": "donuts.example.com",
+    "FACTORY_API_KEY": "k",
+    "FACTORY_CALLBACK_SECRET": "s",
+}
+
+
+def manage(*args, env):
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_production_settings_pass_check_deploy():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
+
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "FACTORY_API_KEY", "FACTORY_CALLBACK_SECRET"])
+def test_production_refuses_to_start_without_its_secrets(missing):
+    env = {k: v for k, v in PRODUCTION.items() if k != missing}
+
+    result = manage("check", env=env)
+
+    assert result.returncode != 0
+    assert missing in result.stderr
+
+
+def test_debug_is_off_unless_asked_for():
+    assert settings.DEBUG is False
+
+
+def test_settings_that_would_let_redis_run_a_task_twice_are_refused():
+    assert timing_problems() == []
+    with override_settings(CELERY_TASK_TIME_LIMIT=40):
+        assert any("visibility timeout" in p for p in timing_problems())
+    with override_settings(FACTORY_TIMEOUT_SECONDS=30):
+        assert any("soft time limit" in p for p in timing_problems())
+    with override_settings(FACTORY_RETRY_BACKOFF_MAX_SECONDS=30):
+        assert any("retry countdown" in p for p in timing_problems())
+
+
+def test_a_worker_will_not_start_with_unsafe_timing():
+    env = {**PRODUCTION, "CELERY_TASK_TIME_LIMIT": "60", "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14"}
+
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "celery"), "-A", "donutsite", "worker", "--pool", "solo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode != 0
+    assert "visibility timeout" in result.stderr + result.stdout
+
+
+@pytest.fixture
+def staff(db):
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    return User.objects.create_superuser("ops", "ops@example.com", "correct horse battery")
+
+
+def login(client, password):
+    return client.post("/admin/login/?next=/admin/", {"username": "ops", "password": password})
+
+
+def test_admin_logins_are_throttled_after_repeated_failures(client, staff):
+    statuses = [login(client, "wrong").status_code for _ in range(settings.ADMIN_LOGIN_MAX_FAILURES)]
+    blocked = login(client, "correct horse battery")
+
+    assert statuses == [200] * settings.ADMIN_LOGIN_MAX_FAILURES, "a failed login shows the form again"
+    assert blocked.status_code == 429
+    assert int(blocked["Retry-After"]) == settings.ADMIN_LOGIN_WINDOW_SECONDS
+    assert "_auth_user_id" not in client.session, "even the right password is refused while throttled"
+
+
+def test_a_successful_login_clears_the_failures(client, staff):
+    for _ in range(settings.ADMIN_LOGIN_MAX_FAILURES - 1):
+        login(client, "wrong")
+
+    assert login(client, "correct horse battery").status_code == 302
+    client.logout()
+    assert [login(client, "wrong").status_code for _ in range(2)] == [200, 200]
