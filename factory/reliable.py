@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from donutsite.context import request_id
+
 logger = logging.getLogger(__name__)
 
 DEAD_LETTER_QUEUE = "dead_letter"
@@ -42,6 +44,8 @@ class ReliableTask(Task):
     reject_on_worker_lost = True
     retry_on: tuple[type[BaseException], ...] = ()
     max_attempts: int | None = None  # default: FACTORY_MAX_ATTEMPTS
+    # Celery's own budget (3 retries by default) would cut ours short; we count attempts ourselves.
+    max_retries = None
     # Transient errors may carry `retry_after` (seconds): we wait at least that long.
 
     def __call__(self, *args, **kwargs):
@@ -64,7 +68,7 @@ class ReliableTask(Task):
                 return None
             wait = min(wait, settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)
             logger.warning("%s%r: attempt %s failed (%s); retrying in %.1f s", self.name, args, attempt, exc, wait)
-            raise self.retry(exc=exc, countdown=wait, max_retries=None) from exc
+            raise self.retry(exc=exc, countdown=wait) from exc
 
     def dead_letter_context(self, args, kwargs) -> dict:
         """What the dead letter and its alert should say about the work (a restock id, a SKU...)."""
@@ -80,7 +84,8 @@ class ReliableTask(Task):
             exc=exc,
             traceback=str(einfo) if einfo else "".join(tb.format_exception(exc)),
             attempts=self.request.retries + 1,
-            correlation_id=getattr(self.request, "correlation_id", "") or "",
+            # The request id the message brought (donutsite.celery), not Celery's correlation_id (the task id).
+            correlation_id=request_id.get(),
             context=self.dead_letter_context(args, kwargs),
         )
         handler = getattr(self, "on_dead_letter", None)

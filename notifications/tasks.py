@@ -11,7 +11,13 @@ MAX_ATTEMPTS = 5
 
 
 @shared_task(
-    bind=True, name="notifications.deliver", queue="notifications", acks_late=True, soft_time_limit=10, time_limit=12
+    bind=True,
+    max_retries=None,
+    name="notifications.deliver",
+    queue="notifications",
+    acks_late=True,
+    soft_time_limit=10,
+    time_limit=12,
 )
 def deliver_task(self, delivery_id: int) -> str:
     final = self.request.retries + 1 >= MAX_ATTEMPTS
@@ -19,7 +25,7 @@ def deliver_task(self, delivery_id: int) -> str:
         return services.delivery_send(delivery_id, final_attempt=final)
     except services.DeliveryRetry as exc:
         wait = max(random.uniform(0, min(10.0, 0.5 * 2**self.request.retries)), exc.retry_after or 0)  # noqa: S311
-        raise self.retry(countdown=min(wait, settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS), max_retries=None) from exc
+        raise self.retry(countdown=min(wait, settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)) from exc
 
 
 @shared_task(

@@ -151,11 +151,23 @@ def test_a_factory_always_failing_dead_letters_alerts_ops_and_a_redrive_fills_th
     assert FactoryAttempt.objects.filter(restock=restock).count() == int(System.TIMING["FACTORY_MAX_ATTEMPTS"])
     assert factory_orders(system, restock) == []
     slack, fcm = standins
-    slack.wait_for(1, timeout=10)
-    fcm.wait_for(1, timeout=10)
-    assert "Dead letter" in slack.received[0]["body"]["text"] and "LEMON" in slack.received[0]["body"]["text"]
-    pushed = fcm.received[0]["body"]["message"]
-    assert pushed["topic"] == "ops-alerts" and pushed["data"]["kind"] == "dead_letter"
+    to_slack = wait_until(
+        lambda: [r["body"]["text"] for r in slack.received if "Dead letter" in r["body"]["text"]],
+        timeout=10,
+        what="the dead letter's alert on Slack",
+    )
+    assert "LEMON" in to_slack[0]
+    wait_until(
+        lambda: any("failed 5 calls in a row" in r["body"]["text"] for r in slack.received),
+        timeout=10,
+        what="the warning that the factory keeps failing",
+    )
+    pushed = wait_until(
+        lambda: [r["body"]["message"] for r in fcm.received if r["body"]["message"]["data"]["kind"] == "dead_letter"],
+        timeout=10,
+        what="the dead letter's push",
+    )
+    assert pushed[0]["topic"] == "ops-alerts"
 
     system.factory_configure(error_rate=0.0)
     call_command("redrive", str(dead.pk))
