@@ -4,6 +4,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from donutsite import metrics
 from donutsite.errors import DomainError
 
 # DRF's own exceptions, mapped to our stable codes.
@@ -26,6 +27,21 @@ def error_body(code: str, message: str, **details) -> dict:
 
 
 def exception_handler(exc, context):
+    response = _error_response(exc)
+    if response is not None and _is_sale_create(context.get("request")):
+        if response.data.get("code") == "out_of_stock":
+            metrics.count_sale_outcome("out_of_stock", stockouts=len(response.data.get("shortages", ())))
+        elif 400 <= response.status_code < 500 and response.status_code != 409:
+            metrics.count_sale_outcome("rejected")
+    return response
+
+
+def _is_sale_create(request) -> bool:
+    match = getattr(request, "resolver_match", None)
+    return match is not None and match.url_name == "sale-create" and request.method == "POST"
+
+
+def _error_response(exc):
     if isinstance(exc, DomainError):
         set_rollback()
         return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status)

@@ -4,6 +4,7 @@ Development (`make run`) sets DJANGO_DEBUG=1 and a throwaway secret key; anythin
 and refuses to start without DJANGO_SECRET_KEY.
 """
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -145,6 +146,16 @@ SPECTACULAR_SETTINGS = {
 # Admin logins: this many failures from one address within the window, then 429 until it passes.
 ADMIN_LOGIN_MAX_FAILURES = env.int("ADMIN_LOGIN_MAX_FAILURES", default=5)
 ADMIN_LOGIN_WINDOW_SECONDS = env.int("ADMIN_LOGIN_WINDOW_SECONDS", default=900)
+
+# /metrics (donutsite/metrics.py): a Bearer token, or client addresses/networks (REMOTE_ADDR only, never
+# a proxy's own address). With neither set the endpoint answers 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+for _net in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_net, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {_net!r} is not an address or network.") from None
 
 # API clients: how fast one client may call us, and how long an Idempotency-Key is remembered.
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="200/second")

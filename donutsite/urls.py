@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from donutsite import metrics
 from factory import views as factory_views
 from inventory import views as inventory_views
 from notifications import views as notification_views
@@ -30,4 +31,5 @@ urlpatterns = [
         name="docs",
     ),
     path("admin/", admin.site.urls),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]

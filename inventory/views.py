@@ -7,6 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from donutsite import metrics
 from inventory import selectors, services
 from inventory.serializers import (
     ErrorOut,
@@ -58,6 +59,8 @@ class SaleCreateView(APIView):
         body.is_valid(raise_exception=True)
         items = [services.SaleItem(**item) for item in body.validated_data["items"]]
         outcome = services.sale_create(client=request.auth, items=items, idempotency_key=key)
+        if not outcome.replayed:  # a replay sold nothing new
+            metrics.count_sale_outcome("sold")
         data = SaleOut({**vars(outcome.sale), "lines": outcome.lines}).data
         headers = {"Location": f"/api/v1/sales/{outcome.sale.pk}/"}
         if outcome.replayed:

@@ -1,0 +1,351 @@
+"""Prometheus metrics at /metrics, computed when Prometheus scrapes.
+
+gunicorn runs several processes, so nothing here counts in process memory. Every figure is read at
+scrape time from the database (aggregate queries, bounded to the last 24 h where the rows pile up)
+or from Redis: the sales endpoint's answers that leave no row behind are counted with one HINCRBY
+each in a hash on REDIS_URL, and the Celery queue depths are LLENs on the broker.
+
+Access (never public): a request passes with `Authorization: Bearer <METRICS_TOKEN>` or from a
+REMOTE_ADDR inside METRICS_ALLOWED_IPS (addresses or networks). X-Forwarded-For is ignored on
+purpose: anyone can send it. Behind a reverse proxy REMOTE_ADDR is the proxy, so never list the
+proxy's own address; use the token. With neither setting the endpoint does not exist (404).
+"""
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import time
+from datetime import timedelta
+
+import redis
+from celery import current_app
+from django.conf import settings
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.http import Http404, HttpResponse, JsonResponse
+from django.utils import timezone
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as RedisChannel
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.utils import floatToGoString
+
+from factory.models import DeadLetter, FactoryAttempt
+from inventory.models import Product, Restock
+from notifications.models import AlertDelivery
+
+logger = logging.getLogger(__name__)
+
+SALE_OUTCOMES = ("sold", "out_of_stock", "rejected")
+WINDOW = timedelta(hours=24)
+RESTOCK_LEAD_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)  # seconds
+FACTORY_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # seconds; the HTTP timeout is 8 s
+ALERT_LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)  # seconds, from the alert's creation to sent
+STOCK_SKU_LIMIT = 1000  # the catalogue has dozens; a runaway one must not make the scrape huge
+
+# Redis is on the sale's path here: short timeouts, and after a failure no attempt for a few seconds,
+# so an unreachable Redis costs a sale at most one timeout per process per pause.
+REDIS_TIMEOUT_SECONDS = 0.5
+COUNTERS_PAUSE_SECONDS = 5.0
+_counters_paused_until = 0.0
+_clients: dict[str, redis.Redis] = {}
+
+
+def _redis(url: str) -> redis.Redis:
+    client = _clients.get(url)
+    if client is None:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
+        )
+        _clients[url] = client
+    return client
+
+
+def _counters_key() -> str:
+    # The cache's key prefix is the deployment's namespace in a shared Redis.
+    return f"{settings.CACHES['default'].get('KEY_PREFIX') or 'donut'}:metrics:sales"
+
+
+def count_sale_outcome(outcome: str, *, stockouts: int = 0) -> None:
+    """Count one answer of the sales endpoint in Redis, shared by every web process.
+
+    `stockouts` is how many products the refused sale found short. Fails open: if Redis is down the
+    event is not counted, and the sale's answer is unaffected.
+    """
+    global _counters_paused_until
+    if outcome not in SALE_OUTCOMES:
+        raise ValueError(f"unknown sale outcome {outcome!r}")
+    if time.monotonic() < _counters_paused_until:
+        return
+    key = _counters_key()
+    try:
+        pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipe.hincrby(key, outcome, 1)
+        if stockouts:
+            pipe.hincrby(key, "stockouts", stockouts)
+        pipe.execute()
+    except (redis.RedisError, OSError) as exc:
+        _counters_paused_until = time.monotonic() + COUNTERS_PAUSE_SECONDS
+        logger.warning("metrics: Redis unavailable, sale outcome %r not counted (%r)", outcome, exc)
+
+
+def _histogram(row, bounds, scale):
+    """Cumulative buckets and the sum in seconds from an aggregate row built by _bucket_aggregates."""
+    buckets = [(floatToGoString(b), row[f"le_{i}"]) for i, b in enumerate(bounds)]
+    buckets.append(("+Inf", row["count"]))
+    total = row["sum"]
+    if isinstance(total, timedelta):
+        total = total.total_seconds()
+    return buckets, (total or 0) / scale
+
+
+def _bucket_aggregates(field: str, bounds) -> dict:
+    """COUNT(...) FILTER (field <= bound) per bucket, plus count and sum: one query, no rows fetched."""
+    aggregates = {f"le_{i}": Count("pk", filter=Q(**{f"{field}__lte": b})) for i, b in enumerate(bounds)}
+    return {**aggregates, "count": Count(field), "sum": Sum(field)}
+
+
+class DonutCollector:
+    """Everything /metrics shows, read fresh at every scrape."""
+
+    def describe(self):
+        return []  # do not run the queries when the collector is registered
+
+    def collect(self):
+        since = timezone.now() - WINDOW
+        redis_up = GaugeMetricFamily(
+            "donut_metrics_redis_up",
+            "1 if the Redis behind this source answered this scrape (counters: REDIS_URL; broker: Celery's).",
+            labels=["source"],
+        )
+        counters = self._sales()
+        redis_up.add_metric(["counters"], 1 if counters else 0)
+        yield from counters
+        depths = self._queue_depths()
+        redis_up.add_metric(["broker"], 1 if depths else 0)
+        yield from depths
+        yield redis_up
+        yield from self._restocks(since)
+        yield from self._factory(since)
+        yield from self._dead_letters()
+        yield from self._alerts(since)
+        yield from self._stock()
+
+    def _sales(self):
+        try:
+            raw = _redis(settings.REDIS_URL).hgetall(_counters_key())
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("metrics: cannot read the sale counters from Redis (%r)", exc)
+            return []
+        values = {k.decode(): int(v) for k, v in raw.items()}
+        sales = CounterMetricFamily(
+            "donut_sales",
+            "Answers of POST /api/v1/sales/: sold (201, replays not counted), out_of_stock (409), "
+            "rejected (any other 4xx, incl. auth, validation, unknown SKU, throttling). Redis counters "
+            "across all web processes; events while Redis was down are not counted.",
+            labels=["outcome"],
+        )
+        for outcome in SALE_OUTCOMES:
+            sales.add_metric([outcome], values.get(outcome, 0))
+        stockouts = CounterMetricFamily(
+            "donut_stockouts",
+            "Products found short by sale requests: each 409 out_of_stock adds the number of SKUs it "
+            "lists as short, and a client retrying counts again. Redis counter. (Not the count of "
+            "shortage restocks: a shortage while a reorder-point restock is open opens none.)",
+            value=values.get("stockouts", 0),
+        )
+        return [sales, stockouts]
+
+    def _queue_depths(self):
+        """Messages waiting in each Celery queue, as kombu's Redis transport stores them.
+
+        A queue is one list per priority step: `<queue>` for step 0 and `<queue><sep><step>` for the
+        others (kombu.transport.redis.Channel._q_for_pri), all under the transport's global key
+        prefix. Messages a worker holds unacked are not waiting and not counted.
+        """
+        broker_url = current_app.conf.broker_url or ""
+        broker_url = broker_url.split(";")[0] if isinstance(broker_url, str) else broker_url[0]
+        if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return []
+        options = current_app.conf.broker_transport_options or {}
+        steps = options.get("priority_steps", PRIORITY_STEPS)
+        sep = options.get("sep", RedisChannel.sep)
+        prefix = options.get("global_keyprefix", "")
+        names = list(settings.CELERY_TASK_QUEUES_NAMES)
+        try:
+            pipe = _redis(broker_url).pipeline(transaction=False)
+            for name in names:
+                for step in steps:
+                    pipe.llen(f"{prefix}{name}{sep}{step}" if step else f"{prefix}{name}")
+            lengths = pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("metrics: cannot read the queue lengths from the broker (%r)", exc)
+            return []
+        depth = GaugeMetricFamily(
+            "donut_queue_depth",
+            "Messages waiting in a Celery queue on the Redis broker (all priority lists; unacked not counted).",
+            labels=["queue"],
+        )
+        for i, name in enumerate(names):
+            depth.add_metric([name], sum(lengths[i * len(steps) : (i + 1) * len(steps)]))
+        return [depth]
+
+    def _restocks(self, since):
+        by_status = dict(Restock.objects.order_by().values_list("status").annotate(n=Count("pk")))
+        restocks = GaugeMetricFamily("donut_restocks", "Restocks by status (all rows).", labels=["status"])
+        for status in Restock.Status.values:
+            restocks.add_metric([status], by_status.get(status, 0))
+        yield restocks
+
+        lead = HistogramMetricFamily(
+            "donut_restock_lead_time_seconds",
+            "closed_at - created_at of restocks closed in the last 24 h, by how they closed "
+            "(fulfilled is the factory lead time). A sliding window recomputed at each scrape, not a "
+            "running total: use histogram_quantile on the buckets as they are, not on rate().",
+            labels=["status"],
+        )
+        rows = (
+            Restock.objects.filter(closed_at__gte=since)
+            .annotate(lead=ExpressionWrapper(F("closed_at") - F("created_at"), output_field=DurationField()))
+            .order_by()
+            .values("status")
+            .annotate(**_bucket_aggregates("lead", [timedelta(seconds=b) for b in RESTOCK_LEAD_BUCKETS]))
+        )
+        for row in rows:
+            buckets, total = _histogram(row, RESTOCK_LEAD_BUCKETS, scale=1)
+            lead.add_metric([row["status"]], buckets, total)
+        yield lead
+
+    def _factory(self, since):
+        rows = FactoryAttempt.objects.order_by().values("outcome").annotate(n=Count("pk"))
+        by_outcome = {row["outcome"]: row["n"] for row in rows}
+        calls = CounterMetricFamily(
+            "donut_factory_calls",
+            "Calls to the factory's order API by outcome (FactoryAttempt rows).",
+            labels=["outcome"],
+        )
+        for outcome in FactoryAttempt.Outcome.values:
+            calls.add_metric([outcome], by_outcome.get(outcome, 0))
+        yield calls
+        yield CounterMetricFamily(
+            "donut_factory_retries",
+            "Factory calls that were a retry (FactoryAttempt rows with number > 1).",
+            value=FactoryAttempt.objects.filter(number__gt=1).count(),
+        )
+
+        ms_bounds = [round(b * 1000) for b in FACTORY_LATENCY_BUCKETS]
+        row = FactoryAttempt.objects.filter(created_at__gte=since).aggregate(
+            **_bucket_aggregates("latency_ms", ms_bounds)
+        )
+        latency = HistogramMetricFamily(
+            "donut_factory_call_latency_seconds",
+            "Latency of factory calls made in the last 24 h (FactoryAttempt.latency_ms). A sliding window "
+            "recomputed at each scrape: use histogram_quantile on the buckets as they are, not on rate().",
+        )
+        buckets, total = _histogram(row, FACTORY_LATENCY_BUCKETS, scale=1000)
+        latency.add_metric([], buckets, total)
+        yield latency
+
+    def _dead_letters(self):
+        counts = DeadLetter.objects.aggregate(
+            open=Count("pk", filter=Q(redriven_at__isnull=True)),
+            redriven=Count("pk", filter=Q(redriven_at__isnull=False)),
+        )
+        gauge = GaugeMetricFamily(
+            "donut_dead_letters", "Dead letters: open (not redriven yet) and redriven.", labels=["state"]
+        )
+        for state in ("open", "redriven"):
+            gauge.add_metric([state], counts[state])
+        yield gauge
+
+    def _alerts(self, since):
+        rows = AlertDelivery.objects.order_by().values_list("channel", "status").annotate(n=Count("pk"))
+        counts = {(channel, status): n for channel, status, n in rows}
+        deliveries = GaugeMetricFamily(
+            "donut_alert_deliveries", "Alert deliveries by channel and status (all rows).", labels=["channel", "status"]
+        )
+        for channel in AlertDelivery.Channel.values:
+            for status in AlertDelivery.Status.values:
+                deliveries.add_metric([channel, status], counts.get((channel, status), 0))
+        yield deliveries
+
+        ms_bounds = [b * 1000 for b in ALERT_LATENCY_BUCKETS]
+        rows = (
+            AlertDelivery.objects.filter(sent_at__gte=since, latency_ms__isnull=False)
+            .order_by()
+            .values("channel")
+            .annotate(**_bucket_aggregates("latency_ms", ms_bounds))
+        )
+        latency = HistogramMetricFamily(
+            "donut_alert_delivery_latency_seconds",
+            "From an alert's creation to its delivery being sent, for deliveries sent in the last 24 h. "
+            "A sliding window recomputed at each scrape: use histogram_quantile on the buckets, not rate().",
+            labels=["channel"],
+        )
+        for row in rows:
+            buckets, total = _histogram(row, ALERT_LATENCY_BUCKETS, scale=1000)
+            latency.add_metric([row["channel"]], buckets, total)
+        yield latency
+
+    def _stock(self):
+        stock = GaugeMetricFamily(
+            "donut_stock_on_hand",
+            f"On-hand stock of active products (the first {STOCK_SKU_LIMIT} SKUs).",
+            labels=["sku"],
+        )
+        products = Product.objects.filter(is_active=True).order_by("sku").values_list("sku", "on_hand")
+        for sku, on_hand in products[:STOCK_SKU_LIMIT]:
+            stock.add_metric([sku], on_hand)
+        yield stock
+
+
+registry = CollectorRegistry(auto_describe=False)
+registry.register(DonutCollector())
+
+
+def _client_ip_allowed(request) -> bool:
+    # REMOTE_ADDR only: X-Forwarded-For is whatever the client wrote.
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    if getattr(address, "ipv4_mapped", None):
+        address = address.ipv4_mapped
+    return any(address in ipaddress.ip_network(net, strict=False) for net in settings.METRICS_ALLOWED_IPS)
+
+
+def _bearer_token(request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _token_matches(given: str, expected: str) -> bool:
+    # Digests first, so the comparison takes the same time whatever the lengths.
+    return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
+
+
+def _refuse(code: str, message: str, status: int, headers: dict | None = None) -> JsonResponse:
+    return JsonResponse({"code": code, "message": message}, status=status, headers=headers)
+
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+
+
+def metrics_view(request):
+    token = settings.METRICS_TOKEN
+    if not token and not settings.METRICS_ALLOWED_IPS:
+        raise Http404  # off: looks like any unknown URL
+    if not _client_ip_allowed(request):
+        given = _bearer_token(request)
+        if not token:
+            return _refuse("permission_denied", "Metrics are not served to this address.", 403)
+        if not given:
+            return _refuse("not_authenticated", "Send Authorization: Bearer <token>.", 401, CHALLENGE)
+        if not _token_matches(given, token):
+            return _refuse("authentication_failed", "Invalid token.", 401, CHALLENGE)
+    if request.method not in ("GET", "HEAD"):
+        return _refuse("method_not_allowed", f'Method "{request.method}" not allowed.', 405, {"Allow": "GET, HEAD"})
+    response = HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    response["Cache-Control"] = "no-store"
+    return response

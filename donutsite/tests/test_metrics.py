@@ -1,0 +1,311 @@
+"""/metrics: who may read it, and that its figures follow what really happened (MariaDB, Redis, broker)."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+import redis
+from celery import current_app
+from django.utils import timezone
+from kombu import Connection
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.test import APIClient
+
+from donutsite import metrics
+from factory.models import DeadLetter, FactoryAttempt
+from inventory.models import Restock
+from inventory.tests.helpers import make_product
+from notifications.models import Alert, AlertDelivery
+
+pytestmark = pytest.mark.django_db
+
+TOKEN = "s3cret-metrics-token"
+SALES = "/api/v1/sales/"
+EXPECTED = {
+    "donut_sales",
+    "donut_stockouts",
+    "donut_restocks",
+    "donut_restock_lead_time_seconds",
+    "donut_factory_call_latency_seconds",
+    "donut_factory_calls",
+    "donut_factory_retries",
+    "donut_dead_letters",
+    "donut_alert_delivery_latency_seconds",
+    "donut_alert_deliveries",
+    "donut_queue_depth",
+    "donut_stock_on_hand",
+    "donut_metrics_redis_up",
+}
+
+
+@pytest.fixture(autouse=True)
+def metrics_on(settings):
+    settings.METRICS_TOKEN = TOKEN
+    settings.METRICS_ALLOWED_IPS = []
+    # Start from no sale counters (only our key: other tests' Redis state is left alone) and no pause.
+    redis.Redis.from_url(settings.REDIS_URL).delete(metrics._counters_key())
+    metrics._counters_paused_until = 0.0
+    yield
+    metrics._counters_paused_until = 0.0
+
+
+def scrape(http=None, **extra):
+    response = (http or APIClient()).get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}", **extra)
+    assert response.status_code == 200, response.content
+    return parse(response)
+
+
+def parse(response) -> dict:
+    """{(sample name, sorted labels): value} from the text format, via Prometheus's own parser."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def buy(http, *items, **headers):
+    return http.post(SALES, {"items": [{"sku": s, "quantity": q} for s, q in items]}, format="json", **headers)
+
+
+# --- access -----------------------------------------------------------------------------------------------
+
+
+def test_off_when_neither_token_nor_addresses_are_set(client, settings):
+    settings.METRICS_TOKEN = ""
+
+    assert client.get("/metrics").status_code == 404
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("authorization", "code"),
+    [
+        (None, "not_authenticated"),
+        ("Bearer wrong-token", "authentication_failed"),
+        (f"Bearer {TOKEN}x", "authentication_failed"),
+        (f"Basic {TOKEN}", "not_authenticated"),
+    ],
+)
+def test_a_missing_or_wrong_token_is_refused(client, authorization, code):
+    headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+
+    response = client.get("/metrics", **headers)
+
+    assert response.status_code == 401
+    assert response.json() == {"code": code, "message": response.json()["message"]}
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert b"donut_" not in response.content
+
+
+def test_the_right_token_gets_every_metric_as_prometheus_text(client):
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"bearer {TOKEN}")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert response["Cache-Control"] == "no-store"
+    names = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    assert EXPECTED <= names
+
+
+def test_an_allowed_address_needs_no_token_and_a_forwarded_for_header_is_no_address(client, settings):
+    settings.METRICS_ALLOWED_IPS = ["10.1.2.0/24", "192.0.2.7"]
+
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="192.0.2.7").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::ffff:10.1.2.9").status_code == 200
+    spoofed = client.get("/metrics", REMOTE_ADDR="203.0.113.5", HTTP_X_FORWARDED_FOR="10.1.2.3")
+    assert spoofed.status_code == 401
+    assert client.get("/metrics", REMOTE_ADDR="192.0.2.8").status_code == 401
+
+
+def test_with_addresses_only_any_other_address_is_forbidden(client, settings):
+    settings.METRICS_TOKEN = ""
+    settings.METRICS_ALLOWED_IPS = ["10.1.2.3"]
+
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+    response = client.get(
+        "/metrics", REMOTE_ADDR="10.9.9.9", HTTP_X_FORWARDED_FOR="10.1.2.3", HTTP_AUTHORIZATION="Bearer anything"
+    )
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+
+
+def test_only_get_is_served(client):
+    response = client.post("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+
+
+# --- sales counters (Redis) ---------------------------------------------------------------------------------
+
+
+def test_sales_through_the_api_move_the_sold_out_of_stock_and_rejected_counters(client_app):
+    make_product("GLAZED", on_hand=5)
+    make_product("BOSTON", on_hand=1)
+    before = scrape()
+    assert value(before, "donut_sales_total", outcome="sold") == 0
+
+    assert buy(client_app, ("GLAZED", 2)).status_code == 201
+    assert buy(client_app, ("GLAZED", 1), ("BOSTON", 1), HTTP_IDEMPOTENCY_KEY="k1").status_code == 201
+    replay = buy(client_app, ("GLAZED", 1), ("BOSTON", 1), HTTP_IDEMPOTENCY_KEY="k1")
+    assert replay["Idempotent-Replayed"] == "true"  # sold nothing new: not counted
+    assert buy(client_app, ("GLAZED", 3)).status_code == 409  # 2 left: one product short
+    assert buy(client_app, ("GLAZED", 9), ("BOSTON", 1)).status_code == 409  # both short
+    assert buy(client_app, ("NOPE", 1)).status_code == 404
+    assert buy(client_app, ("GLAZED", 0)).status_code == 400
+    assert buy(APIClient(), ("GLAZED", 1)).status_code == 401
+    assert client_app.get(SALES).status_code == 405  # not a sale attempt: not counted
+    assert client_app.get(f"{SALES}999999/").status_code == 404  # another endpoint: not counted
+
+    after = scrape()
+    assert value(after, "donut_sales_total", outcome="sold") == 2
+    assert value(after, "donut_sales_total", outcome="out_of_stock") == 2
+    assert value(after, "donut_sales_total", outcome="rejected") == 3
+    assert value(after, "donut_stockouts_total") == 3
+    assert value(after, "donut_metrics_redis_up", source="counters") == 1
+
+
+def test_a_sale_still_sells_when_the_counters_redis_is_down(client_app, settings):
+    make_product("GLAZED", on_hand=5)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+
+    assert buy(client_app, ("GLAZED", 1)).status_code == 201
+    assert buy(client_app, ("GLAZED", 99)).status_code == 409
+
+    samples = scrape()
+    assert value(samples, "donut_metrics_redis_up", source="counters") == 0
+    assert ("donut_sales_total", (("outcome", "sold"),)) not in samples
+    assert value(samples, "donut_stock_on_hand", sku="GLAZED") == 4  # the rest of the scrape still works
+
+
+# --- queue depth (broker) ------------------------------------------------------------------------------------
+
+
+def test_queue_depth_counts_every_priority_list_of_a_queue_on_the_broker(settings):
+    queue = f"metrics-test-{uuid.uuid4().hex[:8]}"
+    settings.CELERY_TASK_QUEUES_NAMES = [*settings.CELERY_TASK_QUEUES_NAMES, queue]
+    with Connection(current_app.conf.broker_url) as connection:
+        waiting = connection.SimpleQueue(queue)
+        try:
+            for priority in (0, 0, 4, 9, 9):
+                waiting.put({"n": priority}, priority=priority)
+            broker = redis.Redis.from_url(current_app.conf.broker_url)
+            assert broker.llen(queue) == 2 and broker.llen(f"{queue}\x06\x169") == 2  # kombu's layout
+
+            samples = scrape()
+
+            assert value(samples, "donut_queue_depth", queue=queue) == 5 == waiting.qsize()
+            waiting.get(timeout=1).ack()
+            assert value(scrape(), "donut_queue_depth", queue=queue) == 4
+            assert value(samples, "donut_metrics_redis_up", source="broker") == 1
+        finally:
+            waiting.clear()
+            waiting.queue.delete()
+            waiting.close()
+
+
+# --- database figures ----------------------------------------------------------------------------------------
+
+
+def make_restock(**fields) -> Restock:
+    return Restock.objects.create(product=make_product(), quantity=10, reason=Restock.Reason.SHORTAGE, **fields)
+
+
+def test_factory_latency_histogram_counts_the_attempts_of_the_last_day():
+    restock = make_restock()
+    now = timezone.now()
+    for number, (latency_ms, outcome) in enumerate(
+        [(30, "transient"), (120, "transient"), (700, "rate_limited"), (3000, "accepted"), (20000, "transient")],
+        start=1,
+    ):
+        FactoryAttempt.objects.create(restock=restock, number=number, outcome=outcome, latency_ms=latency_ms)
+    old = FactoryAttempt.objects.create(restock=make_restock(), number=1, outcome="accepted", latency_ms=40)
+    FactoryAttempt.objects.filter(pk=old.pk).update(created_at=now - timedelta(hours=25))
+
+    samples = scrape()
+
+    def bucket(le):
+        return value(samples, "donut_factory_call_latency_seconds_bucket", le=le)
+
+    cumulative = {"0.05": 1, "0.1": 1, "0.25": 2, "0.5": 2, "1.0": 3, "2.5": 3, "5.0": 4, "10.0": 4, "+Inf": 5}
+    assert {le: bucket(le) for le in cumulative} == cumulative
+    assert value(samples, "donut_factory_call_latency_seconds_count") == 5
+    assert value(samples, "donut_factory_call_latency_seconds_sum") == pytest.approx(23.85)
+    # The counters are over all rows, the old one too.
+    assert value(samples, "donut_factory_calls_total", outcome="transient") == 3
+    assert value(samples, "donut_factory_calls_total", outcome="accepted") == 2
+    assert value(samples, "donut_factory_calls_total", outcome="permanent") == 0
+    assert value(samples, "donut_factory_retries_total") == 4
+
+
+def test_restock_status_and_lead_time_of_restocks_closed_in_the_last_day():
+    now = timezone.now()
+    make_restock()  # open: pending
+    for lead_seconds, status, closed_ago in [
+        (3, "fulfilled", timedelta(minutes=5)),
+        (40, "fulfilled", timedelta(hours=2)),
+        (1200, "fulfilled", timedelta(hours=1)),
+        (100, "failed", timedelta(minutes=1)),
+        (10, "fulfilled", timedelta(hours=30)),  # closed before the window
+    ]:
+        restock = make_restock(status=status)
+        closed_at = now - closed_ago
+        Restock.objects.filter(pk=restock.pk).update(
+            closed_at=closed_at, created_at=closed_at - timedelta(seconds=lead_seconds)
+        )
+
+    samples = scrape()
+
+    assert value(samples, "donut_restocks", status="pending") == 1
+    assert value(samples, "donut_restocks", status="fulfilled") == 4
+    assert value(samples, "donut_restocks", status="failed") == 1
+    assert value(samples, "donut_restocks", status="placed") == 0
+
+    def bucket(le, status="fulfilled"):
+        return value(samples, "donut_restock_lead_time_seconds_bucket", le=le, status=status)
+
+    cumulative = {"1.0": 0, "5.0": 1, "15.0": 1, "60.0": 2, "300.0": 2, "900.0": 2, "3600.0": 3, "+Inf": 3}
+    assert {le: bucket(le) for le in cumulative} == cumulative
+    assert value(samples, "donut_restock_lead_time_seconds_sum", status="fulfilled") == pytest.approx(1243)
+    assert bucket("60.0", status="failed") == 0 and bucket("300.0", status="failed") == 1
+
+
+def test_dead_letters_alert_deliveries_and_stock_on_hand():
+    now = timezone.now()
+    for redriven_at in (None, None, now):
+        DeadLetter.objects.create(
+            task_name="factory.place_restock",
+            task_id=uuid.uuid4().hex,
+            queue="factory",
+            exception_type="X",
+            attempts=3,
+            first_failed_at=now,
+            last_failed_at=now,
+            redriven_at=redriven_at,
+        )
+    alert = Alert.objects.create(kind="test", severity="info", title="t", dedupe_key="k")
+    AlertDelivery.objects.create(alert=alert, channel="slack", status="sent", sent_at=now, latency_ms=800)
+    AlertDelivery.objects.create(alert=alert, channel="fcm", status="sent", sent_at=now, latency_ms=20_000)
+    AlertDelivery.objects.create(alert=alert, channel="log", status="pending")
+    make_product("GLAZED", on_hand=7)
+    make_product("RETIRED", on_hand=3, is_active=False)
+
+    samples = scrape()
+
+    assert value(samples, "donut_dead_letters", state="open") == 2
+    assert value(samples, "donut_dead_letters", state="redriven") == 1
+    assert value(samples, "donut_alert_deliveries", channel="slack", status="sent") == 1
+    assert value(samples, "donut_alert_deliveries", channel="log", status="pending") == 1
+    assert value(samples, "donut_alert_deliveries", channel="slack", status="failed") == 0
+    assert value(samples, "donut_alert_delivery_latency_seconds_bucket", channel="slack", le="1.0") == 1
+    assert value(samples, "donut_alert_delivery_latency_seconds_bucket", channel="fcm", le="15.0") == 0
+    assert value(samples, "donut_alert_delivery_latency_seconds_bucket", channel="fcm", le="60.0") == 1
+    assert value(samples, "donut_alert_delivery_latency_seconds_sum", channel="fcm") == pytest.approx(20)
+    assert value(samples, "donut_stock_on_hand", sku="GLAZED") == 7
+    assert not any(name == "donut_stock_on_hand" and dict(labels)["sku"] == "RETIRED" for name, labels in samples)
