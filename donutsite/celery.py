@@ -1,8 +1,11 @@
+import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun, worker_init
 from kombu import Queue
+
+from donutsite.context import request_id, request_id_new, request_id_valid
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "donutsite.settings")
 
@@ -22,3 +25,43 @@ def refuse_unsafe_timing(**kwargs):
     problems = timing_problems()
     if problems:
         raise ImproperlyConfigured("; ".join(problems))
+
+
+# The request id travels in a message header of our own: Celery's correlation_id is the task id.
+REQUEST_ID_HEADER = "request_id"
+
+
+@before_task_publish.connect
+def request_id_to_message(headers=None, **kwargs):
+    """A task sent while handling a request or running a task carries that request id."""
+    current = request_id.get()
+    if current and headers is not None:
+        headers.setdefault(REQUEST_ID_HEADER, current)
+
+
+@task_prerun.connect
+def request_id_from_message(task=None, **kwargs):
+    """A task runs under the request id its message brought, or a new one (beat's, a hand-sent task's), so
+    its log lines, the alerts it raises and the tasks it sends share one id."""
+    given = getattr(task.request, REQUEST_ID_HEADER, None)
+    task.request.request_id_token = request_id.set(given if request_id_valid(given) else request_id_new())
+
+
+@task_postrun.connect
+def request_id_forget(task=None, **kwargs):
+    token = getattr(task.request, "request_id_token", None)
+    if token is not None:
+        request_id.reset(token)
+
+
+@setup_logging.connect
+def use_django_logging(loglevel=None, **kwargs):
+    """Workers and beat log through settings.LOGGING (request ids; JSON lines in production) instead of
+    the handlers Celery would install; the -l level on the command line still applies."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)

@@ -3,6 +3,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from donutsite import metrics
+from donutsite.health import healthz, readyz
 from factory import views as factory_views
 from inventory import views as inventory_views
 from notifications import views as notification_views
@@ -23,6 +24,8 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),  # probes: no auth, no SSL redirect, JSON
+    path("readyz", readyz, name="readyz"),
     *api_v1,
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
     path(

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from donutsite.context import request_id
 from inventory import selectors
 from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
 from inventory.models import ApiClient, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
@@ -158,13 +159,16 @@ def restocks_open(products: list[Product], *, reason: str) -> dict[int, Restock]
 
     The caller holds the products' row locks (products_lock), which serializes this check-then-insert
     per product; the unique `open_product` column backs it in the database. New restocks are handed
-    to the queue after commit.
+    to the queue after commit. A new restock keeps the current request id, which follows it to the
+    factory call (X-Request-ID), its dead letter and its alerts.
     """
     by_product = {r.product_id: r for r in Restock.objects.open().filter(product__in=products)}
     for product in products:
         if product.pk in by_product:
             continue
-        restock = Restock.objects.create(product=product, quantity=product.reorder_quantity, reason=reason)
+        restock = Restock.objects.create(
+            product=product, quantity=product.reorder_quantity, reason=reason, correlation_id=request_id.get()
+        )
         by_product[product.pk] = restock
         transaction.on_commit(partial(restock_dispatch, restock.pk))
     return by_product

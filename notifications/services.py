@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from donutsite.context import request_id
 from donutsite.errors import NotFound
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock, Device, Severity, Subscription
 
@@ -54,7 +55,7 @@ def alert_raise(
     """Record an alert and schedule its deliveries for after commit. Call it inside the event's transaction.
 
     Locks the AlertLock stripe of its dedupe key, which serializes grouping per key. Returns None when this kind
-    of alert is switched off.
+    of alert is switched off. Without a correlation_id it takes the current request's or task's id.
     """
     if kind in settings.ALERTS_DISABLED_KINDS:
         return None
@@ -70,7 +71,7 @@ def alert_raise(
             text=text,
             dedupe_key=dedupe_key,
             context=context or {},
-            correlation_id=correlation_id[:64],
+            correlation_id=(correlation_id or request_id.get())[:64],
             group_leader_id=group.leader_id if in_window else None,
         )
         if in_window:
