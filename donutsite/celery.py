@@ -17,14 +17,14 @@ app.autodiscover_tasks()
 
 @worker_init.connect
 def refuse_unsafe_timing(**kwargs):
-    """A worker must not start with time limits that let Redis hand a running task to a second worker."""
-    from django.core.exceptions import ImproperlyConfigured
+    """A worker must not start with time limits that let Redis hand a running task to a second worker.
 
+    SystemExit, not an exception: Celery logs and ignores any Exception a worker_init receiver raises."""
     from donutsite.checks import timing_problems
 
     problems = timing_problems()
     if problems:
-        raise ImproperlyConfigured("; ".join(problems))
+        raise SystemExit("refusing to start: " + "; ".join(problems))
 
 
 # The request id travels in a message header of our own: Celery's correlation_id is the task id.
