@@ -87,6 +87,12 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
         raise UnknownSku(f"Not for sale: {', '.join(inactive)}.", details={"skus": inactive})
 
     short = [(p, qty) for p, qty in wanted if p.on_hand < qty]
+    if short and idempotency_key:
+        # A retry that waited on these locks behind the first request with its key finds the stock gone
+        # to that very sale: answer the sale, not out_of_stock.
+        replay = _idempotent_replay(client, idempotency_key, request_hash)
+        if replay:
+            return replay
     if short:
         restocks = restocks_open([p for p, _ in short], reason=Restock.Reason.SHORTAGE)
         shortages = [

@@ -113,6 +113,21 @@ def test_one_idempotency_key_sent_by_many_at_once_sells_once():
     assert Product.objects.get(sku="GLAZED").on_hand == 98
 
 
+def test_one_key_sent_by_many_at_once_for_the_last_of_the_stock_tells_them_all_the_sale():
+    # Those that waited on the row lock behind the first find the stock gone to that very sale: a client
+    # retrying after a dropped connection must hear "sold", not out_of_stock (found by test_chaos).
+    make_product("GLAZED", on_hand=2)
+    client, _ = make_api_client()
+
+    results = run_together(
+        BUYERS, lambda i: sale_create(client=client, items=[SaleItem("GLAZED", 2)], idempotency_key="order-8")
+    )
+
+    assert [r for r in results if isinstance(r, DomainError)] == []
+    assert Sale.objects.count() == 1
+    assert {r.sale.pk for r in results} == set(Sale.objects.values_list("pk", flat=True))
+
+
 def test_the_database_refuses_negative_stock_even_without_the_code():
     from django.db import IntegrityError
 
