@@ -1,0 +1,105 @@
+"""The production compose file, checked without a Docker engine (none runs on these machines):
+valid against the Compose Specification's JSON schema (compose-spec.json beside this file, from
+compose-spec/compose-spec, Apache-2.0), and every command it runs is one the project really has."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+ENV = {
+    "PATH": os.environ["PATH"],
+    "DJANGO_SECRET_KEY": "compose-check-" + "x1y2z3" * 8,
+    "FACTORY_API_KEY": "k",
+    "FACTORY_CALLBACK_SECRET": "s",
+    "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+}
+
+
+def interpolated(text: str) -> str:
+    """What compose does with ${VAR:?msg} and ${VAR:-default} when .env supplies the secrets."""
+    text = re.sub(r"\$\{([A-Z_]+):\?[^}]*\}", "set-in-env", text)
+    return re.sub(r"\$\{([A-Z_]+):-([^}]*)\}", r"\2", text)
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load(interpolated((ROOT / "docker-compose.yml").read_text()))
+
+
+def test_the_compose_file_follows_the_compose_specification(compose):
+    schema = json.loads((Path(__file__).parent / "compose-spec.json").read_text())
+
+    jsonschema.validate(compose, schema)
+
+
+def test_a_broken_compose_file_is_caught(compose):
+    schema = json.loads((Path(__file__).parent / "compose-spec.json").read_text())
+    broken = {**compose, "services": {**compose["services"], "web": {**compose["services"]["web"], "ports": "8000"}}}
+
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def test_the_production_shape(compose):
+    services = compose["services"]
+    assert services["mysql"]["image"] == "mysql:8.4"
+    assert services["redis"]["image"] == "redis:7"
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_command and "--maxmemory-policy noeviction" in redis_command
+    assert services["beat"]["deploy"]["replicas"] == 1
+    assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "-Q notifications" in " ".join(services["notifications-worker"]["command"])
+    assert "notifications" not in " ".join(services["worker"]["command"]).split("-Q", 1)[1].split()[0]
+    assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+    assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
+
+
+def app_commands(compose):
+    for name, service in compose["services"].items():
+        if service.get("image", "").startswith("donut-states"):
+            command = service["command"]
+            yield name, command if isinstance(command, list) else shlex.split(command)
+        for part in (service.get("healthcheck") or {}).get("test", [])[1:2]:
+            if part == "python" and service["healthcheck"]["test"][2] == "manage.py":
+                yield f"{name} healthcheck", service["healthcheck"]["test"][1:]
+
+
+@pytest.mark.parametrize(
+    "role",
+    [
+        "migrate",
+        "web",
+        "worker",
+        "notifications-worker",
+        "beat",
+        "flower",
+        "factory-simulator",
+        "worker healthcheck",
+        "notifications-worker healthcheck",
+    ],
+)
+def test_every_command_compose_runs_exists(compose, role):
+    command = dict(app_commands(compose))[role]
+    program, args = command[0], command[1:]
+    if program == "gunicorn":
+        argv = [str(BIN / "gunicorn"), "--check-config", *args]
+    elif program == "celery":
+        argv = [str(BIN / "celery"), *args, "--help"]
+    elif program == "python" and args[0] == "manage.py":
+        argv = [str(BIN / "python"), "manage.py", args[1], "--help"]
+    else:
+        pytest.fail(f"{role}: unexpected program {program}")
+
+    result = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, f"{role}: {' '.join(argv)}\n{result.stderr[-2000:]}"
