@@ -10,7 +10,8 @@ import redis
 from celery import current_app
 from django.conf import settings
 from django.core.management import call_command
-from django.db import transaction
+from django.db import OperationalError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from inventory.models import Restock
@@ -83,6 +84,27 @@ def test_with_the_broker_down_a_sale_still_succeeds_and_keeps_its_restock(factor
     assert outcome.sale is not None, "the sale itself does not depend on the broker"
     restock = Restock.objects.get()
     assert (restock.status, restock.dispatched_at) == ("pending", None), "left for the outbox sweep"
+
+
+def test_a_sale_whose_outbox_note_fails_after_commit_still_answers_the_sale(factory_queue, monkeypatch):
+    # test_chaos saw the note's UPDATE lose a deadlock to the worker recording the factory's answer for
+    # that very restock; raised from the on-commit hook, it turned a committed sale into a 500.
+    make_product("VIRAL", on_hand=1, reorder_point=1)
+    client, _ = make_api_client()
+    real_update = QuerySet.update
+
+    def deadlocking_update(self, **fields):
+        if self.model is Restock and "dispatched_at" in fields:
+            raise OperationalError(1213, "Deadlock found when trying to get lock; try restarting transaction")
+        return real_update(self, **fields)
+
+    monkeypatch.setattr(QuerySet, "update", deadlocking_update)
+    outcome = sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+
+    assert outcome.sale is not None
+    restock = Restock.objects.get()
+    assert factory_queue() == [restock.pk], "the message left"
+    assert restock.dispatched_at is None, "unnoted: the sweep may send it again, which is harmless"
 
 
 def test_reconcile_resends_restocks_that_never_reached_the_broker(factory_queue):
