@@ -6,6 +6,7 @@ from rest_framework.views import set_rollback
 
 from donutsite import metrics
 from donutsite.errors import DomainError
+from donutsite.unavailable import DATABASE_ERRORS, database_unavailable
 
 # DRF's own exceptions, mapped to our stable codes.
 _DRF_CODES = {
@@ -45,6 +46,11 @@ def _error_response(exc):
     if isinstance(exc, DomainError):
         set_rollback()
         return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
+
+    if isinstance(exc, DATABASE_ERRORS):  # the database restarts or a connection was cut: retry soon
+        set_rollback()
+        body, headers = database_unavailable(exc)
+        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
 
     if not isinstance(exc, exceptions.APIException):
         return None  # a real bug: let Django log it and answer 500

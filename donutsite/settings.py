@@ -49,6 +49,7 @@ MIDDLEWARE = [
     "donutsite.login_throttle.AdminLoginThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "donutsite.unavailable.DatabaseUnavailableMiddleware",  # a database error in a view: 503, not 500
 ]
 
 ROOT_URLCONF = "donutsite.urls"
