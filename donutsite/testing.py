@@ -38,18 +38,40 @@ def wait_until(condition, *, timeout: float, interval: float = 0.1, what: str = 
 
 
 class Process:
-    def __init__(self, name: str, argv: list[str], env: dict, ready: str | None = None):
-        OUTPUT.mkdir(parents=True, exist_ok=True)
+    """A child process in a session of its own, its output in `<log_dir>/<name>.log` (default OUTPUT).
+
+    With `ready`, wait until that text shows in the output; with `wait=False`, call `wait_ready()` later
+    (to start several processes at once)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict,
+        ready: str | None = None,
+        *,
+        log_dir: Path | None = None,
+        wait: bool = True,
+    ):
+        log_dir = log_dir or OUTPUT
+        log_dir.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.log_path = OUTPUT / f"{name}.log"
+        self.ready = ready
+        self.log_path = log_dir / f"{name}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(  # noqa: S603 - our own commands
             argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        if ready:
-            wait_until(lambda: ready in self.output() or self.popen.poll() is not None, timeout=60, what=f"{name}")
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{name} exited early:\n{self.output()[-3000:]}")
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        if not self.ready:
+            return
+        ready = self.ready
+        wait_until(lambda: ready in self.output() or self.popen.poll() is not None, timeout=timeout, what=self.name)
+        if self.popen.poll() is not None:
+            raise RuntimeError(f"{self.name} exited early:\n{self.output()[-3000:]}")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -59,6 +81,13 @@ class Process:
         if self.popen.poll() is None:
             os.killpg(self.popen.pid, sig)
         self.popen.wait(timeout=30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM to the main process only, as an orchestrator stops a container: gunicorn's master and
+        Celery's main process then shut down gracefully. Waits for the exit and returns its code."""
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGTERM)
+        return self.popen.wait(timeout=timeout)
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -87,16 +116,20 @@ class System:
         "OUTBOX_RESEND_AFTER_SECONDS": "3",
     }
 
-    def __init__(self, broker_url: str):
+    def __init__(self, broker_url: str, *, database_url: str | None = None, log_dir: Path | None = None):
+        """`database_url`: another database than the test process's (a private server); `log_dir`: where
+        the processes' logs go (default OUTPUT)."""
         self.web_port, self.factory_port = free_port(), free_port()
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         self.factory_url = f"http://127.0.0.1:{self.factory_port}"
+        self.log_dir = log_dir
         db = settings.DATABASES["default"]
         self.broker_url = broker_url  # the test process's own, so what it sends the workers receive
         self.env = {
             **os.environ,
             **self.TIMING,
-            "DATABASE_URL": f"mysql://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/"
+            "DATABASE_URL": database_url
+            or f"mysql://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/"
             f"{connection.settings_dict['NAME']}",
             "CELERY_BROKER_URL": self.broker_url,
             "PUBLIC_BASE_URL": self.web_url,
@@ -152,10 +185,10 @@ class System:
             ready="ready.",
         )
 
-    def _replace(self, name: str, argv: list[str], ready: str) -> Process:
+    def _replace(self, name: str, argv: list[str], ready: str, *, wait: bool = True) -> Process:
         if name in self.processes:
             self.processes[name].stop()
-        self.processes[name] = Process(name, argv, self.env, ready=ready)
+        self.processes[name] = Process(name, argv, self.env, ready=ready, log_dir=self.log_dir, wait=wait)
         return self.processes[name]
 
     def stop(self) -> None:
