@@ -58,7 +58,7 @@ WSGI_APPLICATION = "donutsite.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "donutsite" / "templates"],  # before the apps: it overrides admin/index.html
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from donutsite import metrics
@@ -33,6 +33,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
         name="docs",
     ),
+    path("admin/dashboard/", include("donutsite.dashboard")),  # before admin/, which would claim it
     path("admin/", admin.site.urls),
     path("metrics", metrics.metrics_view, name="metrics"),
 ]

@@ -13,6 +13,15 @@ if ! pkg-config --exists mysqlclient 2>/dev/null && ! pkg-config --exists libmar
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-libmysqlclient-dev pkg-config build-essential >/dev/null
 fi
 
+# The browser tests drive Debian's Chromium through Playwright (never `playwright install`: no downloads).
+if ! command -v chromium >/dev/null; then
+    echo "install: the browser tests need Chromium; installing Debian's chromium"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt

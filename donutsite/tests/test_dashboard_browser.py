@@ -1,0 +1,146 @@
+"""The ops dashboard in a real browser: Debian's Chromium driven by Playwright against pytest-django's
+live server. Log in through the admin's form, find the dashboard from the admin index, look at the
+charts and the dead letters, press "Redrive all" and see the restock go back to pending.
+
+Screenshots go to test-output/browser/. Playwright never downloads a browser here: it launches
+/usr/bin/chromium, which scripts/install.sh installs. Without it the test is skipped on a developer's
+machine, but fails in CI, where it must run.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+
+from donutsite.tests.test_dashboard import make_failed_restock, queued_restocks
+from factory.models import DeadLetter
+from inventory.models import Restock
+from inventory.tests.helpers import make_product
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "browser"
+PASSWORD = "a-long-test-password"  # noqa: S105 - a throwaway user in the test database
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and not os.environ.get("CI"),
+        reason=f"{CHROMIUM} is missing: `make install` (scripts/install.sh) installs Debian's chromium",
+    ),
+]
+
+
+@pytest.fixture
+def queues():
+    from donutsite.tests.test_dashboard import clear_queues
+
+    clear_queues()
+    yield
+    clear_queues()
+
+
+@pytest.mark.django_db(transaction=True)  # the live server reads what the test commits
+def test_ops_staff_see_the_dashboard_and_redrive_all_dead_letters(live_server, queues):
+    User.objects.create_superuser("ops", "ops@example.com", PASSWORD)
+    make_product("GLAZED", on_hand=40, reorder_point=10)
+    restock, dead_letter = make_failed_restock(make_product("JAM", on_hand=0))
+    assert restock.status == "failed"
+
+    # The ORM stays outside the browser block: Playwright's sync API runs an event loop in this thread,
+    # and Django refuses database calls while one is running.
+    results = _drive_the_browser(live_server.url)
+
+    assert results["charts"] == 3
+    assert results["count_before"] == "1"
+    assert results["count_after"] == "0"
+    assert "1 dead letter sent again; 0 had nothing to do" in results["message"]
+    assert results["restock_status"] == "pending"
+    restock.refresh_from_db()
+    assert (restock.status, restock.attempt_count) == ("pending", 0)
+    dead_letter.refresh_from_db()
+    assert (dead_letter.redriven_by, dead_letter.redrive_count) == ("ops", 1)
+    assert not DeadLetter.objects.filter(redriven_at__isnull=True).exists()
+    assert queued_restocks() == [restock.pk], "the reopened restock went back to the factory queue"
+    assert Restock.objects.open().filter(pk=restock.pk).exists()
+    for name in ("1-login", "2-admin-index", "3-dashboard", "4-after-redrive"):
+        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 0
+
+
+def _drive_the_browser(base_url: str) -> dict:
+    # Imported here so that collecting the suite does not need Playwright where the test is skipped.
+    from playwright.sync_api import expect, sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    results = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(15_000)
+
+            page.goto(f"{base_url}/admin/dashboard/")
+            expect(page).to_have_url(f"{base_url}/admin/login/?next=/admin/dashboard/")
+            page.fill("#id_username", "ops")
+            page.fill("#id_password", PASSWORD)
+            page.screenshot(path=SCREENSHOTS / "1-login.png")
+            page.click("input[type=submit]")
+            expect(page).to_have_url(f"{base_url}/admin/dashboard/")
+
+            # The admin index links to it too.
+            page.goto(f"{base_url}/admin/")
+            page.screenshot(path=SCREENSHOTS / "2-admin-index.png")
+            page.get_by_role("link", name="Dashboard", exact=True).click()
+            expect(page).to_have_url(f"{base_url}/admin/dashboard/")
+            expect(page.locator("h1")).to_have_text("Ops dashboard")
+
+            charts = page.locator("svg.chart")
+            expect(charts).to_have_count(3)
+            for i in range(3):
+                expect(charts.nth(i)).to_be_visible()
+            stock_chart = page.locator("#stock-chart svg.chart")
+            expect(stock_chart.locator("title").first).to_have_text("Stock of GLAZED over the last 24 hours")
+            expect(stock_chart.locator("polyline")).to_have_count(1)
+            expect(page.locator("#sales-chart svg.chart rect.bar")).to_have_count(60)
+            results["charts"] = charts.count()
+
+            expect(page.locator("#stock tr.stock-out .badge")).to_have_text("OUT")
+            expect(page.locator("#stock tr.stock-ok .badge")).to_have_text("ok")
+            count = page.locator("#dead-letter-count")
+            expect(count).to_be_visible()
+            results["count_before"] = count.inner_text()
+            expect(page.locator("#open-restocks")).to_contain_text("No open restocks.")
+            expect(page.locator("#alerts")).to_contain_text("Dead letter: factory.restock_place gave up on JAM")
+            page.screenshot(path=SCREENSHOTS / "3-dashboard.png", full_page=True)
+
+            # Pick another product's stock chart through the form.
+            page.select_option("#sku-picker", "JAM")
+            page.click("#stock-chart input[type=submit]")
+            expect(stock_chart.locator("title").first).to_have_text("Stock of JAM over the last 24 hours")
+
+            page.click("#redrive-all")
+            expect(page).to_have_url(f"{base_url}/admin/dashboard/")
+            message = page.locator("ul.messagelist li.success")
+            expect(message).to_be_visible()
+            results["message"] = message.inner_text()
+            expect(count).to_have_text("0")
+            results["count_after"] = count.inner_text()
+            expect(page.locator("#redrive-all")).to_be_disabled()
+            expect(page.locator("#open-restocks h2")).to_have_text("Open restocks (1)")
+            status = page.locator("#open-restocks td.restock-status")
+            expect(status).to_have_text("pending")
+            results["restock_status"] = status.inner_text()
+            page.screenshot(path=SCREENSHOTS / "4-after-redrive.png", full_page=True)
+        finally:
+            browser.close()
+    return results
