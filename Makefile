@@ -4,13 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install services lint bench check-deploy clean
+.PHONY: run test chaos install services lint bench check-deploy clean
 
 run: install
 	scripts/run.sh
 
 test: install services
 	scripts/test.sh $(ARGS)
+
+# The chaos scenarios (also part of `make test`, at scale 1), CHAOS_SCALE times bigger; figures in test-output/chaos/.
+CHAOS_SCALE ?= 5
+chaos: install services
+	CHAOS_SCALE=$(CHAOS_SCALE) scripts/test.sh -m chaos donutsite/tests/test_chaos.py $(ARGS)
 
 install: $(STAMP)
 
