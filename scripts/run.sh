@@ -56,7 +56,7 @@ web: $PY manage.py runserver 127.0.0.1:$PORT --noreload
 worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q default,factory,maintenance -n worker@%h
 alerts-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q notifications -n alerts@%h
 beat: .venv/bin/celery -A donutsite beat -l info --schedule var/celerybeat-schedule
-flower: .venv/bin/celery -A donutsite flower --port=$FLOWER_PORT --address=127.0.0.1
+flower: $PY -m donutsite.flower --port=$FLOWER_PORT --address=127.0.0.1
 PROCS
 
 cat <<INFO

@@ -97,6 +97,8 @@ def test_every_command_compose_runs_exists(compose, role):
         argv = [str(BIN / "celery"), *args, "--help"]
     elif program == "python" and args[0] == "manage.py":
         argv = [str(BIN / "python"), "manage.py", args[1], "--help"]
+    elif program == "python" and args[:2] == ["-m", "donutsite.flower"]:
+        argv = [str(BIN / "python"), "-m", "donutsite.flower", "--help"]
     else:
         pytest.fail(f"{role}: unexpected program {program}")
 

@@ -1,0 +1,68 @@
+"""Flower as ops run it: behind basic auth, listing every queue with its length, dead_letter included."""
+
+import base64
+import json
+import os
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+import redis
+from celery import current_app
+
+from donutsite.testing import BIN, Process, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def get(url, auth=None):
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, None
+    except urllib.error.URLError:
+        return 0, None  # not listening yet
+
+
+def test_flower_needs_its_login_and_counts_the_dead_letter_queue():
+    broker = redis.Redis.from_url(current_app.conf.broker_url)
+    broker.delete("dead_letter")
+    current_app.send_task("factory.restock_place", args=[1], queue="dead_letter")
+    current_app.send_task("factory.restock_place", args=[2], queue="dead_letter")
+    port = free_port()
+    env = {**os.environ, "FLOWER_BASIC_AUTH": "ops:s3cret", "PYTHONUNBUFFERED": "1"}
+    flower = Process(
+        "flower", [str(BIN / "python"), "-m", "donutsite.flower", f"--port={port}", "--address=127.0.0.1"], env
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/queues/length"
+        wait_until(lambda: get(url, "ops:s3cret")[0] == 200, timeout=60, what="Flower to answer")
+
+        assert get(url)[0] == 401
+        assert get(url, "ops:wrong")[0] == 401
+        queues = {q["name"]: q["messages"] for q in get(url, "ops:s3cret")[1]["active_queues"]}
+        assert queues["dead_letter"] == 2
+        assert {"default", "factory", "notifications", "maintenance"} <= set(queues)
+    finally:
+        flower.stop()
+        broker.delete("dead_letter")
+
+
+def test_with_workers_online_flower_still_lists_the_queues_none_of_them_consume():
+    """Flower lists only consumed queues once workers report theirs; ours adds every declared one."""
+    from flower.views import BaseHandler
+
+    from donutsite.flower import widen_queue_list
+
+    online = SimpleNamespace(
+        application=SimpleNamespace(workers={"factory@h": {"active_queues": [{"name": "factory"}]}}),
+        capp=current_app,
+    )
+    assert BaseHandler.get_active_queue_names(online) == ["factory"], "Flower's own behaviour"
+
+    widen_queue_list()
+
+    assert BaseHandler.get_active_queue_names(online) == sorted(current_app.conf.task_queues_names)
