@@ -1,0 +1,788 @@
+"""The restock benchmark: from the sale that finds a shortage to the factory holding the order.
+
+A shortage is made here, in this process, through `inventory.services.sale_create` (it commits, then
+hands the restock to the `factory` queue on commit). A real Celery worker process, started with the
+project's settings, runs `factory.restock_place` against the factory simulator, which also runs in this
+process so that both ends are timed on one clock: the commit's time is taken the moment COMMIT returns,
+the factory's when its POST /v1/orders arrives and when it has created the order and answers.
+
+  1  idle queue: one shortage at a time, each waits for the factory to answer before the next
+  2  behind a backlog: `--backlog` restocks of other SKUs are queued (the worker's consumer paused, the
+     restocks dispatched with `restock_dispatch`, the consumer resumed), then shortages are made at once
+  3  restocks per second: how fast the worker drains that backlog against a factory that takes
+     `--latency-ms` to answer; `--compare` repeats a smaller 1+2+3 for other pools and concurrencies
+
+It prints p50/p95/p99 of commit -> order accepted at the factory, the simulator's configured answer time
+and the difference, against the target (idle p99 within 50 ms of the factory's own answer time).
+Everything runs on a database created fresh (BENCH_RESTOCK_DATABASE_URL, default donut_bench_restock)
+and a broker database of its own (BENCH_RESTOCK_BROKER_URL, default Redis db 13, flushed).
+
+The default pool, `-P threads -c 32`, is the one the figures in docs/benchmarks.md ("Restock latency")
+chose: the task waits ~200 ms on the factory, so concurrency sets the rate until the CPUs run out, and
+threads give it in one process. Other processes' CPU use moves the idle figures; the bench prints it.
+
+    .venv/bin/python -m bench.restock --help
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / "var" / "bench"
+
+# Forced, not defaulted: this script drops its database and flushes its broker database.
+os.environ["DJANGO_SETTINGS_MODULE"] = "donutsite.settings"
+os.environ.setdefault("BENCH_RESTOCK_DATABASE_URL", "mysql://root@127.0.0.1:3306/donut_bench_restock")
+os.environ.setdefault("BENCH_RESTOCK_BROKER_URL", "redis://127.0.0.1:6379/13")
+os.environ["DATABASE_URL"] = os.environ["BENCH_RESTOCK_DATABASE_URL"]
+os.environ["CELERY_BROKER_URL"] = os.environ["BENCH_RESTOCK_BROKER_URL"]
+os.environ["REDIS_URL"] = os.environ["BENCH_RESTOCK_BROKER_URL"]
+os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
+os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("FACTORY_API_KEY", "bench-factory-key")
+os.environ.setdefault("FACTORY_CALLBACK_SECRET", "bench-callback-secret")
+# Callbacks would go nowhere (port 9, discard); the simulator's production time is set far beyond the
+# run, so it never sends one.
+os.environ.setdefault("PUBLIC_BASE_URL", "http://127.0.0.1:9")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+TARGET_MARGIN_MS = 50.0
+DEFAULT_POOL = "threads:32"
+DEFAULT_COMPARE = "prefork:2,prefork:8,threads:16,gevent:64"
+QUEUE = "factory"
+
+
+# --- child processes -------------------------------------------------------------------------------
+
+
+class Child:
+    """A process of our own in a session of its own (as donutsite.testing.Process), so that stopping it
+    reaches a prefork worker's children too; logs go to var/bench/."""
+
+    running: list["Child"] = []
+
+    def __init__(self, name: str, argv: list[str], env: dict, ready: str, timeout: float = 60):
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = LOG_DIR / f"{name}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        Child.running.append(self)
+        deadline = time.monotonic() + timeout
+        while ready not in self.output():
+            if self.popen.poll() is not None:
+                self.stop()
+                raise SystemExit(f"{name} exited with {self.popen.returncode}:\n{self.output()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit(f"{name} not ready after {timeout:g} s; see {self.log_path}")
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+        self.log.close()
+        if self in Child.running:
+            Child.running.remove(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for child in list(cls.running):
+            try:
+                child.stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"could not stop {child.name}: {exc!r}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Pool:
+    kind: str  # prefork | threads | gevent
+    concurrency: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Pool":
+        kind, _, number = text.strip().partition(":")
+        if kind not in ("prefork", "threads", "gevent") or not number.isdigit() or int(number) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected prefork:N, threads:N or gevent:N")
+        return cls(kind, int(number))
+
+    def __str__(self):
+        return f"{self.kind}:{self.concurrency}"
+
+
+def worker_start(pool: Pool, env: dict, *, queues: str = QUEUE, name: str = "restock-bench") -> Child:
+    """A Celery worker with the project's settings, as production starts it, on `queues` only."""
+    argv = [str(Path(sys.executable).parent / "celery"), "-A", "donutsite", "worker", "-l", "info"]
+    argv += ["-P", pool.kind, "-c", str(pool.concurrency), "-Q", queues, "-n", f"{name}@%h"]
+    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return Child(f"{name}-{pool.kind}-{pool.concurrency}", argv, env, ready="ready.")
+
+
+def node_name(name: str = "restock-bench") -> str:
+    return f"{name}@{socket.gethostname()}"
+
+
+# --- the factory, timed ----------------------------------------------------------------------------
+
+
+def recording_factory_class():
+    from factory.simulator import LegacyFactory
+
+    class RecordingFactory(LegacyFactory):
+        """The simulator, noting when each order's first POST arrives and when it is answered."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.arrived: dict[str, float] = {}
+            self.answered: dict[str, float] = {}
+            self.statuses: dict[str, int] = {}
+            self.repeats = 0
+            self.changed = threading.Condition()
+
+        def handle(self, method, target, headers, body, client_ip):
+            if method != "POST" or target.split("?", 1)[0] != "/v1/orders":
+                return super().handle(method, target, headers, body, client_ip)
+            arrived = time.perf_counter()
+            response = super().handle(method, target, headers, body, client_ip)
+            answered = time.perf_counter()
+            try:
+                reference = str(json.loads(body)["reference"])
+            except (ValueError, KeyError, TypeError):
+                return response
+            with self.changed:
+                if reference in self.arrived:
+                    self.repeats += 1
+                else:
+                    self.arrived[reference] = arrived
+                    self.answered[reference] = answered
+                    self.statuses[reference] = response.status
+                self.changed.notify_all()
+            return response
+
+        def wait_answered(self, references, timeout: float, stall: float = 60.0) -> bool:
+            """Wait until every reference has been answered; give up after `timeout`, or after `stall`
+            seconds in which no order at all arrived (longer than the visibility timeout, so a message
+            that Redis hands out again is waited for)."""
+            deadline = time.monotonic() + timeout
+            with self.changed:
+                seen, progress = len(self.answered), time.monotonic()
+                while not all(ref in self.answered for ref in references):
+                    now = time.monotonic()
+                    if len(self.answered) != seen:
+                        seen, progress = len(self.answered), now
+                    left = min(deadline, progress + stall) - now
+                    if left <= 0:
+                        return False
+                    self.changed.wait(min(left, 1.0))
+            return True
+
+    return RecordingFactory
+
+
+# --- setup -----------------------------------------------------------------------------------------
+
+
+def database_recreate() -> dict:
+    import MySQLdb
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if "bench" not in db["NAME"]:
+        raise SystemExit(f"refusing to drop {db['NAME']!r}: the bench database's name must contain 'bench'")
+    conn = MySQLdb.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=int(db["PORT"] or 3306),
+        user=db["USER"],
+        password=db["PASSWORD"] or "",
+        charset="utf8mb4",
+    )
+    try:
+        cur = conn.cursor()
+        cur.execute(f"DROP DATABASE IF EXISTS `{db['NAME']}`")
+        cur.execute(f"CREATE DATABASE `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    finally:
+        conn.close()
+    return db
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+@dataclass
+class Shortage:
+    reference: str
+    committed: float  # perf_counter() when the sale's COMMIT returned
+    returned: float  # when sale_create returned (after the on-commit dispatch)
+    queued_ahead: int  # messages in the factory queue just before the sale
+
+
+@dataclass
+class Latencies:
+    """Milliseconds, per shortage: commit -> POST arrives, commit -> order accepted (answered)."""
+
+    samples: int
+    to_arrival: list[float] = field(default_factory=list)
+    to_accepted: list[float] = field(default_factory=list)
+    factory_answer: list[float] = field(default_factory=list)
+    dispatch: list[float] = field(default_factory=list)
+    queued_ahead: list[int] = field(default_factory=list)
+
+    def summary(self, name: str) -> dict:
+        values = sorted(getattr(self, name))
+        return {p: percentile(values, p) for p in (50, 95, 99)} | {"max": values[-1] if values else float("nan")}
+
+
+class Bench:
+    """This process's side: the timed simulator, the broker, and shortages made through sale_create."""
+
+    def __init__(self, latency_ms: float):
+        import django
+
+        django.setup()
+        import redis
+        from django.db import connections
+
+        from factory.simulator import FaultConfig
+
+        self.latency_ms = latency_ms
+        self.factory = recording_factory_class()(
+            config=FaultConfig(latency_ms=(latency_ms, latency_ms), production_seconds=24 * 3600),
+            api_key=os.environ["FACTORY_API_KEY"],
+            callback_secret=os.environ["FACTORY_CALLBACK_SECRET"],
+            log=None,
+        )
+        self.factory_url = self.factory.start()
+        self.redis = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
+        self.env = {
+            **os.environ,
+            "FACTORY_API_URL": self.factory_url,
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "INFO",
+        }
+        self.sku_counter = 0
+        self.client = None
+        # The moment the sale's COMMIT returns, before Django runs the on-commit dispatch.
+        self.last_commit = 0.0
+        connection = connections["default"]
+        original_commit = connection.commit
+
+        def timed_commit():
+            original_commit()
+            self.last_commit = time.perf_counter()
+
+        connection.commit = timed_commit
+
+    def setup_database(self) -> None:
+        from django.core.management import call_command
+
+        from inventory.models import ApiClient
+
+        call_command("migrate", verbosity=0, interactive=False)
+        client = ApiClient(name="restock-bench")
+        client.set_new_key()
+        client.save()
+        self.client = client
+
+    def stop(self) -> None:
+        self.factory.stop()
+
+    def queue_length(self, queue: str = QUEUE) -> int:
+        from kombu.transport.redis import PRIORITY_STEPS
+
+        keys = [queue] + [f"{queue}\x06\x16{p}" for p in PRIORITY_STEPS if p]
+        pipe = self.redis.pipeline()
+        for key in keys:
+            pipe.llen(key)
+        return sum(pipe.execute())
+
+    def products_create(self, n: int, label: str) -> list:
+        """N products with nothing on hand (no ledger rows needed: on-hand 0 = empty ledger)."""
+        from inventory import selectors
+        from inventory.models import Product
+
+        self.sku_counter += 1
+        skus = [f"{label}-{self.sku_counter}-{i:05d}" for i in range(n)]
+        Product.objects.bulk_create(Product(sku=sku, name=sku, price="1.50") for sku in skus)
+        selectors.forget_product_ids()
+        return list(Product.objects.filter(sku__in=skus).order_by("pk"))
+
+    def shortage(self, sku: str, queue: str = QUEUE) -> Shortage:
+        from django.conf import settings
+
+        from inventory.errors import OutOfStock
+        from inventory.services import SaleItem, sale_create
+
+        ahead = self.queue_length(queue)
+        try:
+            sale_create(client=self.client, items=[SaleItem(sku=sku, quantity=1)])
+        except OutOfStock as exc:
+            returned = time.perf_counter()
+            restock_id = exc.details["shortages"][0]["restock"]["id"]
+        else:
+            raise RuntimeError(f"{sku} had stock: the bench expects every sale to be short")
+        return Shortage(f"{settings.FACTORY_REFERENCE_PREFIX}-{restock_id}", self.last_commit, returned, ahead)
+
+    def latencies(self, shortages: list[Shortage]) -> Latencies:
+        f = self.factory
+        result = Latencies(samples=len(shortages))
+        for s in shortages:
+            result.to_arrival.append((f.arrived[s.reference] - s.committed) * 1000)
+            result.to_accepted.append((f.answered[s.reference] - s.committed) * 1000)
+            result.factory_answer.append((f.answered[s.reference] - f.arrived[s.reference]) * 1000)
+            result.dispatch.append((s.returned - s.committed) * 1000)
+            result.queued_ahead.append(s.queued_ahead)
+        return result
+
+    def wait_recorded(self, after_id: int, timeout: float = 30) -> None:
+        """The factory answered every order; wait for the worker to record them (before it is stopped)."""
+        from inventory.models import Restock
+
+        deadline = time.monotonic() + timeout
+        pending = Restock.objects.filter(status=Restock.Status.PENDING, pk__gt=after_id)
+        while pending.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    @staticmethod
+    def last_restock_id() -> int:
+        from inventory.models import Restock
+
+        return Restock.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+    def warm(self, pool: Pool) -> None:
+        """Give every pool slot a first task (its database connection, imports) before timing anything."""
+        products = self.products_create(2 * pool.concurrency, "WARM")
+        refs = [self.shortage(p.sku).reference for p in products]
+        if not self.factory.wait_answered(refs, timeout=120):
+            raise SystemExit("warm-up restocks never reached the factory; see the worker's log")
+
+    def idle_phase(self, samples: int) -> Latencies:
+        """One shortage at a time on an empty queue."""
+        products = self.products_create(samples, "IDLE")
+        shortages = []
+        for product in products:
+            s = self.shortage(product.sku)
+            if not self.factory.wait_answered([s.reference], timeout=60):
+                raise SystemExit(f"{s.reference} never reached the factory; see the worker's log")
+            shortages.append(s)
+            time.sleep(random.uniform(0.02, 0.05))  # the worker records the outcome; the queue is empty again
+        return self.latencies(shortages)
+
+    def backlog_phase(
+        self, backlog: int, samples: int, *, spacing: float = 0.0, dispatch=None, pause_node: str | None = None
+    ) -> dict:
+        """`backlog` restocks of other SKUs queued first, then `samples` shortages, `spacing` seconds apart
+        (0: at once, so every one of them is behind the whole backlog).
+
+        The worker's consumer is paused while the backlog is dispatched, so the queue really holds them all
+        when the shortages are made; the time to drain it gives restocks per second. `dispatch` replaces
+        restock_dispatch for the backlog only (routing experiments).
+        """
+        from celery import current_app
+        from django.conf import settings
+
+        from inventory.models import Restock
+        from inventory.services import restock_dispatch
+
+        dispatch = dispatch or restock_dispatch
+        products = self.products_create(backlog, "BACK")
+        Restock.objects.bulk_create(Restock(product=p, quantity=100, reason=Restock.Reason.MANUAL) for p in products)
+        restock_ids = list(Restock.objects.filter(product__in=products).order_by("pk").values_list("pk", flat=True))
+        targets = self.products_create(samples, "SHORT")
+
+        control = current_app.control
+        node = pause_node or node_name()
+        if not control.cancel_consumer(QUEUE, destination=[node], reply=True, timeout=5):
+            raise SystemExit(f"worker {node} did not answer cancel_consumer")
+        started = time.perf_counter()
+        for restock_id in restock_ids:
+            dispatch(restock_id)
+        dispatch_seconds = time.perf_counter() - started
+        queued = self.queue_length()
+        if not control.add_consumer(QUEUE, destination=[node], reply=True, timeout=5):
+            raise SystemExit(f"worker {node} did not answer add_consumer")
+        resumed = time.perf_counter()
+        shortages = []
+        for n, product in enumerate(targets):
+            if spacing:
+                time.sleep(max(0.0, resumed + n * spacing - time.perf_counter()))
+            shortages.append(self.shortage(product.sku))
+        backlog_refs = [f"{settings.FACTORY_REFERENCE_PREFIX}-{pk}" for pk in restock_ids]
+        refs = backlog_refs + [s.reference for s in shortages]
+        expected = max(60.0, 3 * len(refs) * self.latency_ms / 1000)
+        if not self.factory.wait_answered(refs, timeout=expected):
+            missing = sum(1 for r in refs if r not in self.factory.answered)
+            pending = Restock.objects.filter(status=Restock.Status.PENDING).count()
+            raise SystemExit(
+                f"{missing} restocks never reached the factory ({pending} pending in the database, "
+                f"{self.queue_length()} messages in the queue); see the worker's log in {LOG_DIR}"
+            )
+        answered = sorted(self.factory.answered[r] for r in refs)
+        lo, hi = answered[len(answered) // 10], answered[len(answered) * 9 // 10]
+        steady = (len(answered) * 8 // 10) / (hi - lo) if hi > lo else float("nan")
+        return {
+            "latencies": self.latencies(shortages),
+            "queued": queued,
+            "dispatch_per_second": len(restock_ids) / dispatch_seconds,
+            "drain_seconds": answered[-1] - resumed,
+            "restocks_per_second": len(refs) / (answered[-1] - resumed),
+            "steady_per_second": steady,
+        }
+
+
+# --- measuring the worker's cost -------------------------------------------------------------------
+
+
+class CpuMeter:
+    """Cores used by the worker's process tree, MariaDB, this process (simulator + sales), and the machine."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, worker_pid: int):
+        self.worker_pid = worker_pid
+
+    def __enter__(self):
+        self.before = self._sample()
+        return self
+
+    def __exit__(self, *exc):
+        after = self._sample()
+        wall = after["wall"] - self.before["wall"]
+        self.cores = {k: (after[k] - self.before[k]) / wall for k in after if k != "wall"}
+        self.cores["other"] = max(
+            0.0, self.cores["machine"] - self.cores["worker"] - self.cores["mariadb"] - self.cores["bench"]
+        )
+        self.worker_cpu_seconds = after["worker"] - self.before["worker"]
+        self.worker_rss_mb = sum(_rss_kb(p) for p in _tree(self.worker_pid)) / 1024
+
+    def _sample(self) -> dict:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
+        return {
+            "wall": time.monotonic(),
+            "machine": (user + nice + system + irq + softirq) / self.TICK,
+            "worker": sum(_ticks(p) for p in _tree(self.worker_pid)) / self.TICK,
+            "mariadb": sum(_ticks(p) for p in _pids_named("mariadbd")) / self.TICK,
+            "bench": _ticks(os.getpid()) / self.TICK,
+        }
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _ticks(pid: int) -> int:
+    fields = _stat(pid)
+    return int(fields[11]) + int(fields[12]) if fields else 0
+
+
+def _tree(pid: int) -> list[int]:
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    return [pid] + [p for p in pids if (fields := _stat(p)) and int(fields[1]) == pid]
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+    except OSError:
+        return 0
+
+
+def _pids_named(name: str) -> list[int]:
+    found = []
+    for p in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() == name:
+                    found.append(int(p))
+        except OSError:
+            pass
+    return found
+
+
+class ConnectionCounter:
+    """The most connections the worker held to the bench database, sampled every 0.2 s from a thread."""
+
+    def __enter__(self):
+        from django.conf import settings
+
+        self.name = settings.DATABASES["default"]["NAME"]
+        self.most = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+    def _run(self):
+        from django.db import connection
+
+        try:
+            while not self.stopped.wait(0.2):
+                with connection.cursor() as cur:
+                    cur.execute("SELECT COUNT(*) FROM information_schema.processlist WHERE db = %s", [self.name])
+                    # Not this process's own two (the main thread's and this one's).
+                    self.most = max(self.most, cur.fetchone()[0] - 2)
+        finally:
+            connection.close()
+
+
+def restock_outcomes() -> dict:
+    from django.db.models import Count
+
+    from factory.models import DeadLetter
+    from inventory.models import Restock
+
+    statuses = dict(Restock.objects.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+    return {"statuses": statuses, "dead_letters": DeadLetter.objects.count()}
+
+
+# --- one pool, measured ----------------------------------------------------------------------------
+
+
+def pool_run(bench: Bench, pool: Pool, *, idle: int, backlog: int, backlog_samples: int, env: dict) -> dict:
+    bench.redis.flushdb()
+    first_id = bench.last_restock_id()
+    worker = worker_start(pool, env)
+    try:
+        bench.warm(pool)
+        with CpuMeter(worker.popen.pid) as idle_meter:
+            result = {"pool": str(pool), "idle": bench.idle_phase(idle)}
+        result["idle_cores"] = idle_meter.cores
+        with CpuMeter(worker.popen.pid) as meter, ConnectionCounter() as connections:
+            result |= bench.backlog_phase(backlog, backlog_samples)
+        drained = backlog + backlog_samples
+        result["cores"] = meter.cores
+        result["worker_cpu_ms_per_restock"] = meter.worker_cpu_seconds / drained * 1000
+        result["worker_rss_mb"] = meter.worker_rss_mb
+        result["db_connections"] = connections.most
+        bench.wait_recorded(first_id)
+    finally:
+        worker.stop()
+    return result
+
+
+def _print_pool(r: dict, latency_ms: float) -> None:
+    idle, back = r["idle"], r["latencies"]
+    i, b = idle.summary("to_accepted"), back.summary("to_accepted")
+    ia = idle.summary("to_arrival")
+    print(f"\n  [{r['pool']}]")
+    print(
+        f"  1 idle queue, {idle.samples} shortages: commit -> order accepted p50 {i[50]:.1f} p95 {i[95]:.1f} "
+        f"p99 {i[99]:.1f} max {i['max']:.1f} ms; factory answer {latency_ms:.0f} ms configured, "
+        f"p99 over it {i[99] - latency_ms:+.1f} ms"
+    )
+    print(
+        f"    commit -> POST arrives p50 {ia[50]:.1f} p99 {ia[99]:.1f} ms; "
+        "commit -> sale_create returns (after the on-commit dispatch) "
+        f"p50 {idle.summary('dispatch')[50]:.2f} ms; "
+        f"factory's own answer p99 {idle.summary('factory_answer')[99]:.1f} ms"
+    )
+    ic = r["idle_cores"]
+    print(f"    cores busy meanwhile {ic['machine']:.2f}, of which other processes {ic['other']:.2f}")
+    print(
+        f"  2 behind {r['queued']} queued restocks ({back.samples} shortages made at once, "
+        f"{min(back.queued_ahead)}-{max(back.queued_ahead)} messages ahead of them): commit -> order accepted "
+        f"p50 {b[50] / 1000:.2f} s p99 {b[99] / 1000:.2f} s max {b['max'] / 1000:.2f} s"
+    )
+    c = r["cores"]
+    print(
+        f"  3 drain: {r['restocks_per_second']:.1f} restocks/s overall, {r['steady_per_second']:.1f}/s steady "
+        f"(ideal {int(r['pool'].split(':')[1]) * 1000 / latency_ms:.0f}/s = concurrency / answer time); "
+        f"worker {r['worker_cpu_ms_per_restock']:.1f} ms CPU per restock, RSS {r['worker_rss_mb']:.0f} MB, "
+        f"up to {r['db_connections']} DB connections"
+    )
+    print(
+        f"    cores busy {c['machine']:.2f}: worker {c['worker']:.2f}, MariaDB {c['mariadb']:.2f}, "
+        f"simulator+bench {c['bench']:.2f}, other processes {c['other']:.2f}; "
+        f"backlog dispatched at {r['dispatch_per_second']:.0f}/s"
+    )
+
+
+def machine_busy(seconds: float = 3.0) -> float:
+    """Cores busy over the next `seconds`, whoever uses them."""
+
+    def ticks():
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
+        return user + nice + system + irq + softirq
+
+    before = ticks()
+    time.sleep(seconds)
+    return (ticks() - before) / CpuMeter.TICK / seconds
+
+
+def quiet_wait(limit: float) -> None:
+    """On a shared machine, wait up to `limit` seconds for the CPUs to be nearly idle before measuring."""
+    deadline = time.monotonic() + limit
+    while limit > 0:
+        busy = machine_busy()
+        if busy < 0.2:
+            print(f"  (machine quiet: {busy:.2f} cores busy)", flush=True)
+            return
+        if time.monotonic() > deadline:
+            print(f"  (machine still busy after {limit:.0f} s: {busy:.2f} cores; measuring anyway)", flush=True)
+            return
+
+
+def gevent_available(env: dict) -> bool:
+    probe = subprocess.run([sys.executable, "-c", "import gevent"], env=env, capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pool", type=Pool.parse, default=Pool.parse(DEFAULT_POOL), help=f"default {DEFAULT_POOL}")
+    parser.add_argument("--latency-ms", type=float, default=200.0, help="the factory's answer time (default 200)")
+    parser.add_argument("--idle", type=int, default=150, help="shortages on an idle queue (default 150)")
+    parser.add_argument("--backlog", type=int, default=1000, help="restocks queued ahead (default 1000)")
+    parser.add_argument("--backlog-samples", type=int, default=50, help="shortages behind the backlog (50)")
+    parser.add_argument(
+        "--compare",
+        default=DEFAULT_COMPARE,
+        help=f"other pools for a shorter run each, '' for none (default {DEFAULT_COMPARE})",
+    )
+    parser.add_argument("--compare-idle", type=int, default=40, help="idle shortages per compared pool (40)")
+    parser.add_argument("--compare-backlog", type=int, default=300, help="backlog per compared pool (300)")
+    parser.add_argument(
+        "--worker-pythonpath",
+        default=os.environ.get("BENCH_WORKER_PYTHONPATH", ""),
+        help="extra PYTHONPATH for the worker, e.g. a `pip install --target DIR gevent` (gevent is not a "
+        "project dependency)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0,
+        metavar="S",
+        help="before each pool's run, wait up to S seconds for the machine's CPUs to be idle (shared machines)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    compare = [Pool.parse(p) for p in args.compare.split(",") if p.strip()]
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # Both, explicitly: a shell that starts us in the background may have left SIGINT ignored.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average {load} before the run (other work on the machine skews the figures)")
+    bench = None
+    results = []
+    failures = []
+    try:
+        bench = Bench(args.latency_ms)
+        db = database_recreate()
+        bench.setup_database()
+        bench.redis.flushdb()
+        env = dict(bench.env)
+        if args.worker_pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.worker_pythonpath, env.get("PYTHONPATH", "")]))
+        print(
+            f"database {db['NAME']} migrated, broker {os.environ['CELERY_BROKER_URL']}, factory simulator at "
+            f"{bench.factory_url} answering in {args.latency_ms:.0f} ms; setup {time.monotonic() - started:.0f} s",
+            flush=True,
+        )
+        runs = [(args.pool, args.idle, args.backlog, args.backlog_samples)]
+        runs += [(p, args.compare_idle, args.compare_backlog, 10) for p in compare if p != args.pool]
+        for pool, idle, backlog, samples in runs:
+            if pool.kind == "gevent" and not gevent_available(env):
+                print(f"\n  [{pool}] skipped: gevent is not importable by the worker (see --worker-pythonpath)")
+                continue
+            quiet_wait(args.quiet_wait)
+            try:
+                result = pool_run(bench, pool, idle=idle, backlog=backlog, backlog_samples=samples, env=env)
+            except SystemExit as exc:
+                if pool == args.pool:
+                    raise
+                failures.append(f"{pool}: {exc}")
+                print(f"\n  [{pool}] FAILED: {exc}", flush=True)
+                continue
+            results.append(result)
+            _print_pool(result, args.latency_ms)
+        outcomes = restock_outcomes()
+    finally:
+        Child.stop_all()
+        if bench is not None:
+            bench.stop()
+            bench.redis.flushdb()
+
+    main_result = results[0]
+    p99 = main_result["idle"].summary("to_accepted")[99]
+    over = p99 - args.latency_ms
+    met = over <= TARGET_MARGIN_MS
+    print(f"\nSummary ({args.pool}, factory answering in {args.latency_ms:.0f} ms):")
+    print(
+        f"  idle queue: p99 commit -> order accepted {p99:.1f} ms = factory {args.latency_ms:.0f} ms {over:+.1f} ms "
+        f"(target: within {TARGET_MARGIN_MS:.0f} ms): {'MET' if met else 'NOT MET'}"
+    )
+    b99 = main_result["latencies"].summary("to_accepted")[99]
+    print(
+        f"  behind {main_result['queued']} queued restocks: p99 {b99 / 1000:.2f} s, {b99 - args.latency_ms:+.0f} ms "
+        f"over the factory: {'MET' if b99 - args.latency_ms <= TARGET_MARGIN_MS else 'NOT MET'} (one FIFO queue: "
+        "a shortage waits for everything queued before it)"
+    )
+    if len(results) > 1:
+        print("\n  pool          idle p50/p99 ms   restocks/s (steady)   worker CPU ms/restock   RSS MB")
+        for r in results:
+            s = r["idle"].summary("to_accepted")
+            print(
+                f"  {r['pool']:12} {s[50]:7.1f} /{s[99]:7.1f}   "
+                f"{r['restocks_per_second']:7.1f} ({r['steady_per_second']:6.1f})"
+                f"   {r['worker_cpu_ms_per_restock']:12.1f}            {r['worker_rss_mb']:6.0f}"
+            )
+    print(f"  restocks by status at the end: {outcomes['statuses']}; dead letters: {outcomes['dead_letters']}")
+    print(f"  factory: {len(bench.factory.arrived)} orders, {bench.factory.repeats} repeated POSTs")
+    for failure in failures:
+        print(f"  FAILED {failure}")
+    print(f"\ntotal time {time.monotonic() - started:.0f} s")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                [{k: asdict(v) if isinstance(v, Latencies) else v for k, v in r.items()} for r in results], indent=2
+            )
+        )
+    problems = failures or outcomes["dead_letters"] or set(outcomes["statuses"]) - {"placed"}
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        Child.stop_all()
+        print("interrupted; the worker processes are stopped", file=sys.stderr)
+        sys.exit(130)
