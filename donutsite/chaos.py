@@ -39,6 +39,26 @@ def scaled(n: float) -> int:
     return max(1, round(n * SCALE))
 
 
+def logs_dir() -> Path:
+    """This run's directory for the processes' logs; those of runs that have ended are removed."""
+    root = OUTPUT / "logs"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.iterdir():
+        if old.name.isdigit() and int(old.name) != os.getpid() and not _alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    return root / str(os.getpid())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def record(name: str, figures: dict) -> Path:
     """Print a scenario's figures and write them to test-output/chaos/<name>.json."""
     OUTPUT.mkdir(parents=True, exist_ok=True)
@@ -341,6 +361,9 @@ class ChaosSystem(System):
             return []
 
     def stop(self) -> None:
+        for process in self.processes.values():  # all at once, then wait for each
+            if process.popen.poll() is None:
+                os.killpg(process.popen.pid, signal.SIGTERM)
         super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -15,7 +15,6 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from donutsite.chaos import (
-    OUTPUT,
     SCALE,
     ChaosSystem,
     Load,
@@ -24,6 +23,7 @@ from donutsite.chaos import (
     catalogue_make,
     check_invariants,
     database_swapped,
+    logs_dir,
     record,
     scaled,
     settle,
@@ -32,7 +32,7 @@ from donutsite.testing import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 
-LOGS = OUTPUT / "logs" / str(os.getpid())
+LOGS = logs_dir()
 ALWAYS = {201, 409, "cut"}  # "cut": the client itself dropped the connection before the answer
 
 FLAWLESS = {
