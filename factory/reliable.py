@@ -15,7 +15,7 @@ import traceback as tb
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from donutsite.context import request_id
@@ -51,7 +51,8 @@ class ReliableTask(Task):
     def __call__(self, *args, **kwargs):
         try:
             return super().__call__(*args, **kwargs)
-        except (*self.retry_on, SoftTimeLimitExceeded) as exc:
+        # A deadlock victim or a dropped database connection is transient too: the task re-reads state.
+        except (*self.retry_on, SoftTimeLimitExceeded, OperationalError, InterfaceError) as exc:
             attempt = self.request.retries + 1
             if attempt >= (self.max_attempts or settings.FACTORY_MAX_ATTEMPTS):
                 raise  # on_failure dead-letters it
