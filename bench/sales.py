@@ -1,0 +1,729 @@
+"""The sales benchmark (`make bench`): how fast can we sell donuts, against what the stack allows?
+
+One run, on a database created fresh (BENCH_DATABASE_URL, default donut_bench on 127.0.0.1):
+
+  a   GET  /bench/bare/ on the same gunicorn server: a bare Django JsonResponse (Django + gunicorn floor)
+  b   POST /api/v1/sales/ selling 1 of one hot SKU, from `--connections` wrk connections
+  c   the same spread over 1,000 SKUs, one picked at random per request (bench/sales.lua)
+  d1  the database's limit for a sale: a bare MySQLdb client with workers*threads connections running
+      BEGIN; SELECT .. FOR UPDATE; UPDATE; INSERT; COMMIT on one hot row of its own small tables
+  d2  the same spread over 1,000 rows
+
+It prints requests/s, p50/p95/p99 and non-2xx responses per phase, the ratios b/d1 and c/a against
+the targets, then checks that nothing was oversold and the ledger balances (exit 1 if not; missed
+targets only print NOT MET). `--configs` runs phases against several gunicorn configurations in turn,
+`--profile N` profiles N sales of workload b in this process.
+
+    .venv/bin/python -m bench.sales --help
+"""
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import random
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = ROOT / "bench" / "sales.lua"
+os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"  # forced: this script drops its database
+
+HOT_SKU = "HOT"
+INITIAL_STOCK = 10_000_000  # far more than any run sells, so no sale is refused and no restock opens
+TARGET_B_OVER_D1 = 0.50
+TARGET_B_P99_MS = 100.0
+TARGET_C_OVER_A = 0.30
+
+PHASE_TITLES = {
+    "a": "bare JsonResponse (GET)",
+    "b": "sale, 1 hot SKU",
+    "c": "sale, random of {skus} SKUs",
+    "d1": "DB-only sale txn, 1 hot row",
+    "d2": "DB-only sale txn, {skus} rows",
+}
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    requests: int
+    non2xx: int
+    errors: int  # socket errors and timeouts (wrk) or failed transactions (d)
+    statuses: dict = field(default_factory=dict)
+    note: str = ""
+    cores: dict = field(default_factory=dict)
+
+
+@dataclass
+class GunicornConfig:
+    worker_class: str
+    workers: int
+    threads: int
+
+    @classmethod
+    def parse(cls, text: str) -> "GunicornConfig":
+        """`sync:4`, `gthread:2x4` (workers x threads)."""
+        kind, _, shape = text.partition(":")
+        workers, _, threads = shape.partition("x")
+        return cls(kind, int(workers), int(threads or 1))
+
+    @classmethod
+    def from_conf_file(cls) -> "GunicornConfig":
+        """What gunicorn.conf.py chooses with the current environment: the production defaults."""
+        import runpy
+
+        conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+        return cls(conf["worker_class"], conf["workers"], conf["threads"])
+
+    @property
+    def slots(self) -> int:
+        """Requests the server runs at once, so database connections it can hold."""
+        return self.workers * (self.threads if self.worker_class == "gthread" else 1)
+
+    def __str__(self):
+        return f"{self.worker_class} {self.workers}x{self.threads}"
+
+
+# --- setup -----------------------------------------------------------------------------------------
+
+
+def database_recreate() -> dict:
+    import MySQLdb
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if "bench" not in db["NAME"]:
+        raise SystemExit(f"refusing to drop {db['NAME']!r}: the bench database's name must contain 'bench'")
+    conn = MySQLdb.connect(**_mysql_args(db, with_db=False))
+    try:
+        cur = conn.cursor()
+        cur.execute(f"DROP DATABASE IF EXISTS `{db['NAME']}`")
+        cur.execute(f"CREATE DATABASE `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    finally:
+        conn.close()
+    return db
+
+
+def _mysql_args(db: dict, *, with_db: bool = True) -> dict:
+    args = {
+        "host": db["HOST"] or "127.0.0.1",
+        "port": int(db["PORT"] or 3306),
+        "user": db["USER"],
+        "password": db["PASSWORD"] or "",
+        "charset": "utf8mb4",
+    }
+    if with_db:
+        args["database"] = db["NAME"]
+    return args
+
+
+def app_setup(skus: int) -> tuple[str, dict[str, int]]:
+    """Migrate, stock the products through the service (so the ledger has their opening rows), make a key."""
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+    from django.db import connections
+
+    from inventory.models import ApiClient
+    from inventory.services import product_set_stock
+
+    initial = {}
+    for sku in [HOT_SKU, *(spread_sku(i) for i in range(skus))]:
+        product_set_stock(sku=sku, quantity=INITIAL_STOCK, price="1.50")
+        initial[sku] = INITIAL_STOCK
+    client = ApiClient(name="bench")
+    key = client.set_new_key()
+    client.save()
+    connections.close_all()
+    return key, initial
+
+
+def spread_sku(i: int) -> str:
+    return f"S{i:04d}"  # bench/sales.lua builds the same names
+
+
+def db_tables_create(db: dict, rows: int) -> None:
+    import MySQLdb
+
+    conn = MySQLdb.connect(**_mysql_args(db), autocommit=True)
+    try:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE bench_stock (id INT PRIMARY KEY, on_hand INT NOT NULL) ENGINE=InnoDB")
+        cur.execute(
+            "CREATE TABLE bench_sale (id BIGINT AUTO_INCREMENT PRIMARY KEY, stock_id INT NOT NULL, "
+            "quantity INT NOT NULL, created_at DATETIME(6) NOT NULL, KEY (stock_id)) ENGINE=InnoDB"
+        )
+        cur.executemany(
+            "INSERT INTO bench_stock (id, on_hand) VALUES (%s, %s)", [(i, INITIAL_STOCK) for i in range(1, rows + 1)]
+        )
+    finally:
+        conn.close()
+
+
+# --- the gunicorn server and wrk -------------------------------------------------------------------
+
+
+class Server:
+    """gunicorn with gunicorn.conf.py and the bench settings, on a port of its own."""
+
+    def __init__(self, config: GunicornConfig, port: int, log_path: Path):
+        self.config, self.port, self.log_path = config, port, log_path
+        self.proc = None
+
+    def __enter__(self):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise SystemExit(f"something already listens on 127.0.0.1:{self.port}; pick another --port")
+        env = {
+            **os.environ,
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "GUNICORN_WORKERS": str(self.config.workers),
+            "GUNICORN_THREADS": str(self.config.threads),
+            "GUNICORN_WORKER_CLASS": self.config.worker_class,
+        }
+        env.pop("GUNICORN_ACCESS_LOG", None)
+        self.log = open(self.log_path, "ab")  # closed in __exit__
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"gunicorn exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/bench/bare/", timeout=2) as r:  # noqa: S310
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"gunicorn did not answer within 60 s; see {self.log_path}")
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class CpuMeter:
+    """Cores busy during a phase and who used them, read from /proc: the app server (gunicorn and its
+    workers), MariaDB, the load generator (wrk, or this process's threads for d1/d2) and everything
+    else on the machine, which is noise in the figures when it is not near zero."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, server_pid: int | None = None):
+        self.server_pid = server_pid
+        self.cores: dict[str, float] = {}
+
+    def __enter__(self):
+        self.pids = {"app": _process_tree(self.server_pid) if self.server_pid else [], "db": _pids_named("mariadbd")}
+        self.before = self._sample()
+        return self
+
+    def __exit__(self, *exc):
+        after = self._sample()
+        seconds = after["wall"] - self.before["wall"]
+        used = {k: (after[k] - self.before[k]) / seconds for k in ("machine", "app", "db", "load")}
+        used["other"] = max(0.0, used["machine"] - used["app"] - used["db"] - used["load"])
+        self.cores = used
+
+    def _sample(self) -> dict:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk once it has exited; not gunicorn
+        return {
+            "wall": time.monotonic(),
+            "machine": _machine_busy_ticks() / self.TICK,
+            "app": sum(_process_ticks(p) for p in self.pids["app"]) / self.TICK,
+            "db": sum(_process_ticks(p) for p in self.pids["db"]) / self.TICK,
+            "load": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
+        }
+
+    def __str__(self):
+        c = self.cores
+        return f"cores used: app {c['app']:.2f}, db {c['db']:.2f}, load gen {c['load']:.2f}, other {c['other']:.2f}"
+
+
+def _machine_busy_ticks() -> int:
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
+    return user + nice + system + irq + softirq
+
+
+def _process_stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()  # [state, ppid, ...]; comm may hold spaces
+    except OSError:
+        return None
+
+
+def _process_ticks(pid: int) -> int:
+    fields = _process_stat(pid)
+    return int(fields[11]) + int(fields[12]) if fields else 0  # utime + stime (all threads)
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    return [pid] + [p for p in pids if (fields := _process_stat(p)) and int(fields[1]) == pid]
+
+
+def _pids_named(name: str) -> list[int]:
+    found = []
+    for p in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() == name:
+                    found.append(int(p))
+        except OSError:
+            pass
+    return found
+
+
+def wrk_run(url: str, mode: str, seconds: int, args, api_key: str, meter: CpuMeter | None = None) -> PhaseResult:
+    env = {**os.environ, "BENCH_MODE": mode, "BENCH_API_KEY": api_key, "BENCH_SKUS": str(args.skus)}
+    cmd = ["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "10s"]
+    cmd += ["-s", str(LUA), url]
+    with meter or CpuMeter():
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    lat = data["latency_us"]
+    return PhaseResult(
+        phase=mode,
+        rps=data["requests"] / (data["duration_us"] / 1e6),
+        p50_ms=lat["p50"] / 1000,
+        p95_ms=lat["p95"] / 1000,
+        p99_ms=lat["p99"] / 1000,
+        max_ms=lat["max"] / 1000,
+        requests=data["requests"],
+        non2xx=data["non2xx"],
+        errors=sum(data["errors"].values()),
+        statuses={int(k): v for k, v in data["statuses"].items()},
+    )
+
+
+# --- the database's own limit (d1, d2) -------------------------------------------------------------
+
+
+def db_sale_phase(db: dict, rows: int, connections: int, seconds: float, warmup: float) -> PhaseResult:
+    """The minimal sale transaction from `connections` threads, each with its own connection."""
+    import MySQLdb
+
+    stop = threading.Event()
+    done: list[list[tuple[float, float]]] = [[] for _ in range(connections)]  # (finished at, latency)
+    failures = [0] * connections
+
+    def worker(n: int):
+        rng = random.Random(n)
+        conn = MySQLdb.connect(**_mysql_args(db), autocommit=True)
+        cur = conn.cursor()
+        cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")  # as the app's connections
+        mine = done[n]
+        while not stop.is_set():
+            stock_id = 1 if rows == 1 else rng.randint(1, rows)
+            started = time.perf_counter()
+            try:
+                cur.execute("BEGIN")
+                cur.execute("SELECT on_hand FROM bench_stock WHERE id = %s FOR UPDATE", (stock_id,))
+                (on_hand,) = cur.fetchone()
+                if on_hand < 1:
+                    cur.execute("ROLLBACK")
+                    continue
+                cur.execute("UPDATE bench_stock SET on_hand = %s WHERE id = %s", (on_hand - 1, stock_id))
+                cur.execute(
+                    "INSERT INTO bench_sale (stock_id, quantity, created_at) VALUES (%s, 1, NOW(6))", (stock_id,)
+                )
+                cur.execute("COMMIT")
+            except MySQLdb.Error:
+                failures[n] += 1
+                cur.execute("ROLLBACK")
+                continue
+            finished = time.perf_counter()
+            mine.append((finished, finished - started))
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(connections)]
+    for t in threads:
+        t.start()
+    time.sleep(warmup)
+    with CpuMeter() as meter:
+        window_start = time.perf_counter()
+        time.sleep(seconds)
+        window_end = time.perf_counter()
+    stop.set()
+    for t in threads:
+        t.join()
+    latencies = sorted(lat for per in done for (at, lat) in per if window_start <= at < window_end)
+    return PhaseResult(
+        phase="d1" if rows == 1 else "d2",
+        rps=len(latencies) / (window_end - window_start),
+        p50_ms=_percentile(latencies, 50) * 1000,
+        p95_ms=_percentile(latencies, 95) * 1000,
+        p99_ms=_percentile(latencies, 99) * 1000,
+        max_ms=(latencies[-1] if latencies else 0) * 1000,
+        requests=len(latencies),
+        non2xx=0,
+        errors=sum(failures),
+        note=f"{connections} connections",
+        cores=meter.cores,
+    )
+
+
+def _percentile(ordered: list[float], p: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+# --- checks ----------------------------------------------------------------------------------------
+
+
+def invariants_check(initial: dict[str, int], db: dict, db_rows: int, responses_201: int) -> list[str]:
+    """Everything that must hold after the run; an empty list means it all did."""
+    import MySQLdb
+    from django.db.models import Sum
+
+    from inventory.models import Product, Sale, SaleLine
+
+    problems = []
+    sold = dict(SaleLine.objects.values("product__sku").annotate(n=Sum("quantity")).values_list("product__sku", "n"))
+    for product in Product.objects.order_by("pk"):
+        if product.on_hand < 0:
+            problems.append(f"oversold: {product.sku} on hand {product.on_hand}")
+        expected = initial[product.sku] - (sold.get(product.sku) or 0)
+        if product.on_hand != expected:
+            problems.append(f"{product.sku}: on hand {product.on_hand}, initial - sold = {expected}")
+    sales = Sale.objects.count()
+    # A sale committed while wrk was stopping may have no counted response; a 201 without a sale is a bug.
+    if responses_201 > sales:
+        problems.append(f"{responses_201} responses said 201 Created but only {sales} sales exist")
+    print(f"  sales recorded: {sales}; 201 responses counted by wrk: {responses_201}")
+
+    ledger = subprocess.run(
+        [sys.executable, "manage.py", "check_ledger", "--settings=bench.settings"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(f"  manage.py check_ledger: exit {ledger.returncode}: {(ledger.stdout + ledger.stderr).strip()}")
+    if ledger.returncode != 0:
+        problems.append("check_ledger failed")
+
+    conn = MySQLdb.connect(**_mysql_args(db))
+    try:
+        cur = conn.cursor()
+        cur.execute(
+            "SELECT COUNT(*) FROM bench_stock s LEFT JOIN (SELECT stock_id, SUM(quantity) q FROM bench_sale "
+            "GROUP BY stock_id) t ON t.stock_id = s.id WHERE s.on_hand < 0 OR s.on_hand + COALESCE(t.q, 0) != %s",
+            (INITIAL_STOCK,),
+        )
+        (bad_rows,) = cur.fetchone()
+    finally:
+        conn.close()
+    if bad_rows:
+        problems.append(f"d tables: {bad_rows} of {db_rows} stock rows disagree with their sales")
+    return problems
+
+
+# --- profile (--profile N) -------------------------------------------------------------------------
+
+
+def profile_sales(n: int, api_key: str) -> int:
+    """N sales of workload b through the real WSGI handler in this process, one at a time (no contention).
+
+    Not the test client: it skips close_old_connections, so it would hide the per-request health-check ping.
+    """
+    import MySQLdb.connections
+    from django.core.wsgi import get_wsgi_application
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    app = get_wsgi_application()
+    body = json.dumps({"items": [{"sku": HOT_SKU, "quantity": 1}]}).encode()
+
+    def call(method: str, path: str, data: bytes = b"") -> int:
+        environ = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_AUTHORIZATION": f"Api-Key {api_key}",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(data)),
+            "wsgi.input": io.BytesIO(data),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+        status = []
+        result = app(environ, lambda s, h, exc_info=None: status.append(s))
+        try:
+            b"".join(result)
+        finally:
+            result.close()
+        return int(status[0].split()[0])
+
+    def sell() -> int:
+        return call("POST", "/api/v1/sales/", body)
+
+    for _ in range(50):  # warm imports, caches, the connection
+        assert sell() == 201 and call("GET", "/bench/bare/") == 200
+
+    # Round trips to MariaDB: statements, plus commit/ping/autocommit calls that are not cursor statements.
+    counts: dict[str, int] = {}
+    conn_cls = MySQLdb.connections.Connection
+    originals = {name: getattr(conn_cls, name) for name in ("query", "commit", "rollback", "ping", "autocommit")}
+
+    def counting(name):
+        original = originals[name]
+
+        def wrapper(self, *a):
+            if name != "autocommit" or self.get_autocommit() != bool(a[0]):
+                counts[name] = counts.get(name, 0) + 1
+            return original(self, *a)
+
+        return wrapper
+
+    for name in originals:
+        setattr(conn_cls, name, counting(name))
+    try:
+        with CaptureQueriesContext(connection) as captured:
+            assert sell() == 201
+    finally:
+        for name, original in originals.items():
+            setattr(conn_cls, name, original)
+    print(f"\nProfile of one sale (workload b), single-threaded, {n} requests:")
+    statements = [q["sql"] for q in captured.captured_queries if q["sql"] not in ("BEGIN", "COMMIT", "ROLLBACK")]
+    print(f"  SQL statements: {len(statements)} (not counting the BEGIN and COMMIT markers Django logs):")
+    for sql in statements:
+        print(f"    {sql[:150]}")
+    other = {k: v for k, v in counts.items() if k != "query"}
+    print(f"  MariaDB round trips: {sum(counts.values())} ({counts.get('query', 0)} queries, other calls {other})")
+
+    for label, fn in (("bare view", lambda: call("GET", "/bench/bare/")), ("sale", sell)):
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            fn()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        print(f"  {label:9}: {wall / n * 1000:.2f} ms wall, {cpu / n * 1000:.2f} ms CPU in this process per request")
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(n):
+        sell()
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    areas = [
+        ("whole request (WSGIHandler.__call__)", "django/core/handlers/wsgi.py", "__call__"),
+        ("  close_old_connections (request start/end)", "django/db/__init__.py", "close_old_connections"),
+        ("  DRF APIView.dispatch", "rest_framework/views.py", "dispatch"),
+        ("    authentication (Api-Key, cached)", "inventory/auth.py", "authenticate"),
+        ("    throttle (Redis INCR+EXPIRE)", "inventory/throttles.py", "allow_request"),
+        ("    SaleIn validation", "rest_framework/serializers.py", "is_valid"),
+        ("    services.sale_create", "inventory/services.py", "sale_create"),
+        ("      products_lock (SELECT .. FOR UPDATE)", "inventory/services.py", "products_lock"),
+        ("      bulk_update (UPDATE on_hand)", "django/db/models/query.py", "bulk_update"),
+        ("      Sale.objects.create", "django/db/models/query.py", "create"),
+        ("      bulk_create (SaleLine, StockMovement)", "django/db/models/query.py", "bulk_create"),
+        ("      atomic __exit__ (COMMIT, autocommit on)", "django/db/transaction.py", "__exit__"),
+        ("      atomic __enter__ (health-check ping, autocommit off)", "django/db/transaction.py", "__enter__"),
+        ("    SaleOut(...).data", "rest_framework/serializers.py", "data"),
+        ("    JSONRenderer / finalize_response", "rest_framework/views.py", "finalize_response"),
+        ("  SQL compile (SQLCompiler.as_sql, all)", "django/db/models/sql/compiler.py", "as_sql"),
+        ("  MySQLdb query round trips (C, wall)", "MySQLdb/cursors.py", "_query"),
+        ("  MySQLdb commit (C, wall)", "~", "<method 'commit' of '_mysql.connection' objects>"),
+        ("  MySQLdb ping (C, wall)", "~", "<method 'ping' of '_mysql.connection' objects>"),
+    ]
+    print("  where the time goes (cumulative, profiled, ms per request; the profiler inflates Python time):")
+    for label, file_end, func in areas:
+        cum = sum(v[3] for (f, _, fn), v in stats.stats.items() if f.endswith(file_end) and fn == func)
+        print(f"    {label:62} {cum / n * 1000:7.3f}")
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    print("  top functions by own time:")
+    print("\n".join("    " + ln for ln in out.getvalue().splitlines() if ln.strip())[:6000])
+    return 50 + 1 + 2 * n  # the sales it made
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds measured per phase (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load before each phase")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent clients (default 64)")
+    parser.add_argument("--skus", type=int, default=1000, help="SKUs (and d2 rows) in the spread workloads")
+    parser.add_argument("--phases", default="a,b,c,d1,d2", help="comma-separated subset of a,b,c,d1,d2")
+    parser.add_argument(
+        "--configs",
+        default="",
+        help="gunicorn configurations to run a/b/c against, e.g. 'sync:4,gthread:2x4' "
+        "(default: what gunicorn.conf.py picks from the environment)",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port for the bench gunicorn (default: a free one)")
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: leave the CPUs to the app)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N sales in-process")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if not args.port:
+        with socket.socket() as s:  # a port nobody listens on now (the server binds it a moment later)
+            s.bind(("127.0.0.1", 0))
+            args.port = s.getsockname()[1]
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if unknown := set(phases) - set(PHASE_TITLES):
+        parser.error(f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASE_TITLES)}")
+    configs = [GunicornConfig.parse(c) for c in args.configs.split(",") if c.strip()] or [
+        GunicornConfig.from_conf_file()
+    ]
+    log_dir = ROOT / "var" / "bench"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    started = time.monotonic()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average {load} before the run (other work on the machine skews the figures)")
+    db = database_recreate()
+    print(f"database {db['NAME']} created; migrating and stocking {args.skus + 1} products ...", flush=True)
+    api_key, initial = app_setup(args.skus)
+    db_tables_create(db, args.skus)
+    print(f"setup took {time.monotonic() - started:.0f} s", flush=True)
+
+    results: dict[str, dict[str, PhaseResult]] = {}
+    responses_201 = 0
+    modes = {"a": "bare", "b": "hot", "c": "spread"}
+    for config in configs:
+        http_phases = [p for p in phases if p in modes]
+        if not http_phases:
+            break
+        print(f"\ngunicorn {config} on port {args.port}, {args.connections} connections:", flush=True)
+        with Server(config, args.port, log_dir / "gunicorn.log") as server:
+            for phase in http_phases:
+                if args.warmup:
+                    warm = wrk_run(server.url, modes[phase], args.warmup, args, api_key)
+                    responses_201 += warm.statuses.get(201, 0)
+                meter = CpuMeter(server.proc.pid)
+                result = wrk_run(server.url, modes[phase], args.duration, args, api_key, meter)
+                result.cores = meter.cores
+                responses_201 += result.statuses.get(201, 0)
+                result.phase = phase
+                results.setdefault(str(config), {})[phase] = result
+                _print_row(result, args.skus)
+
+    db_slots = configs[0].slots
+    for phase, rows in (("d1", 1), ("d2", args.skus)):
+        if phase in phases:
+            if phase == "d1" or "d1" not in phases:
+                print(f"\ndatabase alone, {db_slots} connections (= {configs[0]} server's threads):", flush=True)
+            result = db_sale_phase(db, rows, db_slots, args.duration, args.warmup)
+            results.setdefault("db", {})[phase] = result
+            _print_row(result, args.skus)
+
+    if args.profile:
+        responses_201 += profile_sales(args.profile, api_key)
+
+    _print_summary(results, configs, phases)
+    print("\nInvariants:")
+    problems = invariants_check(initial, db, args.skus, responses_201)
+    if args.json:
+        args.json.write_text(
+            json.dumps({k: {p: vars(r) for p, r in v.items()} for k, v in results.items()}, indent=2, default=str)
+        )
+    print(f"\ntotal time {time.monotonic() - started:.0f} s")
+    if problems:
+        print("INVARIANTS BROKEN:\n  " + "\n  ".join(problems))
+        return 1
+    print("invariants hold: nothing oversold, stock = initial - sold for every product, ledger balanced")
+    return 0
+
+
+def _print_row(r: PhaseResult, skus: int) -> None:
+    title = PHASE_TITLES[r.phase].format(skus=f"{skus:,}")
+    statuses = ", ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()) if not 200 <= k < 300)
+    print(
+        f"  {r.phase:3} {title:30} {r.rps:8.1f} req/s   p50 {r.p50_ms:7.2f} ms  p95 {r.p95_ms:7.2f} ms  "
+        f"p99 {r.p99_ms:7.2f} ms   non-2xx {r.non2xx}{f' ({statuses})' if statuses else ''}  errors {r.errors}",
+        flush=True,
+    )
+    if r.cores:
+        c = r.cores
+        print(
+            f"      cores busy {c['machine']:.2f}: app {c['app']:.2f}, MariaDB {c['db']:.2f}, "
+            f"load generator {c['load']:.2f}, other processes {c['other']:.2f}",
+            flush=True,
+        )
+
+
+def _print_summary(results, configs, phases) -> None:
+    main_config = str(configs[0])
+    ours = results.get(main_config, {})
+    db = results.get("db", {})
+    print(f"\nTargets (gunicorn {main_config}):")
+    a, b, c, d1 = ours.get("a"), ours.get("b"), ours.get("c"), db.get("d1")
+    if b and d1:
+        ratio = b.rps / d1.rps
+        met = ratio >= TARGET_B_OVER_D1 and b.p99_ms < TARGET_B_P99_MS
+        print(
+            f"  b/d1 = {b.rps:.1f} / {d1.rps:.1f} = {ratio:.0%} (target >= {TARGET_B_OVER_D1:.0%}), "
+            f"p99(b) = {b.p99_ms:.1f} ms (target < {TARGET_B_P99_MS:.0f} ms): {'MET' if met else 'NOT MET'}"
+        )
+    if c and a:
+        ratio = c.rps / a.rps
+        met = ratio >= TARGET_C_OVER_A
+        print(
+            f"  c/a  = {c.rps:.1f} / {a.rps:.1f} = {ratio:.0%} (target >= {TARGET_C_OVER_A:.0%}): "
+            f"{'MET' if met else 'NOT MET'}"
+        )
+    if len(configs) > 1:
+        print("\nConfigurations compared (req/s, p99 ms, cores the app used, cores other processes took):")
+        for config in configs:
+            row = results.get(str(config), {})
+            cells = [
+                f"{p}: {r.rps:7.1f} req/s p99 {r.p99_ms:7.1f} app {r.cores['app']:.2f} other {r.cores['other']:.2f}"
+                for p, r in sorted(row.items())
+            ]
+            print(f"  {str(config):14} " + "   ".join(cells))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Production gunicorn settings (`gunicorn -c gunicorn.conf.py`); the sales bench starts the server with it too.
+
+Every knob reads the environment so one image serves any machine:
+
+  GUNICORN_BIND          address to listen on                    (default 0.0.0.0:8000)
+  GUNICORN_WORKERS       worker processes                        (default: see below)
+  GUNICORN_THREADS       threads per worker (gthread when > 1)   (default: see below)
+  GUNICORN_WORKER_CLASS  override the worker class (sync, gthread)
+  GUNICORN_ACCESS_LOG    "-" for stdout or a file path           (default: off)
+  GUNICORN_TIMEOUT       seconds before a silent worker is killed (default 30)
+
+The defaults come from docs/benchmarks.md (measured on 2 cores against MariaDB on the same machine).
+"""
+
+import os
+
+
+def _cpus() -> int:
+    # The CPUs this process may run on (a container's limit), not the host's count.
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+wsgi_app = "donutsite.wsgi:application"
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+
+# Sync workers, two per CPU (docs/benchmarks.md has the figures). A sale is CPU-bound Python (~9 ms of
+# CPU on the bench machine) around a row lock, so threads add no throughput: all 13 configurations
+# tried sold ~95-110 sales per core-second the app got. But in a gthread worker, the thread holding a
+# hot product's row lock must win the GIL back after each SQL round trip, which stretches the lock:
+# at 64 clients on one SKU the median p99 was 1.95 s with threads against 1.35 s with sync workers
+# (p99/p50 3.5 against 2.0). Two per CPU keep a CPU busy while the other worker waits on MariaDB.
+# Sync workers need a buffering proxy in front (a slow client holds a worker); production has one.
+workers = int(os.environ.get("GUNICORN_WORKERS", 2 * _cpus()))
+threads = int(os.environ.get("GUNICORN_THREADS", 1))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread" if threads > 1 else "sync")
+
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
+# On SIGTERM (a deploy), requests in flight get this long to finish; a sale holds its row locks for
+# milliseconds, so 20 s is generous and still well inside a typical orchestrator's kill grace period.
+graceful_timeout = 20
+keepalive = 5  # gthread only (sync workers close after each response); below a proxy's upstream idle timeout
+
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
