@@ -26,13 +26,15 @@ def _cpus() -> int:
 wsgi_app = "donutsite.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 
-# Sync workers, two per CPU (docs/benchmarks.md has the figures). A sale is CPU-bound Python (~9 ms of
-# CPU on the bench machine) around a row lock, so threads add no throughput: all 13 configurations
-# tried sold ~95-110 sales per core-second the app got. But in a gthread worker, the thread holding a
-# hot product's row lock must win the GIL back after each SQL round trip, which stretches the lock:
-# at 64 clients on one SKU the median p99 was 1.95 s with threads against 1.35 s with sync workers
-# (p99/p50 3.5 against 2.0). Two per CPU keep a CPU busy while the other worker waits on MariaDB.
-# Sync workers need a buffering proxy in front (a slow client holds a worker); production has one.
+# Sync workers, two per CPU (docs/benchmarks.md, "Sales throughput", has the figures). A sale is
+# CPU-bound Python (~8 ms of CPU on the bench machine) around a row lock, so threads add no
+# throughput: each of the 18 configurations tried sold 75-116 sales per core-second the app got. But
+# a thread holding a hot product's row lock must win the GIL back after each SQL round trip, which
+# stretches the lock: at 64 clients on one SKU the median p99 was 1.95 s with gthread and 1.35 s with
+# sync workers, and of the configurations measured more than once sync 4 (two per CPU) had the lowest
+# median p99 on both workloads. Two per CPU keep a CPU busy while the other worker on it waits for
+# MariaDB or Redis. Sync workers need a buffering proxy in front (a slow client holds a worker);
+# production has the TLS proxy.
 workers = int(os.environ.get("GUNICORN_WORKERS", 2 * _cpus()))
 threads = int(os.environ.get("GUNICORN_THREADS", 1))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread" if threads > 1 else "sync")

@@ -102,21 +102,23 @@ class GunicornConfig:
 # --- setup -----------------------------------------------------------------------------------------
 
 
-def database_recreate() -> dict:
+def database_recreate() -> tuple[dict, object]:
+    """Drop and create the bench database, holding a MariaDB named lock for the whole run (the
+    connection returned): a second run against the same database would drop it under the first."""
     import MySQLdb
     from django.conf import settings
 
     db = settings.DATABASES["default"]
     if "bench" not in db["NAME"]:
         raise SystemExit(f"refusing to drop {db['NAME']!r}: the bench database's name must contain 'bench'")
-    conn = MySQLdb.connect(**_mysql_args(db, with_db=False))
-    try:
-        cur = conn.cursor()
-        cur.execute(f"DROP DATABASE IF EXISTS `{db['NAME']}`")
-        cur.execute(f"CREATE DATABASE `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    finally:
-        conn.close()
-    return db
+    guard = MySQLdb.connect(**_mysql_args(db, with_db=False))
+    cur = guard.cursor()
+    cur.execute("SELECT GET_LOCK(%s, 0)", (f"bench.sales:{db['NAME']}",))
+    if cur.fetchone()[0] != 1:
+        raise SystemExit(f"another bench run is using the database {db['NAME']}; wait for it or set BENCH_DATABASE_URL")
+    cur.execute(f"DROP DATABASE IF EXISTS `{db['NAME']}`")
+    cur.execute(f"CREATE DATABASE `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    return db, guard
 
 
 def _mysql_args(db: dict, *, with_db: bool = True) -> dict:
@@ -623,7 +625,7 @@ def main(argv=None) -> int:
     started = time.monotonic()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} CPUs, load average {load} before the run (other work on the machine skews the figures)")
-    db = database_recreate()
+    db, _guard = database_recreate()  # the lock lasts as long as this connection: until the process exits
     print(f"database {db['NAME']} created; migrating and stocking {args.skus + 1} products ...", flush=True)
     api_key, initial = app_setup(args.skus)
     db_tables_create(db, args.skus)
