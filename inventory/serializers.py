@@ -1,39 +1,14 @@
+from django.core.validators import MaxLengthValidator, MinLengthValidator
 from rest_framework import serializers
 
+from donutsite.serializers import (  # noqa: F401 (the error shapes are re-exported for the apps' views)
+    ErrorOut,
+    NoUnknownFieldsMixin,
+    StrictCharField,
+    StrictIntegerField,
+    ValidationErrorOut,
+)
 from inventory.models import Product, Restock
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """An integer and nothing else: no "2", no 2.0, no true."""
-
-    default_error_messages = {"invalid": "Must be a whole number."}
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictCharField(serializers.CharField):
-    """A string and nothing else: DRF would quietly turn 12 into "12"."""
-
-    default_error_messages = {"invalid": "Must be a string."}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class NoUnknownFieldsMixin:
-    """Reject fields we do not know, so a typo ("quantiy") is a 400 instead of being ignored."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
 
 
 class SaleItemIn(NoUnknownFieldsMixin, serializers.Serializer):
@@ -42,7 +17,14 @@ class SaleItemIn(NoUnknownFieldsMixin, serializers.Serializer):
 
 
 class SaleIn(NoUnknownFieldsMixin, serializers.Serializer):
-    items = SaleItemIn(many=True, min_length=1, max_length=20, allow_empty=False)
+    # The bounds are validators rather than min_length/max_length so that the schema states them
+    # (minItems/maxItems): drf-spectacular reads a list's validators only.
+    items = serializers.ListSerializer(
+        child=SaleItemIn(),
+        allow_empty=False,
+        validators=[MinLengthValidator(1), MaxLengthValidator(20)],
+        help_text="1 to 20 lines; each SKU at most once (add up the quantities instead).",
+    )
 
     def validate_items(self, items):
         skus = [item["sku"] for item in items]
@@ -98,15 +80,6 @@ class ShortageOut(serializers.Serializer):
     requested = serializers.IntegerField()
     available = serializers.IntegerField()
     restock = RestockRefOut()
-
-
-class ErrorOut(serializers.Serializer):
-    code = serializers.CharField(help_text="Stable, machine-readable error code.")
-    message = serializers.CharField()
-
-
-class ValidationErrorOut(ErrorOut):
-    errors = serializers.DictField(help_text="Field name -> list of problems.")
 
 
 class OutOfStockOut(ErrorOut):

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from donutsite import metrics
+from donutsite.serializers import CLIENT_ERRORS
 from inventory import selectors, services
 from inventory.serializers import (
     ErrorOut,
@@ -17,16 +18,16 @@ from inventory.serializers import (
     RestockOut,
     SaleIn,
     SaleOut,
-    ValidationErrorOut,
 )
 from notifications import services as notification_services
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
-_errors = {
-    400: OpenApiResponse(ValidationErrorOut, description="Invalid body (`validation_error`, `malformed_json`)."),
-    401: OpenApiResponse(ErrorOut, description="Missing or bad API key."),
-    429: OpenApiResponse(ErrorOut, description="Rate limited (`throttled`); see Retry-After."),
+_errors = CLIENT_ERRORS
+# The catalogue is public, but a request that does send a key is authenticated and rate limited.
+_public_errors = {
+    401: OpenApiResponse(ErrorOut, description="A bad API key was sent (none is needed)."),
+    429: _errors[429],
 }
 
 
@@ -40,7 +41,8 @@ class SaleCreateView(APIView):
                 str,
                 OpenApiParameter.HEADER,
                 description="Up to 255 printable characters; a retry with the same key and body replays "
-                "the first answer (header `Idempotent-Replayed: true`).",
+                "the first answer (header `Idempotent-Replayed: true`). Empty is the same as none.",
+                pattern=r"^[\x21-\x7e]{0,255}$",  # IDEMPOTENCY_KEY, or empty
             )
         ],
         responses={
@@ -69,7 +71,9 @@ class SaleCreateView(APIView):
 
 
 class SaleDetailView(APIView):
-    @extend_schema(operation_id="sale_get", responses={200: SaleOut, 401: _errors[401], 404: ErrorOut})
+    @extend_schema(
+        operation_id="sale_get", responses={200: SaleOut, 401: _errors[401], 404: ErrorOut, 429: _errors[429]}
+    )
     def get(self, request, sale_id: int):
         sale = selectors.sale_get(client=request.auth, sale_id=sale_id)
         if sale is None:
@@ -82,6 +86,10 @@ class ProductListView(generics.ListAPIView):
     serializer_class = ProductOut
     pagination_class = None
 
+    @extend_schema(responses={200: ProductOut(many=True), **_public_errors})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
     def get_queryset(self):
         return selectors.product_list()
 
@@ -89,7 +97,7 @@ class ProductListView(generics.ListAPIView):
 class ProductDetailView(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(operation_id="product_get", responses={200: ProductOut, 404: ErrorOut})
+    @extend_schema(operation_id="product_get", responses={200: ProductOut, 404: ErrorOut, **_public_errors})
     def get(self, request, sku: str):
         return Response(ProductOut(selectors.product_get(sku=sku)).data)
 
@@ -102,12 +110,21 @@ class RestockListView(generics.ListAPIView):
     serializer_class = RestockOut
     pagination_class = RestockPagination
 
-    @extend_schema(parameters=[RestockFilterIn], responses={200: RestockOut(many=True), **_errors})
+    @extend_schema(
+        parameters=[RestockFilterIn],
+        responses={
+            200: RestockOut(many=True),
+            **_errors,
+            404: OpenApiResponse(ErrorOut, description="A page past the last (`not_found`)."),
+        },
+    )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        filters = RestockFilterIn(data=self.request.query_params)
+        # A plain dict, not the QueryDict: DRF reads a blank value in a QueryDict as "not given", so
+        # `?status=` would list every restock instead of being refused like any other bad status.
+        filters = RestockFilterIn(data=self.request.query_params.dict())
         filters.is_valid(raise_exception=True)
         return selectors.restock_list(
             sku=filters.validated_data.get("sku"), status=filters.validated_data.get("status")

@@ -3,21 +3,17 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from donutsite.serializers import CLIENT_ERRORS, NoUnknownFieldsMixin, StrictCharField
 from notifications import services
 from notifications.models import Device
 
 
-class DeviceIn(serializers.Serializer):
-    token = serializers.CharField(max_length=255, min_length=8)
-    platform = serializers.ChoiceField(choices=Device.Platform.choices)
-    user_ref = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
+class DeviceIn(NoUnknownFieldsMixin, serializers.Serializer):
+    """A customer device's FCM token; unknown fields and non-string values are refused."""
 
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
+    token = StrictCharField(max_length=255, min_length=8)
+    platform = serializers.ChoiceField(choices=Device.Platform.choices)
+    user_ref = StrictCharField(max_length=100, required=False, default="", allow_blank=True)
 
 
 class DeviceOut(serializers.ModelSerializer):
@@ -30,7 +26,11 @@ class DeviceRegisterView(APIView):
     @extend_schema(
         operation_id="device_register",
         request=DeviceIn,
-        responses={201: DeviceOut, 200: OpenApiResponse(DeviceOut, description="Known token: updated.")},
+        responses={
+            201: DeviceOut,
+            200: OpenApiResponse(DeviceOut, description="Known token: updated."),
+            **CLIENT_ERRORS,
+        },
         description="Register a customer device's FCM token for back-in-stock pushes. Re-registering a token "
         "updates it.",
     )

@@ -1,0 +1,68 @@
+"""What every app's API shares: strict input fields, and the one error shape (donutsite.drf) as schema
+components."""
+
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer and nothing else: no "2", no 2.0, no true."""
+
+    default_error_messages = {"invalid": "Must be a whole number."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """A string and nothing else: DRF would quietly turn 12 into "12"."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class NoUnknownFieldsMixin:
+    """Reject fields we do not know, so a typo ("quantiy") is a 400 instead of being ignored."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class NoUnknownFieldsScheme(OpenApiSerializerExtension):
+    """The schema says so too (`additionalProperties: false`), so clients and fuzzers know."""
+
+    target_class = NoUnknownFieldsMixin
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
+
+
+class ErrorOut(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable, machine-readable error code.")
+    message = serializers.CharField()
+
+
+class ValidationErrorOut(ErrorOut):
+    # `malformed_json` and domain refusals answer 400 without `errors`.
+    errors = serializers.DictField(required=False, help_text="Field name -> list of problems (`validation_error`).")
+
+
+# What any authenticated endpoint may answer besides its own responses.
+CLIENT_ERRORS = {
+    400: OpenApiResponse(ValidationErrorOut, description="Invalid body (`validation_error`, `malformed_json`)."),
+    401: OpenApiResponse(ErrorOut, description="Missing or bad API key."),
+    429: OpenApiResponse(ErrorOut, description="Rate limited (`throttled`); see Retry-After."),
+}

@@ -1,0 +1,84 @@
+"""The sales, catalogue and restock endpoints answer as their schema says (regressions found by
+donutsite/tests/test_schema_fuzz.py)."""
+
+import re
+
+import pytest
+
+from inventory.models import Restock
+from inventory.tests.helpers import make_product
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def schema(client):
+    return client.get("/api/schema/", {"format": "json"}).json()
+
+
+def responses(schema, path, method="get"):
+    return set(schema["paths"][path][method]["responses"])
+
+
+@pytest.mark.parametrize("query", ["status=", "sku="], ids=["blank-status", "blank-sku"])
+def test_a_blank_restock_filter_is_refused_instead_of_listing_everything(client_app, query):
+    Restock.objects.create(product=make_product("GLAZED"), quantity=10, reason="manual")
+
+    response = client_app.get(f"/api/v1/restocks/?{query}")
+
+    assert response.status_code == 400 and response.json()["code"] == "validation_error"
+    assert query.rstrip("=") in response.json()["errors"]
+
+
+def test_a_page_past_the_last_is_a_documented_404(client_app, schema):
+    Restock.objects.create(product=make_product("GLAZED"), quantity=10, reason="manual")
+
+    response = client_app.get("/api/v1/restocks/?page=99")
+
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+    assert "404" in responses(schema, "/api/v1/restocks/")
+
+
+def test_a_bad_key_on_the_public_catalogue_is_a_documented_401(client, schema):
+    make_product("GLAZED")
+
+    response = client.get("/api/v1/products/", HTTP_AUTHORIZATION="Api-Key wrong")
+
+    assert response.status_code == 401 and response.json()["code"] == "authentication_failed"
+    assert client.get("/api/v1/products/").status_code == 200  # no key at all is fine
+    for path in ("/api/v1/products/", "/api/v1/products/{sku}/"):
+        assert {"401", "429"} <= responses(schema, path)
+    assert "429" in responses(schema, "/api/v1/sales/{sale_id}/")
+
+
+def test_the_schema_states_the_sale_bounds_and_strictness(schema):
+    components = schema["components"]["schemas"]
+    items = components["SaleInRequest"]["properties"]["items"]
+
+    assert (items["minItems"], items["maxItems"]) == (1, 20)
+    assert components["SaleInRequest"]["additionalProperties"] is False
+    assert components["SaleItemInRequest"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    "key, accepted",
+    [("order-42", True), ("k" * 255, True), ("has space", False), ("é", False), ("k" * 256, False)],
+)
+def test_the_documented_idempotency_key_pattern_is_what_the_api_accepts(client_app, schema, key, accepted):
+    make_product("GLAZED", on_hand=5)
+    header = next(p for p in schema["paths"]["/api/v1/sales/"]["post"]["parameters"] if p["name"] == "Idempotency-Key")
+
+    response = client_app.post(
+        "/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
+
+    assert bool(re.fullmatch(header["schema"]["pattern"], key)) is accepted
+    assert response.status_code == (201 if accepted else 400)
+
+
+def test_a_malformed_body_is_a_400_the_schema_allows(client_app, schema):
+    response = client_app.generic("POST", "/api/v1/sales/", b"\x00", content_type="application/json")
+
+    assert response.status_code == 400
+    assert set(response.json()) == {"code", "message"}  # no `errors`: nothing was parsed
+    assert set(schema["components"]["schemas"]["ValidationErrorOut"]["required"]) <= {"code", "message"}

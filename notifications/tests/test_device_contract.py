@@ -1,0 +1,30 @@
+"""Device registration answers as its schema says (regressions found by test_schema_fuzz)."""
+
+import pytest
+
+from notifications.models import Device
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"user_ref": 0}, {"user_ref": ["u"]}, {"token": 1234567890}],
+    ids=["number-user-ref", "list-user-ref", "number-token"],
+)
+def test_non_string_values_are_refused_not_turned_into_strings(client_app, fields):
+    body = {"token": "fcm-token-abcdef", "platform": "android", **fields}
+
+    response = client_app.post("/api/v1/devices/", body, format="json")
+
+    assert response.status_code == 400 and response.json()["code"] == "validation_error"
+    assert set(response.json()["errors"]) == set(fields)
+    assert not Device.objects.exists()
+
+
+def test_registration_documents_its_refusals_and_strict_body(client):
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+
+    responses = schema["paths"]["/api/v1/devices/"]["post"]["responses"]
+    assert {"400", "401", "429"} <= set(responses)
+    assert schema["components"]["schemas"]["DeviceInRequest"]["additionalProperties"] is False
