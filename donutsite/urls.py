@@ -37,3 +37,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("metrics", metrics.metrics_view, name="metrics"),
 ]
+
+handler404 = "donutsite.views.not_found"  # JSON under /api/, like every other API error
