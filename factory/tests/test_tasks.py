@@ -1,0 +1,240 @@
+"""The factory tasks' bodies, called in process against a real local HTTP server standing in for the
+factory and the real test broker: what a refusal, a busy factory, a long Retry-After, running out of
+attempts and a lost callback do to the restock, the queue and ops. (With real workers: test_e2e.py.)"""
+
+import ast
+import json
+from datetime import timedelta
+
+import pytest
+import redis
+from celery import current_app
+from celery.exceptions import Retry
+from django.utils import timezone
+
+from factory.client import FactoryRejected, FactoryUnavailable
+from factory.models import DeadLetter, FactoryAttempt
+from factory.reliable import DEAD_LETTER_QUEUE
+from factory.services import restock_place
+from factory.tasks import OutOfAttempts, restock_place_task, restock_poll_task
+from factory.tests.test_client import ORDER, Scripted
+from inventory.models import Product, Restock
+from inventory.selectors import ledger_differences
+from inventory.tests import test_restock_dispatch
+from inventory.tests.helpers import make_product
+from notifications.models import Alert
+
+pytestmark = pytest.mark.django_db
+
+QUEUES = ("factory", DEAD_LETTER_QUEUE)
+
+broker_down = test_restock_dispatch.broker_down  # Celery pointed at a port where nothing listens
+
+
+@pytest.fixture
+def queues():
+    """The test broker's queues, empty before and after; yields a reader of (task, args) in one of them."""
+    broker = redis.Redis.from_url(current_app.conf.broker_url)
+    broker.delete(*QUEUES)
+
+    def queued(queue):
+        messages = [json.loads(raw) for raw in broker.lrange(queue, 0, -1)]
+        return [(m["headers"]["task"], list(ast.literal_eval(m["headers"]["argsrepr"]))) for m in messages]
+
+    yield queued
+    broker.delete(*QUEUES)
+
+
+@pytest.fixture
+def factory(settings):
+    server = Scripted()
+    settings.FACTORY_API_URL = server.url
+    yield server
+    server.server.shutdown()
+
+
+def pending_restock(**fields) -> Restock:
+    product = make_product("GLAZED", on_hand=0)
+    return Restock.objects.create(product=product, quantity=120, reason="shortage", **fields)
+
+
+def run(task, *args, retries=0):
+    """Run a task's body as a worker would for its `retries`-th retry (a worker's request, not eager mode)."""
+    task.push_request(
+        id="task-1", args=list(args), kwargs={}, retries=retries, delivery_info={"routing_key": "factory"}
+    )
+    task.request.called_directly = False
+    try:
+        return task(*args)
+    finally:
+        task.pop_request()
+
+
+def fail(task, exc, *args):
+    """What Celery does when the body raised something it does not retry."""
+    task.push_request(id="task-1", args=list(args), kwargs={}, retries=0, delivery_info={"routing_key": "factory"})
+    try:
+        task.on_failure(exc, "task-1", list(args), {}, None)
+    finally:
+        task.pop_request()
+
+
+def test_a_busy_factory_is_retried_later_through_the_broker(factory, queues):
+    factory.answer(503, b"<html>busy</html>", {"Content-Type": "text/html"})
+    restock = pending_restock()
+
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+
+    restock.refresh_from_db()
+    assert (restock.status, restock.attempt_count, restock.claimed_at) == ("pending", 1, None)
+    assert "503" in restock.last_error
+    assert timezone.now() < restock.next_attempt_at < timezone.now() + timedelta(seconds=16)  # the capped backoff
+    attempt = FactoryAttempt.objects.get(restock=restock)
+    assert (attempt.outcome, attempt.status_code) == ("transient", 503)
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
+
+
+def test_a_retry_after_longer_than_the_broker_may_hold_parks_the_restock_in_the_database(factory, queues):
+    factory.answer(429, {"error": "slow down"}, {"Retry-After": "600"})
+    restock = pending_restock(dispatched_at=timezone.now())
+
+    assert run(restock_place_task, restock.pk) is None
+
+    restock.refresh_from_db()
+    assert restock.status == "pending" and restock.dispatched_at is None  # no message on its way
+    assert restock.next_attempt_at > timezone.now() + timedelta(seconds=590)  # the reconcile sweep sends it then
+    assert queues("factory") == []
+    assert FactoryAttempt.objects.get(restock=restock).outcome == "rate_limited"
+
+
+def test_the_last_allowed_attempt_failing_dead_letters_fails_the_restock_and_alerts_ops(factory, queues, settings):
+    factory.answer(503, {"error": "down"})
+    restock = pending_restock(attempt_count=settings.FACTORY_MAX_ATTEMPTS - 1)
+
+    with pytest.raises(OutOfAttempts) as raised:
+        run(restock_place_task, restock.pk)
+    fail(restock_place_task, raised.value, restock.pk)
+
+    restock.refresh_from_db()
+    assert restock.status == "failed" and "OutOfAttempts" in restock.last_error
+    dead_letter = DeadLetter.objects.get()
+    assert (dead_letter.restock_id, dead_letter.args, dead_letter.queue) == (restock.pk, [restock.pk], "factory")
+    alert = Alert.objects.get(kind="dead_letter")
+    assert alert.severity == "critical" and "GLAZED" in alert.title
+    assert queues(DEAD_LETTER_QUEUE) == [("factory.restock_place", [restock.pk])]
+    assert queues("factory") == []  # not retried
+
+
+def test_a_refusal_is_dead_lettered_at_once_without_a_retry(factory, queues):
+    factory.answer(409, {"error": "reference already used with another sku"})
+    restock = pending_restock()
+
+    with pytest.raises(FactoryRejected) as raised:
+        run(restock_place_task, restock.pk)
+    fail(restock_place_task, raised.value, restock.pk)
+
+    restock.refresh_from_db()
+    assert restock.status == "failed" and "reference already used" in restock.last_error
+    assert DeadLetter.objects.get().exception_type == "factory.client.FactoryRejected"
+    assert queues("factory") == []
+
+
+def test_an_accepted_order_is_placed(factory, queues):
+    factory.answer(202, {**ORDER, "order_id": "F-000777"})
+    restock = pending_restock()
+
+    assert run(restock_place_task, restock.pk) == "placed"
+
+    restock.refresh_from_db()
+    assert (restock.status, restock.factory_order_id) == ("placed", "F-000777")
+
+
+def test_failed_calls_in_a_row_warn_ops_that_the_factory_is_in_trouble(factory, settings):
+    settings.FACTORY_FAILURE_STREAK_ALERT = 3
+    restock = pending_restock()
+
+    for failures in (1, 2, 3):
+        factory.answer(500, {"error": "boom"})
+        with pytest.raises(Exception):  # noqa: B017 - FactoryUnavailable, retried by the task
+            restock_place(restock.pk)
+        assert Alert.objects.filter(kind="factory_degraded").exists() == (failures == 3)
+
+    alert = Alert.objects.get(kind="factory_degraded")
+    assert alert.severity == "warning" and alert.context["sku"] == "GLAZED"
+
+
+def placed_restock() -> Restock:
+    restock = pending_restock()
+    Restock.objects.filter(pk=restock.pk).update(status="placed", factory_order_id="F-000123")
+    return Restock.objects.get(pk=restock.pk)
+
+
+def test_polling_an_overdue_order_receives_what_the_factory_made_when_the_callback_was_lost(factory):
+    restock = placed_restock()
+    factory.answer(200, {**ORDER, "reference": restock.reference, "status": "completed", "quantity_produced": 90})
+
+    assert run(restock_poll_task, restock.pk) == "completed"
+
+    restock.refresh_from_db()
+    assert (restock.status, restock.quantity_received) == ("fulfilled", 90)
+    assert Product.objects.get(sku="GLAZED").on_hand == 90
+    assert ledger_differences() == []
+    assert factory.requests[0]["path"] == "/v1/orders/F-000123"
+
+
+def test_polling_an_order_still_in_production_updates_when_it_is_expected(factory):
+    restock = placed_restock()
+    factory.answer(200, {**ORDER, "status": "in_production", "estimated_ready_at": "2026-11-22T04:00:00Z"})
+
+    assert run(restock_poll_task, restock.pk) == "in_production"
+
+    restock.refresh_from_db()
+    assert restock.status == "placed" and restock.expected_at.isoformat() == "2026-11-22T04:00:00+00:00"
+    assert restock.last_polled_at is not None
+
+
+def test_polling_an_order_the_factory_does_not_know_changes_nothing(factory):
+    restock = placed_restock()
+    factory.answer(404, {"error": "no such order"})  # by id
+    factory.answer(200, {"results": []})  # by reference
+
+    assert run(restock_poll_task, restock.pk) == "unknown at the factory"
+
+    assert Restock.objects.get(pk=restock.pk).status == "placed"
+    assert factory.requests[1]["path"] == f"/v1/orders?reference={restock.reference}"
+
+
+def test_polling_a_restock_that_is_no_longer_placed_does_not_call_the_factory(factory):
+    restock = pending_restock()
+
+    assert run(restock_poll_task, restock.pk) == "not placed"
+
+    assert factory.requests == []
+
+
+def test_polling_that_keeps_failing_is_dead_lettered_on_its_last_attempt(factory, queues, settings):
+    restock = placed_restock()
+    factory.answer(503, {"error": "down"})
+
+    with pytest.raises(FactoryUnavailable) as raised:  # not retried any more
+        run(restock_poll_task, restock.pk, retries=settings.FACTORY_MAX_ATTEMPTS - 1)
+    fail(restock_poll_task, raised.value, restock.pk)
+
+    dead_letter = DeadLetter.objects.get()
+    assert (dead_letter.task_name, dead_letter.args) == ("factory.restock_poll", [restock.pk])
+    assert Alert.objects.filter(kind="dead_letter", severity="critical").exists()
+    assert Restock.objects.get(pk=restock.pk).status == "placed"  # the order is still at the factory
+    assert queues("factory") == []
+
+
+def test_work_that_dies_while_the_broker_is_down_still_leaves_its_dead_letter(factory, broker_down):
+    factory.answer(409, {"error": "no"})
+    restock = pending_restock()
+
+    with pytest.raises(FactoryRejected) as raised:
+        run(restock_place_task, restock.pk)
+    fail(restock_place_task, raised.value, restock.pk)
+
+    assert DeadLetter.objects.get().restock_id == restock.pk  # the row is the record; the queue copy is lost
+    assert Restock.objects.get(pk=restock.pk).status == "failed"

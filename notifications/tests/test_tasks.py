@@ -1,0 +1,161 @@
+"""The notification tasks' bodies and the alert admin's actions, in process against the Slack/FCM
+stand-ins and the real test broker: a flaky Slack is retried and finally given up on quietly, the sweep
+resends what never left and escalates what nobody acknowledged, ops acknowledge and resend alerts."""
+
+import ast
+import json
+from datetime import timedelta
+
+import pytest
+import redis
+from celery import current_app
+from celery.exceptions import Retry
+from django.urls import reverse
+from django.utils import timezone
+
+from notifications import services
+from notifications.models import Alert, AlertDelivery, Device, Subscription
+from notifications.tasks import MAX_ATTEMPTS, back_in_stock_task, deliver_task, sweep_task
+from notifications.tests import test_delivery
+from notifications.tests.test_delivery import critical_alert
+
+pytestmark = pytest.mark.django_db
+
+# The stand-ins and the settings that point the channels at them.
+slack, fcm, channels_at = test_delivery.slack, test_delivery.fcm, test_delivery.channels_at
+
+ALERTS = reverse("admin:notifications_alert_changelist")
+
+
+@pytest.fixture
+def queued():
+    """The test broker's `notifications` queue, empty before and after; yields a reader of its delivery ids."""
+    broker = redis.Redis.from_url(current_app.conf.broker_url)
+    broker.delete("notifications")
+
+    def delivery_ids():
+        messages = [json.loads(raw) for raw in broker.lrange("notifications", 0, -1)]
+        assert all(m["headers"]["task"] == "notifications.deliver" for m in messages)
+        return sorted(list(ast.literal_eval(m["headers"]["argsrepr"]))[0] for m in messages)
+
+    yield delivery_ids
+    broker.delete("notifications")
+
+
+def run(task, *args, retries=0):
+    """Run a task's body as a worker would for its `retries`-th retry (a worker's request, not eager mode)."""
+    task.push_request(id="task-1", args=list(args), kwargs={}, retries=retries, delivery_info={})
+    task.request.called_directly = False
+    try:
+        return task(*args)
+    finally:
+        task.pop_request()
+
+
+def slack_delivery() -> AlertDelivery:
+    return AlertDelivery.objects.get(alert=critical_alert(), channel="slack")
+
+
+def test_a_slack_failure_is_retried_through_the_broker(channels_at, slack, queued):
+    slack.fail_next(500)
+    delivery = slack_delivery()
+
+    with pytest.raises(Retry):
+        run(deliver_task, delivery.pk)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("pending", 1)
+    assert queued() == [delivery.pk]
+
+
+def test_the_last_attempt_failing_gives_up_quietly(channels_at, slack, queued):
+    slack.fail_next(500)
+    delivery = slack_delivery()
+
+    assert run(deliver_task, delivery.pk, retries=MAX_ATTEMPTS - 1) == "failed"
+
+    delivery.refresh_from_db()
+    assert delivery.status == "failed" and "500" in delivery.last_error
+    assert queued() == []
+    assert Alert.objects.count() == 1, "a channel's own failure raises no alert about itself"
+
+
+def test_a_delivery_sent_after_a_retry(channels_at, slack, queued):
+    delivery = slack_delivery()
+
+    assert run(deliver_task, delivery.pk, retries=2) == "sent"
+
+    assert AlertDelivery.objects.get(pk=delivery.pk).status == "sent"
+    assert len(slack.received) == 1
+
+
+def test_the_sweep_resends_deliveries_whose_message_never_left(channels_at, queued):
+    alert = critical_alert()
+    AlertDelivery.objects.filter(alert=alert).update(created_at=timezone.now() - timedelta(minutes=5))
+    stuck = sorted(AlertDelivery.objects.filter(alert=alert).values_list("pk", flat=True))
+
+    assert sweep_task()["resent"] == len(stuck) == 3  # log, Slack, FCM
+
+    assert queued() == stuck
+
+
+def test_the_sweep_pushes_a_warning_nobody_acknowledged_to_the_ops_phones(
+    channels_at, queued, settings, django_capture_on_commit_callbacks
+):
+    warning = services.alert_raise(kind="factory_degraded", severity="warning", title="The factory failed 5 calls")
+    Alert.objects.filter(pk=warning.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS + 1)
+    )
+    acknowledged = services.alert_raise(kind="forged_callback", severity="warning", title="A callback was refused")
+    Alert.objects.filter(pk=acknowledged.pk).update(
+        created_at=timezone.now() - timedelta(hours=1), acknowledged_at=timezone.now()
+    )
+    queued_before = set(queued())
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert sweep_task()["escalated"] == 1
+    assert sweep_task()["escalated"] == 0, "escalated once"
+
+    pushed = AlertDelivery.objects.get(alert=warning, channel="fcm")
+    assert Alert.objects.get(pk=warning.pk).escalated_at is not None
+    assert set(queued()) - queued_before == {pushed.pk}
+    assert not AlertDelivery.objects.filter(alert=acknowledged, channel="fcm").exists()
+
+
+def test_nothing_is_escalated_without_fcm(settings):
+    settings.FCM_PROJECT_ID = ""
+
+    assert sweep_task()["escalated"] == 0
+
+
+def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm, client_app):
+    device = Device.objects.create(client=client_app.api_client, token="customer-phone-1", platform="ios")
+    Subscription.objects.create(device=device, sku="VIRAL")
+
+    assert back_in_stock_task("VIRAL") == 1
+    assert back_in_stock_task("VIRAL") == 0
+
+    assert [r["body"]["message"]["token"] for r in fcm.received] == ["customer-phone-1"]
+
+
+def test_ops_acknowledge_alerts_in_the_admin(admin_client, channels_at):
+    alert = critical_alert()
+
+    response = admin_client.post(ALERTS, {"action": "acknowledge", "_selected_action": [alert.pk]}, follow=True)
+
+    assert "1 alert(s) acknowledged." in response.content.decode()
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is not None and alert.acknowledged_by.username == "admin"
+
+
+def test_ops_send_an_alert_again_from_the_admin(admin_client, channels_at, queued, django_capture_on_commit_callbacks):
+    alert = critical_alert()
+    AlertDelivery.objects.filter(alert=alert).update(status="failed", last_error="slack: HTTP 500")
+    deliveries = sorted(AlertDelivery.objects.filter(alert=alert).values_list("pk", flat=True))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(ALERTS, {"action": "resend", "_selected_action": [alert.pk]}, follow=True)
+
+    assert "3 delivery(ies) queued again." in response.content.decode()
+    assert set(AlertDelivery.objects.filter(alert=alert).values_list("status", "last_error")) == {("pending", "")}
+    assert queued() == deliveries
