@@ -11,6 +11,8 @@ export CELERY_BROKER_URL="${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/1}"
 export PORT="${PORT:-8000}" FLOWER_PORT="${FLOWER_PORT:-5555}"
 export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:$PORT}"
+# /metrics is off unless someone may read it: on this machine, this machine may.
+export METRICS_ALLOWED_IPS="${METRICS_ALLOWED_IPS:-127.0.0.1}"
 PY=.venv/bin/python
 mkdir -p var
 PROCFILE=var/Procfile
@@ -65,6 +67,8 @@ cat <<INFO
     API        http://127.0.0.1:$PORT/api/v1/products/
     API docs   http://127.0.0.1:$PORT/api/docs/
     Admin      http://127.0.0.1:$PORT/admin/   (make a login: .venv/bin/python manage.py createsuperuser)
+    Dashboard  http://127.0.0.1:$PORT/admin/dashboard/
+    Metrics    http://127.0.0.1:$PORT/metrics   (from this machine only)
     Flower     http://127.0.0.1:$FLOWER_PORT/   (login ${FLOWER_BASIC_AUTH%%:*} / ${FLOWER_BASIC_AUTH#*:})
     Factory    $FACTORY_API_URL   (simulator; its orders: $FACTORY_API_URL/_sim/orders)
 
