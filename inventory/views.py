@@ -18,6 +18,8 @@ from inventory.serializers import (
     RestockOut,
     SaleIn,
     SaleOut,
+    sale_items_validate,
+    sale_representation,
 )
 from notifications import services as notification_services
 
@@ -57,13 +59,11 @@ class SaleCreateView(APIView):
         key = request.headers.get("Idempotency-Key", "")
         if key and not IDEMPOTENCY_KEY.match(key):
             raise serializers.ValidationError({"Idempotency-Key": ["1 to 255 printable ASCII characters."]})
-        body = SaleIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        items = [services.SaleItem(**item) for item in body.validated_data["items"]]
+        items = [services.SaleItem(item["sku"], item["quantity"]) for item in sale_items_validate(request.data)]
         outcome = services.sale_create(client=request.auth, items=items, idempotency_key=key)
         if not outcome.replayed:  # a replay sold nothing new
             metrics.count_sale_outcome("sold")
-        data = SaleOut({**vars(outcome.sale), "lines": outcome.lines}).data
+        data = sale_representation(outcome.sale, outcome.lines)
         headers = {"Location": f"/api/v1/sales/{outcome.sale.pk}/"}
         if outcome.replayed:
             headers["Idempotent-Replayed"] = "true"
@@ -78,7 +78,7 @@ class SaleDetailView(APIView):
         sale = selectors.sale_get(client=request.auth, sale_id=sale_id)
         if sale is None:
             return Response({"code": "not_found", "message": "No such sale."}, status=status.HTTP_404_NOT_FOUND)
-        return Response(SaleOut({**vars(sale), "lines": list(sale.lines.all())}).data)
+        return Response(sale_representation(sale, sale.lines.all()))
 
 
 class ProductListView(generics.ListAPIView):

@@ -1,0 +1,72 @@
+"""The sale endpoint's two shortcuts agree with the serializers they stand in for: SaleIn decides what
+a valid body is and SaleOut what a sale looks like (and both are the published schema); the view
+validates plain bodies and renders sales without building them (docs/benchmarks.md, "Sales")."""
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rest_framework.exceptions import ValidationError
+
+from inventory.serializers import SaleIn, SaleOut, _sale_items_plain, sale_items_validate, sale_representation
+from inventory.services import SaleItem, sale_create
+from inventory.tests.helpers import make_api_client, make_product
+
+# Bodies near the edges of what is valid: SKU-like and odd strings, quantities around 1..100, bools and
+# floats where integers go, missing, extra and duplicate keys, too few and too many lines.
+skus = st.one_of(
+    st.sampled_from(["GLAZED", "BOSTON", "X" * 64, "X" * 65, "", " GLAZED", "GLA ZED", "glazed", "\x00", "é"]),
+    st.text(max_size=70),
+)
+quantities = st.one_of(st.integers(-2, 102), st.sampled_from([True, False, 1.0, "1", None, 10**30]))
+items = st.one_of(
+    st.fixed_dictionaries({"sku": skus, "quantity": quantities}),
+    st.fixed_dictionaries({"sku": skus}),
+    st.fixed_dictionaries({"sku": skus, "quantity": quantities, "note": st.just("x")}),
+    st.just("GLAZED"),
+)
+bodies = st.one_of(
+    st.fixed_dictionaries({"items": st.lists(items, max_size=22)}),
+    st.fixed_dictionaries({"items": st.lists(items, max_size=3), "coupon": st.just("FREE")}),
+    st.just([]),
+    st.just({}),
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies)
+def test_whatever_the_shortcut_accepts_sale_in_accepts_the_same(body):
+    serializer = SaleIn(data=body)
+    valid = serializer.is_valid()
+    plain = _sale_items_plain(body)
+
+    if plain is not None:
+        assert valid, serializer.errors
+        assert [dict(item) for item in serializer.validated_data["items"]] == plain
+    if valid:
+        assert sale_items_validate(body) == [dict(item) for item in serializer.validated_data["items"]]
+    else:
+        with pytest.raises(ValidationError) as refused:
+            sale_items_validate(body)
+        assert refused.value.detail == serializer.errors
+
+
+def test_the_shortcut_takes_the_usual_body():
+    body = {"items": [{"sku": "GLAZED", "quantity": 2}, {"sku": "BOSTON", "quantity": 100}]}
+
+    assert _sale_items_plain(body) == body["items"]
+
+
+@pytest.mark.django_db
+def test_a_sale_renders_as_sale_out_renders_it():
+    make_product("GLAZED", on_hand=50, price=Decimal("1.25"))
+    make_product("BOSTON", on_hand=50, price=Decimal("2.10"))
+    client, _ = make_api_client()
+    outcome = sale_create(client=client, items=[SaleItem("BOSTON", 3), SaleItem("GLAZED", 1)])
+
+    rendered = sale_representation(outcome.sale, outcome.lines)
+
+    assert rendered == SaleOut({**vars(outcome.sale), "lines": outcome.lines}).data
+    assert rendered["total"] == "7.55" and [ln["sku"] for ln in rendered["lines"]] == ["BOSTON", "GLAZED"]
+    assert rendered["created_at"].endswith("Z")
