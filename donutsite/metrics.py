@@ -1,9 +1,10 @@
 """Prometheus metrics at /metrics, computed when Prometheus scrapes.
 
-gunicorn runs several processes, so nothing here counts in process memory. Every figure is read at
-scrape time from the database (aggregate queries, bounded to the last 24 h where the rows pile up)
-or from Redis: the sales endpoint's answers that leave no row behind are counted with one HINCRBY
-each in a hash on REDIS_URL, and the Celery queue depths are LLENs on the broker.
+gunicorn runs several processes, so every figure is read at scrape time from what they share: the
+database (aggregate queries, bounded to the last 24 h where the rows pile up) and Redis. The sales
+endpoint's answers are counted in a hash on REDIS_URL; each process sends its counts there in one
+MULTI/EXEC every half second, not one round trip per sale; the Celery queue depths are LLENs on the
+broker.
 
 Access (never public): a request passes with `Authorization: Bearer <METRICS_TOKEN>` or from a
 REMOTE_ADDR inside METRICS_ALLOWED_IPS (addresses or networks). X-Forwarded-For is ignored on
@@ -11,11 +12,15 @@ purpose: anyone can send it. Behind a reverse proxy REMOTE_ADDR is the proxy, so
 proxy's own address; use the token. With neither setting the endpoint does not exist (404).
 """
 
+import atexit
 import hashlib
 import hmac
 import ipaddress
 import logging
+import os
+import threading
 import time
+from collections import Counter
 from datetime import timedelta
 
 import redis
@@ -44,11 +49,19 @@ FACTORY_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # seconds; the 
 ALERT_LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)  # seconds, from the alert's creation to sent
 STOCK_SKU_LIMIT = 1000  # the catalogue has dozens; a runaway one must not make the scrape huge
 
-# Redis is on the sale's path here: short timeouts, and after a failure no attempt for a few seconds,
-# so an unreachable Redis costs a sale at most one timeout per process per pause.
+# The sale counters leave the request path: a sale adds to this process's counts, and a daemon thread
+# sends them to Redis every COUNTERS_FLUSH_SECONDS (so does a scrape, for its own process, and exit).
+# A Redis round trip per sale cost about a tenth of the sale's CPU (docs/benchmarks.md, "Sales").
+# Counts wait in memory while Redis is down, and a process killed outright loses at most the last
+# half second's. Short timeouts and a pause after a failure keep an unreachable Redis cheap.
+COUNTERS_FLUSH_SECONDS = 0.5
 REDIS_TIMEOUT_SECONDS = 0.5
 COUNTERS_PAUSE_SECONDS = 5.0
 _counters_paused_until = 0.0
+_pending: Counter = Counter()
+_pending_lock = threading.Lock()
+_flush_lock = threading.Lock()  # one flush at a time, so a flush that returns has reached Redis
+_flusher_pid = 0  # the process whose flusher thread runs (threads do not survive gunicorn's fork)
 _clients: dict[str, redis.Redis] = {}
 
 
@@ -68,26 +81,52 @@ def _counters_key() -> str:
 
 
 def count_sale_outcome(outcome: str, *, stockouts: int = 0) -> None:
-    """Count one answer of the sales endpoint in Redis, shared by every web process.
-
-    `stockouts` is how many products the refused sale found short. Fails open: if Redis is down the
-    event is not counted, and the sale's answer is unaffected.
-    """
-    global _counters_paused_until
+    """Count one answer of the sales endpoint; it reaches Redis, shared by every web process, within
+    COUNTERS_FLUSH_SECONDS. `stockouts` is how many products the refused sale found short. Never
+    touches the network, so the sale's answer cannot wait on or fail because of Redis."""
+    global _flusher_pid
     if outcome not in SALE_OUTCOMES:
         raise ValueError(f"unknown sale outcome {outcome!r}")
-    if time.monotonic() < _counters_paused_until:
-        return
-    key = _counters_key()
-    try:
-        pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
-        pipe.hincrby(key, outcome, 1)
+    with _pending_lock:
+        _pending[outcome] += 1
         if stockouts:
-            pipe.hincrby(key, "stockouts", stockouts)
-        pipe.execute()
-    except (redis.RedisError, OSError) as exc:
-        _counters_paused_until = time.monotonic() + COUNTERS_PAUSE_SECONDS
-        logger.warning("metrics: Redis unavailable, sale outcome %r not counted (%r)", outcome, exc)
+            _pending["stockouts"] += stockouts
+        start_flusher = _flusher_pid != os.getpid()
+        _flusher_pid = os.getpid()
+    if start_flusher:
+        threading.Thread(target=_counters_flush_forever, name="sale-counters", daemon=True).start()
+        atexit.register(counters_flush)
+
+
+def counters_flush() -> bool:
+    """Send this process's pending counts to Redis; False if they are still pending (Redis down)."""
+    global _counters_paused_until
+    with _flush_lock:
+        if time.monotonic() < _counters_paused_until:
+            return False
+        with _pending_lock:
+            counts = dict(_pending)
+            _pending.clear()
+        if not counts:
+            return True
+        try:
+            pipe = _redis(settings.REDIS_URL).pipeline()  # MULTI/EXEC: all of them or none
+            for name, n in counts.items():
+                pipe.hincrby(_counters_key(), name, n)
+            pipe.execute()
+            return True
+        except (redis.RedisError, OSError) as exc:
+            with _pending_lock:
+                _pending.update(counts)  # adds them back
+            _counters_paused_until = time.monotonic() + COUNTERS_PAUSE_SECONDS
+            logger.warning("metrics: Redis unavailable, %s sale outcomes wait in this process (%r)", counts, exc)
+            return False
+
+
+def _counters_flush_forever():
+    while True:
+        time.sleep(COUNTERS_FLUSH_SECONDS)
+        counters_flush()
 
 
 def _histogram(row, bounds, scale):
@@ -133,6 +172,7 @@ class DonutCollector:
         yield from self._stock()
 
     def _sales(self):
+        counters_flush()  # this process's own counts; the others' arrive within COUNTERS_FLUSH_SECONDS
         try:
             raw = _redis(settings.REDIS_URL).hgetall(_counters_key())
         except (redis.RedisError, OSError) as exc:
@@ -143,7 +183,7 @@ class DonutCollector:
             "donut_sales",
             "Answers of POST /api/v1/sales/: sold (201, replays not counted), out_of_stock (409), "
             "rejected (any other 4xx, incl. auth, validation, unknown SKU, throttling). Redis counters "
-            "across all web processes; events while Redis was down are not counted.",
+            "across all web processes, each sending its counts every 0.5 s.",
             labels=["outcome"],
         )
         for outcome in SALE_OUTCOMES:

@@ -1,5 +1,6 @@
 """/metrics: who may read it, and that its figures follow what really happened (MariaDB, Redis, broker)."""
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -42,9 +43,11 @@ EXPECTED = {
 def metrics_on(settings):
     settings.METRICS_TOKEN = TOKEN
     settings.METRICS_ALLOWED_IPS = []
-    # Start from no sale counters (only our key: other tests' Redis state is left alone) and no pause.
-    redis.Redis.from_url(settings.REDIS_URL).delete(metrics._counters_key())
+    # Start from no sale counters (only our key: other tests' Redis state is left alone) and no pause;
+    # earlier tests' sales are sent first, so that the flusher thread cannot bring them in later.
     metrics._counters_paused_until = 0.0
+    metrics.counters_flush()
+    redis.Redis.from_url(settings.REDIS_URL).delete(metrics._counters_key())
     yield
     metrics._counters_paused_until = 0.0
 
@@ -182,6 +185,31 @@ def test_a_sale_still_sells_when_the_counters_redis_is_down(client_app, settings
     assert value(samples, "donut_metrics_redis_up", source="counters") == 0
     assert ("donut_sales_total", (("outcome", "sold"),)) not in samples
     assert value(samples, "donut_stock_on_hand", sku="GLAZED") == 4  # the rest of the scrape still works
+
+
+def test_the_counts_reach_redis_within_a_second_without_a_scrape(client_app, settings):
+    make_product("GLAZED", on_hand=5)
+    stored = redis.Redis.from_url(settings.REDIS_URL)
+
+    assert buy(client_app, ("GLAZED", 1)).status_code == 201
+
+    deadline = time.monotonic() + 3
+    while stored.hget(metrics._counters_key(), "sold") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stored.hget(metrics._counters_key(), "sold") == b"1"  # sent by this process's flusher thread
+
+
+def test_counts_made_while_redis_is_down_arrive_when_it_is_back(client_app, settings):
+    make_product("GLAZED", on_hand=5)
+    working_url = settings.REDIS_URL
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+
+    assert buy(client_app, ("GLAZED", 1)).status_code == 201
+    assert metrics.counters_flush() is False
+
+    settings.REDIS_URL = working_url
+    metrics._counters_paused_until = 0.0  # the pause after a failure is over
+    assert value(scrape(), "donut_sales_total", outcome="sold") == 1
 
 
 # --- queue depth (broker) ------------------------------------------------------------------------------------
