@@ -32,9 +32,11 @@ def client_app(api_client_and_key):
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
-    """Per-process caches (SKU ids, API keys) must not leak between tests whose rows were rolled back."""
-    from inventory import auth, selectors
+    """Per-process caches (SKU ids, API keys, throttle tokens) must not leak between tests whose rows
+    were rolled back."""
+    from inventory import auth, selectors, throttles
 
     selectors.forget_product_ids()
     auth._cache.clear()
+    throttles._batches.clear()
     yield

@@ -1,5 +1,6 @@
 """Idempotency-Key replays and per-client throttling, through the HTTP API."""
 
+import random
 from datetime import timedelta
 
 import pytest
@@ -8,6 +9,7 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
+from inventory import throttles
 from inventory.models import IdempotencyKey, Product, Sale
 from inventory.services import idempotency_keys_purge
 from inventory.tests.helpers import make_api_client, make_product
@@ -129,3 +131,27 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(client_app, fresh_thro
     assert 1 <= int(refused["Retry-After"]) <= 60
     assert other.status_code == 201, "the limit is per client"
     assert Product.objects.get(sku="GLAZED").on_hand == 6
+
+
+def test_processes_share_one_budget_and_take_tokens_in_batches(fresh_throttle_counts):
+    """Two processes' token batches (each process has one TokenBatches) against one Redis counter: the
+    client never gets more than the limit, and loses at most one batch less one to the other process."""
+    first, second = throttles.TokenBatches(), throttles.TokenBatches()
+    limit, window, now = 1000, 60, 120.0  # a batch of 10
+    rng = random.Random(7)
+    stored = redis.Redis.from_url(settings.REDIS_URL)
+    incrby_before = stored.info("commandstats").get("cmdstat_incrby", {}).get("calls", 0)
+
+    granted = 0
+    for _ in range(2 * limit):  # far more requests than the limit
+        answers = [first.take(42, limit, window, now), second.take(42, limit, window, now)]
+        granted += sum(answers)
+        if not any(answers):
+            break
+        if rng.random() < 0.5:  # uneven traffic: one process serves more
+            granted += first.take(42, limit, window, now)
+
+    assert limit - 9 <= granted <= limit  # the other process may hold a batch of 10 with 9 unused
+    round_trips = stored.info("commandstats")["cmdstat_incrby"]["calls"] - incrby_before
+    assert round_trips <= limit // 10 + 2, "one INCRBY per batch of 10, not one per request"
+    assert not first.take(42, limit, window, now + 59) and first.take(42, limit, window, now + 60), "next window"
