@@ -6,13 +6,20 @@ from inventory.errors import UnknownSku
 from inventory.models import ApiClient, Product, Restock, Sale, StockMovement
 
 # SKU -> product id never changes (SKUs are read-only once created, products are never deleted), so
-# each process remembers it and a sale needs no lookup query before it locks.
+# each process remembers it and a sale needs no lookup query before it locks. The first sale a process
+# serves loads the whole catalogue's map in one query; after that only a SKU it has not seen costs one.
 _product_ids: dict[str, int] = {}
+_catalogue_loaded = False
 
 
 def product_ids_for_skus(skus: list[str]) -> dict[str, int]:
     """Map SKUs to product ids; raise UnknownSku naming every SKU we do not sell."""
+    global _catalogue_loaded
     missing = [sku for sku in skus if sku not in _product_ids]
+    if missing and not _catalogue_loaded:
+        _product_ids.update(Product.objects.filter(is_active=True).values_list("sku", "pk"))
+        _catalogue_loaded = True
+        missing = [sku for sku in missing if sku not in _product_ids]
     if missing:
         found = dict(Product.objects.filter(sku__in=missing, is_active=True).values_list("sku", "pk"))
         _product_ids.update(found)
@@ -23,7 +30,9 @@ def product_ids_for_skus(skus: list[str]) -> dict[str, int]:
 
 
 def forget_product_ids() -> None:
+    global _catalogue_loaded
     _product_ids.clear()
+    _catalogue_loaded = False
 
 
 def product_list():

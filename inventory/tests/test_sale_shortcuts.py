@@ -1,10 +1,13 @@
-"""The sale endpoint's two shortcuts agree with the serializers they stand in for: SaleIn decides what
-a valid body is and SaleOut what a sale looks like (and both are the published schema); the view
-validates plain bodies and renders sales without building them (docs/benchmarks.md, "Sales")."""
+"""The sale endpoint's shortcuts (docs/benchmarks.md, "Sales"). The view validates plain bodies and
+renders sales without building serializers, and agrees with the ones it stands in for: SaleIn decides
+what a valid body is and SaleOut what a sale looks like (both are the published schema). And a sale
+needs no query to find its SKUs' rows once the process knows the catalogue."""
 
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.exceptions import ValidationError
@@ -70,3 +73,20 @@ def test_a_sale_renders_as_sale_out_renders_it():
     assert rendered == SaleOut({**vars(outcome.sale), "lines": outcome.lines}).data
     assert rendered["total"] == "7.55" and [ln["sku"] for ln in rendered["lines"]] == ["BOSTON", "GLAZED"]
     assert rendered["created_at"].endswith("Z")
+
+
+@pytest.mark.django_db
+def test_after_the_first_sale_no_sale_looks_up_its_skus():
+    """The first sale a process serves loads every SKU's id in one query; the next sale of another
+    SKU goes straight to its row lock (SKU ids never change)."""
+    for sku in ("GLAZED", "BOSTON", "CRULLER"):
+        make_product(sku, on_hand=50)
+    client, _ = make_api_client()
+    with CaptureQueriesContext(connection) as first:
+        sale_create(client=client, items=[SaleItem("GLAZED", 1)])
+    with CaptureQueriesContext(connection) as later:
+        sale_create(client=client, items=[SaleItem("CRULLER", 1), SaleItem("BOSTON", 1)])
+
+    reads = [q["sql"] for q in later.captured_queries if q["sql"].startswith("SELECT")]
+    assert len(reads) == 1 and reads[0].endswith("FOR UPDATE"), reads
+    assert sum(q["sql"].startswith("SELECT") for q in first.captured_queries) == 2  # the catalogue, the lock
