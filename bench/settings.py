@@ -19,7 +19,7 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/12")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/12")
 os.environ.setdefault("FACTORY_API_KEY", "bench-factory-key")  # required in production; the bench never calls it
 os.environ.setdefault("FACTORY_CALLBACK_SECRET", "bench-callback-secret")
-os.environ.setdefault("API_THROTTLE_RATE", "100000000/second")  # the throttle still runs (one Redis INCR), never bites
+os.environ.setdefault("API_THROTTLE_RATE", "100000000/second")  # the throttle runs (batches of 32), never bites
 
 # `from donutsite.settings import *` would be the usual way, but importing anything under donutsite/ runs
 # donutsite/__init__.py, whose Celery app reads Django's settings at import time: it would read this
