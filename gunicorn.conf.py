@@ -27,14 +27,12 @@ wsgi_app = "donutsite.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 
 # Sync workers, two per CPU (docs/benchmarks.md, "Sales throughput", has the figures). A sale is
-# CPU-bound Python (~8 ms of CPU on the bench machine) around a row lock, so threads add no
-# throughput: each of the 18 configurations tried sold 75-116 sales per core-second the app got. But
-# a thread holding a hot product's row lock must win the GIL back after each SQL round trip, which
-# stretches the lock: at 64 clients on one SKU the median p99 was 1.95 s with gthread and 1.35 s with
-# sync workers, and of the configurations measured more than once sync 4 (two per CPU) had the lowest
-# median p99 on both workloads. Two per CPU keep a CPU busy while the other worker on it waits for
-# MariaDB or Redis. Sync workers need a buffering proxy in front (a slow client holds a worker);
-# production has the TLS proxy.
+# CPU-bound Python (~2.3 ms of CPU per sale in process on the bench machine) around a row lock, and a
+# thread holding a hot product's lock must win the GIL back after each SQL round trip: gthread had the
+# worst p99 on one SKU (425-515 ms against 199-284 ms for sync 4). One worker per CPU sold ~20% more
+# on the hot SKU where MariaDB shares the two cores; two per CPU keep half the capacity free when one
+# request waits out a slow database or a big admin page. Sync workers need a buffering proxy in front
+# (a slow client holds a worker); production has the TLS proxy.
 workers = int(os.environ.get("GUNICORN_WORKERS", 2 * _cpus()))
 threads = int(os.environ.get("GUNICORN_THREADS", 1))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread" if threads > 1 else "sync")
