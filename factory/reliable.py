@@ -25,14 +25,6 @@ logger = logging.getLogger(__name__)
 DEAD_LETTER_QUEUE = "dead_letter"
 
 
-class Park(Exception):  # noqa: N818 - a signal, not an error
-    """Raised by a task to say "try again at `until`", for a wait too long to hold in the broker."""
-
-    def __init__(self, until):
-        super().__init__(f"parked until {until.isoformat()}")
-        self.until = until
-
-
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
     """Capped exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
     return random.uniform(0, min(cap, base * 2**attempt))
