@@ -51,7 +51,7 @@ STOCK_SKU_LIMIT = 1000  # the catalogue has dozens; a runaway one must not make 
 
 # The sale counters leave the request path: a sale adds to this process's counts, and a daemon thread
 # sends them to Redis every COUNTERS_FLUSH_SECONDS (so does a scrape, for its own process, and exit).
-# A Redis round trip per sale cost about a tenth of the sale's CPU (docs/benchmarks.md, "Sales").
+# So a sale's answer never waits on Redis for a counter (docs/benchmarks.md, "Sales").
 # Counts wait in memory while Redis is down, and a process killed outright loses at most the last
 # half second's. Short timeouts and a pause after a failure keep an unreachable Redis cheap.
 COUNTERS_FLUSH_SECONDS = 0.5
