@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST
 
 from factory import services
 from factory.models import DeadLetter, FactoryAttempt
-from inventory.admin import ReadOnlyAdmin, RestockAdmin
+from inventory.admin import ReadOnlyAdmin, RestockAdmin, ViewOnly
 from inventory.models import Restock
 
 EMPTY = "—"
@@ -286,7 +286,7 @@ class FactoryAttemptAdmin(ReadOnlyAdmin):
 # factory app extends inventory's registration instead.
 
 
-class FactoryAttemptInline(admin.TabularInline):
+class FactoryAttemptInline(ViewOnly, admin.TabularInline):
     model = FactoryAttempt
     verbose_name = "call to the factory"
     verbose_name_plural = "calls to the factory"
@@ -295,15 +295,6 @@ class FactoryAttemptInline(admin.TabularInline):
     ordering = ("number", "pk")
     extra = 0
     can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class FactoryRestockAdmin(RestockAdmin):

@@ -17,8 +17,8 @@ from inventory.models import ApiClient, IdempotencyKey, Product, Restock, Sale, 
 ADJUST_LIMIT = 1_000_000  # far above any real tray count, far below the on-hand column's range
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable, never added, edited or deleted here: these rows are written by services."""
+class ViewOnly:
+    """For admins and inlines: viewable, never added, edited or deleted here (services write these rows)."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -28,6 +28,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(ViewOnly, admin.ModelAdmin):
+    pass
 
 
 # Products
@@ -181,21 +185,12 @@ class ProductAdmin(admin.ModelAdmin):
 # Sales and the ledger
 
 
-class SaleLineInline(admin.TabularInline):
+class SaleLineInline(ViewOnly, admin.TabularInline):
     model = SaleLine
     fields = ("product", "quantity", "unit_price", "line_total")
     readonly_fields = fields
     extra = 0
     can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Sale)
