@@ -54,20 +54,19 @@ def products_lock(product_ids) -> dict[int, Product]:
     with connection.cursor() as cursor:
         cursor.execute(sql, ids)
         rows = cursor.fetchall()
-    fields = [Product._meta.get_field(name) for name in _LOCKED_FIELDS]
     return {
         row[0]: Product.from_db(
-            connection.alias, _LOCKED_FIELDS, [f.to_python(v) for f, v in zip(fields, row, strict=True)]
+            connection.alias, _LOCKED_FIELDS, [f.to_python(v) for f, v in zip(_LOCKED_MODEL_FIELDS, row, strict=True)]
         )
         for row in rows
     }
 
 
 _LOCKED_FIELDS = ("id", "sku", "name", "price", "is_active", "on_hand", "reorder_point", "reorder_quantity")
-# The statements of a sale. Nothing but placeholders is ever formatted into them.
+_LOCKED_MODEL_FIELDS = [Product._meta.get_field(name) for name in _LOCKED_FIELDS]
+# The statements of a sale. Nothing but placeholders is ever formatted into them at run time.
 _SQL_PRODUCTS_LOCK = (
-    "SELECT id, sku, name, price, is_active, on_hand, reorder_point, reorder_quantity"
-    " FROM inventory_product WHERE id IN (%s) ORDER BY id FOR UPDATE"
+    f"SELECT {', '.join(_LOCKED_FIELDS)} FROM inventory_product WHERE id IN (%s) ORDER BY id FOR UPDATE"  # noqa: S608 - constant column names
 )
 _SQL_ON_HAND_SET = "UPDATE inventory_product SET on_hand = CASE id %s END WHERE id IN (%s)"
 _SQL_SALE_INSERT = "INSERT INTO inventory_sale (client_id, idempotency_key, total, created_at) VALUES (%s, %s, %s, %s)"

@@ -34,6 +34,10 @@ def batch_size(limit: int) -> int:
     return max(1, min(MAX_BATCH, limit // 100))
 
 
+def window_start(now: float, window: int) -> int:
+    return int(now // window) * window
+
+
 class TokenBatches:
     """The tokens one process holds, per client, for the client's current window."""
 
@@ -48,25 +52,26 @@ class TokenBatches:
     def take(self, client_id: int, limit: int, window: int, now: float) -> bool:
         """One request's token; False when the client's budget for this window is spent.
         Raises redis.RedisError when a new batch is needed and Redis does not answer."""
-        window_start = int(now // window) * window
+        current = window_start(now, window)
         with self._lock:
             start, left = self._held.get(client_id, (None, 0))
-            if start == window_start and left != 0:
+            if start == current and left != 0:
                 if left > 0:
                     self._held[client_id] = (start, left - 1)
                 return left > 0
         batch = batch_size(limit)
+        key = f"throttle:{client_id}:{current}"
         pipe = _client().pipeline(transaction=False)
-        pipe.incrby(f"throttle:{client_id}:{window_start}", batch)
-        pipe.expire(f"throttle:{client_id}:{window_start}", window + 1)
+        pipe.incrby(key, batch)
+        pipe.expire(key, window + 1)
         counted = pipe.execute()[0]
         granted = max(0, min(batch, limit - (counted - batch)))  # the batch's tokens that are within the limit
         with self._lock:
             if len(self._held) > 10_000:
                 self._held.clear()
             start, left = self._held.get(client_id, (None, 0))
-            tokens = granted + (left if start == window_start and left > 0 else 0)  # + another thread's batch
-            self._held[client_id] = (window_start, tokens - 1 if tokens else -1)
+            tokens = granted + (left if start == current and left > 0 else 0)  # + another thread's batch
+            self._held[client_id] = (current, tokens - 1 if tokens else -1)
             return tokens > 0
 
 
@@ -90,7 +95,7 @@ class ApiClientRateThrottle(BaseThrottle):
             logger.warning("throttle: Redis unavailable, letting the request through")
             return True
         if not allowed:
-            self.wait_seconds = int(now // self.window) * self.window + self.window - now
+            self.wait_seconds = window_start(now, self.window) + self.window - now
         return allowed
 
     def wait(self):
