@@ -27,7 +27,7 @@ wsgi_app = "donutsite.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 
 # Sync workers, two per CPU (docs/benchmarks.md, "Sales throughput", has the figures). A sale is
-# CPU-bound Python (~2.3 ms of CPU per sale in process on the bench machine) around a row lock, and a
+# CPU-bound Python (6-7x a bare view's CPU in process on the bench machines) around a row lock, and a
 # thread holding a hot product's lock must win the GIL back after each SQL round trip: gthread had the
 # worst p99 on one SKU (425-515 ms against 199-284 ms for sync 4). One worker per CPU sold ~20% more
 # on the hot SKU where MariaDB shares the two cores; two per CPU keep half the capacity free when one

@@ -2,19 +2,21 @@
 --   bare    GET /bench/bare/                                  (baseline a)
 --   hot     POST /api/v1/sales/ selling 1 of SKU "HOT"         (workload b)
 --   spread  POST /api/v1/sales/ selling 1 of a random S0000..  (workload c; BENCH_SKUS of them)
+-- BENCH_PATH, when set, sends the same requests to another path (the --floors views, bench/floors.py).
 -- done() prints one line, "BENCH_JSON {...}", that bench/sales.py reads. wrk's latencies are microseconds.
 
 local mode = os.getenv("BENCH_MODE") or "hot"
 local api_key = os.getenv("BENCH_API_KEY") or ""
 local skus = tonumber(os.getenv("BENCH_SKUS") or "1000")
+local path = os.getenv("BENCH_PATH")
 local threads = {}
 
 if mode == "bare" then
   wrk.method = "GET"
-  wrk.path = "/bench/bare/"
+  wrk.path = path or "/bench/bare/"
 else
   wrk.method = "POST"
-  wrk.path = "/api/v1/sales/"
+  wrk.path = path or "/api/v1/sales/"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Api-Key " .. api_key
   wrk.body = '{"items":[{"sku":"HOT","quantity":1}]}'

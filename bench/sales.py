@@ -12,7 +12,9 @@ One run, on a database created fresh (BENCH_DATABASE_URL, default donut_bench on
 It prints requests/s, p50/p95/p99 and non-2xx responses per phase, the ratios b/d1 and c/a against
 the targets, then checks that nothing was oversold and the ledger balances (exit 1 if not; missed
 targets only print NOT MET). `--configs` runs phases against several gunicorn configurations in turn,
-`--profile N` profiles N sales of workload b in this process.
+`--profile N` profiles N sales of workload b in this process. `--floors` adds phases that run other
+designs of the sale on the same server (bench/floors.py): where the API's cost goes, and what designs
+the app does not use would reach.
 
     .venv/bin/python -m bench.sales --help
 """
@@ -44,12 +46,22 @@ TARGET_B_OVER_D1 = 0.50
 TARGET_B_P99_MS = 100.0
 TARGET_C_OVER_A = 0.30
 
+# --floors: phase -> (title, wrk mode, path); run after a, b and c on the first configuration.
+FLOORS = {
+    "drf": ("floor: DRF stack, no database", "spread", "/bench/floor/drf/"),
+    "sql-b": ("floor: sale SQL, plain view, hot", "hot", "/bench/floor/sql/"),
+    "sql-c": ("floor: sale SQL, plain view, spread", "spread", "/bench/floor/sql/"),
+    "proc-b": ("floor: DRF + procedure, hot", "hot", "/bench/floor/proc/"),
+    "proc-c": ("floor: DRF + procedure, spread", "spread", "/bench/floor/proc/"),
+}
+
 PHASE_TITLES = {
     "a": "bare JsonResponse (GET)",
     "b": "sale, 1 hot SKU",
     "c": "sale, random of {skus} SKUs",
     "d1": "DB-only sale txn, 1 hot row",
     "d2": "DB-only sale txn, {skus} rows",
+    **{phase: title for phase, (title, _, _) in FLOORS.items()},
 }
 
 
@@ -119,6 +131,18 @@ def database_recreate() -> tuple[dict, object]:
     cur.execute(f"DROP DATABASE IF EXISTS `{db['NAME']}`")
     cur.execute(f"CREATE DATABASE `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     return db, guard
+
+
+def _procedure_create(db: dict) -> None:
+    import MySQLdb
+
+    from bench.floors import procedure_create
+
+    conn = MySQLdb.connect(**_mysql_args(db))
+    try:
+        procedure_create(conn.cursor())
+    finally:
+        conn.close()
 
 
 def _mysql_args(db: dict, *, with_db: bool = True) -> dict:
@@ -313,8 +337,12 @@ def _pids_named(name: str) -> list[int]:
     return found
 
 
-def wrk_run(url: str, mode: str, seconds: int, args, api_key: str, meter: CpuMeter | None = None) -> PhaseResult:
+def wrk_run(
+    url: str, mode: str, seconds: int, args, api_key: str, meter: CpuMeter | None = None, path: str = ""
+) -> PhaseResult:
     env = {**os.environ, "BENCH_MODE": mode, "BENCH_API_KEY": api_key, "BENCH_SKUS": str(args.skus)}
+    if path:
+        env["BENCH_PATH"] = path
     cmd = ["wrk", f"-t{args.wrk_threads}", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "10s"]
     cmd += ["-s", str(LUA), url]
     with meter or CpuMeter():
@@ -605,6 +633,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--port", type=int, default=0, help="port for the bench gunicorn (default: a free one)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: leave the CPUs to the app)")
+    parser.add_argument(
+        "--floors", action="store_true", help="also run other designs of the sale (bench/floors.py) after a, b, c"
+    )
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="also profile N sales in-process")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -628,23 +659,27 @@ def main(argv=None) -> int:
     print(f"database {db['NAME']} created; migrating and stocking {args.skus + 1} products ...", flush=True)
     api_key, initial = app_setup(args.skus)
     db_tables_create(db, args.skus)
+    if args.floors:
+        phases += [p for p in FLOORS if p not in phases]
+        _procedure_create(db)
     print(f"setup took {time.monotonic() - started:.0f} s", flush=True)
 
     results: dict[str, dict[str, PhaseResult]] = {}
     responses_201 = 0
     modes = {"a": "bare", "b": "hot", "c": "spread"}
     for config in configs:
-        http_phases = [p for p in phases if p in modes]
+        http_phases = [p for p in phases if p in modes or (p in FLOORS and config is configs[0])]
         if not http_phases:
             break
         print(f"\ngunicorn {config} on port {args.port}, {args.connections} connections:", flush=True)
         with Server(config, args.port, log_dir / "gunicorn.log") as server:
             for phase in http_phases:
+                mode, path = (FLOORS[phase][1:]) if phase in FLOORS else (modes[phase], "")
                 if args.warmup:
-                    warm = wrk_run(server.url, modes[phase], args.warmup, args, api_key)
+                    warm = wrk_run(server.url, mode, args.warmup, args, api_key, path=path)
                     responses_201 += warm.statuses.get(201, 0)
                 meter = CpuMeter(server.proc.pid)
-                result = wrk_run(server.url, modes[phase], args.duration, args, api_key, meter)
+                result = wrk_run(server.url, mode, args.duration, args, api_key, meter, path=path)
                 result.cores = meter.cores
                 responses_201 += result.statuses.get(201, 0)
                 result.phase = phase
@@ -682,7 +717,7 @@ def _print_row(r: PhaseResult, skus: int) -> None:
     title = PHASE_TITLES[r.phase].format(skus=f"{skus:,}")
     statuses = ", ".join(f"{k}:{v}" for k, v in sorted(r.statuses.items()) if not 200 <= k < 300)
     print(
-        f"  {r.phase:3} {title:30} {r.rps:8.1f} req/s   p50 {r.p50_ms:7.2f} ms  p95 {r.p95_ms:7.2f} ms  "
+        f"  {r.phase:6} {title:36} {r.rps:8.1f} req/s   p50 {r.p50_ms:7.2f} ms  p95 {r.p95_ms:7.2f} ms  "
         f"p99 {r.p99_ms:7.2f} ms   non-2xx {r.non2xx}{f' ({statuses})' if statuses else ''}  errors {r.errors}",
         flush=True,
     )
@@ -715,6 +750,13 @@ def _print_summary(results, configs, phases) -> None:
             f"  c/a  = {c.rps:.1f} / {a.rps:.1f} = {ratio:.0%} (target >= {TARGET_C_OVER_A:.0%}): "
             f"{'MET' if met else 'NOT MET'}"
         )
+    floors = [(p, ours[p]) for p in FLOORS if p in ours]
+    if floors:
+        print("\nOther designs of the sale on the same server (bench/floors.py; not the app):")
+        for phase, r in floors:
+            base, name = (d1, "d1") if FLOORS[phase][1] == "hot" else (a, "a")
+            ratio = f"{r.rps / base.rps:4.0%} of {name}" if base else ""
+            print(f"  {phase:6} {FLOORS[phase][0]:36} {r.rps:8.1f} req/s  p99 {r.p99_ms:6.1f} ms  {ratio}")
     if len(configs) > 1:
         print("\nConfigurations compared (req/s, p99 ms, cores the app used, cores other processes took):")
         for config in configs:
