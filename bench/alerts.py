@@ -42,7 +42,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -50,24 +49,20 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-LOG_DIR = ROOT / "var" / "bench"
+from bench.common import (
+    Child,
+    Pool,
+    bench_environ,
+    database_recreate,
+    machine_busy_seconds,
+    percentile,
+    summary,
+)
 
-# Forced, not defaulted: this script drops its database and flushes its broker database.
-os.environ["DJANGO_SETTINGS_MODULE"] = "donutsite.settings"
-os.environ.setdefault("BENCH_ALERTS_DATABASE_URL", "mysql://root@127.0.0.1:3306/donut_bench_alerts")
-os.environ.setdefault("BENCH_ALERTS_BROKER_URL", "redis://127.0.0.1:6379/11")
-os.environ["DATABASE_URL"] = os.environ["BENCH_ALERTS_DATABASE_URL"]
-os.environ["CELERY_BROKER_URL"] = os.environ["BENCH_ALERTS_BROKER_URL"]
-os.environ["REDIS_URL"] = os.environ["BENCH_ALERTS_BROKER_URL"]
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
-os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
-os.environ.setdefault("FACTORY_API_KEY", "bench-factory-key")
-os.environ.setdefault("FACTORY_CALLBACK_SECRET", "bench-callback-secret")
-# Callbacks would go nowhere (port 9, discard); the simulator's production time is set far beyond the
-# run, so it never sends one.
-os.environ.setdefault("PUBLIC_BASE_URL", "http://127.0.0.1:9")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+bench_environ(
+    database_url="BENCH_ALERTS_DATABASE_URL=mysql://root@127.0.0.1:3306/donut_bench_alerts",
+    broker_url="BENCH_ALERTS_BROKER_URL=redis://127.0.0.1:6379/11",
+)
 # The stand-ins' addresses are added once they listen, before Django reads its settings.
 FCM_PROJECT_ID = "donut-bench"
 FCM_TOKEN = "bench-fcm-token"  # noqa: S105 - the stand-in's token, not a secret
@@ -82,77 +77,7 @@ TASK_DONE = re.compile(r"Task notifications\.deliver\[[^\]]+\] succeeded in ([0-
 CHANNELS = ("slack", "fcm")
 
 
-# --- child processes -------------------------------------------------------------------------------
-
-
-class Child:
-    """A process of our own in a session of its own (as donutsite.testing.Process), so that stopping it
-    reaches a prefork worker's children too; logs go to var/bench/."""
-
-    running: list["Child"] = []
-
-    def __init__(self, name: str, argv: list[str], env: dict):
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.log_path = LOG_DIR / f"{name}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(  # noqa: S603 - our own commands
-            argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        Child.running.append(self)
-
-    def wait_ready(self, ready: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while ready not in self.output():
-            if self.popen.poll() is not None:
-                raise SystemExit(f"{self.name} exited with {self.popen.returncode}:\n{self.output()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{self.name} not ready after {timeout:g} s; see {self.log_path}")
-            time.sleep(0.1)
-
-    def output(self, start: int = 0) -> str:
-        with open(self.log_path, errors="replace") as f:
-            f.seek(start)
-            return f.read()
-
-    def size(self) -> int:
-        return self.log_path.stat().st_size
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
-        self.log.close()
-        if self in Child.running:
-            Child.running.remove(self)
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for child in list(cls.running):
-            try:
-                child.stop()
-            except Exception as exc:  # keep stopping the others
-                print(f"could not stop {child.name}: {exc!r}", file=sys.stderr)
-
-
-@dataclass(frozen=True)
-class Pool:
-    kind: str  # prefork | threads
-    concurrency: int
-
-    @classmethod
-    def parse(cls, text: str) -> "Pool":
-        kind, _, number = text.strip().partition(":")
-        if kind not in ("prefork", "threads") or not number.isdigit() or int(number) < 1:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected prefork:N or threads:N")
-        return cls(kind, int(number))
-
-    def __str__(self):
-        return f"{self.kind}:{self.concurrency}"
+# --- workers ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -180,49 +105,7 @@ def workers_start(layout: Layout, env: dict) -> dict[str, Child]:
     return children
 
 
-# --- setup -----------------------------------------------------------------------------------------
-
-
-def database_recreate() -> dict:
-    import MySQLdb
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    if "bench" not in db["NAME"]:
-        raise SystemExit(f"refusing to drop {db['NAME']!r}: the bench database's name must contain 'bench'")
-    conn = MySQLdb.connect(
-        host=db["HOST"] or "127.0.0.1",
-        port=int(db["PORT"] or 3306),
-        user=db["USER"],
-        password=db["PASSWORD"] or "",
-        charset="utf8mb4",
-    )
-    try:
-        cur = conn.cursor()
-        cur.execute(f"DROP DATABASE IF EXISTS `{db['NAME']}`")
-        cur.execute(f"CREATE DATABASE `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    finally:
-        conn.close()
-    return db
-
-
-def percentile(ordered: list[float], p: float) -> float:
-    """Nearest rank; NaN for no values."""
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
-
-
-def summary(values: list[float]) -> dict:
-    ordered = sorted(values)
-    return {p: percentile(ordered, p) for p in (50, 95, 99)} | {"max": ordered[-1] if ordered else float("nan")}
-
-
-def busy_cores() -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, monotonic time), from /proc/stat."""
-    with open("/proc/stat") as f:
-        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), time.monotonic()
+# --- figures ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -427,14 +310,14 @@ class Bench:
         restocks = self.restocks_create(count, name.upper())
         log_start = alerts_log.size()
         orders_before = self.factory_orders()
-        cpu_before = busy_cores()
+        cpu_before = machine_busy_seconds(), time.monotonic()
         samples = []
         started = time.monotonic()
         for i, (restock_id, sku) in enumerate(restocks):
             time.sleep(max(0.0, started + i * spacing - time.monotonic()))
             samples.append(self.dead_letter(restock_id, sku))
         self.wait_received(samples, timeout)
-        cpu_after = busy_cores()
+        cpu_after = machine_busy_seconds(), time.monotonic()
         phase = Phase(layout.name, name, samples, spacing * 1000)
         phase.factory_orders_during = self.factory_orders() - orders_before
         time.sleep(0.3)  # the last tasks' "succeeded" lines

@@ -37,24 +37,23 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-LOG_DIR = ROOT / "var" / "bench"
+from bench.common import (
+    LOG_DIR,
+    Child,
+    Pool,
+    bench_environ,
+    database_recreate,
+    machine_busy_seconds,
+    pids_named,
+    process_seconds,
+    process_tree,
+    summary,
+)
 
-# Forced, not defaulted: this script drops its database and flushes its broker database.
-os.environ["DJANGO_SETTINGS_MODULE"] = "donutsite.settings"
-os.environ.setdefault("BENCH_RESTOCK_DATABASE_URL", "mysql://root@127.0.0.1:3306/donut_bench_restock")
-os.environ.setdefault("BENCH_RESTOCK_BROKER_URL", "redis://127.0.0.1:6379/13")
-os.environ["DATABASE_URL"] = os.environ["BENCH_RESTOCK_DATABASE_URL"]
-os.environ["CELERY_BROKER_URL"] = os.environ["BENCH_RESTOCK_BROKER_URL"]
-os.environ["REDIS_URL"] = os.environ["BENCH_RESTOCK_BROKER_URL"]
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-not-secret")
-os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
-os.environ.setdefault("FACTORY_API_KEY", "bench-factory-key")
-os.environ.setdefault("FACTORY_CALLBACK_SECRET", "bench-callback-secret")
-# Callbacks would go nowhere (port 9, discard); the simulator's production time is set far beyond the
-# run, so it never sends one.
-os.environ.setdefault("PUBLIC_BASE_URL", "http://127.0.0.1:9")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+bench_environ(
+    database_url="BENCH_RESTOCK_DATABASE_URL=mysql://root@127.0.0.1:3306/donut_bench_restock",
+    broker_url="BENCH_RESTOCK_BROKER_URL=redis://127.0.0.1:6379/13",
+)
 
 TARGET_MARGIN_MS = 50.0
 DEFAULT_POOL = "threads:32"
@@ -62,80 +61,14 @@ DEFAULT_COMPARE = "prefork:2,prefork:8,threads:16,gevent:64"
 QUEUE = "factory"
 
 
-# --- child processes -------------------------------------------------------------------------------
-
-
-class Child:
-    """A process of our own in a session of its own (as donutsite.testing.Process), so that stopping it
-    reaches a prefork worker's children too; logs go to var/bench/."""
-
-    running: list["Child"] = []
-
-    def __init__(self, name: str, argv: list[str], env: dict, ready: str, timeout: float = 60):
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.log_path = LOG_DIR / f"{name}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        Child.running.append(self)
-        deadline = time.monotonic() + timeout
-        while ready not in self.output():
-            if self.popen.poll() is not None:
-                self.stop()
-                raise SystemExit(f"{name} exited with {self.popen.returncode}:\n{self.output()[-3000:]}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"{name} not ready after {timeout:g} s; see {self.log_path}")
-            time.sleep(0.1)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
-        self.log.close()
-        if self in Child.running:
-            Child.running.remove(self)
-
-    @classmethod
-    def stop_all(cls) -> None:
-        for child in list(cls.running):
-            try:
-                child.stop()
-            except Exception as exc:  # keep stopping the others
-                print(f"could not stop {child.name}: {exc!r}", file=sys.stderr)
-
-
-@dataclass(frozen=True)
-class Pool:
-    kind: str  # prefork | threads | gevent
-    concurrency: int
-
-    @classmethod
-    def parse(cls, text: str) -> "Pool":
-        kind, _, number = text.strip().partition(":")
-        if kind not in ("prefork", "threads", "gevent") or not number.isdigit() or int(number) < 1:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected prefork:N, threads:N or gevent:N")
-        return cls(kind, int(number))
-
-    def __str__(self):
-        return f"{self.kind}:{self.concurrency}"
-
-
 def worker_start(pool: Pool, env: dict, *, queues: str = QUEUE, name: str = "restock-bench") -> Child:
     """A Celery worker with the project's settings, as production starts it, on `queues` only."""
     argv = [str(Path(sys.executable).parent / "celery"), "-A", "donutsite", "worker", "-l", "info"]
     argv += ["-P", pool.kind, "-c", str(pool.concurrency), "-Q", queues, "-n", f"{name}@%h"]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-    return Child(f"{name}-{pool.kind}-{pool.concurrency}", argv, env, ready="ready.")
+    child = Child(f"{name}-{pool.kind}-{pool.concurrency}", argv, env)
+    child.wait_ready("ready.")
+    return child
 
 
 def node_name(name: str = "restock-bench") -> str:
@@ -202,35 +135,6 @@ def recording_factory_class():
 # --- setup -----------------------------------------------------------------------------------------
 
 
-def database_recreate() -> dict:
-    import MySQLdb
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    if "bench" not in db["NAME"]:
-        raise SystemExit(f"refusing to drop {db['NAME']!r}: the bench database's name must contain 'bench'")
-    conn = MySQLdb.connect(
-        host=db["HOST"] or "127.0.0.1",
-        port=int(db["PORT"] or 3306),
-        user=db["USER"],
-        password=db["PASSWORD"] or "",
-        charset="utf8mb4",
-    )
-    try:
-        cur = conn.cursor()
-        cur.execute(f"DROP DATABASE IF EXISTS `{db['NAME']}`")
-        cur.execute(f"CREATE DATABASE `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    finally:
-        conn.close()
-    return db
-
-
-def percentile(ordered: list[float], p: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
-
-
 @dataclass
 class Shortage:
     reference: str
@@ -251,8 +155,7 @@ class Latencies:
     queued_ahead: list[int] = field(default_factory=list)
 
     def summary(self, name: str) -> dict:
-        values = sorted(getattr(self, name))
-        return {p: percentile(values, p) for p in (50, 95, 99)} | {"max": values[-1] if values else float("nan")}
+        return summary(getattr(self, name))
 
 
 class Bench:
@@ -458,8 +361,6 @@ class Bench:
 class CpuMeter:
     """Cores used by the worker's process tree, MariaDB, this process (simulator + sales), and the machine."""
 
-    TICK = os.sysconf("SC_CLK_TCK")
-
     def __init__(self, worker_pid: int):
         self.worker_pid = worker_pid
 
@@ -475,36 +376,16 @@ class CpuMeter:
             0.0, self.cores["machine"] - self.cores["worker"] - self.cores["mariadb"] - self.cores["bench"]
         )
         self.worker_cpu_seconds = after["worker"] - self.before["worker"]
-        self.worker_rss_mb = sum(_rss_kb(p) for p in _tree(self.worker_pid)) / 1024
+        self.worker_rss_mb = sum(_rss_kb(p) for p in process_tree(self.worker_pid)) / 1024
 
     def _sample(self) -> dict:
-        with open("/proc/stat") as f:
-            user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
         return {
             "wall": time.monotonic(),
-            "machine": (user + nice + system + irq + softirq) / self.TICK,
-            "worker": sum(_ticks(p) for p in _tree(self.worker_pid)) / self.TICK,
-            "mariadb": sum(_ticks(p) for p in _pids_named("mariadbd")) / self.TICK,
-            "bench": _ticks(os.getpid()) / self.TICK,
+            "machine": machine_busy_seconds(),
+            "worker": sum(process_seconds(p) for p in process_tree(self.worker_pid)),
+            "mariadb": sum(process_seconds(p) for p in pids_named("mariadbd")),
+            "bench": process_seconds(os.getpid()),
         }
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-
-
-def _ticks(pid: int) -> int:
-    fields = _stat(pid)
-    return int(fields[11]) + int(fields[12]) if fields else 0
-
-
-def _tree(pid: int) -> list[int]:
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    return [pid] + [p for p in pids if (fields := _stat(p)) and int(fields[1]) == pid]
 
 
 def _rss_kb(pid: int) -> int:
@@ -513,18 +394,6 @@ def _rss_kb(pid: int) -> int:
             return next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
     except OSError:
         return 0
-
-
-def _pids_named(name: str) -> list[int]:
-    found = []
-    for p in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            with open(f"/proc/{p}/comm") as f:
-                if f.read().strip() == name:
-                    found.append(int(p))
-        except OSError:
-            pass
-    return found
 
 
 class ConnectionCounter:
@@ -631,15 +500,9 @@ def _print_pool(r: dict, latency_ms: float) -> None:
 
 def machine_busy(seconds: float = 3.0) -> float:
     """Cores busy over the next `seconds`, whoever uses them."""
-
-    def ticks():
-        with open("/proc/stat") as f:
-            user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
-        return user + nice + system + irq + softirq
-
-    before = ticks()
+    before = machine_busy_seconds()
     time.sleep(seconds)
-    return (ticks() - before) / CpuMeter.TICK / seconds
+    return (machine_busy_seconds() - before) / seconds
 
 
 def quiet_wait(limit: float) -> None:

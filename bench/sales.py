@@ -36,7 +36,17 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import (
+    LOG_DIR,
+    ROOT,
+    machine_busy_seconds,
+    mysql_args,
+    percentile,
+    pids_named,
+    process_seconds,
+    process_tree,
+)
+
 LUA = ROOT / "bench" / "sales.lua"
 os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"  # forced: this script drops its database
 
@@ -123,7 +133,7 @@ def database_recreate() -> tuple[dict, object]:
     db = settings.DATABASES["default"]
     if "bench" not in db["NAME"]:
         raise SystemExit(f"refusing to drop {db['NAME']!r}: the bench database's name must contain 'bench'")
-    guard = MySQLdb.connect(**_mysql_args(db, with_db=False))
+    guard = MySQLdb.connect(**mysql_args(db, with_db=False))
     cur = guard.cursor()
     cur.execute("SELECT GET_LOCK(%s, 0)", (f"bench.sales:{db['NAME']}",))
     if cur.fetchone()[0] != 1:
@@ -138,24 +148,11 @@ def _procedure_create(db: dict) -> None:
 
     from bench.floors import procedure_create
 
-    conn = MySQLdb.connect(**_mysql_args(db))
+    conn = MySQLdb.connect(**mysql_args(db))
     try:
         procedure_create(conn.cursor())
     finally:
         conn.close()
-
-
-def _mysql_args(db: dict, *, with_db: bool = True) -> dict:
-    args = {
-        "host": db["HOST"] or "127.0.0.1",
-        "port": int(db["PORT"] or 3306),
-        "user": db["USER"],
-        "password": db["PASSWORD"] or "",
-        "charset": "utf8mb4",
-    }
-    if with_db:
-        args["database"] = db["NAME"]
-    return args
 
 
 def app_setup(skus: int) -> tuple[str, dict[str, int]]:
@@ -189,7 +186,7 @@ def spread_sku(i: int) -> str:
 def db_tables_create(db: dict, rows: int) -> None:
     import MySQLdb
 
-    conn = MySQLdb.connect(**_mysql_args(db), autocommit=True)
+    conn = MySQLdb.connect(**mysql_args(db), autocommit=True)
     try:
         cur = conn.cursor()
         cur.execute("CREATE TABLE bench_stock (id INT PRIMARY KEY, on_hand INT NOT NULL) ENGINE=InnoDB")
@@ -267,14 +264,12 @@ class CpuMeter:
     workers), MariaDB, the load generator (wrk, or this process's threads for d1/d2) and everything
     else on the machine, which is noise in the figures when it is not near zero."""
 
-    TICK = os.sysconf("SC_CLK_TCK")
-
     def __init__(self, server_pid: int | None = None):
         self.server_pid = server_pid
         self.cores: dict[str, float] = {}
 
     def __enter__(self):
-        self.pids = {"app": _process_tree(self.server_pid) if self.server_pid else [], "db": _pids_named("mariadbd")}
+        self.pids = {"app": process_tree(self.server_pid) if self.server_pid else [], "db": pids_named("mariadbd")}
         self.before = self._sample()
         return self
 
@@ -290,51 +285,15 @@ class CpuMeter:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk once it has exited; not gunicorn
         return {
             "wall": time.monotonic(),
-            "machine": _machine_busy_ticks() / self.TICK,
-            "app": sum(_process_ticks(p) for p in self.pids["app"]) / self.TICK,
-            "db": sum(_process_ticks(p) for p in self.pids["db"]) / self.TICK,
+            "machine": machine_busy_seconds(),
+            "app": sum(process_seconds(p) for p in self.pids["app"]),
+            "db": sum(process_seconds(p) for p in self.pids["db"]),
             "load": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
         }
 
     def __str__(self):
         c = self.cores
         return f"cores used: app {c['app']:.2f}, db {c['db']:.2f}, load gen {c['load']:.2f}, other {c['other']:.2f}"
-
-
-def _machine_busy_ticks() -> int:
-    with open("/proc/stat") as f:
-        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
-    return user + nice + system + irq + softirq
-
-
-def _process_stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()  # [state, ppid, ...]; comm may hold spaces
-    except OSError:
-        return None
-
-
-def _process_ticks(pid: int) -> int:
-    fields = _process_stat(pid)
-    return int(fields[11]) + int(fields[12]) if fields else 0  # utime + stime (all threads)
-
-
-def _process_tree(pid: int) -> list[int]:
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    return [pid] + [p for p in pids if (fields := _process_stat(p)) and int(fields[1]) == pid]
-
-
-def _pids_named(name: str) -> list[int]:
-    found = []
-    for p in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            with open(f"/proc/{p}/comm") as f:
-                if f.read().strip() == name:
-                    found.append(int(p))
-        except OSError:
-            pass
-    return found
 
 
 def wrk_run(
@@ -379,7 +338,7 @@ def db_sale_phase(db: dict, rows: int, connections: int, seconds: float, warmup:
 
     def worker(n: int):
         rng = random.Random(n)
-        conn = MySQLdb.connect(**_mysql_args(db), autocommit=True)
+        conn = MySQLdb.connect(**mysql_args(db), autocommit=True)
         cur = conn.cursor()
         cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")  # as the app's connections
         mine = done[n]
@@ -421,9 +380,9 @@ def db_sale_phase(db: dict, rows: int, connections: int, seconds: float, warmup:
     return PhaseResult(
         phase="d1" if rows == 1 else "d2",
         rps=len(latencies) / (window_end - window_start),
-        p50_ms=_percentile(latencies, 50) * 1000,
-        p95_ms=_percentile(latencies, 95) * 1000,
-        p99_ms=_percentile(latencies, 99) * 1000,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p95_ms=percentile(latencies, 95) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
         max_ms=(latencies[-1] if latencies else 0) * 1000,
         requests=len(latencies),
         non2xx=0,
@@ -431,12 +390,6 @@ def db_sale_phase(db: dict, rows: int, connections: int, seconds: float, warmup:
         note=f"{connections} connections",
         cores=meter.cores,
     )
-
-
-def _percentile(ordered: list[float], p: float) -> float:
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
 
 
 # --- checks ----------------------------------------------------------------------------------------
@@ -474,7 +427,7 @@ def invariants_check(initial: dict[str, int], db: dict, db_rows: int, responses_
     if ledger.returncode != 0:
         problems.append("check_ledger failed")
 
-    conn = MySQLdb.connect(**_mysql_args(db))
+    conn = MySQLdb.connect(**mysql_args(db))
     try:
         cur = conn.cursor()
         cur.execute(
@@ -649,7 +602,7 @@ def main(argv=None) -> int:
     configs = [GunicornConfig.parse(c) for c in args.configs.split(",") if c.strip()] or [
         GunicornConfig.from_conf_file()
     ]
-    log_dir = ROOT / "var" / "bench"
+    log_dir = LOG_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
