@@ -29,10 +29,10 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # Sync workers, two per CPU (docs/benchmarks.md, "Sales throughput", has the figures). A sale is
 # CPU-bound Python (6-7x a bare view's CPU in process on the bench machines) around a row lock, and a
 # thread holding a hot product's lock must win the GIL back after each SQL round trip: gthread had the
-# worst p99 on one SKU (425-515 ms against 199-284 ms for sync 4). One worker per CPU sold ~20% more
-# on the hot SKU where MariaDB shares the two cores; two per CPU keep half the capacity free when one
-# request waits out a slow database or a big admin page. Sync workers need a buffering proxy in front
-# (a slow client holds a worker); production has the TLS proxy.
+# worst p99 on one SKU (425-515 ms against 199-284 ms for sync 4). One worker per CPU sold 14-23% more
+# of one hot SKU where MariaDB shares the two cores, but 6-17% less spread over many; two per CPU also
+# keep half the capacity free when one request waits out a slow database or a big admin page. Sync
+# workers need a buffering proxy in front (a slow client holds a worker); production has the TLS proxy.
 workers = int(os.environ.get("GUNICORN_WORKERS", 2 * _cpus()))
 threads = int(os.environ.get("GUNICORN_THREADS", 1))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread" if threads > 1 else "sync")
