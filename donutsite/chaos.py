@@ -538,7 +538,7 @@ class Load:
                 wait = min(1.0, 0.05 * 2 ** min(n, 5)) * random.uniform(0.5, 1.0)  # noqa: S311
             else:
                 # It may have reached the server and still be running there: retry when a client's read
-                # timeout would have fired, not at once (see "a delayed original" in docs/reliability.md).
+                # timeout would have fired, not at once, as a real client would.
                 wait = random.uniform(1.0, 2.0)  # noqa: S311
             time.sleep(wait)
 

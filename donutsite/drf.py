@@ -30,7 +30,9 @@ def error_body(code: str, message: str, **details) -> dict:
 def exception_handler(exc, context):
     response = _error_response(exc)
     if response is not None and _is_sale_create(context.get("request")):
-        if response.data.get("code") == "out_of_stock":
+        if response.headers.get("Idempotent-Replayed") == "true":
+            pass  # a replay of an earlier answer: that one was counted
+        elif response.data.get("code") == "out_of_stock":
             metrics.count_sale_outcome("out_of_stock", stockouts=len(response.data.get("shortages", ())))
         elif 400 <= response.status_code < 500 and response.status_code != 409:
             metrics.count_sale_outcome("rejected")
@@ -45,7 +47,7 @@ def _is_sale_create(request) -> bool:
 def _error_response(exc):
     if isinstance(exc, DomainError):
         set_rollback()
-        return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status)
+        return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status, headers=exc.headers)
 
     if isinstance(exc, DATABASE_ERRORS):  # the database restarts or a connection was cut: retry soon
         set_rollback()

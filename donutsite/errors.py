@@ -8,9 +8,10 @@ class DomainError(Exception):
     status = 400
     message = "The request could not be completed."
 
-    def __init__(self, message: str | None = None, *, details: dict | None = None):
+    def __init__(self, message: str | None = None, *, details: dict | None = None, headers: dict | None = None):
         self.message = message or self.message
         self.details = details or {}
+        self.headers = headers or {}
         super().__init__(self.message)
 
 

@@ -278,8 +278,12 @@ class ApiClientAdmin(admin.ModelAdmin):
 class IdempotencyKeyAdmin(ReadOnlyAdmin):
     """Kept visible for support ("why did my retry return the old sale?"); purged by the reconcile sweep."""
 
-    list_display = ("client", "key", "sale", "created_at")
+    list_display = ("client", "key", "sale", "out_of_stock", "created_at")
     list_filter = ("client",)
     list_select_related = ("client", "sale")
     search_fields = ("key",)
     exclude = ("request_hash",)
+
+    @admin.display(boolean=True, description="out of stock")
+    def out_of_stock(self, obj):
+        return obj.refusal is not None

@@ -189,16 +189,24 @@ class Restock(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """A client's Idempotency-Key, remembered with the sale it made (IDEMPOTENCY_KEY_TTL_HOURS)."""
+    """A client's Idempotency-Key, remembered with its first answer (IDEMPOTENCY_KEY_TTL_HOURS): the sale
+    it made, or the out_of_stock refusal it got, as rendered then."""
 
     client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
-    sale = models.ForeignKey(Sale, on_delete=models.CASCADE, related_name="+")
+    sale = models.ForeignKey(Sale, on_delete=models.CASCADE, related_name="+", null=True, blank=True)
+    refusal = models.JSONField(null=True, blank=True)  # the out_of_stock details ({"shortages": [...]})
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_unique_per_client")]
+        constraints = [
+            models.UniqueConstraint(fields=["client", "key"], name="idempotency_key_unique_per_client"),
+            models.CheckConstraint(
+                condition=models.Q(sale__isnull=False) | models.Q(refusal__isnull=False),
+                name="idempotency_key_has_an_answer",
+            ),
+        ]
 
     def __str__(self):
         return self.key

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from rest_framework.utils import encoders
 
 from donutsite.context import request_id
 from inventory import selectors
@@ -89,13 +90,15 @@ def sale_create(*, client: ApiClient, items: list[SaleItem], idempotency_key: st
     Locks the products' rows (products_lock) for one short durable transaction. If any line is short,
     nothing is sold, a restock is opened for each short product in that same transaction, and
     OutOfStock is raised after commit. A sale that leaves a product at or below its reorder point opens
-    a restock too. With an Idempotency-Key, a repeat of the same request returns the first sale.
+    a restock too. With an Idempotency-Key, a repeat of the same request gets the first answer again:
+    the sale, or the same OutOfStock (with the Idempotent-Replayed header), even if stock came back
+    meanwhile, so that a delayed original request cannot sell after its retry was told it did not.
     """
     request_hash = _request_hash(items) if idempotency_key else ""
     if idempotency_key:
         replay = _idempotent_replay(client, idempotency_key, request_hash)
         if replay:
-            return replay
+            return _answer(replay)
 
     product_ids = selectors.product_ids_for_skus([item.sku for item in items])
     try:
@@ -106,10 +109,14 @@ def sale_create(*, client: ApiClient, items: list[SaleItem], idempotency_key: st
         replay = idempotency_key and _idempotent_replay(client, idempotency_key, request_hash)
         if not replay:
             raise
-        return replay
+        return _answer(replay)
+    return _answer(outcome)
 
+
+def _answer(outcome: SaleOutcome) -> SaleOutcome:
     if outcome.shortages:
-        raise OutOfStock(details={"shortages": outcome.shortages})
+        headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+        raise OutOfStock(details={"shortages": outcome.shortages}, headers=headers)
     return outcome
 
 
@@ -142,6 +149,12 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
             }
             for p, qty in short
         ]
+        if idempotency_key:
+            # Stored as it will be rendered, so that a replay answers exactly what this request did.
+            shortages = json.loads(json.dumps(shortages, cls=encoders.JSONEncoder))
+            IdempotencyKey.objects.create(
+                client=client, key=idempotency_key, request_hash=request_hash, refusal={"shortages": shortages}
+            )
         return SaleOutcome(sale=None, shortages=shortages)
 
     sale, lines = _sale_write(client, wanted, idempotency_key)
@@ -215,6 +228,8 @@ def _idempotent_replay(client, key, request_hash) -> SaleOutcome | None:
         return None
     if record.request_hash != request_hash:
         raise IdempotencyKeyReused()
+    if record.sale is None:
+        return SaleOutcome(sale=None, shortages=record.refusal["shortages"], replayed=True)
     lines = list(record.sale.lines.select_related("product").order_by("pk"))
     return SaleOutcome(sale=record.sale, lines=lines, replayed=True)
 

@@ -8,7 +8,8 @@ from django.db import connection, connections
 
 from donutsite.errors import DomainError
 from inventory import services
-from inventory.models import Product, Restock, Sale
+from inventory.errors import OutOfStock
+from inventory.models import IdempotencyKey, Product, Restock, Sale
 from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create
 from inventory.tests.helpers import make_api_client, make_product
@@ -126,6 +127,21 @@ def test_one_key_sent_by_many_at_once_for_the_last_of_the_stock_tells_them_all_t
     assert [r for r in results if isinstance(r, DomainError)] == []
     assert Sale.objects.count() == 1
     assert {r.sale.pk for r in results} == set(Sale.objects.values_list("pk", flat=True))
+
+
+def test_one_key_sent_by_many_at_once_without_the_stock_is_refused_once_and_replayed():
+    make_product("GLAZED", on_hand=1)
+    client, _ = make_api_client()
+
+    results = run_together(
+        BUYERS, lambda i: sale_create(client=client, items=[SaleItem("GLAZED", 2)], idempotency_key="order-9")
+    )
+
+    assert all(isinstance(r, OutOfStock) for r in results), results
+    assert sum("Idempotent-Replayed" not in r.headers for r in results) == 1
+    assert len({str(r.details) for r in results}) == 1, "every one hears the first answer"
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["order-9"]
+    assert Restock.objects.count() == 1 and Sale.objects.count() == 0
 
 
 def test_the_database_refuses_negative_stock_even_without_the_code():

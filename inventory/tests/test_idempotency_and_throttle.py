@@ -62,14 +62,35 @@ def test_keys_are_scoped_per_client(client_app):
     assert Product.objects.get(sku="GLAZED").on_hand == 4
 
 
-def test_an_out_of_stock_answer_does_not_use_up_the_key(client_app):
+def test_an_out_of_stock_answer_is_replayed_even_after_the_stock_is_back(client_app):
+    # A delayed original request must not sell after its retry was told out_of_stock: the key keeps
+    # its first answer, as it keeps a sale. Buying again takes a new key.
     glazed = make_product("GLAZED", on_hand=1)
-    assert buy(client_app, 2, key="order-1").status_code == 409
+    first = buy(client_app, 2, key="order-1")
     Product.objects.filter(pk=glazed.pk).update(on_hand=5)  # restocked behind the scenes
+
+    retry = buy(client_app, 2, key="order-1")
+    other_body = buy(client_app, 1, key="order-1")
+    new_key = buy(client_app, 2, key="order-2")
+
+    assert first.status_code == retry.status_code == 409
+    assert retry.json() == first.json() and retry.json()["code"] == "out_of_stock"
+    assert retry["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first
+    assert other_body.status_code == 422 and other_body.json()["code"] == "idempotency_key_reused"
+    assert new_key.status_code == 201
+    assert Product.objects.get(sku="GLAZED").on_hand == 3
+    assert list(Sale.objects.values_list("idempotency_key", flat=True)) == ["order-2"]
+
+
+def test_an_expired_out_of_stock_key_may_sell(client_app):
+    glazed = make_product("GLAZED", on_hand=1)
+    buy(client_app, 2, key="order-1")
+    Product.objects.filter(pk=glazed.pk).update(on_hand=5)
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS + 1))
 
     response = buy(client_app, 2, key="order-1")
 
-    assert response.status_code == 201, "nothing was sold the first time, so the retry may sell"
+    assert response.status_code == 201 and "Idempotent-Replayed" not in response
 
 
 def test_a_key_older_than_the_ttl_may_be_used_afresh(client_app):
