@@ -18,9 +18,14 @@ class StrictIntegerField(serializers.IntegerField):
 
 
 class StrictCharField(serializers.CharField):
-    """A string and nothing else: DRF would quietly turn 12 into "12"."""
+    """A string and nothing else, judged as sent: DRF would quietly turn 12 into "12", and would trim
+    whitespace before checking the length, so that a string longer than the schema's maxLength passed."""
 
     default_error_messages = {"invalid": "Must be a string."}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         if not isinstance(data, str):

@@ -14,7 +14,7 @@ from inventory.models import Product, Restock
 
 
 class SaleItemIn(NoUnknownFieldsMixin, serializers.Serializer):
-    sku = StrictCharField(max_length=64, trim_whitespace=False)
+    sku = StrictCharField(max_length=64)
     quantity = StrictIntegerField(min_value=1, max_value=100)
 
 
@@ -127,7 +127,7 @@ class RestockOut(serializers.ModelSerializer):
 
 
 class RestockFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
-    sku = serializers.CharField(max_length=64, required=False)
+    sku = serializers.CharField(max_length=64, required=False, trim_whitespace=False)  # " " is a (unknown) SKU
     status = serializers.ChoiceField(choices=Restock.Status.choices, required=False)
     page = serializers.IntegerField(min_value=1, required=False)
 

@@ -45,7 +45,22 @@ class SaleCreateView(APIView):
                 description="Up to 255 printable characters; a retry with the same key and body replays "
                 "the first answer (header `Idempotent-Replayed: true`). Empty is the same as none.",
                 pattern=r"^[\x21-\x7e]{0,255}$",  # IDEMPOTENCY_KEY, or empty
-            )
+            ),
+            OpenApiParameter(
+                "Location", str, OpenApiParameter.HEADER, response=[201], required=True, description="The sale."
+            ),
+            OpenApiParameter(
+                "Idempotent-Replayed",
+                str,
+                OpenApiParameter.HEADER,
+                response=[201, 409],
+                enum=["true"],
+                description="Present when this is the stored first answer to a request with the same "
+                "Idempotency-Key and body: the sale, or the out_of_stock refusal (even if stock came back since).",
+            ),
+            OpenApiParameter(
+                "Retry-After", int, OpenApiParameter.HEADER, response=[429], description="Seconds to wait."
+            ),
         ],
         responses={
             201: SaleOut,

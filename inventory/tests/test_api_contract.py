@@ -30,6 +30,15 @@ def test_a_blank_restock_filter_is_refused_instead_of_listing_everything(client_
     assert query.rstrip("=") in response.json()["errors"]
 
 
+def test_a_sku_filter_of_spaces_is_a_sku_like_any_other(client_app):
+    # The schema asks for a non-empty string; " " is one, so it must not be trimmed into a blank 400.
+    Restock.objects.create(product=make_product("GLAZED"), quantity=10, reason="manual")
+
+    response = client_app.get("/api/v1/restocks/", {"sku": " "})
+
+    assert response.status_code == 200 and response.json()["results"] == []
+
+
 def test_a_page_past_the_last_is_a_documented_404(client_app, schema):
     Restock.objects.create(product=make_product("GLAZED"), quantity=10, reason="manual")
 
@@ -82,3 +91,24 @@ def test_a_malformed_body_is_a_400_the_schema_allows(client_app, schema):
     assert response.status_code == 400
     assert set(response.json()) == {"code", "message"}  # no `errors`: nothing was parsed
     assert set(schema["components"]["schemas"]["ValidationErrorOut"]["required"]) <= {"code", "message"}
+
+
+def test_the_sale_headers_clients_rely_on_are_documented_and_sent(client_app, schema):
+    make_product("GLAZED", on_hand=1)
+    documented = {
+        code: set(answer.get("headers", {}))
+        for code, answer in schema["paths"]["/api/v1/sales/"]["post"]["responses"].items()
+    }
+
+    def buy(quantity):
+        body = {"items": [{"sku": "GLAZED", "quantity": quantity}]}
+        return client_app.post("/api/v1/sales/", body, format="json", headers={"Idempotency-Key": f"k{quantity}"})
+
+    sold, sold_again, refused, refused_again = buy(1), buy(1), buy(5), buy(5)
+
+    assert {"Location", "Idempotent-Replayed"} <= documented["201"]
+    assert "Idempotent-Replayed" in documented["409"] and "Retry-After" in documented["429"]
+    assert sold.status_code == 201 and sold["Location"] == f"/api/v1/sales/{sold.json()['id']}/"
+    assert sold_again["Idempotent-Replayed"] == "true"
+    assert refused.status_code == refused_again.status_code == 409
+    assert refused_again["Idempotent-Replayed"] == "true"

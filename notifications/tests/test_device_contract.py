@@ -28,3 +28,11 @@ def test_registration_documents_its_refusals_and_strict_body(client):
     responses = schema["paths"]["/api/v1/devices/"]["post"]["responses"]
     assert {"400", "401", "429"} <= set(responses)
     assert schema["components"]["schemas"]["DeviceInRequest"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("token", ["\t" + "t" * 255, "t" * 255 + " "], ids=["leading-tab", "trailing-space"])
+def test_a_token_over_the_documented_length_is_refused_whitespace_and_all(client_app, token):
+    response = client_app.post("/api/v1/devices/", {"token": token, "platform": "android"}, format="json")
+
+    assert response.status_code == 400 and set(response.json()["errors"]) == {"token"}
+    assert not Device.objects.exists()
