@@ -127,7 +127,7 @@ class RestockOut(serializers.ModelSerializer):
 
 
 class RestockFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
-    sku = serializers.CharField(max_length=64, required=False, trim_whitespace=False)  # " " is a (unknown) SKU
+    sku = StrictCharField(max_length=64, required=False)  # as sent: " " is an (unknown) SKU, not a blank
     status = serializers.ChoiceField(choices=Restock.Status.choices, required=False)
     page = serializers.IntegerField(min_value=1, required=False)
 
