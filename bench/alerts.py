@@ -483,7 +483,7 @@ def main(argv=None) -> int:
     checks = {}
     try:
         bench = Bench(args.factory_latency_ms)
-        db = database_recreate()
+        db, _guard = database_recreate("BENCH_ALERTS_DATABASE_URL")  # held until the process exits
         bench.setup_database()
         bench.redis.flushdb()
         print(

@@ -131,22 +131,25 @@ def mysql_args(db: dict, *, with_db: bool = True) -> dict:
     return args
 
 
-def database_recreate() -> dict:
-    """Drop and create the settings' database, whose name must contain 'bench'; its DATABASES entry."""
+def database_recreate(url_variable: str) -> tuple[dict, object]:
+    """Drop and create the settings' database, whose name must contain 'bench'; its DATABASES entry and
+    the connection that holds a MariaDB named lock on it for the whole run (keep it until the process
+    exits): a second run against the same database would otherwise drop it under the first.
+    `url_variable` is the setting that moves the database elsewhere, for the message when it is taken."""
     import MySQLdb
     from django.conf import settings
 
     db = settings.DATABASES["default"]
     if "bench" not in db["NAME"]:
         raise SystemExit(f"refusing to drop {db['NAME']!r}: the bench database's name must contain 'bench'")
-    conn = MySQLdb.connect(**mysql_args(db, with_db=False))
-    try:
-        cur = conn.cursor()
-        cur.execute(f"DROP DATABASE IF EXISTS `{db['NAME']}`")
-        cur.execute(f"CREATE DATABASE `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    finally:
-        conn.close()
-    return db
+    guard = MySQLdb.connect(**mysql_args(db, with_db=False))
+    cur = guard.cursor()
+    cur.execute("SELECT GET_LOCK(%s, 0)", (f"bench:{db['NAME']}",))
+    if cur.fetchone()[0] != 1:
+        raise SystemExit(f"another bench run is using the database {db['NAME']}; wait for it or set {url_variable}")
+    cur.execute(f"DROP DATABASE IF EXISTS `{db['NAME']}`")
+    cur.execute(f"CREATE DATABASE `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    return db, guard
 
 
 # --- figures ---------------------------------------------------------------------------------------

@@ -568,7 +568,7 @@ def main(argv=None) -> int:
     failures = []
     try:
         bench = Bench(args.latency_ms)
-        db = database_recreate()
+        db, _guard = database_recreate("BENCH_RESTOCK_DATABASE_URL")  # held until the process exits
         bench.setup_database()
         bench.redis.flushdb()
         env = dict(bench.env)

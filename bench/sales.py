@@ -39,6 +39,7 @@ from pathlib import Path
 from bench.common import (
     LOG_DIR,
     ROOT,
+    database_recreate,
     machine_busy_seconds,
     mysql_args,
     percentile,
@@ -122,25 +123,6 @@ class GunicornConfig:
 
 
 # --- setup -----------------------------------------------------------------------------------------
-
-
-def database_recreate() -> tuple[dict, object]:
-    """Drop and create the bench database, holding a MariaDB named lock for the whole run (the
-    connection returned): a second run against the same database would drop it under the first."""
-    import MySQLdb
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    if "bench" not in db["NAME"]:
-        raise SystemExit(f"refusing to drop {db['NAME']!r}: the bench database's name must contain 'bench'")
-    guard = MySQLdb.connect(**mysql_args(db, with_db=False))
-    cur = guard.cursor()
-    cur.execute("SELECT GET_LOCK(%s, 0)", (f"bench.sales:{db['NAME']}",))
-    if cur.fetchone()[0] != 1:
-        raise SystemExit(f"another bench run is using the database {db['NAME']}; wait for it or set BENCH_DATABASE_URL")
-    cur.execute(f"DROP DATABASE IF EXISTS `{db['NAME']}`")
-    cur.execute(f"CREATE DATABASE `{db['NAME']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    return db, guard
 
 
 def _procedure_create(db: dict) -> None:
@@ -602,13 +584,12 @@ def main(argv=None) -> int:
     configs = [GunicornConfig.parse(c) for c in args.configs.split(",") if c.strip()] or [
         GunicornConfig.from_conf_file()
     ]
-    log_dir = LOG_DIR
-    log_dir.mkdir(parents=True, exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} CPUs, load average {load} before the run (other work on the machine skews the figures)")
-    db, _guard = database_recreate()  # the lock lasts as long as this connection: until the process exits
+    db, _guard = database_recreate("BENCH_DATABASE_URL")  # held until the process exits
     print(f"database {db['NAME']} created; migrating and stocking {args.skus + 1} products ...", flush=True)
     api_key, initial = app_setup(args.skus)
     db_tables_create(db, args.skus)
@@ -625,7 +606,7 @@ def main(argv=None) -> int:
         if not http_phases:
             break
         print(f"\ngunicorn {config} on port {args.port}, {args.connections} connections:", flush=True)
-        with Server(config, args.port, log_dir / "gunicorn.log") as server:
+        with Server(config, args.port, LOG_DIR / "gunicorn.log") as server:
             for phase in http_phases:
                 mode, path = (FLOORS[phase][1:]) if phase in FLOORS else (modes[phase], "")
                 if args.warmup:
