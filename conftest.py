@@ -34,7 +34,8 @@ def client_app(api_client_and_key):
 def _fresh_caches():
     """Per-process caches (SKU ids, API keys, throttle tokens) must not leak between tests whose rows
     were rolled back."""
-    from inventory import auth, selectors, throttles
+    from clients import auth, throttles
+    from inventory import selectors
 
     selectors.forget_product_ids()
     auth._cache.clear()

@@ -24,8 +24,8 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from clients.auth import api_client_for_key
 from inventory import selectors
-from inventory.auth import api_client_for_key
 from inventory.serializers import sale_items_validate
 
 CANNED = {

@@ -201,7 +201,7 @@ class Bench:
     def setup_database(self) -> None:
         from django.core.management import call_command
 
-        from inventory.models import ApiClient
+        from clients.models import ApiClient
 
         call_command("migrate", verbosity=0, interactive=False)
         client = ApiClient(name="restock-bench")

@@ -147,7 +147,7 @@ def app_setup(skus: int) -> tuple[str, dict[str, int]]:
 
     from django.db import connections
 
-    from inventory.models import ApiClient
+    from clients.models import ApiClient
     from inventory.services import product_set_stock
 
     initial = {}
@@ -523,8 +523,8 @@ def profile_sales(n: int, api_key: str) -> int:
         ("whole request (WSGIHandler.__call__)", "django/core/handlers/wsgi.py", "__call__"),
         ("  close_old_connections (request start/end)", "django/db/__init__.py", "close_old_connections"),
         ("  DRF APIView.dispatch", "rest_framework/views.py", "dispatch"),
-        ("    authentication (Api-Key, cached)", "inventory/auth.py", "authenticate"),
-        ("    throttle (token batches, Redis once a batch)", "inventory/throttles.py", "allow_request"),
+        ("    authentication (Api-Key, cached)", "clients.auth.py", "authenticate"),
+        ("    throttle (token batches, Redis once a batch)", "clients.throttles.py", "allow_request"),
         ("    body validation (sale_items_validate)", "inventory/serializers.py", "sale_items_validate"),
         ("    services.sale_create", "inventory/services.py", "sale_create"),
         ("      products_lock (SELECT .. FOR UPDATE)", "inventory/services.py", "products_lock"),

@@ -11,8 +11,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from donutsite.errors import DomainError
-from inventory import auth, services
-from inventory.models import ApiClient, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
+from inventory import services
+from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 
 ADJUST_LIMIT = 1_000_000  # far above any real tray count, far below the on-hand column's range
 
@@ -234,44 +234,6 @@ class RestockAdmin(ReadOnlyAdmin):
     @admin.display(description="SKU", ordering="product__sku")
     def sku(self, restock):
         return restock.product.sku
-
-
-# API clients
-
-
-@admin.register(ApiClient)
-class ApiClientAdmin(admin.ModelAdmin):
-    list_display = ("name", "key_prefix", "is_active", "created_at")
-    list_filter = ("is_active",)
-    search_fields = ("name", "key_prefix")
-    fieldsets = [
-        (
-            None,
-            {
-                "fields": ("name", "is_active", "key_prefix", "created_at"),
-                "description": "A key is generated when the client is added and shown once. Untick Active to "
-                f"revoke it; running servers stop accepting it within {auth.CACHE_SECONDS:g} seconds.",
-            },
-        )
-    ]
-    readonly_fields = ("key_prefix", "created_at")
-
-    def has_delete_permission(self, request, obj=None):
-        # Revoke with is_active instead: the client's sales must keep pointing at it.
-        return False
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            obj.save()
-            return
-        key = obj.set_new_key()
-        obj.save()
-        self.message_user(
-            request,
-            f"Copy this key now: {key} — only its hash is stored, so it cannot be shown again. "
-            "The client sends it as: Authorization: Api-Key <key>",
-            messages.SUCCESS,
-        )
 
 
 @admin.register(IdempotencyKey)

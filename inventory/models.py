@@ -1,6 +1,3 @@
-import hashlib
-import secrets
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Case, F, Q, When
@@ -38,35 +35,8 @@ class Product(models.Model):
         return self.on_hand <= self.reorder_point
 
 
-class ApiClient(models.Model):
-    """A client app allowed to call the API. Only a SHA-256 of its key is stored."""
-
-    KEY_PREFIX_LENGTH = 8
-
-    name = models.CharField(max_length=100, unique=True)
-    key_prefix = models.CharField(max_length=16, editable=False, help_text="First characters, to recognise a key.")
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    def __str__(self):
-        return self.name
-
-    @staticmethod
-    def hash_key(key: str) -> str:
-        # Keys are 32 random bytes, so a fast hash is enough: there is nothing to brute-force.
-        return hashlib.sha256(key.encode()).hexdigest()
-
-    def set_new_key(self) -> str:
-        """Give the client a fresh key and return it; it is shown once and never stored in clear."""
-        key = secrets.token_urlsafe(32)
-        self.key_prefix = key[: self.KEY_PREFIX_LENGTH]
-        self.key_hash = self.hash_key(key)
-        return key
-
-
 class Sale(models.Model):
-    client = models.ForeignKey(ApiClient, on_delete=models.PROTECT, related_name="sales")
+    client = models.ForeignKey("clients.ApiClient", on_delete=models.PROTECT, related_name="sales")
     idempotency_key = models.CharField(max_length=255, blank=True, default="")
     total = models.DecimalField(max_digits=12, decimal_places=2)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -192,7 +162,7 @@ class IdempotencyKey(models.Model):
     """A client's Idempotency-Key, remembered with its first answer (IDEMPOTENCY_KEY_TTL_HOURS): the sale
     it made, or the out_of_stock refusal it got, as rendered then."""
 
-    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey("clients.ApiClient", on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     sale = models.ForeignKey(Sale, on_delete=models.CASCADE, related_name="+", null=True, blank=True)

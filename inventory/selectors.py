@@ -2,8 +2,9 @@
 
 from django.db.models import Sum
 
+from clients.models import ApiClient
 from inventory.errors import UnknownSku
-from inventory.models import ApiClient, Product, Restock, Sale, StockMovement
+from inventory.models import Product, Restock, Sale, StockMovement
 
 # SKU -> product id never changes (SKUs are read-only once created, products are never deleted), so
 # each process remembers it and a sale needs no lookup query before it locks. The first sale a process

@@ -15,10 +15,11 @@ from django.db.models import F
 from django.utils import timezone
 from rest_framework.utils import encoders
 
+from clients.models import ApiClient
 from donutsite.context import request_id
 from inventory import selectors
 from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
-from inventory.models import ApiClient, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
+from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 from notifications.services import alert_raise
 
 logger = logging.getLogger(__name__)

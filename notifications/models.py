@@ -112,7 +112,7 @@ class Device(models.Model):
     token = models.CharField(max_length=255, unique=True)
     platform = models.CharField(max_length=10, choices=Platform.choices)
     client = models.ForeignKey(
-        "inventory.ApiClient", null=True, blank=True, on_delete=models.CASCADE, related_name="devices"
+        "clients.ApiClient", null=True, blank=True, on_delete=models.CASCADE, related_name="devices"
     )
     user_ref = models.CharField(max_length=100, blank=True, default="", help_text="The client app's own user id.")
     is_active = models.BooleanField(default=True)

@@ -47,7 +47,7 @@ $PY manage.py migrate --no-input -v 0
 $PY manage.py seed_demo
 # The demo key is kept in var/ (git-ignored) and made again if this database does not know it.
 if ! [ -s var/demo-api-key ] || ! $PY manage.py shell -c "
-import sys; from inventory.auth import api_client_for_key
+import sys; from clients.auth import api_client_for_key
 sys.exit(0 if api_client_for_key(open('var/demo-api-key').read().strip()) else 1)" 2>/dev/null; then
     $PY manage.py create_api_key "demo-$(date +%s)" | tail -n 1 > var/demo-api-key
 fi

@@ -3,7 +3,8 @@
 import itertools
 from decimal import Decimal
 
-from inventory.models import ApiClient, Product, StockMovement
+from clients.models import ApiClient
+from inventory.models import Product, StockMovement
 
 _counter = itertools.count(1)
 

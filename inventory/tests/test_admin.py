@@ -7,8 +7,9 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from clients.models import ApiClient
 from inventory.admin import ProductAdmin
-from inventory.models import ApiClient, IdempotencyKey, Product, Restock, StockMovement
+from inventory.models import IdempotencyKey, Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create, stock_adjust
 from inventory.tests.helpers import make_api_client, make_product
@@ -370,7 +371,7 @@ def test_movements_filter_by_kind_and_drill_down_by_date(admin_client, records):
 
 def test_adding_an_api_client_shows_its_key_once(admin_client):
     response = admin_client.post(
-        reverse("admin:inventory_apiclient_add"), {"name": "till-2", "is_active": "on", "_save": "Save"}, follow=True
+        reverse("admin:clients_apiclient_add"), {"name": "till-2", "is_active": "on", "_save": "Save"}, follow=True
     )
 
     match = re.search(r"Copy this key now: ([A-Za-z0-9_-]{40,})", response.content.decode())
@@ -380,7 +381,7 @@ def test_adding_an_api_client_shows_its_key_once(admin_client):
     assert client.key_hash == ApiClient.hash_key(key)
     assert client.key_prefix == key[: ApiClient.KEY_PREFIX_LENGTH]
 
-    for page in [PRODUCTS, reverse("admin:inventory_apiclient_change", args=[client.pk])]:
+    for page in [PRODUCTS, reverse("admin:clients_apiclient_change", args=[client.pk])]:
         html = admin_client.get(page).content.decode()
         assert key not in html and client.key_hash not in html
 
@@ -396,7 +397,7 @@ def test_unticking_active_revokes_a_key(admin_client):
     make_product("GLAZED", on_hand=3)
 
     response = admin_client.post(
-        reverse("admin:inventory_apiclient_change", args=[client.pk]), {"name": "till-3", "_save": "Save"}
+        reverse("admin:clients_apiclient_change", args=[client.pk]), {"name": "till-3", "_save": "Save"}
     )
 
     assert response.status_code == 302
@@ -410,7 +411,7 @@ def test_unticking_active_revokes_a_key(admin_client):
 def test_the_api_client_list_shows_prefixes_not_hashes(admin_client):
     client, key = make_api_client("till-4")
 
-    html = admin_client.get(reverse("admin:inventory_apiclient_changelist")).content.decode()
+    html = admin_client.get(reverse("admin:clients_apiclient_changelist")).content.decode()
 
     assert key[: ApiClient.KEY_PREFIX_LENGTH] in row_for(html, "till-4")
     assert client.key_hash not in html and key not in html

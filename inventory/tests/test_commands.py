@@ -9,9 +9,10 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from clients.models import ApiClient
 from inventory import services
 from inventory.management.commands.seed_demo import CATALOGUE
-from inventory.models import ApiClient, IdempotencyKey, Product, Restock, Sale, StockMovement
+from inventory.models import IdempotencyKey, Product, Restock, Sale, StockMovement
 from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create
 from inventory.tests.helpers import make_api_client, make_product

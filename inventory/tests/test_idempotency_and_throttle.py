@@ -9,7 +9,7 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
-from inventory import throttles
+from clients import throttles
 from inventory.models import IdempotencyKey, Product, Sale
 from inventory.services import idempotency_keys_purge
 from inventory.tests.helpers import make_api_client, make_product

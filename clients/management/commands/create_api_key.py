@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError, transaction
 
-from inventory.models import ApiClient
+from clients.models import ApiClient
 
 
 class Command(BaseCommand):

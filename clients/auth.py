@@ -5,7 +5,7 @@ import time
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from inventory.models import ApiClient
+from clients.models import ApiClient
 
 # Keys are looked up on every request; a short in-process cache saves a query per sale.
 # Deactivating a client therefore takes effect within CACHE_SECONDS.
@@ -65,7 +65,7 @@ class ClientUser:
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "inventory.auth.ApiKeyAuthentication"
+    target_class = "clients.auth.ApiKeyAuthentication"
     name = "ApiKey"
 
     def get_security_definition(self, auto_schema):

@@ -1,0 +1,52 @@
+"""ApiClient moved from inventory to clients: a database migrated before the move keeps its clients, their
+keys, permissions granted on them, and every row that points at a client."""
+
+import pytest
+from django.contrib.contenttypes.models import ContentType
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+BEFORE = [("inventory", "0003_idempotencykey_refusal"), ("notifications", "0002_alert_lock_stripes")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_clients_and_what_points_at_them_survive_the_move():
+    executor = MigrationExecutor(connection)
+    executor.migrate([("clients", None), *BEFORE])
+    old = executor.loader.project_state(BEFORE).apps
+    OldClient = old.get_model("inventory", "ApiClient")
+    client = OldClient.objects.create(name="till-1", key_prefix="abcdefgh", key_hash="h" * 64)
+    sale = old.get_model("inventory", "Sale").objects.create(client=client, total="1.50")
+    old.get_model("inventory", "IdempotencyKey").objects.create(client=client, key="k1", sale=sale, request_hash="r")
+    old.get_model("notifications", "Device").objects.create(client=client, token="tok-1")
+    content_type, _ = ContentType.objects.get_or_create(app_label="inventory", model="apiclient")
+
+    call_command("migrate", verbosity=0)
+
+    from clients.models import ApiClient
+    from inventory.models import IdempotencyKey, Sale
+    from notifications.models import Device
+
+    moved = ApiClient.objects.get(name="till-1")
+    assert (moved.pk, moved.key_hash) == (client.pk, "h" * 64)
+    assert Sale.objects.get(pk=sale.pk).client == moved
+    assert IdempotencyKey.objects.get(key="k1").client == moved
+    assert Device.objects.get(token="tok-1").client == moved
+    content_type.refresh_from_db()
+    assert content_type.app_label == "clients", "permissions on API clients follow the model"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT table_name FROM information_schema.key_column_usage"
+            " WHERE table_schema = DATABASE() AND referenced_table_name = 'clients_apiclient'"
+        )
+        assert sorted(row[0] for row in cursor.fetchall()) == [
+            "inventory_idempotencykey",
+            "inventory_sale",
+            "notifications_device",
+        ], "the database's foreign keys still guard every row that points at a client"
+
+
+@pytest.mark.django_db
+def test_the_models_match_the_migrations():
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
