@@ -531,7 +531,7 @@ def profile_sales(n: int, api_key: str) -> int:
         ("      _sale_write (UPDATE, 3 INSERTs)", "inventory/services.py", "_sale_write"),
         ("      atomic __exit__ (COMMIT, autocommit on)", "django/db/transaction.py", "__exit__"),
         ("      atomic __enter__ (health-check ping, autocommit off)", "django/db/transaction.py", "__enter__"),
-        ("    sale counter (in memory; a thread sends it)", "donutsite/metrics.py", "count_sale_outcome"),
+        ("    sale counter (in memory; a thread sends it)", "donutsite/sale_counters.py", "count_sale_outcome"),
         ("    sale_representation", "inventory/serializers.py", "sale_representation"),
         ("    JSONRenderer / finalize_response", "rest_framework/views.py", "finalize_response"),
         ("  SQL compile (SQLCompiler.as_sql, all)", "django/db/models/sql/compiler.py", "as_sql"),

@@ -4,7 +4,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from donutsite import metrics
+from donutsite import sale_counters
 from donutsite.errors import DomainError
 from donutsite.unavailable import DATABASE_ERRORS, database_unavailable
 
@@ -29,19 +29,21 @@ def error_body(code: str, message: str, **details) -> dict:
 
 def exception_handler(exc, context):
     response = _error_response(exc)
-    if response is not None and _is_sale_create(context.get("request")):
+    if response is not None and _counts_sale_outcomes(context):
         if response.headers.get("Idempotent-Replayed") == "true":
             pass  # a replay of an earlier answer: that one was counted
         elif response.data.get("code") == "out_of_stock":
-            metrics.count_sale_outcome("out_of_stock", stockouts=len(response.data.get("shortages", ())))
+            sale_counters.count_sale_outcome("out_of_stock", stockouts=len(response.data.get("shortages", ())))
         elif 400 <= response.status_code < 500 and response.status_code != 409:
-            metrics.count_sale_outcome("rejected")
+            sale_counters.count_sale_outcome("rejected")
     return response
 
 
-def _is_sale_create(request) -> bool:
-    match = getattr(request, "resolver_match", None)
-    return match is not None and match.url_name == "sale-create" and request.method == "POST"
+def _counts_sale_outcomes(context) -> bool:
+    # The view says whether its refusals are sale outcomes (`counts_sale_outcomes`), so this handler
+    # knows no app's URLs.
+    request, view = context.get("request"), context.get("view")
+    return getattr(view, "counts_sale_outcomes", False) and request is not None and request.method == "POST"
 
 
 def _error_response(exc):

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "inventory",
     "factory",
     "notifications",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -150,7 +151,7 @@ SPECTACULAR_SETTINGS = {
 ADMIN_LOGIN_MAX_FAILURES = env.int("ADMIN_LOGIN_MAX_FAILURES", default=5)
 ADMIN_LOGIN_WINDOW_SECONDS = env.int("ADMIN_LOGIN_WINDOW_SECONDS", default=900)
 
-# /metrics (donutsite/metrics.py): a Bearer token, or client addresses/networks (REMOTE_ADDR only, never
+# /metrics (ops/metrics.py): a Bearer token, or client addresses/networks (REMOTE_ADDR only, never
 # a proxy's own address). With neither set the endpoint answers 404.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])

@@ -2,11 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from donutsite import metrics
 from donutsite.health import healthz, readyz
 from factory import views as factory_views
 from inventory import views as inventory_views
 from notifications import views as notification_views
+from ops import metrics
 
 api_v1 = [
     path("api/v1/sales/", inventory_views.SaleCreateView.as_view(), name="sale-create"),
@@ -33,7 +33,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
         name="docs",
     ),
-    path("admin/dashboard/", include("donutsite.dashboard")),  # before admin/, which would claim it
+    path("admin/dashboard/", include("ops.dashboard")),  # before admin/, which would claim it
     path("admin/", admin.site.urls),
     path("metrics", metrics.metrics_view, name="metrics"),
 ]

@@ -12,7 +12,7 @@ from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
-from donutsite import metrics
+from donutsite import sale_counters
 from factory.models import DeadLetter, FactoryAttempt
 from inventory.models import Restock
 from inventory.tests.helpers import make_product
@@ -45,11 +45,11 @@ def metrics_on(settings):
     settings.METRICS_ALLOWED_IPS = []
     # Start from no sale counters (only our key: other tests' Redis state is left alone) and no pause;
     # earlier tests' sales are sent first, so that the flusher thread cannot bring them in later.
-    metrics._counters_paused_until = 0.0
-    metrics.counters_flush()
-    redis.Redis.from_url(settings.REDIS_URL).delete(metrics._counters_key())
+    sale_counters._counters_paused_until = 0.0
+    sale_counters.counters_flush()
+    redis.Redis.from_url(settings.REDIS_URL).delete(sale_counters.counters_key())
     yield
-    metrics._counters_paused_until = 0.0
+    sale_counters._counters_paused_until = 0.0
 
 
 def scrape(http=None, **extra):
@@ -194,9 +194,9 @@ def test_the_counts_reach_redis_within_a_second_without_a_scrape(client_app, set
     assert buy(client_app, ("GLAZED", 1)).status_code == 201
 
     deadline = time.monotonic() + 3
-    while stored.hget(metrics._counters_key(), "sold") is None and time.monotonic() < deadline:
+    while stored.hget(sale_counters.counters_key(), "sold") is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert stored.hget(metrics._counters_key(), "sold") == b"1"  # sent by this process's flusher thread
+    assert stored.hget(sale_counters.counters_key(), "sold") == b"1"  # sent by this process's flusher thread
 
 
 def test_counts_made_while_redis_is_down_arrive_when_it_is_back(client_app, settings):
@@ -205,10 +205,10 @@ def test_counts_made_while_redis_is_down_arrive_when_it_is_back(client_app, sett
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
 
     assert buy(client_app, ("GLAZED", 1)).status_code == 201
-    assert metrics.counters_flush() is False
+    assert sale_counters.counters_flush() is False
 
     settings.REDIS_URL = working_url
-    metrics._counters_paused_until = 0.0  # the pause after a failure is over
+    sale_counters._counters_paused_until = 0.0  # the pause after a failure is over
     assert value(scrape(), "donut_sales_total", outcome="sold") == 1
 
 

@@ -1,5 +1,5 @@
 """The ops dashboard in the admin, at /admin/dashboard/: stock levels, open restocks, dead letters with
-"Redrive all", recent alerts, and three charts drawn as inline SVG on the server (donutsite/charts.py),
+"Redrive all", recent alerts, and three charts drawn as inline SVG on the server (ops/charts.py),
 so the page needs no JavaScript and nothing from the internet.
 
 Staff only: both views are wrapped in admin.site.admin_view, which sends anyone else to the admin login.
@@ -15,10 +15,9 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from donutsite import charts
-from donutsite import dashboard_selectors as selectors
 from factory import services as factory_services
 from factory.models import DeadLetter
+from ops import charts, selectors
 
 REDRIVE_PERMISSION = "factory.change_deadletter"
 # One click redrives at most this many, so the request stays short; the message says how many are left.
@@ -108,7 +107,7 @@ def dashboard_view(request):
         "lead_time_chart": lead_time_chart(),
         "sales_chart": sales_chart(),
     }
-    return TemplateResponse(request, "donutsite/dashboard.html", context)
+    return TemplateResponse(request, "ops/dashboard.html", context)
 
 
 @require_POST

@@ -2,9 +2,9 @@
 
 gunicorn runs several processes, so every figure is read at scrape time from what they share: the
 database (aggregate queries, bounded to the last 24 h where the rows pile up) and Redis. The sales
-endpoint's answers are counted in a hash on REDIS_URL; each process sends its counts there in one
-MULTI/EXEC every half second, not one round trip per sale; the Celery queue depths are LLENs on the
-broker.
+endpoint's answers are counted in a hash on REDIS_URL (donutsite/sale_counters.py); each process sends
+its counts there in one MULTI/EXEC every half second, not one round trip per sale; the Celery queue
+depths are LLENs on the broker.
 
 Access (never public): a request passes with `Authorization: Bearer <METRICS_TOKEN>` or from a
 REMOTE_ADDR inside METRICS_ALLOWED_IPS (addresses or networks). X-Forwarded-For is ignored on
@@ -12,15 +12,10 @@ purpose: anyone can send it. Behind a reverse proxy REMOTE_ADDR is the proxy, so
 proxy's own address; use the token. With neither setting the endpoint does not exist (404).
 """
 
-import atexit
 import hashlib
 import hmac
 import ipaddress
 import logging
-import os
-import threading
-import time
-from collections import Counter
 from datetime import timedelta
 
 import redis
@@ -36,97 +31,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
 
+from donutsite import sale_counters
 from factory.models import DeadLetter, FactoryAttempt
 from inventory.models import Product, Restock
 from notifications.models import AlertDelivery
 
 logger = logging.getLogger(__name__)
 
-SALE_OUTCOMES = ("sold", "out_of_stock", "rejected")
 WINDOW = timedelta(hours=24)
 RESTOCK_LEAD_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)  # seconds
 FACTORY_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # seconds; the HTTP timeout is 8 s
 ALERT_LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)  # seconds, from the alert's creation to sent
 STOCK_SKU_LIMIT = 1000  # the catalogue has dozens; a runaway one must not make the scrape huge
-
-# The sale counters leave the request path: a sale adds to this process's counts, and a daemon thread
-# sends them to Redis every COUNTERS_FLUSH_SECONDS (so does a scrape, for its own process, and exit).
-# So a sale's answer never waits on Redis for a counter (docs/benchmarks.md, "Sales").
-# Counts wait in memory while Redis is down, and a process killed outright loses at most the last
-# half second's. Short timeouts and a pause after a failure keep an unreachable Redis cheap.
-COUNTERS_FLUSH_SECONDS = 0.5
-REDIS_TIMEOUT_SECONDS = 0.5
-COUNTERS_PAUSE_SECONDS = 5.0
-_counters_paused_until = 0.0
-_pending: Counter = Counter()
-_pending_lock = threading.Lock()
-_flush_lock = threading.Lock()  # one flush at a time, so a flush that returns has reached Redis
-_flusher_pid = 0  # the process whose flusher thread runs (threads do not survive gunicorn's fork)
-_clients: dict[str, redis.Redis] = {}
-
-
-def _redis(url: str) -> redis.Redis:
-    client = _clients.get(url)
-    if client is None:
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS
-        )
-        _clients[url] = client
-    return client
-
-
-def _counters_key() -> str:
-    # The cache's key prefix is the deployment's namespace in a shared Redis.
-    return f"{settings.CACHES['default'].get('KEY_PREFIX') or 'donut'}:metrics:sales"
-
-
-def count_sale_outcome(outcome: str, *, stockouts: int = 0) -> None:
-    """Count one answer of the sales endpoint; it reaches Redis, shared by every web process, within
-    COUNTERS_FLUSH_SECONDS. `stockouts` is how many products the refused sale found short. Never
-    touches the network, so the sale's answer cannot wait on or fail because of Redis."""
-    global _flusher_pid
-    if outcome not in SALE_OUTCOMES:
-        raise ValueError(f"unknown sale outcome {outcome!r}")
-    with _pending_lock:
-        _pending[outcome] += 1
-        if stockouts:
-            _pending["stockouts"] += stockouts
-        start_flusher = _flusher_pid != os.getpid()
-        _flusher_pid = os.getpid()
-    if start_flusher:
-        threading.Thread(target=_counters_flush_forever, name="sale-counters", daemon=True).start()
-        atexit.register(counters_flush)
-
-
-def counters_flush() -> bool:
-    """Send this process's pending counts to Redis; False if they are still pending (Redis down)."""
-    global _counters_paused_until
-    with _flush_lock:
-        if time.monotonic() < _counters_paused_until:
-            return False
-        with _pending_lock:
-            counts = dict(_pending)
-            _pending.clear()
-        if not counts:
-            return True
-        try:
-            pipe = _redis(settings.REDIS_URL).pipeline()  # MULTI/EXEC: all of them or none
-            for name, n in counts.items():
-                pipe.hincrby(_counters_key(), name, n)
-            pipe.execute()
-            return True
-        except (redis.RedisError, OSError) as exc:
-            with _pending_lock:
-                _pending.update(counts)  # adds them back
-            _counters_paused_until = time.monotonic() + COUNTERS_PAUSE_SECONDS
-            logger.warning("metrics: Redis unavailable, %s sale outcomes wait in this process (%r)", counts, exc)
-            return False
-
-
-def _counters_flush_forever():
-    while True:
-        time.sleep(COUNTERS_FLUSH_SECONDS)
-        counters_flush()
 
 
 def _histogram(row, bounds, scale):
@@ -172,9 +88,9 @@ class DonutCollector:
         yield from self._stock()
 
     def _sales(self):
-        counters_flush()  # this process's own counts; the others' arrive within COUNTERS_FLUSH_SECONDS
+        sale_counters.counters_flush()  # this process's own counts; the others' arrive within COUNTERS_FLUSH_SECONDS
         try:
-            raw = _redis(settings.REDIS_URL).hgetall(_counters_key())
+            raw = sale_counters.redis_client(settings.REDIS_URL).hgetall(sale_counters.counters_key())
         except (redis.RedisError, OSError) as exc:
             logger.warning("metrics: cannot read the sale counters from Redis (%r)", exc)
             return []
@@ -186,7 +102,7 @@ class DonutCollector:
             "across all web processes, each sending its counts every 0.5 s.",
             labels=["outcome"],
         )
-        for outcome in SALE_OUTCOMES:
+        for outcome in sale_counters.SALE_OUTCOMES:
             sales.add_metric([outcome], values.get(outcome, 0))
         stockouts = CounterMetricFamily(
             "donut_stockouts",
@@ -214,7 +130,7 @@ class DonutCollector:
         prefix = options.get("global_keyprefix", "")
         names = list(settings.CELERY_TASK_QUEUES_NAMES)
         try:
-            pipe = _redis(broker_url).pipeline(transaction=False)
+            pipe = sale_counters.redis_client(broker_url).pipeline(transaction=False)
             for name in names:
                 for step in steps:
                     pipe.llen(f"{prefix}{name}{sep}{step}" if step else f"{prefix}{name}")

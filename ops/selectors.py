@@ -1,4 +1,4 @@
-"""Reads for the ops dashboard (donutsite/dashboard.py). Each one is bounded (a time window or a row
+"""Reads for the ops dashboard (ops/dashboard.py). Each one is bounded (a time window or a row
 limit) and aggregates in the database, so the page stays cheap however long the shop has been open.
 
 It lives in the project package because it reads all three apps, which may not import each other freely.

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from ops.tests.test_dashboard import make_failed_restock, queued_restocks
 
-from donutsite.tests.test_dashboard import make_failed_restock, queued_restocks
 from factory.models import DeadLetter
 from inventory.models import Restock
 from inventory.tests.helpers import make_product
@@ -43,7 +43,7 @@ pytestmark = [
 
 @pytest.fixture
 def queues():
-    from donutsite.tests.test_dashboard import clear_queues
+    from ops.tests.test_dashboard import clear_queues
 
     clear_queues()
     yield

@@ -16,13 +16,12 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
-from donutsite import charts
-from donutsite import dashboard_selectors as selectors
 from factory.client import FactoryRejected
 from factory.models import DeadLetter
 from factory.reliable import DEAD_LETTER_QUEUE, dead_letter_record
 from inventory.models import Product, Restock, Sale, StockMovement
 from inventory.tests.helpers import make_api_client, make_product
+from ops import charts, selectors
 
 DASHBOARD = "/admin/dashboard/"
 REDRIVE_ALL = "/admin/dashboard/redrive-all/"
