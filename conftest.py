@@ -1,6 +1,6 @@
 import pytest
 
-from inventory.tests.helpers import make_api_client
+from testsupport.data import make_api_client
 
 
 def pytest_configure(config):
@@ -41,3 +41,34 @@ def _fresh_caches():
     auth._cache.clear()
     throttles._batches.clear()
     yield
+
+
+@pytest.fixture
+def queues():
+    """The test broker's `factory` and `dead_letter` queues, empty before and after each test; yields a
+    reader of the (task, args) waiting in one of them, oldest first."""
+    from testsupport.queues import clear_queues, queued
+
+    clear_queues()
+    yield queued
+    clear_queues()
+
+
+@pytest.fixture
+def broker_down():
+    """Point the Celery app at a port where nothing listens, as if Redis were down."""
+
+    def use(url):
+        # broker_write_url, not broker_url: Celery lets the CELERY_BROKER_URL variable win over the latter.
+        from celery import current_app
+
+        current_app.conf.broker_write_url = url
+        current_app._pool = None  # Celery caches its connection and producer pools: drop both
+        current_app.amqp._producer_pool = None
+        import kombu.pools
+
+        kombu.pools.reset()
+
+    use("redis://127.0.0.1:9/0")
+    yield
+    use(None)

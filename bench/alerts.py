@@ -4,7 +4,7 @@ The failure is recorded here, in this process, through `factory.reliable.dead_le
 exception (OutOfAttempts raised from FactoryUnavailable), as a factory task's on_failure records it: the
 dead letter and its critical alert in one transaction, one delivery per channel (log, Slack, FCM) handed
 to the `notifications` queue on commit. Real Celery workers, started as `make run` starts them, deliver
-it to the Slack and FCM stand-ins (notifications.standins), which also run in this process, so that both
+it to the Slack and FCM stand-ins (testsupport.fake_slack_fcm), which also run in this process, so that both
 ends are timed on one clock, time.time():
 
   t0         just before dead_letter_record is called
@@ -155,7 +155,7 @@ class Bench:
     """The stand-ins, the factory simulator, the broker, and dead letters recorded through the real path."""
 
     def __init__(self, factory_latency_ms: float):
-        from notifications.standins import FcmStandIn, SlackStandIn
+        from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
 
         self.slack = SlackStandIn()
         self.fcm = FcmStandIn(token=FCM_TOKEN, project_id=FCM_PROJECT_ID)

@@ -40,7 +40,7 @@ def bench_environ(*, database_url: str, broker_url: str) -> None:
 
 
 class Child:
-    """A process of our own in a session of its own (as donutsite.testing.Process), so that stopping it
+    """A process of our own in a session of its own (as testsupport.processes.Process), so that stopping it
     reaches a prefork worker's children too; logs go to var/bench/."""
 
     running: list["Child"] = []

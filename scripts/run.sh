@@ -36,7 +36,7 @@ fi
 if [ -z "${SLACK_WEBHOOK_URL:-}" ] && [ -z "${FCM_PROJECT_ID:-}" ]; then
     export SLACK_WEBHOOK_URL=http://127.0.0.1:8091/services/dev
     export FCM_ENDPOINT=http://127.0.0.1:8092 FCM_PROJECT_ID=donut-dev FCM_ACCESS_TOKEN=dev-fcm-token
-    echo "alerts: $PY -m notifications.standins --slack-port 8091 --fcm-port 8092 --fcm-token dev-fcm-token" >> "$PROCFILE"
+    echo "alerts: $PY -m testsupport.fake_slack_fcm --slack-port 8091 --fcm-port 8092 --fcm-token dev-fcm-token" >> "$PROCFILE"
 fi
 
 # Flower sits behind basic auth even here; the password is made once and kept in var/.

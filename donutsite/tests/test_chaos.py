@@ -1,4 +1,4 @@
-"""Chaos: the whole system under load while things break, then the invariants (donutsite.chaos).
+"""Chaos: the whole system under load while things break, then the invariants (testsupport.chaos).
 
 Real processes throughout: gunicorn, Celery workers and beat, the legacy-factory simulator, MariaDB and
 Redis. Scenarios that kill Redis or MariaDB kill private servers of their own. Each scenario writes its
@@ -14,7 +14,7 @@ import pytest
 from django.db import connection, connections
 from django.utils import timezone
 
-from donutsite.chaos import (
+from testsupport.chaos import (
     SCALE,
     ChaosSystem,
     Load,
@@ -28,7 +28,7 @@ from donutsite.chaos import (
     scaled,
     settle,
 )
-from donutsite.testing import wait_until
+from testsupport.processes import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.django_db(transaction=True)]
 

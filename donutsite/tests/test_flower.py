@@ -11,7 +11,7 @@ import pytest
 import redis
 from celery import current_app
 
-from donutsite.testing import BIN, Process, free_port, wait_until
+from testsupport.processes import BIN, Process, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 

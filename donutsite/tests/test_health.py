@@ -17,7 +17,7 @@ from django.db import connections
 from django.test import Client, override_settings
 
 from donutsite import health
-from donutsite.testing import BIN, Process, System, wait_until
+from testsupport.processes import BIN, Process, System, wait_until
 
 DEAD_PORT_BROKER = "redis://127.0.0.1:9/0"  # the discard port: nothing listens there
 

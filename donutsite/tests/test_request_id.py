@@ -17,14 +17,14 @@ from celery import current_app
 from donutsite.celery import request_id_forget, request_id_from_message
 from donutsite.context import request_id, request_id_bound
 from donutsite.logging import JsonFormatter, RequestIdFilter
-from donutsite.testing import System, wait_until
 from factory.client import FactoryRejected
 from factory.models import DeadLetter
 from factory.tasks import restock_place_task
 from inventory.models import Restock
-from inventory.tests.helpers import make_api_client, make_product
 from notifications.models import Alert
 from notifications.services import alert_raise
+from testsupport.data import make_api_client, make_product
+from testsupport.processes import System, wait_until
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
 

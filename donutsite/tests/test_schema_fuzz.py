@@ -23,8 +23,8 @@ from schemathesis.core.parameters import ParameterLocation
 from factory.signatures import sign
 from inventory.models import Restock
 from inventory.services import SaleItem, sale_create
-from inventory.tests.helpers import make_api_client, make_product
 from notifications.models import Device
+from testsupport.data import make_api_client, make_product
 
 CONFIG = schemathesis.Config.from_dict(
     {

@@ -11,7 +11,7 @@ from django.test import Client, override_settings
 from django.urls import path
 
 from inventory.models import Product
-from inventory.tests.helpers import make_api_client, make_product
+from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

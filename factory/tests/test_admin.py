@@ -12,19 +12,13 @@ from django.utils import timezone
 
 from factory.admin import FactoryRestockAdmin
 from factory.models import DeadLetter, FactoryAttempt
-from factory.tests.test_deadletters import clear_queues, make_dead_letter, queued
 from inventory.admin import RestockAdmin
 from inventory.models import Restock
+from testsupport.data import make_dead_letter
+from testsupport.queues import queued
 
 DEAD_LETTERS = reverse("admin:factory_deadletter_changelist")
 ATTEMPTS = reverse("admin:factory_factoryattempt_changelist")
-
-
-@pytest.fixture
-def queues():
-    clear_queues()
-    yield
-    clear_queues()
 
 
 def change_url(dead_letter):

@@ -9,7 +9,7 @@ from django.conf import settings
 from factory.signatures import sign
 from inventory.models import Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
-from inventory.tests.helpers import make_product
+from testsupport.data import make_product
 
 pytestmark = pytest.mark.django_db
 

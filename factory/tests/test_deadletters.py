@@ -1,98 +1,23 @@
 """Dead letters as an operator handles them: `manage.py redrive` puts the work back on the real Redis
 queue, and `manage.py purge_dead_letters` clears out old resolved ones."""
 
-import ast
-import json
-import traceback
-from datetime import timedelta
 from io import StringIO
 
 import pytest
-import redis
-from celery import current_app
 from django.core.management import CommandError, call_command
-from django.utils import timezone
 
-from factory.client import FactoryRejected
 from factory.models import DeadLetter
-from factory.reliable import DEAD_LETTER_QUEUE, dead_letter_record
+from factory.reliable import DEAD_LETTER_QUEUE
 from inventory.models import Restock
-from inventory.tests.helpers import make_product
+from testsupport.data import make_dead_letter
+from testsupport.queues import queued
 
 # Helpers shared with test_admin.py
 
 RESTOCK_PLACE = "factory.restock_place"
 
 
-def broker():
-    return redis.Redis.from_url(current_app.conf.broker_url)
-
-
-def clear_queues():
-    broker().delete("factory", DEAD_LETTER_QUEUE)
-
-
-def queued(queue="factory") -> list[tuple[str, list]]:
-    """(task name, args) of each message waiting in a queue (a Redis list), oldest first."""
-    raw = reversed(broker().lrange(queue, 0, -1))  # kombu pushes on the left and pops on the right
-    messages = [json.loads(message)["headers"] for message in raw]
-    return [(m["task"], list(ast.literal_eval(m["argsrepr"]))) for m in messages]
-
-
-def _place_order(restock):
-    raise FactoryRejected(f"409 Conflict: <reference> {restock.reference} refused", status_code=409, latency_ms=42)
-
-
-def make_dead_letter(
-    *, restock_status="failed", failed_days_ago=0, redriven_days_ago=None, task="factory.restock_place"
-):
-    """A restock that failed for good and its dead letter, as RestockPlaceTask.on_failure leaves them
-    (a real exception and traceback, a copy parked in the dead-letter queue, the restock linked)."""
-    restock = Restock.objects.create(
-        product=make_product(on_hand=0),
-        quantity=50,
-        reason=Restock.Reason.SHORTAGE,
-        status=restock_status,
-        attempt_count=1,
-        last_error="factory.client.FactoryRejected: 409 Conflict",
-        closed_at=timezone.now(),
-    )
-    try:
-        _place_order(restock)
-    except FactoryRejected as exc:
-        dead_letter = dead_letter_record(
-            task_name=task,
-            task_id=f"task-{restock.pk}",
-            args=[restock.pk],
-            kwargs={},
-            queue="factory",
-            exc=exc,
-            traceback="".join(traceback.format_exception(exc)),
-            attempts=1,
-            correlation_id=f"req-{restock.pk}",
-        )
-    failed_at = timezone.now() - timedelta(days=failed_days_ago)
-    changes = {"first_failed_at": failed_at, "last_failed_at": failed_at}
-    if task == RESTOCK_PLACE:
-        changes["restock"] = restock
-    if redriven_days_ago is not None:
-        changes.update(
-            redriven_at=timezone.now() - timedelta(days=redriven_days_ago), redriven_by="ops", redrive_count=1
-        )
-    DeadLetter.objects.filter(pk=dead_letter.pk).update(**changes)
-    dead_letter.refresh_from_db()
-    return dead_letter
-
-
 # The tests
-
-
-@pytest.fixture
-def queues():
-    """The test broker's `factory` and `dead_letter` queues, empty before and after each test."""
-    clear_queues()
-    yield
-    clear_queues()
 
 
 def run(*args):

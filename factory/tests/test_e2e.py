@@ -12,14 +12,14 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
-from donutsite.testing import System, wait_until
 from factory import services
 from factory.models import DeadLetter, FactoryAttempt
 from inventory.models import Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
-from inventory.tests.helpers import make_api_client, make_product
 from notifications.models import Device, Subscription
-from notifications.standins import FcmStandIn, SlackStandIn
+from testsupport.data import make_api_client, make_product
+from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
+from testsupport.processes import System, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

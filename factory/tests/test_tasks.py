@@ -2,13 +2,9 @@
 factory and the real test broker: what a refusal, a busy factory, a long Retry-After, running out of
 attempts and a lost callback do to the restock, the queue and ops. (With real workers: test_e2e.py.)"""
 
-import ast
-import json
 from datetime import timedelta
 
 import pytest
-import redis
-from celery import current_app
 from celery.exceptions import Retry
 from django.utils import timezone
 
@@ -17,32 +13,13 @@ from factory.models import DeadLetter, FactoryAttempt
 from factory.reliable import DEAD_LETTER_QUEUE
 from factory.services import restock_place
 from factory.tasks import OutOfAttempts, restock_place_task, restock_poll_task
-from factory.tests.test_client import ORDER, Scripted
 from inventory.models import Product, Restock
 from inventory.selectors import ledger_differences
-from inventory.tests import test_restock_dispatch
-from inventory.tests.helpers import make_product
 from notifications.models import Alert
+from testsupport.data import make_product
+from testsupport.scripted_factory import ORDER, Scripted
 
 pytestmark = pytest.mark.django_db
-
-QUEUES = ("factory", DEAD_LETTER_QUEUE)
-
-broker_down = test_restock_dispatch.broker_down  # Celery pointed at a port where nothing listens
-
-
-@pytest.fixture
-def queues():
-    """The test broker's queues, empty before and after; yields a reader of (task, args) in one of them."""
-    broker = redis.Redis.from_url(current_app.conf.broker_url)
-    broker.delete(*QUEUES)
-
-    def queued(queue):
-        messages = [json.loads(raw) for raw in broker.lrange(queue, 0, -1)]
-        return [(m["headers"]["task"], list(ast.literal_eval(m["headers"]["argsrepr"]))) for m in messages]
-
-    yield queued
-    broker.delete(*QUEUES)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from inventory.admin import ProductAdmin
 from inventory.models import IdempotencyKey, Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create, stock_adjust
-from inventory.tests.helpers import make_api_client, make_product
+from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from inventory.models import Restock
-from inventory.tests.helpers import make_product
+from testsupport.data import make_product
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,8 @@ from inventory.management.commands.seed_demo import CATALOGUE
 from inventory.models import IdempotencyKey, Product, Restock, Sale, StockMovement
 from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create
-from inventory.tests.helpers import make_api_client, make_product
 from notifications.models import Alert
+from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
 

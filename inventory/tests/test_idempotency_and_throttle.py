@@ -12,7 +12,7 @@ from django.utils import timezone
 from clients import throttles
 from inventory.models import IdempotencyKey, Product, Sale
 from inventory.services import idempotency_keys_purge
-from inventory.tests.helpers import make_api_client, make_product
+from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
 

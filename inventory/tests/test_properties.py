@@ -27,7 +27,7 @@ from inventory import selectors
 from inventory.errors import InvalidAdjustment, OutOfStock
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 from inventory.services import SaleItem, sale_create, stock_adjust
-from inventory.tests.helpers import make_api_client, make_product
+from testsupport.data import make_api_client, make_product
 
 SKUS = ("GLAZED", "BOSTON", "VIRAL")
 QUEUES = ("default", "factory", "notifications", "maintenance", "dead_letter")

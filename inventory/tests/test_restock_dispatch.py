@@ -4,7 +4,6 @@ import ast
 import json
 from datetime import timedelta
 
-import kombu.pools
 import pytest
 import redis
 from celery import current_app
@@ -16,7 +15,7 @@ from django.utils import timezone
 
 from inventory.models import Restock
 from inventory.services import SaleItem, restocks_open, sale_create
-from inventory.tests.helpers import make_api_client, make_product
+from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,22 +33,6 @@ def factory_queue():
 
     yield restock_ids
     broker.delete("factory")
-
-
-@pytest.fixture
-def broker_down():
-    """Point the Celery app at a port where nothing listens, as if Redis were down."""
-
-    def use(url):
-        # broker_write_url, not broker_url: Celery lets the CELERY_BROKER_URL variable win over the latter.
-        current_app.conf.broker_write_url = url
-        current_app._pool = None  # Celery caches its connection and producer pools: drop both
-        current_app.amqp._producer_pool = None
-        kombu.pools.reset()
-
-    use("redis://127.0.0.1:9/0")
-    yield
-    use(None)
 
 
 def test_a_shortage_hands_its_restock_to_the_factory_queue(factory_queue):

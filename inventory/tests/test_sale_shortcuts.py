@@ -14,7 +14,7 @@ from rest_framework.exceptions import ValidationError
 
 from inventory.serializers import SaleIn, SaleOut, _sale_items_plain, sale_items_validate, sale_representation
 from inventory.services import SaleItem, sale_create
-from inventory.tests.helpers import make_api_client, make_product
+from testsupport.data import make_api_client, make_product
 
 # Bodies near the edges of what is valid: SKU-like and odd strings, quantities around 1..100, bools and
 # floats where integers go, missing, extra and duplicate keys, too few and too many lines.

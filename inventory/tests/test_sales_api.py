@@ -5,15 +5,12 @@ from django.db.models import Sum
 
 from inventory.models import Product, Restock, Sale, StockMovement
 from inventory.selectors import ledger_differences
-from inventory.tests.helpers import make_api_client, make_product
+from testsupport.api import buy
+from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
 
 SALES = "/api/v1/sales/"
-
-
-def buy(http, *items, **headers):
-    return http.post(SALES, {"items": [{"sku": s, "quantity": q} for s, q in items]}, format="json", **headers)
 
 
 def on_hand(product):

@@ -13,7 +13,7 @@ from notifications.channels.base import ChannelError, Message, TokenUnregistered
 from notifications.channels.fcm import FCM_SCOPE, FcmChannel
 from notifications.channels.log import LogChannel
 from notifications.channels.slack import SlackChannel, to_blocks
-from notifications.standins import FcmStandIn, SlackStandIn, fcm_error
+from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn, fcm_error
 
 
 def make_message(**overrides) -> Message:
@@ -37,21 +37,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def slack():
-    with SlackStandIn() as standin:
-        yield standin
-
-
-@pytest.fixture
-def fcm():
-    with FcmStandIn(token="fcm-test-token", project_id="donut-test") as standin:
-        yield standin
-
-
 def fcm_channel(standin: FcmStandIn, **kwargs) -> FcmChannel:
     kwargs.setdefault("access_token", "fcm-test-token")
-    return FcmChannel(standin.url, "donut-test", **kwargs)
+    return FcmChannel(standin.url, "donuts", **kwargs)
 
 
 # LogChannel --------------------------------------------------------------------------------------
@@ -259,7 +247,7 @@ def test_fcm_topic_send_shape(fcm):
 
     [request] = fcm.wait_for(1)
     assert request["method"] == "POST"
-    assert request["path"] == "/v1/projects/donut-test/messages:send"
+    assert request["path"] == "/v1/projects/donuts/messages:send"
     assert request["headers"]["authorization"] == "Bearer fcm-test-token"
     message = request["body"]["message"]
     assert message["topic"] == "ops-alerts" and "token" not in message
@@ -267,7 +255,7 @@ def test_fcm_topic_send_shape(fcm):
     assert message["data"] == {"kind": "sold_out", "severity": "warning", "alert_id": "42"}
     assert message["android"] == {"priority": "high"}
     assert message["apns"] == {"headers": {"apns-priority": "10"}}
-    assert name == "projects/donut-test/messages/1"
+    assert name == "projects/donuts/messages/1"
 
 
 def test_fcm_token_send_shape_with_data_as_strings(fcm):
@@ -280,7 +268,7 @@ def test_fcm_token_send_shape_with_data_as_strings(fcm):
     assert sent["token"] == "device-token-abc" and "topic" not in sent
     assert sent["data"] == {"sku": "GLAZED", "count": "3", "kind": "sold_out", "severity": "warning", "alert_id": "7"}
     assert all(isinstance(v, str) for v in sent["data"].values())
-    assert request["status"] == 200 and name.startswith("projects/donut-test/messages/")
+    assert request["status"] == 200 and name.startswith("projects/donuts/messages/")
 
 
 def test_fcm_message_without_alert_id_has_no_alert_id_key(fcm):
@@ -405,7 +393,7 @@ def test_fcm_that_never_answers_is_transient_after_the_timeout(fcm):
 
 
 def test_fcm_connection_refused_is_transient():
-    channel = FcmChannel(f"http://127.0.0.1:{free_port()}", "donut-test", access_token="t", timeout=1)
+    channel = FcmChannel(f"http://127.0.0.1:{free_port()}", "donuts", access_token="t", timeout=1)
 
     with pytest.raises(ChannelError) as caught:
         channel.send_to_topic("ops-alerts", make_message())
@@ -434,7 +422,7 @@ def write_service_account(tmp_path, token_uri: str) -> str:
     ).decode()
     info = {
         "type": "service_account",
-        "project_id": "donut-test",
+        "project_id": "donuts",
         "private_key_id": "test-key-1",
         "private_key": pem,
         "client_email": "fcm-sender@donut-test.iam.gserviceaccount.com",

@@ -1,53 +1,12 @@
 """Delivering alerts and back-in-stock pushes to real local stand-ins for Slack and FCM."""
 
 import pytest
-from django.db import transaction
-from django.test import override_settings
 
 from notifications import services
 from notifications.models import Alert, AlertDelivery, Device, Subscription
-from notifications.standins import FcmStandIn, SlackStandIn
+from testsupport.data import critical_alert
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def slack():
-    with SlackStandIn() as standin:
-        yield standin
-
-
-@pytest.fixture
-def fcm():
-    with FcmStandIn(token="fcm-test-token", project_id="donuts") as standin:
-        yield standin
-
-
-@pytest.fixture
-def channels_at(slack, fcm):
-    """Settings pointing both channels at the stand-ins; adapters are rebuilt for them."""
-    services._channels.clear()
-    with override_settings(
-        SLACK_WEBHOOK_URL=slack.url + "/services/T/B/x",
-        FCM_ENDPOINT=fcm.url,
-        FCM_PROJECT_ID="donuts",
-        FCM_ACCESS_TOKEN="fcm-test-token",
-        FCM_OPS_TOPIC="ops-alerts",
-        FLOWER_URL="http://flower.example",
-    ):
-        yield
-    services._channels.clear()
-
-
-def critical_alert(**context):
-    with transaction.atomic():
-        return services.alert_raise(
-            kind="dead_letter",
-            severity="critical",
-            title="Dead letter: factory.restock_place gave up on VIRAL",
-            text="OutOfAttempts: 6 attempts; last: 503",
-            context={"sku": "VIRAL", "restock_id": 42, "attempts": 6, **context},
-        )
 
 
 def send_all(alert):

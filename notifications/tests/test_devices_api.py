@@ -2,8 +2,8 @@
 
 import pytest
 
-from inventory.tests.helpers import make_api_client, make_product
 from notifications.models import Device, Subscription
+from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
 

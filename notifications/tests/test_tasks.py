@@ -16,13 +16,9 @@ from django.utils import timezone
 from notifications import services
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from notifications.tasks import MAX_ATTEMPTS, back_in_stock_task, deliver_task, sweep_task
-from notifications.tests import test_delivery
-from notifications.tests.test_delivery import critical_alert
+from testsupport.data import critical_alert
 
 pytestmark = pytest.mark.django_db
-
-# The stand-ins and the settings that point the channels at them.
-slack, fcm, channels_at = test_delivery.slack, test_delivery.fcm, test_delivery.channels_at
 
 ALERTS = reverse("admin:notifications_alert_changelist")
 

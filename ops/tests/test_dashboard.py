@@ -1,82 +1,25 @@
 """The ops dashboard at /admin/dashboard/: who may see it, what it shows, the SVG charts it draws, and
 "Redrive all"."""
 
-import ast
-import json
 import re
-import traceback
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-import redis
-from celery import current_app
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
-from factory.client import FactoryRejected
 from factory.models import DeadLetter
-from factory.reliable import DEAD_LETTER_QUEUE, dead_letter_record
 from inventory.models import Product, Restock, Sale, StockMovement
-from inventory.tests.helpers import make_api_client, make_product
 from ops import charts, selectors
+from testsupport.data import make_api_client, make_failed_restock, make_product
+from testsupport.queues import queued_restocks
 
 DASHBOARD = "/admin/dashboard/"
 REDRIVE_ALL = "/admin/dashboard/redrive-all/"
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-def broker():
-    return redis.Redis.from_url(current_app.conf.broker_url)
-
-
-def clear_queues():
-    broker().delete("factory", DEAD_LETTER_QUEUE)
-
-
-def queued_restocks() -> list[int]:
-    """The restock ids of the factory.restock_place messages waiting in the factory queue."""
-    headers = [json.loads(message)["headers"] for message in broker().lrange("factory", 0, -1)]
-    return [ast.literal_eval(h["argsrepr"])[0] for h in headers if h["task"] == "factory.restock_place"]
-
-
-@pytest.fixture
-def queues():
-    clear_queues()
-    yield
-    clear_queues()
-
-
-def make_failed_restock(product=None) -> tuple[Restock, DeadLetter]:
-    """A restock the factory refused for good, and the dead letter its task left (a real exception)."""
-    product = product or make_product(on_hand=0)
-    restock = Restock.objects.create(
-        product=product,
-        quantity=50,
-        reason=Restock.Reason.SHORTAGE,
-        status=Restock.Status.FAILED,
-        attempt_count=1,
-        last_error="factory.client.FactoryRejected: 409 Conflict",
-        closed_at=timezone.now(),
-    )
-    try:
-        raise FactoryRejected(f"409 Conflict: {restock.reference} refused", status_code=409, latency_ms=42)
-    except FactoryRejected as exc:
-        dead_letter = dead_letter_record(
-            task_name="factory.restock_place",
-            task_id=f"task-{restock.pk}",
-            args=[restock.pk],
-            kwargs={},
-            queue="factory",
-            exc=exc,
-            traceback="".join(traceback.format_exception(exc)),
-            attempts=1,
-            correlation_id=f"req-{restock.pk}",
-            context={"restock_id": restock.pk, "sku": product.sku},
-        )
-    return restock, dead_letter
 
 
 def svgs(html: str) -> list[ET.Element]:

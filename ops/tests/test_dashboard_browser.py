@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from ops.tests.test_dashboard import make_failed_restock, queued_restocks
 
 from factory.models import DeadLetter
 from inventory.models import Restock
-from inventory.tests.helpers import make_product
+from testsupport.data import make_failed_restock, make_product
+from testsupport.queues import queued_restocks
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -39,15 +39,6 @@ pytestmark = [
         reason=f"{CHROMIUM} is missing: `make install` (scripts/install.sh) installs Debian's chromium",
     ),
 ]
-
-
-@pytest.fixture
-def queues():
-    from ops.tests.test_dashboard import clear_queues
-
-    clear_queues()
-    yield
-    clear_queues()
 
 
 @pytest.mark.django_db(transaction=True)  # the live server reads what the test commits

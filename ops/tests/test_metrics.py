@@ -15,8 +15,9 @@ from rest_framework.test import APIClient
 from donutsite import sale_counters
 from factory.models import DeadLetter, FactoryAttempt
 from inventory.models import Restock
-from inventory.tests.helpers import make_product
 from notifications.models import Alert, AlertDelivery
+from testsupport.api import buy
+from testsupport.data import make_product
 
 pytestmark = pytest.mark.django_db
 
@@ -69,10 +70,6 @@ def parse(response) -> dict:
 
 def value(samples: dict, name: str, **labels) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
-
-
-def buy(http, *items, **headers):
-    return http.post(SALES, {"items": [{"sku": s, "quantity": q} for s, q in items]}, format="json", **headers)
 
 
 # --- access -----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Faults, load and bookkeeping for the chaos scenarios (donutsite/tests/test_chaos.py).
 
 Everything here is real: private Redis and MariaDB servers the scenarios may SIGKILL and restart (the
-machine's own servers are shared and never touched), the app's processes (donutsite.testing.System plus
+machine's own servers are shared and never touched), the app's processes (testsupport.processes.System plus
 beat and a second web server), client threads buying over HTTP with an Idempotency-Key on every request,
 and `check_invariants`, which every scenario ends with. Only 127.0.0.1 is ever contacted.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from django.db import connections
 from django.db.models import Sum
 
-from donutsite.testing import BIN, ROOT, Process, System, free_port, wait_until
+from testsupport.processes import BIN, ROOT, Process, System, free_port, wait_until
 
 SCALE = float(os.environ.get("CHAOS_SCALE") or 1)
 TOOLS = {name: shutil.which(name) or name for name in ("redis-server", "mariadb-install-db", "mariadb", "mariadb-dump")}
@@ -382,7 +382,7 @@ def catalogue_make(
     prefix: str, *, products: int = 10, on_hand=(10, 25), reorder_point: int = 8, reorder_quantity: int = 30, seed=0
 ) -> Catalogue:
     """Products with a ledger-backed starting stock, and API clients to buy them."""
-    from inventory.tests.helpers import make_api_client, make_product
+    from testsupport.data import make_api_client, make_product
 
     rng = random.Random(seed)
     initial = {}

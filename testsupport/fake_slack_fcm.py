@@ -2,7 +2,7 @@
 
 Standard library only (no Django), so they run in-process from tests or as a process of their own:
 
-    python -m notifications.standins --slack-port 8091 --fcm-port 8092 [--fcm-token T]
+    python -m testsupport.fake_slack_fcm --slack-port 8091 --fcm-port 8092 [--fcm-token T]
 
 Each stand-in records every request it receives in `.received` (dicts with method, path, lower-cased
 headers, parsed JSON body, raw body, `time.time()` on arrival and the status it answered) and takes a
@@ -424,7 +424,7 @@ class FcmStandIn(StandIn):
         return str((message.get("notification") or {}).get("title", ""))
 
 
-# `python -m notifications.standins` --------------------------------------------------------------
+# `python -m testsupport.fake_slack_fcm` --------------------------------------------------------------
 
 
 def _describe(record: dict) -> str:

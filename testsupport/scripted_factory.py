@@ -1,0 +1,61 @@
+"""A local HTTP server that answers as the legacy factory would, from a script, and a sample order."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ORDER = {
+    "order_id": "F-000123",
+    "reference": "restock-42",
+    "sku": "GLAZED",
+    "quantity": 120,
+    "status": "accepted",
+    "quantity_produced": None,
+    "created_at": "2026-11-22T03:00:00Z",
+    "estimated_ready_at": "2026-11-22T03:05:00Z",
+    "completed_at": None,
+}
+
+
+class Scripted:
+    """A local server that answers each request with the next scripted (status, body, headers, delay)."""
+
+    def __init__(self):
+        self.answers = []
+        self.requests = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": self.rfile.read(length),
+                    }
+                )
+                status, body, headers, delay = outer.answers.pop(0)
+                time.sleep(delay)
+                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, status, body=None, headers=None, delay=0.0):
+        self.answers.append((status, {} if body is None else body, headers or {}, delay))
