@@ -46,8 +46,18 @@ def test_production_refuses_to_start_without_its_secrets(missing):
     assert missing in result.stderr
 
 
-def test_debug_is_off_unless_asked_for():
-    assert settings.DEBUG is False
+@pytest.mark.parametrize(("asked", "debug"), [(None, "False"), ("0", "False"), ("1", "True")])
+def test_debug_is_off_unless_asked_for(asked, debug):
+    # In a process of its own: pytest-django forces DEBUG off in this one, whatever the settings say.
+    env = {**PRODUCTION, "DJANGO_SETTINGS_MODULE": "donutsite.settings"}
+    if asked is not None:
+        env["DJANGO_DEBUG"] = asked
+    code = "from django.conf import settings; print(settings.DEBUG)"
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == debug
 
 
 def test_settings_that_would_let_redis_run_a_task_twice_are_refused():
