@@ -58,17 +58,16 @@ def queues():
 def broker_down():
     """Point the Celery app at a port where nothing listens, as if Redis were down."""
 
+    import kombu.pools
+    from celery import current_app
+
     def use(url):
         # broker_write_url, not broker_url: Celery lets the CELERY_BROKER_URL variable win over the latter.
-        from celery import current_app
-
         current_app.conf.broker_write_url = url
         current_app._pool = None  # Celery caches its connection and producer pools: drop both
         current_app.amqp._producer_pool = None
-        import kombu.pools
-
         kombu.pools.reset()
 
-    use("redis://127.0.0.1:9/0")
+    use("redis://127.0.0.1:9/0")  # the discard port: nothing listens there
     yield
     use(None)

@@ -9,7 +9,6 @@ import re
 import signal
 import time
 
-import kombu.pools
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
@@ -122,22 +121,6 @@ def test_outside_a_gunicorn_worker_signals_are_left_alone():
 def test_worker_alive_fails_when_no_worker_answers():
     with pytest.raises(CommandError, match="no answer from nobody@"):
         call_command("worker_alive", "--destination", "nobody@%h", "--timeout", "0.5")
-
-
-@pytest.fixture
-def broker_down():
-    """Point the Celery app at a port where nothing listens (as inventory/tests/test_restock_dispatch.py does)."""
-    from celery import current_app
-
-    def use(url):
-        current_app.conf.broker_write_url = url
-        current_app._pool = None
-        current_app.amqp._producer_pool = None
-        kombu.pools.reset()
-
-    use(DEAD_PORT_BROKER)
-    yield
-    use(None)
 
 
 def test_worker_alive_fails_fast_when_the_broker_is_down(broker_down):
