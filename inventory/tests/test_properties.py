@@ -56,6 +56,7 @@ class Shop(RuleBasedStateMachine):
         super().__init__()
         _delete_stock_rows()  # each example starts from an empty shop
         self.expected = {}  # sku -> on-hand the model predicts
+        self.refused = {}  # idempotency key -> the SKUs its first (refused) answer named
         self.receipts = []  # receipts the factory sent, to send again
 
     @initialize(
@@ -80,8 +81,15 @@ class Shop(RuleBasedStateMachine):
         try:
             outcome = sale_create(client=self.client, items=items, idempotency_key=idempotency_key)
         except OutOfStock as exc:
-            assert {s["sku"] for s in exc.details["shortages"]} == short
+            answered = {s["sku"] for s in exc.details["shortages"]}
+            if exc.headers.get("Idempotent-Replayed"):
+                # A refusal is replayed as it was first given, even if stock moved since.
+                assert answered == self.refused[idempotency_key]
+                return
+            assert answered == short
             assert all(self._open_restock(sku) for sku in short), "a shortage opens a restock"
+            if idempotency_key:
+                self.refused[idempotency_key] = answered
             return
         except DomainError as exc:  # the same key with another order: refused, nothing sold
             assert exc.code == "idempotency_key_reused" and idempotency_key
