@@ -2,9 +2,16 @@
 
 Development (`make run`) sets DJANGO_DEBUG=1 and a throwaway secret key; anything else is production
 and refuses to start without DJANGO_SECRET_KEY.
+
+A `.env` beside manage.py, when there is one, fills in what the environment leaves unset: `make run`
+writes its settings there so that `manage.py` works from a second terminal. The image never has one
+(.dockerignore keeps `.env` out of the build context; compose passes it as the containers'
+environment instead), and `make test` turns the file off (DJANGO_ENV_FILE empty) so a developer's
+`make run` settings never leak into tests.
 """
 
 import ipaddress
+import os
 from pathlib import Path
 
 import environ
@@ -13,6 +20,10 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+# Variables already in the environment win over the file (read_env only sets what is unset).
+_ENV_FILE = os.environ.get("DJANGO_ENV_FILE", str(BASE_DIR / ".env"))
+if _ENV_FILE and Path(_ENV_FILE).is_file():
+    environ.Env.read_env(_ENV_FILE)
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")

@@ -5,26 +5,44 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
-export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-dev-only-insecure-$(hostname)}"
-export CELERY_BROKER_URL="${CELERY_BROKER_URL:-redis://127.0.0.1:6379/0}"
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/1}"
-export PORT="${PORT:-8000}" FLOWER_PORT="${FLOWER_PORT:-5555}"
-export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:$PORT}"
-# /metrics is off unless someone may read it: on this machine, this machine may.
-export METRICS_ALLOWED_IPS="${METRICS_ALLOWED_IPS:-127.0.0.1}"
 PY=.venv/bin/python
 mkdir -p var
 PROCFILE=var/Procfile
 : > "$PROCFILE"
 
-# Redis is the broker: use the one configured, or start a private one if nothing answers there.
-if ! $PY -c 'import os, redis; redis.Redis.from_url(os.environ["CELERY_BROKER_URL"], socket_connect_timeout=1).ping()' 2>/dev/null; then
-    command -v redis-server >/dev/null || { echo "run: nothing answers at $CELERY_BROKER_URL and there is no redis-server" >&2; exit 1; }
-    port=$($PY -c 'import os, urllib.parse; print(urllib.parse.urlparse(os.environ["CELERY_BROKER_URL"]).port or 6379)')
-    echo "run: nothing answers at $CELERY_BROKER_URL; starting a private redis-server on port $port"
-    echo "redis: redis-server --port $port --bind 127.0.0.1 --save '' --appendonly no --dir var" >> "$PROCFILE"
+export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
+# A throwaway signing key, made once and kept in var/ (git-ignored) so sessions survive a restart.
+[ -s var/secret-key ] || head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > var/secret-key
+export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-$(cat var/secret-key)}"
+export PORT="${PORT:-8000}" FLOWER_PORT="${FLOWER_PORT:-5555}"
+export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:$PORT}"
+# /metrics is off unless someone may read it: on this machine, this machine may.
+export METRICS_ALLOWED_IPS="${METRICS_ALLOWED_IPS:-127.0.0.1}"
+
+# Redis: make run's own redis-server (port RUN_REDIS_PORT, data in var/redis, so `make clean` clears
+# queues, dead-letter copies, kombu bindings and login lockouts), not the databases of a Redis that other
+# projects and test runs share. Set CELERY_BROKER_URL and REDIS_URL to use another one.
+REDIS_PID=
+# Stop our redis-server when make run stops (Ctrl-C or an error).
+trap '[ -z "$REDIS_PID" ] || kill "$REDIS_PID" 2>/dev/null || true' EXIT
+if [ -z "${CELERY_BROKER_URL:-}" ]; then
+    RUN_REDIS_PORT="${RUN_REDIS_PORT:-6380}"
+    export CELERY_BROKER_URL="redis://127.0.0.1:$RUN_REDIS_PORT/0"
+    export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$RUN_REDIS_PORT/1}"
+    redis_up() { $PY -c 'import os, redis; redis.Redis.from_url(os.environ["CELERY_BROKER_URL"], socket_connect_timeout=1).ping()' 2>/dev/null; }
+    if redis_up; then
+        echo "run: a Redis already answers on port $RUN_REDIS_PORT; using it"
+    else
+        command -v redis-server >/dev/null || { echo "run: no redis-server; install it or set CELERY_BROKER_URL and REDIS_URL" >&2; exit 1; }
+        mkdir -p var/redis
+        redis-server --port "$RUN_REDIS_PORT" --bind 127.0.0.1 --dir var/redis --save '' --appendonly yes \
+            --loglevel warning > var/redis/redis.log 2>&1 &
+        REDIS_PID=$!
+        for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+        redis_up || { echo "run: redis-server did not start; see var/redis/redis.log" >&2; exit 1; }
+    fi
 fi
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/1}"
 
 # The factory: the local simulator unless FACTORY_API_URL points elsewhere.
 if [ -z "${FACTORY_API_URL:-}" ]; then
@@ -43,20 +61,44 @@ fi
 [ -s var/flower-auth ] || echo "ops:$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')" > var/flower-auth
 export FLOWER_BASIC_AUTH="${FLOWER_BASIC_AUTH:-$(cat var/flower-auth)}"
 
+# The settings above go to .env, which settings.py reads when present: `manage.py` then works from a
+# second terminal exactly as in the README. A .env not written here (say, production values for compose)
+# is left alone.
+ENV_MARK="# Written by make run (scripts/run.sh) at every start; make clean deletes it."
+if [ ! -e .env ] || [ "$(head -n 1 .env)" = "$ENV_MARK" ]; then
+    {
+        echo "$ENV_MARK"
+        for name in DJANGO_DEBUG DJANGO_SECRET_KEY DATABASE_URL CELERY_BROKER_URL REDIS_URL PUBLIC_BASE_URL \
+            METRICS_ALLOWED_IPS FACTORY_API_URL FACTORY_API_KEY FACTORY_CALLBACK_SECRET SLACK_WEBHOOK_URL \
+            FCM_ENDPOINT FCM_PROJECT_ID FCM_ACCESS_TOKEN FLOWER_BASIC_AUTH; do
+            [ -z "${!name:-}" ] || printf '%s=%s\n' "$name" "${!name}"
+        done
+    } > .env
+else
+    echo "run: .env was not written by make run; leaving it alone (manage.py in another terminal reads it)" >&2
+fi
+
 $PY manage.py migrate --no-input -v 0
 $PY manage.py seed_demo
 # The demo key is kept in var/ (git-ignored) and made again if this database does not know it.
-if ! [ -s var/demo-api-key ] || ! $PY manage.py shell -c "
+if ! [ -s var/demo-api-key ] || ! $PY manage.py shell -v 0 -c "
 import sys; from clients.auth import api_client_for_key
 sys.exit(0 if api_client_for_key(open('var/demo-api-key').read().strip()) else 1)" 2>/dev/null; then
     $PY manage.py create_api_key "demo-$(date +%s)" | tail -n 1 > var/demo-api-key
 fi
 KEY=$(cat var/demo-api-key)
+# An admin login, like the demo key: the password is made once, kept in var/, and set again at each start.
+[ -s var/admin-password ] || head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > var/admin-password
+ADMIN_PASSWORD=$(cat var/admin-password) $PY manage.py shell -v 0 -c "
+import os; from django.contrib.auth import get_user_model
+user, _ = get_user_model().objects.get_or_create(username='admin')
+user.is_staff = user.is_superuser = user.is_active = True
+user.set_password(os.environ['ADMIN_PASSWORD']); user.save()"
 
 cat >> "$PROCFILE" <<PROCS
 web: $PY manage.py runserver 127.0.0.1:$PORT --noreload
-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q default,factory,maintenance -n worker@%h
-alerts-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q notifications -n alerts@%h
+worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q default,factory,maintenance -n factory@%h
+notifications-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q notifications -n notifications@%h
 beat: .venv/bin/celery -A donutsite beat -l info --schedule var/celerybeat-schedule
 flower: $PY -m donutsite.flower --port=$FLOWER_PORT --address=127.0.0.1
 PROCS
@@ -66,11 +108,15 @@ cat <<INFO
   donut-states is starting (Ctrl-C stops everything):
     API        http://127.0.0.1:$PORT/api/v1/products/
     API docs   http://127.0.0.1:$PORT/api/docs/
-    Admin      http://127.0.0.1:$PORT/admin/   (make a login: .venv/bin/python manage.py createsuperuser)
+    Admin      http://127.0.0.1:$PORT/admin/   (login admin / $(cat var/admin-password))
     Dashboard  http://127.0.0.1:$PORT/admin/dashboard/
     Metrics    http://127.0.0.1:$PORT/metrics   (from this machine only)
     Flower     http://127.0.0.1:$FLOWER_PORT/   (login ${FLOWER_BASIC_AUTH%%:*} / ${FLOWER_BASIC_AUTH#*:})
     Factory    $FACTORY_API_URL   (simulator; its orders: $FACTORY_API_URL/_sim/orders)
+    Redis      $CELERY_BROKER_URL (broker), $REDIS_URL (cache)
+
+  manage.py in another terminal reads these settings from .env, e.g.
+    .venv/bin/python manage.py redrive --all
 
   Buy a donut:
     curl -s -X POST http://127.0.0.1:$PORT/api/v1/sales/ \\
@@ -78,4 +124,4 @@ cat <<INFO
       -d '{"items": [{"sku": "GLAZED", "quantity": 2}]}'
 
 INFO
-exec .venv/bin/honcho start -d . -f "$PROCFILE"
+.venv/bin/honcho start -d . -f "$PROCFILE"

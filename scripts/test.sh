@@ -2,6 +2,8 @@
 # The whole suite against MariaDB and Redis (never SQLite: row locks do nothing there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Never the .env that make run writes: tests set everything they need here.
+export DJANGO_ENV_FILE=
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-test-only-not-secret}"
 export DATABASE_URL="${TEST_DATABASE_URL:-mysql://root@127.0.0.1:3306/donut_states}"
 export CELERY_BROKER_URL="${TEST_CELERY_BROKER_URL:-redis://127.0.0.1:6379/14}"
