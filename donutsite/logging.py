@@ -42,3 +42,56 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str)
+
+
+# Celery's loggers whose INFO lines about a beat-scheduled task are routine: beat's "Sending due task",
+# the worker's "received" and "succeeded". Six such lines every 5 s buried what the log is for.
+_ROUTINE_LOGGERS = {"celery.beat", "celery.worker.strategy", "celery.app.trace"}
+
+
+def _task_name(record) -> str:
+    if isinstance(record.args, dict):  # the worker's lines: %(name)s from a context dict
+        return str(record.args.get("name", ""))
+    if isinstance(record.args, tuple) and len(record.args) == 2:  # beat: (entry name, task name)
+        return str(record.args[1])
+    return ""
+
+
+def _demote(record) -> bool:
+    """Turn the record into a DEBUG one; keep it only when the root logger shows DEBUG."""
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+class QuietRoutineFilter(logging.Filter):
+    """On the console handler: the routine sweeps' task lines go to DEBUG, and an expected dead letter
+    stays one line.
+
+    A task whose class sets `logs_own_failure` (factory.reliable.ReliableTask) records and logs its own
+    final failure as one "DEAD LETTER" line; Celery's "raised unexpected: ..." record with its traceback
+    says the same again, so it goes to DEBUG (the traceback is on the dead letter row)."""
+
+    def filter(self, record):
+        if record.name not in _ROUTINE_LOGGERS or record.levelno > logging.ERROR:
+            return True
+        name = _task_name(record)
+        if not name:
+            return True
+        if record.levelno <= logging.INFO and name in _routine_tasks():
+            return _demote(record)
+        if record.name == "celery.app.trace" and record.exc_info and _logs_own_failure(name):
+            return _demote(record)
+        return True
+
+
+def _routine_tasks() -> set[str]:
+    from django.conf import settings
+
+    return {entry["task"] for entry in getattr(settings, "CELERY_BEAT_SCHEDULE", {}).values()}
+
+
+def _logs_own_failure(task_name: str) -> bool:
+    from celery import current_app
+
+    task = current_app.tasks.get(task_name)
+    return bool(getattr(task, "logs_own_failure", False))

@@ -31,6 +31,9 @@ def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
 
 
 class ReliableTask(Task):
+    # on_failure below logs the final failure as one DEAD LETTER line; donutsite.logging then keeps
+    # Celery's own traceback record for it at DEBUG.
+    logs_own_failure = True
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
