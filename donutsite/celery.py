@@ -9,6 +9,10 @@ from donutsite.context import request_id, request_id_new, request_id_valid
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "donutsite.settings")
 
+# The workers' node names, the same in make run (scripts/run.sh) and docker-compose.yml; `manage.py
+# worker_alive` with no arguments pings these.
+WORKER_NODES = ("factory@%h", "notifications@%h")
+
 app = Celery("donutsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name) for name in app.conf.task_queues_names]
