@@ -152,7 +152,7 @@ def app_setup(skus: int) -> tuple[str, dict[str, int]]:
 
     initial = {}
     for sku in [HOT_SKU, *(spread_sku(i) for i in range(skus))]:
-        product_set_stock(sku=sku, quantity=INITIAL_STOCK, price="1.50")
+        product_set_stock(sku=sku, quantity=INITIAL_STOCK, price="1.50", name=sku, create=True)
         initial[sku] = INITIAL_STOCK
     client = ApiClient(name="bench")
     key = client.set_new_key()

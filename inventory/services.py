@@ -1,5 +1,6 @@
 """Writes to stock, sales and restocks. Every change of on-hand goes through here, with a ledger row."""
 
+import difflib
 import hashlib
 import json
 import logging
@@ -310,15 +311,34 @@ def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> 
 
 
 def product_set_stock(
-    *, sku: str, quantity: int, price=None, reorder_point=None, reorder_quantity=None, name=None, user=None
+    *,
+    sku: str,
+    quantity: int,
+    price=None,
+    reorder_point=None,
+    reorder_quantity=None,
+    name=None,
+    user=None,
+    create: bool = False,
 ) -> Product:
-    """Create or update a product and bring its on-hand to `quantity` through an adjustment."""
+    """Bring a product's on-hand to `quantity` through an adjustment, updating the given fields.
+
+    An unknown SKU is UnknownSku (its message names the closest SKUs) unless `create` is set, and then it
+    needs a name and a price: a typo must never add a product and order 100 of it from the factory."""
     if quantity < 0:
         raise InvalidAdjustment("Stock cannot be negative.")
+    if not Product.objects.filter(sku=sku).exists():
+        if not create:
+            skus = Product.objects.values_list("sku", flat=True)
+            close = difflib.get_close_matches(sku.upper(), skus, n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            raise UnknownSku(
+                f"No product has the SKU {sku!r}.{hint} To add one, pass --create with --name and --price."
+            )
+        if not name or price is None:
+            raise InvalidAdjustment(f"A new product ({sku}) needs a name and a price.")
     with transaction.atomic():
-        product, created = Product.objects.get_or_create(
-            sku=sku, defaults={"name": name or sku.title(), "price": price if price is not None else Decimal("1.00")}
-        )
+        product, created = Product.objects.get_or_create(sku=sku, defaults={"name": name, "price": price})
         changes = {"price": price, "reorder_point": reorder_point, "reorder_quantity": reorder_quantity}
         if name and not created:
             changes["name"] = name

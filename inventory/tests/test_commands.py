@@ -64,11 +64,20 @@ def test_seed_demo_leaves_existing_stock_alone():
 
 
 def test_set_stock_creates_a_missing_product_through_the_ledger():
-    out, _ = run("set_stock", "PISTACHIO", "40", "--price", "2.80", "--reorder-point", "5", "--reorder-quantity", "60")
+    out, _ = run(
+        "set_stock", "PISTACHIO", "40", "--create", "--name", "Pistachio Cream", "--price", "2.80",
+        "--reorder-point", "5", "--reorder-quantity", "60",
+    )  # fmt: skip
 
     assert out.strip() == "PISTACHIO: on hand 40, price 2.80, reorder at 5 for 60"
     product = Product.objects.get(sku="PISTACHIO")
-    assert (product.on_hand, str(product.price), product.reorder_point, product.reorder_quantity) == (40, "2.80", 5, 60)
+    assert (product.name, product.on_hand, str(product.price), product.reorder_point, product.reorder_quantity) == (
+        "Pistachio Cream",
+        40,
+        "2.80",
+        5,
+        60,
+    )
     assert movements("PISTACHIO") == [("adjustment", 40, "set_stock to 40")]
     assert ledger_differences() == []
 
@@ -110,6 +119,41 @@ def test_set_stock_refuses_bad_options_and_changes_nothing(args, message):
 
     assert stock() == {"GLAZED": 10}
     assert Product.objects.get(sku="GLAZED").reorder_quantity == 50
+
+
+def test_set_stock_on_an_unknown_sku_names_the_close_ones_and_creates_nothing():
+    make_product("GLAZED", on_hand=10)
+    make_product("MAPLE", on_hand=10)
+    make_product("VIRAL", on_hand=10)
+
+    with pytest.raises(
+        CommandError, match=r"No product has the SKU 'GLAZD'\. Did you mean GLAZED\? To add one, pass --create"
+    ):
+        run("set_stock", "GLAZD", "3")
+    with pytest.raises(CommandError) as nothing_close:
+        run("set_stock", "NOPE", "3")
+
+    assert "Did you mean" not in str(nothing_close.value) and "--create" in str(nothing_close.value)
+    assert sorted(stock()) == ["GLAZED", "MAPLE", "VIRAL"]
+    assert not Restock.objects.exists(), "no factory order for a typo"
+
+
+def test_set_stock_create_needs_a_name_and_a_price():
+    with pytest.raises(CommandError, match="needs a name and a price"):
+        run("set_stock", "PISTACHIO", "40", "--create", "--price", "2.80")
+    with pytest.raises(CommandError, match="needs a name and a price"):
+        run("set_stock", "PISTACHIO", "40", "--create", "--name", "Pistachio")
+
+    assert not Product.objects.exists()
+
+
+def test_set_stock_create_on_an_existing_sku_just_sets_its_stock():
+    make_product("GLAZED", on_hand=10, price="1.50")
+
+    run("set_stock", "GLAZED", "12", "--create")
+
+    assert stock() == {"GLAZED": 12}
+    assert str(Product.objects.get(sku="GLAZED").price) == "1.50"
 
 
 def test_set_stock_refuses_negative_stock():

@@ -40,6 +40,7 @@ class Command(BaseCommand):
                     # Below the starting stock, so the demo opens no restock until someone buys.
                     reorder_point=max(1, min(10, stock // 4)),
                     reorder_quantity=100,
+                    create=True,
                 )
                 created += 1
         self.stdout.write(f"demo catalogue: {created} products created, {len(CATALOGUE) - created} already there")

@@ -19,7 +19,10 @@ def _price(value: str) -> Decimal:
 
 
 class Command(BaseCommand):
-    help = "Set a product's stock (creating the product if missing); the change is a ledger adjustment."
+    help = (
+        "Set a product's stock; the change is a ledger adjustment. An unknown SKU is an error naming close "
+        "matches; --create (with --name and --price) adds a new product."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("sku")
@@ -28,8 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--name")
         parser.add_argument("--reorder-point", type=int)
         parser.add_argument("--reorder-quantity", type=int)
+        parser.add_argument("--create", action="store_true", help="add the product if the SKU is new")
 
-    def handle(self, *args, sku, quantity, price, name, reorder_point, reorder_quantity, **options):
+    def handle(self, *args, sku, quantity, price, name, reorder_point, reorder_quantity, create, **options):
         if reorder_quantity is not None and not 1 <= reorder_quantity <= 10_000:
             raise CommandError("--reorder-quantity must be 1 to 10000 (the factory's limit)")
         if reorder_point is not None and reorder_point < 0:
@@ -42,6 +46,7 @@ class Command(BaseCommand):
                 name=name,
                 reorder_point=reorder_point,
                 reorder_quantity=reorder_quantity,
+                create=create,
             )
         except DomainError as exc:
             raise CommandError(exc.message) from exc
