@@ -1,5 +1,7 @@
 """Reads: the catalogue, a client's sales, restocks, and the ledger check."""
 
+from datetime import UTC, date, datetime, time
+
 from django.db.models import Sum
 
 from clients.models import ApiClient
@@ -50,6 +52,16 @@ def product_get(*, sku: str) -> Product:
 def sale_get(*, client: ApiClient, sale_id: int) -> Sale | None:
     """A client's own sale with its lines, or None (another client's sale is as good as missing)."""
     return Sale.objects.filter(client=client, pk=sale_id).prefetch_related("lines__product").first()
+
+
+def sale_list(*, client: ApiClient, created_after: date | None = None, created_before: date | None = None):
+    """A client's own sales with their lines, newest first; the days are UTC, `created_before` exclusive."""
+    qs = Sale.objects.filter(client=client).prefetch_related("lines__product").order_by("-created_at", "-pk")
+    if created_after:
+        qs = qs.filter(created_at__gte=datetime.combine(created_after, time.min, tzinfo=UTC))
+    if created_before:
+        qs = qs.filter(created_at__lt=datetime.combine(created_before, time.min, tzinfo=UTC))
+    return qs
 
 
 def restock_list(*, sku: str | None = None, status: str | None = None):

@@ -132,6 +132,18 @@ class RestockFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
     page = serializers.IntegerField(min_value=1, required=False)
 
 
+class SaleFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
+    created_after = serializers.DateField(
+        required=False, help_text="YYYY-MM-DD: sales made on or after this day (UTC)."
+    )
+    created_before = serializers.DateField(required=False, help_text="YYYY-MM-DD: sales made before this day (UTC).")
+    page = serializers.IntegerField(min_value=1, required=False)
+
+
+class ProductFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
+    page = serializers.IntegerField(min_value=1, required=False)
+
+
 class RestockRefOut(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.CharField()

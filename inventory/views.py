@@ -13,9 +13,11 @@ from inventory import selectors, services
 from inventory.serializers import (
     ErrorOut,
     OutOfStockOut,
+    ProductFilterIn,
     ProductOut,
     RestockFilterIn,
     RestockOut,
+    SaleFilterIn,
     SaleIn,
     SaleOut,
     sale_items_validate,
@@ -33,8 +35,46 @@ _public_errors = {
 }
 
 
-class SaleCreateView(APIView):
-    counts_sale_outcomes = True  # donutsite/drf.py counts its refusals as sale outcomes
+class ListPagination(PageNumberPagination):
+    """Every list: 50 a page, `?page=N`; a page past the last is a 404 (`not_found`)."""
+
+    page_size = 50
+
+
+def _filters(serializer_class, request) -> dict:
+    # A plain dict, not the QueryDict: DRF reads a blank value in a QueryDict as "not given", so `?status=`
+    # would be ignored instead of refused like any other bad value.
+    filters = serializer_class(data=request.query_params.dict())
+    filters.is_valid(raise_exception=True)
+    return filters.validated_data
+
+
+class SaleCreateView(generics.GenericAPIView):
+    """POST: sell; GET: the client's own sales (the two share the collection's URL)."""
+
+    counts_sale_outcomes = True  # donutsite/drf.py counts its POST refusals as sale outcomes
+    serializer_class = SaleOut
+    pagination_class = ListPagination
+
+    @extend_schema(
+        operation_id="sale_list",
+        parameters=[SaleFilterIn],
+        responses={
+            200: SaleOut(many=True),
+            **_errors,
+            404: OpenApiResponse(ErrorOut, description="A page past the last (`not_found`)."),
+        },
+        description="Your own sales, newest first, 50 a page.",
+    )
+    def get(self, request):
+        filters = _filters(SaleFilterIn, request)
+        sales = selectors.sale_list(
+            client=request.auth,
+            created_after=filters.get("created_after"),
+            created_before=filters.get("created_before"),
+        )
+        page = self.paginate_queryset(sales)
+        return self.get_paginated_response([sale_representation(sale, sale.lines.all()) for sale in page])
 
     @extend_schema(
         operation_id="sale_create",
@@ -101,13 +141,22 @@ class SaleDetailView(APIView):
 class ProductListView(generics.ListAPIView):
     permission_classes = [AllowAny]
     serializer_class = ProductOut
-    pagination_class = None
+    pagination_class = ListPagination
 
-    @extend_schema(responses={200: ProductOut(many=True), **_public_errors})
+    @extend_schema(
+        parameters=[ProductFilterIn],
+        responses={
+            200: ProductOut(many=True),
+            400: _errors[400],
+            **_public_errors,
+            404: OpenApiResponse(ErrorOut, description="A page past the last (`not_found`)."),
+        },
+    )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
+        _filters(ProductFilterIn, self.request)
         return selectors.product_list()
 
 
@@ -119,13 +168,9 @@ class ProductDetailView(APIView):
         return Response(ProductOut(selectors.product_get(sku=sku)).data)
 
 
-class RestockPagination(PageNumberPagination):
-    page_size = 50
-
-
 class RestockListView(generics.ListAPIView):
     serializer_class = RestockOut
-    pagination_class = RestockPagination
+    pagination_class = ListPagination
 
     @extend_schema(
         parameters=[RestockFilterIn],
@@ -139,13 +184,8 @@ class RestockListView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        # A plain dict, not the QueryDict: DRF reads a blank value in a QueryDict as "not given", so
-        # `?status=` would list every restock instead of being refused like any other bad status.
-        filters = RestockFilterIn(data=self.request.query_params.dict())
-        filters.is_valid(raise_exception=True)
-        return selectors.restock_list(
-            sku=filters.validated_data.get("sku"), status=filters.validated_data.get("status")
-        )
+        filters = _filters(RestockFilterIn, self.request)
+        return selectors.restock_list(sku=filters.get("sku"), status=filters.get("status"))
 
 
 class SubscriptionIn(serializers.Serializer):

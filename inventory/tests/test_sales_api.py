@@ -145,7 +145,12 @@ def test_the_catalogue_is_public_and_read_only(client):
     write = client.post("/api/v1/products/", {}, content_type="application/json")
 
     assert listing.status_code == 200
-    assert listing.json() == [{"sku": "GLAZED", "name": "Test donut", "price": "1.50", "available": 7}]
+    assert listing.json() == {
+        "count": 1,
+        "next": None,
+        "previous": None,
+        "results": [{"sku": "GLAZED", "name": "Test donut", "price": "1.50", "available": 7}],
+    }
     assert one.json()["available"] == 7
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_sku"
     assert write.status_code == 405 and write.json()["code"] == "method_not_allowed"

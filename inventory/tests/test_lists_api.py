@@ -1,0 +1,109 @@
+"""Lists a client developer pages through: GET /api/v1/sales/ (own sales, newest first, by date) and
+the paginated catalogue."""
+
+from datetime import UTC, datetime
+
+import pytest
+from rest_framework.test import APIClient
+
+from inventory.models import Sale
+from inventory.services import SaleItem, sale_create
+from testsupport.data import make_api_client, make_product
+
+pytestmark = pytest.mark.django_db
+
+SALES = "/api/v1/sales/"
+
+
+def sell(client, sku, quantity, *, at=None):
+    sale = sale_create(client=client, items=[SaleItem(sku, quantity)]).sale
+    if at is not None:
+        Sale.objects.filter(pk=sale.pk).update(created_at=at)
+    return sale.pk
+
+
+def test_a_client_lists_its_own_sales_newest_first(client_app):
+    make_product("GLAZED", on_hand=100, price="1.50")
+    make_product("VIRAL", on_hand=100, price="3.50")
+    other, _ = make_api_client()
+    first = sell(client_app.api_client, "GLAZED", 2)
+    sell(other, "GLAZED", 1)  # someone else's: never listed
+    second = sell(client_app.api_client, "VIRAL", 1)
+
+    response = client_app.get(SALES)
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["count"], body["next"], body["previous"]) == (2, None, None)
+    assert [sale["id"] for sale in body["results"]] == [second, first]
+    assert body["results"][1]["total"] == "3.00"
+    assert body["results"][1]["lines"] == [{"sku": "GLAZED", "quantity": 2, "unit_price": "1.50", "line_total": "3.00"}]
+    assert body["results"][0] == client_app.get(f"{SALES}{second}/").json(), "the same shape as one sale"
+
+
+def test_sales_are_paginated_fifty_a_page(client_app):
+    make_product("GLAZED", on_hand=1000)
+    ids = [sell(client_app.api_client, "GLAZED", 1) for _ in range(53)]
+
+    first = client_app.get(SALES).json()
+    second = client_app.get(SALES, {"page": 2}).json()
+    past = client_app.get(SALES, {"page": 3})
+
+    assert first["count"] == 53 and len(first["results"]) == 50 and first["next"].endswith("?page=2")
+    assert [sale["id"] for sale in second["results"]] == ids[2::-1]
+    assert past.status_code == 404 and past.json()["code"] == "not_found"
+
+
+def test_sales_filter_by_day(client_app):
+    make_product("GLAZED", on_hand=100)
+    client = client_app.api_client
+    dec3 = sell(client, "GLAZED", 1, at=datetime(2026, 12, 3, 23, 59, tzinfo=UTC))
+    dec4 = sell(client, "GLAZED", 1, at=datetime(2026, 12, 4, 0, 0, tzinfo=UTC))
+    dec5 = sell(client, "GLAZED", 1, at=datetime(2026, 12, 5, 12, 0, tzinfo=UTC))
+
+    def listed(**params):
+        response = client_app.get(SALES, params)
+        assert response.status_code == 200, response.content
+        return [sale["id"] for sale in response.json()["results"]]
+
+    assert listed(created_after="2026-12-04") == [dec5, dec4]
+    assert listed(created_before="2026-12-04") == [dec3]
+    assert listed(created_after="2026-12-04", created_before="2026-12-05") == [dec4]
+    assert listed() == [dec5, dec4, dec3]
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"created_after": "yesterday"}, "created_after"),
+        ({"created_before": "2026-13-01"}, "created_before"),
+        ({"created_after": ""}, "created_after"),
+        ({"page": "0"}, "page"),
+        ({"since": "2026-12-01"}, "since"),
+    ],
+    ids=["words", "no-such-month", "blank", "page-0", "unknown-filter"],
+)
+def test_bad_sale_filters_are_a_400_naming_the_field(client_app, params, field):
+    response = client_app.get(SALES, params)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "validation_error" and field in response.json()["errors"]
+
+
+def test_listing_sales_needs_a_key():
+    response = APIClient().get(SALES)
+
+    assert response.status_code == 401 and response.json()["code"] == "not_authenticated"
+
+
+def test_the_catalogue_is_paginated_like_restocks(client):
+    for i in range(55):
+        make_product(f"D{i:02}", on_hand=1)
+
+    first = client.get("/api/v1/products/").json()
+    second = client.get("/api/v1/products/", {"page": 2}).json()
+
+    assert first["count"] == 55 and len(first["results"]) == 50 and first["next"].endswith("?page=2")
+    assert [p["sku"] for p in second["results"]] == ["D50", "D51", "D52", "D53", "D54"]
+    assert client.get("/api/v1/products/", {"page": 3}).json()["code"] == "not_found"
+    assert client.get("/api/v1/products/", {"page": "x"}).json()["code"] == "validation_error"
