@@ -8,6 +8,9 @@ from inventory import views as inventory_views
 from notifications import views as notification_views
 from ops import metrics
 
+# What ops see at the top of every admin page and in the browser tab.
+admin.site.site_header = admin.site.site_title = "Donut-States ops"
+
 api_v1 = [
     path("api/v1/sales/", inventory_views.SaleCreateView.as_view(), name="sale-create"),
     path("api/v1/sales/<int:sale_id>/", inventory_views.SaleDetailView.as_view(), name="sale-detail"),

@@ -89,6 +89,7 @@ class AlertDelivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name_plural = "alert deliveries"
         ordering = ["alert_id", "channel"]
         constraints = [models.UniqueConstraint(fields=["alert", "channel"], name="one_delivery_per_channel")]
 
