@@ -26,7 +26,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--destination", default="", help="worker node name (default: " + " and ".join(WORKER_NODES) + ")"
+            "--destination",
+            default="",
+            # argparse %-formats help: "%h" must be written "%%h".
+            help="worker node name (default: " + " and ".join(WORKER_NODES).replace("%", "%%") + ")",
         )
         parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
 
