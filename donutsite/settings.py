@@ -158,6 +158,8 @@ SPECTACULAR_SETTINGS = {
     # Served from our own static files: the docs work without a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Every error response gets example bodies, one per code (donutsite/openapi.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "donutsite.openapi.error_examples"],
 }
 
 # Admin logins: this many failures from one address within the window, then 429 until it passes.

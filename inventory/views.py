@@ -1,6 +1,6 @@
 import re
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
@@ -79,6 +79,14 @@ class SaleCreateView(generics.GenericAPIView):
     @extend_schema(
         operation_id="sale_create",
         request=SaleIn,
+        examples=[
+            # Swagger's "Try it out" starts from this body: SKUs of the demo catalogue (manage.py seed_demo).
+            OpenApiExample(
+                "Two glazed and a Boston cream",
+                value={"items": [{"sku": "GLAZED", "quantity": 2}, {"sku": "BOSTON", "quantity": 1}]},
+                request_only=True,
+            ),
+        ],
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -129,7 +137,21 @@ class SaleCreateView(generics.GenericAPIView):
 
 class SaleDetailView(APIView):
     @extend_schema(
-        operation_id="sale_get", responses={200: SaleOut, 401: _errors[401], 404: ErrorOut, 429: _errors[429]}
+        operation_id="sale_get",
+        responses={
+            200: SaleOut,
+            401: _errors[401],
+            404: OpenApiResponse(
+                ErrorOut,
+                description="No sale of yours has this id (`not_found`).",
+                examples=[
+                    OpenApiExample(
+                        "not_found", value={"code": "not_found", "message": "No such sale."}, status_codes=["404"]
+                    )
+                ],
+            ),
+            429: _errors[429],
+        },
     )
     def get(self, request, sale_id: int):
         sale = selectors.sale_get(client=request.auth, sale_id=sale_id)
@@ -163,7 +185,14 @@ class ProductListView(generics.ListAPIView):
 class ProductDetailView(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(operation_id="product_get", responses={200: ProductOut, 404: ErrorOut, **_public_errors})
+    @extend_schema(
+        operation_id="product_get",
+        responses={
+            200: ProductOut,
+            404: OpenApiResponse(ErrorOut, description="A SKU we do not sell (`unknown_sku`)."),
+            **_public_errors,
+        },
+    )
     def get(self, request, sku: str):
         return Response(ProductOut(selectors.product_get(sku=sku)).data)
 
@@ -203,7 +232,14 @@ class ProductSubscribeView(APIView):
     @extend_schema(
         operation_id="product_subscribe",
         request=SubscriptionIn,
-        responses={201: SubscriptionOut, 200: SubscriptionOut, **_errors, 404: ErrorOut},
+        responses={
+            201: SubscriptionOut,
+            200: SubscriptionOut,
+            **_errors,
+            404: OpenApiResponse(
+                ErrorOut, description="A SKU we do not sell (`unknown_sku`), or not your device (`unknown_device`)."
+            ),
+        },
         description="Ask for one push when this SKU is back in stock. The device is one this client registered "
         "with POST /api/v1/devices/.",
     )

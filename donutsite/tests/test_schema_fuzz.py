@@ -35,12 +35,25 @@ CONFIG = schemathesis.Config.from_dict(
         "checks": {
             "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "404", "409", "422", "429"]},
         },
+        # The schema's own examples are sent by test_the_schema_examples_answer_as_documented below:
+        # schemathesis cannot mix them with the extra arguments of @schema.given.
+        "phases": {"examples": {"enabled": False}},
+    }
+)
+EXAMPLES_ONLY = schemathesis.Config.from_dict(
+    {
+        "generation": {"allow-x00": False},
+        "checks": {
+            "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "404", "409", "422", "429"]},
+        },
+        "phases": {"coverage": {"enabled": False}, "fuzzing": {"enabled": False}, "stateful": {"enabled": False}},
     }
 )
 # Loaded from the app itself, in process. (schemathesis.pytest.from_fixture would defer this to the test
 # run, but its subtests do not work with pytest 9.2 yet.)
 schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application(), config=CONFIG)
 callbacks = schema.include(operation_id="factory_callback")
+examples = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application(), config=EXAMPLES_ONLY)
 
 # Modest, so that the whole run stays well under a minute.
 SKUS = ("GLAZED", "SPRINKLES", "VIRAL")
@@ -138,6 +151,13 @@ def test_every_operation_answers_as_documented(case, real, shop):
 
     if case.operation.definition.raw.get("operationId") == "factory_callback" and case.method == "POST":
         assert response.status_code == 401
+
+
+@examples.parametrize()
+@FUZZ
+def test_the_schema_examples_answer_as_documented(case, shop):
+    """The request examples in the schema (the sale body of demo SKUs, say) get documented answers."""
+    _call_and_validate(case, headers=_auth_headers(case, shop))
 
 
 @callbacks.parametrize()

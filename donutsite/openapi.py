@@ -1,0 +1,104 @@
+"""Every documented error response in /api/schema/ carries example bodies: one per error code it can
+answer with, as the exception handler (donutsite/drf.py) writes them, so that Swagger shows real errors
+rather than {"code": "string", "message": "string"}.
+
+A drf-spectacular postprocessing hook (settings.SPECTACULAR_SETTINGS): an error response whose
+description names codes in backticks gets those codes' examples; one that names none gets the usual
+codes of its status."""
+
+import re
+
+_OUT_OF_STOCK = {
+    "code": "out_of_stock",
+    "message": "Not enough stock; nothing was sold. A restock is on its way.",
+    "shortages": [
+        {
+            "sku": "VIRAL",
+            "requested": 50,
+            "available": 5,
+            "restock": {"id": 1, "status": "pending", "expected_at": None},
+        }
+    ],
+}
+
+# code -> (status, body). The bodies are what the API answers today (see the tests in
+# donutsite/tests/test_openapi_examples.py, which call the API for each).
+ERROR_EXAMPLES: dict[str, tuple[int, dict]] = {
+    "validation_error": (
+        400,
+        {
+            "code": "validation_error",
+            "message": "The request is invalid; see `errors`.",
+            "errors": {"items": {"0": {"quantity": ["Ensure this value is less than or equal to 100."]}}},
+        },
+    ),
+    "malformed_json": (400, {"code": "malformed_json", "message": "JSON parse error - Expecting value"}),
+    "not_authenticated": (
+        401,
+        {"code": "not_authenticated", "message": "Authentication credentials were not provided."},
+    ),
+    "authentication_failed": (
+        401,
+        {"code": "authentication_failed", "message": "Unknown or revoked API key."},
+    ),
+    "invalid_signature": (
+        401,
+        {"code": "invalid_signature", "message": "Callback refused: missing signature headers."},
+    ),
+    "not_found": (404, {"code": "not_found", "message": "Invalid page."}),
+    "unknown_sku": (404, {"code": "unknown_sku", "message": "Unknown SKU: NOPE.", "skus": ["NOPE"]}),
+    "unknown_device": (
+        404,
+        {"code": "unknown_device", "message": "No active device with that id is registered by this client."},
+    ),
+    "unknown_order": (
+        404,
+        {"code": "unknown_order", "message": "No restock for order 'F-404' / reference 'restock-999999'."},
+    ),
+    "out_of_stock": (409, _OUT_OF_STOCK),
+    "idempotency_key_reused": (
+        422,
+        {
+            "code": "idempotency_key_reused",
+            "message": "This Idempotency-Key was already used with a different request body.",
+        },
+    ),
+    "throttled": (
+        429,
+        {"code": "throttled", "message": "Request was throttled. Expected available in 1 second."},
+    ),
+}
+
+# What a response that names no code answers with.
+_BY_STATUS = {
+    400: ["validation_error", "malformed_json"],
+    401: ["not_authenticated", "authentication_failed"],
+    404: ["not_found"],
+    409: ["out_of_stock"],
+    422: ["idempotency_key_reused"],
+    429: ["throttled"],
+}
+
+_NAMED = re.compile(r"`([a-z_]+)`")
+
+
+def error_examples(result, generator, request, public):
+    for path in result.get("paths", {}).values():
+        for method, operation in path.items():
+            for status, response in operation.get("responses", {}).items():
+                if not status.isdigit() or not 400 <= int(status) < 500:
+                    continue
+                content = response.get("content", {}).get("application/json")
+                if content is None or "examples" in content:  # a view's own examples win
+                    continue
+                codes = [code for code in _named(response) if ERROR_EXAMPLES.get(code, (0,))[0] == int(status)]
+                codes = codes or _BY_STATUS.get(int(status), [])
+                if method == "get":  # a GET has no body to be malformed
+                    codes = [code for code in codes if code != "malformed_json"]
+                if codes:
+                    content["examples"] = {code: {"summary": code, "value": ERROR_EXAMPLES[code][1]} for code in codes}
+    return result
+
+
+def _named(response) -> list[str]:
+    return list(dict.fromkeys(_NAMED.findall(response.get("description", ""))))

@@ -1,0 +1,115 @@
+"""The schema's examples are real: the sale body example buys demo donuts, and every error code's
+example body is what the API answers when that error happens."""
+
+import json
+import time
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from donutsite.openapi import ERROR_EXAMPLES
+from factory.signatures import sign
+from inventory.management.commands.seed_demo import CATALOGUE
+from inventory.tests.helpers import make_product
+
+pytestmark = pytest.mark.django_db
+
+SALES = "/api/v1/sales/"
+# Bodies whose message carries run-time detail (a parser's position, a wait): same code and fields.
+SAME_SHAPE_ONLY = {"malformed_json", "throttled"}
+
+
+@pytest.fixture
+def schema(client):
+    return client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+
+def test_the_sale_example_buys_demo_donuts(schema, client_app):
+    demo = {sku: stock for sku, _, _, stock in CATALOGUE}
+    examples = schema["paths"][SALES]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    body = next(iter(examples.values()))["value"]
+    for sku in demo:
+        make_product(sku, on_hand=demo[sku])
+
+    assert {item["sku"] for item in body["items"]} <= set(demo)
+    assert client_app.post(SALES, body, format="json").status_code == 201
+
+
+def test_every_documented_error_response_has_an_example_per_code(schema):
+    documented = set()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status.startswith("4") and "application/json" in response.get("content", {}):
+                    examples = response["content"]["application/json"].get("examples")
+                    assert examples, f"{method.upper()} {path} {status} has no example"
+                    for example in examples.values():
+                        assert example["value"]["code"] and example["value"]["message"]
+                        documented.add(example["value"]["code"])
+    assert set(ERROR_EXAMPLES) <= documented
+
+
+def _errors(client_app) -> dict:
+    """Make the API answer each error code once; return code -> (status, body)."""
+    glazed = make_product("GLAZED", on_hand=5)
+    anonymous = APIClient()
+    seen = {}
+
+    def keep(response):
+        seen[response.json()["code"]] = (response.status_code, response.json())
+
+    keep(client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 101}]}, format="json"))
+    keep(client_app.post(SALES, "{", content_type="application/json"))
+    keep(anonymous.get(SALES))
+    keep(anonymous.get(SALES, HTTP_AUTHORIZATION="Api-Key not-a-key"))
+    keep(client_app.get("/api/v1/restocks/", {"page": 99}))
+    keep(client_app.post(SALES, {"items": [{"sku": "NOPE", "quantity": 1}]}, format="json"))
+    keep(client_app.post(f"/api/v1/products/{glazed.sku}/subscriptions/", {"device_id": 999999}, format="json"))
+    client_app.credentials(HTTP_AUTHORIZATION=client_app._credentials["HTTP_AUTHORIZATION"], HTTP_IDEMPOTENCY_KEY="k1")
+    client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json")
+    keep(client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 2}]}, format="json"))
+    client_app.credentials(HTTP_AUTHORIZATION=client_app._credentials["HTTP_AUTHORIZATION"])
+    keep(client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 50}]}, format="json"))
+
+    callback = {
+        "event": "order.completed",
+        "order_id": "F-404",
+        "reference": "restock-999999",
+        "sku": "GLAZED",
+        "quantity": 10,
+        "quantity_produced": 10,
+    }
+    raw = json.dumps(callback).encode()
+    keep(anonymous.post("/api/v1/factory/callbacks/", raw, content_type="application/json"))
+    timestamp = str(int(time.time()))
+    keep(
+        anonymous.post(
+            "/api/v1/factory/callbacks/",
+            raw,
+            content_type="application/json",
+            HTTP_X_FACTORY_TIMESTAMP=timestamp,
+            HTTP_X_FACTORY_SIGNATURE=sign(settings.FACTORY_CALLBACK_SECRET, timestamp, raw),
+        )
+    )
+    with override_settings(API_THROTTLE_RATE="1/minute"):
+        for _ in range(3):
+            response = client_app.get("/api/v1/restocks/")
+        keep(response)
+    return seen
+
+
+def test_each_error_example_is_what_the_api_answers(client_app):
+    answered = _errors(client_app)
+
+    for code, (status, example) in ERROR_EXAMPLES.items():
+        assert code in answered, f"{code} never answered"
+        got_status, body = answered[code]
+        assert got_status == status, code
+        if code == "out_of_stock":
+            assert body.keys() == example.keys() and body["shortages"][0].keys() == example["shortages"][0].keys()
+        elif code in SAME_SHAPE_ONLY:
+            assert body.keys() == example.keys(), code
+        else:
+            assert body == example, code
