@@ -182,7 +182,7 @@ IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 if IDEMPOTENCY_KEY_TTL_HOURS < 24:
     raise ImproperlyConfigured("IDEMPOTENCY_KEY_TTL_HOURS must be at least 24.")
 
-# The legacy factory (../shared/legacy-factory-api.md) and how patiently we call it.
+# The legacy factory (its API as we call it: factory/client.py) and how patiently we call it.
 FACTORY_API_URL = env.str("FACTORY_API_URL", default="http://127.0.0.1:8081")
 FACTORY_API_KEY = env.str("FACTORY_API_KEY", default="dev-factory-key" if DEBUG else "")
 FACTORY_CALLBACK_SECRET = env.str("FACTORY_CALLBACK_SECRET", default="dev-callback-secret" if DEBUG else "")
