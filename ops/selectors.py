@@ -52,9 +52,18 @@ def product_count() -> int:
 
 
 def product_for_chart(sku: str | None) -> Product | None:
-    """The product named by `sku`, or the first active one by SKU when none is named."""
+    """The product named by `sku`; when none is named, the active one whose stock moved last (what ops
+    are most likely looking into), or the first by SKU if no stock ever moved."""
     if sku:
         return Product.objects.filter(sku=sku).first()
+    latest = (
+        StockMovement.objects.filter(product__is_active=True)
+        .order_by("-created_at", "-pk")
+        .values_list("product_id", flat=True)
+        .first()
+    )
+    if latest is not None:
+        return Product.objects.get(pk=latest)
     return Product.objects.filter(is_active=True).order_by("sku").first()
 
 
@@ -98,6 +107,10 @@ def stock_history(product: Product, *, window: timedelta = STOCK_HISTORY_WINDOW)
     )
     level = on_hand - sum(change for _, change in changes)
     points = [(since, level)]
+    if changes and not StockMovement.objects.filter(product_id=product.pk, created_at__lt=since).exists():
+        # The ledger began inside the window: the line starts at its first row, not at a level of 0 for
+        # the hours before the product existed.
+        since, points = changes[0][0], []
     for minute, change in changes:
         level += change
         points.append((max(minute, since), level))

@@ -97,7 +97,7 @@ def test_the_dashboard_shows_stock_badges_restocks_dead_letters_and_alerts(admin
     assert "<b>BOSTON</b>" not in html
     titles = [svg.find(f"{SVG}title").text for svg in svgs(html)]
     assert titles == [
-        "Stock of DEAD-<b>BOSTON</b> over the last 24 hours",  # the first by SKU, by default
+        "Stock of LOW-CRULLER over the last 24 hours",  # by default, the product whose stock moved last
         "Sales per minute, last hour",
         "Restock lead times (last fulfilled, ordered in the past 7 days)",
     ]
@@ -173,6 +173,39 @@ def test_the_stock_chart_follows_the_ledger_of_the_product_picked_with_sku(admin
     assert chart.find(f"{SVG}polyline").get("points").count(",") == 3 * 2 + 1 + 1, "a step line to the end"
     assert chart.find(f".//{SVG}circle/{SVG}title").text == "57"
     assert '<option value="B-PICKED" selected>' in html
+
+
+@pytest.mark.django_db
+def test_the_stock_chart_starts_at_the_first_ledger_row(admin_client):
+    """A product three hours old: its line starts then at its first stock, not at 0 for 21 hours."""
+    product = make_product("FRESH", on_hand=40)
+    three_hours_ago = timezone.now() - timedelta(hours=3)
+    StockMovement.objects.filter(product=product).update(created_at=three_hours_ago)
+    sold = StockMovement.objects.create(product=product, kind="adjustment", quantity=-5, reason="t")
+    StockMovement.objects.filter(pk=sold.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    Product.objects.filter(pk=product.pk).update(on_hand=35)
+
+    history = selectors.stock_history(product)
+
+    assert [level for _, level in history.points] == [40, 35]
+    assert history.since == history.points[0][0] == three_hours_ago.replace(second=0, microsecond=0)
+    chart = svgs(admin_client.get(DASHBOARD, {"sku": "FRESH"}).content.decode())[0]
+    first_tick = chart.find(f".//{SVG}text[@class='tick'][@text-anchor='middle']").text
+    assert first_tick == timezone.localtime(three_hours_ago).strftime("%H:%M"), "the x axis starts there too"
+    assert " 0" not in " " + " ".join(t.text for t in chart.iter(f"{SVG}title")), "no level of 0 drawn"
+
+
+@pytest.mark.django_db
+def test_without_a_sku_the_chart_shows_the_product_that_moved_last(admin_client):
+    make_product("A-QUIET", on_hand=10)
+    busy = make_product("B-BUSY", on_hand=10)
+    make_product("C-OLDER", on_hand=10)
+    StockMovement.objects.create(product=busy, kind="adjustment", quantity=-1, reason="t")
+    Product.objects.filter(pk=busy.pk).update(on_hand=9)
+
+    html = admin_client.get(DASHBOARD).content.decode()
+
+    assert svgs(html)[0].find(f"{SVG}title").text == "Stock of B-BUSY over the last 24 hours"
 
 
 @pytest.mark.django_db

@@ -8,13 +8,15 @@ machine, but fails in CI, where it must run.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from factory.models import DeadLetter
-from inventory.models import Restock
+from inventory.models import Restock, StockMovement
 from testsupport.data import make_failed_restock, make_product
 from testsupport.queues import queued_restocks
 
@@ -44,13 +46,19 @@ pytestmark = [
 @pytest.mark.django_db(transaction=True)  # the live server reads what the test commits
 def test_ops_staff_see_the_dashboard_and_redrive_all_dead_letters(live_server, queues):
     User.objects.create_superuser("ops", "ops@example.com", PASSWORD)
-    make_product("GLAZED", on_hand=40, reorder_point=10)
+    glazed = make_product("GLAZED", on_hand=40, reorder_point=10)
+    # GLAZED's ledger began five hours ago: its chart starts there, not at 0 nineteen hours earlier.
+    five_hours_ago = timezone.now() - timedelta(hours=5)
+    StockMovement.objects.filter(product=glazed).update(created_at=five_hours_ago)
     restock, dead_letter = make_failed_restock(make_product("JAM", on_hand=0))
     assert restock.status == "failed"
 
     # The ORM stays outside the browser block: Playwright's sync API runs an event loop in this thread,
     # and Django refuses database calls while one is running.
     results = _drive_the_browser(live_server.url)
+
+    assert results["first_tick"] == timezone.localtime(five_hours_ago).strftime("%H:%M")
+    assert results["levels"] == ["40"]
 
     assert results["charts"] == 3
     assert results["count_before"] == "1"
@@ -64,7 +72,7 @@ def test_ops_staff_see_the_dashboard_and_redrive_all_dead_letters(live_server, q
     assert not DeadLetter.objects.filter(redriven_at__isnull=True).exists()
     assert queued_restocks() == [restock.pk], "the reopened restock went back to the factory queue"
     assert Restock.objects.open().filter(pk=restock.pk).exists()
-    for name in ("1-login", "2-admin-index", "3-dashboard", "4-after-redrive"):
+    for name in ("1-login", "2-admin-index", "3-dashboard", "3-stock-chart", "4-after-redrive"):
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 0
 
 
@@ -102,6 +110,10 @@ def _drive_the_browser(base_url: str) -> dict:
             stock_chart = page.locator("#stock-chart svg.chart")
             expect(stock_chart.locator("title").first).to_have_text("Stock of GLAZED over the last 24 hours")
             expect(stock_chart.locator("polyline")).to_have_count(1)
+            # The first x tick is where the line starts; the y axis has no tick for a level never held.
+            results["first_tick"] = stock_chart.locator("text.tick[text-anchor=middle]").first.text_content()
+            results["levels"] = [stock_chart.locator("circle.last-point title").text_content()]
+            stock_chart.screenshot(path=SCREENSHOTS / "3-stock-chart.png")
             expect(page.locator("#sales-chart svg.chart rect.bar")).to_have_count(60)
             results["charts"] = charts.count()
 
