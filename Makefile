@@ -33,9 +33,9 @@ lint: install
 bench: install services
 	scripts/bench.sh
 
-# Production settings (DJANGO_DEBUG unset) with throwaway secrets: must report nothing.
+# Production settings (DJANGO_DEBUG unset, and not make run's .env) with throwaway secrets: must report nothing.
 check-deploy: install
-	DJANGO_SECRET_KEY=$$(head -c 48 /dev/urandom | base64) DJANGO_ALLOWED_HOSTS=donuts.example.com \
+	DJANGO_ENV_FILE= DJANGO_SECRET_KEY=$$(head -c 48 /dev/urandom | base64) DJANGO_ALLOWED_HOSTS=donuts.example.com \
 		FACTORY_API_KEY=check FACTORY_CALLBACK_SECRET=check \
 		$(BIN)/python manage.py check --deploy --fail-level WARNING
 

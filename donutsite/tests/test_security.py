@@ -16,6 +16,8 @@ from donutsite.checks import timing_problems
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PRODUCTION = {
     "PATH": os.environ["PATH"],
+    # A production host has no .env beside manage.py; a developer's checkout may (make run writes one).
+    "DJANGO_ENV_FILE": "",
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
     "DJANGO_ALLOWED_HOSTS": "donuts.example.com",
     "FACTORY_API_KEY": "k",
