@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 
-from donutsite.tests.test_dashboard import make_failed_restock
 from factory.models import DeadLetter
-from inventory.tests.helpers import make_product
+from testsupport.data import make_failed_restock, make_product
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

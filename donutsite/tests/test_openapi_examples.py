@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from donutsite.openapi import ERROR_EXAMPLES
 from factory.signatures import sign
 from inventory.management.commands.seed_demo import CATALOGUE
-from inventory.tests.helpers import make_product
+from testsupport.data import make_product
 
 pytestmark = pytest.mark.django_db
 

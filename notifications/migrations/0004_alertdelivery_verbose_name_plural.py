@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notifications', '0002_alert_lock_stripes'),
+        ('notifications', '0003_device_client_moved_to_clients'),
     ]
 
     operations = [
