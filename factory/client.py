@@ -1,4 +1,4 @@
-"""HTTP client for the factory's legacy order API (../shared/legacy-factory-api.md). No ORM here.
+"""HTTP client for the factory's legacy order API, v1, as the factory's contract defines it. No ORM here.
 
 Every answer in the contract maps to a result or a typed error: 202/200 are success, 400/401/409 (and
 any other 4xx) are permanent, 429 carries Retry-After, 5xx/timeouts/connection errors are transient.

@@ -1,4 +1,4 @@
-"""A stand-in for the legacy factory's order API (../shared/legacy-factory-api.md), faults included.
+"""A stand-in for the legacy factory's order API (v1, as the factory's contract defines it), faults included.
 
 Stdlib only and no Django, no database: orders live in memory behind one lock, so it can run as its own
 process (`manage.py run_legacy_factory`) or in-process from a test:

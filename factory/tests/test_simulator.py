@@ -1,4 +1,4 @@
-"""The legacy factory simulator against its contract (../shared/legacy-factory-api.md), over real HTTP.
+"""The legacy factory simulator against its contract (v1, as the factory's contract defines it), over real HTTP.
 
 No database: the simulator keeps its state in memory, and callbacks go to a tiny local receiver.
 """

@@ -45,7 +45,7 @@ def _seconds(text: str) -> float:
 
 class Command(BaseCommand):
     help = (
-        "Serve the legacy factory's order API (docs: ../shared/legacy-factory-api.md) with injectable "
+        "Serve the legacy factory's order API (as its contract describes it) with injectable "
         "faults, plus /_sim/ control endpoints for localhost. Stdlib only, state in memory; Ctrl-C or "
         "SIGTERM stops it."
     )
