@@ -1,6 +1,6 @@
 """The alert benchmark: from the failure that dead-letters a restock to Slack and FCM receiving the alert.
 
-The failure is recorded here, in this process, through `factory.reliable.dead_letter_record` with a real
+The failure is recorded here, in this process, through `factory.retries.dead_letter_record` with a real
 exception (OutOfAttempts raised from FactoryUnavailable), as a factory task's on_failure records it: the
 dead letter and its critical alert in one transaction, one delivery per channel (log, Slack, FCM) handed
 to the `notifications` queue on commit. Real Celery workers, started as `make run` starts them, deliver
@@ -176,7 +176,7 @@ class Bench:
         from factory.simulator import FaultConfig, LegacyFactory
 
         # dead_letter_record logs every dead letter at ERROR; hundreds of them would bury the figures.
-        logging.getLogger("factory.reliable").setLevel(logging.CRITICAL)
+        logging.getLogger("factory.retries").setLevel(logging.CRITICAL)
 
         self.factory = LegacyFactory(
             config=FaultConfig(latency_ms=(factory_latency_ms, factory_latency_ms), production_seconds=24 * 3600),
@@ -251,8 +251,7 @@ class Bench:
     def dead_letter(self, restock_id: int, sku: str) -> Sample:
         """One restock failing for good, recorded as RestockPlaceTask.on_failure records it."""
         from factory.client import FactoryUnavailable
-        from factory.reliable import dead_letter_record
-        from factory.tasks import OutOfAttempts
+        from factory.retries import OutOfAttempts, dead_letter_record
 
         self.counter += 1
         n = self.counter

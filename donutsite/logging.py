@@ -67,7 +67,7 @@ class QuietRoutineFilter(logging.Filter):
     """On the console handler: the routine sweeps' task lines go to DEBUG, and an expected dead letter
     stays one line.
 
-    A task whose class sets `logs_own_failure` (factory.reliable.ReliableTask) records and logs its own
+    A task whose class sets `logs_own_failure` (factory.retries.RetryingTask) records and logs its own
     final failure as one "DEAD LETTER" line; Celery's "raised unexpected: ..." record with its traceback
     says the same again, so it goes to DEBUG (the traceback is on the dead letter row)."""
 

@@ -195,6 +195,8 @@ FACTORY_CONNECT_TIMEOUT_SECONDS = min(3.0, FACTORY_TIMEOUT_SECONDS)
 FACTORY_MAX_ATTEMPTS = env.int("FACTORY_MAX_ATTEMPTS", default=6)
 FACTORY_RETRY_BACKOFF_SECONDS = env.float("FACTORY_RETRY_BACKOFF_SECONDS", default=1.0)
 FACTORY_RETRY_BACKOFF_MAX_SECONDS = env.float("FACTORY_RETRY_BACKOFF_MAX_SECONDS", default=15.0)
+# A factory 429's Retry-After is obeyed up to this many seconds: a restock is never parked longer.
+FACTORY_RETRY_AFTER_MAX_SECONDS = env.int("FACTORY_RETRY_AFTER_MAX_SECONDS", default=900)
 FACTORY_OVERDUE_GRACE_SECONDS = env.int("FACTORY_OVERDUE_GRACE_SECONDS", default=120)
 # A restock still pending this long after its message should have run is sent again (the outbox relay).
 OUTBOX_RESEND_AFTER_SECONDS = env.int("OUTBOX_RESEND_AFTER_SECONDS", default=60)

@@ -132,6 +132,16 @@ def _alert_if_failing_in_a_row(restock: Restock, exc: FactoryError) -> None:
         )
 
 
+def restock_attempts_used(restock_id: int) -> int:
+    """The restock's calls to the factory so far: the retry budget (factory/retries.py)."""
+    return Restock.objects.filter(pk=restock_id).values_list("attempt_count", flat=True).first() or 0
+
+
+def restock_dead_letter_context(restock_id: int) -> dict:
+    sku = Restock.objects.filter(pk=restock_id).values_list("product__sku", flat=True).first()
+    return {"restock_id": restock_id, "sku": sku or ""}
+
+
 def restock_retry_scheduled(restock_id: int, *, at) -> None:
     """The task will run again at `at` (a retry with countdown): the outbox must not resend before then."""
     Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(next_attempt_at=at)

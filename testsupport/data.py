@@ -11,7 +11,7 @@ from django.utils import timezone
 from clients.models import ApiClient
 from factory.client import FactoryRejected
 from factory.models import DeadLetter
-from factory.reliable import dead_letter_record
+from factory.retries import dead_letter_record
 from inventory.models import Product, Restock, StockMovement
 from notifications import services as notification_services
 

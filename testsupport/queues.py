@@ -6,7 +6,7 @@ import json
 import redis
 from celery import current_app
 
-from factory.reliable import DEAD_LETTER_QUEUE
+from factory.retries import DEAD_LETTER_QUEUE
 
 QUEUES = ("factory", DEAD_LETTER_QUEUE)
 

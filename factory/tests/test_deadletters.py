@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from factory.models import DeadLetter
-from factory.reliable import DEAD_LETTER_QUEUE
+from factory.retries import DEAD_LETTER_QUEUE
 from inventory.models import Restock
 from testsupport.data import make_dead_letter
 from testsupport.queues import queued

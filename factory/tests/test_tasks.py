@@ -8,11 +8,11 @@ import pytest
 from celery.exceptions import Retry
 from django.utils import timezone
 
-from factory.client import FactoryRejected, FactoryUnavailable
+from factory.client import FactoryRejected
 from factory.models import DeadLetter, FactoryAttempt
-from factory.reliable import DEAD_LETTER_QUEUE
+from factory.retries import DEAD_LETTER_QUEUE, OutOfAttempts
 from factory.services import restock_place
-from factory.tasks import OutOfAttempts, restock_place_task, restock_poll_task
+from factory.tasks import restock_place_task, restock_poll_task
 from inventory.models import Product, Restock
 from inventory.selectors import ledger_differences
 from notifications.models import Alert
@@ -190,19 +190,27 @@ def test_polling_a_restock_that_is_no_longer_placed_does_not_call_the_factory(fa
     assert factory.requests == []
 
 
-def test_polling_that_keeps_failing_is_dead_lettered_on_its_last_attempt(factory, queues, settings):
+def test_polling_a_busy_factory_is_left_to_the_next_sweep_without_a_dead_letter(factory, queues):
     restock = placed_restock()
     factory.answer(503, {"error": "down"})
 
-    with pytest.raises(FactoryUnavailable) as raised:  # not retried any more
-        run(restock_poll_task, restock.pk, retries=settings.FACTORY_MAX_ATTEMPTS - 1)
-    fail(restock_poll_task, raised.value, restock.pk)
+    assert run(restock_poll_task, restock.pk).startswith("factory unavailable")
 
-    dead_letter = DeadLetter.objects.get()
-    assert (dead_letter.task_name, dead_letter.args) == ("factory.restock_poll", [restock.pk])
-    assert Alert.objects.filter(kind="dead_letter", severity="critical").exists()
+    assert not DeadLetter.objects.exists() and not Alert.objects.filter(kind="dead_letter").exists()
     assert Restock.objects.get(pk=restock.pk).status == "placed"  # the order is still at the factory
-    assert queues("factory") == []
+    assert queues("factory") == []  # the sweep asks again after FACTORY_OVERDUE_GRACE_SECONDS
+
+
+def test_the_budget_is_the_database_count_not_the_message_redelivery_count(factory, queues, settings):
+    factory.answer(503, {"error": "down"})
+    restock = pending_restock()
+
+    # A message Celery has retried many times (redelivered, resent by the sweep) with one call recorded.
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk, retries=settings.FACTORY_MAX_ATTEMPTS + 3)
+
+    assert not DeadLetter.objects.exists()
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
 
 
 def test_work_that_dies_while_the_broker_is_down_still_leaves_its_dead_letter(factory, broker_down):

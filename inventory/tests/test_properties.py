@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from donutsite.errors import DomainError
 from factory.client import FactoryOrder, PlaceResult
 from factory.models import DeadLetter, FactoryAttempt
-from factory.reliable import dead_letter_record
+from factory.retries import dead_letter_record
 from factory.services import dead_letter_redrive, restock_fail, restock_place, restock_receive
 from inventory import selectors
 from inventory.errors import InvalidAdjustment, OutOfStock

@@ -1,0 +1,216 @@
+"""How calls to outside systems are retried: the one place that decides.
+
+A task built on `RetryingTask` declares which errors are transient (`retry_on`) and where its attempts
+are counted (`attempts_used`, read from the database, the one budget). For each transient error:
+
+- out of attempts (FACTORY_MAX_ATTEMPTS counted in the database, across messages and resends):
+  `OutOfAttempts`, which dead-letters the work; the reason never depends on which message ran;
+- otherwise the next attempt waits capped exponential backoff with full jitter, and at least the
+  outside system's Retry-After (clamped to FACTORY_RETRY_AFTER_MAX_SECONDS);
+- a wait the broker may hold (up to FACTORY_RETRY_BACKOFF_MAX_SECONDS, below the visibility timeout)
+  is a Celery retry with a countdown, noted through the `retry_scheduled` hook;
+- a longer wait is handed to the `park` hook, which keeps it in the database for the reconcile sweep.
+
+Anything else, and running out of attempts, ends in a durable dead letter (`dead_letter_record`): a
+row, a critical alert, and a copy in the dead-letter queue for Flower. `dead_letter_context` says what
+the dead letter is about; `on_dead_letter` does the task's own bookkeeping (a restock becomes failed).
+
+    @shared_task(base=RestockPlaceTask, bind=True, name="factory.restock_place")
+    def restock_place_task(self, restock_id): ...
+
+Notification deliveries are retried by Celery's own autoretry options (notifications/tasks.py).
+"""
+
+import logging
+import random
+import traceback as tb
+from datetime import timedelta
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
+
+from donutsite.context import request_id
+
+logger = logging.getLogger(__name__)
+
+DEAD_LETTER_QUEUE = "dead_letter"
+
+# A deadlock victim, a dropped database connection or a task cut short by its soft time limit is
+# transient too: the task re-reads state when it runs again.
+ALWAYS_TRANSIENT = (SoftTimeLimitExceeded, OperationalError, InterfaceError)
+
+
+class OutOfAttempts(Exception):  # noqa: N818 - reads better in a dead letter than OutOfAttemptsError
+    """The work used up FACTORY_MAX_ATTEMPTS calls (counted in the database, not per message)."""
+
+
+def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
+    """Capped exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311 - jitter, not a secret
+
+
+def retry_after_clamped(seconds) -> float:
+    """An outside system's Retry-After, bounded: a year-long answer must not park work for a year."""
+    try:
+        value = float(seconds or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    return min(max(value, 0.0), float(settings.FACTORY_RETRY_AFTER_MAX_SECONDS))
+
+
+def next_wait(attempt: int, exc: BaseException) -> float:
+    """Seconds until attempt `attempt + 1`: the backoff, or the clamped Retry-After if longer."""
+    backoff = backoff_seconds(
+        attempt, base=settings.FACTORY_RETRY_BACKOFF_SECONDS, cap=settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS
+    )
+    return max(backoff, retry_after_clamped(getattr(exc, "retry_after", 0)))
+
+
+class RetryingTask(Task):
+    # on_failure below logs the final failure as one DEAD LETTER line; donutsite.logging then keeps
+    # Celery's own traceback record for it at DEBUG.
+    logs_own_failure = True
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+    retry_on: tuple[type[BaseException], ...] = ()
+    # The budget is the database's attempt count (attempts_used); Celery's retry count is not a budget.
+    max_retries = None
+
+    # Hooks a task declares
+
+    def attempts_used(self, args, kwargs) -> int:
+        """Attempts recorded in the database for this work in its current run (the budget)."""
+        return 1
+
+    def retry_scheduled(self, args, kwargs, at) -> None:
+        """The broker will run the work again at `at`."""
+
+    def park(self, args, kwargs, until) -> bool:
+        """Keep the work in the database until `until`, with no message in flight. True if parked; a task
+        that cannot park waits in the broker for at most FACTORY_RETRY_BACKOFF_MAX_SECONDS."""
+        return False
+
+    def dead_letter_context(self, args, kwargs) -> dict:
+        """What the dead letter and its alert should say about the work (a restock id, a SKU...)."""
+        return {}
+
+    def on_dead_letter(self, dead_letter) -> None:
+        """The task's own bookkeeping once its work is dead-lettered."""
+
+    # The decision
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except (*self.retry_on, *ALWAYS_TRANSIENT) as exc:
+            attempt = self.attempts_used(args, kwargs)
+            if attempt >= settings.FACTORY_MAX_ATTEMPTS:
+                raise OutOfAttempts(f"{attempt} attempts; last: {exc}") from exc
+            wait = next_wait(attempt, exc)
+            until = timezone.now() + timedelta(seconds=wait)
+            # Longer than the broker may safely hold a message (visibility timeout): the database keeps it.
+            if wait > settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS and self.park(args, kwargs, until):
+                logger.warning("%s%r: attempt %s failed (%s); parked for %.0f s", self.name, args, attempt, exc, wait)
+                return None
+            wait = min(wait, settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)
+            self.retry_scheduled(args, kwargs, timezone.now() + timedelta(seconds=wait))
+            logger.warning("%s%r: attempt %s failed (%s); retrying in %.1f s", self.name, args, attempt, exc, wait)
+            raise self.retry(exc=exc, countdown=wait) from exc
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        dead_letter = dead_letter_record(
+            task_name=self.name,
+            task_id=task_id,
+            args=list(args),
+            kwargs=dict(kwargs),
+            queue=(self.request.delivery_info or {}).get("routing_key") or "default",
+            exc=exc,
+            traceback=str(einfo) if einfo else "".join(tb.format_exception(exc)),
+            attempts=self.attempts_used(args, kwargs),
+            # The request id the message brought (donutsite.celery), not Celery's correlation_id (the task id).
+            correlation_id=request_id.get(),
+            context=self.dead_letter_context(args, kwargs),
+        )
+        self.on_dead_letter(dead_letter)
+
+
+def dead_letter_record(
+    *, task_name, task_id, args, kwargs, queue, exc, traceback, attempts, correlation_id="", context=None
+):
+    """Store a dead letter durably with its critical alert (one transaction), park a copy of the message
+    in the dead-letter queue, and log it."""
+    from factory.models import DeadLetter
+    from notifications.services import alert_raise
+
+    context = context or {}
+
+    now = timezone.now()
+    with transaction.atomic():
+        dead_letter = DeadLetter.objects.create(
+            task_name=task_name,
+            task_id=task_id or "",
+            args=args,
+            kwargs=kwargs,
+            queue=queue,
+            exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+            exception_message=str(exc)[:5000],
+            traceback=traceback[-20000:],
+            attempts=attempts,
+            first_failed_at=now,
+            last_failed_at=now,
+            correlation_id=correlation_id[:64],
+            restock_id=context.get("restock_id"),
+        )
+        alert_raise(
+            kind="dead_letter",
+            severity="critical",
+            title=f"Dead letter: {task_name} gave up" + (f" on {context['sku']}" if context.get("sku") else ""),
+            text=f"{dead_letter.exception_type.rsplit('.', 1)[-1]}: {dead_letter.exception_message[:500]}\n"
+            "Redrive it from the admin or with `manage.py redrive` once the cause is fixed.",
+            dedupe_key=f"dead_letter:{task_name}",
+            context={
+                **context,
+                "dead_letter_id": dead_letter.pk,
+                "task": task_name,
+                "attempts": attempts,
+                "correlation_id": correlation_id,
+            },
+            correlation_id=correlation_id,
+        )
+    _park_copy(dead_letter)
+    logger.error(
+        "DEAD LETTER %s: %s%r failed after %s attempt(s): %s: %s",
+        dead_letter.pk,
+        task_name,
+        tuple(args),
+        attempts,
+        dead_letter.exception_type,
+        dead_letter.exception_message,
+    )
+    return dead_letter
+
+
+def _park_copy(dead_letter) -> None:
+    """A copy in the `dead_letter` queue makes the count visible in Flower. The database row is the record;
+    the copy is best effort, and harmless if a worker ever consumes it (tasks re-read state)."""
+    from celery import current_app
+
+    try:
+        current_app.send_task(
+            dead_letter.task_name,
+            args=dead_letter.args,
+            kwargs=dead_letter.kwargs,
+            # Explicit: the routes would send it to the task's own queue, where a worker would run it.
+            queue=DEAD_LETTER_QUEUE,
+            task_id=dead_letter_copy_id(dead_letter.pk),
+        )
+    except Exception as exc:  # the broker is down: the row still holds everything
+        logger.warning("dead letter %s: could not park a copy in the queue (%r)", dead_letter.pk, exc)
+
+
+def dead_letter_copy_id(dead_letter_id: int) -> str:
+    return f"dead-letter-{dead_letter_id}"
