@@ -297,7 +297,7 @@ class Bench:
 
     def backlog_enqueue(self, n: int) -> tuple[int, float]:
         """N restocks of other SKUs handed to the factory queue, as a sale's on-commit hook hands them."""
-        from inventory.services import restock_dispatch
+        from factory.services import restock_dispatch
 
         restocks = self.restocks_create(n, "BACKLOG")
         started = time.monotonic()

@@ -306,8 +306,8 @@ class Bench:
         from celery import current_app
         from django.conf import settings
 
+        from factory.services import restock_dispatch
         from inventory.models import Restock
-        from inventory.services import restock_dispatch
 
         dispatch = dispatch or restock_dispatch
         products = self.products_create(backlog, "BACK")

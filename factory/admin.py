@@ -297,8 +297,42 @@ class FactoryAttemptInline(ViewOnly, admin.TabularInline):
 
 
 class FactoryRestockAdmin(RestockAdmin):
+    list_display = (*RestockAdmin.list_display, "factory_order_id", "dispatched_at", "attempts")
+    list_select_related = (*RestockAdmin.list_select_related, "factory_order")
+    search_fields = (*RestockAdmin.search_fields, "factory_order__order_id")
     inlines = [*RestockAdmin.inlines, FactoryAttemptInline]
-    readonly_fields = (*RestockAdmin.readonly_fields, "dead_letters_link")
+    readonly_fields = (
+        *RestockAdmin.readonly_fields,
+        "factory_order_id",
+        "dispatched_at",
+        "attempts",
+        "last_error",
+        "dead_letters_link",
+    )
+
+    @staticmethod
+    def _order(restock):
+        return getattr(restock, "factory_order", None)
+
+    @admin.display(description="Factory order", ordering="factory_order__order_id")
+    def factory_order_id(self, restock):
+        order = self._order(restock)
+        return (order and order.order_id) or EMPTY
+
+    @admin.display(description="Last sent to the queue", ordering="factory_order__dispatched_at")
+    def dispatched_at(self, restock):
+        order = self._order(restock)
+        return _when(order and order.dispatched_at)
+
+    @admin.display(description="Calls to the factory")
+    def attempts(self, restock):
+        order = self._order(restock)
+        return order.attempt_count if order else 0
+
+    @admin.display(description="Last error")
+    def last_error(self, restock):
+        order = self._order(restock)
+        return (order and order.last_error) or EMPTY
 
     @admin.display(description="Dead letters")
     def dead_letters_link(self, restock):

@@ -39,7 +39,9 @@ class FactoryRejected(FactoryError):
 
 
 @dataclass(frozen=True)
-class FactoryOrder:
+class RemoteOrder:
+    """An order as the factory's API describes it (its source of truth); our row about it is models.FactoryOrder."""
+
     order_id: str
     reference: str
     sku: str
@@ -50,7 +52,7 @@ class FactoryOrder:
     completed_at: datetime | None
 
     @classmethod
-    def from_json(cls, data: dict) -> "FactoryOrder":
+    def from_json(cls, data: dict) -> "RemoteOrder":
         return cls(
             order_id=str(data["order_id"]),
             reference=str(data["reference"]),
@@ -65,7 +67,7 @@ class FactoryOrder:
 
 @dataclass(frozen=True)
 class PlaceResult:
-    order: FactoryOrder
+    order: RemoteOrder
     replayed: bool  # 200: the factory already had this reference
     status_code: int
     latency_ms: int
@@ -96,7 +98,7 @@ class FactoryClient:
             )
         raise self._error(response, latency_ms)
 
-    def get_order(self, order_id: str) -> FactoryOrder | None:
+    def get_order(self, order_id: str) -> RemoteOrder | None:
         response, latency_ms = self._send("GET", f"/v1/orders/{order_id}")
         if response.status_code == 404:
             return None
@@ -104,7 +106,7 @@ class FactoryClient:
             return self._order(response, latency_ms)
         raise self._error(response, latency_ms)
 
-    def find_order(self, reference: str) -> FactoryOrder | None:
+    def find_order(self, reference: str) -> RemoteOrder | None:
         response, latency_ms = self._send("GET", "/v1/orders", params={"reference": reference})
         if response.status_code != 200:
             raise self._error(response, latency_ms)
@@ -112,7 +114,7 @@ class FactoryClient:
             results = response.json()["results"]
         except (ValueError, KeyError, TypeError) as exc:
             raise FactoryUnavailable(f"garbled search answer: {exc}", status_code=200, latency_ms=latency_ms) from exc
-        return FactoryOrder.from_json(results[0]) if results else None
+        return RemoteOrder.from_json(results[0]) if results else None
 
     def _send(self, method, path, **kwargs) -> tuple[requests.Response, int]:
         started = time.monotonic()
@@ -125,9 +127,9 @@ class FactoryClient:
         return response, _ms_since(started)
 
     @staticmethod
-    def _order(response, latency_ms) -> FactoryOrder:
+    def _order(response, latency_ms) -> RemoteOrder:
         try:
-            return FactoryOrder.from_json(response.json())
+            return RemoteOrder.from_json(response.json())
         except (ValueError, KeyError, TypeError) as exc:
             raise FactoryUnavailable(
                 f"garbled order in a {response.status_code} answer: {exc}",

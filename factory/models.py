@@ -1,4 +1,92 @@
+from datetime import timedelta
+
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from inventory.models import Restock
+
+
+def claim_expired_before():
+    """A claim older than the hard time limit (plus a margin) belongs to a worker that died mid-call."""
+    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 5)
+
+
+class FactoryOrderQuerySet(models.QuerySet):
+    def of_pending(self):
+        return self.filter(restock__status=Restock.Status.PENDING)
+
+    def unclaimed(self):
+        """Nobody is calling the factory for these right now (a claim that outlived its worker is void)."""
+        return self.filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=claim_expired_before()))
+
+    def due(self):
+        """Orders whose next attempt is not on its way: never noted as sent, parked until now, lost by the
+        broker (no attempt OUTBOX_RESEND_AFTER_SECONDS after it was due), or claimed by a dead worker.
+        Restocks with no order row yet are found by `restocks_never_sent`."""
+        now = timezone.now()
+        resend_after = now - timedelta(seconds=settings.OUTBOX_RESEND_AFTER_SECONDS)
+        never_sent = Q(dispatched_at__isnull=True, next_attempt_at__isnull=True, restock__created_at__lte=resend_after)
+        parked_due = Q(dispatched_at__isnull=True, next_attempt_at__lte=now)
+        lost = Q(dispatched_at__isnull=False) & (
+            Q(next_attempt_at__lte=resend_after) | Q(next_attempt_at__isnull=True, dispatched_at__lte=resend_after)
+        )
+        stuck = Q(claimed_at__lt=claim_expired_before())
+        not_claimed = Q(claimed_at__isnull=True) | stuck
+        return self.filter((not_claimed & (never_sent | parked_due | lost)) | stuck)
+
+
+def restocks_never_sent():
+    """Pending restocks that never reached the factory side (no order row) some time after they were
+    opened: the process died between commit and send, or the broker was down."""
+    resend_after = timezone.now() - timedelta(seconds=settings.OUTBOX_RESEND_AFTER_SECONDS)
+    return Restock.objects.pending().filter(factory_order__isnull=True, created_at__lte=resend_after)
+
+
+class FactoryOrder(models.Model):
+    """The factory's side of one restock: how its order is being delivered to the factory.
+
+    inventory's Restock says what the business wants (product, quantity, status); this row says how the
+    call is going. It is written by the factory side only, when the restock is first handed to the queue
+    or claimed, so the sale that opens a restock still writes one row.
+    """
+
+    restock = models.OneToOneField(Restock, primary_key=True, on_delete=models.CASCADE, related_name="factory_order")
+    # The outbox: when the work was last handed to the task queue, and when its next attempt is due.
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="Last hand-over to the task queue.")
+    dispatch_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Set while a worker is calling the factory; a stale claim means that worker died mid-call.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # Calls made, numbered across redrives; the retry budget counts those since the last redrive.
+    attempt_count = models.PositiveIntegerField(default=0)
+    attempts_before_redrive = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    order_id = models.CharField(max_length=64, blank=True, default="", db_index=True, help_text="The factory's id.")
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+    # When ops were told the restock is overdue (one alert per restock; its receipt closes it).
+    overdue_alerted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FactoryOrderQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-restock_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(attempts_before_redrive__lte=models.F("attempt_count")),
+                name="factory_order_budget_start_within_attempts",
+            )
+        ]
+
+    def __str__(self):
+        return f"factory order for restock {self.restock_id}"
+
+    @property
+    def attempts_this_run(self) -> int:
+        return self.attempt_count - self.attempts_before_redrive
 
 
 class FactoryAttempt(models.Model):

@@ -10,24 +10,23 @@ from functools import partial
 
 from celery import current_app
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
 from donutsite.errors import DomainError, NotFound
 from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable
-from factory.models import DeadLetter, FactoryAttempt
+from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_never_sent
 from inventory.models import Product, Restock, StockMovement
-from inventory.services import idempotency_keys_purge, products_lock, restock_dispatch, restocks_open
+from inventory.services import idempotency_keys_purge, products_lock, restocks_open
 from notifications.services import alert_raise, back_in_stock_announce
 
 logger = logging.getLogger(__name__)
 
 
-def claim_expired_before():
-    """A claim older than the hard time limit (plus a margin) belongs to a worker that died mid-call."""
-    return timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 5)
+RESTOCK_PLACE_TASK = "factory.restock_place"
+RESTOCK_POLL_TASK = "factory.restock_poll"
 
 
 class UnknownOrder(NotFound):
@@ -44,6 +43,38 @@ def callback_url() -> str:
     return settings.PUBLIC_BASE_URL + reverse("factory-callback")
 
 
+def _order_row(restock_id: int) -> None:
+    """Make sure the restock has its FactoryOrder row. The sale that opened the restock wrote only the
+    restock; the first hand-over or claim adds this row (an insert that a concurrent one makes a no-op)."""
+    FactoryOrder.objects.bulk_create([FactoryOrder(restock_id=restock_id)], ignore_conflicts=True)
+
+
+def restock_dispatch(restock_id: int) -> bool:
+    """Hand a pending restock to the factory queue and note on its FactoryOrder that it left.
+
+    Runs after commit (inventory's restock_opened signal, the reconcile sweep, a redrive). If the broker
+    is down nothing is noted and the sweep sends it later; a resend is harmless because the factory
+    order reference is stable per restock.
+    """
+    try:
+        current_app.send_task(RESTOCK_PLACE_TASK, args=[restock_id])
+    except Exception as exc:  # any broker failure: the row is the source of truth, the sweep retries
+        logger.warning("restock %s: broker unavailable (%r); the reconcile sweep will resend it", restock_id, exc)
+        return False
+    now = timezone.now()
+    try:
+        _order_row(restock_id)
+        FactoryOrder.objects.filter(restock_id=restock_id).update(
+            dispatched_at=now, next_attempt_at=now, dispatch_count=F("dispatch_count") + 1
+        )
+    except DatabaseError as exc:
+        # The message left; only its note did not (a deadlock with the worker already recording the
+        # factory's answer, the database going away). This runs after the sale committed, so raising
+        # would turn a sale into an error answer. Unnoted, the sweep may send it again: harmless.
+        logger.warning("restock %s: sent, but noting it failed (%r)", restock_id, exc)
+    return True
+
+
 def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> str:
     """Order a pending restock from the factory, once.
 
@@ -51,15 +82,19 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
     factory with the restock's stable reference, and records the attempt and its outcome. Returns what
     happened; raises FactoryUnavailable (retry) or FactoryRejected (dead letter).
     """
-    now = timezone.now()
-    claimed = Restock.objects.filter(
-        Q(claimed_at__isnull=True) | Q(claimed_at__lt=claim_expired_before()),
-        pk=restock_id,
-        status=Restock.Status.PENDING,
-    ).update(claimed_at=now, attempt_count=F("attempt_count") + 1)
+    with transaction.atomic():
+        # The restock's row lock keeps it pending (no fail or redrive in between) while its order is claimed.
+        if not Restock.objects.select_for_update().pending().filter(pk=restock_id).exists():
+            return "skipped"  # not pending any more
+        _order_row(restock_id)
+        claimed = (
+            FactoryOrder.objects.unclaimed()
+            .filter(restock_id=restock_id)
+            .update(claimed_at=timezone.now(), attempt_count=F("attempt_count") + 1)
+        )
     if not claimed:
-        return "skipped"  # not pending any more, or another worker is calling right now
-    restock = Restock.objects.select_related("product").get(pk=restock_id)
+        return "skipped"  # another worker is calling right now
+    restock = Restock.objects.select_related("product", "factory_order").get(pk=restock_id)
 
     client = client or FactoryClient()
     try:
@@ -77,19 +112,16 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
     with transaction.atomic():
         FactoryAttempt.objects.create(
             restock=restock,
-            number=restock.attempt_count,
+            number=restock.factory_order.attempt_count,
             outcome=FactoryAttempt.Outcome.REPLAYED if result.replayed else FactoryAttempt.Outcome.ACCEPTED,
             status_code=result.status_code,
             latency_ms=result.latency_ms,
         )
-        Restock.objects.filter(pk=restock.pk, status=Restock.Status.PENDING).update(
-            status=Restock.Status.PLACED,
-            factory_order_id=result.order.order_id,
-            expected_at=result.order.estimated_ready_at,
-            placed_at=timezone.now(),
-            claimed_at=None,
-            next_attempt_at=None,
-            last_error="",
+        Restock.objects.pending().filter(pk=restock.pk).update(
+            status=Restock.Status.PLACED, expected_at=result.order.estimated_ready_at, placed_at=timezone.now()
+        )
+        FactoryOrder.objects.filter(restock_id=restock.pk).update(
+            order_id=result.order.order_id, claimed_at=None, next_attempt_at=None, last_error=""
         )
     logger.info("restock %s placed as factory order %s", restock.pk, result.order.order_id)
     return "placed"
@@ -105,13 +137,13 @@ def _record_failure(restock: Restock, exc: FactoryError) -> None:
     with transaction.atomic():
         FactoryAttempt.objects.create(
             restock=restock,
-            number=restock.attempt_count,
+            number=restock.factory_order.attempt_count,
             outcome=outcome,
             status_code=exc.status_code,
             latency_ms=exc.latency_ms,
             error=str(exc)[:2000],
         )
-        Restock.objects.filter(pk=restock.pk).update(claimed_at=None, last_error=str(exc)[:2000])
+        FactoryOrder.objects.filter(restock_id=restock.pk).update(claimed_at=None, last_error=str(exc)[:2000])
         _alert_if_failing_in_a_row(restock, exc)
 
 
@@ -133,8 +165,10 @@ def _alert_if_failing_in_a_row(restock: Restock, exc: FactoryError) -> None:
 
 
 def restock_attempts_used(restock_id: int) -> int:
-    """The restock's calls to the factory so far: the retry budget (factory/retries.py)."""
-    return Restock.objects.filter(pk=restock_id).values_list("attempt_count", flat=True).first() or 0
+    """The restock's calls to the factory since it was opened or last redriven: the retry budget
+    (factory/retries.py)."""
+    order = FactoryOrder.objects.filter(restock_id=restock_id).first()
+    return order.attempts_this_run if order else 0
 
 
 def restock_dead_letter_context(restock_id: int) -> dict:
@@ -144,21 +178,24 @@ def restock_dead_letter_context(restock_id: int) -> dict:
 
 def restock_retry_scheduled(restock_id: int, *, at) -> None:
     """The task will run again at `at` (a retry with countdown): the outbox must not resend before then."""
-    Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(next_attempt_at=at)
+    FactoryOrder.objects.filter(restock_id=restock_id).update(next_attempt_at=at)
 
 
 def restock_park(restock_id: int, *, until) -> None:
     """No message in flight; the reconcile sweep sends the restock when `until` has passed."""
-    Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(
-        dispatched_at=None, next_attempt_at=until
-    )
+    FactoryOrder.objects.filter(restock_id=restock_id).update(dispatched_at=None, next_attempt_at=until)
 
 
 def restock_fail(restock_id: int, *, reason: str) -> None:
     """Out of attempts or refused for good: the restock is failed until someone redrives it."""
-    updated = Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(
-        status=Restock.Status.FAILED, claimed_at=None, closed_at=timezone.now(), last_error=reason[:2000]
-    )
+    with transaction.atomic():
+        updated = (
+            Restock.objects.pending()
+            .filter(pk=restock_id)
+            .update(status=Restock.Status.FAILED, closed_at=timezone.now())
+        )
+        if updated:
+            FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None, last_error=reason[:2000])
     if updated:
         logger.error("restock %s failed: %s", restock_id, reason)
 
@@ -195,12 +232,10 @@ def restock_receive(
             product.on_hand += received
         restock.status = Restock.Status.CANCELLED if cancelled else Restock.Status.FULFILLED
         restock.quantity_received = received
-        restock.factory_order_id = order_id
         restock.closed_at = timezone.now()
-        restock.claimed_at = None
-        restock.save(
-            update_fields=["status", "quantity_received", "factory_order_id", "closed_at", "claimed_at", "updated_at"]
-        )
+        restock.save(update_fields=["status", "quantity_received", "closed_at", "updated_at"])
+        _order_row(restock.pk)
+        FactoryOrder.objects.filter(restock_id=restock.pk).update(order_id=order_id, claimed_at=None)
         if product.needs_reorder and product.is_active:
             restocks_open([product], reason=Restock.Reason.REORDER_POINT)
         if was_sold_out and received:
@@ -215,11 +250,12 @@ def _restock_for(*, order_id: str, reference: str) -> Restock:
     if reference.startswith(prefix) and reference[len(prefix) :].isdigit():
         restock = Restock.objects.select_related("product").filter(pk=int(reference[len(prefix) :])).first()
     if restock is None and order_id:
-        restock = Restock.objects.select_related("product").filter(factory_order_id=order_id).first()
+        restock = Restock.objects.select_related("product").filter(factory_order__order_id=order_id).first()
     if restock is None:
         raise UnknownOrder(f"No restock for order {order_id!r} / reference {reference!r}.")
-    if restock.factory_order_id and order_id and restock.factory_order_id != order_id:
-        raise CallbackMismatch(f"Restock {restock.pk} is factory order {restock.factory_order_id}, not {order_id}.")
+    known = FactoryOrder.objects.filter(restock_id=restock.pk).values_list("order_id", flat=True).first()
+    if known and order_id and known != order_id:
+        raise CallbackMismatch(f"Restock {restock.pk} is factory order {known}, not {order_id}.")
     return restock
 
 
@@ -228,9 +264,11 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
     restock = Restock.objects.select_related("product").get(pk=restock_id)
     if restock.status != Restock.Status.PLACED:
         return "not placed"
-    Restock.objects.filter(pk=restock.pk).update(last_polled_at=timezone.now())
+    _order_row(restock.pk)
+    FactoryOrder.objects.filter(restock_id=restock.pk).update(last_polled_at=timezone.now())
+    order_id = FactoryOrder.objects.filter(restock_id=restock.pk).values_list("order_id", flat=True).get()
     client = client or FactoryClient()
-    order = client.get_order(restock.factory_order_id) if restock.factory_order_id else None
+    order = client.get_order(order_id) if order_id else None
     if order is None:
         order = client.find_order(restock.reference)
     if order is None:
@@ -252,21 +290,9 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
 def restocks_due() -> list[int]:
     """Pending restocks whose work is not on its way: never sent, parked until now, lost by the broker,
     or claimed by a worker that died mid-call."""
-    now = timezone.now()
-    resend_after = timedelta(seconds=settings.OUTBOX_RESEND_AFTER_SECONDS)
-    not_claimed = Q(claimed_at__isnull=True) | Q(claimed_at__lt=claim_expired_before())
-    never_sent = Q(dispatched_at__isnull=True, next_attempt_at__isnull=True, created_at__lte=now - resend_after)
-    parked_due = Q(dispatched_at__isnull=True, next_attempt_at__lte=now)
-    lost = Q(dispatched_at__isnull=False) & (
-        Q(next_attempt_at__lte=now - resend_after)
-        | Q(next_attempt_at__isnull=True, dispatched_at__lte=now - resend_after)
-    )
-    stuck = Q(claimed_at__lt=claim_expired_before())
-    return list(
-        Restock.objects.filter(status=Restock.Status.PENDING)
-        .filter((not_claimed & (never_sent | parked_due | lost)) | stuck)
-        .values_list("pk", flat=True)
-    )
+    never_sent = restocks_never_sent().values_list("pk", flat=True)
+    due = FactoryOrder.objects.of_pending().due().values_list("restock_id", flat=True)
+    return sorted({*never_sent, *due})
 
 
 def restocks_overdue() -> list[int]:
@@ -274,10 +300,8 @@ def restocks_overdue() -> list[int]:
     now = timezone.now()
     grace = timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS)
     late = Q(expected_at__lte=now - grace) | Q(expected_at__isnull=True, placed_at__lte=now - grace)
-    not_just_asked = Q(last_polled_at__isnull=True) | Q(last_polled_at__lte=now - grace)
-    return list(
-        Restock.objects.filter(status=Restock.Status.PLACED).filter(late & not_just_asked).values_list("pk", flat=True)
-    )
+    not_just_asked = Q(factory_order__last_polled_at__isnull=True) | Q(factory_order__last_polled_at__lte=now - grace)
+    return list(Restock.objects.placed().filter(late & not_just_asked).values_list("pk", flat=True))
 
 
 def reconcile() -> dict:
@@ -286,7 +310,7 @@ def reconcile() -> dict:
     resent = sum(restock_dispatch(restock_id) for restock_id in restocks_due())
     overdue = restocks_overdue()
     for restock_id in overdue:
-        current_app.send_task("factory.restock_poll", args=[restock_id], queue="factory")
+        current_app.send_task(RESTOCK_POLL_TASK, args=[restock_id])
     return {
         "restocks_resent": resent,
         "overdue_polled": len(overdue),
@@ -333,17 +357,22 @@ def _restock_reopenable(restock_id: int) -> bool:
 def _restock_reopen(restock_id: int) -> bool:
     try:
         with transaction.atomic():  # a savepoint: the unique open_product column refuses a second open restock
-            reopened = Restock.objects.filter(pk=restock_id, status=Restock.Status.FAILED).update(
-                status=Restock.Status.PENDING,
-                attempt_count=0,
-                claimed_at=None,
-                closed_at=None,
-                dispatched_at=None,
-                next_attempt_at=None,
-                last_error="",
+            reopened = (
+                Restock.objects.failed().filter(pk=restock_id).update(status=Restock.Status.PENDING, closed_at=None)
             )
     except IntegrityError:
         return False  # the product has another open restock, which already covers the need
+    if reopened:
+        # A fresh attempt budget; the calls keep their numbers (the next one is N+1).
+        _order_row(restock_id)
+        FactoryOrder.objects.filter(restock_id=restock_id).update(
+            attempts_before_redrive=F("attempt_count"),
+            claimed_at=None,
+            dispatched_at=None,
+            next_attempt_at=None,
+            last_error="",
+            redriven_at=timezone.now(),
+        )
     return bool(reopened)
 
 

@@ -220,15 +220,12 @@ class RestockAdmin(ReadOnlyAdmin):
         "quantity",
         "status",
         "reason",
-        "dispatched_at",
-        "dispatch_count",
-        "factory_order_id",
         "expected_at",
         "created_at",
     )
     list_filter = ("status", "reason")
     list_select_related = ("product",)
-    search_fields = ("product__sku", "factory_order_id")
+    search_fields = ("product__sku",)
     exclude = ("open_product",)  # a database helper column, meaningless to people
 
     @admin.display(description="SKU", ordering="product__sku")

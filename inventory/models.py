@@ -93,9 +93,19 @@ class RestockQuerySet(models.QuerySet):
     def open(self):
         return self.filter(status__in=Restock.OPEN_STATUSES)
 
+    def pending(self):
+        return self.filter(status=Restock.Status.PENDING)
+
+    def placed(self):
+        return self.filter(status=Restock.Status.PLACED)
+
+    def failed(self):
+        return self.filter(status=Restock.Status.FAILED)
+
 
 class Restock(models.Model):
-    """An order for more of one product. Written in the transaction that noticed the need (the outbox row)."""
+    """An order for more of one product, as the business sees it. Written in the transaction that noticed
+    the need (the outbox row); how its order travels to the factory is the factory app's (FactoryOrder)."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -122,18 +132,8 @@ class Restock(models.Model):
         db_persist=True,
         unique=True,
     )
-    # The outbox: when the work was last handed to the queue, and when its next attempt is due.
-    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="Last hand-over to the task queue.")
-    dispatch_count = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    # Set while a worker is calling the factory; a stale claim means that worker died mid-call.
-    claimed_at = models.DateTimeField(null=True, blank=True)
-    attempt_count = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True, default="")
-    factory_order_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     placed_at = models.DateTimeField(null=True, blank=True)
     expected_at = models.DateTimeField(null=True, blank=True)
-    last_polled_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     quantity_received = models.PositiveIntegerField(null=True, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True, default="")

@@ -9,9 +9,8 @@ from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 
-from celery import current_app
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from rest_framework.utils import encoders
@@ -21,11 +20,10 @@ from donutsite.context import request_id
 from inventory import selectors
 from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
+from inventory.signals import restock_opened
 from notifications.services import alert_raise
 
 logger = logging.getLogger(__name__)
-
-RESTOCK_PLACE_TASK = "factory.restock_place"  # sent by name: inventory does not import factory
 
 
 @dataclass(frozen=True)
@@ -240,9 +238,10 @@ def restocks_open(products: list[Product], *, reason: str) -> dict[int, Restock]
     """The open restock of each product, opening one where there is none.
 
     The caller holds the products' row locks (products_lock), which serializes this check-then-insert
-    per product; the unique `open_product` column backs it in the database. New restocks are handed
-    to the queue after commit. A new restock keeps the current request id, which follows it to the
-    factory call (X-Request-ID), its dead letter and its alerts.
+    per product; the unique `open_product` column backs it in the database. After commit, each new
+    restock is announced (signals.restock_opened), and the factory app hands it to its queue. A new
+    restock keeps the current request id, which follows it to the factory call (X-Request-ID), its
+    dead letter and its alerts.
     """
     by_product = {r.product_id: r for r in Restock.objects.open().filter(product__in=products)}
     for product in products:
@@ -252,33 +251,8 @@ def restocks_open(products: list[Product], *, reason: str) -> dict[int, Restock]
             product=product, quantity=product.reorder_quantity, reason=reason, correlation_id=request_id.get()
         )
         by_product[product.pk] = restock
-        transaction.on_commit(partial(restock_dispatch, restock.pk))
+        transaction.on_commit(partial(restock_opened.send, sender=Restock, restock_id=restock.pk))
     return by_product
-
-
-def restock_dispatch(restock_id: int) -> bool:
-    """Hand a pending restock to the factory queue and record that it left.
-
-    Runs after commit. If the broker is down the restock stays undispatched and the reconcile sweep
-    (factory.services.reconcile) sends it later; a resend is harmless because the factory order
-    reference is stable per restock.
-    """
-    try:
-        current_app.send_task(RESTOCK_PLACE_TASK, args=[restock_id], queue="factory")
-    except Exception as exc:  # any broker failure: the row is the source of truth, the sweep retries
-        logger.warning("restock %s: broker unavailable (%r); the reconcile sweep will resend it", restock_id, exc)
-        return False
-    now = timezone.now()
-    try:
-        Restock.objects.filter(pk=restock_id, status=Restock.Status.PENDING).update(
-            dispatched_at=now, next_attempt_at=now, dispatch_count=F("dispatch_count") + 1
-        )
-    except DatabaseError as exc:
-        # The message left; only its note did not (a deadlock with the worker already recording the
-        # factory's answer, the database going away). This runs after the sale committed, so raising
-        # would turn a sale into an error answer. Unnoted, the sweep may send it again: harmless.
-        logger.warning("restock %s: sent, but noting it failed (%r)", restock_id, exc)
-    return True
 
 
 def idempotency_keys_purge() -> int:

@@ -7,8 +7,19 @@ It lives in the project package because it reads all three apps, which may not i
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Case, Count, DurationField, ExpressionWrapper, F, IntegerField, Sum, Value, When
-from django.db.models.functions import TruncMinute
+from django.db.models import (
+    Case,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    Sum,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
 from factory.models import DeadLetter
@@ -70,7 +81,14 @@ def product_for_chart(sku: str | None) -> Product | None:
 def restocks_open(*, limit: int = OPEN_RESTOCKS_LIMIT) -> tuple[list[Restock], int]:
     """Open restocks (pending or placed), oldest first, and how many are open in all."""
     open_restocks = Restock.objects.open()
-    rows = list(open_restocks.select_related("product").order_by("created_at", "pk")[:limit])
+    rows = list(
+        open_restocks.select_related("product")
+        .annotate(
+            attempt_count=Coalesce("factory_order__attempt_count", 0),
+            last_error=Coalesce("factory_order__last_error", Value(""), output_field=TextField()),
+        )
+        .order_by("created_at", "pk")[:limit]
+    )
     total = len(rows) if len(rows) < limit else open_restocks.count()
     return rows, total
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from clients.models import ApiClient
 from factory.client import FactoryRejected
-from factory.models import DeadLetter
+from factory.models import DeadLetter, FactoryOrder
 from factory.retries import dead_letter_record
 from inventory.models import Product, Restock, StockMovement
 from notifications import services as notification_services
@@ -58,9 +58,10 @@ def make_dead_letter(
         quantity=50,
         reason=Restock.Reason.SHORTAGE,
         status=restock_status,
-        attempt_count=1,
-        last_error="factory.client.FactoryRejected: 409 Conflict",
         closed_at=timezone.now(),
+    )
+    FactoryOrder.objects.create(
+        restock=restock, attempt_count=1, last_error="factory.client.FactoryRejected: 409 Conflict"
     )
     try:
         _place_order(restock)
@@ -97,9 +98,10 @@ def make_failed_restock(product=None) -> tuple[Restock, DeadLetter]:
         quantity=50,
         reason=Restock.Reason.SHORTAGE,
         status=Restock.Status.FAILED,
-        attempt_count=1,
-        last_error="factory.client.FactoryRejected: 409 Conflict",
         closed_at=timezone.now(),
+    )
+    FactoryOrder.objects.create(
+        restock=restock, attempt_count=1, last_error="factory.client.FactoryRejected: 409 Conflict"
     )
     try:
         raise FactoryRejected(f"409 Conflict: {restock.reference} refused", status_code=409, latency_ms=42)

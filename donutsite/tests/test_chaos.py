@@ -148,7 +148,7 @@ def test_workers_sigkilled_during_factory_calls(system):
     load = Load(system.web_url, shop.catalogue, purchases=scaled(200), duration=10 * SCALE, seed=2).start()
 
     def calls_in_flight():
-        return Restock.objects.filter(status="pending", claimed_at__isnull=False).count()
+        return Restock.objects.filter(status="pending", factory_order__claimed_at__isnull=False).count()
 
     kills = []
     for n in range(scaled(4)):

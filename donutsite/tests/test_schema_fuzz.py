@@ -20,6 +20,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.parameters import ParameterLocation
 
+from factory.models import FactoryOrder
 from factory.signatures import sign
 from inventory.models import Restock
 from inventory.services import SaleItem, sale_create
@@ -77,13 +78,11 @@ def shop(db, _keep_test_connection):
     a 429 is documented, but it would hide every other answer."""
     products = [make_product(sku, on_hand=30, reorder_point=5) for sku in SKUS]
     restocks = [
-        Restock.objects.create(
-            product=products[0], quantity=40, reason="shortage", status="placed", factory_order_id="F-1"
-        ),
-        Restock.objects.create(
-            product=products[1], quantity=40, reason="shortage", status="fulfilled", factory_order_id="F-2"
-        ),
+        Restock.objects.create(product=products[0], quantity=40, reason="shortage", status="placed"),
+        Restock.objects.create(product=products[1], quantity=40, reason="shortage", status="fulfilled"),
     ]
+    for n, restock in enumerate(restocks, start=1):
+        FactoryOrder.objects.create(restock=restock, order_id=f"F-{n}")
     client, key = make_api_client("fuzzer")
     device = Device.objects.create(client=client, token="fuzz-device-token", platform="android")
     sale = sale_create(client=client, items=[SaleItem("GLAZED", 2), SaleItem("VIRAL", 1)]).sale
@@ -168,7 +167,7 @@ def test_signed_factory_callbacks_answer_as_documented(case, target, shop):
     already settled), so that validation and the receipt itself are fuzzed too."""
     if target is not None and isinstance(case.body, dict):
         restock = shop["restocks"][target]
-        case.body.update(reference=restock.reference, order_id=restock.factory_order_id, sku=restock.product.sku)
+        case.body.update(reference=restock.reference, order_id=restock.factory_order.order_id, sku=restock.product.sku)
     raw = case.body if isinstance(case.body, bytes) else json.dumps(case.body).encode()
     timestamp = str(int(time.time()))
     headers = {

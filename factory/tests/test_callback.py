@@ -6,6 +6,7 @@ import time
 import pytest
 from django.conf import settings
 
+from factory.models import FactoryOrder
 from factory.signatures import sign
 from inventory.models import Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
@@ -18,9 +19,9 @@ URL = "/api/v1/factory/callbacks/"
 
 def placed_restock(sku="GLAZED", on_hand=0, quantity=120, **product_fields):
     product = make_product(sku, on_hand=on_hand, **product_fields)
-    return Restock.objects.create(
-        product=product, quantity=quantity, reason="shortage", status="placed", factory_order_id="F-000123"
-    )
+    restock = Restock.objects.create(product=product, quantity=quantity, reason="shortage", status="placed")
+    FactoryOrder.objects.create(restock=restock, order_id="F-000123")
+    return restock
 
 
 def callback(
@@ -32,7 +33,7 @@ def callback(
         else json.dumps(
             {
                 "event": event,
-                "order_id": restock.factory_order_id,
+                "order_id": "F-000123",
                 "reference": restock.reference,
                 "sku": restock.product.sku,
                 "quantity": restock.quantity,
@@ -108,13 +109,14 @@ def test_partial_production_below_the_reorder_point_opens_a_new_restock(client):
 def test_a_callback_for_a_restock_we_had_given_up_on_still_fills_the_shelf(client):
     """Our call timed out every time, but the factory had created the order after all."""
     restock = placed_restock()
-    Restock.objects.filter(pk=restock.pk).update(status="failed", factory_order_id="")
+    Restock.objects.filter(pk=restock.pk).update(status="failed")
+    FactoryOrder.objects.filter(restock=restock).update(order_id="")
 
     response = callback(client, restock)
 
     assert response.status_code == 200
     restock.refresh_from_db()
-    assert (restock.status, restock.factory_order_id) == ("fulfilled", "F-000123")
+    assert (restock.status, restock.factory_order.order_id) == ("fulfilled", "F-000123")
     assert stock(restock) == 120
 
 

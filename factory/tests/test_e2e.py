@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from factory import services
-from factory.models import DeadLetter, FactoryAttempt
+from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
 from inventory.models import Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
 from notifications.models import Device, Subscription
@@ -209,7 +209,15 @@ def test_a_worker_killed_during_the_factory_call_still_orders_exactly_once(syste
     system.factory_configure(latency_ms=[1500, 1500])
 
     buy(system, fresh, "BOSTON", 1)
-    restock = wait_until(lambda: (r := restock_of("BOSTON")) and r.claimed_at and r, timeout=15, what="the claim")
+    restock = wait_until(
+        lambda: (
+            (r := restock_of("BOSTON"))
+            and FactoryOrder.objects.filter(restock=r, claimed_at__isnull=False).exists()
+            and r
+        ),
+        timeout=15,
+        what="the claim",
+    )
     system.processes[f"worker{system.workers}"].kill()  # SIGKILL the whole worker mid-call
     system.factory_configure(latency_ms=[0, 0])
     system.start_worker()

@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
+from factory.models import FactoryOrder
 from inventory.admin import ProductAdmin
 from inventory.models import IdempotencyKey, Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
@@ -281,7 +282,8 @@ def records(db):
     viral = make_product("VIRAL", on_hand=5)
     client, _ = make_api_client("till-1")
     sale = sale_create(client=client, items=[SaleItem(sku="VIRAL", quantity=2)], idempotency_key="k-1").sale
-    restock = Restock.objects.create(product=viral, quantity=40, reason="manual", factory_order_id="F-77")
+    restock = Restock.objects.create(product=viral, quantity=40, reason="manual")
+    FactoryOrder.objects.create(restock=restock, order_id="F-77")
     return {
         "sale": sale,
         "stockmovement": StockMovement.objects.filter(sale=sale).get(),

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from donutsite.errors import DomainError
-from factory.client import FactoryOrder, PlaceResult
-from factory.models import DeadLetter, FactoryAttempt
+from factory.client import PlaceResult, RemoteOrder
+from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
 from factory.retries import dead_letter_record
 from factory.services import dead_letter_redrive, restock_fail, restock_place, restock_receive
 from inventory import selectors
@@ -45,7 +45,7 @@ class AcceptingFactory:
 
     def place_order(self, *, reference, sku, quantity, callback_url, request_id=""):
         order_id = f"F-{reference.rsplit('-', 1)[-1]}"
-        order = FactoryOrder(order_id, reference, sku, quantity, "accepted", None, None, None)
+        order = RemoteOrder(order_id, reference, sku, quantity, "accepted", None, None, None)
         return PlaceResult(order=order, replayed=False, status_code=202, latency_ms=1)
 
 
@@ -112,7 +112,7 @@ class Shop(RuleBasedStateMachine):
 
         assert restock_place(restock.pk, client=AcceptingFactory()) == "placed"
 
-        assert Restock.objects.get(pk=restock.pk).factory_order_id == f"F-{restock.pk}"
+        assert FactoryOrder.objects.get(restock_id=restock.pk).order_id == f"F-{restock.pk}"
 
     @rule(data=st.data(), cancelled=st.booleans())
     def factory_delivers(self, data, cancelled):
@@ -128,7 +128,8 @@ class Shop(RuleBasedStateMachine):
         restock = data.draw(st.sampled_from(restocks))
         produced = data.draw(st.integers(0, restock.quantity))
         receipt = {
-            "order_id": restock.factory_order_id or f"F-{restock.pk}",
+            "order_id": FactoryOrder.objects.filter(restock_id=restock.pk).values_list("order_id", flat=True).first()
+            or f"F-{restock.pk}",
             "reference": restock.reference,
             "event": "order.cancelled" if cancelled else "order.completed",
             "quantity_produced": produced,
