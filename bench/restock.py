@@ -264,7 +264,7 @@ class Bench:
         from inventory.models import Restock
 
         deadline = time.monotonic() + timeout
-        pending = Restock.objects.filter(status=Restock.Status.PENDING, pk__gt=after_id)
+        pending = Restock.objects.pending().filter(pk__gt=after_id)
         while pending.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
 
@@ -337,7 +337,7 @@ class Bench:
         expected = max(60.0, 3 * len(refs) * self.latency_ms / 1000)
         if not self.factory.wait_answered(refs, timeout=expected):
             missing = sum(1 for r in refs if r not in self.factory.answered)
-            pending = Restock.objects.filter(status=Restock.Status.PENDING).count()
+            pending = Restock.objects.pending().count()
             raise SystemExit(
                 f"{missing} restocks never reached the factory ({pending} pending in the database, "
                 f"{self.queue_length()} messages in the queue); see the worker's log in {LOG_DIR}"

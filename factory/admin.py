@@ -96,9 +96,9 @@ class ResolvedFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         match self.value():
             case "yes":
-                return queryset.filter(redriven_at__isnull=False)
+                return queryset.resolved()
             case "no":
-                return queryset.filter(redriven_at__isnull=True)
+                return queryset.unresolved()
         return queryset
 
 
@@ -201,26 +201,16 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Redrive selected dead letters", permissions=["redrive"])
     def redrive(self, request, queryset):
-        sent, nothing = self._redrive(request, queryset.order_by("pk"))
-        self.message_user(
-            request,
-            f"{sent} dead letter{'s' if sent != 1 else ''} sent again; {nothing} had nothing to do "
-            "(the restock is no longer failed).",
-            messages.SUCCESS if sent else messages.WARNING,
-        )
+        result = self.redrive_logged(request, queryset, where="the admin")
+        self.message_user(request, result.summary(), messages.SUCCESS if result.sent else messages.WARNING)
 
-    def _redrive(self, request, dead_letters) -> tuple[int, int]:
-        by = request.user.get_username()
-        sent = nothing = 0
-        for dead_letter in dead_letters:
-            # Each redrive commits on its own and sends its message after that commit.
-            if services.dead_letter_redrive(dead_letter, by=by):
-                sent += 1
-                self.log_change(request, dead_letter, "Redriven: sent again.")
-            else:
-                nothing += 1
-                self.log_change(request, dead_letter, "Redrive: nothing to do.")
-        return sent, nothing
+    def redrive_logged(self, request, dead_letters, *, where: str) -> services.Redrive:
+        """The redrive service, each dead letter's outcome written to its admin history."""
+
+        def log(dead_letter, sent):
+            self.log_change(request, dead_letter, f"Redrive from {where}: {services.Redrive.outcome(sent)}.")
+
+        return services.dead_letters_redrive(dead_letters, by=request.user.get_username(), on_each=log)
 
     def get_urls(self):
         redrive_one = path(
@@ -237,15 +227,12 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         if not self.has_redrive_permission(request):
             raise PermissionDenied
         dead_letter = get_object_or_404(DeadLetter, pk=object_id)
-        sent, _ = self._redrive(request, [dead_letter])
-        if sent:
-            self.message_user(request, f"Dead letter {dead_letter.pk} sent again.", messages.SUCCESS)
-        else:
-            self.message_user(
-                request,
-                f"Dead letter {dead_letter.pk}: nothing to do (the restock is no longer failed).",
-                messages.WARNING,
-            )
+        result = self.redrive_logged(request, [dead_letter], where="the admin")
+        self.message_user(
+            request,
+            f"Dead letter {dead_letter.pk}: {services.Redrive.outcome(bool(result.sent))}.",
+            messages.SUCCESS if result.sent else messages.WARNING,
+        )
         return redirect(reverse("admin:factory_deadletter_change", args=[dead_letter.pk]))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):

@@ -114,6 +114,15 @@ class FactoryAttempt(models.Model):
         return f"restock {self.restock_id} attempt {self.number}: {self.outcome}"
 
 
+class DeadLetterQuerySet(models.QuerySet):
+    def unresolved(self):
+        """Waiting for ops: never redriven."""
+        return self.filter(redriven_at__isnull=True)
+
+    def resolved(self):
+        return self.filter(redriven_at__isnull=False)
+
+
 class DeadLetter(models.Model):
     """Work that failed for good, kept durably so that ops can see it and send it again (redrive).
 
@@ -139,6 +148,8 @@ class DeadLetter(models.Model):
     redriven_at = models.DateTimeField(null=True, blank=True, db_index=True)
     redriven_by = models.CharField(max_length=150, blank=True, default="")
     redrive_count = models.PositiveIntegerField(default=0)
+
+    objects = DeadLetterQuerySet.as_manager()
 
     class Meta:
         ordering = ["-last_failed_at"]

@@ -5,6 +5,7 @@ with a short conditional update, the call is made, and the outcome recorded in a
 """
 
 import logging
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 
@@ -318,11 +319,51 @@ def reconcile() -> dict:
     }
 
 
+@dataclass
+class Redrive:
+    """What one redrive run did (or, with dry_run, would do): the one wording every caller shows."""
+
+    dry_run: bool = False
+    sent: list[DeadLetter] = field(default_factory=list)
+    nothing: list[DeadLetter] = field(default_factory=list)
+
+    NOTHING_TO_DO = "nothing to do (the restock is no longer failed)"
+
+    @staticmethod
+    def outcome(sent: bool, *, dry_run: bool = False) -> str:
+        if sent:
+            return "would be sent again" if dry_run else "sent again"
+        return Redrive.NOTHING_TO_DO
+
+    def summary(self) -> str:
+        if not self.sent and not self.nothing:
+            return "There were no dead letters to redrive."
+        sent, nothing = len(self.sent), len(self.nothing)
+        text = (
+            f"{sent} dead letter{'s' if sent != 1 else ''} {self.outcome(True, dry_run=self.dry_run)}; "
+            f"{nothing} had {self.NOTHING_TO_DO}."
+        )
+        return f"Dry run: {text} Nothing changed." if self.dry_run else text
+
+
+def dead_letters_redrive(dead_letters, *, by: str, dry_run: bool = False, on_each=None) -> Redrive:
+    """Redrive each dead letter, oldest first (dead_letter_redrive); `on_each(dead_letter, sent)` lets the
+    caller log each one (the admin's history). Each redrive commits on its own and sends after that."""
+    result = Redrive(dry_run=dry_run)
+    for dead_letter in sorted(dead_letters, key=lambda d: d.pk):
+        sent = dead_letter_redrive(dead_letter, by=by, dry_run=dry_run)
+        (result.sent if sent else result.nothing).append(dead_letter)
+        if on_each is not None:
+            on_each(dead_letter, sent)
+    return result
+
+
 def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, dry_run: bool = False) -> bool:
     """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
-    attempts reset). Locks the dead letter's row. Returns False, sending nothing, when there is nothing to
-    do: the restock is no longer failed (redriven already, or settled since), or its product has another
-    open restock by now. So a repeat is harmless. With dry_run, says what it would do and changes nothing.
+    a fresh attempt budget; its calls keep their numbers). Locks the dead letter's row. Returns False,
+    sending nothing, when there is nothing to do: the restock is no longer failed (redriven already, or
+    settled since), or its product has another open restock by now. So a repeat is harmless. With
+    dry_run, says what it would do and changes nothing.
     """
     if dry_run:
         return not dead_letter.restock_id or _restock_reopenable(dead_letter.restock_id)
@@ -388,6 +429,7 @@ def _send_again(dead_letter_id: int) -> None:
     if dead_letter.restock_id:
         restock_dispatch(dead_letter.restock_id)  # records the dispatch; the sweep covers a broker outage
         return
+    # Explicit queue: the one the message ran on when it failed, which the routes may since have changed.
     current_app.send_task(
         dead_letter.task_name, args=dead_letter.args, kwargs=dead_letter.kwargs, queue=dead_letter.queue
     )
@@ -395,7 +437,5 @@ def _send_again(dead_letter_id: int) -> None:
 
 def dead_letters_purge(*, older_than_days: int, dry_run: bool = False) -> int:
     """Delete redriven dead letters older than N days."""
-    old = DeadLetter.objects.filter(
-        redriven_at__isnull=False, last_failed_at__lt=timezone.now() - timedelta(days=older_than_days)
-    )
+    old = DeadLetter.objects.resolved().filter(last_failed_at__lt=timezone.now() - timedelta(days=older_than_days))
     return old.count() if dry_run else old.delete()[0]

@@ -15,7 +15,6 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from factory import services as factory_services
 from factory.models import DeadLetter
 from ops import charts, selectors
 
@@ -116,28 +115,18 @@ def redrive_all_view(request):
     commits on its own and sends its work after that commit (factory.services.dead_letter_redrive)."""
     if not request.user.has_perm(REDRIVE_PERMISSION):
         raise PermissionDenied
-    by = request.user.get_username()
-    model_admin = admin.site.get_model_admin(DeadLetter)
-    unresolved = DeadLetter.objects.filter(redriven_at__isnull=True).order_by("pk")
-    sent = nothing = 0
-    for dead_letter in unresolved[:REDRIVE_BATCH]:
-        if factory_services.dead_letter_redrive(dead_letter, by=by):
-            sent += 1
-            model_admin.log_change(request, dead_letter, "Redriven from the dashboard: sent again.")
-        else:
-            nothing += 1
-            model_admin.log_change(request, dead_letter, "Redrive from the dashboard: nothing to do.")
+    unresolved = DeadLetter.objects.unresolved().order_by("pk")
+    result = admin.site.get_model_admin(DeadLetter).redrive_logged(
+        request, unresolved[:REDRIVE_BATCH], where="the dashboard"
+    )
+    text = result.summary()
     left = unresolved.count()
-    if not sent and not nothing:
-        messages.info(request, "There were no dead letters to redrive.")
+    if left:
+        text += f" {left} still waiting: click Redrive all again."
+    if result.sent:
+        messages.success(request, text)
     else:
-        text = (
-            f"{sent} dead letter{'s' if sent != 1 else ''} sent again; {nothing} had nothing to do "
-            "(the restock is no longer failed)."
-        )
-        if left:
-            text += f" {left} still waiting: click Redrive all again."
-        (messages.success if sent else messages.warning)(request, text)
+        (messages.warning if result.nothing else messages.info)(request, text)
     return redirect(reverse("dashboard"))
 
 

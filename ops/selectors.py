@@ -94,7 +94,7 @@ def restocks_open(*, limit: int = OPEN_RESTOCKS_LIMIT) -> tuple[list[Restock], i
 
 
 def dead_letters_unresolved_count() -> int:
-    return DeadLetter.objects.filter(redriven_at__isnull=True).count()
+    return DeadLetter.objects.unresolved().count()
 
 
 def alerts_recent(*, limit: int = ALERTS_LIMIT) -> list[Alert]:

@@ -246,7 +246,7 @@ def test_factory_down_then_redrive_fills_every_shelf(system):
     output = system.manage("redrive", "--all").stdout
     shop.figures["redrive"] = {
         "sent_again": output.count(": sent again"),
-        "nothing_to_do": output.count("nothing to do"),
+        "nothing_to_do": output.count(": nothing to do"),
     }
 
     def then():

@@ -184,7 +184,7 @@ def test_the_redrive_button_sends_one_dead_letter_again(admin_client, queues):
     response = admin_client.post(redrive_url(dead_letter), follow=True)
 
     assert response.redirect_chain[-1][0] == change_url(dead_letter)
-    assert shown_messages(response) == [f"Dead letter {dead_letter.pk} sent again."]
+    assert shown_messages(response) == [f"Dead letter {dead_letter.pk}: sent again."]
     assert Restock.objects.get(pk=dead_letter.restock_id).status == "pending"
     assert queued("factory") == [("factory.restock_place", [dead_letter.restock_id])]
     assert "Redrive again" in response.content.decode()

@@ -15,6 +15,7 @@ from testsupport.queues import queued
 # Helpers shared with test_admin.py
 
 RESTOCK_PLACE = "factory.restock_place"
+NOTHING = "nothing to do (the restock is no longer failed).\n"  # the end of every redrive summary
 
 
 # The tests
@@ -65,7 +66,7 @@ def test_redrive_reopens_the_restock_and_sends_it_to_the_factory_queue(queues, m
     assert (dead_letter.redriven_by, dead_letter.redrive_count) == ("manage.py redrive (alice)", 1)
     assert out.splitlines() == [
         f"dead letter {dead_letter.pk}: {RESTOCK_PLACE}({restock.pk},), restock {restock.pk} (failed): sent again",
-        "1 sent again, 0 with nothing to do",
+        "1 dead letter sent again; 0 had nothing to do (the restock is no longer failed).",
     ]
 
 
@@ -85,8 +86,8 @@ def test_redriving_twice_sends_once(queues):
     assert (second.redriven_at, second.redriven_by) == (first.redriven_at, first.redriven_by)
     assert out.splitlines() == [
         f"dead letter {dead_letter.pk}: factory.restock_place({restock.pk},), restock {restock.pk} (pending): "
-        "nothing to do, the restock is no longer failed",
-        "0 sent again, 1 with nothing to do",
+        "nothing to do (the restock is no longer failed)",
+        "0 dead letters sent again; 1 had nothing to do (the restock is no longer failed).",
     ]
 
 
@@ -114,7 +115,9 @@ def test_redrive_leaves_a_restock_that_was_settled_meanwhile(queues):
     assert queued("factory") == []
     dead_letter = fresh(dead_letter)
     assert dead_letter.is_resolved and dead_letter.redrive_count == 0, "resolved, though nothing was sent"
-    assert "nothing to do" in out and out.endswith("0 sent again, 1 with nothing to do\n")
+    assert out.endswith(
+        ": nothing to do (the restock is no longer failed)\n0 dead letters sent again; 1 had " + NOTHING
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -129,7 +132,7 @@ def test_redrive_leaves_a_product_that_has_a_newer_open_restock(queues):
     assert restock_of(dead_letter).status == "failed", "two open restocks for one product would order twice"
     assert Restock.objects.get(pk=newer.pk).status == "pending"
     assert queued("factory") == []
-    assert out.endswith("0 sent again, 1 with nothing to do\n")
+    assert out.endswith("0 dead letters sent again; 1 had " + NOTHING)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -144,9 +147,12 @@ def test_redrive_dry_run_changes_nothing_and_sends_nothing(queues):
     assert list(DeadLetter.objects.order_by("pk").values()) == before
     assert queued("factory") == []
     lines = out.splitlines()
-    assert lines[0].startswith(f"dead letter {dead_letter.pk}: ") and lines[0].endswith(": would send again")
+    assert lines[0].startswith(f"dead letter {dead_letter.pk}: ") and lines[0].endswith(": would be sent again")
     assert lines[1].startswith(f"dead letter {settled.pk}: ") and "nothing to do" in lines[1]
-    assert lines[2] == "dry run: 1 would be sent again, 1 with nothing to do; nothing changed"
+    assert lines[2] == (
+        "Dry run: 1 dead letter would be sent again; 1 had nothing to do (the restock is no longer failed). "
+        "Nothing changed."
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -161,9 +167,9 @@ def test_redrive_all_skips_resolved_dead_letters(queues):
     assert restock_of(resolved).status == "failed", "already handled by someone: left alone"
     assert fresh(resolved).redrive_count == 1
     assert f"dead letter {resolved.pk}:" not in out
-    assert out.endswith("2 sent again, 0 with nothing to do\n")
+    assert out.endswith("2 dead letters sent again; 0 had " + NOTHING)
 
-    assert run("redrive", "--all").strip() == "0 sent again, 0 with nothing to do", "all resolved now"
+    assert run("redrive", "--all").strip() == "There were no dead letters to redrive.", "all resolved now"
 
 
 @pytest.mark.django_db(transaction=True)

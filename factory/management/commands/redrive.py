@@ -3,7 +3,7 @@ import getpass
 from django.core.management.base import BaseCommand, CommandError
 
 from factory.models import DeadLetter
-from factory.services import dead_letter_redrive
+from factory.services import Redrive, dead_letters_redrive
 
 
 def _os_user() -> str:
@@ -36,29 +36,20 @@ class Command(BaseCommand):
         if every == bool(ids):
             raise CommandError("Give dead letter ids, or --all for every unresolved one (not both).")
         if every:
-            dead_letters = list(DeadLetter.objects.filter(redriven_at__isnull=True).select_related("restock"))
+            dead_letters = list(DeadLetter.objects.unresolved().select_related("restock"))
         else:
             found = DeadLetter.objects.select_related("restock").in_bulk(ids)
             unknown = sorted(set(ids) - set(found))
             if unknown:
                 raise CommandError(f"No dead letter with id {', '.join(map(str, unknown))}; nothing was sent.")
             dead_letters = list(found.values())
-        dead_letters.sort(key=lambda dead_letter: dead_letter.pk)
+        # Each line describes the dead letter as it was before its redrive (the restock's status then).
+        before = {dead_letter.pk: _describe(dead_letter) for dead_letter in dead_letters}
 
-        by = f"manage.py redrive ({_os_user()})"
-        sent = nothing = 0
-        for dead_letter in dead_letters:
-            before = _describe(dead_letter)
-            # Each redrive commits on its own and sends its message after that commit.
-            if dead_letter_redrive(dead_letter, by=by, dry_run=dry_run):
-                sent += 1
-                outcome = "would send again" if dry_run else "sent again"
-            else:
-                nothing += 1
-                outcome = "nothing to do, the restock is no longer failed"
-            self.stdout.write(f"{before}: {outcome}")
+        def say(dead_letter, sent):
+            self.stdout.write(f"{before[dead_letter.pk]}: {Redrive.outcome(sent, dry_run=dry_run)}")
 
-        if dry_run:
-            self.stdout.write(f"dry run: {sent} would be sent again, {nothing} with nothing to do; nothing changed")
-        else:
-            self.stdout.write(f"{sent} sent again, {nothing} with nothing to do")
+        result = dead_letters_redrive(
+            dead_letters, by=f"manage.py redrive ({_os_user()})", dry_run=dry_run, on_each=say
+        )
+        self.stdout.write(result.summary())
