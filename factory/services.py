@@ -16,8 +16,9 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from donutsite.errors import DomainError, NotFound
+from factory import signatures
 from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable
+from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_never_sent
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import idempotency_keys_purge, products_lock, restocks_open
@@ -28,16 +29,6 @@ logger = logging.getLogger(__name__)
 
 RESTOCK_PLACE_TASK = "factory.restock_place"
 RESTOCK_POLL_TASK = "factory.restock_poll"
-
-
-class UnknownOrder(NotFound):
-    code = "unknown_order"
-    message = "No restock matches this factory order."
-
-
-class CallbackMismatch(DomainError):
-    code = "callback_mismatch"
-    message = "The callback does not match the restock it names."
 
 
 def callback_url() -> str:
@@ -199,6 +190,26 @@ def restock_fail(restock_id: int, *, reason: str) -> None:
             FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None, last_error=reason[:2000])
     if updated:
         logger.error("restock %s failed: %s", restock_id, reason)
+
+
+def callback_authenticate(*, raw: bytes, timestamp: str | None, signature: str | None, remote_addr: str) -> None:
+    """Accept a callback only if it is signed with FACTORY_CALLBACK_SECRET and fresh. A refusal is
+    recorded as a warning alert (its own transaction, so the refusal cannot roll it back) and raised."""
+    problem = signatures.check(settings.FACTORY_CALLBACK_SECRET, timestamp, signature, raw)
+    if not problem:
+        return
+    logger.warning("factory callback refused: %s", problem)
+    with transaction.atomic():
+        alert_raise(
+            kind="forged_callback",
+            severity="warning",
+            title="A factory callback was refused",
+            text=f"{problem} (from {remote_addr}). Someone may be forging callbacks, "
+            "or FACTORY_CALLBACK_SECRET differs from the factory's.",
+            dedupe_key="forged_callback",
+            context={"error": problem},
+        )
+    raise InvalidSignature(f"Callback refused: {problem}.")
 
 
 def restock_receive(
