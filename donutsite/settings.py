@@ -207,7 +207,11 @@ OUTBOX_RESEND_AFTER_SECONDS = env.int("OUTBOX_RESEND_AFTER_SECONDS", default=60)
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES_NAMES = ["default", "factory", "notifications", "maintenance", "dead_letter"]
+# The one place a task's queue is declared (tasks carry no queue= of their own). Exact names win over
+# patterns: the factory's sweep must not wait behind the factory calls it is there to rescue.
 CELERY_TASK_ROUTES = {
+    "factory.reconcile": {"queue": "maintenance"},
+    "inventory.*": {"queue": "maintenance"},
     "factory.*": {"queue": "factory"},
     "notifications.*": {"queue": "notifications"},
     "maintenance.*": {"queue": "maintenance"},
@@ -245,9 +249,15 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 RECONCILE_INTERVAL_SECONDS = env.float("RECONCILE_INTERVAL_SECONDS", default=5.0)
 CELERY_BEAT_SCHEDULE = {
     "reconcile": {
-        "task": "maintenance.reconcile",
+        "task": "factory.reconcile",
         "schedule": RECONCILE_INTERVAL_SECONDS,
         "options": {"expires": RECONCILE_INTERVAL_SECONDS * 2},
+    },
+    # Keys live at least IDEMPOTENCY_KEY_TTL_HOURS; a purge a few minutes late changes nothing.
+    "idempotency-keys-purge": {
+        "task": "inventory.idempotency_keys_purge",
+        "schedule": 300.0,
+        "options": {"expires": 600.0},
     },
     "notifications-sweep": {
         "task": "notifications.sweep",

@@ -21,7 +21,7 @@ from factory.client import FactoryClient, FactoryError, FactoryRateLimited, Fact
 from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_never_sent
 from inventory.models import Product, Restock, StockMovement
-from inventory.services import idempotency_keys_purge, products_lock, restocks_open
+from inventory.services import products_lock, restocks_open
 from notifications.services import alert_raise, back_in_stock_announce
 
 logger = logging.getLogger(__name__)
@@ -323,11 +323,7 @@ def reconcile() -> dict:
     overdue = restocks_overdue()
     for restock_id in overdue:
         current_app.send_task(RESTOCK_POLL_TASK, args=[restock_id])
-    return {
-        "restocks_resent": resent,
-        "overdue_polled": len(overdue),
-        "idempotency_keys_purged": idempotency_keys_purge(),
-    }
+    return {"restocks_resent": resent, "overdue_polled": len(overdue)}
 
 
 @dataclass

@@ -47,6 +47,8 @@ def restock_poll_task(self, restock_id: int) -> str:
         return f"factory unavailable ({exc}); asked again by the next sweep"
 
 
-@shared_task(name="maintenance.reconcile")
+@shared_task(name="factory.reconcile")
 def reconcile_task() -> dict:
+    """The factory's sweep (beat, every RECONCILE_INTERVAL_SECONDS), routed to the `maintenance` queue so
+    that it never waits behind slow factory calls."""
     return services.reconcile()
