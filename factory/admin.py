@@ -210,7 +210,9 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         def log(dead_letter, sent):
             self.log_change(request, dead_letter, f"Redrive from {where}: {services.Redrive.outcome(sent)}.")
 
-        return services.dead_letters_redrive(dead_letters, by=request.user.get_username(), on_each=log)
+        return services.dead_letters_redrive(
+            dead_letters, by=request.user.get_username(), user=request.user, on_each=log
+        )
 
     def get_urls(self):
         redrive_one = path(

@@ -21,6 +21,7 @@ the dead letter is about; `on_dead_letter` does the task's own bookkeeping (a re
 Notification deliveries are retried by Celery's own autoretry options (notifications/tasks.py).
 """
 
+import json
 import logging
 import random
 import traceback as tb
@@ -214,3 +215,20 @@ def _park_copy(dead_letter) -> None:
 
 def dead_letter_copy_id(dead_letter_id: int) -> str:
     return f"dead-letter-{dead_letter_id}"
+
+
+def dead_letter_copy_remove(dead_letter_id: int) -> bool:
+    """Take a resolved dead letter's copy out of the `dead_letter` queue, so that Flower's count drops.
+    Best effort, like the copy itself: the database row says it is resolved either way."""
+    from celery import current_app
+
+    copy_id = dead_letter_copy_id(dead_letter_id)
+    try:
+        with current_app.connection_for_write() as connection:
+            redis = connection.default_channel.client  # the broker is Redis: a queue is a list of messages
+            for raw in redis.lrange(DEAD_LETTER_QUEUE, 0, -1):
+                if json.loads(raw).get("headers", {}).get("id") == copy_id:
+                    return bool(redis.lrem(DEAD_LETTER_QUEUE, 1, raw))
+    except Exception as exc:  # the broker is down or not Redis: the copy stays, harmless
+        logger.warning("dead letter %s: could not remove its copy from the queue (%r)", dead_letter_id, exc)
+    return False

@@ -20,9 +20,11 @@ from factory import signatures
 from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable
 from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_never_sent
+from factory.retries import dead_letter_copy_remove
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import products_lock, restocks_open
-from notifications.services import alert_raise, back_in_stock_announce
+from notifications.models import Alert
+from notifications.services import alert_acknowledge, alert_raise, back_in_stock_announce
 
 logger = logging.getLogger(__name__)
 
@@ -353,24 +355,26 @@ class Redrive:
         return f"Dry run: {text} Nothing changed." if self.dry_run else text
 
 
-def dead_letters_redrive(dead_letters, *, by: str, dry_run: bool = False, on_each=None) -> Redrive:
+def dead_letters_redrive(dead_letters, *, by: str, user=None, dry_run: bool = False, on_each=None) -> Redrive:
     """Redrive each dead letter, oldest first (dead_letter_redrive); `on_each(dead_letter, sent)` lets the
     caller log each one (the admin's history). Each redrive commits on its own and sends after that."""
     result = Redrive(dry_run=dry_run)
     for dead_letter in sorted(dead_letters, key=lambda d: d.pk):
-        sent = dead_letter_redrive(dead_letter, by=by, dry_run=dry_run)
+        sent = dead_letter_redrive(dead_letter, by=by, user=user, dry_run=dry_run)
         (result.sent if sent else result.nothing).append(dead_letter)
         if on_each is not None:
             on_each(dead_letter, sent)
     return result
 
 
-def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, dry_run: bool = False) -> bool:
+def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run: bool = False) -> bool:
     """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
     a fresh attempt budget; its calls keep their numbers). Locks the dead letter's row. Returns False,
     sending nothing, when there is nothing to do: the restock is no longer failed (redriven already, or
-    settled since), or its product has another open restock by now. So a repeat is harmless. With
-    dry_run, says what it would do and changes nothing.
+    settled since), or its product has another open restock by now. So a repeat is harmless. Either way
+    the dead letter is resolved where ops look: its alerts acknowledged (by `user` when a person did it)
+    and its copy taken out of the dead-letter queue. With dry_run, says what it would do and changes
+    nothing.
     """
     if dry_run:
         return not dead_letter.restock_id or _restock_reopenable(dead_letter.restock_id)
@@ -387,10 +391,22 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, dry_run: bool = Fal
                 locked.redriven_at = timezone.now()
                 locked.redriven_by = by[:150]
                 locked.save(update_fields=["redriven_at", "redriven_by"])
+                _dead_letter_resolved(locked, user)
             return False
         _mark_redriven(locked, by)
+        _dead_letter_resolved(locked, user)
         transaction.on_commit(partial(_send_again, locked.pk))
     return True
+
+
+def _dead_letter_resolved(dead_letter: DeadLetter, user) -> None:
+    """Its alerts (the one sent and those grouped under it) acknowledged; after commit, its copy out of
+    the dead-letter queue."""
+    for alert in Alert.objects.filter(
+        kind="dead_letter", context__dead_letter_id=dead_letter.pk, acknowledged_at__isnull=True
+    ):
+        alert_acknowledge(alert, user=user)
+    transaction.on_commit(partial(dead_letter_copy_remove, dead_letter.pk))
 
 
 def _restock_reopenable(restock_id: int) -> bool:

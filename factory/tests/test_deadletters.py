@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 from factory.models import DeadLetter, FactoryOrder
 from factory.retries import DEAD_LETTER_QUEUE
 from inventory.models import Restock
+from notifications.models import Alert
 from testsupport.data import make_dead_letter
 from testsupport.queues import queued
 
@@ -52,9 +53,13 @@ def test_a_dead_letter_is_recorded_with_its_traceback_and_a_copy_in_the_dead_let
 def test_redrive_reopens_the_restock_and_sends_it_to_the_factory_queue(queues, monkeypatch):
     monkeypatch.setattr("getpass.getuser", lambda: "alice")
     dead_letter = make_dead_letter()
+    assert queued(DEAD_LETTER_QUEUE) == [("factory.restock_place", [dead_letter.restock_id])]
 
     out = run("redrive", str(dead_letter.pk))
 
+    assert queued(DEAD_LETTER_QUEUE) == [], "resolved: Flower's dead_letter count drops"
+    alert = Alert.objects.get(kind="dead_letter")
+    assert alert.acknowledged_at is not None, "the alert is closed where ops look"
     restock = restock_of(dead_letter)
     order = restock.factory_order
     assert (restock.status, restock.closed_at, order.last_error) == ("pending", None, "")
@@ -108,11 +113,15 @@ def test_a_restock_that_failed_again_is_redriven_again(queues):
 @pytest.mark.django_db(transaction=True)
 def test_redrive_leaves_a_restock_that_was_settled_meanwhile(queues):
     dead_letter = make_dead_letter(restock_status="cancelled")
+    other = make_dead_letter()  # still waiting: its copy and alert stay
 
     out = run("redrive", str(dead_letter.pk))
 
     assert restock_of(dead_letter).status == "cancelled"
     assert queued("factory") == []
+    assert queued(DEAD_LETTER_QUEUE) == [("factory.restock_place", [other.restock_id])]
+    acknowledged = Alert.objects.filter(kind="dead_letter", acknowledged_at__isnull=False)
+    assert [a.context["dead_letter_id"] for a in acknowledged] == [dead_letter.pk]
     dead_letter = fresh(dead_letter)
     assert dead_letter.is_resolved and dead_letter.redrive_count == 0, "resolved, though nothing was sent"
     assert out.endswith(

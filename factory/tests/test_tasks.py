@@ -2,16 +2,19 @@
 factory and the real test broker: what a refusal, a busy factory, a long Retry-After, running out of
 attempts and a lost callback do to the restock, the queue and ops. (With real workers: test_e2e.py.)"""
 
+import json
 from datetime import timedelta
 
 import pytest
+import redis
+from celery import current_app
 from celery.exceptions import Retry
 from django.utils import timezone
 
 from factory.client import FactoryRejected
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
 from factory.retries import DEAD_LETTER_QUEUE, OutOfAttempts
-from factory.services import restock_place
+from factory.services import dead_letters_redrive, restock_place
 from factory.tasks import restock_place_task, restock_poll_task
 from inventory.models import Product, Restock
 from inventory.selectors import ledger_differences
@@ -258,3 +261,23 @@ def test_each_task_lands_on_the_queue_its_route_names(task, queue):
         assert getattr(current_app.tasks[task], "queue", None) is None, "declared once, in CELERY_TASK_ROUTES"
     finally:
         broker.delete(queue)
+
+
+def test_a_redriven_restock_gets_a_fresh_budget_and_its_calls_are_numbered_on(factory, queues, settings):
+    factory.answer(503, {"error": "down"})
+    restock = pending_restock(attempt_count=settings.FACTORY_MAX_ATTEMPTS - 1)
+    with pytest.raises(OutOfAttempts) as raised:
+        run(restock_place_task, restock.pk)
+    fail(restock_place_task, raised.value, restock.pk)
+    assert Restock.objects.get(pk=restock.pk).status == "failed"
+
+    dead_letters_redrive(DeadLetter.objects.all(), by="ops")
+    factory.answer(503, {"error": "still down"})
+    with pytest.raises(Retry):  # not OutOfAttempts: the redrive gave it a whole budget again
+        run(restock_place_task, restock.pk)
+    factory.answer(202, {**ORDER, "order_id": "F-000778"})
+    assert run(restock_place_task, restock.pk) == "placed"
+
+    numbers = list(FactoryAttempt.objects.filter(restock=restock).values_list("number", "outcome"))
+    last_run = settings.FACTORY_MAX_ATTEMPTS
+    assert numbers == [(last_run, "transient"), (last_run + 1, "transient"), (last_run + 2, "accepted")]
