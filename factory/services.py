@@ -250,6 +250,9 @@ def restock_receive(
         restock.save(update_fields=["status", "quantity_received", "closed_at", "updated_at"])
         _order_row(restock.pk)
         FactoryOrder.objects.filter(restock_id=restock.pk).update(order_id=order_id, claimed_at=None)
+        # Settled: an overdue alert about it is closed.
+        for alert in Alert.objects.filter(dedupe_key=overdue_dedupe_key(restock.pk), acknowledged_at__isnull=True):
+            alert_acknowledge(alert, user=None)
         if product.needs_reorder and product.is_active:
             restocks_open([product], reason=Restock.Reason.REORDER_POINT)
         if was_sold_out and received:
@@ -318,14 +321,90 @@ def restocks_overdue() -> list[int]:
     return list(Restock.objects.placed().filter(late & not_just_asked).values_list("pk", flat=True))
 
 
+def restocks_overdue_alert() -> int:
+    """Tell ops, once per restock, about one that stays open FACTORY_OVERDUE_GRACE_SECONDS past its
+    expected time: a pending one past its opening, redrive, last hand-over and next attempt, a placed one past
+    the factory's estimate and still unsettled after the sweep asked the factory. Its receipt closes the
+    alert (restock_receive). Returns how many alerts were raised."""
+    now = timezone.now()
+    grace = timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS)
+    late = now - grace
+    not_told = Q(factory_order__isnull=True) | Q(factory_order__overdue_alerted_at__isnull=True)
+    pending = Q(status=Restock.Status.PENDING, created_at__lte=late) & (
+        Q(factory_order__isnull=True)
+        | (
+            (Q(factory_order__next_attempt_at__isnull=True) | Q(factory_order__next_attempt_at__lte=late))
+            & (Q(factory_order__dispatched_at__isnull=True) | Q(factory_order__dispatched_at__lte=late))
+            & (Q(factory_order__redriven_at__isnull=True) | Q(factory_order__redriven_at__lte=late))
+        )
+    )
+    placed = Q(status=Restock.Status.PLACED, factory_order__last_polled_at__isnull=False) & (
+        Q(expected_at__lte=late) | Q(expected_at__isnull=True, placed_at__lte=late)
+    )
+    raised = 0
+    for restock in Restock.objects.filter(not_told & (pending | placed)).select_related("product", "factory_order"):
+        order = getattr(restock, "factory_order", None)
+        reason = _overdue_reason(restock, order, grace)
+        if reason and _overdue_alert(restock, reason):
+            raised += 1
+    return raised
+
+
+def _overdue_reason(restock: Restock, order: FactoryOrder | None, grace: timedelta) -> str:
+    if restock.status == Restock.Status.PLACED:
+        due = restock.expected_at or restock.placed_at
+        if order is None or order.last_polled_at is None or order.last_polled_at < due + grace:
+            return ""  # the sweep asks the factory first (restocks_overdue); a lost callback settles quietly
+        return (
+            f"placed as factory order {order.order_id or '(unknown)'}, expected by {due:%Y-%m-%d %H:%M} UTC; "
+            f"no completion yet, and the factory did not report one when asked at {order.last_polled_at:%H:%M:%S}"
+        )
+    if order is not None and order.next_attempt_at and order.dispatched_at is None:
+        reason = f"not accepted by the factory yet; parked until {order.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
+    else:
+        reason = "not accepted by the factory yet"
+    if order is not None and order.last_error:
+        reason += f"; {order.attempts_this_run} call(s), last error: {order.last_error[:300]}"
+    return reason
+
+
+def _overdue_alert(restock: Restock, reason: str) -> bool:
+    with transaction.atomic():
+        _order_row(restock.pk)
+        first = FactoryOrder.objects.filter(restock_id=restock.pk, overdue_alerted_at__isnull=True).update(
+            overdue_alerted_at=timezone.now()
+        )
+        if first:
+            alert_raise(
+                kind="restock_overdue",
+                severity="warning",
+                title=f"Restock of {restock.product.sku} is overdue ({restock.status})",
+                text=f"Restock {restock.pk} of {restock.quantity} {restock.product.sku}: {reason}. "
+                "This alert is acknowledged when the restock is received or cancelled.",
+                dedupe_key=overdue_dedupe_key(restock.pk),
+                context={
+                    "sku": restock.product.sku,
+                    "restock_id": restock.pk,
+                    "status": restock.status,
+                    "reason": reason,
+                },
+                correlation_id=restock.correlation_id,
+            )
+    return bool(first)
+
+
+def overdue_dedupe_key(restock_id: int) -> str:
+    return f"restock_overdue:{restock_id}"
+
+
 def reconcile() -> dict:
     """One sweep (beat runs it; also `manage.py reconcile`): everything that must happen even if a
-    message or a callback was lost."""
+    message or a callback was lost, and a word to ops about restocks that stay late."""
     resent = sum(restock_dispatch(restock_id) for restock_id in restocks_due())
     overdue = restocks_overdue()
     for restock_id in overdue:
         current_app.send_task(RESTOCK_POLL_TASK, args=[restock_id])
-    return {"restocks_resent": resent, "overdue_polled": len(overdue)}
+    return {"restocks_resent": resent, "overdue_polled": len(overdue), "overdue_alerted": restocks_overdue_alert()}
 
 
 @dataclass

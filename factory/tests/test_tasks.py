@@ -281,3 +281,16 @@ def test_a_redriven_restock_gets_a_fresh_budget_and_its_calls_are_numbered_on(fa
     numbers = list(FactoryAttempt.objects.filter(restock=restock).values_list("number", "outcome"))
     last_run = settings.FACTORY_MAX_ATTEMPTS
     assert numbers == [(last_run, "transient"), (last_run + 1, "transient"), (last_run + 2, "accepted")]
+
+
+def test_an_enormous_retry_after_parks_no_longer_than_the_cap(factory, queues, settings):
+    factory.answer(429, {"error": "come back next year"}, {"Retry-After": "31536000"})
+    restock = pending_restock(dispatched_at=timezone.now())
+    cap = timedelta(seconds=settings.FACTORY_RETRY_AFTER_MAX_SECONDS)
+    before = timezone.now()
+
+    assert run(restock_place_task, restock.pk) is None
+
+    order = order_of(restock)
+    assert order.dispatched_at is None and queues("factory") == []  # parked in the database
+    assert before + cap <= order.next_attempt_at <= timezone.now() + cap  # the cap, not a year

@@ -230,7 +230,7 @@ def test_reconcile_resends_restocks_that_never_left_and_prints_counts(monkeypatc
 
     out, _ = run("reconcile")
 
-    assert out.strip() == "restocks resent: 1, overdue polled: 0, idempotency keys purged: 0"
+    assert out.strip() == "restocks resent: 1, overdue polled: 0, overdue alerted: 0, idempotency keys purged: 0"
     assert broker.sent == [("factory.restock_place", [lost.pk])]
     order = FactoryOrder.objects.get(restock=lost)
     assert order.dispatch_count == 1 and order.dispatched_at is not None
@@ -243,9 +243,12 @@ def test_reconcile_with_the_broker_down_keeps_the_restock_for_next_time(monkeypa
 
     out, _ = run("reconcile")
 
-    assert out.strip() == "restocks resent: 0, overdue polled: 0, idempotency keys purged: 0"
+    assert out.strip() == "restocks resent: 0, overdue polled: 0, overdue alerted: 1, idempotency keys purged: 0"
     lost.refresh_from_db()
-    assert lost.status == "pending" and not FactoryOrder.objects.filter(restock=lost).exists()
+    assert (
+        lost.status == "pending" and not FactoryOrder.objects.filter(restock=lost, dispatched_at__isnull=False).exists()
+    )
+    assert Alert.objects.get(kind="restock_overdue").context["sku"] == "LOST", "ops hear that it never left"
 
 
 def test_reconcile_purges_expired_idempotency_keys():
@@ -259,7 +262,7 @@ def test_reconcile_purges_expired_idempotency_keys():
 
     out, _ = run("reconcile")
 
-    assert out.strip() == "restocks resent: 0, overdue polled: 0, idempotency keys purged: 1"
+    assert out.strip() == "restocks resent: 0, overdue polled: 0, overdue alerted: 0, idempotency keys purged: 1"
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["recent"]
     assert Sale.objects.filter(pk=old_sale.pk).exists(), "the sale itself is kept"
 

@@ -1,0 +1,93 @@
+"""A restock that stays open long past its expected time tells ops once, naming the SKU and why; its
+receipt closes that alert."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from factory.models import FactoryOrder
+from factory.services import reconcile, restock_receive
+from inventory.models import Restock
+from inventory.tests.helpers import make_product
+from notifications.models import Alert, AlertDelivery
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def grace(settings):
+    return timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS)
+
+
+def placed_restock(*, late_by: timedelta, polled: bool) -> Restock:
+    """A placed restock whose factory estimate passed `late_by` ago; `polled`: the sweep asked the factory since."""
+    now = timezone.now()
+    restock = Restock.objects.create(
+        product=make_product("GLAZED", on_hand=0),
+        quantity=120,
+        reason="shortage",
+        status="placed",
+        placed_at=now - late_by - timedelta(minutes=5),
+        expected_at=now - late_by,
+    )
+    FactoryOrder.objects.create(restock=restock, order_id="F-000123", last_polled_at=now if polled else None)
+    return restock
+
+
+def overdue_alerts():
+    return list(Alert.objects.filter(kind="restock_overdue"))
+
+
+def test_a_placed_restock_still_open_after_the_factory_was_asked_alerts_once_and_its_receipt_closes_it(grace):
+    restock = placed_restock(late_by=grace + timedelta(minutes=1), polled=True)
+
+    reconcile()
+    reconcile()  # the next sweeps say nothing new
+
+    [alert] = overdue_alerts()
+    assert alert.severity == "warning" and "GLAZED" in alert.title
+    assert "F-000123" in alert.text and "did not report" in alert.text
+    assert alert.context["sku"] == "GLAZED" and alert.context["restock_id"] == restock.pk
+    assert AlertDelivery.objects.filter(alert=alert).exists(), "it goes out like any alert"
+    assert alert.acknowledged_at is None
+
+    restock_receive(order_id="F-000123", reference=restock.reference, event="order.completed", quantity_produced=120)
+
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is not None, "received: the alert is closed"
+    assert len(overdue_alerts()) == 1
+
+
+def test_a_late_placed_restock_is_asked_about_before_anyone_is_alerted(grace):
+    placed_restock(late_by=grace + timedelta(minutes=1), polled=False)
+
+    assert reconcile()["overdue_polled"] == 1
+    assert overdue_alerts() == [], "a lost callback is the usual cause, and the poll settles it quietly"
+
+
+def test_a_restock_parked_past_its_next_attempt_alerts_with_the_reason(grace):
+    now = timezone.now()
+    restock = Restock.objects.create(product=make_product("MAPLE", on_hand=0), quantity=50, reason="shortage")
+    Restock.objects.filter(pk=restock.pk).update(created_at=now - grace - timedelta(minutes=20))
+    FactoryOrder.objects.create(
+        restock=restock,
+        attempt_count=1,
+        last_error="429: slow down",
+        next_attempt_at=now - grace - timedelta(seconds=1),
+        dispatched_at=None,
+        claimed_at=now,  # being called right now: not resent by this sweep
+    )
+
+    reconcile()
+
+    [alert] = overdue_alerts()
+    assert "MAPLE" in alert.title and "parked until" in alert.text and "429: slow down" in alert.text
+
+
+def test_a_restock_within_its_grace_says_nothing(grace):
+    placed_restock(late_by=grace - timedelta(seconds=30), polled=True)
+
+    reconcile()
+
+    assert overdue_alerts() == []
