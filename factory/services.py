@@ -51,13 +51,17 @@ def restock_dispatch(restock_id: int) -> bool:
     order reference is stable per restock.
     """
     try:
+        # Before the message: the worker that claims it finds the row and never races this insert.
+        _order_row(restock_id)
+    except DatabaseError as exc:  # after the sale's commit: never an error answer; the worker adds the row
+        logger.warning("restock %s: could not add its factory order row (%r)", restock_id, exc)
+    try:
         current_app.send_task(RESTOCK_PLACE_TASK, args=[restock_id])
     except Exception as exc:  # any broker failure: the row is the source of truth, the sweep retries
         logger.warning("restock %s: broker unavailable (%r); the reconcile sweep will resend it", restock_id, exc)
         return False
     now = timezone.now()
     try:
-        _order_row(restock_id)
         FactoryOrder.objects.filter(restock_id=restock_id).update(
             dispatched_at=now, next_attempt_at=now, dispatch_count=F("dispatch_count") + 1
         )
@@ -72,9 +76,11 @@ def restock_dispatch(restock_id: int) -> bool:
 def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> str:
     """Order a pending restock from the factory, once.
 
-    Claims the restock with a conditional update (no lock is held during the HTTP call), calls the
-    factory with the restock's stable reference, and records the attempt and its outcome. Returns what
-    happened; raises FactoryUnavailable (retry) or FactoryRejected (dead letter).
+    Claims it in one short transaction (locks the restock row while it is pending, then a conditional
+    update of its order row: claim free or stale, one more call counted); no lock or transaction is held
+    during the HTTP call. Calls the factory with the restock's stable reference and records the attempt
+    and its outcome. Returns what happened; raises FactoryUnavailable (retry) or FactoryRejected (dead
+    letter).
     """
     with transaction.atomic():
         # The restock's row lock keeps it pending (no fail or redrive in between) while its order is claimed.
