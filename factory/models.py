@@ -126,7 +126,7 @@ class DeadLetterQuerySet(models.QuerySet):
 class DeadLetter(models.Model):
     """Work that failed for good, kept durably so that ops can see it and send it again (redrive).
 
-    Any task built on factory.reliable.ReliableTask lands here when it fails permanently or runs out
+    Any task built on factory.retries.RetryingTask lands here when it fails permanently or runs out
     of attempts.
     """
 
