@@ -9,8 +9,8 @@ from django.utils import timezone
 from factory.models import FactoryOrder
 from factory.services import reconcile, restock_receive
 from inventory.models import Restock
-from inventory.tests.helpers import make_product
 from notifications.models import Alert, AlertDelivery
+from testsupport.data import make_product
 
 pytestmark = pytest.mark.django_db
 
