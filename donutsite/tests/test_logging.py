@@ -15,15 +15,16 @@ import django, logging, sys
 django.setup()
 from celery.app import trace
 from celery.worker import strategy
+import factory.retries
 import factory.tasks
 
-logging.getLogger("celery.beat").info("Scheduler: Sending due task %s (%s)", "reconcile", "maintenance.reconcile")
+logging.getLogger("celery.beat").info("Scheduler: Sending due task %s (%s)", "reconcile", "factory.reconcile")
 strategy.logger.info("Task %(name)s[%(id)s] received", {"name": "notifications.sweep", "id": "s1"})
 trace.logger.info("Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s",
-                  {"name": "maintenance.reconcile", "id": "r1", "runtime": 0.01, "return_value": None})
+                  {"name": "factory.reconcile", "id": "r1", "runtime": 0.01, "return_value": None})
 strategy.logger.info("Task %(name)s[%(id)s] received", {"name": "factory.restock_place", "id": "p1"})
 try:
-    raise factory.tasks.OutOfAttempts("6 attempts; last: refused")
+    raise factory.retries.OutOfAttempts("6 attempts; last: refused")
 except Exception:
     trace.logger.error("Task %(name)s[%(id)s] %(description)s: %(exc)s",
                        {"name": "factory.restock_place", "id": "p1", "description": "raised unexpected",
@@ -32,7 +33,7 @@ try:
     raise ValueError("a bug")
 except Exception:
     trace.logger.error("Task %(name)s[%(id)s] %(description)s: %(exc)s",
-                       {"name": "maintenance.reconcile", "id": "r2", "description": "raised unexpected",
+                       {"name": "factory.reconcile", "id": "r2", "description": "raised unexpected",
                         "exc": "ValueError('a bug')"}, exc_info=True)
 logging.getLogger("django.request").warning("Not Found: %s", "/nowhere")
 """
@@ -63,7 +64,7 @@ def test_the_console_shows_what_matters_once():
     # The expected dead letter's Celery record (with its traceback) is gone; the DEAD LETTER line stands for it.
     assert "OutOfAttempts" not in out
     # An unexpected error keeps its traceback.
-    assert "Task maintenance.reconcile[r2] raised unexpected" in out
+    assert "Task factory.reconcile[r2] raised unexpected" in out
     assert "Traceback (most recent call last)" in out and "ValueError: a bug" in out
     assert out.count("Not Found: /nowhere") == 1
 
@@ -71,6 +72,6 @@ def test_the_console_shows_what_matters_once():
 def test_log_level_debug_shows_the_routine_lines_again():
     out = _console("DEBUG")
 
-    assert "DEBUG celery.beat [-] Scheduler: Sending due task reconcile (maintenance.reconcile)" in out
+    assert "DEBUG celery.beat [-] Scheduler: Sending due task reconcile (factory.reconcile)" in out
     assert "Task notifications.sweep[s1] received" in out
     assert "OutOfAttempts: 6 attempts; last: refused" in out
