@@ -145,7 +145,7 @@ def dead_letter_record(
     """Store a dead letter durably with its critical alert (one transaction), park a copy of the message
     in the dead-letter queue, and log it."""
     from factory.models import DeadLetter
-    from notifications.services import alert_raise
+    from notifications.alerts import alert_raise
 
     context = context or {}
 

@@ -23,8 +23,9 @@ from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_ne
 from factory.retries import dead_letter_copy_remove
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import products_lock, restocks_open
+from notifications.alerts import alert_acknowledge, alert_raise
 from notifications.models import Alert
-from notifications.services import alert_acknowledge, alert_raise, back_in_stock_announce
+from notifications.subscriptions import back_in_stock_announce
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from inventory import selectors
 from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 from inventory.signals import restock_opened
-from notifications.services import alert_raise
+from notifications.alerts import alert_raise
+from notifications.subscriptions import subscription_create
 
 logger = logging.getLogger(__name__)
 
@@ -326,3 +327,10 @@ def product_set_stock(
     product.refresh_from_db()
     selectors.forget_product_ids()
     return product
+
+
+def product_subscribe(*, client, sku: str, device_id: int):
+    """Subscribe one of the client's devices to a known SKU coming back in stock. Returns (subscription,
+    created). Raises UnknownSku, or UnknownDevice for a device that is not the client's."""
+    product = selectors.product_get(sku=sku)
+    return subscription_create(client=client, device_id=device_id, sku=product.sku)

@@ -23,7 +23,6 @@ from inventory.serializers import (
     sale_items_validate,
     sale_representation,
 )
-from notifications import services as notification_services
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
@@ -246,9 +245,9 @@ class ProductSubscribeView(APIView):
     def post(self, request, sku: str):
         body = SubscriptionIn(data=request.data)
         body.is_valid(raise_exception=True)
-        product = selectors.product_get(sku=sku)
-        device = notification_services.device_get(client=request.auth, device_id=body.validated_data["device_id"])
-        subscription, created = notification_services.subscription_create(device=device, sku=product.sku)
+        subscription, created = services.product_subscribe(
+            client=request.auth, sku=sku, device_id=body.validated_data["device_id"]
+        )
         return Response(
             SubscriptionOut(subscription).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )

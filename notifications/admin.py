@@ -1,7 +1,8 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from notifications import services
+from notifications.alerts import alert_acknowledge
+from notifications.deliveries import alert_resend
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 
 
@@ -61,12 +62,12 @@ class AlertAdmin(admin.ModelAdmin):
     @admin.action(description="Acknowledge selected alerts")
     def acknowledge(self, request, queryset):
         for alert in queryset:
-            services.alert_acknowledge(alert, user=request.user)
+            alert_acknowledge(alert, user=request.user)
         self.message_user(request, f"{queryset.count()} alert(s) acknowledged.", messages.SUCCESS)
 
     @admin.action(description="Send selected alerts again")
     def resend(self, request, queryset):
-        sent = sum(services.alert_resend(alert) for alert in queryset)
+        sent = sum(alert_resend(alert) for alert in queryset)
         self.message_user(request, f"{sent} delivery(ies) queued again.", messages.SUCCESS)
 
 

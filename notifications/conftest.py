@@ -1,7 +1,7 @@
 import pytest
 from django.test import override_settings
 
-from notifications import services
+from notifications.channels import registry
 from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
 
 
@@ -20,7 +20,7 @@ def fcm():
 @pytest.fixture
 def channels_at(slack, fcm):
     """Settings pointing both channels at the stand-ins; adapters are rebuilt for them."""
-    services._channels.clear()
+    registry.channels_forget()
     with override_settings(
         SLACK_WEBHOOK_URL=slack.url + "/services/T/B/x",
         FCM_ENDPOINT=fcm.url,
@@ -30,4 +30,4 @@ def channels_at(slack, fcm):
         FLOWER_URL="http://flower.example",
     ):
         yield
-    services._channels.clear()
+    registry.channels_forget()

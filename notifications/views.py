@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from donutsite.serializers import CLIENT_ERRORS, NoUnknownFieldsMixin, StrictCharField
-from notifications import services
+from notifications.devices import device_register
 from notifications.models import Device
 
 
@@ -37,5 +37,5 @@ class DeviceRegisterView(APIView):
     def post(self, request):
         body = DeviceIn(data=request.data)
         body.is_valid(raise_exception=True)
-        device, created = services.device_register(client=request.auth, **body.validated_data)
+        device, created = device_register(client=request.auth, **body.validated_data)
         return Response(DeviceOut(device).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

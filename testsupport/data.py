@@ -13,7 +13,7 @@ from factory.client import FactoryRejected
 from factory.models import DeadLetter, FactoryOrder
 from factory.retries import dead_letter_record
 from inventory.models import Product, Restock, StockMovement
-from notifications import services as notification_services
+from notifications.alerts import alert_raise
 
 RESTOCK_PLACE = "factory.restock_place"
 
@@ -123,7 +123,7 @@ def make_failed_restock(product=None) -> tuple[Restock, DeadLetter]:
 
 def critical_alert(**context):
     with transaction.atomic():
-        return notification_services.alert_raise(
+        return alert_raise(
             kind="dead_letter",
             severity="critical",
             title="Dead letter: factory.restock_place gave up on VIRAL",

@@ -21,8 +21,8 @@ from factory.client import FactoryRejected
 from factory.models import DeadLetter
 from factory.tasks import restock_place_task
 from inventory.models import Restock
+from notifications.alerts import alert_raise
 from notifications.models import Alert
-from notifications.services import alert_raise
 from testsupport.data import make_api_client, make_product
 from testsupport.processes import System, wait_until
 

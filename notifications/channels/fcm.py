@@ -18,7 +18,9 @@ import requests
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2 import service_account
 
-from .base import ChannelError, Message, TokenUnregistered
+from notifications.errors import ChannelError, TokenUnregistered
+
+from .base import Message
 from .slack import parse_retry_after
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,9 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.webhook import WebhookClient
 
-from .base import ChannelError, Message
+from notifications.errors import ChannelError
+
+from .base import Message
 
 # slack_sdk logs the request URL (the webhook URL is a secret) and whole bodies at DEBUG, and decides by its
 # logger's own level rather than the effective one; this logger never drops below INFO.

@@ -8,7 +8,7 @@ from django.db import connections, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from notifications import services
+from notifications import alerts
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock
 
 pytestmark = pytest.mark.django_db
@@ -24,9 +24,7 @@ BOTH_CHANNELS = {
 
 def raise_alert(key="dead_letter:factory.restock_place", severity="critical", **fields):
     with transaction.atomic():
-        return services.alert_raise(
-            kind="dead_letter", severity=severity, title="Dead letter", dedupe_key=key, **fields
-        )
+        return alerts.alert_raise(kind="dead_letter", severity=severity, title="Dead letter", dedupe_key=key, **fields)
 
 
 def channels(alert):
@@ -46,24 +44,24 @@ def test_without_configuration_only_the_log_channel_is_used():
 
 @override_settings(**BOTH_CHANNELS)
 def test_a_storm_sends_one_alert_then_one_summary_with_the_right_count():
-    alerts = [raise_alert() for _ in range(500)]
+    raised = [raise_alert() for _ in range(500)]
 
-    leader = alerts[0]
+    leader = raised[0]
     leader.refresh_from_db()
     assert AlertDelivery.objects.count() == 3, "only the first alert went out, on each of its channels"
     assert leader.suppressed_count == 499
     assert Alert.objects.filter(group_leader=leader).count() == 499, "every dead letter still has its alert row"
-    assert services.alert_groups_flush() == 0, "the window is still open"
+    assert alerts.alert_groups_flush() == 0, "the window is still open"
 
     AlertGroup.objects.update(window_ends_at=timezone.now() - timedelta(seconds=1))
-    assert services.alert_groups_flush() == 1
+    assert alerts.alert_groups_flush() == 1
 
     summary = Alert.objects.get(is_summary=True)
     assert summary.title == "+499 more: Dead letter"
     assert summary.context["grouped"] == 499
     assert channels(summary) == ["fcm", "log", "slack"]
     assert AlertDelivery.objects.count() == 6, "500 failures, 2 messages per channel"
-    assert services.alert_groups_flush() == 0, "the summary goes out once"
+    assert alerts.alert_groups_flush() == 0, "the summary goes out once"
 
 
 def test_after_the_window_the_next_alert_leads_a_new_group():
@@ -118,10 +116,10 @@ def test_an_unacknowledged_warning_is_escalated_to_fcm_once():
     seen = raise_alert("y", "warning")
     fresh = raise_alert("z", "warning")
     Alert.objects.filter(pk__in=[ignored.pk, seen.pk]).update(created_at=timezone.now() - timedelta(seconds=61))
-    services.alert_acknowledge(seen, user=None)
+    alerts.alert_acknowledge(seen, user=None)
 
-    assert services.alerts_escalate() == 1
-    assert services.alerts_escalate() == 0
+    assert alerts.alerts_escalate() == 1
+    assert alerts.alerts_escalate() == 0
 
     assert channels(ignored) == ["fcm", "log", "slack"]
     assert channels(seen) == ["log", "slack"] and channels(fresh) == ["log", "slack"]

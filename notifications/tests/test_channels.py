@@ -9,10 +9,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2 import service_account
 
-from notifications.channels.base import ChannelError, Message, TokenUnregistered
+from notifications.channels.base import Message
 from notifications.channels.fcm import FCM_SCOPE, FcmChannel
 from notifications.channels.log import LogChannel
 from notifications.channels.slack import SlackChannel, to_blocks
+from notifications.errors import ChannelError, TokenUnregistered
 from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn, fcm_error
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from notifications import services
+from notifications import deliveries, errors, subscriptions
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from testsupport.data import critical_alert
 
@@ -10,7 +10,7 @@ pytestmark = pytest.mark.django_db
 
 
 def send_all(alert):
-    return {d.channel: services.delivery_send(d.pk) for d in AlertDelivery.objects.filter(alert=alert)}
+    return {d.channel: deliveries.delivery_send(d.pk) for d in AlertDelivery.objects.filter(alert=alert)}
 
 
 def test_a_critical_alert_reaches_slack_and_the_ops_phones(channels_at, slack, fcm):
@@ -36,8 +36,8 @@ def test_a_delivery_is_not_sent_twice(channels_at, slack):
     alert = critical_alert()
     slack_delivery = AlertDelivery.objects.get(alert=alert, channel="slack")
 
-    assert services.delivery_send(slack_delivery.pk) == "sent"
-    assert services.delivery_send(slack_delivery.pk) == "not pending"
+    assert deliveries.delivery_send(slack_delivery.pk) == "sent"
+    assert deliveries.delivery_send(slack_delivery.pk) == "not pending"
     assert len(slack.received) == 1
 
 
@@ -46,9 +46,9 @@ def test_a_transient_failure_asks_for_a_retry_and_a_final_one_fails_quietly(chan
     delivery = AlertDelivery.objects.get(alert=alert, channel="slack")
     slack.fail_next(500, times=2)
 
-    with pytest.raises(services.DeliveryRetry):
-        services.delivery_send(delivery.pk)
-    assert services.delivery_send(delivery.pk, final_attempt=True) == "failed"
+    with pytest.raises(errors.DeliveryRetry):
+        deliveries.delivery_send(delivery.pk)
+    assert deliveries.delivery_send(delivery.pk, final_attempt=True) == "failed"
 
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("failed", 2)
@@ -61,7 +61,7 @@ def test_an_unregistered_ops_phone_is_deactivated(channels_at, fcm):
     fcm.mark_unregistered("ops-phone-gone")
     alert = critical_alert()
 
-    assert services.delivery_send(AlertDelivery.objects.get(alert=alert, channel="fcm").pk) == "sent"
+    assert deliveries.delivery_send(AlertDelivery.objects.get(alert=alert, channel="fcm").pk) == "sent"
 
     gone.refresh_from_db()
     assert not gone.is_active and "UNREGISTERED" in gone.deactivated_reason.upper()
@@ -74,8 +74,8 @@ def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm):
     Subscription.objects.create(device=devices[0], sku="MAPLE")
     fcm.mark_unregistered("customer-token-4")
 
-    assert services.back_in_stock_send("VIRAL", batch_size=2) == 4
-    assert services.back_in_stock_send("VIRAL") == 0, "subscriptions are used up"
+    assert subscriptions.back_in_stock_send("VIRAL", batch_size=2) == 4
+    assert subscriptions.back_in_stock_send("VIRAL") == 0, "subscriptions are used up"
 
     tokens = sorted(r["body"]["message"]["token"] for r in fcm.received)
     assert tokens == [f"customer-token-{i}" for i in range(5)]

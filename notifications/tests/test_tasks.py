@@ -13,7 +13,7 @@ from celery.exceptions import Retry
 from django.urls import reverse
 from django.utils import timezone
 
-from notifications import services
+from notifications import alerts
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from notifications.tasks import MAX_ATTEMPTS, back_in_stock_task, deliver_task, sweep_task
 from testsupport.data import critical_alert
@@ -98,11 +98,11 @@ def test_the_sweep_resends_deliveries_whose_message_never_left(channels_at, queu
 def test_the_sweep_pushes_a_warning_nobody_acknowledged_to_the_ops_phones(
     channels_at, queued, settings, django_capture_on_commit_callbacks
 ):
-    warning = services.alert_raise(kind="factory_degraded", severity="warning", title="The factory failed 5 calls")
+    warning = alerts.alert_raise(kind="factory_degraded", severity="warning", title="The factory failed 5 calls")
     Alert.objects.filter(pk=warning.pk).update(
         created_at=timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS + 1)
     )
-    acknowledged = services.alert_raise(kind="forged_callback", severity="warning", title="A callback was refused")
+    acknowledged = alerts.alert_raise(kind="forged_callback", severity="warning", title="A callback was refused")
     Alert.objects.filter(pk=acknowledged.pk).update(
         created_at=timezone.now() - timedelta(hours=1), acknowledged_at=timezone.now()
     )

@@ -3,7 +3,7 @@ from django.db import transaction
 
 from inventory.models import Product
 from inventory.selectors import ledger_differences
-from notifications.services import alert_raise
+from notifications.alerts import alert_raise
 
 
 class Command(BaseCommand):
