@@ -8,7 +8,7 @@ def timing_problems() -> list[str]:
     http = settings.FACTORY_CONNECT_TIMEOUT_SECONDS + settings.FACTORY_TIMEOUT_SECONDS
     soft, hard = settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.CELERY_TASK_TIME_LIMIT
     visibility = settings.CELERY_VISIBILITY_TIMEOUT
-    longest_wait = settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS
+    longest_wait = max(settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS, settings.NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS)
     problems = []
     if not http < soft < hard < visibility:
         problems.append(

@@ -279,6 +279,11 @@ ALERT_GROUP_WINDOW_SECONDS = env.int("ALERT_GROUP_WINDOW_SECONDS", default=300)
 ALERT_ESCALATE_AFTER_SECONDS = env.int("ALERT_ESCALATE_AFTER_SECONDS", default=900)
 ALERTS_DISABLED_KINDS = env.list("ALERTS_DISABLED_KINDS", default=[])  # e.g. sold_out
 FACTORY_FAILURE_STREAK_ALERT = env.int("FACTORY_FAILURE_STREAK_ALERT", default=5)
+# Notification deliveries retry with Celery's exponential backoff and full jitter (its countdowns, like the
+# factory's, stay under the visibility timeout: donutsite/checks.py).
+NOTIFICATIONS_MAX_RETRIES = env.int("NOTIFICATIONS_MAX_RETRIES", default=5)
+NOTIFICATIONS_RETRY_BACKOFF_SECONDS = env.int("NOTIFICATIONS_RETRY_BACKOFF_SECONDS", default=1)
+NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS = env.int("NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS", default=15)
 FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555" if DEBUG else "")
 for _name in ("SLACK_MIN_SEVERITY", "FCM_MIN_SEVERITY"):
     if globals()[_name] not in ("info", "warning", "critical"):

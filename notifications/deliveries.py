@@ -114,7 +114,7 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
     except ChannelError as exc:
         if exc.transient and not final_attempt:
             AlertDelivery.objects.filter(pk=delivery_id).update(last_error=str(exc)[:2000])
-            raise DeliveryRetry(str(exc), retry_after=exc.retry_after) from exc
+            raise DeliveryRetry(str(exc)) from exc
         _delivery_failed(delivery, str(exc))
         return "failed"
     sent_at = timezone.now()

@@ -28,6 +28,4 @@ class TokenUnregistered(ChannelError):
 
 
 class DeliveryRetry(Exception):  # noqa: N818 - a signal to the task
-    def __init__(self, message, retry_after=None):
-        super().__init__(message)
-        self.retry_after = retry_after
+    """A delivery failed transiently and has attempts left: the task's autoretry_for retries it."""

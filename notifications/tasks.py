@@ -1,6 +1,4 @@
-"""Short alert tasks on the `notifications` queue, apart from slow factory calls."""
-
-import random
+"""Short notification tasks on the `notifications` queue (CELERY_TASK_ROUTES), apart from slow factory calls."""
 
 from celery import shared_task
 from django.conf import settings
@@ -10,35 +8,30 @@ from notifications.deliveries import deliveries_resend_stuck, delivery_send
 from notifications.errors import DeliveryRetry
 from notifications.subscriptions import back_in_stock_send
 
-MAX_ATTEMPTS = 5
-
 
 @shared_task(
     bind=True,
-    max_retries=None,
     name="notifications.deliver",
-    queue="notifications",
-    acks_late=True,
+    # Celery's own retry: a transient channel failure is retried with capped exponential backoff and full
+    # jitter; the last attempt marks the delivery failed instead of raising (see delivery_send).
+    autoretry_for=(DeliveryRetry,),
+    max_retries=settings.NOTIFICATIONS_MAX_RETRIES,
+    retry_backoff=settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS,
+    retry_backoff_max=settings.NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS,
+    retry_jitter=True,
     soft_time_limit=10,
     time_limit=12,
 )
 def deliver_task(self, delivery_id: int) -> str:
-    final = self.request.retries + 1 >= MAX_ATTEMPTS
-    try:
-        return delivery_send(delivery_id, final_attempt=final)
-    except DeliveryRetry as exc:
-        wait = max(random.uniform(0, min(10.0, 0.5 * 2**self.request.retries)), exc.retry_after or 0)  # noqa: S311
-        raise self.retry(countdown=min(wait, settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)) from exc
+    return delivery_send(delivery_id, final_attempt=self.request.retries >= self.max_retries)
 
 
-@shared_task(
-    name="notifications.back_in_stock", queue="notifications", acks_late=True, soft_time_limit=10, time_limit=12
-)
+@shared_task(name="notifications.back_in_stock", soft_time_limit=10, time_limit=12)
 def back_in_stock_task(sku: str) -> int:
     return back_in_stock_send(sku)
 
 
-@shared_task(name="notifications.sweep", queue="notifications", soft_time_limit=10, time_limit=12)
+@shared_task(name="notifications.sweep", soft_time_limit=10, time_limit=12)
 def sweep_task() -> dict:
     """Summaries of closed groups, escalation of unacknowledged warnings, deliveries that never left."""
     return {

@@ -70,6 +70,8 @@ def test_settings_that_would_let_redis_run_a_task_twice_are_refused():
         assert any("soft time limit" in p for p in timing_problems())
     with override_settings(FACTORY_RETRY_BACKOFF_MAX_SECONDS=30):
         assert any("retry countdown" in p for p in timing_problems())
+    with override_settings(NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS=30):
+        assert any("retry countdown" in p for p in timing_problems())
 
 
 def test_a_worker_will_not_start_with_unsafe_timing():

@@ -2,8 +2,8 @@
 
 slack_sdk returns a WebhookResponse for every HTTP answer instead of raising, and raises only when no
 answer came back; both are mapped to ChannelError here. 429 is retried once in-process by slack_sdk's
-rate-limit handler when Retry-After is short; a longer wait is handed back as ChannelError.retry_after
-so the caller's task retry waits instead of a worker thread.
+rate-limit handler when Retry-After is short; a longer wait is handed back as a transient ChannelError
+(with retry_after) so the delivery task's backoff waits instead of a worker thread.
 """
 
 import http.client

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from notifications import alerts
 from notifications.models import Alert, AlertDelivery, Device, Subscription
-from notifications.tasks import MAX_ATTEMPTS, back_in_stock_task, deliver_task, sweep_task
+from notifications.tasks import back_in_stock_task, deliver_task, sweep_task
 from testsupport.data import critical_alert
 
 pytestmark = pytest.mark.django_db
@@ -68,7 +68,7 @@ def test_the_last_attempt_failing_gives_up_quietly(channels_at, slack, queued):
     slack.fail_next(500)
     delivery = slack_delivery()
 
-    assert run(deliver_task, delivery.pk, retries=MAX_ATTEMPTS - 1) == "failed"
+    assert run(deliver_task, delivery.pk, retries=deliver_task.max_retries) == "failed"
 
     delivery.refresh_from_db()
     assert delivery.status == "failed" and "500" in delivery.last_error
