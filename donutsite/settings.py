@@ -244,6 +244,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 CELERY_TASK_PUBLISH_RETRY = False
+# donutsite.celery.task_publish (after-commit sends backed by a row that a sweep resends): one try, this
+# long at most, whatever state the broker is in.
+BROKER_PUBLISH_TIMEOUT_SECONDS = env.float("BROKER_PUBLISH_TIMEOUT_SECONDS", default=0.5)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 RECONCILE_INTERVAL_SECONDS = env.float("RECONCILE_INTERVAL_SECONDS", default=5.0)
@@ -284,6 +287,9 @@ FACTORY_FAILURE_STREAK_ALERT = env.int("FACTORY_FAILURE_STREAK_ALERT", default=5
 NOTIFICATIONS_MAX_RETRIES = env.int("NOTIFICATIONS_MAX_RETRIES", default=5)
 NOTIFICATIONS_RETRY_BACKOFF_SECONDS = env.int("NOTIFICATIONS_RETRY_BACKOFF_SECONDS", default=1)
 NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS = env.int("NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS", default=15)
+# A delivery or back-in-stock push whose message never left (or whose send failed) is sent again by the
+# notifications sweep this long after it was due.
+NOTIFICATIONS_RESEND_AFTER_SECONDS = env.int("NOTIFICATIONS_RESEND_AFTER_SECONDS", default=30)
 FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555" if DEBUG else "")
 for _name in ("SLACK_MIN_SEVERITY", "FCM_MIN_SEVERITY"):
     if globals()[_name] not in ("info", "warning", "critical"):

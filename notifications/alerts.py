@@ -127,7 +127,9 @@ def alerts_escalate() -> int:
             if not Alert.objects.filter(pk=alert_id, escalated_at__isnull=True).update(escalated_at=timezone.now()):
                 continue
             delivery, created = AlertDelivery.objects.get_or_create(
-                alert_id=alert_id, channel=AlertDelivery.Channel.FCM
+                alert_id=alert_id,
+                channel=AlertDelivery.Channel.FCM,
+                defaults={"resend_at": timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)},
             )
             if created:
                 transaction.on_commit(partial(delivery_dispatch, delivery.pk))

@@ -8,12 +8,12 @@ import logging
 from datetime import timedelta
 from functools import partial
 
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
+from donutsite.celery import task_publish
 from notifications.channels.base import Message
 from notifications.channels.registry import channel_get, channels_for
 from notifications.devices import device_deactivate
@@ -23,6 +23,8 @@ from notifications.models import Alert, AlertDelivery, Device
 logger = logging.getLogger(__name__)
 
 DELIVER_TASK = "notifications.deliver"
+# Longer than a delivery task's hard time limit: a claim older than this belongs to a task that died.
+CLAIM_LEASE = timedelta(seconds=60)
 
 FACT_LABELS = {
     "sku": "SKU",
@@ -37,30 +39,38 @@ FACT_LABELS = {
 
 
 def deliveries_create(alert: Alert) -> None:
-    """One pending delivery per channel the alert's severity reaches, each handed to the queue after commit."""
+    """One pending delivery per channel the alert's severity reaches, each handed to the queue after commit.
+    Call it in the alert's transaction: the rows are the record, the message only a hint."""
+    resend_at = timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
     for channel in channels_for(alert.severity):
-        delivery = AlertDelivery.objects.create(alert=alert, channel=channel)
+        delivery = AlertDelivery.objects.create(alert=alert, channel=channel, resend_at=resend_at)
         transaction.on_commit(partial(delivery_dispatch, delivery.pk))
 
 
-def delivery_dispatch(delivery_id: int) -> None:
-    try:
-        current_app.send_task(DELIVER_TASK, args=[delivery_id])
-    except Exception as exc:  # the broker is down: the row stays pending and the sweep resends it
-        logger.warning("alert delivery %s: broker unavailable (%r)", delivery_id, exc)
+def delivery_dispatch(delivery_id: int) -> bool:
+    """Hand a delivery to the queue: one short try. If the broker is away the row stays pending and the
+    sweep (deliveries_resend_stuck) sends it again."""
+    return task_publish(DELIVER_TASK, [delivery_id])
 
 
-def deliveries_resend_stuck(*, older_than_seconds: int = 30) -> int:
-    """Pending deliveries whose message never reached the broker (or was lost) are sent again."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+def deliveries_resend_stuck(*, limit: int = 500) -> int:
+    """Send again the pending deliveries past their resend_at: the message never reached the broker, or was
+    lost with a worker. Each is pushed NOTIFICATIONS_RESEND_AFTER_SECONDS ahead first, so one that is
+    still on its way is not sent again at every sweep."""
+    now = timezone.now()
     ids = list(
-        AlertDelivery.objects.filter(status=AlertDelivery.Status.PENDING, created_at__lte=cutoff).values_list(
-            "pk", flat=True
-        )[:500]
+        AlertDelivery.objects.filter(status=AlertDelivery.Status.PENDING, resend_at__lte=now)
+        .order_by("resend_at")
+        .values_list("pk", flat=True)[:limit]
     )
+    later = now + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
+    resent = 0
     for delivery_id in ids:
-        delivery_dispatch(delivery_id)
-    return len(ids)
+        if AlertDelivery.objects.filter(pk=delivery_id, status=AlertDelivery.Status.PENDING, resend_at__lte=now).update(
+            resend_at=later
+        ):
+            resent += delivery_dispatch(delivery_id)
+    return resent
 
 
 def message_for(alert: Alert) -> Message:
@@ -84,12 +94,22 @@ def message_for(alert: Alert) -> Message:
 
 
 def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
-    """Send one delivery. Idempotent: a delivery already sent is not sent again.
+    """Send one delivery; it is marked sent only once the channel accepted it. Idempotent: a delivery
+    already sent, or being sent by another task, is left alone.
 
-    Raises DeliveryRetry for a transient failure (unless final_attempt, when the delivery is failed).
+    Claims the row with a short conditional update (no transaction is open during the send). Raises
+    DeliveryRetry for a transient failure, unless final_attempt: then the delivery is failed.
     """
-    claimed = AlertDelivery.objects.filter(pk=delivery_id, status=AlertDelivery.Status.PENDING).update(
-        attempts=F("attempts") + 1
+    now = timezone.now()
+    claimed = (
+        AlertDelivery.objects.filter(pk=delivery_id, status=AlertDelivery.Status.PENDING)
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - CLAIM_LEASE))
+        .update(
+            attempts=F("attempts") + 1,
+            claimed_at=now,
+            # While this task and its retries own the row, the sweep leaves it alone.
+            resend_at=now + CLAIM_LEASE + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS),
+        )
     )
     if not claimed:
         return "not pending"
@@ -113,7 +133,7 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
             channel.send(message)
     except ChannelError as exc:
         if exc.transient and not final_attempt:
-            AlertDelivery.objects.filter(pk=delivery_id).update(last_error=str(exc)[:2000])
+            AlertDelivery.objects.filter(pk=delivery_id).update(claimed_at=None, last_error=str(exc)[:2000])
             raise DeliveryRetry(str(exc)) from exc
         _delivery_failed(delivery, str(exc))
         return "failed"
@@ -121,6 +141,7 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
     AlertDelivery.objects.filter(pk=delivery_id).update(
         status=AlertDelivery.Status.SENT,
         sent_at=sent_at,
+        claimed_at=None,
         last_error="",
         latency_ms=int((sent_at - delivery.alert.created_at).total_seconds() * 1000),
     )
@@ -128,7 +149,9 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
 
 
 def _delivery_failed(delivery: AlertDelivery, error: str) -> None:
-    AlertDelivery.objects.filter(pk=delivery.pk).update(status=AlertDelivery.Status.FAILED, last_error=error[:2000])
+    AlertDelivery.objects.filter(pk=delivery.pk).update(
+        status=AlertDelivery.Status.FAILED, claimed_at=None, last_error=error[:2000]
+    )
     logger.error("alert %s: %s delivery failed: %s", delivery.alert_id, delivery.channel, error)
 
 
@@ -137,6 +160,11 @@ def alert_resend(alert: Alert) -> int:
     with transaction.atomic():
         deliveries = list(AlertDelivery.objects.select_for_update().filter(alert=alert))
         for delivery in deliveries:
-            AlertDelivery.objects.filter(pk=delivery.pk).update(status=AlertDelivery.Status.PENDING, last_error="")
+            AlertDelivery.objects.filter(pk=delivery.pk).update(
+                status=AlertDelivery.Status.PENDING,
+                last_error="",
+                claimed_at=None,
+                resend_at=timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS),
+            )
             transaction.on_commit(partial(delivery_dispatch, delivery.pk))
     return len(deliveries)

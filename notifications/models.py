@@ -87,6 +87,10 @@ class AlertDelivery(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True, help_text="From the alert's creation to sent.")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The outbox: a task claims the row while it sends (one sender at a time); a pending row past
+    # resend_at (its message never left, or was lost with a worker) is sent again by the sweep.
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    resend_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         verbose_name_plural = "alert deliveries"
@@ -126,12 +130,16 @@ class Device(models.Model):
 
 
 class Subscription(models.Model):
-    """A device wants one push when a SKU is back in stock; used up by that push."""
+    """A device wants one push when a SKU is back in stock; used up (notified_at) once FCM accepted it."""
 
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="subscriptions")
     sku = models.CharField(max_length=64, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     notified_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Set in the transaction of the receipt that brought the SKU back: this push is owed. The sender
+    # moves it ahead while it sends (a claim), clears it once FCM accepted, and puts it back to now when
+    # the send failed transiently; the sweep resends what has been owed for a while.
+    due_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["device", "sku"], name="one_subscription_per_device_sku")]

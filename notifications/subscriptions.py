@@ -1,13 +1,16 @@
 """Back-in-stock subscriptions: a customer's device wants one push when a SKU comes back."""
 
 import logging
+from datetime import timedelta
+from functools import partial
 
-from celery import current_app
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from donutsite.celery import task_publish
 from notifications.channels.base import Message
-from notifications.channels.registry import channel_get
+from notifications.channels.registry import channel_get, fcm_configured
 from notifications.devices import device_deactivate, device_get
 from notifications.errors import ChannelError, TokenUnregistered
 from notifications.models import AlertDelivery, Severity, Subscription
@@ -15,6 +18,8 @@ from notifications.models import AlertDelivery, Severity, Subscription
 logger = logging.getLogger(__name__)
 
 BACK_IN_STOCK_TASK = "notifications.back_in_stock"
+# Longer than the back-in-stock task's hard time limit: a claim older than this belongs to a task that died.
+CLAIM_LEASE = timedelta(seconds=60)
 
 
 def subscription_create(*, client, device_id: int, sku: str) -> tuple[Subscription, bool]:
@@ -22,25 +27,52 @@ def subscription_create(*, client, device_id: int, sku: str) -> tuple[Subscripti
     Subscribing again re-arms a used subscription. Raises UnknownDevice for a device not the client's."""
     device = device_get(client=client, device_id=device_id)
     subscription, created = Subscription.objects.update_or_create(
-        device=device, sku=sku, defaults={"notified_at": None}
+        device=device, sku=sku, defaults={"notified_at": None, "due_at": None}
     )
     return subscription, created
 
 
-def back_in_stock_announce(sku: str) -> None:
-    """After commit, fan the news out to the SKU's subscribers on the notifications queue."""
+def back_in_stock_announce(sku: str) -> int:
+    """The SKU is back: every unused subscription to it is owed a push. Call it in the transaction of the
+    receipt that brought the stock back; the pushes go out after commit, and the sweep resends any that
+    did not (broker away, FCM failing). Returns how many subscriptions are owed a push."""
+    if not fcm_configured():
+        logger.info("back in stock %s: FCM is not configured; subscribers not told", sku)
+        return 0
+    owed = Subscription.objects.filter(sku=sku, notified_at__isnull=True).update(due_at=timezone.now())
+    if owed:
+        transaction.on_commit(partial(back_in_stock_dispatch, sku))
+    return owed
 
-    def send():
-        try:
-            current_app.send_task(BACK_IN_STOCK_TASK, args=[sku])
-        except Exception as exc:
-            logger.warning("back in stock %s: broker unavailable (%r); subscribers not told", sku, exc)
 
-    transaction.on_commit(send)
+def back_in_stock_dispatch(sku: str) -> bool:
+    return task_publish(BACK_IN_STOCK_TASK, [sku])
+
+
+def back_in_stock_resend(*, limit: int = 100) -> int:
+    """Hand the queue again every SKU with pushes owed for NOTIFICATIONS_RESEND_AFTER_SECONDS (the message
+    never left, or the send failed). Those are made due now first, so the next sweep waits as long again."""
+    if not fcm_configured():
+        return 0
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
+    stale = Subscription.objects.filter(due_at__lte=cutoff, notified_at__isnull=True, device__is_active=True)
+    skus = list(stale.order_by().values_list("sku", flat=True).distinct()[:limit])
+    resent = 0
+    for sku in skus:
+        Subscription.objects.filter(sku=sku, due_at__lte=cutoff, notified_at__isnull=True).update(due_at=now)
+        resent += back_in_stock_dispatch(sku)
+    return resent
 
 
 def back_in_stock_send(sku: str, *, batch_size: int = 200) -> int:
-    """Push "back in stock" once to every subscriber of `sku`, using each subscription up."""
+    """Push "back in stock" to every subscriber of `sku` owed one; a subscription is used up only once FCM
+    accepted its push. Returns how many were sent.
+
+    Each subscription is claimed with a short conditional update (its due_at moved ahead), so two runs
+    never push one subscription twice, and no transaction is open during a send. A transient FCM failure
+    makes it due again for the sweep; an unregistered token deactivates the device.
+    """
     channel = channel_get(AlertDelivery.Channel.FCM)
     if channel is None:
         logger.info("back in stock %s: FCM is not configured; subscribers not told", sku)
@@ -52,25 +84,45 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200) -> int:
         kind="back_in_stock",
         data={"kind": "back_in_stock", "sku": sku},
     )
-    sent = 0
+    started = timezone.now()
+    sent, after = 0, 0
     while True:
         batch = list(
-            Subscription.objects.filter(sku=sku, notified_at__isnull=True, device__is_active=True)
+            Subscription.objects.filter(
+                sku=sku, due_at__lte=started, notified_at__isnull=True, device__is_active=True, pk__gt=after
+            )
             .select_related("device")
             .order_by("pk")[:batch_size]
         )
         if not batch:
             return sent
+        after = batch[-1].pk
         for subscription in batch:
-            # Use the subscription up first: one push per subscription, even if this task runs twice.
-            if not Subscription.objects.filter(pk=subscription.pk, notified_at__isnull=True).update(
-                notified_at=timezone.now()
-            ):
-                continue
-            try:
-                channel.send_to_token(subscription.device.token, message)
-                sent += 1
-            except TokenUnregistered as exc:
-                device_deactivate(subscription.device_id, reason=str(exc))
-            except ChannelError as exc:
-                logger.warning("back in stock %s: push to device %s failed: %s", sku, subscription.device_id, exc)
+            sent += _push(channel, message, subscription)
+
+
+def _push(channel, message: Message, subscription: Subscription) -> int:
+    owned = Subscription.objects.filter(
+        pk=subscription.pk, due_at=subscription.due_at, notified_at__isnull=True
+    ).update(due_at=timezone.now() + CLAIM_LEASE)
+    if not owned:
+        return 0  # another run has it, or it was sent meanwhile
+    try:
+        channel.send_to_token(subscription.device.token, message)
+    except TokenUnregistered as exc:
+        Subscription.objects.filter(pk=subscription.pk).update(due_at=None)
+        device_deactivate(subscription.device_id, reason=str(exc))
+        return 0
+    except ChannelError as exc:
+        # Transient: owed again, the sweep resends it. Permanent (FCM refused the message): give up on it.
+        Subscription.objects.filter(pk=subscription.pk).update(due_at=timezone.now() if exc.transient else None)
+        logger.warning(
+            "back in stock %s: push to device %s failed%s: %s",
+            subscription.sku,
+            subscription.device_id,
+            ", will be resent" if exc.transient else "",
+            exc,
+        )
+        return 0
+    Subscription.objects.filter(pk=subscription.pk).update(notified_at=timezone.now(), due_at=None)
+    return 1

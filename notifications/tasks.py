@@ -6,7 +6,7 @@ from django.conf import settings
 from notifications.alerts import alert_groups_flush, alerts_escalate
 from notifications.deliveries import deliveries_resend_stuck, delivery_send
 from notifications.errors import DeliveryRetry
-from notifications.subscriptions import back_in_stock_send
+from notifications.subscriptions import back_in_stock_resend, back_in_stock_send
 
 
 @shared_task(
@@ -33,9 +33,11 @@ def back_in_stock_task(sku: str) -> int:
 
 @shared_task(name="notifications.sweep", soft_time_limit=10, time_limit=12)
 def sweep_task() -> dict:
-    """Summaries of closed groups, escalation of unacknowledged warnings, deliveries that never left."""
+    """Summaries of closed groups, escalation of unacknowledged warnings, and the resends: deliveries and
+    back-in-stock pushes whose message never left or whose send failed."""
     return {
         "summaries": alert_groups_flush(),
         "escalated": alerts_escalate(),
         "resent": deliveries_resend_stuck(),
+        "back_in_stock_resent": back_in_stock_resend(),
     }

@@ -111,6 +111,7 @@ class System:
         "CELERY_VISIBILITY_TIMEOUT": "14",
         "FACTORY_RETRY_BACKOFF_SECONDS": "0.2",
         "FACTORY_RETRY_BACKOFF_MAX_SECONDS": "2",
+        "NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS": "2",
         "FACTORY_MAX_ATTEMPTS": "5",  # more than Celery's default budget of 3 retries, on purpose
         "FACTORY_OVERDUE_GRACE_SECONDS": "1",
         "OUTBOX_RESEND_AFTER_SECONDS": "3",

@@ -67,6 +67,12 @@ def test_an_unregistered_ops_phone_is_deactivated(channels_at, fcm):
     assert not gone.is_active and "UNREGISTERED" in gone.deactivated_reason.upper()
 
 
+def announce(sku):
+    """What a receipt that brings `sku` back does in its transaction (the message after commit is left out)."""
+    with transaction.atomic():
+        return subscriptions.back_in_stock_announce(sku)
+
+
 def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm):
     devices = [Device.objects.create(token=f"customer-token-{i}", platform="android") for i in range(5)]
     for device in devices:
@@ -74,6 +80,8 @@ def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm):
     Subscription.objects.create(device=devices[0], sku="MAPLE")
     fcm.mark_unregistered("customer-token-4")
 
+    assert subscriptions.back_in_stock_send("VIRAL") == 0, "nothing is owed before the SKU came back"
+    assert announce("VIRAL") == 5
     assert subscriptions.back_in_stock_send("VIRAL", batch_size=2) == 4
     assert subscriptions.back_in_stock_send("VIRAL") == 0, "subscriptions are used up"
 
@@ -82,3 +90,27 @@ def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm):
     assert all(r["body"]["message"]["data"]["sku"] == "VIRAL" for r in fcm.received)
     assert Subscription.objects.filter(sku="MAPLE", notified_at__isnull=True).count() == 1
     assert not Device.objects.get(token="customer-token-4").is_active
+
+
+def test_a_transient_fcm_failure_leaves_the_subscription_owed_until_a_push_is_accepted(channels_at, fcm):
+    device = Device.objects.create(token="customer-token-1", platform="android")
+    Subscription.objects.create(device=device, sku="VIRAL")
+    announce("VIRAL")
+    fcm.fail_next(503)
+
+    assert subscriptions.back_in_stock_send("VIRAL") == 0
+
+    owed = Subscription.objects.get()
+    assert owed.notified_at is None and owed.due_at is not None, "not used up by a push FCM did not accept"
+    assert subscriptions.back_in_stock_resend() == 0, "the sweep waits NOTIFICATIONS_RESEND_AFTER_SECONDS"
+    assert subscriptions.back_in_stock_send("VIRAL") == 1
+    assert Subscription.objects.get().notified_at is not None
+    assert [r["body"]["message"]["token"] for r in fcm.received] == ["customer-token-1"] * 2, "refused, accepted"
+
+
+def test_without_fcm_nothing_is_owed(settings):
+    settings.FCM_PROJECT_ID = ""
+    Subscription.objects.create(device=Device.objects.create(token="customer-token-1", platform="ios"), sku="VIRAL")
+
+    assert announce("VIRAL") == 0
+    assert Subscription.objects.get().due_at is None

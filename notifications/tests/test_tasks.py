@@ -13,7 +13,7 @@ from celery.exceptions import Retry
 from django.urls import reverse
 from django.utils import timezone
 
-from notifications import alerts
+from notifications import alerts, subscriptions
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from notifications.tasks import back_in_stock_task, deliver_task, sweep_task
 from testsupport.data import critical_alert
@@ -87,10 +87,12 @@ def test_a_delivery_sent_after_a_retry(channels_at, slack, queued):
 
 def test_the_sweep_resends_deliveries_whose_message_never_left(channels_at, queued):
     alert = critical_alert()
-    AlertDelivery.objects.filter(alert=alert).update(created_at=timezone.now() - timedelta(minutes=5))
+    assert sweep_task()["resent"] == 0, "not before NOTIFICATIONS_RESEND_AFTER_SECONDS"
+    AlertDelivery.objects.filter(alert=alert).update(resend_at=timezone.now() - timedelta(seconds=1))
     stuck = sorted(AlertDelivery.objects.filter(alert=alert).values_list("pk", flat=True))
 
     assert sweep_task()["resent"] == len(stuck) == 3  # log, Slack, FCM
+    assert sweep_task()["resent"] == 0, "a resent delivery waits as long again"
 
     assert queued() == stuck
 
@@ -127,6 +129,7 @@ def test_nothing_is_escalated_without_fcm(settings):
 def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm, client_app):
     device = Device.objects.create(client=client_app.api_client, token="customer-phone-1", platform="ios")
     Subscription.objects.create(device=device, sku="VIRAL")
+    subscriptions.back_in_stock_announce("VIRAL")
 
     assert back_in_stock_task("VIRAL") == 1
     assert back_in_stock_task("VIRAL") == 0

@@ -1,0 +1,101 @@
+"""The broker refuses connections while an alert is raised and a SKU comes back in stock: nothing is lost.
+The rows wait; once the broker is back the notifications sweep sends them, through a real Celery worker, to
+the Slack and FCM stand-ins."""
+
+import pytest
+import redis
+from celery import current_app
+from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from donutsite.testing import System, free_port, wait_until
+from inventory.tests.helpers import make_api_client
+from notifications.alerts import alert_raise
+from notifications.channels import registry
+from notifications.models import AlertDelivery, Device, Subscription
+from notifications.standins import FcmStandIn, SlackStandIn
+from notifications.subscriptions import back_in_stock_announce
+from notifications.tasks import sweep_task
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def standins():
+    with SlackStandIn() as slack, FcmStandIn(token="fcm-test-token", project_id="donuts") as fcm:
+        yield slack, fcm
+
+
+@pytest.fixture
+def channels(standins):
+    """The same channel settings for this process (which raises the alert) and the worker (which sends)."""
+    slack, fcm = standins
+    values = {
+        "SLACK_WEBHOOK_URL": slack.url + "/services/T/B/x",
+        "FCM_ENDPOINT": fcm.url,
+        "FCM_PROJECT_ID": "donuts",
+        "FCM_ACCESS_TOKEN": "fcm-test-token",
+    }
+    registry.channels_forget()
+    with override_settings(**values):
+        yield values
+    registry.channels_forget()
+
+
+@pytest.fixture
+def worker(channels):
+    system = System(broker_url=current_app.conf.broker_url)
+    system.env.update(channels)
+    system.flush_broker()
+    try:
+        yield system
+    finally:
+        system.stop()
+
+
+def test_alerts_and_back_in_stock_pushes_raised_while_the_broker_is_away_are_delivered_later(
+    standins, worker, monkeypatch
+):
+    slack, fcm = standins
+    client, _ = make_api_client()
+    device = Device.objects.create(client=client, token="customer-phone-1", platform="android")
+    Subscription.objects.create(device=device, sku="VIRAL")
+    monkeypatch.setitem(current_app.conf, "broker_write_url", f"redis://127.0.0.1:{free_port()}/0")
+
+    with transaction.atomic():  # as the receipt that brings VIRAL back from zero does
+        alert = alert_raise(kind="dead_letter", severity="critical", title="Dead letter on MAPLE")
+        back_in_stock_announce("VIRAL")
+    # Committed; each message after commit met a refused connection.
+
+    assert set(AlertDelivery.objects.filter(alert=alert).values_list("channel", "status")) == {
+        ("log", "pending"),
+        ("slack", "pending"),
+        ("fcm", "pending"),
+    }
+    owed = Subscription.objects.get()
+    assert owed.notified_at is None and owed.due_at is not None
+    assert redis.Redis.from_url(worker.broker_url).llen("notifications") == 0, "nothing reached the broker"
+
+    monkeypatch.undo()  # the broker is back
+    worker.start_worker()
+    assert sweep_task() == {"summaries": 0, "escalated": 0, "resent": 0, "back_in_stock_resent": 0}, (
+        "the sweep leaves rows alone until NOTIFICATIONS_RESEND_AFTER_SECONDS have passed"
+    )
+    past = timezone.now() - timezone.timedelta(seconds=1)
+    AlertDelivery.objects.update(resend_at=past)
+    Subscription.objects.update(due_at=past - timezone.timedelta(seconds=30))
+
+    swept = sweep_task()
+
+    assert (swept["resent"], swept["back_in_stock_resent"]) == (3, 1)
+    wait_until(
+        lambda: not AlertDelivery.objects.exclude(status="sent").exists()
+        and Subscription.objects.filter(notified_at__isnull=False).exists(),
+        timeout=30,
+        what="the worker to send what the sweep resent",
+    )
+    assert len(slack.received) == 1 and "Dead letter on MAPLE" in slack.received[0]["body"]["text"]
+    pushes = [r["body"]["message"] for r in fcm.received]
+    assert sorted(m.get("topic") or m.get("token") for m in pushes) == ["customer-phone-1", "ops-alerts"]
+    assert Subscription.objects.get().due_at is None
