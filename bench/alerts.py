@@ -337,7 +337,7 @@ def alerts_check(samples: list[Sample]) -> dict:
     deliveries = AlertDelivery.objects.filter(alert__in=alerts)
     return {
         "alerts": alerts.count(),
-        "grouped": alerts.filter(group_leader__isnull=False).count(),
+        "grouped": sum(alerts.values_list("suppressed_count", flat=True)),
         "deliveries": {
             f"{c}:{s}": n for c, s, n in deliveries.values_list("channel", "status").annotate(n=Count("pk")).order_by()
         },

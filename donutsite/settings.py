@@ -279,6 +279,9 @@ FCM_OPS_TOPIC = env.str("FCM_OPS_TOPIC", default="ops-alerts")
 SLACK_MIN_SEVERITY = env.str("SLACK_MIN_SEVERITY", default="info")
 FCM_MIN_SEVERITY = env.str("FCM_MIN_SEVERITY", default="critical")
 ALERT_GROUP_WINDOW_SECONDS = env.int("ALERT_GROUP_WINDOW_SECONDS", default=300)
+# A critical alert held back by grouping that names something new (a SKU) goes out in a summary this soon
+# (plus one sweep interval), not at the window's end.
+ALERT_CRITICAL_FLUSH_SECONDS = env.int("ALERT_CRITICAL_FLUSH_SECONDS", default=30)
 ALERT_ESCALATE_AFTER_SECONDS = env.int("ALERT_ESCALATE_AFTER_SECONDS", default=900)
 ALERTS_DISABLED_KINDS = env.list("ALERTS_DISABLED_KINDS", default=[])  # e.g. sold_out
 FACTORY_FAILURE_STREAK_ALERT = env.int("FACTORY_FAILURE_STREAK_ALERT", default=5)

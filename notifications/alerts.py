@@ -31,38 +31,59 @@ def alert_raise(
 ) -> Alert | None:
     """Record an alert and schedule its deliveries for after commit. Call it inside the event's transaction.
 
-    Locks the AlertLock stripe of its dedupe key, which serializes grouping per key. Returns None when this kind
-    of alert is switched off. Without a correlation_id it takes the current request's or task's id.
+    Locks the AlertLock stripe of its dedupe key, which serializes grouping per key. Inside the key's open
+    window the alert writes no row: it counts on the group and its leader, which is returned. A critical
+    alert about something no message has named yet (a new SKU) brings the group's summary forward to
+    ALERT_CRITICAL_FLUSH_SECONDS from now. Returns None when this kind of alert is switched off. Without
+    a correlation_id it takes the current request's or task's id.
     """
     if kind in settings.ALERTS_DISABLED_KINDS:
         return None
+    context = context or {}
     dedupe_key = (dedupe_key or f"{kind}:{title}")[:200]
+    fact = str(context.get("sku") or title)[:200]
     now = timezone.now()
     with transaction.atomic():
         group = _group_locked(dedupe_key)
-        in_window = bool(group.leader_id and group.window_ends_at and group.window_ends_at > now)
+        if group.leader_id and group.window_ends_at and group.window_ends_at > now:
+            _count_in(group, fact=fact, critical=severity == Severity.CRITICAL, now=now)
+            return group.leader
+        if group.suppressed_count:
+            _summarize(group)  # the previous window closed but its summary has not gone out yet
         alert = Alert.objects.create(
             kind=kind,
             severity=severity,
             title=title[:200],
             text=text,
             dedupe_key=dedupe_key,
-            context=context or {},
+            context=context,
             correlation_id=(correlation_id or request_id.get())[:64],
-            group_leader_id=group.leader_id if in_window else None,
         )
-        if in_window:
-            Alert.objects.filter(pk=group.leader_id).update(suppressed_count=F("suppressed_count") + 1)
-            AlertGroup.objects.filter(pk=group.pk).update(suppressed_count=F("suppressed_count") + 1)
-            return alert
-        if group.suppressed_count:
-            _summarize(group)  # the previous window closed but its summary has not gone out yet
         group.leader = alert
         group.window_ends_at = now + timedelta(seconds=settings.ALERT_GROUP_WINDOW_SECONDS)
         group.suppressed_count = 0
-        group.save(update_fields=["leader", "window_ends_at", "suppressed_count"])
+        group.flush_at = None
+        group.facts = [fact]
+        group.new_facts = []
+        group.save(update_fields=["leader", "window_ends_at", "suppressed_count", "flush_at", "facts", "new_facts"])
         deliveries_create(alert)
     return alert
+
+
+MAX_FACTS = 50  # named in a summary; more are counted, not listed
+
+
+def _count_in(group: AlertGroup, *, fact: str, critical: bool, now) -> None:
+    """Hold an alert back in the group's open window: count it, and note its fact if no message named it."""
+    Alert.objects.filter(pk=group.leader_id).update(suppressed_count=F("suppressed_count") + 1)
+    group.suppressed_count += 1
+    group.flush_at = group.flush_at or group.window_ends_at
+    if fact not in group.facts and len(group.facts) < MAX_FACTS:
+        group.facts.append(fact)
+        group.new_facts.append(fact)
+        if critical:
+            group.flush_at = min(group.flush_at, now + timedelta(seconds=settings.ALERT_CRITICAL_FLUSH_SECONDS))
+    group.save(update_fields=["suppressed_count", "flush_at", "facts", "new_facts"])
 
 
 def _group_locked(dedupe_key: str) -> AlertGroup:
@@ -72,41 +93,64 @@ def _group_locked(dedupe_key: str) -> AlertGroup:
         # The migration creates the stripes; this only heals a table someone emptied.
         AlertLock.objects.bulk_create([AlertLock(id=stripe)], ignore_conflicts=True)
         AlertLock.objects.select_for_update().filter(pk=stripe).exists()
-    group, _ = AlertGroup.objects.get_or_create(dedupe_key=dedupe_key)
+    group, _ = AlertGroup.objects.select_related("leader").get_or_create(dedupe_key=dedupe_key)
     return group
 
 
 def _summarize(group: AlertGroup) -> Alert:
+    """One alert for what the group held back since its last message, naming every fact of the window and
+    which of them are new. Resets the count; the caller decides whether the window goes on."""
     leader = group.leader
+    count = group.suppressed_count
+    covers = ", ".join(group.facts)
+    new = ", ".join(group.new_facts)
+    context = {**(leader.context if leader else {}), "grouped": count}
+    context["sku" if "sku" in context else "covers"] = covers
+    if new:
+        context["new"] = new
+    base = leader.title if leader else group.dedupe_key
     summary = Alert.objects.create(
         kind=leader.kind if leader else "summary",
         severity=leader.severity if leader else Severity.INFO,
-        title=f"+{group.suppressed_count} more: {leader.title if leader else group.dedupe_key}"[:200],
-        text=f"{group.suppressed_count} more alert(s) like this one in the last "
-        f"{settings.ALERT_GROUP_WINDOW_SECONDS // 60 or 1} minute(s).",
+        title=(f"+{count} more (new: {new}): {base}" if new else f"+{count} more: {base}")[:200],
+        text=f"{count} more alert(s) like this one since {_ago(leader)}. Covers: {covers}."
+        + (f" New since the last message: {new}." if new else ""),
         dedupe_key=group.dedupe_key,
-        context={**(leader.context if leader else {}), "grouped": group.suppressed_count},
+        context=context,
         is_summary=True,
     )
     deliveries_create(summary)
+    group.suppressed_count = 0
+    group.new_facts = []
+    group.flush_at = None
     return summary
 
 
+def _ago(leader: Alert | None) -> str:
+    if leader is None:
+        return "the last message"
+    return f"{leader.created_at:%H:%M:%S} UTC (alert {leader.pk})"
+
+
 def alert_groups_flush() -> int:
-    """Send the summary of every group whose window has closed with alerts held back."""
+    """Send the summary of every group whose flush time has come with alerts held back: at its window's end,
+    or sooner for a new critical fact. A group whose window has closed starts afresh with its next alert."""
     sent = 0
-    for group_id in AlertGroup.objects.filter(window_ends_at__lte=timezone.now(), suppressed_count__gt=0).values_list(
-        "pk", flat=True
+    now = timezone.now()
+    for dedupe_key in AlertGroup.objects.filter(flush_at__lte=now, suppressed_count__gt=0).values_list(
+        "dedupe_key", flat=True
     ):
         with transaction.atomic():
-            group = AlertGroup.objects.select_for_update().select_related("leader").get(pk=group_id)
-            if group.suppressed_count and group.window_ends_at <= timezone.now():
-                _summarize(group)
-                group.suppressed_count = 0
+            group = _group_locked(dedupe_key)
+            if not (group.suppressed_count and group.flush_at and group.flush_at <= timezone.now()):
+                continue
+            _summarize(group)
+            if group.window_ends_at is None or group.window_ends_at <= timezone.now():
                 group.leader = None
                 group.window_ends_at = None
-                group.save(update_fields=["suppressed_count", "leader", "window_ends_at"])
-                sent += 1
+                group.facts = []
+            group.save(update_fields=["suppressed_count", "new_facts", "flush_at", "leader", "window_ends_at", "facts"])
+            sent += 1
     return sent
 
 

@@ -31,6 +31,8 @@ FACT_LABELS = {
     "restock_id": "Restock",
     "attempts": "Attempts",
     "grouped": "Grouped",
+    "covers": "Covers",
+    "new": "New",
     "error": "Error",
     "task": "Task",
     "dead_letter_id": "Dead letter",

@@ -22,7 +22,8 @@ class Alert(models.Model):
     dedupe_key = models.CharField(max_length=200, db_index=True)
     context = models.JSONField(default=dict, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
-    # Storm control: the first alert of a group is sent; later ones in its window only count here.
+    # Storm control: the first alert of a group is sent; later ones in its window only count here (and
+    # on its AlertGroup) and write no row. group_leader is set on no new row (older rows may have it).
     group_leader = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="grouped")
     suppressed_count = models.PositiveIntegerField(default=0)
     is_summary = models.BooleanField(default=False)
@@ -57,12 +58,20 @@ class AlertLock(models.Model):
 
 
 class AlertGroup(models.Model):
-    """One row per dedupe key: its open window and what the window held back."""
+    """One row per dedupe key: its open window and what the window held back.
+
+    An alert held back writes no row of its own: it counts here (and on its leader) and adds its fact
+    (its SKU, or its title) to `facts`. A summary naming every fact goes out at `flush_at`: the window's
+    end, or sooner when a critical alert brought a fact no message has named yet.
+    """
 
     dedupe_key = models.CharField(max_length=200, unique=True)
     leader = models.ForeignKey(Alert, null=True, on_delete=models.SET_NULL, related_name="+")
     window_ends_at = models.DateTimeField(null=True)
     suppressed_count = models.PositiveIntegerField(default=0)
+    flush_at = models.DateTimeField(null=True, db_index=True)
+    facts = models.JSONField(default=list, help_text="What the window's alerts are about (SKUs), in order.")
+    new_facts = models.JSONField(default=list, help_text="Facts no message has named yet.")
 
     def __str__(self):
         return self.dedupe_key

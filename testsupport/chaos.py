@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -648,13 +649,15 @@ def check_invariants(
        no sale exists that its client was not told of (except a purchase given up after a cut).
     4. Settled: every restock fulfilled, cancelled, or failed with a dead letter.
     5. At most one factory order per restock reference; whatever the factory produced was received.
-    6. Every dead letter has its alert (grouped ones count) and every dead-letter alert its dead letter.
+    6. Every dead letter is counted once by a dead-letter alert (a group's leader counts the alerts it held
+       back, which write no row), every such alert's dead letter exists, and every dead-lettered SKU is
+       named by an alert or its open group.
     7. Clients saw only `allowed_answers` (never a 500).
     """
     from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
     from inventory.models import Product, Restock, Sale, SaleLine, StockMovement
     from inventory.selectors import ledger_differences
-    from notifications.models import Alert
+    from notifications.models import Alert, AlertGroup
 
     loads = load if isinstance(load, list) else [load]
     purchases = [p for one in loads for p in one.purchases]
@@ -739,7 +742,7 @@ def check_invariants(
 
     # 4. settled
     restocks = list(Restock.objects.filter(product__sku__in=catalogue.skus).select_related("product"))
-    dead_letters = list(DeadLetter.objects.all())
+    dead_letters = list(DeadLetter.objects.select_related("restock__product"))
     dead_restocks = {d.restock_id for d in dead_letters}
     if settle_seconds is None:
         violations.append("the system did not settle in time")
@@ -769,16 +772,21 @@ def check_invariants(
 
     # 6. alerts
     dead_letter_alerts = list(Alert.objects.filter(kind="dead_letter", is_summary=False))
+    counted = sum(1 + a.suppressed_count for a in dead_letter_alerts)
+    if counted != len(dead_letters):
+        violations.append(f"{len(dead_letters)} dead letters, {counted} counted by dead-letter alerts")
     alerted = Counter(a.context.get("dead_letter_id") for a in dead_letter_alerts)
     dead_ids = {d.pk for d in dead_letters}
-    violations += [f"dead letter {pk} has no alert" for pk in sorted(dead_ids - set(alerted))]
     violations += [f"dead-letter alert for {pk}, which does not exist" for pk in sorted(set(alerted) - dead_ids)]
-    violations += [f"{n} alerts for dead letter {pk}" for pk, n in alerted.items() if n > 1]
-    for leader in Alert.objects.filter(group_leader__isnull=True, suppressed_count__gt=0):
-        if leader.grouped.count() != leader.suppressed_count:
-            violations.append(
-                f"alert {leader.pk} counts {leader.suppressed_count} grouped, has {leader.grouped.count()}"
-            )
+    violations += [f"{n} alerts lead with dead letter {pk}" for pk, n in alerted.items() if n > 1]
+    named = " ".join(
+        [f"{a.title} {a.context.get('sku', '')}" for a in Alert.objects.filter(kind="dead_letter")]
+        + [" ".join(g.facts) for g in AlertGroup.objects.filter(dedupe_key__startswith="dead_letter:")]
+    )
+    for dead in dead_letters:
+        sku = dead.restock.product.sku if dead.restock_id else None
+        if sku and not re.search(rf"(?<![\w-]){re.escape(sku)}(?![\w-])", named):
+            violations.append(f"dead letter {dead.pk}: no alert names {sku}")
 
     alerts = Alert.objects.all()
     figures = {
@@ -802,8 +810,8 @@ def check_invariants(
             "total": alerts.count(),
             "by_kind": dict(sorted(Counter(alerts.values_list("kind", flat=True)).items())),
             "dead_letter_alerts": len(dead_letter_alerts),
-            "dead_letter_alerts_sent": sum(a.group_leader_id is None for a in dead_letter_alerts),
-            "dead_letter_alerts_grouped": sum(a.group_leader_id is not None for a in dead_letter_alerts),
+            "dead_letter_alerts_sent": len(dead_letter_alerts),
+            "dead_letter_alerts_grouped": sum(a.suppressed_count for a in dead_letter_alerts),
             "summaries": alerts.filter(is_summary=True).count(),
         },
         "time_to_settle_s": settle_seconds,

@@ -234,8 +234,8 @@ def test_factory_down_then_redrive_fills_every_shelf(system):
         "seconds_until_every_restock_failed": failed_in,
         "restocks_failed": failed,
         "dead_letters": DeadLetter.objects.count(),
-        "dead_letter_alerts_sent": dead_letter_alerts.filter(group_leader__isnull=True).count(),
-        "dead_letter_alerts_grouped": dead_letter_alerts.filter(group_leader__isnull=False).count(),
+        "dead_letter_alerts_sent": dead_letter_alerts.count(),
+        "dead_letter_alerts_grouped": sum(dead_letter_alerts.values_list("suppressed_count", flat=True)),
         "factory_degraded_alerts": Alert.objects.filter(kind="factory_degraded").count(),
         "shelves_empty": Product.objects.filter(sku__in=shop.catalogue.skus, on_hand=0).count(),
     }

@@ -22,9 +22,9 @@ BOTH_CHANNELS = {
 }
 
 
-def raise_alert(key="dead_letter:factory.restock_place", severity="critical", **fields):
+def raise_alert(key="dead_letter:factory.restock_place", severity="critical", title="Dead letter", **fields):
     with transaction.atomic():
-        return alerts.alert_raise(kind="dead_letter", severity=severity, title="Dead letter", dedupe_key=key, **fields)
+        return alerts.alert_raise(kind="dead_letter", severity=severity, title=title, dedupe_key=key, **fields)
 
 
 def channels(alert):
@@ -50,10 +50,11 @@ def test_a_storm_sends_one_alert_then_one_summary_with_the_right_count():
     leader.refresh_from_db()
     assert AlertDelivery.objects.count() == 3, "only the first alert went out, on each of its channels"
     assert leader.suppressed_count == 499
-    assert Alert.objects.filter(group_leader=leader).count() == 499, "every dead letter still has its alert row"
+    assert Alert.objects.count() == 1, "one row for the group, with its count, not a row per event"
+    assert {a.pk for a in raised} == {leader.pk}, "a held-back alert answers with the alert that counts it"
     assert alerts.alert_groups_flush() == 0, "the window is still open"
 
-    AlertGroup.objects.update(window_ends_at=timezone.now() - timedelta(seconds=1))
+    AlertGroup.objects.update(window_ends_at=timezone.now() - timedelta(seconds=1), flush_at=timezone.now())
     assert alerts.alert_groups_flush() == 1
 
     summary = Alert.objects.get(is_summary=True)
@@ -71,7 +72,7 @@ def test_after_the_window_the_next_alert_leads_a_new_group():
     second = raise_alert()
 
     second.refresh_from_db()
-    assert second.group_leader is None and channels(second) == ["log"]
+    assert channels(second) == ["log"]
     assert not Alert.objects.filter(is_summary=True).exists(), "nothing was held back, so no summary"
     assert first.pk != second.pk
 
@@ -105,9 +106,9 @@ def test_concurrent_alerts_with_one_key_elect_one_leader():
     for t in threads:
         t.join()
 
-    assert Alert.objects.count() == 12
-    assert Alert.objects.filter(group_leader__isnull=True).count() == 1
-    assert Alert.objects.get(group_leader__isnull=True).suppressed_count == 11
+    assert Alert.objects.count() == 1
+    assert Alert.objects.get().suppressed_count == 11
+    assert AlertGroup.objects.get().suppressed_count == 11
 
 
 @override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60)
@@ -129,3 +130,47 @@ def test_an_unacknowledged_warning_is_escalated_to_fcm_once():
 def test_a_kind_can_be_switched_off():
     assert raise_alert() is None
     assert not Alert.objects.exists()
+
+
+def raise_dead_letter(sku, severity="critical"):
+    return raise_alert(
+        severity=severity, title=f"Dead letter: factory.restock_place gave up on {sku}", context={"sku": sku}
+    )
+
+
+@override_settings(**BOTH_CHANNELS)
+def test_a_critical_alert_about_a_new_sku_is_summarized_soon_naming_every_sku(settings):
+    leader = raise_dead_letter("VIRAL")
+    raise_dead_letter("MAPLE")
+    group = AlertGroup.objects.get()
+
+    assert group.flush_at <= timezone.now() + timedelta(seconds=settings.ALERT_CRITICAL_FLUSH_SECONDS)
+    assert group.flush_at < group.window_ends_at, "a new critical fact does not wait for the window's end"
+    assert alerts.alert_groups_flush() == 0, "not before its flush time"
+    AlertGroup.objects.update(flush_at=timezone.now())
+    assert alerts.alert_groups_flush() == 1
+
+    summary = Alert.objects.get(is_summary=True)
+    assert summary.title == "+1 more (new: MAPLE): Dead letter: factory.restock_place gave up on VIRAL"
+    assert "Covers: VIRAL, MAPLE." in summary.text
+    assert (summary.context["sku"], summary.context["new"]) == ("VIRAL, MAPLE", "MAPLE")
+    assert channels(summary) == ["fcm", "log", "slack"]
+
+    raise_dead_letter("MAPLE")
+    raise_dead_letter("VIRAL")
+    assert AlertGroup.objects.get().flush_at == AlertGroup.objects.get().window_ends_at, "nothing new: the flood waits"
+    assert Alert.objects.filter(pk=leader.pk, suppressed_count=3).exists()
+    assert Alert.objects.count() == 2
+
+
+@override_settings(**BOTH_CHANNELS)
+def test_a_new_sku_in_a_warning_group_waits_for_the_window():
+    raise_dead_letter("VIRAL", severity="warning")
+    raise_dead_letter("MAPLE", severity="warning")
+
+    group = AlertGroup.objects.get()
+    assert group.flush_at == group.window_ends_at and group.new_facts == ["MAPLE"]
+    AlertGroup.objects.update(window_ends_at=timezone.now(), flush_at=timezone.now())
+    assert alerts.alert_groups_flush() == 1
+    assert Alert.objects.get(is_summary=True).context["sku"] == "VIRAL, MAPLE"
+    assert AlertGroup.objects.get().leader is None, "the window closed: the next alert leads a new group"

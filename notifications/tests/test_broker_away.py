@@ -90,8 +90,10 @@ def test_alerts_and_back_in_stock_pushes_raised_while_the_broker_is_away_are_del
 
     assert (swept["resent"], swept["back_in_stock_resent"]) == (3, 1)
     wait_until(
-        lambda: not AlertDelivery.objects.exclude(status="sent").exists()
-        and Subscription.objects.filter(notified_at__isnull=False).exists(),
+        lambda: (
+            not AlertDelivery.objects.exclude(status="sent").exists()
+            and Subscription.objects.filter(notified_at__isnull=False).exists()
+        ),
         timeout=30,
         what="the worker to send what the sweep resent",
     )

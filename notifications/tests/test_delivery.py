@@ -114,3 +114,24 @@ def test_without_fcm_nothing_is_owed(settings):
 
     assert announce("VIRAL") == 0
     assert Subscription.objects.get().due_at is None
+
+
+def test_a_grouped_alerts_messages_name_every_sku_it_covers(channels_at, slack, fcm, settings):
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0
+    for sku in ("VIRAL", "MAPLE"):
+        with transaction.atomic():
+            alerts.alert_raise(
+                kind="dead_letter",
+                severity="critical",
+                title=f"Dead letter: factory.restock_place gave up on {sku}",
+                dedupe_key="dead_letter:factory.restock_place",
+                context={"sku": sku},
+            )
+    assert alerts.alert_groups_flush() == 1
+
+    summary = Alert.objects.get(is_summary=True)
+    assert send_all(summary) == {"log": "sent", "slack": "sent", "fcm": "sent"}
+    posted = slack.received[0]["body"]
+    assert "MAPLE" in posted["text"] and "VIRAL, MAPLE" in str(posted["blocks"])
+    push = fcm.received[0]["body"]["message"]["notification"]
+    assert "MAPLE" in push["title"] and "VIRAL, MAPLE" in push["body"]
