@@ -9,12 +9,18 @@ from notifications.models import Device
 def device_register(
     *, client, token: str, platform: str, user_ref: str = "", kind: str = Device.Kind.CUSTOMER
 ) -> tuple[Device, bool]:
-    """Register a device's FCM token, or update it if the token is known (re-activating it)."""
+    """Register a device's FCM token for this client, or update (and re-activate) the client's own device
+    with that token. Returns (device, created).
+
+    Devices are per client: a token another client registered is not looked at, so this neither moves
+    that device (its user_ref, its subscriptions) nor tells the caller it exists. Locks the client's own
+    device row, if any.
+    """
     with transaction.atomic():
         device, created = Device.objects.select_for_update().update_or_create(
+            client=client,
             token=token,
             defaults={
-                "client": client,
                 "platform": platform,
                 "user_ref": user_ref,
                 "kind": kind,

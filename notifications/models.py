@@ -123,7 +123,7 @@ class Device(models.Model):
         WEB = "web"
 
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CUSTOMER, db_index=True)
-    token = models.CharField(max_length=255, unique=True)
+    token = models.CharField(max_length=255)
     platform = models.CharField(max_length=10, choices=Platform.choices)
     client = models.ForeignKey(
         "clients.ApiClient", null=True, blank=True, on_delete=models.CASCADE, related_name="devices"
@@ -133,6 +133,11 @@ class Device(models.Model):
     deactivated_reason = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        # A device belongs to the client that registered it: another client registering the same token
+        # gets a device of its own and cannot move, read or learn of this one.
+        constraints = [models.UniqueConstraint(fields=["client", "token"], name="one_device_per_client_token")]
 
     def __str__(self):
         return f"{self.kind} {self.platform} …{self.token[-6:]}"

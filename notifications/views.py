@@ -28,11 +28,13 @@ class DeviceRegisterView(APIView):
         request=DeviceIn,
         responses={
             201: DeviceOut,
-            200: OpenApiResponse(DeviceOut, description="Known token: updated."),
+            200: OpenApiResponse(DeviceOut, description="A token this client registered before: updated."),
             **CLIENT_ERRORS,
         },
-        description="Register a customer device's FCM token for back-in-stock pushes. Re-registering a token "
-        "updates it.",
+        description="Register a customer device's FCM token for back-in-stock pushes. Devices belong to the client "
+        "that registered them: re-registering one of your own tokens updates that device (200); any other token "
+        "makes a new device of yours (201), whether or not another client registered it, whose device is "
+        "neither changed nor revealed.",
     )
     def post(self, request):
         body = DeviceIn(data=request.data)

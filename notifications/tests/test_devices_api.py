@@ -1,6 +1,7 @@
 """Customer devices and back-in-stock subscriptions through the API."""
 
 import pytest
+from rest_framework.test import APIClient
 
 from notifications.models import Device, Subscription
 from testsupport.data import make_api_client, make_product
@@ -77,3 +78,25 @@ def test_subscribing_an_unknown_sku_or_someone_elses_device_is_404(client_app):
     assert unknown_sku.status_code == 404 and unknown_sku.json()["code"] == "unknown_sku"
     assert not_mine.status_code == 404 and not_mine.json()["code"] == "unknown_device"
     assert not Subscription.objects.exists()
+
+
+def test_a_token_another_client_registered_is_neither_moved_nor_revealed(client_app):
+    make_product("VIRAL", on_hand=0)
+    mine = register(client_app, token="shared-token-123", user_ref="user-1").json()["id"]
+    client_app.post("/api/v1/products/VIRAL/subscriptions/", {"device_id": mine}, format="json")
+    other_client, other_key = make_api_client()
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Api-Key {other_key}")
+
+    known = register(other, token="shared-token-123", user_ref="user-2", platform="ios")
+    unknown = register(other, token="never-seen-token-456", user_ref="user-2", platform="ios")
+
+    assert known.status_code == unknown.status_code == 201, "the answer does not say whether a token exists"
+    assert set(known.json()) == set(unknown.json()) and known.json()["user_ref"] == "user-2"
+    assert known.json()["id"] != mine
+    device = Device.objects.get(pk=mine)
+    assert (device.client, device.user_ref, device.platform) == (client_app.api_client, "user-1", "android")
+    assert list(device.subscriptions.values_list("sku", flat=True)) == ["VIRAL"]
+    assert Device.objects.get(pk=known.json()["id"]).client == other_client
+    theirs = other.post("/api/v1/products/VIRAL/subscriptions/", {"device_id": mine}, format="json")
+    assert theirs.status_code == 404 and theirs.json()["code"] == "unknown_device"
