@@ -1,5 +1,6 @@
 import logging
 import os
+import threading
 
 from celery import Celery
 from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun, worker_init
@@ -71,17 +72,30 @@ def use_django_logging(loglevel=None, **kwargs):
         logging.getLogger().setLevel(loglevel)
 
 
-def task_publish(name: str, args: list, *, timeout: float | None = None) -> bool:
-    """Send a task by name, trying once on a fresh connection that gives up after `timeout` seconds
-    (BROKER_PUBLISH_TIMEOUT_SECONDS): for after-commit sends whose row a sweep resends, so a refused or
-    hung broker costs the caller a fraction of a second instead of kombu's ~6 s of reconnecting.
-    Returns False, logged, when the message did not leave."""
+# task_publish's connections: pooled per broker URL and per process (a forked child starts without them).
+_publish_pools: dict = {}
+_publish_pools_lock = threading.Lock()
+os.register_at_fork(after_in_child=_publish_pools.clear)
+
+
+def _publish_pool(url: str, timeout: float):
+    with _publish_pools_lock:
+        if url not in _publish_pools:
+            options = {"max_retries": 0, "socket_connect_timeout": timeout, "socket_timeout": timeout}
+            _publish_pools[url] = app.connection_for_write(url, transport_options=options).Pool(limit=20)
+        return _publish_pools[url]
+
+
+def task_publish(name: str, args: list) -> bool:
+    """Send a task by name, trying once, on a connection that gives up after BROKER_PUBLISH_TIMEOUT_SECONDS:
+    for after-commit sends whose row a sweep resends, so a refused or hung broker costs the caller a
+    fraction of a second instead of kombu's ~6 s of reconnecting. Returns False, logged, when the message
+    did not leave."""
     from django.conf import settings
 
-    timeout = settings.BROKER_PUBLISH_TIMEOUT_SECONDS if timeout is None else timeout
-    options = {"max_retries": 0, "socket_connect_timeout": timeout, "socket_timeout": timeout}
+    timeout = settings.BROKER_PUBLISH_TIMEOUT_SECONDS
     try:
-        with app.connection_for_write(transport_options=options) as connection:
+        with _publish_pool(app.conf.broker_write_url, timeout).acquire(block=True, timeout=timeout) as connection:
             app.send_task(name, args=args, connection=connection, retry=False)
     except Exception as exc:  # any broker failure: the caller's row stays unsent and its sweep resends it
         logging.getLogger(__name__).warning("%s%s not sent, broker unavailable (%r)", name, args, exc)
