@@ -18,7 +18,7 @@ class AlertDeliveryInline(ReadOnlyMixin, admin.TabularInline):
     model = AlertDelivery
     extra = 0
     can_delete = False
-    fields = ["channel", "status", "attempts", "sent_at", "latency_ms", "last_error"]
+    fields = ["channel", "status", "attempts", "sent_at", "latency_ms", "resend_at", "last_error"]
     readonly_fields = fields
 
 
@@ -82,6 +82,6 @@ class DeviceAdmin(admin.ModelAdmin):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ["id", "sku", "device", "created_at", "notified_at"]
-    list_filter = [("notified_at", admin.EmptyFieldListFilter)]
+    list_display = ["id", "sku", "device", "created_at", "due_at", "notified_at"]
+    list_filter = [("notified_at", admin.EmptyFieldListFilter), ("due_at", admin.EmptyFieldListFilter)]
     search_fields = ["sku"]
