@@ -1,6 +1,9 @@
-"""The broker refuses connections while an alert is raised and a SKU comes back in stock: nothing is lost.
+"""The broker refuses connections (or accepts and never answers) while an alert is raised and a SKU comes
+back in stock: nothing is lost.
 The rows wait; once the broker is back the notifications sweep sends them, through a real Celery worker, to
 the Slack and FCM stand-ins."""
+
+import socket
 
 import pytest
 import redis
@@ -54,19 +57,31 @@ def worker(channels):
         system.stop()
 
 
+@pytest.fixture(params=["refused", "hung"])
+def away_broker_url(request):
+    """A broker URL where nothing listens, or where a socket accepts connections and never answers."""
+    if request.param == "refused":
+        yield f"redis://127.0.0.1:{free_port()}/0"
+        return
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        yield f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+
+
 def test_alerts_and_back_in_stock_pushes_raised_while_the_broker_is_away_are_delivered_later(
-    standins, worker, monkeypatch
+    standins, worker, away_broker_url, monkeypatch
 ):
     slack, fcm = standins
     client, _ = make_api_client()
     device = Device.objects.create(client=client, token="customer-phone-1", platform="android")
     Subscription.objects.create(device=device, sku="VIRAL")
-    monkeypatch.setitem(current_app.conf, "broker_write_url", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setitem(current_app.conf, "broker_write_url", away_broker_url)
 
     with transaction.atomic():  # as the receipt that brings VIRAL back from zero does
         alert = alert_raise(kind="dead_letter", severity="critical", title="Dead letter on MAPLE")
         back_in_stock_announce("VIRAL")
-    # Committed; each message after commit met a refused connection.
+    # Committed; each message after commit met a refused connection, or one that never answered.
 
     assert set(AlertDelivery.objects.filter(alert=alert).values_list("channel", "status")) == {
         ("log", "pending"),
