@@ -1,7 +1,8 @@
 """Alerts for ops: raised inside the transaction of the event behind them, delivered after commit.
 
 Alerts with the same dedupe key inside a window are grouped: the first goes out at once, the rest only
-count, and one summary follows when the window closes.
+count (no row of their own), and one summary naming everything they were about follows when the window
+closes, or within ALERT_CRITICAL_FLUSH_SECONDS when a critical one is about something new.
 """
 
 import zlib

@@ -24,10 +24,11 @@ CLAIM_LEASE = timedelta(seconds=60)
 
 def subscription_create(*, client, device_id: int, sku: str) -> tuple[Subscription, bool]:
     """Subscribe one of the client's active devices to `sku` coming back (the caller vouches for the SKU).
-    Subscribing again re-arms a used subscription. Raises UnknownDevice for a device not the client's."""
+    Subscribing again re-arms a used subscription (a push still owed stays owed). Raises UnknownDevice for a
+    device not the client's."""
     device = device_get(client=client, device_id=device_id)
     subscription, created = Subscription.objects.update_or_create(
-        device=device, sku=sku, defaults={"notified_at": None, "due_at": None}
+        device=device, sku=sku, defaults={"notified_at": None}
     )
     return subscription, created
 
