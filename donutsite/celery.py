@@ -5,6 +5,7 @@ import threading
 from celery import Celery
 from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun, worker_init
 from kombu import Queue
+from kombu.pools import ProducerPool
 
 from donutsite.context import request_id, request_id_new, request_id_valid
 
@@ -78,11 +79,12 @@ _publish_pools_lock = threading.Lock()
 os.register_at_fork(after_in_child=_publish_pools.clear)
 
 
-def _publish_pool(url: str, timeout: float):
+def _publish_pool(url: str, timeout: float) -> ProducerPool:
     with _publish_pools_lock:
         if url not in _publish_pools:
             options = {"max_retries": 0, "socket_connect_timeout": timeout, "socket_timeout": timeout}
-            _publish_pools[url] = app.connection_for_write(url, transport_options=options).Pool(limit=20)
+            connections = app.connection_for_write(url, transport_options=options).Pool(limit=20)
+            _publish_pools[url] = ProducerPool(connections, limit=20, Producer=app.amqp.Producer)
         return _publish_pools[url]
 
 
@@ -95,8 +97,8 @@ def task_publish(name: str, args: list) -> bool:
 
     timeout = settings.BROKER_PUBLISH_TIMEOUT_SECONDS
     try:
-        with _publish_pool(app.conf.broker_write_url, timeout).acquire(block=True, timeout=timeout) as connection:
-            app.send_task(name, args=args, connection=connection, retry=False)
+        with _publish_pool(app.conf.broker_write_url, timeout).acquire(block=True, timeout=timeout) as producer:
+            app.send_task(name, args=args, producer=producer, retry=False)
     except Exception as exc:  # any broker failure: the caller's row stays unsent and its sweep resends it
         logging.getLogger(__name__).warning("%s%s not sent, broker unavailable (%r)", name, args, exc)
         return False
