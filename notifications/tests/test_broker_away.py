@@ -12,14 +12,14 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from donutsite.testing import System, free_port, wait_until
-from inventory.tests.helpers import make_api_client
 from notifications.alerts import alert_raise
 from notifications.channels import registry
 from notifications.models import AlertDelivery, Device, Subscription
-from notifications.standins import FcmStandIn, SlackStandIn
 from notifications.subscriptions import back_in_stock_announce
 from notifications.tasks import sweep_task
+from testsupport.data import make_api_client
+from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
+from testsupport.processes import System, free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -1,8 +1,9 @@
 """Delivering alerts and back-in-stock pushes to real local stand-ins for Slack and FCM."""
 
 import pytest
+from django.db import transaction
 
-from notifications import deliveries, errors, subscriptions
+from notifications import alerts, deliveries, errors, subscriptions
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from testsupport.data import critical_alert
 

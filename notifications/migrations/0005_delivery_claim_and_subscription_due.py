@@ -12,7 +12,7 @@ def pending_deliveries_resend_now(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notifications', '0002_alert_lock_stripes'),
+        ('notifications', '0004_alertdelivery_verbose_name_plural'),
     ]
 
     operations = [

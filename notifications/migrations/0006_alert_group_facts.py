@@ -11,7 +11,7 @@ def held_back_flush_at_window_end(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notifications', '0003_delivery_claim_and_subscription_due'),
+        ('notifications', '0005_delivery_claim_and_subscription_due'),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('inventory', '0003_idempotencykey_refusal'),
-        ('notifications', '0004_alert_group_facts'),
+        ('notifications', '0006_alert_group_facts'),
     ]
 
     operations = [
