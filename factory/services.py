@@ -486,12 +486,14 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
 
 
 def _dead_letter_resolved(dead_letter: DeadLetter, user) -> None:
-    """Its alerts (the one sent and those grouped under it) acknowledged; after commit, its copy out of
-    the dead-letter queue."""
-    for alert in Alert.objects.filter(
-        kind="dead_letter", context__dead_letter_id=dead_letter.pk, acknowledged_at__isnull=True
-    ):
-        alert_acknowledge(alert, user=user)
+    """After commit, its copy out of the dead-letter queue; and once no dead letter of its task waits any
+    more, the alerts of that task's dead letters acknowledged. Alerts are grouped per task (one row
+    counts the dead letters its window held back), so the alert stays open while any of them waits."""
+    if not DeadLetter.objects.unresolved().filter(task_name=dead_letter.task_name).exclude(pk=dead_letter.pk).exists():
+        for alert in Alert.objects.filter(
+            kind="dead_letter", dedupe_key=f"dead_letter:{dead_letter.task_name}", acknowledged_at__isnull=True
+        ):
+            alert_acknowledge(alert, user=user)
     transaction.on_commit(partial(dead_letter_copy_remove, dead_letter.pk))
 
 
