@@ -12,7 +12,10 @@ Every knob reads the environment so one image serves any machine:
 The defaults come from docs/benchmarks.md (measured on 2 cores against MariaDB on the same machine).
 """
 
+import json
 import os
+
+from gunicorn import util
 
 
 def _cpus() -> int:
@@ -45,3 +48,17 @@ keepalive = 5  # gthread only (sync workers close after each response); below a 
 
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
+
+
+# A request gunicorn itself refuses (a malformed request line or header, an oversized URI or header
+# block) never reaches Django; answer it in the API's JSON error shape too, not gunicorn's HTML page.
+def _write_json_error(sock, status_int, reason, mesg):
+    code = {414: "uri_too_long", 431: "header_too_large", 501: "not_implemented", 500: "server_error"}
+    body = json.dumps(
+        {"code": code.get(status_int, "bad_request"), "message": f"{reason}: {mesg}"[:300] if mesg else reason}
+    ).encode()
+    head = f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    util.write_nonblock(sock, f"{head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body)
+
+
+util.write_error = _write_json_error

@@ -1,5 +1,9 @@
 """Shared middleware."""
 
+from django.http import JsonResponse
+from django.urls import get_urlconf, is_valid_path
+from rest_framework.response import Response
+
 from donutsite.context import request_id_bound, request_id_new, request_id_valid
 
 HEADER = "X-Request-ID"
@@ -21,3 +25,54 @@ class RequestIdMiddleware:
             response = self.get_response(request)
         response[HEADER] = current
         return response
+
+
+# The code of an API answer that Django or a middleware made without our error shape.
+_STATUS_CODES = {
+    400: ("bad_request", "The request is malformed."),
+    403: ("permission_denied", "You may not do this."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    413: ("request_too_large", "The request body is too large."),
+    429: ("throttled", "Too many requests."),
+    500: ("server_error", "Something went wrong on our side; it has been logged."),
+}
+
+
+class ApiMiddleware:
+    """Under /api/ every answer is JSON in the one error shape, DEBUG or not, and a missing trailing
+    slash is forgiven.
+
+    - `POST /api/v1/sales` is served as `/api/v1/sales/`: CommonMiddleware's APPEND_SLASH would
+      answer a 301 that clients follow with a GET (the sale dropped), or raise RuntimeError under
+      DEBUG. Only a path that matches no route while its slashed form does is rewritten.
+    - An error answer that is not JSON (Django's HTML 400/404/500 pages, the DEBUG technical pages,
+      a CSRF or host refusal) is replaced by `{"code", "message"}` with the same status. DRF's own
+      answers are left alone (the browsable API under DEBUG renders HTML on purpose).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not request.path_info.startswith("/api/"):
+            return self.get_response(request)
+        if not request.path_info.endswith("/"):
+            urlconf = getattr(request, "urlconf", None) or get_urlconf()
+            slashed = request.path_info + "/"
+            if not is_valid_path(request.path_info, urlconf) and is_valid_path(slashed, urlconf):
+                request.path_info = slashed
+                request.path = request.path + "/"
+        response = self.get_response(request)
+        if response.status_code >= 400 and not _json_or_drf(response):
+            code, message = _STATUS_CODES.get(response.status_code, ("error", "The request failed."))
+            replacement = JsonResponse({"code": code, "message": message}, status=response.status_code)
+            for header in ("Retry-After", "Allow", "WWW-Authenticate"):
+                if header in response:
+                    replacement[header] = response[header]
+            return replacement
+        return response
+
+
+def _json_or_drf(response) -> bool:
+    return isinstance(response, Response) or response.get("Content-Type", "").startswith("application/json")

@@ -5,6 +5,7 @@ with a short conditional update, the call is made, and the outcome recorded in a
 """
 
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -268,11 +269,15 @@ def restock_receive(
     return restock, True
 
 
+_RESTOCK_ID = re.compile(r"[0-9]{1,18}")
+
+
 def _restock_for(*, order_id: str, reference: str) -> Restock:
     prefix = f"{settings.FACTORY_REFERENCE_PREFIX}-"
     restock = None
-    if reference.startswith(prefix) and reference[len(prefix) :].isdigit():
-        restock = Restock.objects.select_related("product").filter(pk=int(reference[len(prefix) :])).first()
+    number = reference[len(prefix) :] if reference.startswith(prefix) else ""
+    if _RESTOCK_ID.fullmatch(number):  # ASCII digits only: isdigit() and int() take "²" and "١" too
+        restock = Restock.objects.select_related("product").filter(pk=int(number)).first()
     if restock is None and order_id:
         restock = Restock.objects.select_related("product").filter(factory_order__order_id=order_id).first()
     if restock is None:

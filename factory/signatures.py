@@ -2,8 +2,10 @@
 
 import hashlib
 import hmac
+import re
 import time
 
+_UNIX_TIME = re.compile(r"[0-9]{1,12}")
 MAX_SKEW_SECONDS = 300  # the contract: reject a timestamp more than 5 minutes from our clock
 
 
@@ -16,10 +18,12 @@ def check(secret: str, timestamp: str | None, signature: str | None, body: bytes
     """Return "" when the callback is genuine and fresh, else the reason it is not."""
     if not timestamp or not signature:
         return "missing signature headers"
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
+    # ASCII only: int() reads Unicode digits, and compare_digest raises TypeError on non-ASCII str.
+    if not _UNIX_TIME.fullmatch(timestamp):
         return "timestamp is not a unix time"
+    if not signature.isascii():
+        return "signature is not ASCII"
+    sent_at = int(timestamp)
     if abs((now if now is not None else time.time()) - sent_at) > MAX_SKEW_SECONDS:
         return "timestamp is more than 5 minutes away from our clock"
     if not hmac.compare_digest(sign(secret, timestamp, body), signature):

@@ -75,7 +75,7 @@ class CallbackJsonParser(BaseParser):
     def parse(self, stream, media_type=None, parser_context=None):
         try:
             payload = json.loads(stream.read())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # nested past the recursion limit; UnicodeDecodeError is a ValueError
             raise MalformedCallback() from None
         return payload if isinstance(payload, dict) else {}
 

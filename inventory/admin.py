@@ -145,7 +145,11 @@ class ProductAdmin(admin.ModelAdmin):
         product that would go negative is refused and reported, the others are still adjusted."""
         if not self.has_change_permission(request):
             raise PermissionDenied
-        ids = [int(part) for part in request.GET.get("ids", "").split(",") if part.strip().isdigit()]
+        ids = [
+            int(part)
+            for part in request.GET.get("ids", "").split(",")
+            if part.strip().isascii() and part.strip().isdigit()
+        ]
         products = list(Product.objects.filter(pk__in=ids).order_by("sku"))
         changelist = reverse("admin:inventory_product_changelist")
         if not products:

@@ -24,7 +24,10 @@ class SaleIn(NoUnknownFieldsMixin, serializers.Serializer):
     items = serializers.ListSerializer(
         child=SaleItemIn(),
         allow_empty=False,
-        validators=[MinLengthValidator(1), MaxLengthValidator(20)],
+        validators=[
+            MinLengthValidator(1, message="Send at least %(limit_value)d item."),
+            MaxLengthValidator(20, message="Send at most %(limit_value)d items (this has %(show_value)d)."),
+        ],
         help_text="1 to 20 lines; each SKU at most once (add up the quantities instead).",
     )
 

@@ -19,3 +19,31 @@ def test_a_url_outside_the_api_keeps_the_html_404(client):
 
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_unknown_api_paths_are_json_404s_also_under_debug(client, settings, debug):
+    settings.DEBUG = debug
+
+    response = client.get("/api/v1/nothing-here/")
+
+    assert response.status_code == 404
+    assert response.json() == {"code": "not_found", "message": "Not found."}
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_post_without_the_trailing_slash_reaches_the_view_also_under_debug(client_app, settings, debug):
+    # make run (DEBUG) raised APPEND_SLASH's RuntimeError, an HTML 500; production answered a 301.
+    settings.DEBUG = debug
+
+    response = client_app.post("/api/v1/sales", {"items": []}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "validation_error"
+
+
+def test_a_get_without_the_trailing_slash_is_served_too(client):
+    response = client.get("/api/v1/products")
+
+    assert response.status_code == 200
+    assert response.json() == []

@@ -1,0 +1,59 @@
+"""Request bodies the way clients send them: chunked or with a length, never bigger than the limit.
+
+Django reads `CONTENT_LENGTH` bytes of a body, so a chunked body (no Content-Length; gunicorn
+de-chunks it and marks `wsgi.input_terminated`) was read as empty and a sale answered "items
+required". `ChunkedBody` reads such a body up to DATA_UPLOAD_MAX_MEMORY_SIZE + 1 bytes and hands
+Django a body with its length. `BodySizeMiddleware` answers a body over the limit, chunked or not,
+with `413 request_too_large` before anything parses it (Django would raise RequestDataTooBig, an
+HTML 400 page).
+"""
+
+import io
+
+from django.conf import settings
+from django.http import JsonResponse
+
+OVER_LIMIT = "donutsite.body_over_limit"
+
+
+class ChunkedBody:
+    """WSGI wrapper (donutsite/wsgi.py) giving de-chunked bodies a Content-Length."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            body = environ["wsgi.input"].read(-1 if limit is None else limit + 1)
+            if limit is not None and len(body) > limit:
+                environ[OVER_LIMIT] = True
+                body = b""
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
+
+
+def _too_big(request) -> bool:
+    if request.META.get(OVER_LIMIT):
+        return True
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False  # gunicorn refuses a malformed Content-Length before we see it
+    return limit is not None and length > limit
+
+
+class BodySizeMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if _too_big(request):
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return JsonResponse(
+                {"code": "request_too_large", "message": f"The body may be at most {limit} bytes."}, status=413
+            )
+        return self.get_response(request)
