@@ -55,7 +55,7 @@ class ApiMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not request.path_info.startswith("/api/"):
+        if not api_path(request.path_info):
             return self.get_response(request)
         if not request.path_info.endswith("/"):
             urlconf = getattr(request, "urlconf", None) or get_urlconf()
@@ -72,6 +72,11 @@ class ApiMiddleware:
                     replacement[header] = response[header]
             return replacement
         return response
+
+
+def api_path(path: str) -> bool:
+    """Under /api/, also as `//api/` or `/API/` (no route matches those; their 404 is the API's too)."""
+    return path.lstrip("/")[:4].lower() == "api/"
 
 
 def _json_or_drf(response) -> bool:

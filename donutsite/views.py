@@ -4,10 +4,11 @@ from django.http import JsonResponse
 from django.views import defaults
 
 from donutsite.drf import error_body
+from donutsite.middleware import api_path
 
 
 def not_found(request, exception=None):
     """A URL no route matches (e.g. `/api/v1/sales/abc/`): JSON for API clients, the HTML page elsewhere."""
-    if request.path.startswith("/api/"):
+    if api_path(request.path):
         return JsonResponse(error_body("not_found", "Not found."), status=404)
     return defaults.page_not_found(request, exception)

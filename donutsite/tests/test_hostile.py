@@ -125,14 +125,17 @@ def signed(body: bytes, timestamp: int | None = None) -> dict:
 
 
 def server_log_is_clean(web):
-    log = web.processes["web"].output()
+    log = web.processes["web"].output()[web.log_mark :]  # this test's lines
     assert "Traceback" not in log, log[-3000:]
     assert not re.search(r'"status": 5\d\d|\b5\d\d\b.*Internal Server Error', log), log[-3000:]
 
 
 @pytest.fixture
 def key(web):
-    make_product("GLAZED", on_hand=50)
+    web.log_mark = len(web.processes["web"].output())
+    # The same id in every test: gunicorn's processes remember SKU ids, and products are never deleted
+    # outside tests.
+    make_product("GLAZED", on_hand=50, id=9001)
     return make_api_client()[1]
 
 
@@ -243,3 +246,300 @@ def test_too_many_sale_lines_are_counted_as_items(web, key):
 def test_device_rows_are_untouched_by_refused_bodies(web, key):
     request(web, "POST", "/api/v1/devices/", DEEP, auth(key))
     assert Device.objects.count() == 0
+
+
+# -- The hostile suite: (name, method, path, body, headers, expected status) -----------------------------
+# `KEY` in a header value is replaced by a valid API key. Every answer must be JSON; an error answer
+# carries a documented code; the server log shows no 5xx and no traceback.
+
+SALE = b'{"items": [{"sku": "GLAZED", "quantity": 1}]}'
+KEY = "Api-Key KEY"
+CASES = [
+    # nesting
+    ("nested arrays 500 deep", "POST", "/api/v1/sales/", b"[" * 500 + b"]" * 500, {"Authorization": KEY}, 400),
+    (
+        "nested objects 5000 deep",
+        "POST",
+        "/api/v1/sales/",
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+        {"Authorization": KEY},
+        400,
+    ),
+    (
+        "nested items",
+        "POST",
+        "/api/v1/sales/",
+        b'{"items": ' + b"[" * 900 + b"]" * 900 + b"}",
+        {"Authorization": KEY},
+        400,
+    ),
+    (
+        "nested sku",
+        "POST",
+        "/api/v1/sales/",
+        b'{"items": [{"sku": ' + b"[" * 900 + b"]" * 900 + b', "quantity": 1}]}',
+        {"Authorization": KEY},
+        400,
+    ),
+    (
+        "nested device",
+        "POST",
+        "/api/v1/devices/",
+        b'{"token": ' + b"{" * 3000 + b"}" * 3000 + b"}",
+        {"Authorization": KEY},
+        400,
+    ),
+    ("nested unsigned callback", "POST", "/api/v1/factory/callbacks/", b"[" * 100_000, {}, 401),
+    # sizes
+    ("empty sale body", "POST", "/api/v1/sales/", b"", {"Authorization": KEY}, 400),
+    ("3 MB sale body", "POST", "/api/v1/sales/", b" " * 3_000_000, {"Authorization": KEY}, 413),
+    ("3 MB callback body", "POST", "/api/v1/factory/callbacks/", b"x" * 3_000_000, {}, 413),
+    ("10 kB header value", "GET", "/api/v1/products/", b"", {"X-Junk": "a" * 10_000}, 431),
+    ("300 headers", "GET", "/api/v1/products/", b"", {f"X-H{i}": "1" for i in range(300)}, 431),
+    ("10 kB URL", "GET", "/api/v1/products/" + "A" * 10_000 + "/", b"", {}, 414),
+    (
+        "1000 items",
+        "POST",
+        "/api/v1/sales/",
+        b'{"items": [' + b",".join([b'{"sku": "GLAZED", "quantity": 1}'] * 1000) + b"]}",
+        {"Authorization": KEY},
+        400,
+    ),
+    (
+        "quantity 10**100",
+        "POST",
+        "/api/v1/sales/",
+        b'{"items": [{"sku": "GLAZED", "quantity": 1' + b"0" * 100 + b"}]}",
+        {"Authorization": KEY},
+        400,
+    ),
+    (
+        "quantity 1e999",
+        "POST",
+        "/api/v1/sales/",
+        b'{"items": [{"sku": "GLAZED", "quantity": 1e999}]}',
+        {"Authorization": KEY},
+        400,
+    ),
+    (
+        "quantity NaN",
+        "POST",
+        "/api/v1/sales/",
+        b'{"items": [{"sku": "GLAZED", "quantity": NaN}]}',
+        {"Authorization": KEY},
+        400,
+    ),
+    ("sale id past bigint", "GET", "/api/v1/sales/" + "9" * 40 + "/", b"", {"Authorization": KEY}, 404),
+    ("page past bigint", "GET", "/api/v1/restocks/?page=" + "9" * 40, b"", {"Authorization": KEY}, 404),
+    # encodings
+    (
+        "latin-1 body",
+        "POST",
+        "/api/v1/sales/",
+        b'{"items": [{"sku": "\xe9", "quantity": 1}]}',
+        {"Authorization": KEY},
+        400,
+    ),
+    ("utf-16 body", "POST", "/api/v1/sales/", SALE.decode().encode("utf-16"), {"Authorization": KEY}, 400),
+    ("utf-8 BOM body", "POST", "/api/v1/sales/", b"\xef\xbb\xbf" + SALE, {"Authorization": KEY}, 400),
+    (
+        "charset utf-16 declared",
+        "POST",
+        "/api/v1/sales/",
+        SALE,
+        {"Authorization": KEY, "Content-Type": "application/json; charset=utf-16"},
+        400,
+    ),
+    (
+        "charset bogus declared",
+        "POST",
+        "/api/v1/sales/",
+        SALE,
+        {"Authorization": KEY, "Content-Type": "application/json; charset=x-nope"},
+        201,
+    ),
+    ("text/plain body", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Content-Type": "text/plain"}, 415),
+    (
+        "form body",
+        "POST",
+        "/api/v1/sales/",
+        b"items=1",
+        {"Authorization": KEY, "Content-Type": "application/x-www-form-urlencoded"},
+        415,
+    ),
+    (
+        "multipart garbage",
+        "POST",
+        "/api/v1/sales/",
+        b"--x\r\n\r\n",
+        {"Authorization": KEY, "Content-Type": "multipart/form-data; boundary=x"},
+        415,
+    ),
+    (
+        "lone surrogate escape",
+        "POST",
+        "/api/v1/sales/",
+        b'{"items": [{"sku": "\\ud800", "quantity": 1}]}',
+        {"Authorization": KEY},
+        400,
+    ),
+    ("gzip transfer coding", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Transfer-Encoding": "gzip"}, 400),
+    (
+        "gzip content coding",
+        "POST",
+        "/api/v1/sales/",
+        b"\x1f\x8b\x08\x00",
+        {"Authorization": KEY, "Content-Encoding": "gzip"},
+        400,
+    ),
+    # bad headers
+    ("no key", "POST", "/api/v1/sales/", SALE, {}, 401),
+    ("unknown key", "POST", "/api/v1/sales/", SALE, {"Authorization": "Api-Key nope"}, 401),
+    ("bearer", "POST", "/api/v1/sales/", SALE, {"Authorization": "Bearer x"}, 401),
+    ("key keyword only", "POST", "/api/v1/sales/", SALE, {"Authorization": "Api-Key"}, 401),
+    ("latin-1 key", "POST", "/api/v1/sales/", SALE, {"Authorization": b"Api-Key \xff\xfe"}, 401),
+    ("key on the catalogue", "GET", "/api/v1/products/", b"", {"Authorization": "Api-Key nope"}, 401),
+    (
+        "idempotency key non-ascii",
+        "POST",
+        "/api/v1/sales/",
+        SALE,
+        {"Authorization": KEY, "Idempotency-Key": "clé"},
+        400,
+    ),
+    ("idempotency key 256", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Idempotency-Key": "k" * 256}, 400),
+    ("request id garbage", "GET", "/api/v1/products/", b"", {"X-Request-ID": "<script>\x01"}, 400),
+    ("request id non-ascii", "GET", "/api/v1/products/", b"", {"X-Request-ID": "é" * 10}, 200),
+    ("host not allowed", "GET", "/api/v1/products/", b"", {"Host": "evil.example"}, 400),
+    ("content-length negative", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Content-Length": "-1"}, 400),
+    ("content-length words", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Content-Length": "ten"}, 400),
+    (
+        "two content-lengths",
+        "POST",
+        "/api/v1/sales/",
+        SALE,
+        {"Authorization": KEY, "content-length": "44", "Content-Length": "45"},
+        400,
+    ),
+    ("accept xml", "GET", "/api/v1/products/", b"", {"Accept": "application/xml"}, 406),
+    (
+        "callback stale",
+        "POST",
+        "/api/v1/factory/callbacks/",
+        b"{}",
+        {"X-Factory-Timestamp": "1", "X-Factory-Signature": "sha256=00"},
+        401,
+    ),
+    (
+        "callback timestamp huge",
+        "POST",
+        "/api/v1/factory/callbacks/",
+        b"{}",
+        {"X-Factory-Timestamp": "9" * 400, "X-Factory-Signature": "sha256=00"},
+        401,
+    ),
+    (
+        "callback timestamp unicode",
+        "POST",
+        "/api/v1/factory/callbacks/",
+        b"{}",
+        {"X-Factory-Timestamp": "١٧٠٠٠٠٠٠٠٠", "X-Factory-Signature": "sha256=00"},
+        401,
+    ),
+    # NUL and control bytes
+    ("newline escaped in path", "GET", "/api/v1/products/GLAZED%0A/", b"", {}, 404),
+    ("raw NUL in path", "GET", b"/api/v1/products/GLA\x00ZED/", b"", {}, 400),
+    ("raw control byte in header", "GET", "/api/v1/products/", b"", {"X-Junk": b"a\x01b"}, 400),
+    (
+        "NUL in sku",
+        "POST",
+        "/api/v1/sales/",
+        b'{"items": [{"sku": "GLA\\u0000ZED", "quantity": 1}]}',
+        {"Authorization": KEY},
+        400,
+    ),
+    ("raw NUL in body", "POST", "/api/v1/sales/", b'{"items": [\x00]}', {"Authorization": KEY}, 400),
+    ("NUL in restock filter", "GET", "/api/v1/restocks/?sku=GLA%00ZED", b"", {"Authorization": KEY}, 400),
+    (
+        "NUL in device token",
+        "POST",
+        "/api/v1/devices/",
+        b'{"token": "abc\\u0000defgh", "platform": "android"}',
+        {"Authorization": KEY},
+        400,
+    ),
+    # non-ASCII everywhere
+    ("utf-8 path", "GET", "/api/v1/products/ÉCLAIR/", b"", {}, 400),
+    ("percent utf-8 path", "GET", "/api/v1/products/%C3%89CLAIR/", b"", {}, 404),
+    ("invalid percent path", "GET", "/api/v1/products/%FF%FE/", b"", {}, 404),
+    (
+        "emoji sku",
+        "POST",
+        "/api/v1/sales/",
+        '{"items": [{"sku": "🍩", "quantity": 1}]}'.encode(),
+        {"Authorization": KEY},
+        404,
+    ),
+    (
+        "emoji subscription path",
+        "POST",
+        "/api/v1/products/🍩/subscriptions/",
+        b'{"device_id": 1}',
+        {"Authorization": KEY},
+        400,
+    ),
+    ("non-ascii query", "GET", "/api/v1/restocks/?status=%FF", b"", {"Authorization": KEY}, 400),
+    ("non-ascii query name", "GET", "/api/v1/restocks/?%C3%A9=1", b"", {"Authorization": KEY}, 400),
+    ("non-ascii header name", "GET", "/api/v1/products/", b"", {b"X-\xc3\xa9": "1"}, 400),
+    # wrong methods
+    ("DELETE sales", "DELETE", "/api/v1/sales/", b"", {"Authorization": KEY}, 405),
+    ("GET sales list", "GET", "/api/v1/sales/", b"", {"Authorization": KEY}, 405),
+    ("PUT product", "PUT", "/api/v1/products/GLAZED/", SALE, {"Authorization": KEY}, 405),
+    ("PATCH restocks", "PATCH", "/api/v1/restocks/", SALE, {"Authorization": KEY}, 405),
+    ("GET callback", "GET", "/api/v1/factory/callbacks/", b"", {}, 405),
+    ("TRACE", "TRACE", "/api/v1/products/", b"", {}, 405),
+    ("unknown method", "BREW", "/api/v1/products/", b"", {}, 405),
+    ("lowercase method", "get", "/api/v1/products/", b"", {}, 400),
+    ("OPTIONS", "OPTIONS", "/api/v1/products/", b"", {}, 200),
+    # slashes
+    ("double leading slash", "GET", "//api/v1/products/", b"", {}, 404),
+    ("double inner slash", "GET", "/api/v1//products/", b"", {}, 404),
+    ("double trailing slash", "GET", "/api/v1/products//", b"", {}, 404),
+    ("no trailing slash", "GET", "/api/v1/products/GLAZED", b"", {}, 200),
+    ("dot segments", "GET", "/api/v1/products/../../../etc/passwd", b"", {}, 404),
+    ("backslashes", "GET", "/api/v1\\products\\", b"", {}, 404),
+    ("sale id not a number", "GET", "/api/v1/sales/abc", b"", {"Authorization": KEY}, 404),
+    ("absolute URI", "GET", "http://127.0.0.1/api/v1/products/", b"", {}, 200),
+    # case variants
+    ("upper path", "GET", "/API/V1/PRODUCTS/", b"", {}, 404),
+    ("mixed path", "GET", "/Api/v1/products/", b"", {}, 404),
+    (
+        "lower sku sold",
+        "POST",
+        "/api/v1/sales/",
+        b'{"items": [{"sku": "glazed", "quantity": 1}]}',
+        {"Authorization": KEY},
+        404,
+    ),
+    ("keyword case", "POST", "/api/v1/sales/", SALE, {"Authorization": "api-key nope"}, 401),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "expected"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_a_hostile_request_gets_a_json_answer_with_a_documented_code(web, key, method, path, body, headers, expected):
+    headers = {name: (f"Api-Key {key}" if value == KEY else value) for name, value in headers.items()}
+
+    answer = request(web, method, path, body, headers)
+
+    assert answer.status == expected, (answer.status, answer.body[:500])
+    if method == "OPTIONS" or answer.status < 400:
+        answer.json()
+    else:
+        assert answer.code in DOCUMENTED_CODES, answer.json()
+    if expected != 201:
+        assert Product.objects.get(sku="GLAZED").on_hand == 50, "nothing hostile sells"
+    server_log_is_clean(web)
