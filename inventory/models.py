@@ -2,11 +2,13 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Case, F, Q, When
 
+from donutsite.db import EXACT_COLLATION
+
 
 class Product(models.Model):
     """A donut we sell. `on_hand` changes only through the services in services.py, each with a ledger row."""
 
-    sku = models.CharField(max_length=64, unique=True)
+    sku = models.CharField(max_length=64, unique=True, db_collation=EXACT_COLLATION)
     name = models.CharField(max_length=200)
     price = models.DecimalField(max_digits=10, decimal_places=2)
     is_active = models.BooleanField(default=True)
@@ -163,7 +165,7 @@ class IdempotencyKey(models.Model):
     it made, or the out_of_stock refusal it got, as rendered then."""
 
     client = models.ForeignKey("clients.ApiClient", on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=255)
+    key = models.CharField(max_length=255, db_collation=EXACT_COLLATION)
     request_hash = models.CharField(max_length=64)
     sale = models.ForeignKey(Sale, on_delete=models.CASCADE, related_name="+", null=True, blank=True)
     refusal = models.JSONField(null=True, blank=True)  # the out_of_stock details ({"shortages": [...]})

@@ -28,7 +28,7 @@ def product_ids_for_skus(skus: list[str]) -> dict[str, int]:
         _product_ids.update(found)
         unknown = [sku for sku in missing if sku not in found]
         if unknown:
-            raise UnknownSku(f"Unknown SKU: {', '.join(unknown)}.", details={"skus": unknown})
+            raise _unknown_sku(unknown)
     return {sku: _product_ids[sku] for sku in skus}
 
 
@@ -44,9 +44,19 @@ def product_list():
 
 def product_get(*, sku: str) -> Product:
     product = Product.objects.filter(sku=sku, is_active=True).first()
-    if product is None:
-        raise UnknownSku(f"Unknown SKU: {sku}.", details={"skus": [sku]})
+    # utf8mb4_bin pads with spaces ("GLAZED " = "GLAZED"): the exact check is ours.
+    if product is None or product.sku != sku:
+        raise _unknown_sku([sku])
     return product
+
+
+def _unknown_sku(unknown: list[str]) -> UnknownSku:
+    """The refusal, with the SKU meant when one differs from ours only in case (`did_you_mean`)."""
+    by_fold = {sku.casefold(): sku for sku in Product.objects.filter(is_active=True).values_list("sku", flat=True)}
+    meant = {sku: by_fold[sku.casefold()] for sku in unknown if sku.casefold() in by_fold}
+    details = {"skus": unknown, **({"did_you_mean": meant} if meant else {})}
+    hint = "".join(f" Did you mean {ours} for {sku}?" for sku, ours in meant.items())
+    return UnknownSku(f"Unknown SKU: {', '.join(unknown)}.{hint}", details=details)
 
 
 def sale_get(*, client: ApiClient, sale_id: int) -> Sale | None:
@@ -67,7 +77,8 @@ def sale_list(*, client: ApiClient, created_after: date | None = None, created_b
 def restock_list(*, sku: str | None = None, status: str | None = None):
     qs = Restock.objects.select_related("product").order_by("-pk")
     if sku:
-        qs = qs.filter(product__sku=sku)
+        # utf8mb4_bin ignores trailing spaces in comparisons; no SKU we sell ends in one.
+        qs = qs.filter(product__sku=sku) if sku == sku.rstrip(" ") else qs.none()
     if status:
         qs = qs.filter(status=status)
     return qs

@@ -248,6 +248,43 @@ def test_device_rows_are_untouched_by_refused_bodies(web, key):
     assert Device.objects.count() == 0
 
 
+def test_idempotency_keys_differing_only_in_case_are_three_purchases(web, key):
+    # utf8mb4_unicode_ci made these one key: one sale and two replays, two purchases lost.
+    body = json.dumps({"items": [{"sku": "GLAZED", "quantity": 1}]}).encode()
+
+    answers = [
+        request(web, "POST", "/api/v1/sales/", body, {**auth(key), "Idempotency-Key": k})
+        for k in ("Key-AbCdEf", "key-abcdef", "KEY-ABCDEF")
+    ]
+
+    assert [a.status for a in answers] == [201] * 3
+    assert [a.headers.get("Idempotent-Replayed") for a in answers] == [None] * 3
+    assert Sale.objects.count() == 3
+    assert Product.objects.get(sku="GLAZED").on_hand == 47
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/products/glazed/", "/api/v1/products/GLA%00ZED/", "/api/v1/products/GLAZED%20/"]
+)
+def test_a_sku_is_found_only_as_written(web, key, path):
+    answer = request(web, "GET", path)
+
+    assert (answer.status, answer.code) == (404, "unknown_sku")
+
+
+def test_an_unknown_sku_differing_only_in_case_says_which_was_meant(web, key):
+    body = json.dumps({"items": [{"sku": "glazed", "quantity": 1}, {"sku": "NOPE", "quantity": 1}]}).encode()
+
+    sale = request(web, "POST", "/api/v1/sales/", body, auth(key))
+    product = request(web, "GET", "/api/v1/products/Glazed/")
+
+    assert (sale.status, sale.code) == (404, "unknown_sku")
+    assert sale.json()["skus"] == ["glazed", "NOPE"]
+    assert sale.json()["did_you_mean"] == {"glazed": "GLAZED"}
+    assert product.json()["did_you_mean"] == {"Glazed": "GLAZED"}
+    assert "Did you mean GLAZED" in product.json()["message"]
+
+
 # -- The hostile suite: (name, method, path, body, headers, expected status) -----------------------------
 # `KEY` in a header value is replaced by a valid API key. Every answer must be JSON; an error answer
 # carries a documented code; the server log shows no 5xx and no traceback.
