@@ -1,52 +1,50 @@
-"""Rate limit for admin logins: after ADMIN_LOGIN_MAX_FAILURES failures from one address within
-ADMIN_LOGIN_WINDOW_SECONDS, further login attempts from it get 429 until the window passes.
+"""Admin login lockout: ADMIN_LOGIN_MAX_FAILURES failed logins for one account from one client address
+within ADMIN_LOGIN_WINDOW_SECONDS, then that account from that address gets 429 until the window ends.
 
-Counted in the shared cache (Redis), so every web process sees the same count. If the cache is down,
-logins are not throttled (the password check itself still applies).
+Keyed on the account and the real client address (donutsite.ratelimit.client_address, which reads
+X-Forwarded-For only as far as DJANGO_TRUSTED_PROXY_COUNT trusted proxies), so someone guessing
+passwords locks out only themselves: the same account from another address, and other accounts from
+theirs, still log in. Ops lift a lockout with `manage.py admin_login_unlock`. Counted in Redis
+(shared by every web process); with Redis down logins are not throttled.
 """
 
+import hashlib
 import logging
 
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_login_failed
-from django.core.cache import cache
 from django.dispatch import receiver
 from django.http import HttpResponse
+
+from donutsite import ratelimit
 
 logger = logging.getLogger(__name__)
 
 
-def _key(request) -> str:
-    return f"admin-login-failures:{request.META.get('REMOTE_ADDR', '?')}"
+def account_tag(username: str) -> str:
+    """A short, key-safe stand-in for the account name; case-folded like the login form's lookup."""
+    return hashlib.sha256((username or "").casefold().encode()).hexdigest()[:16]
 
 
-def failures(request) -> int:
-    try:
-        return cache.get(_key(request), 0)
-    except Exception:  # the cache is down: do not lock everyone out
-        return 0
+def counter_name(username: str, address: str) -> str:
+    return f"admin-login:{account_tag(username)}:{address}"
 
 
 @receiver(user_login_failed)
 def count_failure(sender, credentials=None, request=None, **kwargs):
     if request is None:
         return
-    try:
-        cache.add(_key(request), 0, settings.ADMIN_LOGIN_WINDOW_SECONDS)
-        count = cache.incr(_key(request))
-    except Exception:
-        return
-    if count == settings.ADMIN_LOGIN_MAX_FAILURES:
-        logger.warning("admin login: %s failed logins from %s; throttled", count, request.META.get("REMOTE_ADDR"))
+    username = (credentials or {}).get("username", "")
+    address = ratelimit.client_address(request)
+    failures, _ = ratelimit.hit(counter_name(username, address), settings.ADMIN_LOGIN_WINDOW_SECONDS)
+    if failures == settings.ADMIN_LOGIN_MAX_FAILURES:
+        logger.warning("admin login: %s failed logins for %r from %s; locked", failures, username[:150], address)
 
 
 @receiver(user_logged_in)
-def forget_failures(sender, request=None, **kwargs):
-    if request is not None:
-        try:
-            cache.delete(_key(request))
-        except Exception as exc:
-            logger.warning("admin login: could not reset the failure count (%r)", exc)
+def forget_failures(sender, request=None, user=None, **kwargs):
+    if request is not None and user is not None:
+        ratelimit.forget(counter_name(user.get_username(), ratelimit.client_address(request)))
 
 
 class AdminLoginThrottleMiddleware:
@@ -54,14 +52,15 @@ class AdminLoginThrottleMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if (
-            request.method == "POST"
-            and request.path.rstrip("/").endswith("/admin/login")
-            and failures(request) >= settings.ADMIN_LOGIN_MAX_FAILURES
-        ):
-            response = HttpResponse(
-                "Too many failed logins from your address. Try again later.", status=429, content_type="text/plain"
-            )
-            response["Retry-After"] = str(settings.ADMIN_LOGIN_WINDOW_SECONDS)
-            return response
+        if request.method == "POST" and request.path.rstrip("/").endswith("/admin/login"):
+            name = counter_name(request.POST.get("username", ""), ratelimit.client_address(request))
+            failures, wait = ratelimit.count(name)
+            if failures >= settings.ADMIN_LOGIN_MAX_FAILURES:
+                response = HttpResponse(
+                    "Too many failed logins for this account from your address. Try again later.",
+                    status=429,
+                    content_type="text/plain",
+                )
+                response["Retry-After"] = str(wait)
+                return response
         return self.get_response(request)

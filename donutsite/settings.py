@@ -164,7 +164,13 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "donutsite.openapi.error_examples"],
 }
 
-# Admin logins: this many failures from one address within the window, then 429 until it passes.
+# How many reverse proxies of ours sit in front of gunicorn (production: the TLS proxy, 1). The client's
+# address is then read from X-Forwarded-For that many hops from the right (donutsite/ratelimit.py); 0
+# means REMOTE_ADDR is the client.
+TRUSTED_PROXY_COUNT = env.int("DJANGO_TRUSTED_PROXY_COUNT", default=0)
+
+# Admin logins: this many failures for one account from one client address within the window, then
+# 429 for that pair until it passes (donutsite/login_throttle.py; `manage.py admin_login_unlock`).
 ADMIN_LOGIN_MAX_FAILURES = env.int("ADMIN_LOGIN_MAX_FAILURES", default=5)
 ADMIN_LOGIN_WINDOW_SECONDS = env.int("ADMIN_LOGIN_WINDOW_SECONDS", default=900)
 

@@ -4,11 +4,13 @@ import os
 import secrets
 import subprocess
 import sys
+from io import StringIO
 
 import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.test import override_settings
 
 from donutsite.checks import timing_problems
@@ -93,21 +95,71 @@ def test_a_worker_will_not_start_with_unsafe_timing():
 @pytest.fixture
 def staff(db):
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    User.objects.create_superuser("other", "other@example.com", "another good password")
     return User.objects.create_superuser("ops", "ops@example.com", "correct horse battery")
 
 
-def login(client, password):
-    return client.post("/admin/login/?next=/admin/", {"username": "ops", "password": password})
+def login(client, password, username="ops", **extra):
+    return client.post("/admin/login/?next=/admin/", {"username": username, "password": password}, **extra)
+
+
+def fail_until_locked(client, **extra):
+    return [login(client, "wrong", **extra).status_code for _ in range(settings.ADMIN_LOGIN_MAX_FAILURES)]
 
 
 def test_admin_logins_are_throttled_after_repeated_failures(client, staff):
-    statuses = [login(client, "wrong").status_code for _ in range(settings.ADMIN_LOGIN_MAX_FAILURES)]
+    statuses = fail_until_locked(client)
     blocked = login(client, "correct horse battery")
 
     assert statuses == [200] * settings.ADMIN_LOGIN_MAX_FAILURES, "a failed login shows the form again"
     assert blocked.status_code == 429
-    assert int(blocked["Retry-After"]) == settings.ADMIN_LOGIN_WINDOW_SECONDS
-    assert "_auth_user_id" not in client.session, "even the right password is refused while throttled"
+    assert 0 < int(blocked["Retry-After"]) <= settings.ADMIN_LOGIN_WINDOW_SECONDS
+    assert "_auth_user_id" not in client.session, "the right password from the locked address is refused too"
+
+
+def test_a_lockout_is_one_account_from_one_address(client, staff, settings):
+    # Behind the TLS proxy every request came from the proxy's address: five failures locked out everyone.
+    settings.TRUSTED_PROXY_COUNT = 1
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    fail_until_locked(client, **proxy, HTTP_X_FORWARDED_FOR="203.0.113.9")
+
+    assert login(client, "correct horse battery", **proxy, HTTP_X_FORWARDED_FOR="203.0.113.9").status_code == 429
+    assert login(client, "correct horse battery", **proxy, HTTP_X_FORWARDED_FOR="198.51.100.4").status_code == 302
+    client.logout()
+    other = login(client, "another good password", username="other", **proxy, HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert other.status_code == 302, "another account from the same address still logs in"
+
+
+def test_only_the_trusted_hops_of_x_forwarded_for_count(client, staff, settings):
+    settings.TRUSTED_PROXY_COUNT = 1
+    # The attacker writes what they like left of the entry our proxy appends; it changes nothing.
+    for spoof in [f"10.0.0.{n}" for n in range(settings.ADMIN_LOGIN_MAX_FAILURES)]:
+        login(client, "wrong", HTTP_X_FORWARDED_FOR=f"{spoof}, 203.0.113.9")
+
+    assert login(client, "correct horse battery", HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.9").status_code == 429
+
+
+def test_without_trusted_proxies_x_forwarded_for_is_ignored(client, staff):
+    for n in range(settings.ADMIN_LOGIN_MAX_FAILURES):
+        login(client, "wrong", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}")
+
+    assert login(client, "correct horse battery", HTTP_X_FORWARDED_FOR="10.9.9.9").status_code == 429
+
+
+def test_ops_lift_a_lockout_with_a_command(client, staff):
+    fail_until_locked(client)
+    fail_until_locked(client, REMOTE_ADDR="192.0.2.1")
+    assert login(client, "correct horse battery").status_code == 429
+
+    out = StringIO()
+    call_command("admin_login_unlock", "OPS", "--address", "127.0.0.1", stdout=out)
+
+    assert "Unlocked 1 " in out.getvalue()
+    assert login(client, "correct horse battery").status_code == 302
+    client.logout()
+    assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 429
+    call_command("admin_login_unlock", "--all", stdout=out)
+    assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 302
 
 
 def test_a_successful_login_clears_the_failures(client, staff):

@@ -1,0 +1,91 @@
+"""Who is asking (the client's address behind our trusted proxies) and counters of what they did,
+kept in Redis so every web process shares them.
+
+`client_address`: REMOTE_ADDR is the TLS proxy in production, the same for everyone. With
+DJANGO_TRUSTED_PROXY_COUNT=N, the address is the N-th X-Forwarded-For entry from the right: each
+trusted proxy appends the address it saw, so that entry was written by our outermost proxy and the
+ones left of it by whoever sent the request (anything). Without the setting, REMOTE_ADDR.
+
+Counters are fixed windows that start with their first hit (SET NX EX, then INCR). They fail open:
+with Redis down nothing is counted or refused, and the caller's own checks (passwords, keys,
+signatures) still apply.
+"""
+
+import ipaddress
+import logging
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+_redis = None
+
+
+def client_address(request) -> str:
+    hops = settings.TRUSTED_PROXY_COUNT
+    if hops:
+        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        forwarded = [part for part in forwarded if part]
+        if len(forwarded) >= hops:
+            try:
+                return str(ipaddress.ip_address(forwarded[-hops]))
+            except ValueError:
+                pass  # not an address: our proxy did not write it; count it as the proxy's
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+def _client():
+    global _redis
+    if _redis is None:
+        _redis = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
+    return _redis
+
+
+def _key(name: str) -> str:
+    return f"{settings.CACHES['default']['KEY_PREFIX']}:limit:{name}"
+
+
+def hit(name: str, window: int) -> tuple[int, int]:
+    """Count one more in `name`'s window; return (count, seconds until the window ends). (0, 0) when
+    Redis does not answer."""
+    key = _key(name)
+    try:
+        pipe = _client().pipeline(transaction=True)
+        pipe.set(key, 0, ex=window, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, count, ttl = pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("rate limit: Redis unavailable (%s); not counting", exc)
+        return 0, 0
+    return count, max(ttl, 1)
+
+
+def count(name: str) -> tuple[int, int]:
+    """(count, seconds until the window ends) of `name` without counting; (0, 0) if none or Redis is down."""
+    key = _key(name)
+    try:
+        pipe = _client().pipeline(transaction=False)
+        pipe.get(key)
+        pipe.ttl(key)
+        value, ttl = pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("rate limit: Redis unavailable (%s); not refusing", exc)
+        return 0, 0
+    return int(value or 0), max(ttl, 1)
+
+
+def forget(name: str) -> None:
+    try:
+        _client().delete(_key(name))
+    except redis.RedisError as exc:
+        logger.warning("rate limit: could not reset %s (%s)", name, exc)
+
+
+def forget_matching(pattern: str) -> list[str]:
+    """Delete every counter whose name matches the glob `pattern`; return the names deleted."""
+    prefix = _key("")
+    keys = list(_client().scan_iter(match=_key(pattern), count=1000))
+    if keys:
+        _client().delete(*keys)
+    return sorted(key.decode()[len(prefix) :] for key in keys)
