@@ -47,7 +47,7 @@ def _key(name: str) -> str:
 
 def hit(name: str, window: int) -> tuple[int, int]:
     """Count one more in `name`'s window; return (count, seconds until the window ends). (0, 0) when
-    Redis does not answer."""
+    Redis does not answer. The count is kept `window` seconds from its first hit."""
     key = _key(name)
     try:
         pipe = _client().pipeline(transaction=True)

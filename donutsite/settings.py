@@ -196,6 +196,10 @@ FACTORY_API_KEY = env.str("FACTORY_API_KEY", default="dev-factory-key" if DEBUG 
 FACTORY_CALLBACK_SECRET = env.str("FACTORY_CALLBACK_SECRET", default="dev-callback-secret" if DEBUG else "")
 if not (FACTORY_API_KEY and FACTORY_CALLBACK_SECRET):
     raise ImproperlyConfigured("FACTORY_API_KEY and FACTORY_CALLBACK_SECRET must be set outside development.")
+# Refused (unsigned, forged, stale) callbacks: one alert per window, and an address refused this often
+# in a window gets 429 until it ends (factory/refusals.py).
+CALLBACK_REFUSAL_WINDOW_SECONDS = env.int("CALLBACK_REFUSAL_WINDOW_SECONDS", default=300)
+CALLBACK_REFUSALS_PER_ADDRESS = env.int("CALLBACK_REFUSALS_PER_ADDRESS", default=20)
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 FACTORY_REFERENCE_PREFIX = env.str("FACTORY_REFERENCE_PREFIX", default="restock")
 FACTORY_TIMEOUT_SECONDS = env.float("FACTORY_TIMEOUT_SECONDS", default=8.0)

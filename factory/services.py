@@ -17,7 +17,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from factory import signatures
+from factory import refusals, signatures
 from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable
 from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_never_sent
@@ -203,22 +203,14 @@ def restock_fail(restock_id: int, *, reason: str) -> None:
 
 
 def callback_authenticate(*, raw: bytes, timestamp: str | None, signature: str | None, remote_addr: str) -> None:
-    """Accept a callback only if it is signed with FACTORY_CALLBACK_SECRET and fresh. A refusal is
-    recorded as a warning alert (its own transaction, so the refusal cannot roll it back) and raised."""
+    """Accept a callback only if it is signed with FACTORY_CALLBACK_SECRET and fresh. An address over its
+    refused callbacks is answered 429 before the check; a refusal is counted and raised, and the first
+    of its window raises the warning alert (factory/refusals.py, its own transaction)."""
+    refusals.callback_refusals_check(remote_addr)
     problem = signatures.check(settings.FACTORY_CALLBACK_SECRET, timestamp, signature, raw)
     if not problem:
         return
-    logger.warning("factory callback refused: %s", problem)
-    with transaction.atomic():
-        alert_raise(
-            kind="forged_callback",
-            severity="warning",
-            title="A factory callback was refused",
-            text=f"{problem} (from {remote_addr}). Someone may be forging callbacks, "
-            "or FACTORY_CALLBACK_SECRET differs from the factory's.",
-            dedupe_key="forged_callback",
-            context={"error": problem},
-        )
+    refusals.callback_refused(problem=problem, address=remote_addr)
     raise InvalidSignature(f"Callback refused: {problem}.")
 
 
@@ -241,6 +233,8 @@ def restock_receive(
         if restock.status in (Restock.Status.FULFILLED, Restock.Status.CANCELLED):
             return restock, False
         received = 0 if cancelled else quantity_produced
+        if received > restock.quantity:
+            received = _over_quantity_capped(restock, order_id, reported=received)
         was_sold_out = product.on_hand == 0
         if received:
             Product.objects.filter(pk=product.pk).update(on_hand=F("on_hand") + received)
@@ -270,6 +264,21 @@ def restock_receive(
 
 
 _RESTOCK_ID = re.compile(r"[0-9]{1,18}")
+
+
+def _over_quantity_capped(restock: Restock, order_id: str, *, reported: int) -> int:
+    """The contract allows the factory to produce less than ordered, never more: credit what was
+    ordered (the restock closes, nothing is left to retry) and let ops count the delivery."""
+    alert_raise(
+        kind="factory_over_quantity",
+        severity="warning",
+        title=f"The factory reported {reported} {restock.product.sku} for an order of {restock.quantity}",
+        text=f"Restock {restock.pk} (factory order {order_id}) was credited {restock.quantity}, what was ordered. "
+        "Count the delivery and adjust the stock if more really arrived.",
+        dedupe_key=f"factory_over_quantity:{restock.pk}",
+        context={"restock": restock.pk, "order_id": order_id, "ordered": restock.quantity, "reported": reported},
+    )
+    return restock.quantity
 
 
 def _restock_for(*, order_id: str, reference: str) -> Restock:

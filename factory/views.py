@@ -11,6 +11,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from donutsite.ratelimit import client_address
 from factory import services
 from factory.errors import MalformedCallback
 from inventory.serializers import ErrorOut, StrictCharField, StrictIntegerField, ValidationErrorOut
@@ -45,7 +46,7 @@ class FactorySignatureAuthentication(authentication.BaseAuthentication):
             raw=request.body,
             timestamp=request.headers.get("X-Factory-Timestamp"),
             signature=request.headers.get("X-Factory-Signature"),
-            remote_addr=request.META.get("REMOTE_ADDR", ""),
+            remote_addr=client_address(request),
         )
         return AnonymousUser(), "factory-signature"
 
@@ -94,6 +95,9 @@ class FactoryCallbackView(APIView):
             400: ValidationErrorOut,
             401: OpenApiResponse(ErrorOut, description="Bad signature or stale timestamp (`invalid_signature`)."),
             404: OpenApiResponse(ErrorOut, description="No such order (`unknown_order`); the factory retries."),
+            429: OpenApiResponse(
+                ErrorOut, description="Too many refused callbacks from this address (`throttled`); see Retry-After."
+            ),
         },
         description="Signed with HMAC-SHA256 over `<X-Factory-Timestamp>.<raw body>`, header "
         "`X-Factory-Signature: sha256=<hex>`. Idempotent: a duplicate answers 200 and changes nothing.",

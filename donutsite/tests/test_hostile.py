@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from email.message import Message
 
 import pytest
+import redis
 from django.conf import settings
 
 from donutsite.testing import OUTPUT, System
@@ -133,6 +134,7 @@ def server_log_is_clean(web):
 @pytest.fixture
 def key(web):
     web.log_mark = len(web.processes["web"].output())
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()  # rate-limit counters start at zero
     # The same id in every test: gunicorn's processes remember SKU ids, and products are never deleted
     # outside tests.
     make_product("GLAZED", on_hand=50, id=9001)
@@ -283,6 +285,46 @@ def test_an_unknown_sku_differing_only_in_case_says_which_was_meant(web, key):
     assert sale.json()["did_you_mean"] == {"glazed": "GLAZED"}
     assert product.json()["did_you_mean"] == {"Glazed": "GLAZED"}
     assert "Did you mean GLAZED" in product.json()["message"]
+
+
+def test_a_burst_of_unsigned_callbacks_is_throttled_and_alerted_once(web, key):
+    body = b'{"event": "order.completed"}'
+    limit = settings.CALLBACK_REFUSALS_PER_ADDRESS
+
+    statuses = [request(web, "POST", "/api/v1/factory/callbacks/", body).status for _ in range(limit + 10)]
+    refused = request(web, "POST", "/api/v1/factory/callbacks/", body)
+
+    assert statuses == [401] * limit + [429] * 10
+    assert refused.code == "throttled"
+    assert 0 < int(refused.headers["Retry-After"]) <= settings.CALLBACK_REFUSAL_WINDOW_SECONDS
+    assert Alert.objects.filter(kind="forged_callback").count() == 1, "one alert per window, not per refusal"
+    server_log_is_clean(web)
+
+
+def test_a_callback_crediting_more_than_was_ordered_credits_the_order_and_alerts(web, key):
+    product = Product.objects.get(sku="GLAZED")
+    restock = Restock.objects.create(
+        product=product, quantity=100, reason="shortage", status="placed", factory_order_id="F-9"
+    )
+    body = json.dumps(
+        {
+            "event": "order.completed",
+            "order_id": "F-9",
+            "reference": restock.reference,
+            "sku": "GLAZED",
+            "quantity": 10_000,
+            "quantity_produced": 10_000,
+        }
+    ).encode()
+
+    answer = request(web, "POST", "/api/v1/factory/callbacks/", body, signed(body))
+
+    assert answer.status == 200 and answer.json()["status"] == "applied"
+    assert Product.objects.get(sku="GLAZED").on_hand == 150, "credited the 100 ordered, not 10,000"
+    restock.refresh_from_db()
+    assert (restock.status, restock.quantity_received) == ("fulfilled", 100)
+    alert = Alert.objects.get(kind="factory_over_quantity")
+    assert "10000" in alert.title and "100" in alert.title
 
 
 # -- The hostile suite: (name, method, path, body, headers, expected status) -----------------------------
