@@ -69,6 +69,10 @@ MIDDLEWARE = [
     "donutsite.unavailable.DatabaseUnavailableMiddleware",  # a database error in a view: 503, not 500
 ]
 
+# Admin messages live in the (database) session, not in a cookie: a new API key is shown once in one,
+# and a signed cookie is readable by anyone who sees it.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 ROOT_URLCONF = "donutsite.urls"
 WSGI_APPLICATION = "donutsite.wsgi.application"
 

@@ -169,3 +169,18 @@ def test_a_successful_login_clears_the_failures(client, staff):
     assert login(client, "correct horse battery").status_code == 302
     client.logout()
     assert [login(client, "wrong").status_code for _ in range(2)] == [200, 200]
+
+
+def test_a_new_api_key_is_shown_once_and_never_travels_in_a_cookie(admin_client):
+    import re
+
+    from django.urls import reverse
+
+    added = admin_client.post(reverse("admin:inventory_apiclient_add"), {"name": "till-9", "_save": "Save"})
+    page = admin_client.get(added["Location"])
+    again = admin_client.get(added["Location"])
+
+    key = re.search(r"Copy this key now: ([A-Za-z0-9_-]{40,})", page.content.decode()).group(1)
+    assert "messages" not in added.cookies and "messages" not in page.cookies
+    assert all(key not in morsel.value for morsel in [*added.cookies.values(), *page.cookies.values()])
+    assert key not in again.content.decode(), "shown once"
