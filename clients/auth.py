@@ -6,6 +6,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from clients.models import ApiClient
+from donutsite import ratelimit
 
 # Keys are looked up on every request; a short in-process cache saves a query per sale.
 # Deactivating a client therefore takes effect within CACHE_SECONDS.
@@ -36,11 +37,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header:
             return None
+        ratelimit.failed_auth_check(request)  # 429 while this address keeps sending bad keys
         keyword, _, key = header.partition(" ")
         if keyword != self.keyword or not key.strip():
+            ratelimit.failed_auth_count(request)
             raise exceptions.AuthenticationFailed("Send `Authorization: Api-Key <key>`.")
         client = api_client_for_key(key.strip())
         if client is None:
+            ratelimit.failed_auth_count(request)
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         # The client stands in for a user: DRF's IsAuthenticated checks `request.user.is_authenticated`.
         return (ClientUser(client), client)

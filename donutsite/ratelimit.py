@@ -16,6 +16,8 @@ import logging
 
 import redis
 from django.conf import settings
+from rest_framework import exceptions
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 logger = logging.getLogger(__name__)
 _redis = None
@@ -89,3 +91,39 @@ def forget_matching(pattern: str) -> list[str]:
     if keys:
         _client().delete(*keys)
     return sorted(key.decode()[len(prefix) :] for key in keys)
+
+
+def _rate(setting: str) -> tuple[int, int]:
+    return SimpleRateThrottle.parse_rate(None, getattr(settings, setting))
+
+
+class AnonymousRateThrottle(BaseThrottle):
+    """ANON_THROTTLE_RATE per client address for requests without an API key (the public catalogue,
+    the schema); requests with a key are ApiClientRateThrottle's."""
+
+    def __init__(self):
+        self.wait_seconds = None
+
+    def allow_request(self, request, view):
+        if request.auth is not None:
+            return True
+        limit, window = _rate("ANON_THROTTLE_RATE")
+        count, self.wait_seconds = hit(f"anon:{client_address(request)}", window)
+        return count <= limit
+
+    def wait(self):
+        return self.wait_seconds
+
+
+def failed_auth_check(request) -> None:
+    """Raise Throttled while the request's address is over FAILED_AUTH_THROTTLE_RATE bad credentials:
+    each costs a database lookup, and guessing keys should be slow. Checked before the lookup."""
+    limit, _ = _rate("FAILED_AUTH_THROTTLE_RATE")
+    failures, wait = count(f"auth-failed:{client_address(request)}")
+    if failures >= limit:
+        raise exceptions.Throttled(wait, detail="Too many failed authentications from your address.")
+
+
+def failed_auth_count(request) -> None:
+    _, window = _rate("FAILED_AUTH_THROTTLE_RATE")
+    hit(f"auth-failed:{client_address(request)}", window)

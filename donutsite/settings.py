@@ -145,7 +145,10 @@ CACHES = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["clients.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_THROTTLE_CLASSES": ["clients.throttles.ApiClientRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "clients.throttles.ApiClientRateThrottle",
+        "donutsite.ratelimit.AnonymousRateThrottle",
+    ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["donutsite.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -190,6 +193,9 @@ for _net in METRICS_ALLOWED_IPS:
 
 # API clients: how fast one client may call us, and how long an Idempotency-Key is remembered.
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="200/second")
+# Per client address (donutsite/ratelimit.py): requests without a key, and bad keys sent.
+ANON_THROTTLE_RATE = env.str("ANON_THROTTLE_RATE", default="120/minute")
+FAILED_AUTH_THROTTLE_RATE = env.str("FAILED_AUTH_THROTTLE_RATE", default="10/minute")
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 if IDEMPOTENCY_KEY_TTL_HOURS < 24:
     raise ImproperlyConfigured("IDEMPOTENCY_KEY_TTL_HOURS must be at least 24.")

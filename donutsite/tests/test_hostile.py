@@ -68,6 +68,10 @@ class Answer:
 @pytest.fixture(scope="module")
 def web(django_db_setup, django_db_blocker):
     running = System(broker_url="redis://127.0.0.1:6379/15", log_dir=OUTPUT.parent / "hostile")
+    # Behind one proxy, as in production: X-Forwarded-For's last entry is the client.
+    running.env.update(
+        ANON_THROTTLE_RATE="30/minute", FAILED_AUTH_THROTTLE_RATE="5/minute", DJANGO_TRUSTED_PROXY_COUNT="1"
+    )
     try:
         running.start_web()
         yield running
@@ -325,6 +329,33 @@ def test_a_callback_crediting_more_than_was_ordered_credits_the_order_and_alerts
     assert (restock.status, restock.quantity_received) == ("fulfilled", 100)
     alert = Alert.objects.get(kind="factory_over_quantity")
     assert "10000" in alert.title and "100" in alert.title
+
+
+def test_anonymous_reads_are_limited_per_client_address(web, key):
+    a, b = {"X-Forwarded-For": "203.0.113.1"}, {"X-Forwarded-For": "203.0.113.2"}
+
+    statuses = [request(web, "GET", "/api/v1/products/", headers=a).status for _ in range(30)]
+    limited = request(web, "GET", "/api/v1/products/GLAZED/", headers=a)
+
+    assert statuses == [200] * 30
+    assert (limited.status, limited.code) == (429, "throttled")
+    assert 0 < int(limited.headers["Retry-After"]) <= 60
+    assert request(web, "GET", "/api/v1/products/", headers=b).status == 200, "another address is not limited"
+    assert request(web, "GET", "/api/v1/products/", headers={**a, **auth(key)}).status == 200, "a client has its own"
+
+
+def test_failed_authentications_are_limited_per_client_address(web, key):
+    a, b = {"X-Forwarded-For": "203.0.113.1"}, {"X-Forwarded-For": "203.0.113.2"}
+    bad = {"Authorization": "Api-Key guessed"}
+
+    statuses = [request(web, "GET", "/api/v1/restocks/", headers={**a, **bad}).status for _ in range(5)]
+    limited = request(web, "POST", "/api/v1/sales/", SALE, headers={**a, **bad})
+
+    assert statuses == [401] * 5
+    assert (limited.status, limited.code) == (429, "throttled")
+    assert 0 < int(limited.headers["Retry-After"]) <= 60
+    assert request(web, "GET", "/api/v1/restocks/", headers={**b, **bad}).status == 401
+    assert request(web, "GET", "/api/v1/restocks/", headers={**b, **auth(key)}).status == 200
 
 
 # -- The hostile suite: (name, method, path, body, headers, expected status) -----------------------------
