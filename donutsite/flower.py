@@ -3,9 +3,15 @@
 Flower lists only the queues some worker consumes, and no worker consumes `dead_letter` (it holds copies
 of dead-lettered messages for ops to count; the database row is the record). This entry point widens
 Flower's list to every queue in CELERY_TASK_QUEUES_NAMES, so the dead-letter queue and its length show
-on the Broker page and in /api/queues/length. Everything else is Flower as `celery flower` runs it.
+on the Broker page and in /api/queues/length.
+
+It is also always read-only (Flower's `--read_only`: its API refuses to send, revoke or abort tasks and
+to control workers, 403) and refuses to start without a login (FLOWER_BASIC_AUTH, `--basic_auth` or
+`--auth`): whoever reaches it may watch the queues, never act on them. Redrives go through the admin
+or `manage.py redrive`, which record who did what.
 """
 
+import os
 import sys
 
 
@@ -21,11 +27,20 @@ def widen_queue_list() -> None:
     BaseHandler.get_active_queue_names = get_active_queue_names
 
 
+def flower_argv(args: list[str], environ: dict) -> list[str]:
+    """`celery flower` with our options: read-only last, so nothing before it can switch it off."""
+    logins = ("--basic_auth", "--basic-auth", "--auth")
+    if not ({"--help", "-h"} & set(args) or environ.get("FLOWER_BASIC_AUTH") or environ.get("FLOWER_AUTH")):
+        if not any(arg.split("=", 1)[0] in logins for arg in args):
+            raise SystemExit("Flower needs a login: set FLOWER_BASIC_AUTH=user:password (or pass --basic_auth).")
+    return ["celery", "-A", "donutsite", "flower", *args, "--read_only=true"]
+
+
 def main() -> None:
     from celery.bin.celery import main as celery_main
 
     widen_queue_list()
-    sys.argv = ["celery", "-A", "donutsite", "flower", *sys.argv[1:]]
+    sys.argv = flower_argv(sys.argv[1:], os.environ)
     celery_main()
 
 

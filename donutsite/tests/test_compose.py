@@ -56,6 +56,11 @@ def test_the_production_shape(compose):
     assert services["redis"]["image"] == "redis:7"
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "--maxmemory-policy noeviction" in redis_command
+    assert "--requirepass set-in-env" in redis_command, "Redis asks for a password"
+    for role in ("web", "worker", "beat", "flower"):
+        environment = services[role]["environment"]
+        assert environment["CELERY_BROKER_URL"] == "redis://:set-in-env@redis:6379/0", role
+        assert environment["REDIS_URL"] == "redis://:set-in-env@redis:6379/1", role
     assert services["beat"]["deploy"]["replicas"] == 1
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "-Q notifications" in " ".join(services["notifications-worker"]["command"])

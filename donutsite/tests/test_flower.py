@@ -27,6 +27,25 @@ def get(url, auth=None):
         return 0, None  # not listening yet
 
 
+def post(url, auth) -> int:
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode(), "Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_flower_will_not_start_without_a_login():
+    from donutsite.flower import flower_argv
+
+    with pytest.raises(SystemExit, match="FLOWER_BASIC_AUTH"):
+        flower_argv(["--port=5555"], {})
+    assert flower_argv(["--read_only=false"], {"FLOWER_BASIC_AUTH": "ops:x"})[-1] == "--read_only=true"
+    assert flower_argv(["--basic_auth=ops:x"], {})[-1] == "--read_only=true"
+
+
 def test_flower_needs_its_login_and_counts_the_dead_letter_queue():
     broker = redis.Redis.from_url(current_app.conf.broker_url)
     broker.delete("dead_letter")
@@ -44,6 +63,9 @@ def test_flower_needs_its_login_and_counts_the_dead_letter_queue():
         assert get(url)[0] == 401
         assert get(url, "ops:wrong")[0] == 401
         queues = {q["name"]: q["messages"] for q in get(url, "ops:s3cret")[1]["active_queues"]}
+        sent = post(f"http://127.0.0.1:{port}/api/task/async-apply/factory.restock_place", "ops:s3cret")
+        assert sent == 403, "read-only: the API sends no task"
+        assert post(f"http://127.0.0.1:{port}/api/worker/shutdown/worker1@h", "ops:s3cret") == 403
         assert queues["dead_letter"] == 2
         assert {"default", "factory", "notifications", "maintenance"} <= set(queues)
     finally:
