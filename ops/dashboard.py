@@ -3,7 +3,9 @@
 so the page needs no JavaScript and nothing from the internet.
 
 Staff only: both views are wrapped in admin.site.admin_view, which sends anyone else to the admin login.
-Redriving also needs the permission to change dead letters, as in the dead-letter admin.
+The page also needs the view permissions of everything it shows (VIEW_PERMISSIONS: products, restocks,
+dead letters, alerts, sales), so being staff alone shows nothing; redriving needs the permission to
+change dead letters, as in the dead-letter admin.
 """
 
 from django.contrib import admin, messages
@@ -18,6 +20,13 @@ from django.views.decorators.http import require_GET, require_POST
 from factory.models import DeadLetter
 from ops import charts, selectors
 
+VIEW_PERMISSIONS = (
+    "inventory.view_product",
+    "inventory.view_restock",
+    "inventory.view_sale",
+    "factory.view_deadletter",
+    "notifications.view_alert",
+)
 REDRIVE_PERMISSION = "factory.change_deadletter"
 # One click redrives at most this many, so the request stays short; the message says how many are left.
 REDRIVE_BATCH = 200
@@ -86,6 +95,8 @@ def sales_chart() -> str:
 
 @require_GET
 def dashboard_view(request):
+    if not request.user.has_perms(VIEW_PERMISSIONS):
+        raise PermissionDenied
     sku = request.GET.get("sku", "").strip() or None
     stock_svg, chart_sku = stock_chart(sku)
     open_restocks, open_restock_count = selectors.restocks_open()

@@ -184,3 +184,24 @@ def test_a_new_api_key_is_shown_once_and_never_travels_in_a_cookie(admin_client)
     assert "messages" not in added.cookies and "messages" not in page.cookies
     assert all(key not in morsel.value for morsel in [*added.cookies.values(), *page.cookies.values()])
     assert key not in again.content.decode(), "shown once"
+
+
+def test_restocks_are_catalogue_information_without_any_client_in_them(db):
+    # Decided: every client may list every restock ("when is more GLAZED coming?"); a restock names a
+    # product and quantities, never the client or sale that caused it, and a client's own sales stay
+    # its own (sale_get).
+    from rest_framework.test import APIClient
+
+    from inventory.models import Restock
+    from inventory.tests.helpers import make_api_client, make_product
+
+    product = make_product("GLAZED", on_hand=0)
+    Restock.objects.create(product=product, quantity=40, reason="shortage", status="placed")
+    http = APIClient()
+    http.credentials(HTTP_AUTHORIZATION=f"Api-Key {make_api_client()[1]}")
+
+    listed = http.get("/api/v1/restocks/").json()["results"]
+
+    assert [set(row) for row in listed] == [
+        {"id", "sku", "quantity", "status", "reason", "expected_at", "quantity_received", "created_at"}
+    ]

@@ -14,6 +14,7 @@ from django.utils import timezone
 from factory.models import DeadLetter
 from inventory.models import Product, Restock, Sale, StockMovement
 from ops import charts, selectors
+from ops.dashboard import VIEW_PERMISSIONS
 from testsupport.data import make_api_client, make_failed_restock, make_product
 from testsupport.queues import queued_restocks
 
@@ -33,9 +34,25 @@ def shown_messages(response) -> list[str]:
 
 @pytest.fixture
 def staff_client(client, db):
-    """Staff with no model permissions at all."""
-    client.force_login(User.objects.create_user("staff", password="pw", is_staff=True))
+    """Staff who may view what the dashboard shows, and change nothing."""
+    user = User.objects.create_user("staff", password="pw", is_staff=True)
+    for permission in VIEW_PERMISSIONS:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    client.force_login(user)
     return client
+
+
+@pytest.mark.django_db
+def test_staff_without_the_view_permissions_are_refused(client):
+    user = User.objects.create_user("bare", password="pw", is_staff=True)
+    client.force_login(user)
+
+    assert client.get(DASHBOARD).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="view_product"))
+    user = User.objects.get(pk=user.pk)  # permissions are cached on the instance
+    client.force_login(user)
+    assert client.get(DASHBOARD).status_code == 403, "every view permission, not one"
 
 
 # Who may see it
