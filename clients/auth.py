@@ -14,12 +14,16 @@ CACHE_SECONDS = 10.0
 _cache: dict[str, tuple[float, ApiClient]] = {}
 
 
-def api_client_for_key(key: str) -> ApiClient | None:
+def api_client_for_key(key: str, *, before_lookup=None) -> ApiClient | None:
+    """The active client of `key`, from the cache or the database; `before_lookup()` runs (and may
+    raise) only when the database must be asked."""
     key_hash = ApiClient.hash_key(key)
     now = time.monotonic()
     hit = _cache.get(key_hash)
     if hit and hit[0] > now:
         return hit[1]
+    if before_lookup is not None:
+        before_lookup()
     client = ApiClient.objects.filter(key_hash=key_hash, is_active=True).first()
     if client is None:
         _cache.pop(key_hash, None)
@@ -37,12 +41,14 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header:
             return None
-        ratelimit.failed_auth_check(request)  # 429 while this address keeps sending bad keys
         keyword, _, key = header.partition(" ")
         if keyword != self.keyword or not key.strip():
+            ratelimit.failed_auth_check(request)
             ratelimit.failed_auth_count(request)
             raise exceptions.AuthenticationFailed("Send `Authorization: Api-Key <key>`.")
-        client = api_client_for_key(key.strip())
+        # 429 while this address keeps sending bad keys; checked only before a database lookup, so a
+        # key seen in the last CACHE_SECONDS costs no Redis round trip.
+        client = api_client_for_key(key.strip(), before_lookup=lambda: ratelimit.failed_auth_check(request))
         if client is None:
             ratelimit.failed_auth_count(request)
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
