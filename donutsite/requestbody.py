@@ -5,7 +5,8 @@ de-chunks it and marks `wsgi.input_terminated`) was read as empty and a sale ans
 required". `ChunkedBody` reads such a body up to DATA_UPLOAD_MAX_MEMORY_SIZE + 1 bytes and hands
 Django a body with its length. `BodySizeMiddleware` answers a body over the limit, chunked or not,
 with `413 request_too_large` before anything parses it (Django would raise RequestDataTooBig, an
-HTML 400 page).
+HTML 400 page). Behind a server that does not de-chunk (`make run`'s runserver), a chunked body is
+`411 length_required` rather than read as empty.
 """
 
 import io
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.http import JsonResponse
 
 OVER_LIMIT = "donutsite.body_over_limit"
+LENGTH_UNKNOWN = "donutsite.body_length_unknown"
 
 
 class ChunkedBody:
@@ -24,7 +26,9 @@ class ChunkedBody:
 
     def __call__(self, environ, start_response):
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if chunked and not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+        if chunked and not environ.get("CONTENT_LENGTH") and not environ.get("wsgi.input_terminated"):
+            environ[LENGTH_UNKNOWN] = True  # a server that does not de-chunk (runserver): say so, 411
+        elif chunked and not environ.get("CONTENT_LENGTH"):
             limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             body = environ["wsgi.input"].read(-1 if limit is None else limit + 1)
             if limit is not None and len(body) > limit:
@@ -51,6 +55,11 @@ class BodySizeMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if request.META.get(LENGTH_UNKNOWN):
+            return JsonResponse(
+                {"code": "length_required", "message": "This server needs a Content-Length; send the body unchunked."},
+                status=411,
+            )
         if _too_big(request):
             limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             return JsonResponse(

@@ -47,3 +47,32 @@ def test_a_get_without_the_trailing_slash_is_served_too(client):
 
     assert response.status_code == 200
     assert response.json() == []
+
+
+def test_a_chunked_body_a_server_cannot_dechunk_is_a_411_not_an_empty_body():
+    """runserver (make run) hands Django chunked bytes without a length; gunicorn de-chunks (test_hostile)."""
+    import io
+    import json
+
+    from django.core.wsgi import get_wsgi_application
+
+    from donutsite.requestbody import ChunkedBody
+
+    answers = []
+    app = ChunkedBody(get_wsgi_application())
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/api/v1/sales/",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b'2c\r\n{"items": [{"sku": "GLAZED", "quantity": 1}]}\r\n0\r\n\r\n'),
+        "wsgi.errors": io.StringIO(),
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "CONTENT_TYPE": "application/json",
+    }
+
+    body = b"".join(app(environ, lambda status, headers: answers.append(status)))
+
+    assert answers == ["411 Length Required"]
+    assert json.loads(body)["code"] == "length_required"

@@ -10,6 +10,7 @@ import socket
 import time
 from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 
 import pytest
 import redis
@@ -40,6 +41,7 @@ DOCUMENTED_CODES = {
     "out_of_stock",
     "callback_mismatch",
     "request_too_large",
+    "length_required",
     "unsupported_media_type",
     "idempotency_key_reused",
     "header_too_large",
@@ -48,6 +50,13 @@ DOCUMENTED_CODES = {
     "not_implemented",
     "service_unavailable",
 }
+
+
+def test_the_documented_codes_are_the_readmes_error_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = re.findall(r"^\| \d{3}(?: / \d{3})? \| (.+?) \|", readme, flags=re.MULTILINE)
+
+    assert {code for row in rows for code in re.findall(r"`([a-z_]+)`", row)} == DOCUMENTED_CODES
 
 
 @dataclass
