@@ -46,7 +46,7 @@ def test_a_get_without_the_trailing_slash_is_served_too(client):
     response = client.get("/api/v1/products")
 
     assert response.status_code == 200
-    assert response.json() == []
+    assert response.json()["results"] == []
 
 
 def test_a_chunked_body_a_server_cannot_dechunk_is_a_411_not_an_empty_body():

@@ -16,11 +16,11 @@ import pytest
 import redis
 from django.conf import settings
 
-from donutsite.testing import OUTPUT, System
 from factory.signatures import sign
 from inventory.models import Product, Restock, Sale
-from inventory.tests.helpers import make_api_client, make_product
 from notifications.models import Alert, Device
+from testsupport.data import make_api_client, make_product
+from testsupport.processes import OUTPUT, System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -35,6 +35,7 @@ DOCUMENTED_CODES = {
     "permission_denied",
     "not_found",
     "unknown_sku",
+    "unknown_device",
     "unknown_order",
     "method_not_allowed",
     "not_acceptable",
@@ -612,7 +613,8 @@ CASES = [
     ("non-ascii header name", "GET", "/api/v1/products/", b"", {b"X-\xc3\xa9": "1"}, 400),
     # wrong methods
     ("DELETE sales", "DELETE", "/api/v1/sales/", b"", {"Authorization": KEY}, 405),
-    ("GET sales list", "GET", "/api/v1/sales/", b"", {"Authorization": KEY}, 405),
+    ("PUT sales list", "PUT", "/api/v1/sales/", SALE, {"Authorization": KEY}, 405),
+    ("sales list bad date", "GET", "/api/v1/sales/?created_after=%FF", b"", {"Authorization": KEY}, 400),
     ("PUT product", "PUT", "/api/v1/products/GLAZED/", SALE, {"Authorization": KEY}, 405),
     ("PATCH restocks", "PATCH", "/api/v1/restocks/", SALE, {"Authorization": KEY}, 405),
     ("GET callback", "GET", "/api/v1/factory/callbacks/", b"", {}, 405),

@@ -176,7 +176,7 @@ def test_a_new_api_key_is_shown_once_and_never_travels_in_a_cookie(admin_client)
 
     from django.urls import reverse
 
-    added = admin_client.post(reverse("admin:inventory_apiclient_add"), {"name": "till-9", "_save": "Save"})
+    added = admin_client.post(reverse("admin:clients_apiclient_add"), {"name": "till-9", "_save": "Save"})
     page = admin_client.get(added["Location"])
     again = admin_client.get(added["Location"])
 
@@ -193,7 +193,7 @@ def test_restocks_are_catalogue_information_without_any_client_in_them(db):
     from rest_framework.test import APIClient
 
     from inventory.models import Restock
-    from inventory.tests.helpers import make_api_client, make_product
+    from testsupport.data import make_api_client, make_product
 
     product = make_product("GLAZED", on_hand=0)
     Restock.objects.create(product=product, quantity=40, reason="shortage", status="placed")
