@@ -16,6 +16,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from factory.models import FactoryOrder
 from factory.signatures import sign
 from inventory.models import Product, Restock, Sale
 from notifications.models import Alert, Device
@@ -317,9 +318,8 @@ def test_a_burst_of_unsigned_callbacks_is_throttled_and_alerted_once(web, key):
 
 def test_a_callback_crediting_more_than_was_ordered_credits_the_order_and_alerts(web, key):
     product = Product.objects.get(sku="GLAZED")
-    restock = Restock.objects.create(
-        product=product, quantity=100, reason="shortage", status="placed", factory_order_id="F-9"
-    )
+    restock = Restock.objects.create(product=product, quantity=100, reason="shortage", status="placed")
+    FactoryOrder.objects.create(restock=restock, order_id="F-9")
     body = json.dumps(
         {
             "event": "order.completed",
@@ -617,7 +617,7 @@ CASES = [
     ("sales list bad date", "GET", "/api/v1/sales/?created_after=%FF", b"", {"Authorization": KEY}, 400),
     ("PUT product", "PUT", "/api/v1/products/GLAZED/", SALE, {"Authorization": KEY}, 405),
     ("PATCH restocks", "PATCH", "/api/v1/restocks/", SALE, {"Authorization": KEY}, 405),
-    ("GET callback", "GET", "/api/v1/factory/callbacks/", b"", {}, 405),
+    ("GET callback", "GET", "/api/v1/factory/callbacks/", b"", {}, 401),  # the signature is checked first
     ("TRACE", "TRACE", "/api/v1/products/", b"", {}, 405),
     ("unknown method", "BREW", "/api/v1/products/", b"", {}, 405),
     ("lowercase method", "get", "/api/v1/products/", b"", {}, 400),

@@ -7,7 +7,7 @@ from donutsite.db import EXACT_COLLATION
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("inventory", "0004_apiclient_moved_to_clients"),
+        ("inventory", "0005_restock_delivery_state_moves_to_factory"),
     ]
 
     operations = [
