@@ -19,7 +19,7 @@ from django.db import transaction
 
 from donutsite import ratelimit
 from donutsite.errors import DomainError
-from notifications.services import alert_raise
+from notifications.alerts import alert_raise
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,6 @@ def callback_refused(*, problem: str, address: str) -> None:
             title="A factory callback was refused",
             text=f"{problem} (from {address}). Someone may be forging callbacks, or FACTORY_CALLBACK_SECRET "
             f"differs from the factory's. Further refusals in the next {window} s are counted, not alerted.{earlier}",
-            dedupe_key="forged_callback",
+            dedupe_key=f"forged_callback:{bucket}",  # its own group: one alert per window, whatever grouping does
             context={"error": problem, "address": address, "refused_in_previous_window": before},
         )
