@@ -2,27 +2,14 @@
 browser test): the site's own name, plural names that read right, and a dead-letters list that fits a
 1,400 px window next to its filters. Screenshots go to test-output/browser/."""
 
-import os
-from pathlib import Path
-
 import pytest
 from django.contrib.auth.models import User
 
 from factory.models import DeadLetter
+from testsupport.browser import PASSWORD, SCREENSHOTS, browser_test, chromium_page
 from testsupport.data import make_failed_restock, make_product
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "browser"
-PASSWORD = "a-long-test-password"  # noqa: S105 - a throwaway user in the test database
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists() and not os.environ.get("CI"),
-        reason=f"{CHROMIUM} is missing: `make install` (scripts/install.sh) installs Debian's chromium",
-    ),
-]
+pytestmark = browser_test
 
 
 @pytest.mark.django_db(transaction=True)  # the live server reads what the test commits
@@ -45,31 +32,22 @@ def test_the_admin_names_itself_and_its_dead_letters_list_fits_1400_px(live_serv
 
 
 def _look(base_url: str) -> dict:
-    from playwright.sync_api import sync_playwright
+    with chromium_page(1400, 900) as page:
+        page.goto(f"{base_url}/admin/login/?next=/admin/")
+        page.fill("#id_username", "ops")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{base_url}/admin/")
+        seen = {"title": page.title(), "header": page.locator("#site-name").inner_text().strip()}
+        # An alert's page lists its deliveries (an inline) under the model's plural name.
+        page.goto(f"{base_url}/admin/notifications/alert/")
+        page.locator("#result_list tbody tr th a").first.click()
+        seen["deliveries"] = page.locator(".inline-group h2").first.text_content().strip()
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(15_000)
-            page.goto(f"{base_url}/admin/login/?next=/admin/")
-            page.fill("#id_username", "ops")
-            page.fill("#id_password", PASSWORD)
-            page.click("input[type=submit]")
-            page.wait_for_url(f"{base_url}/admin/")
-            seen = {"title": page.title(), "header": page.locator("#site-name").inner_text().strip()}
-            # An alert's page lists its deliveries (an inline) under the model's plural name.
-            page.goto(f"{base_url}/admin/notifications/alert/")
-            page.locator("#result_list tbody tr th a").first.click()
-            seen["deliveries"] = page.locator(".inline-group h2").first.text_content().strip()
-
-            page.goto(f"{base_url}/admin/factory/deadletter/")
-            seen["rows"] = page.locator("#result_list tbody tr").count()
-            seen["table_width"] = page.evaluate("document.querySelector('#result_list').scrollWidth")
-            seen["results_width"] = page.evaluate("document.querySelector('#changelist .results').clientWidth")
-            seen["page_width"] = page.evaluate("document.documentElement.scrollWidth")
-            page.screenshot(path=SCREENSHOTS / "admin-dead-letters.png", full_page=True)
-        finally:
-            browser.close()
+        page.goto(f"{base_url}/admin/factory/deadletter/")
+        seen["rows"] = page.locator("#result_list tbody tr").count()
+        seen["table_width"] = page.evaluate("document.querySelector('#result_list').scrollWidth")
+        seen["results_width"] = page.evaluate("document.querySelector('#changelist .results').clientWidth")
+        seen["page_width"] = page.evaluate("document.documentElement.scrollWidth")
+        page.screenshot(path=SCREENSHOTS / "admin-dead-letters.png", full_page=True)
     return seen

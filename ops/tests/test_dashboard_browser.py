@@ -7,9 +7,7 @@ Screenshots go to test-output/browser/. Playwright never downloads a browser her
 machine, but fails in CI, where it must run.
 """
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -17,30 +15,11 @@ from django.utils import timezone
 
 from factory.models import DeadLetter
 from inventory.models import Restock, StockMovement
+from testsupport.browser import PASSWORD, SCREENSHOTS, browser_test, chromium_page
 from testsupport.data import make_failed_restock, make_product
 from testsupport.queues import queued_restocks
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "browser"
-PASSWORD = "a-long-test-password"  # noqa: S105 - a throwaway user in the test database
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists() and not os.environ.get("CI"),
-        reason=f"{CHROMIUM} is missing: `make install` (scripts/install.sh) installs Debian's chromium",
-    ),
-]
+pytestmark = browser_test
 
 
 @pytest.mark.django_db(transaction=True)  # the live server reads what the test commits
@@ -77,73 +56,64 @@ def test_ops_staff_see_the_dashboard_and_redrive_all_dead_letters(live_server, q
 
 
 def _drive_the_browser(base_url: str) -> dict:
-    # Imported here so that collecting the suite does not need Playwright where the test is skipped.
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     results = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(15_000)
+    with chromium_page(1400, 1000) as page:
+        page.goto(f"{base_url}/admin/dashboard/")
+        expect(page).to_have_url(f"{base_url}/admin/login/?next=/admin/dashboard/")
+        page.fill("#id_username", "ops")
+        page.fill("#id_password", PASSWORD)
+        page.screenshot(path=SCREENSHOTS / "1-login.png")
+        page.click("input[type=submit]")
+        expect(page).to_have_url(f"{base_url}/admin/dashboard/")
 
-            page.goto(f"{base_url}/admin/dashboard/")
-            expect(page).to_have_url(f"{base_url}/admin/login/?next=/admin/dashboard/")
-            page.fill("#id_username", "ops")
-            page.fill("#id_password", PASSWORD)
-            page.screenshot(path=SCREENSHOTS / "1-login.png")
-            page.click("input[type=submit]")
-            expect(page).to_have_url(f"{base_url}/admin/dashboard/")
+        # The admin index links to it too.
+        page.goto(f"{base_url}/admin/")
+        page.screenshot(path=SCREENSHOTS / "2-admin-index.png")
+        page.get_by_role("link", name="Dashboard", exact=True).click()
+        expect(page).to_have_url(f"{base_url}/admin/dashboard/")
+        expect(page.locator("h1")).to_have_text("Ops dashboard")
 
-            # The admin index links to it too.
-            page.goto(f"{base_url}/admin/")
-            page.screenshot(path=SCREENSHOTS / "2-admin-index.png")
-            page.get_by_role("link", name="Dashboard", exact=True).click()
-            expect(page).to_have_url(f"{base_url}/admin/dashboard/")
-            expect(page.locator("h1")).to_have_text("Ops dashboard")
+        charts = page.locator("svg.chart")
+        expect(charts).to_have_count(3)
+        for i in range(3):
+            expect(charts.nth(i)).to_be_visible()
+        stock_chart = page.locator("#stock-chart svg.chart")
+        expect(stock_chart.locator("title").first).to_have_text("Stock of GLAZED over the last 24 hours")
+        expect(stock_chart.locator("polyline")).to_have_count(1)
+        # The first x tick is where the line starts; the y axis has no tick for a level never held.
+        results["first_tick"] = stock_chart.locator("text.tick[text-anchor=middle]").first.text_content()
+        results["levels"] = [stock_chart.locator("circle.last-point title").text_content()]
+        stock_chart.screenshot(path=SCREENSHOTS / "3-stock-chart.png")
+        expect(page.locator("#sales-chart svg.chart rect.bar")).to_have_count(60)
+        results["charts"] = charts.count()
 
-            charts = page.locator("svg.chart")
-            expect(charts).to_have_count(3)
-            for i in range(3):
-                expect(charts.nth(i)).to_be_visible()
-            stock_chart = page.locator("#stock-chart svg.chart")
-            expect(stock_chart.locator("title").first).to_have_text("Stock of GLAZED over the last 24 hours")
-            expect(stock_chart.locator("polyline")).to_have_count(1)
-            # The first x tick is where the line starts; the y axis has no tick for a level never held.
-            results["first_tick"] = stock_chart.locator("text.tick[text-anchor=middle]").first.text_content()
-            results["levels"] = [stock_chart.locator("circle.last-point title").text_content()]
-            stock_chart.screenshot(path=SCREENSHOTS / "3-stock-chart.png")
-            expect(page.locator("#sales-chart svg.chart rect.bar")).to_have_count(60)
-            results["charts"] = charts.count()
+        expect(page.locator("#stock tr.stock-out .badge")).to_have_text("OUT")
+        expect(page.locator("#stock tr.stock-ok .badge")).to_have_text("ok")
+        count = page.locator("#dead-letter-count")
+        expect(count).to_be_visible()
+        results["count_before"] = count.inner_text()
+        expect(page.locator("#open-restocks")).to_contain_text("No open restocks.")
+        expect(page.locator("#alerts")).to_contain_text("Dead letter: factory.restock_place gave up on JAM")
+        page.screenshot(path=SCREENSHOTS / "3-dashboard.png", full_page=True)
 
-            expect(page.locator("#stock tr.stock-out .badge")).to_have_text("OUT")
-            expect(page.locator("#stock tr.stock-ok .badge")).to_have_text("ok")
-            count = page.locator("#dead-letter-count")
-            expect(count).to_be_visible()
-            results["count_before"] = count.inner_text()
-            expect(page.locator("#open-restocks")).to_contain_text("No open restocks.")
-            expect(page.locator("#alerts")).to_contain_text("Dead letter: factory.restock_place gave up on JAM")
-            page.screenshot(path=SCREENSHOTS / "3-dashboard.png", full_page=True)
+        # Pick another product's stock chart through the form.
+        page.select_option("#sku-picker", "JAM")
+        page.click("#stock-chart input[type=submit]")
+        expect(stock_chart.locator("title").first).to_have_text("Stock of JAM over the last 24 hours")
 
-            # Pick another product's stock chart through the form.
-            page.select_option("#sku-picker", "JAM")
-            page.click("#stock-chart input[type=submit]")
-            expect(stock_chart.locator("title").first).to_have_text("Stock of JAM over the last 24 hours")
-
-            page.click("#redrive-all")
-            expect(page).to_have_url(f"{base_url}/admin/dashboard/")
-            message = page.locator("ul.messagelist li.success")
-            expect(message).to_be_visible()
-            results["message"] = message.inner_text()
-            expect(count).to_have_text("0")
-            results["count_after"] = count.inner_text()
-            expect(page.locator("#redrive-all")).to_be_disabled()
-            expect(page.locator("#open-restocks h2")).to_have_text("Open restocks (1)")
-            status = page.locator("#open-restocks td.restock-status")
-            expect(status).to_have_text("pending")
-            results["restock_status"] = status.inner_text()
-            page.screenshot(path=SCREENSHOTS / "4-after-redrive.png", full_page=True)
-        finally:
-            browser.close()
+        page.click("#redrive-all")
+        expect(page).to_have_url(f"{base_url}/admin/dashboard/")
+        message = page.locator("ul.messagelist li.success")
+        expect(message).to_be_visible()
+        results["message"] = message.inner_text()
+        expect(count).to_have_text("0")
+        results["count_after"] = count.inner_text()
+        expect(page.locator("#redrive-all")).to_be_disabled()
+        expect(page.locator("#open-restocks h2")).to_have_text("Open restocks (1)")
+        status = page.locator("#open-restocks td.restock-status")
+        expect(status).to_have_text("pending")
+        results["restock_status"] = status.inner_text()
+        page.screenshot(path=SCREENSHOTS / "4-after-redrive.png", full_page=True)
     return results
