@@ -13,7 +13,9 @@ are counted (`attempts_used`, read from the database, the one budget). For each 
 
 Anything else, and running out of attempts, ends in a durable dead letter (`dead_letter_record`): a
 row, a critical alert, and a copy in the dead-letter queue for Flower. `dead_letter_context` says what
-the dead letter is about; `on_dead_letter` does the task's own bookkeeping (a restock becomes failed).
+the dead letter is about; `dead_letter_claim` settles the work in the dead letter's own transaction (a
+pending restock becomes failed) and says whether there was anything left to give up on: two messages for
+one piece of work (a sweep's resend beside a retry) give up once, with one dead letter.
 
     @shared_task(base=RestockPlaceTask, bind=True, name="factory.restock_place")
     def restock_place_task(self, restock_id): ...
@@ -26,11 +28,12 @@ import logging
 import random
 import traceback as tb
 from datetime import timedelta
+from functools import partial
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from donutsite.context import request_id
@@ -99,8 +102,10 @@ class RetryingTask(Task):
         """What the dead letter and its alert should say about the work (a restock id, a SKU...)."""
         return {}
 
-    def on_dead_letter(self, dead_letter) -> None:
-        """The task's own bookkeeping once its work is dead-lettered."""
+    def dead_letter_claim(self, args, kwargs, reason: str) -> bool:
+        """Settle the work as given up, inside the dead letter's transaction. False when another message
+        for the same work already settled it: then no second dead letter is written."""
+        return True
 
     # The decision
 
@@ -114,16 +119,27 @@ class RetryingTask(Task):
             wait = next_wait(attempt, exc)
             until = timezone.now() + timedelta(seconds=wait)
             # Longer than the broker may safely hold a message (visibility timeout): the database keeps it.
-            if wait > settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS and self.park(args, kwargs, until):
+            if wait > settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS and self._bookkeeping(self.park, args, kwargs, until):
                 logger.warning("%s%r: attempt %s failed (%s); parked for %.0f s", self.name, args, attempt, exc, wait)
                 return None
             wait = min(wait, settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)
-            self.retry_scheduled(args, kwargs, timezone.now() + timedelta(seconds=wait))
+            self._bookkeeping(self.retry_scheduled, args, kwargs, timezone.now() + timedelta(seconds=wait))
             logger.warning("%s%r: attempt %s failed (%s); retrying in %.1f s", self.name, args, attempt, exc, wait)
             raise self.retry(exc=exc, countdown=wait) from exc
 
+    def _bookkeeping(self, hook, args, kwargs, at) -> bool:
+        """Run a hook that notes the next attempt in the database. A database error there (a deadlock with
+        the sweep or a receipt) must not turn a transient failure into a dead letter: the attempt then
+        waits in the broker instead, and False says so."""
+        try:
+            return bool(hook(args, kwargs, at))
+        except DatabaseError as exc:
+            logger.warning("%s%r: noting the next attempt failed (%r); the broker holds it", self.name, args, exc)
+            return False
+
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        dead_letter = dead_letter_record(
+        dead_letter_record(
+            claim=partial(self.dead_letter_claim, args, kwargs, f"{type(exc).__qualname__}: {exc}"),
             task_name=self.name,
             task_id=task_id,
             args=list(args),
@@ -136,14 +152,14 @@ class RetryingTask(Task):
             correlation_id=request_id.get(),
             context=self.dead_letter_context(args, kwargs),
         )
-        self.on_dead_letter(dead_letter)
 
 
 def dead_letter_record(
-    *, task_name, task_id, args, kwargs, queue, exc, traceback, attempts, correlation_id="", context=None
+    *, task_name, task_id, args, kwargs, queue, exc, traceback, attempts, correlation_id="", context=None, claim=None
 ):
     """Store a dead letter durably with its critical alert (one transaction), park a copy of the message
-    in the dead-letter queue, and log it."""
+    in the dead-letter queue, and log it. `claim`, when given, runs first in that transaction and settles
+    the work as given up; if it finds nothing left to settle, nothing is written and None is returned."""
     from factory.models import DeadLetter
     from notifications.alerts import alert_raise
 
@@ -151,6 +167,9 @@ def dead_letter_record(
 
     now = timezone.now()
     with transaction.atomic():
+        if claim is not None and not claim():
+            logger.info("%s%r: already settled by another message; no second dead letter", task_name, tuple(args))
+            return None
         dead_letter = DeadLetter.objects.create(
             task_name=task_name,
             task_id=task_id or "",

@@ -188,8 +188,9 @@ def restock_park(restock_id: int, *, until) -> None:
     FactoryOrder.objects.filter(restock_id=restock_id).update(dispatched_at=None, next_attempt_at=until)
 
 
-def restock_fail(restock_id: int, *, reason: str) -> None:
-    """Out of attempts or refused for good: the restock is failed until someone redrives it."""
+def restock_fail(restock_id: int, *, reason: str) -> bool:
+    """Out of attempts or refused for good: the restock is failed until someone redrives it. False if it
+    was no longer pending (settled, or failed already by another message for it)."""
     with transaction.atomic():
         updated = (
             Restock.objects.pending()
@@ -200,6 +201,7 @@ def restock_fail(restock_id: int, *, reason: str) -> None:
             FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None, last_error=reason[:2000])
     if updated:
         logger.error("restock %s failed: %s", restock_id, reason)
+    return bool(updated)
 
 
 def callback_authenticate(*, raw: bytes, timestamp: str | None, signature: str | None, remote_addr: str) -> None:

@@ -26,10 +26,8 @@ class RestockPlaceTask(RetryingTask):
     def dead_letter_context(self, args, kwargs) -> dict:
         return services.restock_dead_letter_context(args[0])
 
-    def on_dead_letter(self, dead_letter) -> None:
-        services.restock_fail(
-            dead_letter.args[0], reason=f"{dead_letter.exception_type}: {dead_letter.exception_message}"
-        )
+    def dead_letter_claim(self, args, kwargs, reason: str) -> bool:
+        return services.restock_fail(args[0], reason=reason)
 
 
 @shared_task(bind=True, base=RestockPlaceTask, name="factory.restock_place")

@@ -117,6 +117,21 @@ def test_the_last_allowed_attempt_failing_dead_letters_fails_the_restock_and_ale
     assert queues("factory") == []  # not retried
 
 
+def test_two_messages_giving_up_on_one_restock_leave_one_dead_letter(factory, queues, settings):
+    # A sweep's resend beside a retry: both run out of attempts on the same restock.
+    factory.answer(503, {"error": "down"})
+    restock = pending_restock(attempt_count=settings.FACTORY_MAX_ATTEMPTS - 1)
+    with pytest.raises(OutOfAttempts) as raised:
+        run(restock_place_task, restock.pk)
+
+    fail(restock_place_task, raised.value, restock.pk)
+    fail(restock_place_task, raised.value, restock.pk)
+
+    assert Restock.objects.get(pk=restock.pk).status == "failed"
+    assert DeadLetter.objects.filter(restock=restock).count() == 1
+    assert queues(DEAD_LETTER_QUEUE) == [("factory.restock_place", [restock.pk])]
+
+
 def test_a_refusal_is_dead_lettered_at_once_without_a_retry(factory, queues):
     factory.answer(409, {"error": "reference already used with another sku"})
     restock = pending_restock()
