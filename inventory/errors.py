@@ -6,6 +6,10 @@ class UnknownSku(NotFound):
     message = "No product is for sale under that SKU."
 
 
+class SaleNotFound(NotFound):
+    message = "No such sale."
+
+
 class OutOfStock(Conflict):
     code = "out_of_stock"
     message = "Not enough stock; nothing was sold. A restock is on its way."

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from donutsite import sale_counters
 from donutsite.serializers import CLIENT_ERRORS
 from inventory import selectors, services
+from inventory.errors import SaleNotFound
 from inventory.serializers import (
     ErrorOut,
     OutOfStockOut,
@@ -155,7 +156,7 @@ class SaleDetailView(APIView):
     def get(self, request, sale_id: int):
         sale = selectors.sale_get(client=request.auth, sale_id=sale_id)
         if sale is None:
-            return Response({"code": "not_found", "message": "No such sale."}, status=status.HTTP_404_NOT_FOUND)
+            raise SaleNotFound()
         return Response(sale_representation(sale, sale.lines.all()))
 
 
