@@ -13,12 +13,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "donutsite.settings")
 
 # The workers' node names, the same in make run (scripts/run.sh) and docker-compose.yml; `manage.py
 # worker_alive` with no arguments pings these.
-WORKER_NODES = ("factory@%h", "notifications@%h")
+WORKER_NODES = ("factory@%h", "urgent@%h", "notifications@%h")
 
 app = Celery("donutsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name) for name in app.conf.task_queues_names]
 app.autodiscover_tasks()
+
+
+def routed_queue(task_name: str) -> str:
+    """The queue CELERY_TASK_ROUTES gives a task sent by its plain name."""
+    return app.amqp.router.route({}, task_name)["queue"].name
 
 
 @worker_init.connect

@@ -228,10 +228,17 @@ OUTBOX_RESEND_AFTER_SECONDS = env.int("OUTBOX_RESEND_AFTER_SECONDS", default=60)
 # for ops to see; workers are started with `-X dead_letter`).
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES_NAMES = ["default", "factory", "notifications", "maintenance", "dead_letter"]
-# The one place a task's queue is declared (tasks carry no queue= of their own). Exact names win over
-# patterns: the factory's sweep must not wait behind the factory calls it is there to rescue.
+CELERY_TASK_QUEUES_NAMES = ["default", "factory_urgent", "factory", "notifications", "maintenance", "dead_letter"]
+# The one place a task's queue is declared (tasks and senders carry no queue= of their own). Exact
+# names win over patterns: the factory's sweep must not wait behind the factory calls it is there to
+# rescue. A restock opened by a shortage is sent the first time under the route name SHORTAGE_ROUTE
+# (send_task's route_name; the task is still factory.restock_place) to `factory_urgent`, which a worker
+# of its own serves, so it never waits behind a backlog of routine restocks; its retries, and every
+# other restock, poll, sweep resend and redrive, take the plain task name to `factory`
+# (docs/benchmarks.md, "Restock latency").
+SHORTAGE_ROUTE = "factory.restock_place:shortage"
 CELERY_TASK_ROUTES = {
+    SHORTAGE_ROUTE: {"queue": "factory_urgent"},
     "factory.reconcile": {"queue": "maintenance"},
     "inventory.*": {"queue": "maintenance"},
     "factory.*": {"queue": "factory"},

@@ -1,10 +1,11 @@
 from django.apps import AppConfig
 
 
-def _restock_opened(sender, *, restock_id: int, **kwargs) -> None:
+def _restock_opened(sender, *, restock_id: int, reason: str = "", **kwargs) -> None:
     from factory.services import restock_dispatch
+    from inventory.models import Restock
 
-    restock_dispatch(restock_id)
+    restock_dispatch(restock_id, shortage=reason == Restock.Reason.SHORTAGE)
 
 
 class FactoryConfig(AppConfig):

@@ -45,12 +45,14 @@ def _order_row(restock_id: int) -> None:
     FactoryOrder.objects.bulk_create([FactoryOrder(restock_id=restock_id)], ignore_conflicts=True)
 
 
-def restock_dispatch(restock_id: int) -> bool:
+def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
     """Hand a pending restock to the factory queue and note on its FactoryOrder that it left.
 
-    Runs after commit (inventory's restock_opened signal, the reconcile sweep, a redrive). If the broker
-    is down nothing is noted and the sweep sends it later; a resend is harmless because the factory
-    order reference is stable per restock.
+    Runs after commit (inventory's restock_opened signal, the reconcile sweep, a redrive). `shortage`
+    (only the first send of a restock a shortage opened) takes the shortage route, which
+    CELERY_TASK_ROUTES sends to the urgent queue; everything else goes behind it. If the broker is down
+    nothing is noted and the sweep sends it later; a resend is harmless because the factory order
+    reference is stable per restock.
     """
     try:
         # Before the message: the worker that claims it finds the row and never races this insert.
@@ -58,7 +60,7 @@ def restock_dispatch(restock_id: int) -> bool:
     except DatabaseError as exc:  # after the sale's commit: never an error answer; the worker adds the row
         logger.warning("restock %s: could not add its factory order row (%r)", restock_id, exc)
     try:
-        current_app.send_task(RESTOCK_PLACE_TASK, args=[restock_id])
+        current_app.send_task(RESTOCK_PLACE_TASK, args=[restock_id], route_name=_route(shortage))
     except Exception as exc:  # any broker failure: the row is the source of truth, the sweep retries
         logger.warning("restock %s: broker unavailable (%r); the reconcile sweep will resend it", restock_id, exc)
         return False
@@ -73,6 +75,10 @@ def restock_dispatch(restock_id: int) -> bool:
         # would turn a sale into an error answer. Unnoted, the sweep may send it again: harmless.
         logger.warning("restock %s: sent, but noting it failed (%r)", restock_id, exc)
     return True
+
+
+def _route(shortage: bool) -> str | None:
+    return settings.SHORTAGE_ROUTE if shortage else None  # None: routed by the task's own name
 
 
 def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> str:

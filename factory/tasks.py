@@ -1,8 +1,9 @@
 """Factory tasks: thin. They take ids, re-read state and call a service; factory/retries.py decides what
-a failure means. Queues come from CELERY_TASK_ROUTES (`factory.*` and `maintenance.*`)."""
+a failure means. Queues come from CELERY_TASK_ROUTES (`factory.*`, the shortage route and `maintenance.*`)."""
 
 from celery import shared_task
 
+from donutsite.celery import routed_queue
 from factory import services
 from factory.client import FactoryUnavailable
 from factory.retries import RetryingTask
@@ -15,6 +16,12 @@ class RestockPlaceTask(RetryingTask):
 
     def attempts_used(self, args, kwargs) -> int:
         return services.restock_attempts_used(args[0])
+
+    def retry(self, *args, **kwargs):
+        # Celery sends a retry back to the queue the message came from; a shortage's first attempt came
+        # from the urgent queue, and its retries belong behind it with the routine work.
+        kwargs.setdefault("queue", routed_queue(self.name))
+        return super().retry(*args, **kwargs)
 
     def retry_scheduled(self, args, kwargs, at) -> None:
         services.restock_retry_scheduled(args[0], at=at)

@@ -252,7 +252,7 @@ def restocks_open(products: list[Product], *, reason: str) -> dict[int, Restock]
             product=product, quantity=product.reorder_quantity, reason=reason, correlation_id=request_id.get()
         )
         by_product[product.pk] = restock
-        transaction.on_commit(partial(restock_opened.send, sender=Restock, restock_id=restock.pk))
+        transaction.on_commit(partial(restock_opened.send, sender=Restock, restock_id=restock.pk, reason=reason))
     return by_product
 
 

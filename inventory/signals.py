@@ -3,5 +3,6 @@
 from django.dispatch import Signal
 
 # A restock was opened and its transaction committed: its order should go to the factory. Sent with
-# restock_id=; the factory app hands the restock to its queue and notes it (factory.services.restock_dispatch).
+# restock_id= and reason= (a Restock.Reason); the factory app hands the restock to its queue, a
+# shortage's to the urgent one, and notes it (factory.services.restock_dispatch).
 restock_opened = Signal()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: migrate, load the demo catalogue, and start the whole system in the foreground:
-# web, two Celery workers (factory/maintenance and notifications), beat, Flower, the legacy factory
-# simulator and local stand-ins for Slack and FCM. Ctrl-C stops all of it.
+# web, three Celery workers (routine factory work and sweeps, shortages, notifications), beat, Flower,
+# the legacy factory simulator and local stand-ins for Slack and FCM. Ctrl-C stops all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -98,6 +98,7 @@ user.set_password(os.environ['ADMIN_PASSWORD']); user.save()"
 cat >> "$PROCFILE" <<PROCS
 web: $PY manage.py runserver 127.0.0.1:$PORT --noreload
 worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q default,factory,maintenance -n factory@%h
+urgent-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q factory_urgent -n urgent@%h
 notifications-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q notifications -n notifications@%h
 beat: .venv/bin/celery -A donutsite beat -l info --schedule var/celerybeat-schedule
 flower: $PY -m donutsite.flower --port=$FLOWER_PORT --address=127.0.0.1

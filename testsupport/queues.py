@@ -8,7 +8,7 @@ from celery import current_app
 
 from factory.retries import DEAD_LETTER_QUEUE
 
-QUEUES = ("factory", DEAD_LETTER_QUEUE)
+QUEUES = ("factory_urgent", "factory", DEAD_LETTER_QUEUE)
 
 
 def broker():

@@ -63,10 +63,24 @@ def test_the_production_shape(compose):
         assert environment["REDIS_URL"] == "redis://:set-in-env@redis:6379/1", role
     assert services["beat"]["deploy"]["replicas"] == 1
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    assert "-Q notifications" in " ".join(services["notifications-worker"]["command"])
-    assert "notifications" not in " ".join(services["worker"]["command"]).split("-Q", 1)[1].split()[0]
+    consumed = {name: queues_of(service["command"]) for name, service in services.items() if is_worker(service)}
+    assert consumed == {
+        "worker": {"default", "factory", "maintenance"},
+        "urgent-worker": {"factory_urgent"},
+        "notifications-worker": {"notifications"},
+    }
     assert services["flower"]["ports"] == ["127.0.0.1:5555:5555"]
     assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
+
+
+def is_worker(service) -> bool:
+    return service.get("command", [])[:4] == ["celery", "-A", "donutsite", "worker"]
+
+
+def queues_of(command: list[str]) -> set[str]:
+    """The queues a worker's -Q names; a worker with none would consume every queue, dead_letter too."""
+    assert "-Q" in command, f"{command}: a worker without -Q consumes dead_letter"
+    return set(command[command.index("-Q") + 1].split(","))
 
 
 def app_commands(compose):
@@ -85,11 +99,13 @@ def app_commands(compose):
         "migrate",
         "web",
         "worker",
+        "urgent-worker",
         "notifications-worker",
         "beat",
         "flower",
         "factory-simulator",
         "worker healthcheck",
+        "urgent-worker healthcheck",
         "notifications-worker healthcheck",
     ],
 )

@@ -67,7 +67,7 @@ def test_flower_needs_its_login_and_counts_the_dead_letter_queue():
         assert sent == 403, "read-only: the API sends no task"
         assert post(f"http://127.0.0.1:{port}/api/worker/shutdown/worker1@h", "ops:s3cret") == 403
         assert queues["dead_letter"] == 2
-        assert {"default", "factory", "notifications", "maintenance"} <= set(queues)
+        assert {"default", "factory_urgent", "factory", "notifications", "maintenance"} <= set(queues)
     finally:
         flower.stop()
         broker.delete("dead_letter")

@@ -120,11 +120,12 @@ def test_json_lines_parse_and_carry_the_fields():
 
 @pytest.fixture
 def factory_queue():
-    """The raw messages in the test broker's `factory` queue, emptied before and after."""
+    """The raw messages in the test broker's `factory_urgent` queue (where a shortage's restock goes),
+    emptied before and after."""
     broker = redis.Redis.from_url(current_app.conf.broker_url)
-    broker.delete("factory")
-    yield lambda: [json.loads(raw) for raw in broker.lrange("factory", 0, -1)]
-    broker.delete("factory")
+    broker.delete("factory_urgent")
+    yield lambda: [json.loads(raw) for raw in broker.lrange("factory_urgent", 0, -1)]
+    broker.delete("factory_urgent")
 
 
 @pytest.mark.django_db(transaction=True)

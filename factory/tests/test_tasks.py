@@ -45,10 +45,15 @@ def order_of(restock) -> FactoryOrder:
     return FactoryOrder.objects.get(restock=restock)
 
 
-def run(task, *args, retries=0):
-    """Run a task's body as a worker would for its `retries`-th retry (a worker's request, not eager mode)."""
+def run(task, *args, retries=0, queue="factory"):
+    """Run a task's body as a worker would for its `retries`-th retry of a message from `queue` (a
+    worker's request, not eager mode)."""
     task.push_request(
-        id="task-1", args=list(args), kwargs={}, retries=retries, delivery_info={"routing_key": "factory"}
+        id="task-1",
+        args=list(args),
+        kwargs={},
+        retries=retries,
+        delivery_info={"exchange": "", "routing_key": queue},
     )
     task.request.called_directly = False
     try:
@@ -82,6 +87,17 @@ def test_a_busy_factory_is_retried_later_through_the_broker(factory, queues):
     assert before <= order.next_attempt_at <= timezone.now() + timedelta(seconds=15)
     attempt = FactoryAttempt.objects.get(restock=restock)
     assert (attempt.outcome, attempt.status_code) == ("transient", 503)
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
+
+
+def test_a_shortage_whose_urgent_first_attempt_fails_retries_behind_the_routine_restocks(factory, queues):
+    factory.answer(503, {"error": "busy"})
+    restock = pending_restock()
+
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk, queue="factory_urgent")
+
+    assert queues("factory_urgent") == []
     assert queues("factory") == [("factory.restock_place", [restock.pk])]
 
 

@@ -30,7 +30,7 @@ from inventory.services import SaleItem, sale_create, stock_adjust
 from testsupport.data import make_api_client, make_product
 
 SKUS = ("GLAZED", "BOSTON", "VIRAL")
-QUEUES = ("default", "factory", "notifications", "maintenance", "dead_letter")
+QUEUES = ("default", "factory_urgent", "factory", "notifications", "maintenance", "dead_letter")
 
 
 def _delete_stock_rows():

@@ -21,22 +21,26 @@ from testsupport.data import make_api_client, make_product
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+RESTOCK_QUEUES = ("factory", "factory_urgent")
+
+
 @pytest.fixture
 def factory_queue():
-    """The `factory` queue in the test broker, emptied before and after; yields a reader of its restock ids."""
+    """The `factory` and `factory_urgent` queues in the test broker, emptied before and after; yields a
+    reader of the restock ids waiting in one of them (`factory` unless told)."""
     broker = redis.Redis.from_url(current_app.conf.broker_url)
-    broker.delete("factory")
+    broker.delete(*RESTOCK_QUEUES)
 
-    def restock_ids():
-        messages = [json.loads(raw) for raw in broker.lrange("factory", 0, -1)]
+    def restock_ids(queue="factory"):
+        messages = [json.loads(raw) for raw in broker.lrange(queue, 0, -1)]
         assert all(m["headers"]["task"] == "factory.restock_place" for m in messages)
         return sorted(ast.literal_eval(m["headers"]["argsrepr"])[0] for m in messages)
 
     yield restock_ids
-    broker.delete("factory")
+    broker.delete(*RESTOCK_QUEUES)
 
 
-def test_a_shortage_hands_its_restock_to_the_factory_queue(factory_queue):
+def test_a_shortage_hands_its_restock_to_the_urgent_queue(factory_queue):
     make_product("VIRAL", on_hand=0)
     client, _ = make_api_client()
 
@@ -44,9 +48,24 @@ def test_a_shortage_hands_its_restock_to_the_factory_queue(factory_queue):
         sale_create(client=client, items=[SaleItem("VIRAL", 1)])
 
     restock = Restock.objects.get()
-    assert factory_queue() == [restock.pk]
+    assert factory_queue("factory_urgent") == [restock.pk]
+    assert factory_queue() == [], "not behind the routine restocks"
     order = FactoryOrder.objects.get(restock=restock)  # written by the factory side, after commit
     assert order.dispatched_at is not None and order.dispatch_count == 1
+
+
+def test_reorder_point_and_manual_restocks_go_behind_the_urgent_queue(factory_queue):
+    make_product("LOW", on_hand=3, reorder_point=2)
+    client, _ = make_api_client()
+
+    sale_create(client=client, items=[SaleItem("LOW", 1)])
+    with transaction.atomic():
+        restocks_open([make_product("ASKED", on_hand=50)], reason=Restock.Reason.MANUAL)
+
+    by_reason = dict(Restock.objects.values_list("reason", "pk"))
+    assert set(by_reason) == {"reorder_point", "manual"}
+    assert factory_queue() == sorted(by_reason.values())
+    assert factory_queue("factory_urgent") == []
 
 
 def test_a_rolled_back_transaction_enqueues_nothing(factory_queue):
@@ -107,6 +126,7 @@ def test_reconcile_resends_restocks_that_never_reached_the_broker(factory_queue)
     call_command("reconcile")
 
     assert factory_queue() == [lost.pk], "sent once; the second sweep saw it dispatched; closed ones never"
+    assert factory_queue("factory_urgent") == [], "a resend, even of a shortage's restock, is routine work"
     order = FactoryOrder.objects.get(restock=lost)
     assert order.dispatched_at is not None and order.dispatch_count == 1
     assert closed.pk not in factory_queue()

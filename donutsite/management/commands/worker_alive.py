@@ -2,8 +2,8 @@
 
 Exits 0 if the worker answers a ping sent through the broker (`celery inspect ping`) within the timeout,
 1 if not. Without --destination it pings every worker this project starts on this host
-(donutsite.celery.WORKER_NODES: factory@<host> and notifications@<host>, the names make run and
-docker-compose.yml give them) and needs all of them to answer; `%h` in NODE stands for this host, e.g.
+(donutsite.celery.WORKER_NODES: factory@<host>, urgent@<host> and notifications@<host>, the names make
+run and docker-compose.yml give them) and needs all of them to answer; `%h` in NODE stands for this host, e.g.
 `--destination notifications@%h`.
 
 Why a ping rather than a heartbeat file: the reply comes from the worker's consumer, through the same
@@ -29,7 +29,7 @@ class Command(BaseCommand):
             "--destination",
             default="",
             # argparse %-formats help: "%h" must be written "%%h".
-            help="worker node name (default: " + " and ".join(WORKER_NODES).replace("%", "%%") + ")",
+            help="worker node name (default: " + ", ".join(WORKER_NODES).replace("%", "%%") + ")",
         )
         parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
 
