@@ -27,15 +27,19 @@ def routed_queue(task_name: str) -> str:
 
 
 @worker_init.connect
-def refuse_unsafe_timing(**kwargs):
-    """A worker must not start with time limits that let Redis hand a running task to a second worker.
+def refuse_unsafe_timing(sender=None, **kwargs):
+    """A worker must not start with time limits that let Redis hand a running task to a second worker;
+    it logs what bounds a task on its pool (the threads pool enforces no time limit).
 
     SystemExit, not an exception: Celery logs and ignores any Exception a worker_init receiver raises."""
-    from donutsite.checks import timing_problems
+    from donutsite.checks import task_bound, timing_problems
 
     problems = timing_problems()
     if problems:
         raise SystemExit("refusing to start: " + "; ".join(problems))
+    pool = getattr(sender, "pool_cls", "prefork")
+    pool = pool if isinstance(pool, str) else pool.__module__.rsplit(".", 1)[-1].replace("thread", "threads")
+    logging.getLogger(__name__).info("task time bound: %s", task_bound(pool))
 
 
 # The request id travels in a message header of our own: Celery's correlation_id is the task id.

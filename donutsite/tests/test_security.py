@@ -92,6 +92,42 @@ def test_a_worker_will_not_start_with_unsafe_timing():
     assert "visibility timeout" in result.stderr + result.stdout
 
 
+def compose_worker_pools() -> dict[str, tuple[str, str]]:
+    """(pool, concurrency) of each Celery worker in docker-compose.yml."""
+    import yaml
+
+    with open(os.path.join(ROOT, "docker-compose.yml")) as f:
+        services = yaml.safe_load(f)["services"]
+    pools = {}
+    for name, service in services.items():
+        command = service.get("command", [])
+        if command[:4] == ["celery", "-A", "donutsite", "worker"]:
+            option = {flag: value for flag, value in zip(command, command[1:], strict=False)}
+            pools[name] = (option.get("-P", "prefork"), option.get("-c", "CPUs"))
+    return pools
+
+
+def test_the_stock_workers_run_a_pool_without_time_limits_and_say_what_bounds_a_call(tmp_path):
+    from celery import current_app
+
+    from testsupport.processes import Process
+
+    pools = compose_worker_pools()
+    assert pools["worker"][0] == pools["urgent-worker"][0] == "threads"
+    pool, concurrency = pools["worker"]
+    env = {**PRODUCTION, "CELERY_BROKER_URL": current_app.conf.broker_url, "PYTHONUNBUFFERED": "1"}
+    argv = [os.path.join(os.path.dirname(sys.executable), "celery"), "-A", "donutsite", "worker", "-P", pool]
+    argv += ["-c", concurrency, "-Q", "maintenance", "-n", "bound-probe@%h", "--without-gossip", "--without-mingle"]
+
+    worker = Process("bound-probe", argv, env, ready="task time bound", log_dir=tmp_path)
+    worker.stop()
+
+    bound = next(line for line in worker.output().splitlines() if "task time bound" in line)
+    assert "the threads pool enforces no time limit" in bound
+    assert "connect + read timeouts (11 s)" in bound and "visibility timeout (35 s)" in bound
+    assert timing_problems() == []
+
+
 @pytest.fixture
 def staff(db):
     redis.Redis.from_url(settings.REDIS_URL).flushdb()

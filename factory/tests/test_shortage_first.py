@@ -31,8 +31,8 @@ def system(django_db_setup, django_db_blocker):
     try:
         running.start_factory("--production-seconds", "3600", "--seed", "11")
         running.start_web()
-        running.start_worker("-Q", "default,factory,maintenance")  # worker1: the bulk worker
-        running.start_worker("-Q", "factory_urgent")  # worker2: shortages only
+        running.start_worker("-P", "threads", "-c", "8", "-Q", "default,factory,maintenance")  # worker1: bulk
+        running.start_worker("-P", "threads", "-c", "2", "-Q", "factory_urgent")  # worker2: shortages
         yield running
     finally:
         for process in running.processes.values():
