@@ -258,6 +258,7 @@ class ChaosSystem(System):
         self.dir = tempfile.mkdtemp(prefix="chaos-system-")
         self.env.update(REDIS_URL=redis.url(1), LOG_FORMAT="plain", PYTHONPATH=str(ROOT))
         self.names = itertools.count(1)
+        self.worker_args: dict[str, tuple[str, ...]] = {}
 
     def running(self, role: str) -> list[str]:
         return [name for name, p in self.processes.items() if name.startswith(role) and p.popen.poll() is None]
@@ -268,10 +269,13 @@ class ChaosSystem(System):
         argv += ["-w", "2", "--threads", "4", "--graceful-timeout", "20"]
         return self._replace(name, argv, ready="Booting worker", wait=wait)
 
-    def start_worker_process(self, *, wait: bool = True) -> Process:
+    def start_worker_process(self, *args: str, wait: bool = True) -> Process:
+        """A worker on every queue but dead_letter, or as `args` say (-P, -c, -Q); the supervisor restarts
+        it with the same arguments."""
         name = f"worker-{next(self.names)}"
         argv = [str(BIN / "celery"), "-A", "donutsite", "worker", "-l", "info", "-c", "2", "-X", "dead_letter"]
-        argv += ["-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
+        argv += ["-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle", *args]
+        self.worker_args[name] = args
         return self._replace(name, argv, ready="ready.", wait=wait)
 
     def start_beat(self, *, wait: bool = True) -> Process:
@@ -305,7 +309,10 @@ class ChaosSystem(System):
                     ]
                     restarts.append({"process": name, "exit_code": process.popen.returncode, "error": errors[-1:]})
                     self.processes.pop(name).stop()
-                    (self.start_beat if name == "beat" else self.start_worker_process)(wait=False)
+                    if name == "beat":
+                        self.start_beat(wait=False)
+                    else:
+                        self.start_worker_process(*self.worker_args.pop(name, ()), wait=False)
 
         thread = threading.Thread(target=watch, name="supervisor", daemon=True)
         thread.start()
@@ -367,6 +374,22 @@ class ChaosSystem(System):
                 os.killpg(process.popen.pid, signal.SIGTERM)
         super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def compose_worker_args() -> dict[str, tuple[str, ...]]:
+    """The pool, concurrency and queues (-P, -c, -Q) of each Celery worker in docker-compose.yml."""
+    import yaml
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    workers = {}
+    for name, service in services.items():
+        command = service.get("command", [])
+        if command[:4] == ["celery", "-A", "donutsite", "worker"]:
+            option = dict(zip(command, command[1:], strict=False))
+            workers[name] = tuple(
+                part for flag in ("-P", "-c", "-Q") if flag in option for part in (flag, option[flag])
+            )
+    return workers
 
 
 # --- the shop's stock and clients -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ bigger. docs/reliability.md has the latest figures and what each scenario proves
 import os
 import signal
 import time
+from collections import Counter
 
 import pytest
 from django.db import connection, connections
@@ -22,6 +23,7 @@ from testsupport.chaos import (
     RedisServer,
     catalogue_make,
     check_invariants,
+    compose_worker_args,
     database_swapped,
     logs_dir,
     record,
@@ -306,6 +308,83 @@ def test_rolling_restart_under_load(system):
     shop.expect(all(r["exit_code"] == 0 for r in restarts), "a process did not stop cleanly on SIGTERM")
 
     shop.finish(load, allowed=ALWAYS | {"reset", "refused"})
+
+
+RUSH_REQUEST_BOUND_MS = 5000  # generous: issue 11 asks for 1 s once the web's broker timeouts land
+
+
+def test_rush_with_the_broker_restarted(system, redis_server):
+    """A video sends buyers: many SKUs with small stocks sell out one after another, the factory takes
+    200 ms and sometimes fails, and Redis (broker, throttle, counters) dies and comes back mid-rush.
+    The workers are the compose layout: a routine worker and a shortage-only urgent worker."""
+    from inventory.models import Restock
+
+    shop = shop_open("rush", system, seed=8, products=40, on_hand=(1, 5), reorder_point=0, reorder_quantity=6)
+    for name in system.running("worker-"):
+        system.processes[name].terminate()
+    system.forget_stopped()
+    layout = compose_worker_args()
+    for role in ("worker", "urgent-worker"):
+        system.start_worker_process(*layout[role], wait=False)
+    for name in system.running("worker-"):
+        system.processes[name].wait_ready()
+    system.factory_configure(latency_ms=[200, 200], error_rate=0.1, error_after_create_rate=0.05)
+    load = Load(system.web_url, shop.catalogue, purchases=scaled(500), threads=32, duration=15 * SCALE, seed=8).start()
+
+    try:
+        with system.supervised() as crashed:
+            load.wait_for(0.4)
+            redis_server.kill()  # no persistence: queued and unacknowledged messages are gone
+            down = time.monotonic()
+            time.sleep(2)
+            redis_server.start()
+            back = time.monotonic()
+            load.wait()
+            settled = settle(timeout=90)
+
+        def then():
+            shortages = list(Restock.objects.filter(product__sku__in=shop.catalogue.skus, reason="shortage"))
+            orders = Counter(o["reference"] for o in system.factory_get("/_sim/orders")["results"])
+            not_once = {r.reference: orders[r.reference] for r in shortages if orders[r.reference] != 1}
+            attempts = load.attempts()
+            answered_ms = [a["ms"] for a in attempts if isinstance(a["answer"], int)]
+            while_down = [a["ms"] for a in attempts if down <= a["at"] < back and isinstance(a["answer"], int)]
+            lead = {}
+            for reason in ("shortage", "reorder_point"):
+                waits = sorted(
+                    (r.placed_at - r.created_at).total_seconds() * 1000
+                    for r in Restock.objects.filter(
+                        product__sku__in=shop.catalogue.skus, reason=reason, placed_at__isnull=False
+                    )
+                )
+                lead[reason] = {"restocks": len(waits), "p50_ms": _pct(waits, 50), "p99_ms": _pct(waits, 99)}
+            shop.figures["rush"] = {
+                "broker_down_seconds": round(back - down, 1),
+                "seconds_settled_after_the_load": settled,
+                "requests_while_down": len(while_down),
+                "slowest_request_ms": max(answered_ms, default=None),
+                "slowest_request_while_down_ms": max(while_down, default=None),
+                "requests_over_1s": sum(ms > 1000 for ms in answered_ms),
+                "shortage_restocks": len(shortages),
+                "created_to_placed": lead,
+                "processes_that_exited_and_were_restarted": crashed,
+            }
+            shop.expect(shortages, "no shortage opened a restock")
+            shop.expect(not not_once, f"shortage restocks not ordered exactly once: {not_once}")
+            shop.expect(
+                max(answered_ms, default=0) < RUSH_REQUEST_BOUND_MS,
+                f"a request took {max(answered_ms, default=0):.0f} ms (bound {RUSH_REQUEST_BOUND_MS} ms)",
+            )
+
+        shop.finish(load, then=then)
+    finally:
+        for name in system.running("worker-"):  # the next scenario starts its usual all-queue workers
+            system.processes[name].terminate()
+        system.forget_stopped()
+
+
+def _pct(ordered: list[float], p: float):
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]) if ordered else None
 
 
 @pytest.fixture
