@@ -11,7 +11,7 @@ its POST /v1/orders arrives and when it has created the order and answers.
   1  idle: one shortage at a time, each waits for the factory to answer before the next
   2  behind a backlog: `--backlog` reorder-point restocks of other SKUs are queued on `factory` (the
      routine worker's consumer paused, the restocks dispatched with `restock_dispatch`, the consumer
-     resumed), then shortages are made at once
+     resumed), then shortages are made `--spacing` seconds apart (0.1) while it drains
   3  restocks per second: how fast the routine worker drains that backlog against a factory that takes
      `--latency-ms` to answer; `--compare` repeats a smaller 1+2+3 for other routine-worker pools
 
@@ -469,7 +469,15 @@ def restock_outcomes() -> dict:
 
 
 def pool_run(
-    bench: Bench, pool: Pool, urgent: Pool, *, idle: int, backlog: int, backlog_samples: int, env: dict
+    bench: Bench,
+    pool: Pool,
+    urgent: Pool,
+    *,
+    idle: int,
+    backlog: int,
+    backlog_samples: int,
+    env: dict,
+    spacing: float = 0.0,
 ) -> dict:
     bench.redis.flushdb()
     first_id = bench.last_restock_id()
@@ -482,7 +490,8 @@ def pool_run(
             result = {"pool": str(pool), "urgent_pool": str(urgent), "idle": bench.idle_phase(idle)}
         result["idle_cores"] = idle_meter.cores
         with CpuMeter(*pids) as meter, ConnectionCounter() as connections:
-            result |= bench.backlog_phase(backlog, backlog_samples)
+            result |= bench.backlog_phase(backlog, backlog_samples, spacing=spacing)
+        result["spacing"] = spacing
         drained = backlog + backlog_samples
         result["cores"] = meter.cores
         result["worker_cpu_ms_per_restock"] = meter.worker_cpu_seconds / drained * 1000
@@ -514,7 +523,8 @@ def _print_pool(r: dict, latency_ms: float) -> None:
     ic = r["idle_cores"]
     print(f"    cores busy meanwhile {ic['machine']:.2f}, of which other processes {ic['other']:.2f}")
     print(
-        f"  2 behind {r['queued']} queued restocks ({back.samples} shortages made at once, "
+        f"  2 behind {r['queued']} queued restocks ({back.samples} shortages made "
+        f"{f'{spacing:g} s apart' if (spacing := r['spacing']) else 'at once'}, "
         f"{min(back.queued_ahead)}-{max(back.queued_ahead)} routine messages queued as each was made): "
         f"commit -> order accepted p50 {b[50]:.1f} p95 {b[95]:.1f} p99 {b[99]:.1f} max {b['max']:.1f} ms"
     )
@@ -570,6 +580,14 @@ def main(argv=None) -> int:
     parser.add_argument("--idle", type=int, default=150, help="shortages on an idle queue (default 150)")
     parser.add_argument("--backlog", type=int, default=1000, help="restocks queued ahead (default 1000)")
     parser.add_argument("--backlog-samples", type=int, default=50, help="shortages behind the backlog (50)")
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        default=0.1,
+        metavar="S",
+        help="seconds between the shortages made behind the backlog (default 0.1: 10 a second while it "
+        "drains; 0 makes them all at once, so they also queue behind each other)",
+    )
     parser.add_argument(
         "--compare",
         default="",
@@ -628,7 +646,14 @@ def main(argv=None) -> int:
             quiet_wait(args.quiet_wait)
             try:
                 result = pool_run(
-                    bench, pool, args.urgent_pool, idle=idle, backlog=backlog, backlog_samples=samples, env=env
+                    bench,
+                    pool,
+                    args.urgent_pool,
+                    idle=idle,
+                    backlog=backlog,
+                    backlog_samples=samples,
+                    env=env,
+                    spacing=args.spacing,
                 )
             except SystemExit as exc:
                 if pool == args.pool:

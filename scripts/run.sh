@@ -98,7 +98,7 @@ user.set_password(os.environ['ADMIN_PASSWORD']); user.save()"
 cat >> "$PROCFILE" <<PROCS
 web: $PY manage.py runserver 127.0.0.1:$PORT --noreload
 worker: .venv/bin/celery -A donutsite worker -l info -P threads -c 16 -Q default,factory,maintenance -n factory@%h
-urgent-worker: .venv/bin/celery -A donutsite worker -l info -P threads -c 8 -Q factory_urgent -n urgent@%h
+urgent-worker: .venv/bin/celery -A donutsite worker -l info -P threads -c 16 -Q factory_urgent -n urgent@%h
 notifications-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q notifications -n notifications@%h
 beat: .venv/bin/celery -A donutsite beat -l info --schedule var/celerybeat-schedule
 flower: $PY -m donutsite.flower --port=$FLOWER_PORT --address=127.0.0.1
