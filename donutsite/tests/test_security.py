@@ -117,7 +117,8 @@ def test_the_stock_workers_run_a_pool_without_time_limits_and_say_what_bounds_a_
     pool, concurrency = pools["worker"]
     env = {**PRODUCTION, "CELERY_BROKER_URL": current_app.conf.broker_url, "PYTHONUNBUFFERED": "1"}
     argv = [os.path.join(os.path.dirname(sys.executable), "celery"), "-A", "donutsite", "worker", "-P", pool]
-    argv += ["-c", concurrency, "-Q", "maintenance", "-n", "bound-probe@%h", "--without-gossip", "--without-mingle"]
+    # A queue of its own, so the probe takes no task meant for another test.
+    argv += ["-c", concurrency, "-Q", "bound-probe", "-n", "bound-probe@%h", "--without-gossip", "--without-mingle"]
 
     worker = Process("bound-probe", argv, env, ready="task time bound", log_dir=tmp_path)
     worker.stop()
