@@ -294,8 +294,8 @@ class Bench:
         """Give every slot of both pools a first task (its database connection, imports) before timing."""
         from django.conf import settings
 
+        from factory.services import restock_dispatch
         from inventory.models import Restock
-        from inventory.services import restock_dispatch
 
         products = self.products_create(2 * urgent.concurrency, "WARM")
         refs = [self.shortage(p.sku).reference for p in products]
