@@ -637,4 +637,5 @@ def test_command_serves_with_settings_from_the_environment_and_stops_on_sigterm(
     logged = list(lines.queue)
     assert any("POST /v1/orders -> 202" in line for line in logged)
     assert any("callback F-000001 copy 1 attempt 1" in line for line in logged)
-    assert logged[-1].startswith("legacy factory simulator stopping")
+    # The callback thread may log its delivery after the SIGTERM handler logged the stop: any order.
+    assert any(line.startswith("legacy factory simulator stopping") for line in logged)
