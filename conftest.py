@@ -35,9 +35,10 @@ def _fresh_caches():
     """Per-process caches (SKU ids, API keys, throttle tokens) must not leak between tests whose rows
     were rolled back."""
     from clients import auth, throttles
-    from inventory import selectors
+    from inventory import selectors, services
 
     selectors.forget_product_ids()
+    services._short_products.clear()
     auth._cache.clear()
     throttles._batches.clear()
     yield

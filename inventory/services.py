@@ -10,8 +10,9 @@ from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import NOT_PROVIDED, F, FilteredRelation, Q
 from django.utils import timezone
 from rest_framework.utils import encoders
 
@@ -45,55 +46,64 @@ def products_lock(product_ids) -> dict[int, Product]:
     """Lock these product rows FOR UPDATE, always in primary-key order so that concurrent sales of
     overlapping products queue behind each other instead of deadlocking. Call inside a transaction.
 
-    Hand-written SQL rather than `select_for_update()`: a sale holds these locks until it commits, and
-    building the ORM query cost more CPU than its round trip (docs/benchmarks.md, "Sales"). Plain FOR
-    UPDATE rather than STYLE's `of=("self",)`: MariaDB does not support FOR UPDATE OF, and with no join
-    both lock exactly the same rows. The products carry the fields read here; others load on access."""
-    ids = sorted(set(product_ids))
-    sql = _SQL_PRODUCTS_LOCK % _placeholders(len(ids))
-    if not connection.features.has_select_for_update:
-        sql = sql.removesuffix(" FOR UPDATE")  # SQLite (`make run`'s default) locks the whole file instead
-    with connection.cursor() as cursor:
-        cursor.execute(sql, ids)
-        rows = cursor.fetchall()
-    return {
-        row[0]: Product.from_db(
-            connection.alias, _LOCKED_FIELDS, [f.to_python(v) for f, v in zip(_LOCKED_MODEL_FIELDS, row, strict=True)]
-        )
-        for row in rows
-    }
+    Plain FOR UPDATE rather than STYLE's `of=("self",)`: MariaDB does not support FOR UPDATE OF, and
+    with no join both lock exactly the same rows."""
+    locked = Product.objects.select_for_update().filter(pk__in=set(product_ids)).order_by("pk")
+    return {product.pk: product for product in locked.only(*_LOCKED_FIELDS)}
 
 
-_LOCKED_FIELDS = ("id", "sku", "name", "price", "is_active", "on_hand", "reorder_point", "reorder_quantity")
-_LOCKED_MODEL_FIELDS = [Product._meta.get_field(name) for name in _LOCKED_FIELDS]
-# The statements of a sale. Nothing but placeholders is ever formatted into them at run time.
-_SQL_PRODUCTS_LOCK = (
-    f"SELECT {', '.join(_LOCKED_FIELDS)} FROM inventory_product WHERE id IN (%s) ORDER BY id FOR UPDATE"  # noqa: S608 - constant column names
-)
-_SQL_ON_HAND_SET = "UPDATE inventory_product SET on_hand = CASE id %s END WHERE id IN (%s)"
-_SQL_SALE_INSERT = "INSERT INTO inventory_sale (client_id, idempotency_key, total, created_at) VALUES (%s, %s, %s, %s)"
-_SQL_LINES_INSERT = (
-    "INSERT INTO inventory_saleline (sale_id, product_id, quantity, unit_price, line_total) VALUES (%s, %s, %s, %s, %s)"
-)
-_SQL_MOVEMENTS_INSERT = (
-    "INSERT INTO inventory_stockmovement (product_id, kind, quantity, sale_id, reason, created_at)"
-    " VALUES (%s, %s, %s, %s, '', %s)"
-)
+_LOCKED_FIELDS = ("sku", "name", "price", "is_active", "on_hand", "reorder_point", "reorder_quantity")
+
+
+def _insert_sql(model, fields: tuple[str, ...]) -> str:
+    """An INSERT of these fields of `model`, its table and column names taken from the model.
+
+    Refuses, when this module is imported, a model with a NOT NULL column the statement would leave
+    out: a new required field must be added here, not found by the first sale in production."""
+    opts = model._meta
+    columns = [opts.get_field(name).column for name in fields]
+    left_out = [
+        f.name
+        for f in opts.concrete_fields
+        if f.column not in columns and not (f.primary_key or f.generated or f.null or f.db_default is not NOT_PROVIDED)
+    ]
+    if left_out:
+        raise ImproperlyConfigured(f"The sale's INSERT into {opts.db_table} leaves out NOT NULL {', '.join(left_out)}")
+    return f"INSERT INTO {opts.db_table} ({', '.join(columns)}) VALUES ({_placeholders(len(columns))})"  # noqa: S608 - names from the model
 
 
 def _placeholders(count: int) -> str:
     return ", ".join(["%s"] * count)
 
 
+# The statements a sale runs under the row locks. Nothing but placeholders is formatted into them at
+# run time. Stock is taken as a relative decrement, so the CHECK constraint (on_hand >= 0) refuses an
+# oversell even if the lock were ever lost: the tests see that as an IntegrityError.
+_ON_HAND = Product._meta.get_field("on_hand").column
+_SQL_ON_HAND_TAKE = (
+    f"UPDATE {Product._meta.db_table} SET {_ON_HAND} = {_ON_HAND} - CASE {Product._meta.pk.column} %s END"  # noqa: S608
+    f" WHERE {Product._meta.pk.column} IN (%s)"
+)
+_SQL_SALE_INSERT = _insert_sql(Sale, ("client", "idempotency_key", "total", "created_at"))
+_SQL_LINES_INSERT = _insert_sql(SaleLine, ("sale", "product", "quantity", "unit_price", "line_total"))
+_SQL_MOVEMENTS_INSERT = _insert_sql(StockMovement, ("product", "kind", "quantity", "sale", "reason", "created_at"))
+
+
 def sale_create(*, client: ApiClient, items: list[SaleItem], idempotency_key: str = "") -> SaleOutcome:
     """Sell all items or none.
 
-    Locks the products' rows (products_lock) for one short durable transaction. If any line is short,
-    nothing is sold, a restock is opened for each short product in that same transaction, and
-    OutOfStock is raised after commit. A sale that leaves a product at or below its reorder point opens
-    a restock too. With an Idempotency-Key, a repeat of the same request gets the first answer again:
-    the sale, or the same OutOfStock (with the Idempotent-Replayed header), even if stock came back
-    meanwhile, so that a delayed original request cannot sell after its retry was told it did not.
+    A refusal that changes nothing is answered without locks: when a line is short and every short
+    product already has an open restock, out_of_stock is answered from one plain read of the products
+    and their open restocks (under READ COMMITTED it sees every sale and receipt committed before it
+    ran), so a sold-out rush does not queue on the row lock. Otherwise the products' rows are locked
+    (products_lock) for one short durable transaction: the stock is checked again under the lock, and
+    if any line is short nothing is sold, a restock is opened for each short product that has none in
+    that same transaction, and OutOfStock is raised after commit. A sale that leaves a product at or
+    below its reorder point opens a restock too. With an Idempotency-Key, a repeat of the same request
+    gets the first answer again: the sale, or the same OutOfStock (with the Idempotent-Replayed
+    header), even if stock came back meanwhile, so that a delayed original request cannot sell after
+    its retry was told it did not. The key's unique row decides between concurrent requests under one
+    key, whichever path each took: the first to commit is the answer of all.
     """
     request_hash = _request_hash(items) if idempotency_key else ""
     if idempotency_key:
@@ -103,10 +113,14 @@ def sale_create(*, client: ApiClient, items: list[SaleItem], idempotency_key: st
 
     product_ids = selectors.product_ids_for_skus([item.sku for item in items])
     try:
-        with transaction.atomic(durable=True):
-            outcome = _sell(client, items, product_ids, idempotency_key, request_hash)
+        shortages = _refusal_read(items, product_ids) if _short_products.intersection(product_ids.values()) else []
+        if shortages:
+            outcome = _refusal(client, shortages, idempotency_key, request_hash)
+        else:
+            with transaction.atomic(durable=True):
+                outcome = _sell(client, items, product_ids, idempotency_key, request_hash)
     except IntegrityError:
-        # A concurrent request with the same key committed first; its sale is the answer.
+        # A concurrent request with the same key committed first; its answer is the answer.
         replay = idempotency_key and _idempotent_replay(client, idempotency_key, request_hash)
         if not replay:
             raise
@@ -121,6 +135,66 @@ def _answer(outcome: SaleOutcome) -> SaleOutcome:
     return outcome
 
 
+# Products this process last saw short (refused, or sold down to 0). Only a hint of when the lock-free
+# read is worth its query: an order for none of them goes straight to the locks, so an ordinary sale
+# pays nothing for the refusal path, and a stale entry costs one read that finds the stock and drops it.
+_short_products: set[int] = set()
+
+
+def _refusal_read(items, product_ids) -> list[dict]:
+    """The shortages of this order, read in one plain statement (no lock), if it is a refusal that
+    opens nothing: some line is short and every short product has an open restock. Empty when the
+    order must take the locks: it may sell, a shortage needs a restock opened, or a product is retired."""
+    rows = {
+        row[0]: row
+        for row in Product.objects.filter(pk__in=product_ids.values())
+        .annotate(open_restock=FilteredRelation("restocks", condition=Q(restocks__status__in=Restock.OPEN_STATUSES)))
+        .values_list(
+            "pk",
+            "sku",
+            "is_active",
+            "on_hand",
+            "open_restock__pk",
+            "open_restock__status",
+            "open_restock__expected_at",
+        )
+    }
+    shortages = []
+    for item in items:
+        row = rows.get(product_ids[item.sku])
+        if row is None or not row[2]:
+            return []
+        _, sku, _, on_hand, restock_id, restock_status, expected_at = row
+        if on_hand >= item.quantity:
+            _short_products.discard(row[0])
+            continue
+        if restock_id is None:
+            return []
+        shortages.append(_shortage(sku, item.quantity, on_hand, restock_id, restock_status, expected_at))
+    return shortages
+
+
+def _shortage(sku, requested, available, restock_id, restock_status, expected_at) -> dict:
+    return {
+        "sku": sku,
+        "requested": requested,
+        "available": available,
+        "restock": {"id": restock_id, "status": restock_status, "expected_at": expected_at},
+    }
+
+
+def _refusal(client, shortages, idempotency_key, request_hash) -> SaleOutcome:
+    """The out_of_stock answer; with a key, stored under it (unique per client and key: a concurrent
+    request under the same key that stored its answer first makes this raise IntegrityError)."""
+    if idempotency_key:
+        # Stored as it will be rendered, so that a replay answers exactly what this request did.
+        shortages = json.loads(json.dumps(shortages, cls=encoders.JSONEncoder))
+        IdempotencyKey.objects.create(
+            client=client, key=idempotency_key, request_hash=request_hash, refusal={"shortages": shortages}
+        )
+    return SaleOutcome(sale=None, shortages=shortages)
+
+
 def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutcome:
     products = products_lock(product_ids.values())
     wanted = [(products[product_ids[item.sku]], item.quantity) for item in items]
@@ -129,6 +203,7 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
         raise UnknownSku(f"Not for sale: {', '.join(inactive)}.", details={"skus": inactive})
 
     short = [(p, qty) for p, qty in wanted if p.on_hand < qty]
+    _short_products.update(p.pk for p, _ in short)
     if short and idempotency_key:
         # A retry that waited on these locks behind the first request with its key finds the stock gone
         # to that very sale: answer the sale, not out_of_stock.
@@ -138,30 +213,16 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
     if short:
         restocks = restocks_open([p for p, _ in short], reason=Restock.Reason.SHORTAGE)
         shortages = [
-            {
-                "sku": p.sku,
-                "requested": qty,
-                "available": p.on_hand,
-                "restock": {
-                    "id": restocks[p.pk].pk,
-                    "status": restocks[p.pk].status,
-                    "expected_at": restocks[p.pk].expected_at,
-                },
-            }
+            _shortage(p.sku, qty, p.on_hand, restocks[p.pk].pk, restocks[p.pk].status, restocks[p.pk].expected_at)
             for p, qty in short
         ]
-        if idempotency_key:
-            # Stored as it will be rendered, so that a replay answers exactly what this request did.
-            shortages = json.loads(json.dumps(shortages, cls=encoders.JSONEncoder))
-            IdempotencyKey.objects.create(
-                client=client, key=idempotency_key, request_hash=request_hash, refusal={"shortages": shortages}
-            )
-        return SaleOutcome(sale=None, shortages=shortages)
+        return _refusal(client, shortages, idempotency_key, request_hash)
 
     sale, lines = _sale_write(client, wanted, idempotency_key)
     if idempotency_key:
         IdempotencyKey.objects.create(client=client, key=idempotency_key, request_hash=request_hash, sale=sale)
 
+    _short_products.update(p.pk for p, _ in wanted if p.on_hand == 0)
     low = [p for p, _ in wanted if p.needs_reorder]
     if low:
         restocks_open(low, reason=Restock.Reason.REORDER_POINT)
@@ -179,22 +240,16 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
 
 def _sale_write(client, wanted, idempotency_key) -> tuple[Sale, list[SaleLine]]:
     """Take the stock and record the sale, its lines and their ledger rows: four statements, written
-    by hand because they run while the caller holds the products' row locks, and every millisecond
-    spent here is one that every other buyer of a hot donut waits (docs/benchmarks.md, "Sales").
-
-    On-hand is set to the value checked under the lock, not decremented in SQL, so that taking the
-    lock away would show up as lost updates in the tests rather than be hidden by the CHECK constraint.
-    """
+    by hand because they run while the caller holds the products' row locks (docs/benchmarks.md,
+    "Sales", says what that buys)."""
     now = timezone.now()
     created_at = connection.ops.adapt_datetimefield_value(now)
     lines = [SaleLine(product=p, quantity=qty, unit_price=p.price, line_total=p.price * qty) for p, qty in wanted]
     total = sum((line.line_total for line in lines), Decimal("0"))
-    for product, qty in wanted:
-        product.on_hand -= qty
     with connection.cursor() as cursor:
         cursor.execute(
-            _SQL_ON_HAND_SET % (" ".join(["WHEN %s THEN %s"] * len(wanted)), _placeholders(len(wanted))),
-            [v for p, _ in wanted for v in (p.pk, p.on_hand)] + [p.pk for p, _ in wanted],
+            _SQL_ON_HAND_TAKE % (" ".join(["WHEN %s THEN %s"] * len(wanted)), _placeholders(len(wanted))),
+            [v for p, qty in wanted for v in (p.pk, qty)] + [p.pk for p, _ in wanted],
         )
         cursor.execute(_SQL_SALE_INSERT, [client.pk, idempotency_key, total, created_at])
         sale = Sale.from_db(
@@ -207,8 +262,10 @@ def _sale_write(client, wanted, idempotency_key) -> tuple[Sale, list[SaleLine]]:
         )
         cursor.executemany(
             _SQL_MOVEMENTS_INSERT,
-            [(p.pk, StockMovement.Kind.SALE.value, -qty, sale.pk, created_at) for p, qty in wanted],
+            [(p.pk, StockMovement.Kind.SALE.value, -qty, sale.pk, "", created_at) for p, qty in wanted],
         )
+    for product, qty in wanted:
+        product.on_hand -= qty
     sale.client = client
     for line in lines:
         line.sale = sale
