@@ -141,6 +141,11 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
     }
 }
+# What a web request may wait on Redis (API throttle, sale counters) and on the broker (publishing after
+# commit): one try each within this timeout; after a failure the dependency is skipped for the pause
+# (donutsite/dependencies.py), failing open.
+WEB_DEPENDENCY_TIMEOUT_SECONDS = env.float("WEB_DEPENDENCY_TIMEOUT_SECONDS", default=0.05)
+WEB_DEPENDENCY_PAUSE_SECONDS = env.float("WEB_DEPENDENCY_PAUSE_SECONDS", default=5.0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["clients.auth.ApiKeyAuthentication"],

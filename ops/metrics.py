@@ -2,9 +2,9 @@
 
 gunicorn runs several processes, so every figure is read at scrape time from what they share: the
 database (aggregate queries, bounded to the last 24 h where the rows pile up) and Redis. The sales
-endpoint's answers are counted in a hash on REDIS_URL (donutsite/sale_counters.py); each process sends
-its counts there in one MULTI/EXEC every half second, not one round trip per sale; the Celery queue
-depths are LLENs on the broker.
+endpoint's answers are counted in a hash on REDIS_URL (donutsite/sale_counters.py, one HINCRBY per
+answer); the Celery queue depths are LLENs on the broker. Both are read with the web's short Redis
+timeout (donutsite/dependencies.py), so a scrape does not hang on a hung Redis.
 
 Access (never public): a request passes with `Authorization: Bearer <METRICS_TOKEN>` or from a
 REMOTE_ADDR inside METRICS_ALLOWED_IPS (addresses or networks). X-Forwarded-For is ignored on
@@ -31,7 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
 
-from donutsite import sale_counters
+from donutsite import dependencies, sale_counters
 from factory.models import DeadLetter, FactoryAttempt
 from inventory.models import Product, Restock
 from notifications.models import AlertDelivery
@@ -81,6 +81,23 @@ class DonutCollector:
         redis_up.add_metric(["broker"], 1 if depths else 0)
         yield from depths
         yield redis_up
+        breaker_open = GaugeMetricFamily(
+            "donut_web_dependency_open",
+            "1 while this web process's circuit breaker for the dependency is open: after a failure it skips "
+            "it for WEB_DEPENDENCY_PAUSE_SECONDS, failing open (redis: the API throttle lets requests through "
+            "and sale outcomes go uncounted; broker: restocks wait for the outbox sweep).",
+            labels=["dependency"],
+        )
+        breaker_trips = CounterMetricFamily(
+            "donut_web_dependency_failures",
+            "Failures of the dependency that opened or extended this web process's circuit breaker.",
+            labels=["dependency"],
+        )
+        for name, breaker in dependencies.breakers.items():
+            breaker_open.add_metric([name], 1 if breaker.is_open else 0)
+            breaker_trips.add_metric([name], breaker.trips)
+        yield breaker_open
+        yield breaker_trips
         yield from self._restocks(since)
         yield from self._factory(since)
         yield from self._dead_letters()
@@ -88,9 +105,8 @@ class DonutCollector:
         yield from self._stock()
 
     def _sales(self):
-        sale_counters.counters_flush()  # this process's own counts; the others' arrive within COUNTERS_FLUSH_SECONDS
         try:
-            raw = sale_counters.redis_client(settings.REDIS_URL).hgetall(sale_counters.counters_key())
+            raw = dependencies.redis_client(settings.REDIS_URL).hgetall(sale_counters.counters_key())
         except (redis.RedisError, OSError) as exc:
             logger.warning("metrics: cannot read the sale counters from Redis (%r)", exc)
             return []
@@ -99,7 +115,7 @@ class DonutCollector:
             "donut_sales",
             "Answers of POST /api/v1/sales/: sold (201, replays not counted), out_of_stock (409), "
             "rejected (any other 4xx, incl. auth, validation, unknown SKU, throttling). Redis counters "
-            "across all web processes, each sending its counts every 0.5 s.",
+            "across all web processes; answers given while Redis was unavailable are not counted.",
             labels=["outcome"],
         )
         for outcome in sale_counters.SALE_OUTCOMES:
@@ -130,7 +146,7 @@ class DonutCollector:
         prefix = options.get("global_keyprefix", "")
         names = list(settings.CELERY_TASK_QUEUES_NAMES)
         try:
-            pipe = sale_counters.redis_client(broker_url).pipeline(transaction=False)
+            pipe = dependencies.redis_client(broker_url).pipeline(transaction=False)
             for name in names:
                 for step in steps:
                     pipe.llen(f"{prefix}{name}{sep}{step}" if step else f"{prefix}{name}")

@@ -37,6 +37,31 @@ def wait_until(condition, *, timeout: float, interval: float = 0.1, what: str = 
         time.sleep(interval)
 
 
+class HungServer:
+    """A port that accepts connections and never answers: a hung Redis or broker. Use as a context
+    manager; `url(db)` is a redis:// URL for it."""
+
+    def __init__(self):
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(128)  # the kernel completes the handshakes; nobody ever reads
+        self.port = self._socket.getsockname()[1]
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._socket.close()
+
+
+def closed_port_url(db: int = 0) -> str:
+    """A redis:// URL where nothing listens: a refused Redis or broker."""
+    return f"redis://127.0.0.1:{free_port()}/{db}"
+
+
 class Process:
     """A child process in a session of its own, its output in `<log_dir>/<name>.log` (default OUTPUT).
 

@@ -198,17 +198,18 @@ def test_check_ledger_names_a_product_changed_behind_the_ledgers_back():
 
 
 class Broker:
-    """Stands in for Celery's send_task so this test leaves no stray message in the shared test broker;
-    what the operator sees (the printed count and the restock rows) is real."""
+    """Stands in for task_publish so this test leaves no stray message in the shared test broker; what
+    the operator sees (the printed count and the restock rows) is real."""
 
     def __init__(self, *, down=False):
         self.down = down
         self.sent = []
 
-    def send_task(self, name, args=None, **options):
+    def task_publish(self, name, *, args, queue=None):
         if self.down:
-            raise ConnectionError("broker unreachable")
+            return False
         self.sent.append((name, args))
+        return True
 
 
 def old_restock(sku, **order):
@@ -223,7 +224,7 @@ def old_restock(sku, **order):
 
 def test_reconcile_resends_restocks_that_never_left_and_prints_counts(monkeypatch):
     broker = Broker()
-    monkeypatch.setattr(services, "current_app", broker)
+    monkeypatch.setattr(services, "task_publish", broker.task_publish)
     lost = old_restock("LOST")
     old_restock("SENT", dispatched_at=timezone.now(), dispatch_count=1)
     fresh = Restock.objects.create(product=make_product("FRESH", on_hand=0), quantity=50, reason="shortage")
@@ -238,7 +239,7 @@ def test_reconcile_resends_restocks_that_never_left_and_prints_counts(monkeypatc
 
 
 def test_reconcile_with_the_broker_down_keeps_the_restock_for_next_time(monkeypatch):
-    monkeypatch.setattr(services, "current_app", Broker(down=True))
+    monkeypatch.setattr(services, "task_publish", Broker(down=True).task_publish)
     lost = old_restock("LOST")
 
     out, _ = run("reconcile")
