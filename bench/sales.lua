@@ -2,6 +2,8 @@
 --   bare    GET /bench/bare/                                  (baseline a)
 --   hot     POST /api/v1/sales/ selling 1 of SKU "HOT"         (workload b)
 --   spread  POST /api/v1/sales/ selling 1 of a random S0000..  (workload c; BENCH_SKUS of them)
+--   soldout POST /api/v1/sales/ buying 1 of SKU "SOLDOUT" (at 0, restock open): every answer 409 (e)
+--   soldout-keys  the same with a fresh Idempotency-Key per request                              (f)
 -- BENCH_PATH, when set, sends the same requests to another path (the --floors views, bench/floors.py).
 -- done() prints one line, "BENCH_JSON {...}", that bench/sales.py reads. wrk's latencies are microseconds.
 
@@ -19,7 +21,11 @@ else
   wrk.path = path or "/api/v1/sales/"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Api-Key " .. api_key
-  wrk.body = '{"items":[{"sku":"HOT","quantity":1}]}'
+  if mode == "soldout" or mode == "soldout-keys" then
+    wrk.body = '{"items":[{"sku":"SOLDOUT","quantity":1}]}'
+  else
+    wrk.body = '{"items":[{"sku":"HOT","quantity":1}]}'
+  end
 end
 
 function setup(thread)
@@ -30,13 +36,21 @@ end
 function init(args)
   statuses = {}  -- per thread (each has its own Lua state); summed in done()
   math.randomseed(os.time() * 1000 + thread_no)
+  key_prefix = string.format("bench-%d-%d-%d-", os.time(), thread_no, math.random(0, 1000000000))
+  sent = 0
 end
 
--- Only the spread mode builds each request; the others let wrk send its pre-built one (cheaper).
+-- Only the spread and soldout-keys modes build each request; the others let wrk send its pre-built one (cheaper).
 if mode == "spread" then
   function request()
     local sku = string.format("S%04d", math.random(0, skus - 1))
     return wrk.format(nil, nil, nil, '{"items":[{"sku":"' .. sku .. '","quantity":1}]}')
+  end
+elseif mode == "soldout-keys" then
+  function request()
+    sent = sent + 1
+    wrk.headers["Idempotency-Key"] = key_prefix .. sent
+    return wrk.format()
   end
 end
 

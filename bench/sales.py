@@ -5,11 +5,13 @@ One run, on a database created fresh (BENCH_DATABASE_URL, default donut_bench on
   a   GET  /bench/bare/ on the same gunicorn server: a bare Django JsonResponse (Django + gunicorn floor)
   b   POST /api/v1/sales/ selling 1 of one hot SKU, from `--connections` wrk connections
   c   the same spread over 1,000 SKUs, one picked at random per request (bench/sales.lua)
+  e   POST /api/v1/sales/ buying 1 of a SKU at 0 with an open restock: every answer a 409 (a sold-out rush)
+  f   the same with a fresh Idempotency-Key per request (each refusal is stored under its key)
   d1  the database's limit for a sale: a bare MySQLdb client with workers*threads connections running
       BEGIN; SELECT .. FOR UPDATE; UPDATE; INSERT; COMMIT on one hot row of its own small tables
   d2  the same spread over 1,000 rows
 
-It prints requests/s, p50/p95/p99 and non-2xx responses per phase, the ratios b/d1 and c/a against
+It prints requests/s, p50/p95/p99 and non-2xx responses per phase, the ratios b/d1, c/a, e/a and f/a against
 the targets, then checks that nothing was oversold and the ledger balances (exit 1 if not; missed
 targets only print NOT MET). `--configs` runs phases against several gunicorn configurations in turn,
 `--profile N` profiles N sales of workload b in this process. `--floors` adds phases that run other
@@ -52,10 +54,14 @@ LUA = ROOT / "bench" / "sales.lua"
 os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"  # forced: this script drops its database
 
 HOT_SKU = "HOT"
+SOLD_OUT_SKU = "SOLDOUT"  # at 0 with an open restock; bench/sales.lua names it too
 INITIAL_STOCK = 10_000_000  # far more than any run sells, so no sale is refused and no restock opens
 TARGET_B_OVER_D1 = 0.50
 TARGET_B_P99_MS = 100.0
 TARGET_C_OVER_A = 0.30
+TARGET_E_OVER_A = 0.50
+TARGET_E_P99_MS = 100.0
+TARGET_F_OVER_A = 0.30
 
 # --floors: phase -> (title, wrk mode, path); run after a, b and c on the first configuration.
 FLOORS = {
@@ -70,6 +76,8 @@ PHASE_TITLES = {
     "a": "bare JsonResponse (GET)",
     "b": "sale, 1 hot SKU",
     "c": "sale, random of {skus} SKUs",
+    "e": "sold out (409), 1 SKU at 0",
+    "f": "sold out (409), fresh Idempotency-Key",
     "d1": "DB-only sale txn, 1 hot row",
     "d2": "DB-only sale txn, {skus} rows",
     **{phase: title for phase, (title, _, _) in FLOORS.items()},
@@ -148,12 +156,17 @@ def app_setup(skus: int) -> tuple[str, dict[str, int]]:
     from django.db import connections
 
     from clients.models import ApiClient
+    from inventory.models import Restock
     from inventory.services import product_set_stock
 
     initial = {}
     for sku in [HOT_SKU, *(spread_sku(i) for i in range(skus))]:
         product_set_stock(sku=sku, quantity=INITIAL_STOCK, price="1.50", name=sku, create=True)
         initial[sku] = INITIAL_STOCK
+    # Sold out, its restock already open (never sent: no worker runs), as after the first minute of a rush.
+    sold_out = product_set_stock(sku=SOLD_OUT_SKU, quantity=0, price="1.50")
+    Restock.objects.create(product=sold_out, quantity=100, reason=Restock.Reason.SHORTAGE)
+    initial[SOLD_OUT_SKU] = 0
     client = ApiClient(name="bench")
     key = client.set_new_key()
     client.save()
@@ -382,9 +395,12 @@ def invariants_check(initial: dict[str, int], db: dict, db_rows: int, responses_
     import MySQLdb
     from django.db.models import Sum
 
-    from inventory.models import Product, Sale, SaleLine
+    from inventory.models import Product, Restock, Sale, SaleLine
 
     problems = []
+    open_restocks = Restock.objects.open().filter(product__sku=SOLD_OUT_SKU).count()
+    if open_restocks != 1:
+        problems.append(f"{SOLD_OUT_SKU}: {open_restocks} open restocks, not 1")
     sold = dict(SaleLine.objects.values("product__sku").annotate(n=Sum("quantity")).values_list("product__sku", "n"))
     for product in Product.objects.order_by("pk"):
         if product.on_hand < 0:
@@ -559,7 +575,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of unmeasured load before each phase")
     parser.add_argument("--connections", type=int, default=64, help="concurrent clients (default 64)")
     parser.add_argument("--skus", type=int, default=1000, help="SKUs (and d2 rows) in the spread workloads")
-    parser.add_argument("--phases", default="a,b,c,d1,d2", help="comma-separated subset of a,b,c,d1,d2")
+    parser.add_argument("--phases", default="a,b,c,e,f,d1,d2", help="comma-separated subset of a,b,c,e,f,d1,d2")
     parser.add_argument(
         "--configs",
         default="",
@@ -600,7 +616,7 @@ def main(argv=None) -> int:
 
     results: dict[str, dict[str, PhaseResult]] = {}
     responses_201 = 0
-    modes = {"a": "bare", "b": "hot", "c": "spread"}
+    modes = {"a": "bare", "b": "hot", "c": "spread", "e": "soldout", "f": "soldout-keys"}
     for config in configs:
         http_phases = [p for p in phases if p in modes or (p in FLOORS and config is configs[0])]
         if not http_phases:
@@ -669,7 +685,8 @@ def _print_summary(results, configs, phases) -> None:
     ours = results.get(main_config, {})
     db = results.get("db", {})
     print(f"\nTargets (gunicorn {main_config}):")
-    a, b, c, d1 = ours.get("a"), ours.get("b"), ours.get("c"), db.get("d1")
+    a, b, c, e, f = (ours.get(p) for p in "abcef")
+    d1 = db.get("d1")
     if b and d1:
         ratio = b.rps / d1.rps
         met = ratio >= TARGET_B_OVER_D1 and b.p99_ms < TARGET_B_P99_MS
@@ -683,6 +700,19 @@ def _print_summary(results, configs, phases) -> None:
         print(
             f"  c/a  = {c.rps:.1f} / {a.rps:.1f} = {ratio:.0%} (target >= {TARGET_C_OVER_A:.0%}): "
             f"{'MET' if met else 'NOT MET'}"
+        )
+    if e and a:
+        ratio = e.rps / a.rps
+        met = ratio >= TARGET_E_OVER_A and e.p99_ms < TARGET_E_P99_MS
+        print(
+            f"  e/a  = {e.rps:.1f} / {a.rps:.1f} = {ratio:.0%} (target >= {TARGET_E_OVER_A:.0%}), "
+            f"p99(e) = {e.p99_ms:.1f} ms (target < {TARGET_E_P99_MS:.0f} ms): {'MET' if met else 'NOT MET'}"
+        )
+    if f and a:
+        ratio = f.rps / a.rps
+        print(
+            f"  f/a  = {f.rps:.1f} / {a.rps:.1f} = {ratio:.0%} (target >= {TARGET_F_OVER_A:.0%}): "
+            f"{'MET' if ratio >= TARGET_F_OVER_A else 'NOT MET'}"
         )
     floors = [(p, ours[p]) for p in FLOORS if p in ours]
     if floors:
