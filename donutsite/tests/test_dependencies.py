@@ -1,0 +1,41 @@
+"""task_publish: one short try at the broker, then the breaker; the message arrives when the broker answers."""
+
+import kombu.pools
+import pytest
+from celery import current_app
+
+from donutsite.dependencies import breakers, task_publish
+from testsupport.processes import HungServer, closed_port_url
+
+
+def broker_at(url):
+    current_app.conf.broker_write_url = url
+    current_app._pool = None
+    current_app.amqp._producer_pool = None
+    kombu.pools.reset()
+
+
+def test_a_task_published_from_the_web_reaches_its_queue(queues):
+    assert task_publish("factory.restock_place", args=[41]) is True
+
+    assert queues("factory") == [("factory.restock_place", [41])]
+
+
+@pytest.mark.parametrize("state", ["refused", "hung"])
+def test_a_broker_refused_or_hung_is_tried_once_then_skipped_with_one_warning(queues, state, caplog):
+    trips_before = breakers["broker"].trips
+    with HungServer() as hung:
+        broker_at(hung.url() if state == "hung" else closed_port_url())
+        try:
+            first = task_publish("factory.restock_place", args=[42])
+            second = task_publish("factory.restock_place", args=[43])
+        finally:
+            broker_at(None)
+
+    assert (first, second) == (False, False)
+    assert breakers["broker"].is_open and breakers["broker"].trips == trips_before + 1, "the second send did not try"
+    warnings = [r.getMessage() for r in caplog.records if "circuit open" in r.getMessage()]
+    assert len(warnings) == 1 and "tasks are left to the outbox sweep" in warnings[0]
+    breakers["broker"].close()  # the pause is over
+    assert task_publish("factory.restock_place", args=[44]) is True
+    assert queues("factory") == [("factory.restock_place", [44])]
