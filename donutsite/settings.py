@@ -17,8 +17,6 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from donutsite.sentry import sentry_init
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -366,12 +364,18 @@ LOGGING = {
 
 # Error tracking (donutsite/sentry.py): off unless SENTRY_DSN is set.
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
-SENTRY_ENABLED = sentry_init(
-    dsn=SENTRY_DSN,
-    environment=env.str("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production"),
-    release=env.str("SENTRY_RELEASE", default=""),
-    traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
-)
+SENTRY_ENABLED = False
+if SENTRY_DSN:
+    # Imported only when used: the benches' settings (bench/settings.py) run this file before the
+    # donutsite package can be imported, and importing it from here would start Celery half configured.
+    from donutsite.sentry import sentry_init
+
+    SENTRY_ENABLED = sentry_init(
+        dsn=SENTRY_DSN,
+        environment=env.str("SENTRY_ENVIRONMENT", default="development" if DEBUG else "production"),
+        release=env.str("SENTRY_RELEASE", default=""),
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )
 
 # Production hardening: `manage.py check --deploy` must report nothing with DJANGO_DEBUG unset.
 if not DEBUG:
