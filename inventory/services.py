@@ -46,13 +46,32 @@ def products_lock(product_ids) -> dict[int, Product]:
     """Lock these product rows FOR UPDATE, always in primary-key order so that concurrent sales of
     overlapping products queue behind each other instead of deadlocking. Call inside a transaction.
 
-    Plain FOR UPDATE rather than STYLE's `of=("self",)`: MariaDB does not support FOR UPDATE OF, and
-    with no join both lock exactly the same rows."""
-    locked = Product.objects.select_for_update().filter(pk__in=set(product_ids)).order_by("pk")
-    return {product.pk: product for product in locked.only(*_LOCKED_FIELDS)}
+    Hand-written (names from the model) rather than `select_for_update()`: a sale holds these locks
+    until it commits, and building the ORM query cost more than its round trip (docs/benchmarks.md,
+    "Sales"). Plain FOR UPDATE rather than STYLE's `of=("self",)`: MariaDB does not support FOR
+    UPDATE OF, and with no join both lock exactly the same rows."""
+    ids = sorted(set(product_ids))
+    sql = _SQL_PRODUCTS_LOCK % _placeholders(len(ids))
+    if not connection.features.has_select_for_update:
+        sql = sql.removesuffix(" FOR UPDATE")  # SQLite (`make run`'s default) locks the whole file instead
+    with connection.cursor() as cursor:
+        cursor.execute(sql, ids)
+        rows = cursor.fetchall()
+    return {
+        row[0]: Product.from_db(
+            connection.alias, _LOCKED_ATTNAMES, [f.to_python(v) for f, v in zip(_LOCKED_MODEL_FIELDS, row, strict=True)]
+        )
+        for row in rows
+    }
 
 
 _LOCKED_FIELDS = ("sku", "name", "price", "is_active", "on_hand", "reorder_point", "reorder_quantity")
+_LOCKED_MODEL_FIELDS = [Product._meta.pk, *(Product._meta.get_field(name) for name in _LOCKED_FIELDS)]
+_LOCKED_ATTNAMES = [f.attname for f in _LOCKED_MODEL_FIELDS]
+_SQL_PRODUCTS_LOCK = (
+    f"SELECT {', '.join(f.column for f in _LOCKED_MODEL_FIELDS)} FROM {Product._meta.db_table}"  # noqa: S608
+    f" WHERE {Product._meta.pk.column} IN (%s) ORDER BY {Product._meta.pk.column} FOR UPDATE"
+)
 
 
 def _insert_sql(model, fields: tuple[str, ...]) -> str:
