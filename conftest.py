@@ -32,15 +32,16 @@ def client_app(api_client_and_key):
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
-    """Per-process caches (SKU ids, API keys, open circuit breakers) must not leak between tests whose rows
-    were rolled back."""
-    from clients import auth
+    """Per-process caches (SKU ids, API keys, throttle tokens, open circuit breakers) must not leak
+    between tests whose rows were rolled back."""
+    from clients import auth, throttles
     from donutsite import dependencies
     from inventory import selectors, services
 
     selectors.forget_product_ids()
     services._short_products.clear()
     auth._cache.clear()
+    throttles._batches.clear()
     for breaker in dependencies.breakers.values():
         breaker.close()
     yield

@@ -1,19 +1,41 @@
-"""The sales endpoint's answer counts (sold, out_of_stock, rejected, stockouts), one HINCRBY per
-counted answer into a hash on REDIS_URL that every web process shares and /metrics (ops/metrics.py)
-reads. Infrastructure with no app imports, so the sale view and the exception handler can count
-without depending on the ops app.
+"""The sales endpoint's answer counts (sold, out_of_stock, rejected, stockouts), kept per process and
+sent to a hash on REDIS_URL, which /metrics (ops/metrics.py) reads. Infrastructure with no app imports,
+so the sale view and the exception handler can count without depending on the ops app."""
 
-Redis on the request path is bounded (donutsite/dependencies.py): a count that Redis does not take
-within WEB_DEPENDENCY_TIMEOUT_SECONDS is dropped, and so are the counts of the breaker's pause after
-it; the sale's answer never waits longer and never fails because of a counter.
-"""
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import Counter
 
 import redis
 from django.conf import settings
 
-from donutsite.dependencies import breakers, redis_client
+from donutsite import dependencies
+
+logger = logging.getLogger(__name__)
 
 SALE_OUTCOMES = ("sold", "out_of_stock", "rejected")
+
+# The sale counters leave the request path: a sale adds to this process's counts, and a daemon thread
+# sends them to Redis every COUNTERS_FLUSH_SECONDS (so does a scrape, for its own process, and exit).
+# So a sale's answer never waits on Redis for a counter (docs/benchmarks.md, "Sales").
+# Counts wait in memory while Redis is down, and a process killed outright loses at most the last
+# half second's. Short timeouts (donutsite/dependencies.py) and a pause after a failure keep an
+# unreachable Redis cheap.
+COUNTERS_FLUSH_SECONDS = 0.5
+COUNTERS_PAUSE_SECONDS = 5.0
+_counters_paused_until = 0.0
+_pending: Counter = Counter()
+_pending_lock = threading.Lock()
+_flush_lock = threading.Lock()  # one flush at a time, so a flush that returns has reached Redis
+_flusher_pid = 0  # the process whose flusher thread runs (threads do not survive gunicorn's fork)
+
+
+def redis_client(url: str) -> redis.Redis:
+    # The request path's client (short timeouts, no retries): a scrape flushes its own process's counts.
+    return dependencies.redis_client(url)
 
 
 def counters_key() -> str:
@@ -22,18 +44,49 @@ def counters_key() -> str:
 
 
 def count_sale_outcome(outcome: str, *, stockouts: int = 0) -> None:
-    """Count one answer of the sales endpoint. `stockouts` is how many products the refused sale
-    found short."""
+    """Count one answer of the sales endpoint; it reaches Redis, shared by every web process, within
+    COUNTERS_FLUSH_SECONDS. `stockouts` is how many products the refused sale found short. Never
+    touches the network, so the sale's answer cannot wait on or fail because of Redis."""
+    global _flusher_pid
     if outcome not in SALE_OUTCOMES:
         raise ValueError(f"unknown sale outcome {outcome!r}")
-    breaker = breakers["redis"]
-    if breaker.is_open:
-        return
-    try:
-        pipe = redis_client(settings.REDIS_URL).pipeline(transaction=False)  # one round trip
-        pipe.hincrby(counters_key(), outcome, 1)
+    with _pending_lock:
+        _pending[outcome] += 1
         if stockouts:
-            pipe.hincrby(counters_key(), "stockouts", stockouts)
-        pipe.execute()
-    except (redis.RedisError, OSError) as exc:
-        breaker.trip(exc, "sale outcomes go uncounted")
+            _pending["stockouts"] += stockouts
+        start_flusher = _flusher_pid != os.getpid()
+        _flusher_pid = os.getpid()
+    if start_flusher:
+        threading.Thread(target=_counters_flush_forever, name="sale-counters", daemon=True).start()
+        atexit.register(counters_flush)
+
+
+def counters_flush() -> bool:
+    """Send this process's pending counts to Redis; False if they are still pending (Redis down)."""
+    global _counters_paused_until
+    with _flush_lock:
+        if time.monotonic() < _counters_paused_until:
+            return False
+        with _pending_lock:
+            counts = dict(_pending)
+            _pending.clear()
+        if not counts:
+            return True
+        try:
+            pipe = redis_client(settings.REDIS_URL).pipeline()  # MULTI/EXEC: all of them or none
+            for name, n in counts.items():
+                pipe.hincrby(counters_key(), name, n)
+            pipe.execute()
+            return True
+        except (redis.RedisError, OSError) as exc:
+            with _pending_lock:
+                _pending.update(counts)  # adds them back
+            _counters_paused_until = time.monotonic() + COUNTERS_PAUSE_SECONDS
+            logger.warning("metrics: Redis unavailable, %s sale outcomes wait in this process (%r)", counts, exc)
+            return False
+
+
+def _counters_flush_forever():
+    while True:
+        time.sleep(COUNTERS_FLUSH_SECONDS)
+        counters_flush()
