@@ -3,9 +3,10 @@ breaker per dependency, so that a refused, hung or slow Redis or broker costs a 
 WEB_DEPENDENCY_TIMEOUT_SECONDS per dependency and then nothing while the breaker is open.
 
 While a breaker is open (WEB_DEPENDENCY_PAUSE_SECONDS after a failure) the callers degrade as
-docs/reliability.md says: the API throttle and the sale counters fail open (requests pass uncounted),
-and a restock's hand-over to the queue is left to the outbox sweep. A breaker is per process; it logs
-a warning when it opens and /metrics shows the scraping process's breakers (donut_web_dependency_open).
+docs/reliability.md says: the API throttle fails open (requests pass unthrottled), the sale counters
+wait in each process's memory, and a restock's hand-over to the queue is left to the outbox sweep. A
+breaker is per process; it logs a warning when it opens and /metrics shows the scraping process's
+breakers (donut_web_dependency_open).
 """
 
 import logging
