@@ -97,18 +97,27 @@ def _publish_pool(url: str, timeout: float) -> ProducerPool:
         return _publish_pools[url]
 
 
-def task_publish(name: str, args: list) -> bool:
+def task_publish(name: str, args: list, **options) -> bool:
     """Send a task by name, trying once, on a connection that gives up after BROKER_PUBLISH_TIMEOUT_SECONDS:
     for after-commit sends whose row a sweep resends, so a refused or hung broker costs the caller a
-    fraction of a second instead of kombu's ~6 s of reconnecting. Returns False, logged, when the message
-    did not leave."""
+    fraction of a second instead of kombu's ~6 s of reconnecting. After a failure the broker's circuit
+    breaker (donutsite/dependencies.py) skips the broker for WEB_DEPENDENCY_PAUSE_SECONDS, so a request
+    that sends several tasks waits for one try at most. Returns False, logged, when the message did not
+    leave. `options` go to send_task (route_name)."""
     from django.conf import settings
 
+    from donutsite.dependencies import breakers
+
+    breaker = breakers["broker"]
+    if breaker.is_open:
+        logging.getLogger(__name__).info("%s%s not sent: the broker's breaker is open", name, args)
+        return False
     timeout = settings.BROKER_PUBLISH_TIMEOUT_SECONDS
     try:
         with _publish_pool(app.conf.broker_write_url, timeout).acquire(block=True, timeout=timeout) as producer:
-            app.send_task(name, args=args, producer=producer, retry=False)
+            app.send_task(name, args=args, producer=producer, retry=False, **options)
     except Exception as exc:  # any broker failure: the caller's row stays unsent and its sweep resends it
         logging.getLogger(__name__).warning("%s%s not sent, broker unavailable (%r)", name, args, exc)
+        breaker.trip(exc, "tasks are left to the outbox sweep")
         return False
     return True

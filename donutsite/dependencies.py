@@ -1,6 +1,7 @@
-"""What a web request may spend on Redis and on the broker: one try, a short timeout, and a circuit
-breaker per dependency, so that a refused, hung or slow Redis or broker costs a request at most
-WEB_DEPENDENCY_TIMEOUT_SECONDS per dependency and then nothing while the breaker is open.
+"""What a web request may spend on Redis and on the broker: one try, a short timeout (Redis:
+WEB_DEPENDENCY_TIMEOUT_SECONDS here; the broker: BROKER_PUBLISH_TIMEOUT_SECONDS in
+donutsite.celery.task_publish), and a circuit breaker per dependency, so that a refused, hung or slow
+Redis or broker costs a request one short try and then nothing while the breaker is open.
 
 While a breaker is open (WEB_DEPENDENCY_PAUSE_SECONDS after a failure) the callers degrade as
 docs/reliability.md says: the API throttle fails open (requests pass unthrottled), the sale counters
@@ -10,12 +11,10 @@ breakers (donut_web_dependency_open).
 """
 
 import logging
-import os
 import threading
 import time
 
 import redis
-from celery import current_app
 from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -72,39 +71,3 @@ def redis_client(url: str) -> redis.Redis:
             )
             _clients[url] = client
     return client
-
-
-_publishing = threading.local()  # a kombu connection is not thread-safe; gthread workers share a process
-
-
-def task_publish(name: str, *, args: list, queue: str | None = None) -> bool:
-    """Send a task by name from the web: one try within WEB_DEPENDENCY_TIMEOUT_SECONDS (connect and
-    answer), no connection retries, no publish retry. False if the broker did not take it or its
-    breaker is open: the caller's row (the outbox) is what the sweep resends.
-
-    Celery's defaults would wait ~6 s on a refused or hung broker (kombu's ensure_connection retries
-    for broker_connection_timeout); the worker keeps those defaults, only this connection is short."""
-    breaker = breakers["broker"]
-    if breaker.is_open:
-        return False
-    try:
-        options = {"queue": queue} if queue else {}  # else CELERY_TASK_ROUTES decides
-        current_app.send_task(name, args=args, connection=_publish_connection(), retry=False, **options)
-    except Exception as exc:  # any broker failure (kombu wraps them in several types)
-        _publishing.connection = None
-        breaker.trip(exc, "tasks are left to the outbox sweep")
-        return False
-    return True
-
-
-def _publish_connection():
-    url = current_app.conf.broker_write_url or current_app.conf.broker_url
-    key = (os.getpid(), url)  # a forked process or a changed broker gets a connection of its own
-    if getattr(_publishing, "key", None) != key or _publishing.connection is None:
-        timeout = settings.WEB_DEPENDENCY_TIMEOUT_SECONDS
-        _publishing.connection = current_app.connection_for_write(
-            connect_timeout=timeout,
-            transport_options={"socket_timeout": timeout, "socket_connect_timeout": timeout, "max_retries": 0},
-        )
-        _publishing.key = key
-    return _publishing.connection

@@ -17,6 +17,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from donutsite.celery import task_publish
 from factory import refusals, signatures
 from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable
 from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
@@ -59,10 +60,9 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
         _order_row(restock_id)
     except DatabaseError as exc:  # after the sale's commit: never an error answer; the worker adds the row
         logger.warning("restock %s: could not add its factory order row (%r)", restock_id, exc)
-    try:
-        current_app.send_task(RESTOCK_PLACE_TASK, args=[restock_id], route_name=_route(shortage))
-    except Exception as exc:  # any broker failure: the row is the source of truth, the sweep retries
-        logger.warning("restock %s: broker unavailable (%r); the reconcile sweep will resend it", restock_id, exc)
+    if not task_publish(RESTOCK_PLACE_TASK, [restock_id], route_name=_route(shortage)):
+        # One short try (a web request must not wait on the broker): the row is the source of truth,
+        # and the reconcile sweep resends it.
         return False
     now = timezone.now()
     try:

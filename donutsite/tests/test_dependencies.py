@@ -1,10 +1,12 @@
-"""task_publish: one short try at the broker, then the breaker; the message arrives when the broker answers."""
+"""donutsite.celery.task_publish: one short try at the broker, then the breaker; the message arrives when
+the broker answers."""
 
 import kombu.pools
 import pytest
 from celery import current_app
 
-from donutsite.dependencies import breakers, task_publish
+from donutsite.celery import task_publish
+from donutsite.dependencies import breakers
 from testsupport.processes import HungServer, closed_port_url
 
 
@@ -16,7 +18,7 @@ def broker_at(url):
 
 
 def test_a_task_published_from_the_web_reaches_its_queue(queues):
-    assert task_publish("factory.restock_place", args=[41]) is True
+    assert task_publish("factory.restock_place", [41]) is True
 
     assert queues("factory") == [("factory.restock_place", [41])]
 
@@ -27,8 +29,8 @@ def test_a_broker_refused_or_hung_is_tried_once_then_skipped_with_one_warning(qu
     with HungServer() as hung:
         broker_at(hung.url() if state == "hung" else closed_port_url())
         try:
-            first = task_publish("factory.restock_place", args=[42])
-            second = task_publish("factory.restock_place", args=[43])
+            first = task_publish("factory.restock_place", [42])
+            second = task_publish("factory.restock_place", [43])
         finally:
             broker_at(None)
 
@@ -37,5 +39,5 @@ def test_a_broker_refused_or_hung_is_tried_once_then_skipped_with_one_warning(qu
     warnings = [r.getMessage() for r in caplog.records if "circuit open" in r.getMessage()]
     assert len(warnings) == 1 and "tasks are left to the outbox sweep" in warnings[0]
     breakers["broker"].close()  # the pause is over
-    assert task_publish("factory.restock_place", args=[44]) is True
+    assert task_publish("factory.restock_place", [44]) is True
     assert queues("factory") == [("factory.restock_place", [44])]

@@ -205,7 +205,7 @@ class Broker:
         self.down = down
         self.sent = []
 
-    def task_publish(self, name, *, args, queue=None):
+    def task_publish(self, name, args, **options):
         if self.down:
             return False
         self.sent.append((name, args))
