@@ -12,6 +12,7 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
+from donutsite.dependencies import breakers
 from notifications.alerts import alert_raise
 from notifications.channels import registry
 from notifications.models import AlertDelivery, Device, Subscription
@@ -93,6 +94,7 @@ def test_alerts_and_back_in_stock_pushes_raised_while_the_broker_is_away_are_del
     assert redis.Redis.from_url(worker.broker_url).llen("notifications") == 0, "nothing reached the broker"
 
     monkeypatch.undo()  # the broker is back
+    breakers["broker"].close()  # and this process's breaker has waited out its pause
     worker.start_worker()
     assert sweep_task() == {"summaries": 0, "escalated": 0, "resent": 0, "back_in_stock_resent": 0}, (
         "the sweep leaves rows alone until NOTIFICATIONS_RESEND_AFTER_SECONDS have passed"
