@@ -12,6 +12,7 @@ from django.utils import timezone
 from clients import throttles
 from inventory.models import IdempotencyKey, Product, Sale
 from inventory.services import idempotency_keys_purge
+from testsupport.chaos import RedisServer
 from testsupport.data import make_api_client, make_product
 from testsupport.processes import HungServer, closed_port_url
 
@@ -155,13 +156,23 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(client_app, fresh_thro
     assert Product.objects.get(sku="GLAZED").on_hand == 6
 
 
-def test_processes_share_one_budget_and_take_tokens_in_batches(fresh_throttle_counts):
+@pytest.fixture
+def private_redis(settings, tmp_path):
+    """A redis-server of the test's own, so that counting its commands counts only this test's."""
+    server = RedisServer(tmp_path)
+    server.start()
+    settings.REDIS_URL = server.url()
+    yield server
+    server.stop()
+
+
+def test_processes_share_one_budget_and_take_tokens_in_batches(private_redis):
     """Two processes' token batches (each process has one TokenBatches) against one Redis counter: the
     client never gets more than the limit, and loses at most one batch less one to the other process."""
     first, second = throttles.TokenBatches(), throttles.TokenBatches()
     limit, window, now = 1000, 60, 120.0  # a batch of 10
     rng = random.Random(7)
-    stored = redis.Redis.from_url(settings.REDIS_URL)
+    stored = private_redis.client()
 
     granted = 0
     for _ in range(2 * limit):  # far more requests than the limit
