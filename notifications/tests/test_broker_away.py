@@ -19,22 +19,14 @@ from notifications.models import AlertDelivery, Device, Subscription
 from notifications.subscriptions import back_in_stock_announce
 from notifications.tasks import sweep_task
 from testsupport.data import make_api_client
-from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
 from testsupport.processes import System, free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def standins():
-    with SlackStandIn() as slack, FcmStandIn(token="fcm-test-token", project_id="donuts") as fcm:
-        yield slack, fcm
-
-
-@pytest.fixture
-def channels(standins):
+def channels(slack, fcm):
     """The same channel settings for this process (which raises the alert) and the worker (which sends)."""
-    slack, fcm = standins
     values = {
         "SLACK_WEBHOOK_URL": slack.url + "/services/T/B/x",
         "FCM_ENDPOINT": fcm.url,
@@ -71,9 +63,8 @@ def away_broker_url(request):
 
 
 def test_alerts_and_back_in_stock_pushes_raised_while_the_broker_is_away_are_delivered_later(
-    standins, worker, away_broker_url, monkeypatch
+    slack, fcm, worker, away_broker_url, monkeypatch
 ):
-    slack, fcm = standins
     client, _ = make_api_client()
     device = Device.objects.create(client=client, token="customer-phone-1", platform="android")
     Subscription.objects.create(device=device, sku="VIRAL")
