@@ -4,10 +4,6 @@ The test talks to the system the way its users do: client apps over HTTP, ops th
 it reads the simulator's own records to count factory orders.
 """
 
-import json
-import urllib.error
-import urllib.request
-
 import pytest
 from django.core.management import call_command
 from django.test import override_settings
@@ -17,6 +13,7 @@ from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
 from inventory.models import Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
 from notifications.models import Device, Subscription
+from testsupport.api import buy_over_http
 from testsupport.data import make_api_client, make_product
 from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
 from testsupport.processes import System, wait_until
@@ -75,20 +72,6 @@ FAULTLESS = {
 }
 
 
-def buy(system, key, sku, quantity):
-    request = urllib.request.Request(  # noqa: S310 - local
-        system.web_url + "/api/v1/sales/",
-        data=json.dumps({"items": [{"sku": sku, "quantity": quantity}]}).encode(),
-        headers={"Authorization": f"Api-Key {key}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def restock_of(sku) -> Restock:
     return Restock.objects.filter(product__sku=sku).order_by("pk").last()
 
@@ -113,14 +96,14 @@ def callback_answers(system, restock) -> list:
 def test_sell_out_then_the_factory_fills_the_shelf_and_selling_resumes(system, fresh):
     make_product("VIRAL", on_hand=2, reorder_point=0, reorder_quantity=10)
 
-    assert buy(system, fresh, "VIRAL", 2)[0] == 201
-    status, body = buy(system, fresh, "VIRAL", 1)
+    assert buy_over_http(system, fresh, "VIRAL", 2)[0] == 201
+    status, body = buy_over_http(system, fresh, "VIRAL", 1)
     assert status == 409 and body["code"] == "out_of_stock"
 
     restock = wait_for_status("VIRAL", "fulfilled")
     assert body["shortages"][0]["restock"]["id"] == restock.pk
     assert Product.objects.get(sku="VIRAL").on_hand == 10
-    assert buy(system, fresh, "VIRAL", 1)[0] == 201
+    assert buy_over_http(system, fresh, "VIRAL", 1)[0] == 201
     assert len(factory_orders(system, restock)) == 1
     assert ledger_differences() == []
 
@@ -129,7 +112,7 @@ def test_a_factory_failing_three_times_then_accepting_gets_exactly_one_order(sys
     make_product("MAPLE", on_hand=0, reorder_quantity=10)
     system.factory_configure(fail_next=3)
 
-    buy(system, fresh, "MAPLE", 1)
+    buy_over_http(system, fresh, "MAPLE", 1)
     restock = wait_for_status("MAPLE", "fulfilled")
 
     outcomes = list(FactoryAttempt.objects.filter(restock=restock).values_list("outcome", flat=True))
@@ -142,7 +125,7 @@ def test_a_factory_always_failing_dead_letters_alerts_ops_and_a_redrive_fills_th
     make_product("LEMON", on_hand=0, reorder_quantity=12)
     system.factory_configure(error_rate=1.0)
 
-    buy(system, fresh, "LEMON", 1)
+    buy_over_http(system, fresh, "LEMON", 1)
     restock = wait_for_status("LEMON", "failed")
 
     dead = DeadLetter.objects.get(restock=restock)
@@ -181,7 +164,7 @@ def test_duplicate_callbacks_grow_stock_once(system, fresh):
     make_product("JELLY", on_hand=0, reorder_quantity=7)
     system.factory_configure(duplicate_callback_rate=1.0)
 
-    buy(system, fresh, "JELLY", 1)
+    buy_over_http(system, fresh, "JELLY", 1)
     restock = wait_for_status("JELLY", "fulfilled")
     wait_until(lambda: callback_answers(system, restock).count(200) >= 2, timeout=15, what="both callbacks answered")
 
@@ -193,7 +176,7 @@ def test_a_lost_callback_is_found_by_reconcile(system, fresh):
     make_product("CRULLER", on_hand=0, reorder_quantity=9)
     system.factory_configure(callback_loss_rate=1.0)
 
-    buy(system, fresh, "CRULLER", 1)
+    buy_over_http(system, fresh, "CRULLER", 1)
     restock = wait_for_status("CRULLER", "placed")
     wait_until(lambda: factory_orders(system, restock)[0]["status"] == "completed", timeout=15, what="production")
     assert Restock.objects.get(pk=restock.pk).status == "placed", "no callback came"
@@ -208,7 +191,7 @@ def test_a_worker_killed_during_the_factory_call_still_orders_exactly_once(syste
     make_product("BOSTON", on_hand=0, reorder_quantity=5)
     system.factory_configure(latency_ms=[1500, 1500])
 
-    buy(system, fresh, "BOSTON", 1)
+    buy_over_http(system, fresh, "BOSTON", 1)
     restock = wait_until(
         lambda: (
             (r := restock_of("BOSTON"))
@@ -231,7 +214,7 @@ def test_a_callback_with_a_bad_signature_changes_nothing(system, fresh):
     make_product("MATCHA", on_hand=0, reorder_quantity=4)
     system.start_factory("--production-seconds", "0.5", "--callback-secret", "not-our-secret")
     try:
-        buy(system, fresh, "MATCHA", 1)
+        buy_over_http(system, fresh, "MATCHA", 1)
         restock = wait_for_status("MATCHA", "placed")
         wait_until(lambda: 401 in callback_answers(system, restock), timeout=15, what="the forged callback refused")
         assert Restock.objects.get(pk=restock.pk).status == "placed"
@@ -247,8 +230,8 @@ def test_a_receipt_after_a_stock_out_pushes_the_subscribed_device(system, fresh,
     device = Device.objects.create(token="customer-phone-1", platform="android", client=client)
     Subscription.objects.create(device=device, sku="STRAWBERRY")
 
-    assert buy(system, key, "STRAWBERRY", 1)[0] == 201
-    assert buy(system, key, "STRAWBERRY", 1)[0] == 409
+    assert buy_over_http(system, key, "STRAWBERRY", 1)[0] == 201
+    assert buy_over_http(system, key, "STRAWBERRY", 1)[0] == 409
     wait_for_status("STRAWBERRY", "fulfilled")
 
     push = wait_until(

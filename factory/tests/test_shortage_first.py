@@ -2,17 +2,15 @@
 start them, the factory simulator, MariaDB and Redis. A shortage's restock reaches the factory while
 the worker of routine restocks is stopped with a backlog queued in front of it."""
 
-import json
 import os
 import signal
-import urllib.error
-import urllib.request
 
 import pytest
 from django.db import transaction
 
 from inventory.models import Restock
 from inventory.services import restocks_open
+from testsupport.api import buy_over_http
 from testsupport.data import make_api_client, make_product
 from testsupport.processes import System, wait_until
 from testsupport.queues import queued_restocks
@@ -42,20 +40,6 @@ def system(django_db_setup, django_db_blocker):
         running.flush_broker()
 
 
-def buy(system, key, sku, quantity):
-    request = urllib.request.Request(  # noqa: S310 - local
-        system.web_url + "/api/v1/sales/",
-        data=json.dumps({"items": [{"sku": sku, "quantity": quantity}]}).encode(),
-        headers={"Authorization": f"Api-Key {key}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def factory_references(system) -> list[str]:
     return [order["reference"] for order in system.factory_get("/_sim/orders")["results"]]
 
@@ -74,7 +58,7 @@ def test_a_shortage_reaches_the_factory_while_the_routine_restocks_wait_behind_a
     waiting = sorted(queued_restocks())
     assert set(waiting) <= set(backlog) and len(waiting) >= BACKLOG - 2
 
-    status, body = buy(system, key, "VIRAL", 2)
+    status, body = buy_over_http(system, key, "VIRAL", 2)
 
     assert status == 409 and body["code"] == "out_of_stock"
     shortage = Restock.objects.get(product__sku="VIRAL")
