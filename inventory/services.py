@@ -11,7 +11,7 @@ from functools import partial
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import NOT_PROVIDED, F
 from django.utils import timezone
 from rest_framework.utils import encoders
@@ -88,7 +88,8 @@ def _insert_sql(model, fields: tuple[str, ...]) -> str:
     ]
     if left_out:
         raise ImproperlyConfigured(f"The sale's INSERT into {opts.db_table} leaves out NOT NULL {', '.join(left_out)}")
-    return f"INSERT INTO {opts.db_table} ({', '.join(columns)}) VALUES ({_placeholders(len(columns))})"  # noqa: S608 - names from the model
+    quoted = ", ".join(connection.ops.quote_name(column) for column in columns)  # `key` is a reserved word
+    return f"INSERT INTO {opts.db_table} ({quoted}) VALUES ({_placeholders(len(columns))})"  # noqa: S608 - names from the model
 
 
 def _placeholders(count: int) -> str:
@@ -125,17 +126,21 @@ def sale_create(*, client: ApiClient, items: list[SaleItem], idempotency_key: st
     key, whichever path each took: the first to commit is the answer of all.
     """
     request_hash = _request_hash(items) if idempotency_key else ""
-    if idempotency_key:
-        replay = _idempotent_replay(client, idempotency_key, request_hash)
-        if replay:
+    try:
+        product_ids = selectors.product_ids_for_skus([item.sku for item in items])
+    except UnknownSku:
+        replay = idempotency_key and _idempotent_replay(client, idempotency_key, request_hash)
+        if replay:  # the product was retired after this key's first answer, which still stands
             return _answer(replay)
-
-    product_ids = selectors.product_ids_for_skus([item.sku for item in items])
+        raise
     try:
         shortages = _refusal_read(items, product_ids) if _short_products.intersection(product_ids.values()) else []
         if shortages:
-            outcome = _refusal(client, shortages, idempotency_key, request_hash)
+            outcome = _refusal_unlocked(client, shortages, idempotency_key, request_hash)
         else:
+            replay = idempotency_key and _idempotent_replay(client, idempotency_key, request_hash)
+            if replay:
+                return _answer(replay)
             with transaction.atomic(durable=True):
                 outcome = _sell(client, items, product_ids, idempotency_key, request_hash)
     except IntegrityError:
@@ -168,9 +173,7 @@ def _refusal_read(items, product_ids) -> list[dict]:
     Hand-written (names from the models): in a sold-out rush this statement is most of what a request
     does, and building it through the ORM cost more CPU than running it (docs/benchmarks.md, "Sales")."""
     ids = list(product_ids.values())
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL_REFUSAL_READ % _placeholders(len(ids)), ids)
-        rows = {row[0]: row for row in cursor.fetchall()}
+    rows = {row[0]: row for row in _read_without_ping(_SQL_REFUSAL_READ % _placeholders(len(ids)), ids)}
     shortages = []
     for item in items:
         row = rows.get(product_ids[item.sku])
@@ -186,6 +189,28 @@ def _refusal_read(items, product_ids) -> list[dict]:
             expected_at = connection.ops.convert_datetimefield_value(expected_at, None, connection)
         shortages.append(_shortage(sku, item.quantity, on_hand, restock_id, restock_status, expected_at))
     return shortages
+
+
+def _read_without_ping(sql: str, params: list) -> list[tuple]:
+    """The rows of a read-only statement in one round trip. Django pings the database before a
+    request's first statement (CONN_HEALTH_CHECKS) so that a connection the server dropped is replaced
+    instead of failing; here the statement itself is that check: if it fails, it runs once more on a
+    new connection (a read repeats safely). The ping was half of a sold-out refusal's round trips
+    (docs/benchmarks.md, "Sales")."""
+    skipped = connection.connection is not None and not connection.health_check_done and not connection.in_atomic_block
+    if skipped:
+        connection.health_check_done = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    except OperationalError:
+        if not skipped:
+            raise
+        connection.close()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def _refusal_read_sql() -> str:
@@ -219,10 +244,25 @@ def _refusal(client, shortages, idempotency_key, request_hash) -> SaleOutcome:
     if idempotency_key:
         # Stored as it will be rendered, so that a replay answers exactly what this request did.
         shortages = json.loads(json.dumps(shortages, cls=encoders.JSONEncoder))
-        IdempotencyKey.objects.create(
-            client=client, key=idempotency_key, request_hash=request_hash, refusal={"shortages": shortages}
-        )
+        _key_store(client, idempotency_key, request_hash, refusal={"shortages": shortages})
     return SaleOutcome(sale=None, shortages=shortages)
+
+
+def _refusal_unlocked(client, shortages, idempotency_key, request_hash) -> SaleOutcome:
+    """The lock-free refusal. Its key is stored without looking it up first: a fresh key (nearly every
+    keyed request) costs one INSERT. A key already in use makes that INSERT fail, and its stored answer
+    is the answer (the sale or refusal it got, or idempotency_key_reused); an expired one is deleted by
+    that lookup and this refusal stored in its place."""
+    if not idempotency_key:
+        return SaleOutcome(sale=None, shortages=shortages)
+    try:
+        return _refusal(client, shortages, idempotency_key, request_hash)
+    except IntegrityError:
+        replay = _idempotent_replay(client, idempotency_key, request_hash)
+        if replay:
+            return replay
+    # A second IntegrityError: a concurrent request stored its answer under the key first (sale_create replays it).
+    return _refusal(client, shortages, idempotency_key, request_hash)
 
 
 def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutcome:
@@ -250,7 +290,7 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
 
     sale, lines = _sale_write(client, wanted, idempotency_key)
     if idempotency_key:
-        IdempotencyKey.objects.create(client=client, key=idempotency_key, request_hash=request_hash, sale=sale)
+        _key_store(client, idempotency_key, request_hash, sale=sale)
 
     _short_products.update(p.pk for p, _ in wanted if p.on_hand == 0)
     low = [p for p, _ in wanted if p.needs_reorder]
@@ -300,6 +340,21 @@ def _sale_write(client, wanted, idempotency_key) -> tuple[Sale, list[SaleLine]]:
     for line in lines:
         line.sale = sale
     return sale, lines
+
+
+def _key_store(client, key, request_hash, *, sale=None, refusal=None) -> None:
+    """Remember the key's first answer: one INSERT, raising IntegrityError if the client already used
+    the key (unique per client and key). Written by hand like the sale's statements: in a sold-out rush
+    with keys this is half of what a refusal costs, and the ORM's create cost more CPU than the
+    statement (docs/benchmarks.md, "Sales")."""
+    refusal_value = _KEY_REFUSAL_FIELD.get_db_prep_save(refusal, connection)
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL_KEY_INSERT, [client.pk, key, request_hash, sale and sale.pk, refusal_value, created_at])
+
+
+_KEY_REFUSAL_FIELD = IdempotencyKey._meta.get_field("refusal")
+_SQL_KEY_INSERT = _insert_sql(IdempotencyKey, ("client", "key", "request_hash", "sale", "refusal", "created_at"))
 
 
 def _request_hash(items: list[SaleItem]) -> str:

@@ -10,6 +10,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from clients import throttles
+from inventory import selectors
 from inventory.models import IdempotencyKey, Product, Sale
 from inventory.services import idempotency_keys_purge
 from testsupport.chaos import RedisServer
@@ -39,6 +40,21 @@ def test_a_retry_with_the_same_key_replays_the_first_sale(client_app):
     assert Sale.objects.count() == 1
     assert Product.objects.get(sku="GLAZED").on_hand == 8
     assert Sale.objects.get().idempotency_key == "order-1"
+
+
+def test_a_retry_replays_the_sale_even_after_its_product_was_retired(client_app):
+    make_product("GLAZED", on_hand=10)
+    first = buy(client_app, 2, key="order-1")
+    Product.objects.filter(sku="GLAZED").update(is_active=False)
+    selectors.forget_product_ids()  # as in a process that never served it
+
+    retry = buy(client_app, 2, key="order-1")
+    fresh = buy(client_app, 2, key="order-2")
+
+    assert retry.status_code == 201 and retry.json() == first.json()
+    assert retry["Idempotent-Replayed"] == "true"
+    assert fresh.status_code == 404 and fresh.json()["code"] == "unknown_sku"
+    assert Sale.objects.count() == 1
 
 
 def test_the_same_key_with_another_body_is_422_and_sells_nothing(client_app):

@@ -8,7 +8,7 @@ from unittest import mock
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, models, transaction
+from django.db import connection, connections, models, transaction
 from django.test.utils import isolate_apps
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
@@ -79,6 +79,33 @@ def test_a_sold_out_refusal_sees_stock_received_just_before():
 
 
 @isolate_apps("inventory")
+@pytest.mark.django_db(transaction=True)
+def test_a_sold_out_refusal_on_a_connection_the_database_dropped_is_still_answered():
+    product = make_product("VIRAL", on_hand=0)
+    Restock.objects.create(product=product, quantity=50, reason=Restock.Reason.SHORTAGE)
+    client, _ = make_api_client()
+    with pytest.raises(OutOfStock):
+        sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        (connection_id,) = cursor.fetchone()
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:  # the server drops this process's connection (a restart, wait_timeout)
+            cursor.execute("KILL CONNECTION %s", [connection_id])
+    finally:
+        other.close()
+    connection.close_if_unusable_or_obsolete()  # what Django does as the next request starts
+
+    with pytest.raises(OutOfStock) as refused:  # no ping before the read: the failed read is that check
+        sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+
+    assert refused.value.details["shortages"][0]["available"] == 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        assert cursor.fetchone() != (connection_id,)
+
+
 def test_a_not_null_column_the_sale_does_not_write_fails_at_import():
     class Extra(models.Model):  # noqa: DJ008 - never shown
         written = models.IntegerField()
@@ -92,7 +119,7 @@ def test_a_not_null_column_the_sale_does_not_write_fails_at_import():
     with pytest.raises(ImproperlyConfigured, match="NOT NULL required"):
         services._insert_sql(Extra, ("written",))
     assert services._insert_sql(Extra, ("written", "required")) == (
-        "INSERT INTO inventory_extra (written, required) VALUES (%s, %s)"
+        "INSERT INTO inventory_extra (`written`, `required`) VALUES (%s, %s)"  # quoted: a column may be named `key`
     )
 
 
@@ -182,7 +209,9 @@ def _answer_and_effects(client, s):
     return answer, effects
 
 
-@pytest.mark.django_db
+# transaction=True: the service runs in autocommit as under a server (a key's INSERT that finds the key
+# in use fails on its own, as it must for the replay that follows, instead of breaking a test's transaction).
+@pytest.mark.django_db(transaction=True)
 def test_the_sold_out_path_answers_exactly_as_the_locked_path_would():
     client, _ = make_api_client()
     read_answered = []
