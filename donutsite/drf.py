@@ -49,7 +49,11 @@ def _counts_sale_outcomes(context) -> bool:
 def _error_response(exc):
     if isinstance(exc, DomainError):
         set_rollback()
-        return Response(error_body(exc.code, exc.message, **exc.details), status=exc.status, headers=exc.headers)
+        response = Response(error_body(exc.code, exc.message, **exc.details), status=exc.status, headers=exc.headers)
+        if exc.routine:
+            # Django's own mark (django.utils.log.log_response) that the answer needs no warning line.
+            response._has_been_logged = True
+        return response
 
     if isinstance(exc, DATABASE_ERRORS):  # the database restarts or a connection was cut: retry soon
         set_rollback()

@@ -7,6 +7,9 @@ class DomainError(Exception):
     code = "error"
     status = 400
     message = "The request could not be completed."
+    # An answer expected in normal trade (a sold-out product), counted in /metrics: not logged as a
+    # warning for every request, as Django logs other 4xx answers.
+    routine = False
 
     def __init__(self, message: str | None = None, *, details: dict | None = None, headers: dict | None = None):
         self.message = message or self.message

@@ -13,6 +13,7 @@ class SaleNotFound(NotFound):
 class OutOfStock(Conflict):
     code = "out_of_stock"
     message = "Not enough stock; nothing was sold. A restock is on its way."
+    routine = True  # a sold-out rush answers thousands a second
 
 
 class IdempotencyKeyReused(DomainError):

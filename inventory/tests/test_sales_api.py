@@ -1,5 +1,7 @@
 """The sales API as a client app sees it: statuses, bodies, stock levels, restocks."""
 
+import logging
+
 import pytest
 from django.db.models import Sum
 
@@ -82,6 +84,19 @@ def test_repeated_shortages_share_one_open_restock(client_app):
 
     assert len(ids) == 1
     assert Restock.objects.count() == 1
+
+
+def test_a_sold_out_answer_is_not_a_warning_in_the_log_but_other_refusals_are(client_app, caplog):
+    make_product("GLAZED", on_hand=1)
+    caplog.set_level(logging.INFO, logger="django.request")
+
+    refusals = [buy(client_app, ("GLAZED", 5)) for _ in range(3)]  # the first opens the restock under the lock
+    unknown = buy(client_app, ("NOPE", 1))
+
+    assert [r.status_code for r in refusals] == [409, 409, 409]
+    assert unknown.status_code == 404
+    # A sold-out rush answers thousands of these a second: /metrics counts them instead.
+    assert [(r.levelname, r.status_code) for r in caplog.records if r.name == "django.request"] == [("WARNING", 404)]
 
 
 def test_a_closed_restock_does_not_block_a_new_one(client_app):
