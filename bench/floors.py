@@ -10,6 +10,10 @@ the app does not use would reach on the same machine (docs/benchmarks.md, "Sales
          and its autocommit switches)
   proc   the DRF stack with the whole sale in one stored procedure: one round trip. The procedure is
          created in the bench database only (`procedure_create`); the app has none.
+  refuse-view  the sold-out refusal's one read (the app's statement and helper) from a plain Django
+         view, no DRF, answering a canned 409: what a refusal costs with Django and one round trip
+  refuse-drf   the same read behind the DRF stack (authentication, throttle, parser, renderer), the 409
+         returned by the view instead of raised: the floor of the app's phase e
 
 `sql` and `proc` write real sales, lines and ledger rows, so the bench's invariants cover them.
 `drf` answers 200, not 201: it sells nothing.
@@ -25,7 +29,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clients.auth import api_client_for_key
-from inventory import selectors
+from inventory import selectors, services
 from inventory.serializers import sale_items_validate
 
 CANNED = {
@@ -135,3 +139,34 @@ class ProcedureSale(APIView):
         if not sale_id:
             return Response(SOLD_OUT, status=409)
         return Response({**CANNED, "id": sale_id}, status=201)
+
+
+def _soldout_read(sku: str):
+    product_id = selectors.product_ids_for_skus([sku])[sku]
+    (row,) = services._read_without_ping(services._SQL_REFUSAL_READ % "%s", [product_id])
+    return row
+
+
+def _refusal(body: dict):
+    response = JsonResponse(body, status=409)
+    response._has_been_logged = True  # as the app's out_of_stock: no warning line per answer
+    return response
+
+
+@csrf_exempt
+def refuse_view(request):
+    client = api_client_for_key(request.headers.get("Authorization", "").partition(" ")[2])
+    if client is None:
+        return JsonResponse({"code": "not_authenticated"}, status=401)
+    (item,) = sale_items_validate(json.loads(request.body))
+    row = _soldout_read(item["sku"])
+    return _refusal({**SOLD_OUT, "available": row[3]})
+
+
+class RefuseDrf(APIView):
+    def post(self, request):
+        (item,) = sale_items_validate(request.data)
+        row = _soldout_read(item["sku"])
+        response = Response({**SOLD_OUT, "available": row[3]}, status=409)
+        response._has_been_logged = True
+        return response

@@ -70,6 +70,8 @@ FLOORS = {
     "sql-c": ("floor: sale SQL, plain view, spread", "spread", "/bench/floor/sql/"),
     "proc-b": ("floor: DRF + procedure, hot", "hot", "/bench/floor/proc/"),
     "proc-c": ("floor: DRF + procedure, spread", "spread", "/bench/floor/proc/"),
+    "refuse-view": ("floor: sold-out read, plain view", "soldout", "/bench/floor/refuse-view/"),
+    "refuse-drf": ("floor: sold-out read, DRF", "soldout", "/bench/floor/refuse-drf/"),
 }
 
 PHASE_TITLES = {

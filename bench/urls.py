@@ -17,5 +17,7 @@ urlpatterns = [
     path("bench/floor/drf/", floors.DrfFloor.as_view()),
     path("bench/floor/sql/", floors.sql_sale),
     path("bench/floor/proc/", floors.ProcedureSale.as_view()),
+    path("bench/floor/refuse-view/", floors.refuse_view),
+    path("bench/floor/refuse-drf/", floors.RefuseDrf.as_view()),
     *app_urlpatterns,
 ]
