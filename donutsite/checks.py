@@ -2,7 +2,8 @@
 
 What bounds a running task depends on the worker's pool. prefork enforces the soft and hard time limits.
 The threads pool, which the stock workers run (docs/benchmarks.md, "Restock latency"), enforces neither:
-there the factory client's connect + read timeouts are what bound a factory call. One chain covers both:
+there the factory client's connect + read timeouts are what bound a factory call (factory/client.py enforces
+their sum as a deadline on the whole call, not only on each socket read). One chain covers both:
 factory HTTP timeout < soft < hard < visibility timeout. A claim counts as abandoned after the hard limit
 (plus a margin), so under threads a call that the HTTP timeouts end is still inside its claim and is never
 handed to a second worker.

@@ -4,6 +4,8 @@ Every answer in the contract maps to a result or a typed error: 202/200 are succ
 any other 4xx) are permanent, 429 carries Retry-After, 5xx/timeouts/connection errors are transient.
 """
 
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +13,9 @@ from datetime import datetime
 import requests
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 
 class FactoryError(Exception):
@@ -74,11 +79,19 @@ class PlaceResult:
 
 
 class FactoryClient:
+    """One factory call takes at most connect + read timeout in all (`deadline`), however the factory
+    answers: requests' read timeout bounds each socket read, so an answer trickling in a byte at a time
+    would otherwise hold a worker thread for ever (the threads pool enforces no task time limit)."""
+
     def __init__(self, base_url: str | None = None, api_key: str | None = None, timeout: float | None = None):
         self.base_url = (base_url or settings.FACTORY_API_URL).rstrip("/")
         read_timeout = timeout if timeout is not None else settings.FACTORY_TIMEOUT_SECONDS
         self.timeout = (min(settings.FACTORY_CONNECT_TIMEOUT_SECONDS, read_timeout), read_timeout)
+        self.deadline = sum(self.timeout)
         self.session = requests.Session()
+        adapter = _DeadlineAdapter()
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.headers.update(
             {"X-Factory-Key": api_key or settings.FACTORY_API_KEY, "Content-Type": "application/json"}
         )
@@ -119,10 +132,14 @@ class FactoryClient:
     def _send(self, method, path, **kwargs) -> tuple[requests.Response, int]:
         started = time.monotonic()
         try:
-            response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+            with _Deadline(self.deadline) as deadline:
+                response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
         except requests.Timeout as exc:
             raise FactoryUnavailable(f"timed out: {exc}", latency_ms=_ms_since(started)) from exc
         except requests.RequestException as exc:
+            if deadline.expired:
+                message = f"timed out: no complete answer within {self.deadline:g} s"
+                raise FactoryUnavailable(message, latency_ms=_ms_since(started)) from exc
             raise FactoryUnavailable(f"connection failed: {exc}", latency_ms=_ms_since(started)) from exc
         return response, _ms_since(started)
 
@@ -163,3 +180,85 @@ def _retry_after(response) -> float:
 
 def _ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
+
+
+class _Deadline:
+    """While a call runs, the sockets it uses; when `seconds` pass, they are shut down, which ends the
+    read or write the call is blocked in (requests then raises, and the call fails as a timeout)."""
+
+    _current = threading.local()
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        _Deadline._current.value = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+        _Deadline._current.value = None
+
+    @classmethod
+    def watch(cls, sock) -> None:
+        deadline = getattr(cls._current, "value", None)
+        if deadline is None or sock is None:
+            return
+        with deadline._lock:
+            deadline._sockets.append(sock)
+            if deadline.expired:
+                _shut(sock)
+
+    def _expire(self):
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _Watched:
+    """A urllib3 connection whose sockets the current call's _Deadline watches: a new one from the
+    moment it is created (so connect's TLS handshake is covered too), a kept-alive one when reused."""
+
+    def _new_conn(self):
+        sock = super()._new_conn()
+        _Deadline.watch(sock)
+        return sock
+
+    def request(self, *args, **kwargs):
+        _Deadline.watch(self.sock)
+        return super().request(*args, **kwargs)
+
+
+class _HTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}

@@ -1,6 +1,7 @@
 """The factory client against a real local HTTP server: every row of the contract's response table."""
 
 import json
+import threading
 
 import pytest
 
@@ -88,6 +89,30 @@ def test_a_hanging_factory_times_out_as_transient(factory_server):
         place(factory_server, timeout=0.3)
 
     assert caught.value.status_code is None
+
+
+@pytest.mark.parametrize("trickle_from", ["status", "body"])
+def test_a_factory_trickling_its_answer_is_cut_off_at_the_deadline_as_transient(factory_server, trickle_from):
+    # A byte every 0.2 s keeps every socket read under the 0.3 s read timeout; the answer would take a minute.
+    # The call ends at the deadline (connect + read timeout) instead of holding its worker thread.
+    factory_server.answer(202, ORDER, trickle=0.2, trickle_from=trickle_from)
+    outcome = []
+    call = threading.Thread(target=lambda: outcome.append(_failure(lambda: place(factory_server, timeout=0.3))))
+    call.start()
+    call.join(timeout=30)  # a hang detector, not a timing threshold: without the deadline it runs a minute
+
+    assert not call.is_alive(), "the call was still reading the trickle"
+    (caught,) = outcome
+    assert isinstance(caught, FactoryUnavailable)
+    assert "no complete answer within 0.6 s" in str(caught)
+
+
+def _failure(call):
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        return exc
+    return None
 
 
 def test_nobody_listening_is_transient():
