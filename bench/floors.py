@@ -47,12 +47,17 @@ class DrfFloor(APIView):
         return Response(CANNED)
 
 
+def _key_and_item(request):
+    """A plain view's Api-Key check and the body's one item: (client, item), client None if refused."""
+    client = api_client_for_key(request.headers.get("Authorization", "").partition(" ")[2])
+    return client, (sale_items_validate(json.loads(request.body))[0] if client else None)
+
+
 @csrf_exempt
 def sql_sale(request):
-    client = api_client_for_key(request.headers.get("Authorization", "").partition(" ")[2])
+    client, item = _key_and_item(request)
     if client is None:
         return JsonResponse({"code": "not_authenticated"}, status=401)
-    (item,) = sale_items_validate(json.loads(request.body))
     product_id = selectors.product_ids_for_skus([item["sku"]])[item["sku"]]
     quantity = item["quantity"]
     created_at = timezone.now().replace(tzinfo=None)
@@ -155,10 +160,9 @@ def _refusal(body: dict):
 
 @csrf_exempt
 def refuse_view(request):
-    client = api_client_for_key(request.headers.get("Authorization", "").partition(" ")[2])
+    client, item = _key_and_item(request)
     if client is None:
         return JsonResponse({"code": "not_authenticated"}, status=401)
-    (item,) = sale_items_validate(json.loads(request.body))
     row = _soldout_read(item["sku"])
     return _refusal({**SOLD_OUT, "available": row[3]})
 

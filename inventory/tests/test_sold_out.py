@@ -29,13 +29,21 @@ presets_made: set = set()  # the preset restocks this example made: a new row ma
 EXPECTED_AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
+def _sold_out_and_refused_once():
+    """VIRAL at 0 with an open restock, and one refusal: the first buyer to find it short (this process
+    now knows, so the next order for it tries the lock-free read)."""
+    product = make_product("VIRAL", on_hand=0)
+    Restock.objects.create(product=product, quantity=50, reason=Restock.Reason.SHORTAGE)
+    client, _ = make_api_client()
+    with pytest.raises(OutOfStock):
+        sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+    return product, client
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_sold_out_refusal_does_not_wait_for_a_sale_holding_the_row_lock():
-    product = make_product("VIRAL", on_hand=0)
-    restock = Restock.objects.create(product=product, quantity=50, reason=Restock.Reason.SHORTAGE)
-    client, _ = make_api_client()
-    with pytest.raises(OutOfStock):  # the first buyer to find it short: this process now knows
-        sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+    product, client = _sold_out_and_refused_once()
+    restock = Restock.objects.get(product=product)
 
     locked, answered, released_by_timeout = threading.Event(), threading.Event(), []
 
@@ -65,11 +73,7 @@ def test_a_sold_out_refusal_does_not_wait_for_a_sale_holding_the_row_lock():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_sold_out_refusal_sees_stock_received_just_before():
-    product = make_product("VIRAL", on_hand=0)
-    Restock.objects.create(product=product, quantity=50, reason=Restock.Reason.SHORTAGE)
-    client, _ = make_api_client()
-    with pytest.raises(OutOfStock):
-        sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+    product, client = _sold_out_and_refused_once()
 
     services.stock_adjust(product=product, quantity=3, reason="found a tray")
     outcome = sale_create(client=client, items=[SaleItem("VIRAL", 2)])
@@ -78,14 +82,9 @@ def test_a_sold_out_refusal_sees_stock_received_just_before():
     assert Product.objects.get(pk=product.pk).on_hand == 1
 
 
-@isolate_apps("inventory")
 @pytest.mark.django_db(transaction=True)
 def test_a_sold_out_refusal_on_a_connection_the_database_dropped_is_still_answered():
-    product = make_product("VIRAL", on_hand=0)
-    Restock.objects.create(product=product, quantity=50, reason=Restock.Reason.SHORTAGE)
-    client, _ = make_api_client()
-    with pytest.raises(OutOfStock):
-        sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+    product, client = _sold_out_and_refused_once()
     with connection.cursor() as cursor:
         cursor.execute("SELECT CONNECTION_ID()")
         (connection_id,) = cursor.fetchone()
@@ -106,6 +105,7 @@ def test_a_sold_out_refusal_on_a_connection_the_database_dropped_is_still_answer
         assert cursor.fetchone() != (connection_id,)
 
 
+@isolate_apps("inventory")
 def test_a_not_null_column_the_sale_does_not_write_fails_at_import():
     class Extra(models.Model):  # noqa: DJ008 - never shown
         written = models.IntegerField()
