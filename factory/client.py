@@ -16,6 +16,7 @@ from django.utils.dateparse import parse_datetime
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import ProxyManager
 
 
 class FactoryError(Exception):
@@ -190,6 +191,7 @@ class _Deadline:
 
     def __init__(self, seconds: float):
         self.expired = False
+        self._ended = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
@@ -202,6 +204,9 @@ class _Deadline:
 
     def __exit__(self, *exc):
         self._timer.cancel()
+        with self._lock:  # a timer already past cancel() must not reach a socket the pool hands to the next call
+            self._ended = True
+            self._sockets.clear()
         _Deadline._current.value = None
 
     @classmethod
@@ -216,6 +221,8 @@ class _Deadline:
 
     def _expire(self):
         with self._lock:
+            if self._ended:
+                return
             self.expired = True
             for sock in self._sockets:
                 _shut(sock)
@@ -229,8 +236,9 @@ def _shut(sock) -> None:
 
 
 class _Watched:
-    """A urllib3 connection whose sockets the current call's _Deadline watches: a new one from the
-    moment it is created (so connect's TLS handshake is covered too), a kept-alive one when reused."""
+    """A urllib3 connection whose socket the current call's _Deadline watches: a new one from the moment
+    it is created, a kept-alive one when reused. (A TLS handshake runs on a socket wrap_socket has
+    detached; the socket timeout applies to the whole handshake.)"""
 
     def _new_conn(self):
         sock = super()._new_conn()
@@ -259,6 +267,18 @@ class _HTTPSPool(HTTPSConnectionPool):
 
 
 class _DeadlineAdapter(HTTPAdapter):
+    """Every pool it opens makes watched connections: direct, and through an HTTP(S) proxy from
+    HTTP_PROXY / HTTPS_PROXY (its own manager). A SOCKS proxy's connections are not watched."""
+
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, ProxyManager):
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+_WATCHED_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}

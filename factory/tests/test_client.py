@@ -1,11 +1,12 @@
 """The factory client against a real local HTTP server: every row of the contract's response table."""
 
 import json
+import socket
 import threading
 
 import pytest
 
-from factory.client import FactoryClient, FactoryRateLimited, FactoryRejected, FactoryUnavailable
+from factory.client import FactoryClient, FactoryRateLimited, FactoryRejected, FactoryUnavailable, _Deadline
 from testsupport.scripted_factory import ORDER, Scripted
 
 
@@ -105,6 +106,45 @@ def test_a_factory_trickling_its_answer_is_cut_off_at_the_deadline_as_transient(
     (caught,) = outcome
     assert isinstance(caught, FactoryUnavailable)
     assert "no complete answer within 0.6 s" in str(caught)
+
+
+def test_the_deadline_holds_through_an_http_proxy_too(monkeypatch):
+    proxy = Scripted()  # requests sends the whole call to the proxy named in HTTP_PROXY
+    proxy.answer(202, ORDER, trickle=0.2, trickle_from="body")
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    client = FactoryClient(base_url="http://factory.example", api_key="k-123", timeout=0.3)
+    outcome = []
+    call = threading.Thread(
+        target=lambda: outcome.append(
+            _failure(lambda: client.place_order(reference="r-1", sku="GLAZED", quantity=1, callback_url="http://us/cb"))
+        )
+    )
+    try:
+        call.start()
+        call.join(timeout=30)  # a hang detector, as above
+    finally:
+        proxy.server.shutdown()
+
+    assert not call.is_alive(), "the call through the proxy was still reading the trickle"
+    assert proxy.requests[0]["path"] == "http://factory.example/v1/orders"  # it did go through the proxy
+    assert "no complete answer within 0.6 s" in str(outcome[0])
+
+
+def test_a_deadline_that_fires_after_its_call_ended_touches_nothing():
+    # Timer.cancel() cannot stop a timer thread already running: the socket, back in the pool, may be
+    # the next call's by then.
+    ours, theirs = socket.socketpair()
+    deadline = _Deadline(60)
+    with deadline:
+        _Deadline.watch(ours)
+    deadline._expire()  # what a timer thread that started just before the call ended would do
+
+    ours.sendall(b"still open")
+    assert theirs.recv(64) == b"still open"
+    assert not deadline.expired
+    ours.close()
+    theirs.close()
 
 
 def _failure(call):
