@@ -64,6 +64,7 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
         # One short try (a web request must not wait on the broker): the row is the source of truth,
         # and the reconcile sweep resends it.
         return False
+    logger.info("restock %s handed to the factory queue%s", restock_id, " (shortage first)" if shortage else "")
     now = timezone.now()
     try:
         FactoryOrder.objects.filter(restock_id=restock_id).update(
@@ -74,8 +75,6 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
         # factory's answer, the database going away). This runs after the sale committed, so raising
         # would turn a sale into an error answer. Unnoted, the sweep may send it again: harmless.
         logger.warning("restock %s: sent, but noting it failed (%r)", restock_id, exc)
-        return True
-    logger.info("restock %s handed to the factory queue%s", restock_id, " (shortage first)" if shortage else "")
     return True
 
 

@@ -197,20 +197,22 @@ def _read_without_ping(sql: str, params: list) -> list[tuple]:
     instead of failing; here the statement itself is that check: if it fails, it runs once more on a
     new connection (a read repeats safely). The ping was half of a sold-out refusal's round trips
     (docs/benchmarks.md, "Sales")."""
+
+    def rows():
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
     skipped = connection.connection is not None and not connection.health_check_done and not connection.in_atomic_block
     if skipped:
         connection.health_check_done = True
     try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
+        return rows()
     except OperationalError:
         if not skipped:
             raise
         connection.close()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    return rows()
 
 
 def _refusal_read_sql() -> str:
@@ -253,8 +255,6 @@ def _refusal_unlocked(client, shortages, idempotency_key, request_hash) -> SaleO
     keyed request) costs one INSERT. A key already in use makes that INSERT fail, and its stored answer
     is the answer (the sale or refusal it got, or idempotency_key_reused); an expired one is deleted by
     that lookup and this refusal stored in its place."""
-    if not idempotency_key:
-        return SaleOutcome(sale=None, shortages=shortages)
     try:
         return _refusal(client, shortages, idempotency_key, request_hash)
     except IntegrityError:
