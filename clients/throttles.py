@@ -94,7 +94,7 @@ class ApiClientRateThrottle(BaseThrottle):
         try:
             allowed = _batches.take(request.auth.pk, self.limit, self.window, now)
         except (redis.RedisError, OSError) as exc:
-            breaker.trip(exc, "the API throttle lets requests through")
+            breaker.trip(exc)
             return True
         if not allowed:
             self.wait_seconds = window_start(now, self.window) + self.window - now

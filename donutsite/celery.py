@@ -118,6 +118,6 @@ def task_publish(name: str, args: list, **options) -> bool:
             app.send_task(name, args=args, producer=producer, retry=False, **options)
     except Exception as exc:  # any broker failure: the caller's row stays unsent and its sweep resends it
         logging.getLogger(__name__).warning("%s%s not sent, broker unavailable (%r)", name, args, exc)
-        breaker.trip(exc, "tasks are left to the outbox sweep")
+        breaker.trip(exc)
         return False
     return True

@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 class Breaker:
     """Open for WEB_DEPENDENCY_PAUSE_SECONDS after a failure: callers skip the dependency meanwhile."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, degraded: str):
         self.name = name
+        self.degraded = degraded  # what its callers do while it is open, for the warning
         self._open_until = 0.0
         self.trips = 0  # failures that opened it, in this process
 
@@ -34,7 +35,7 @@ class Breaker:
     def is_open(self) -> bool:
         return time.monotonic() < self._open_until
 
-    def trip(self, exc: BaseException, degraded: str) -> None:
+    def trip(self, exc: BaseException) -> None:
         was_open = self.is_open
         self._open_until = time.monotonic() + settings.WEB_DEPENDENCY_PAUSE_SECONDS
         self.trips += 1
@@ -43,7 +44,7 @@ class Breaker:
                 "%s unavailable (%r): %s for the next %s s (circuit open)",
                 self.name,
                 exc,
-                degraded,
+                self.degraded,
                 settings.WEB_DEPENDENCY_PAUSE_SECONDS,
             )
 
@@ -51,7 +52,14 @@ class Breaker:
         self._open_until = 0.0
 
 
-breakers = {"redis": Breaker("redis"), "broker": Breaker("broker")}
+breakers = {
+    "redis": Breaker(
+        "redis",
+        "the API throttle lets requests through and the per-address limits (anonymous requests, bad keys, "
+        "admin logins, callbacks) count nothing",
+    ),
+    "broker": Breaker("broker", "tasks are left to the outbox sweep"),
+}
 
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()

@@ -12,6 +12,8 @@ import hashlib
 import logging
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import UsernameField
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.dispatch import receiver
 from django.http import HttpResponse
@@ -22,8 +24,21 @@ logger = logging.getLogger(__name__)
 
 
 def account_tag(username: str) -> str:
-    """A short, key-safe stand-in for the account name; case-folded like the login form's lookup."""
-    return hashlib.sha256((username or "").casefold().encode()).hexdigest()[:16]
+    """A short, key-safe stand-in for the account a login names, so that every spelling that reaches one
+    account counts against that account: the login form strips the name and NFKC-normalises it, and the
+    database's collation may ignore case, accents and trailing spaces (MariaDB's does). So the name is
+    normalised as the form does and looked up as the login does (then without case); an account found
+    is keyed by its id, a name that finds none by itself, case-folded."""
+    name = UsernameField().to_python(username or "")
+    user_model = get_user_model()
+    manager = user_model._default_manager
+    try:
+        account = manager.get_by_natural_key(name).pk
+    except user_model.DoesNotExist:
+        found = list(manager.filter(**{f"{user_model.USERNAME_FIELD}__iexact": name}).values_list("pk", flat=True)[:2])
+        account = found[0] if len(found) == 1 else None
+    tag = f"id:{account}" if account is not None else f"name:{name.casefold()}"
+    return hashlib.sha256(tag.encode()).hexdigest()[:16]
 
 
 def counter_name(username: str, address: str) -> str:

@@ -6,21 +6,21 @@ DJANGO_TRUSTED_PROXY_COUNT=N, the address is the N-th X-Forwarded-For entry from
 trusted proxy appends the address it saw, so that entry was written by our outermost proxy and the
 ones left of it by whoever sent the request (anything). Without the setting, REMOTE_ADDR.
 
-Counters are fixed windows that start with their first hit (SET NX EX, then INCR). They fail open:
-with Redis down nothing is counted or refused, and the caller's own checks (passwords, keys,
-signatures) still apply.
+Counters are fixed windows that start with their first hit (SET NX EX, then INCR). They are on the
+request path, so they take Redis as donutsite/dependencies.py gives it to a request: one try within
+WEB_DEPENDENCY_TIMEOUT_SECONDS, then the "redis" circuit breaker skips Redis for the pause. They fail
+open: with Redis refused, hung or slow nothing is counted or refused, and the caller's own checks
+(passwords, keys, signatures) still apply.
 """
 
 import ipaddress
-import logging
 
 import redis
 from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
-logger = logging.getLogger(__name__)
-_redis = None
+from donutsite.dependencies import breakers, redis_client
 
 
 def client_address(request) -> str:
@@ -36,60 +36,64 @@ def client_address(request) -> str:
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 
-def _client():
-    global _redis
-    if _redis is None:
-        _redis = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
-    return _redis
-
-
 def _key(name: str) -> str:
     return f"{settings.CACHES['default']['KEY_PREFIX']}:limit:{name}"
+
+
+def _on_request_path(commands, default):
+    """What `commands(client)` returns, or `default` when Redis fails or its breaker is open."""
+    breaker = breakers["redis"]
+    if breaker.is_open:
+        return default
+    try:
+        return commands(redis_client(settings.REDIS_URL))
+    except (redis.RedisError, OSError) as exc:
+        breaker.trip(exc)
+        return default
 
 
 def hit(name: str, window: int) -> tuple[int, int]:
     """Count one more in `name`'s window; return (count, seconds until the window ends). (0, 0) when
     Redis does not answer. The count is kept `window` seconds from its first hit."""
     key = _key(name)
-    try:
-        pipe = _client().pipeline(transaction=True)
+
+    def commands(client):
+        pipe = client.pipeline(transaction=True)
         pipe.set(key, 0, ex=window, nx=True)
         pipe.incr(key)
         pipe.ttl(key)
         _, count, ttl = pipe.execute()
-    except redis.RedisError as exc:
-        logger.warning("rate limit: Redis unavailable (%s); not counting", exc)
-        return 0, 0
-    return count, max(ttl, 1)
+        return count, max(ttl, 1)
+
+    return _on_request_path(commands, (0, 0))
 
 
 def count(name: str) -> tuple[int, int]:
     """(count, seconds until the window ends) of `name` without counting; (0, 0) if none or Redis is down."""
     key = _key(name)
-    try:
-        pipe = _client().pipeline(transaction=False)
+
+    def commands(client):
+        pipe = client.pipeline(transaction=False)
         pipe.get(key)
         pipe.ttl(key)
         value, ttl = pipe.execute()
-    except redis.RedisError as exc:
-        logger.warning("rate limit: Redis unavailable (%s); not refusing", exc)
-        return 0, 0
-    return int(value or 0), max(ttl, 1)
+        return int(value or 0), max(ttl, 1)
+
+    return _on_request_path(commands, (0, 0))
 
 
 def forget(name: str) -> None:
-    try:
-        _client().delete(_key(name))
-    except redis.RedisError as exc:
-        logger.warning("rate limit: could not reset %s (%s)", name, exc)
+    _on_request_path(lambda client: client.delete(_key(name)), None)
 
 
 def forget_matching(pattern: str) -> list[str]:
-    """Delete every counter whose name matches the glob `pattern`; return the names deleted."""
+    """Delete every counter whose name matches the glob `pattern`; return the names deleted. For ops'
+    commands: Redis's usual timeouts, and an error if it does not answer."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
     prefix = _key("")
-    keys = list(_client().scan_iter(match=_key(pattern), count=1000))
+    keys = list(client.scan_iter(match=_key(pattern), count=1000))
     if keys:
-        _client().delete(*keys)
+        client.delete(*keys)
     return sorted(key.decode()[len(prefix) :] for key in keys)
 
 

@@ -310,7 +310,9 @@ def test_rolling_restart_under_load(system):
     shop.finish(load, allowed=ALWAYS | {"reset", "refused"})
 
 
-RUSH_REQUEST_BOUND_MS = 5000  # generous: issue 11 asks for 1 s once the web's broker timeouts land
+# A hang detector, not a timing threshold: how many requests took over 1 s (issue 11's figure) is reported in
+# test-output/chaos/rush.json and recorded in docs/reliability.md, not asserted on a shared 2-core machine.
+RUSH_REQUEST_BOUND_MS = 5000
 
 
 def test_rush_with_the_broker_restarted(system, redis_server):

@@ -154,6 +154,16 @@ def test_admin_logins_are_throttled_after_repeated_failures(client, staff):
     assert "_auth_user_id" not in client.session, "the right password from the locked address is refused too"
 
 
+# Spaces (the form strips them), full-width letters (NFKC), and what MariaDB's collation ignores: case, accents.
+@pytest.mark.parametrize("spelling", [" ops", "ops ", "\uff4f\uff50\uff53", "OPS", "\u00f4ps"])
+def test_a_lockout_holds_for_every_spelling_that_logs_in_to_the_account(client, staff, spelling):
+    fail_until_locked(client)
+
+    assert login(client, "wrong", username=spelling).status_code == 429
+    assert login(client, "correct horse battery", username=spelling).status_code == 429
+    assert "_auth_user_id" not in client.session
+
+
 def test_a_lockout_is_one_account_from_one_address(client, staff, settings):
     # Behind the TLS proxy every request came from the proxy's address: five failures locked out everyone.
     settings.TRUSTED_PROXY_COUNT = 1

@@ -220,3 +220,25 @@ def test_the_throttle_fails_open_when_redis_is_refused_or_hung(client_app, setti
     warnings = [r.getMessage() for r in caplog.records if "circuit open" in r.getMessage()]
     assert len(warnings) == 1, "one warning when the breaker opens, not one per request"
     assert "the API throttle lets requests through" in warnings[0]
+
+
+@pytest.mark.parametrize("redis_state", ["refused", "hung"])
+def test_the_per_address_limits_try_a_hung_or_refused_redis_once_then_skip_it(client, settings, redis_state, caplog):
+    from donutsite.dependencies import breakers
+
+    make_product("GLAZED", on_hand=10)
+    settings.ANON_THROTTLE_RATE = "1/minute"
+    settings.FAILED_AUTH_THROTTLE_RATE = "1/minute"
+    trips_before = breakers["redis"].trips
+    with HungServer() as hung:
+        settings.REDIS_URL = hung.url() if redis_state == "hung" else closed_port_url()
+        anonymous = [client.get("/api/v1/products/GLAZED/").status_code for _ in range(3)]
+        bad_keys = [
+            client.get("/api/v1/restocks/", HTTP_AUTHORIZATION="Api-Key not-a-key").status_code for _ in range(3)
+        ]
+
+    assert anonymous == [200, 200, 200], "over the anonymous rate, but Redis cannot count: let them through"
+    assert bad_keys == [401, 401, 401], "the key is still checked; only the counting of bad ones is skipped"
+    assert breakers["redis"].trips == trips_before + 1, "after the first failure the breaker skipped Redis"
+    warnings = [r.getMessage() for r in caplog.records if "circuit open" in r.getMessage()]
+    assert len(warnings) == 1 and "per-address limits" in warnings[0]
