@@ -5,14 +5,14 @@ A burst of forged callbacks used to write one Alert row per refusal, each taking
 (2,000 refusals in 6 s: 2,021 rows). Now every refusal is a Redis INCR and a log line; the first
 refusal of each CALLBACK_REFUSAL_WINDOW_SECONDS window raises the one `forged_callback` alert, which
 also says how many were refused in the window before it; an address refused
-CALLBACK_REFUSALS_PER_ADDRESS times in a window gets `429 throttled` (without its signature being
-checked) until its window ends. The factory retries any non-2xx answer, so a genuine callback caught
-in that is delivered later. With Redis down nothing is counted: every refusal raises the alert, which
-alert grouping then holds back.
+CALLBACK_REFUSALS_PER_ADDRESS times in a window gets `429 throttled` for its refused callbacks until
+its window ends. A correctly signed callback is never throttled. With Redis down nothing is counted:
+every refusal raises the alert, which alert grouping then holds back.
 """
 
 import logging
 import time
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -49,13 +49,14 @@ def callback_refused(*, problem: str, address: str) -> None:
         return
     before, _ = ratelimit.count(f"callback-refused-all:{bucket - 1}")
     earlier = f" {before} callback(s) were refused in the {window} s before." if before else ""
+    window_end = datetime.fromtimestamp((bucket + 1) * window, tz=UTC).strftime("%H:%M:%S UTC")
     with transaction.atomic():
         alert_raise(
             kind="forged_callback",
             severity="warning",
             title="A factory callback was refused",
             text=f"{problem} (from {address}). Someone may be forging callbacks, or FACTORY_CALLBACK_SECRET "
-            f"differs from the factory's. Further refusals in the next {window} s are counted, not alerted.{earlier}",
+            f"differs from the factory's. Further refusals until {window_end} are counted, not alerted.{earlier}",
             dedupe_key=f"forged_callback:{bucket}",  # its own group: one alert per window, whatever grouping does
             context={"error": problem, "address": address, "refused_in_previous_window": before},
         )

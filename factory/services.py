@@ -212,13 +212,14 @@ def restock_fail(restock_id: int, *, reason: str) -> bool:
 
 
 def callback_authenticate(*, raw: bytes, timestamp: str | None, signature: str | None, remote_addr: str) -> None:
-    """Accept a callback only if it is signed with FACTORY_CALLBACK_SECRET and fresh. An address over its
-    refused callbacks is answered 429 before the check; a refusal is counted and raised, and the first
-    of its window raises the warning alert (factory/refusals.py, its own transaction)."""
-    refusals.callback_refusals_check(remote_addr)
+    """Accept a callback only if it is signed with FACTORY_CALLBACK_SECRET and fresh. A refusal is counted
+    and raised, and the first of its window raises the warning alert (factory/refusals.py, its own
+    transaction); an address over its refused callbacks is answered 429 instead. A genuine callback is
+    never throttled, whatever else came from its address (a proxy or NAT it shares with a forger)."""
     problem = signatures.check(settings.FACTORY_CALLBACK_SECRET, timestamp, signature, raw)
     if not problem:
         return
+    refusals.callback_refusals_check(remote_addr)
     refusals.callback_refused(problem=problem, address=remote_addr)
     raise InvalidSignature(f"Callback refused: {problem}.")
 

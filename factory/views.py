@@ -5,7 +5,7 @@ import json
 from django.contrib.auth.models import AnonymousUser
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import authentication, serializers, status
+from rest_framework import authentication, exceptions, serializers, status
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -86,6 +86,13 @@ class FactoryCallbackView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = []
     parser_classes = [CallbackJsonParser]
+
+    def initial(self, request, *args, **kwargs):
+        # Only a POST is a callback: anything else is 405 before the signature is checked, so a crawler's
+        # or an uptime check's GET is neither counted against its address nor alerted as a forgery.
+        if request.method != "POST":
+            raise exceptions.MethodNotAllowed(request.method)
+        super().initial(request, *args, **kwargs)
 
     @extend_schema(
         operation_id="factory_callback",

@@ -617,7 +617,7 @@ CASES = [
     ("sales list bad date", "GET", "/api/v1/sales/?created_after=%FF", b"", {"Authorization": KEY}, 400),
     ("PUT product", "PUT", "/api/v1/products/GLAZED/", SALE, {"Authorization": KEY}, 405),
     ("PATCH restocks", "PATCH", "/api/v1/restocks/", SALE, {"Authorization": KEY}, 405),
-    ("GET callback", "GET", "/api/v1/factory/callbacks/", b"", {}, 401),  # the signature is checked first
+    ("GET callback", "GET", "/api/v1/factory/callbacks/", b"", {}, 405),  # only a POST is a callback
     ("TRACE", "TRACE", "/api/v1/products/", b"", {}, 405),
     ("unknown method", "BREW", "/api/v1/products/", b"", {}, 405),
     ("lowercase method", "get", "/api/v1/products/", b"", {}, 400),

@@ -4,12 +4,15 @@ import json
 import time
 
 import pytest
+import redis
 from django.conf import settings
 
+from factory import refusals
 from factory.models import FactoryOrder
 from factory.signatures import sign
 from inventory.models import Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
+from notifications.models import Alert
 from testsupport.data import make_product
 
 pytestmark = pytest.mark.django_db
@@ -277,3 +280,32 @@ def test_the_five_minute_window_is_measured_against_our_clock():
 
     assert check("s", inside, sign("s", inside, body), body, now=now) == ""
     assert "5 minutes" in check("s", outside, sign("s", outside, body), body, now=now)
+
+
+def test_a_genuine_callback_is_applied_from_an_address_throttled_for_forgeries(client):
+    # The factory shares its address (a NAT, a proxy) with someone sending forgeries.
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    restock = placed_restock()
+    forged = [
+        callback(client, restock, secret="guessed").status_code for _ in range(settings.CALLBACK_REFUSALS_PER_ADDRESS)
+    ]
+
+    throttled = callback(client, restock, secret="guessed")
+    genuine = callback(client, restock)
+
+    assert forged == [401] * settings.CALLBACK_REFUSALS_PER_ADDRESS
+    assert throttled.status_code == 429 and throttled.json()["code"] == "throttled"
+    assert genuine.status_code == 200 and genuine.json()["status"] == "applied"
+    assert stock(restock) == 120
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"])
+def test_other_methods_are_405_and_no_forgery(client, method):
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+    response = client.generic(method, URL)
+
+    assert response.status_code == 405
+    assert "POST" in response["Allow"]
+    assert not Alert.objects.filter(kind="forged_callback").exists()
+    assert refusals.ratelimit.count("callback-refused:127.0.0.1")[0] == 0, "not counted as a refusal"

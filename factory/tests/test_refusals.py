@@ -1,6 +1,7 @@
 """Refused callbacks are counted per window: one alert each window, carrying the previous window's count."""
 
 import types
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -29,6 +30,9 @@ def test_one_alert_per_window_and_the_next_one_counts_the_last(monkeypatch):
         refusals.callback_refused(problem="missing signature headers", address=f"192.0.2.{n}")
 
     assert Alert.objects.filter(kind="forged_callback").count() == 1
+    # The window is a clock-aligned bucket: the alert says when it ends, not "the next 300 s".
+    end = datetime.fromtimestamp(start + window, tz=UTC).strftime("%H:%M:%S UTC")
+    assert f"Further refusals until {end} are counted" in Alert.objects.get(kind="forged_callback").text
 
     at(monkeypatch, start + window)
     refusals.callback_refused(problem="signature does not match", address="192.0.2.1")
