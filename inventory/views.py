@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from donutsite import sale_counters
-from donutsite.serializers import CLIENT_ERRORS
+from donutsite.serializers import CLIENT_ERRORS, NoUnknownFieldsMixin, StrictIntegerField
 from inventory import selectors, services
 from inventory.errors import SaleNotFound
 from inventory.serializers import (
@@ -217,8 +217,8 @@ class RestockListView(generics.ListAPIView):
         return selectors.restock_list(sku=filters.get("sku"), status=filters.get("status"))
 
 
-class SubscriptionIn(serializers.Serializer):
-    device_id = serializers.IntegerField(min_value=1)
+class SubscriptionIn(NoUnknownFieldsMixin, serializers.Serializer):
+    device_id = StrictIntegerField(min_value=1)
 
 
 class SubscriptionOut(serializers.Serializer):

@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from donutsite.db import EXACT_COLLATION
+
 
 class Severity(models.TextChoices):
     INFO = "info"
@@ -123,7 +125,8 @@ class Device(models.Model):
         WEB = "web"
 
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CUSTOMER, db_index=True)
-    token = models.CharField(max_length=255)
+    # FCM tokens are case-sensitive: compared exactly, not by the table's case-insensitive collation.
+    token = models.CharField(max_length=255, db_collation=EXACT_COLLATION)
     platform = models.CharField(max_length=10, choices=Platform.choices)
     client = models.ForeignKey(
         "clients.ApiClient", null=True, blank=True, on_delete=models.CASCADE, related_name="devices"

@@ -1,3 +1,4 @@
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -11,7 +12,11 @@ from notifications.models import Device
 class DeviceIn(NoUnknownFieldsMixin, serializers.Serializer):
     """A customer device's FCM token; unknown fields and non-string values are refused."""
 
-    token = StrictCharField(max_length=255, min_length=8)
+    token = StrictCharField(
+        max_length=255,
+        min_length=8,
+        validators=[RegexValidator(r"^[\x21-\x7e]+$", "Printable ASCII characters, no spaces (an FCM token).")],
+    )
     platform = serializers.ChoiceField(choices=Device.Platform.choices)
     user_ref = StrictCharField(max_length=100, required=False, default="", allow_blank=True)
 

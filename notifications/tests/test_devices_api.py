@@ -35,14 +35,44 @@ def test_a_device_registers_and_re_registering_updates_it(client_app):
         {"token": "short", "platform": "android"},
         {"token": "fcm-token-abcdef", "platform": "nokia"},
         {"token": "fcm-token-abcdef", "platform": "android", "extra": 1},
+        {"token": " " * 8, "platform": "android"},
+        {"token": "fcm-token-abcdef  ", "platform": "android"},
     ],
-    ids=["empty", "short-token", "bad-platform", "unknown-field"],
+    ids=["empty", "short-token", "bad-platform", "unknown-field", "blank-token", "token-with-spaces"],
 )
 def test_bad_device_registrations_are_400(client_app, body):
     response = client_app.post("/api/v1/devices/", body, format="json")
 
     assert response.status_code == 400 and response.json()["code"] == "validation_error"
     assert not Device.objects.exists()
+
+
+def test_tokens_that_differ_only_in_case_are_two_devices(client_app):
+    # FCM tokens are case-sensitive; the table's collation is not.
+    upper = register(client_app, token="fcm-token-ABCDEF")
+    lower = register(client_app, token="fcm-token-abcdef")
+
+    assert upper.status_code == lower.status_code == 201
+    assert sorted(Device.objects.values_list("token", flat=True)) == ["fcm-token-ABCDEF", "fcm-token-abcdef"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        lambda device: {"device_id": str(device)},
+        lambda device: {"device_id": float(device)},
+        lambda device: {"device_id": device, "extra": 1},
+    ],
+    ids=["string", "float", "unknown-field"],
+)
+def test_a_subscription_takes_a_whole_number_and_nothing_else(client_app, body):
+    make_product("VIRAL", on_hand=0)
+    device = register(client_app).json()["id"]
+
+    response = client_app.post("/api/v1/products/VIRAL/subscriptions/", body(device), format="json")
+
+    assert response.status_code == 400 and response.json()["code"] == "validation_error"
+    assert not Subscription.objects.exists()
 
 
 def test_registering_needs_an_api_key(client):
