@@ -7,7 +7,8 @@ on the Broker page and in /api/queues/length.
 
 It is also always read-only (Flower's `--read_only`: its API refuses to send, revoke or abort tasks and
 to control workers, 403) and refuses to start without a login (FLOWER_BASIC_AUTH, `--basic_auth` or
-`--auth`): whoever reaches it may watch the queues, never act on them. Redrives go through the admin
+`--auth`), also on its Prometheus page /metrics, which Flower itself leaves open: whoever reaches it
+may watch the queues, never act on them. Redrives go through the admin
 or `manage.py redrive`, which record who did what.
 """
 
@@ -27,6 +28,15 @@ def widen_queue_list() -> None:
     BaseHandler.get_active_queue_names = get_active_queue_names
 
 
+def guard_metrics() -> None:
+    """Flower serves its Prometheus page (task names, worker names, counts) without the login that guards
+    every other page; ours asks for it there too. Its /healthcheck ("OK", nothing more) stays open."""
+    from flower.views.monitor import Metrics
+    from tornado.web import authenticated
+
+    Metrics.get = authenticated(Metrics.get)
+
+
 def flower_argv(args: list[str], environ: dict) -> list[str]:
     """`celery flower` with our options: read-only last, so nothing before it can switch it off."""
     logins = ("--basic_auth", "--basic-auth", "--auth")
@@ -40,6 +50,7 @@ def main() -> None:
     from celery.bin.celery import main as celery_main
 
     widen_queue_list()
+    guard_metrics()
     sys.argv = flower_argv(sys.argv[1:], os.environ)
     celery_main()
 

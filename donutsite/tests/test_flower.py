@@ -20,7 +20,10 @@ def get(url, auth=None):
     headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:  # noqa: S310
-            return response.status, json.loads(response.read())
+            body = response.read()
+            return response.status, json.loads(
+                body
+            ) if response.headers.get_content_type() == "application/json" else body
     except urllib.error.HTTPError as error:
         return error.code, None
     except urllib.error.URLError:
@@ -62,6 +65,9 @@ def test_flower_needs_its_login_and_counts_the_dead_letter_queue():
 
         assert get(url)[0] == 401
         assert get(url, "ops:wrong")[0] == 401
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        assert get(metrics)[0] == 401, "Flower's Prometheus page (task and worker names) needs the login too"
+        assert get(metrics, "ops:s3cret")[0] == 200
         queues = {q["name"]: q["messages"] for q in get(url, "ops:s3cret")[1]["active_queues"]}
         sent = post(f"http://127.0.0.1:{port}/api/task/async-apply/factory.restock_place", "ops:s3cret")
         assert sent == 403, "read-only: the API sends no task"
