@@ -342,6 +342,7 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "donutsite.logging.RequestIdFilter"},
         "quiet_routine": {"()": "donutsite.logging.QuietRoutineFilter"},
+        "disallowed_host": {"()": "donutsite.logging.DisallowedHostFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
@@ -360,6 +361,7 @@ LOGGING = {
         # Django's own default config gives "django" a console handler in DEBUG; its records also reach
         # ours through the root, so every django.request warning was printed twice.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
     },
 }
 
@@ -382,7 +384,9 @@ if SENTRY_DSN:
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    # Probes and scrapers reach gunicorn directly on the private network, in plain HTTP; /metrics is also
+    # guarded by its token or address list (ops/metrics.py).
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)

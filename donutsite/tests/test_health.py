@@ -71,12 +71,18 @@ def test_readyz_is_503_naming_the_database_when_it_is_unreachable(client, unreac
     assert "OperationalError" in failure.getMessage() and "OperationalError" not in response.content.decode()
 
 
-def test_the_probes_are_exempt_from_the_https_redirect(db):
+def test_the_probes_and_the_metrics_scrape_are_exempt_from_the_https_redirect(db):
     # The regexes in settings (SecurityMiddleware matches them against the path without its leading "/").
-    with override_settings(SECURE_SSL_REDIRECT=True, SECURE_REDIRECT_EXEMPT=settings.SECURE_REDIRECT_EXEMPT):
+    # A scrape allowed by address (METRICS_ALLOWED_IPS) is necessarily direct, in plain HTTP.
+    with override_settings(
+        SECURE_SSL_REDIRECT=True,
+        SECURE_REDIRECT_EXEMPT=settings.SECURE_REDIRECT_EXEMPT,
+        METRICS_ALLOWED_IPS=["127.0.0.1"],
+    ):
         plain_http = Client()  # a new client: SecurityMiddleware reads its settings when first loaded
         assert plain_http.get("/healthz").status_code == 200
         assert plain_http.get("/readyz").status_code == 200
+        assert plain_http.get("/metrics").status_code == 200
         assert plain_http.get("/api/v1/products/").status_code == 301
 
 

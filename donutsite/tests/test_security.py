@@ -252,3 +252,14 @@ def test_restocks_are_catalogue_information_without_any_client_in_them(db):
     assert [set(row) for row in listed] == [
         {"id", "sku", "quantity", "status", "reason", "expected_at", "quantity_received", "created_at"}
     ]
+
+
+@pytest.mark.django_db
+def test_a_host_we_do_not_serve_is_a_400_and_one_warning_line_without_a_traceback(client, caplog):
+    # Django logs it as an ERROR with the exception: a log line with a traceback, and a Sentry event, per request.
+    response = client.get("/api/v1/products/", HTTP_HOST="evil.example")
+
+    assert response.status_code == 400 and response.json()["code"] == "bad_request"
+    [record] = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert "evil.example" in record.getMessage()
