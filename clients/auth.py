@@ -42,7 +42,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         keyword, _, key = header.partition(" ")
-        if keyword != self.keyword or not key.strip():
+        if keyword.lower() != self.keyword.lower() or not key.strip():  # schemes are case-insensitive (RFC 9110)
             ratelimit.failed_auth_check(request)
             ratelimit.failed_auth_count(request)
             raise exceptions.AuthenticationFailed("Send `Authorization: Api-Key <key>`.")

@@ -190,6 +190,20 @@ def test_sales_need_a_valid_api_key(client, header):
     assert on_hand(glazed) == 5
 
 
+def test_the_scheme_is_case_insensitive(client):
+    make_product("GLAZED", on_hand=5)
+    _, key = make_api_client()
+
+    response = client.post(
+        SALES,
+        {"items": [{"sku": "GLAZED", "quantity": 1}]},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"api-key {key}",
+    )
+
+    assert response.status_code == 201
+
+
 def test_a_revoked_key_stops_working(client_app):
     make_product("GLAZED", on_hand=5)
     client_app.api_client.is_active = False
