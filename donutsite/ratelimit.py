@@ -4,7 +4,9 @@ kept in Redis so every web process shares them.
 `client_address`: REMOTE_ADDR is the TLS proxy in production, the same for everyone. With
 DJANGO_TRUSTED_PROXY_COUNT=N, the address is the N-th X-Forwarded-For entry from the right: each
 trusted proxy appends the address it saw, so that entry was written by our outermost proxy and the
-ones left of it by whoever sent the request (anything). Without the setting, REMOTE_ADDR.
+ones left of it by whoever sent the request (anything). Without the setting, REMOTE_ADDR. An IPv6
+client is counted by its /64, the block one subscriber is given (holding one, an attacker could
+otherwise take a fresh address for every request), and an IPv4-mapped IPv6 address as the IPv4 one.
 
 Counters are fixed windows that start with their first hit (SET NX EX, then INCR). They are on the
 request path, so they take Redis as donutsite/dependencies.py gives it to a request: one try within
@@ -30,10 +32,23 @@ def client_address(request) -> str:
         forwarded = [part for part in forwarded if part]
         if len(forwarded) >= hops:
             try:
-                return str(ipaddress.ip_address(forwarded[-hops]))
+                return address_counted(str(ipaddress.ip_address(forwarded[-hops])))
             except ValueError:
                 pass  # not an address: our proxy did not write it; count it as the proxy's
-    return request.META.get("REMOTE_ADDR") or "unknown"
+    return address_counted(request.META.get("REMOTE_ADDR") or "unknown")
+
+
+def address_counted(address: str) -> str:
+    """The name an address is counted under: itself, an IPv6 address's /64, a mapped IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def _key(name: str) -> str:

@@ -186,6 +186,21 @@ def test_only_the_trusted_hops_of_x_forwarded_for_count(client, staff, settings)
     assert login(client, "correct horse battery", HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.9").status_code == 429
 
 
+def test_ipv6_clients_are_counted_by_their_64_block(client, staff):
+    # One subscriber's /64 holds 2**64 addresses: a fresh one per guess must not start a fresh count.
+    for n in range(settings.ADMIN_LOGIN_MAX_FAILURES):
+        login(client, "wrong", REMOTE_ADDR=f"2001:db8:1:2::{n + 1:x}")
+
+    assert login(client, "correct horse battery", REMOTE_ADDR="2001:db8:1:2:ffff::9").status_code == 429
+    assert login(client, "correct horse battery", REMOTE_ADDR="2001:db8:1:3::1").status_code == 302, "another block"
+
+
+def test_an_ipv4_mapped_address_is_counted_as_the_ipv4_one(client, staff):
+    fail_until_locked(client, REMOTE_ADDR="192.0.2.7")
+
+    assert login(client, "correct horse battery", REMOTE_ADDR="::ffff:192.0.2.7").status_code == 429
+
+
 def test_without_trusted_proxies_x_forwarded_for_is_ignored(client, staff):
     for n in range(settings.ADMIN_LOGIN_MAX_FAILURES):
         login(client, "wrong", HTTP_X_FORWARDED_FOR=f"10.0.0.{n}")

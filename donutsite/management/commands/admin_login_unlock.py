@@ -19,6 +19,7 @@ class Command(BaseCommand):
         if all:
             pattern = "admin-login:*"
         else:
-            pattern = f"admin-login:{login_throttle.account_tag(username)}:{address or '*'}"
+            counted = ratelimit.address_counted(address) if address else "*"
+            pattern = f"admin-login:{login_throttle.account_tag(username)}:{counted}"
         forgotten = ratelimit.forget_matching(pattern)
         self.stdout.write(f"Unlocked {len(forgotten)} account/address pair(s).")
