@@ -71,6 +71,10 @@ MIDDLEWARE = [
 # and a signed cookie is readable by anyone who sees it.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
+# The only login is the admin's: a login posted without `next` lands on the admin, not on Django's
+# default /accounts/profile/ (which does not exist here).
+LOGIN_REDIRECT_URL = "admin:index"
+
 ROOT_URLCONF = "donutsite.urls"
 WSGI_APPLICATION = "donutsite.wsgi.application"
 

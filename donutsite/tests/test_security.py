@@ -224,6 +224,12 @@ def test_ops_lift_a_lockout_with_a_command(client, staff):
     assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 302
 
 
+def test_a_login_posted_without_next_lands_on_the_admin(client, staff):
+    response = client.post("/admin/login/", {"username": "ops", "password": "correct horse battery"})
+
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+
+
 def test_a_successful_login_clears_the_failures(client, staff):
     for _ in range(settings.ADMIN_LOGIN_MAX_FAILURES - 1):
         login(client, "wrong")
