@@ -69,6 +69,18 @@ ERROR_EXAMPLES: dict[str, tuple[int, dict]] = {
     ),
 }
 
+# validation_error's `errors` for each operation, as that operation answers one typical mistake (the
+# sales example above would mislead on any other endpoint).
+VALIDATION_ERRORS: dict[str, dict] = {
+    "sale_create": ERROR_EXAMPLES["validation_error"][1]["errors"],
+    "sale_list": {"created_after": ["Date has wrong format. Use one of these formats instead: YYYY-MM-DD."]},
+    "v1_restocks_list": {"status": ['"lost" is not a valid choice.']},
+    "v1_products_list": {"page": ["Ensure this value is greater than or equal to 1."]},
+    "device_register": {"platform": ['"nokia" is not a valid choice.']},
+    "product_subscribe": {"device_id": ["Must be a whole number."]},
+    "factory_callback": {"quantity_produced": ["More than was ordered."]},
+}
+
 # What a response that names no code answers with.
 _BY_STATUS = {
     400: ["validation_error", "malformed_json"],
@@ -96,8 +108,17 @@ def error_examples(result, generator, request, public):
                 if method == "get":  # a GET has no body to be malformed
                     codes = [code for code in codes if code != "malformed_json"]
                 if codes:
-                    content["examples"] = {code: {"summary": code, "value": ERROR_EXAMPLES[code][1]} for code in codes}
+                    content["examples"] = {
+                        code: {"summary": code, "value": _example(code, operation.get("operationId"))} for code in codes
+                    }
     return result
+
+
+def _example(code: str, operation_id: str | None) -> dict:
+    body = ERROR_EXAMPLES[code][1]
+    if code == "validation_error" and operation_id in VALIDATION_ERRORS:
+        return {**body, "errors": VALIDATION_ERRORS[operation_id]}
+    return body
 
 
 def _named(response) -> list[str]:

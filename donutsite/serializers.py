@@ -71,3 +71,8 @@ CLIENT_ERRORS = {
     401: OpenApiResponse(ErrorOut, description="Missing or bad API key."),
     429: OpenApiResponse(ErrorOut, description="Rate limited (`throttled`); see Retry-After."),
 }
+# The same for a GET, whose 400 is about its query parameters.
+QUERY_ERRORS = {
+    **CLIENT_ERRORS,
+    400: OpenApiResponse(ValidationErrorOut, description="Invalid query parameters (`validation_error`)."),
+}

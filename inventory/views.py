@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from donutsite import sale_counters
-from donutsite.serializers import CLIENT_ERRORS, NoUnknownFieldsMixin, StrictIntegerField
+from donutsite.serializers import CLIENT_ERRORS, QUERY_ERRORS, NoUnknownFieldsMixin, StrictIntegerField
 from inventory import selectors, services
 from inventory.errors import SaleNotFound
 from inventory.serializers import (
@@ -61,7 +61,7 @@ class SaleCreateView(generics.GenericAPIView):
         parameters=[SaleFilterIn],
         responses={
             200: SaleOut(many=True),
-            **_errors,
+            **QUERY_ERRORS,
             404: OpenApiResponse(ErrorOut, description="A page past the last (`not_found`)."),
         },
         description="Your own sales, newest first, 50 a page.",
@@ -169,7 +169,7 @@ class ProductListView(generics.ListAPIView):
         parameters=[ProductFilterIn],
         responses={
             200: ProductOut(many=True),
-            400: _errors[400],
+            400: QUERY_ERRORS[400],
             **_public_errors,
             404: OpenApiResponse(ErrorOut, description="A page past the last (`not_found`)."),
         },
@@ -205,7 +205,7 @@ class RestockListView(generics.ListAPIView):
         parameters=[RestockFilterIn],
         responses={
             200: RestockOut(many=True),
-            **_errors,
+            **QUERY_ERRORS,
             404: OpenApiResponse(ErrorOut, description="A page past the last (`not_found`)."),
         },
     )

@@ -113,3 +113,44 @@ def test_each_error_example_is_what_the_api_answers(client_app):
             assert body.keys() == example.keys(), code
         else:
             assert body == example, code
+
+
+def test_each_operations_validation_example_is_what_it_answers(schema, client_app):
+    """Each endpoint's 400 example shows one of its own mistakes, as it answers it."""
+    glazed = make_product("GLAZED", on_hand=5)
+    anonymous = APIClient()
+    raw = json.dumps(
+        {"event": "order.completed", "order_id": "F-1", "reference": "restock-1", "sku": "GLAZED"}
+        | {"quantity": 10, "quantity_produced": 11}
+    ).encode()
+    timestamp = str(int(time.time()))
+    answers = {
+        "sale_create": client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 101}]}, format="json"),
+        "sale_list": client_app.get(SALES, {"created_after": "yesterday"}),
+        "v1_restocks_list": client_app.get("/api/v1/restocks/", {"status": "lost"}),
+        "v1_products_list": anonymous.get("/api/v1/products/", {"page": 0}),
+        "device_register": client_app.post(
+            "/api/v1/devices/", {"token": "fcm-token-abcdef", "platform": "nokia"}, format="json"
+        ),
+        "product_subscribe": client_app.post(
+            f"/api/v1/products/{glazed.sku}/subscriptions/", {"device_id": "1"}, format="json"
+        ),
+        "factory_callback": anonymous.post(
+            "/api/v1/factory/callbacks/",
+            raw,
+            content_type="application/json",
+            HTTP_X_FACTORY_TIMESTAMP=timestamp,
+            HTTP_X_FACTORY_SIGNATURE=sign(settings.FACTORY_CALLBACK_SECRET, timestamp, raw),
+        ),
+    }
+    examples = {
+        operation["operationId"]: operation["responses"]["400"]["content"]["application/json"]["examples"]
+        for operations in schema["paths"].values()
+        for operation in operations.values()
+        if "400" in operation["responses"]
+    }
+
+    assert set(answers) == set(examples), "every operation with a 400 is tried here"
+    for operation_id, response in answers.items():
+        assert response.status_code == 400, operation_id
+        assert examples[operation_id]["validation_error"]["value"] == response.json(), operation_id
