@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Case, F, Q, When
 
@@ -10,11 +11,16 @@ class Product(models.Model):
 
     sku = models.CharField(max_length=64, unique=True, db_collation=EXACT_COLLATION)
     name = models.CharField(max_length=200)
-    price = models.DecimalField(max_digits=10, decimal_places=2)
+    # The validators give the admin a message beside the field; the constraints below hold regardless.
+    price = models.DecimalField(max_digits=10, decimal_places=2, validators=[MinValueValidator(0)])
     is_active = models.BooleanField(default=True)
     on_hand = models.IntegerField(default=0, editable=False)
     reorder_point = models.PositiveIntegerField(default=10, help_text="Reorder when on-hand falls to this.")
-    reorder_quantity = models.PositiveIntegerField(default=100, help_text="How many to order (1 to 10,000).")
+    reorder_quantity = models.PositiveIntegerField(
+        default=100,
+        help_text="How many to order (1 to 10,000).",
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -151,6 +151,24 @@ def test_a_product_added_in_the_admin_starts_with_no_stock(admin_client):
     assert ">OUT</span>" in row_for(admin_client.get(PRODUCTS).content.decode(), "PISTACHIO")
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("reorder_quantity", 20_000, "Ensure this value is less than or equal to 10000."),
+        ("reorder_quantity", 0, "Ensure this value is greater than or equal to 1."),
+        ("price", "-1.00", "Ensure this value is greater than or equal to 0."),
+    ],
+)
+def test_a_value_outside_a_products_limits_is_explained_beside_its_field(admin_client, field, value, message):
+    form = {"sku": "PISTACHIO", "name": "Pistachio", "price": "2.80", "reorder_point": 5, "reorder_quantity": 60}
+
+    response = admin_client.post(reverse("admin:inventory_product_add"), {**form, field: value, "_save": "Save"})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {field: [message]}, "not a raw constraint name"
+    assert not Product.objects.filter(sku="PISTACHIO").exists()
+
+
 def test_the_product_page_offers_adjust_stock_and_no_delete(admin_client):
     glazed = make_product("GLAZED")
 
