@@ -1,6 +1,7 @@
 """The one DRF exception handler: every error leaves as {"code", "message", ...details}."""
 
 from rest_framework import exceptions, status
+from rest_framework.metadata import SimpleMetadata
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
@@ -77,3 +78,12 @@ def _error_response(exc):
         headers["WWW-Authenticate"] = "Api-Key"
         return Response(body, status=status.HTTP_401_UNAUTHORIZED, headers=headers)
     return Response(body, status=exc.status_code, headers=headers)
+
+
+class MetadataWithoutActions(SimpleMetadata):
+    """OPTIONS answers a view's name, description and media types, without DRF's `actions`: those are
+    built from the view's serializer_class, which for a list-and-create view (sales) is the list's
+    output, so a POST was described with the wrong fields. /api/schema/ describes every body."""
+
+    def determine_actions(self, request, view):
+        return {}

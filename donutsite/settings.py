@@ -160,6 +160,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["donutsite.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "donutsite.drf.exception_handler",
+    "DEFAULT_METADATA_CLASS": "donutsite.drf.MetadataWithoutActions",
     "UNAUTHENTICATED_USER": None,
 }
 if DEBUG:

@@ -204,6 +204,15 @@ def test_the_scheme_is_case_insensitive(client):
     assert response.status_code == 201
 
 
+def test_options_on_sales_names_the_methods_and_describes_no_body(client_app):
+    # The body is in /api/schema/; DRF's own description of it was the sale's output fields.
+    response = client_app.options(SALES)
+
+    assert response.status_code == 200
+    assert set(response["Allow"].replace(" ", "").split(",")) == {"GET", "POST", "HEAD", "OPTIONS"}
+    assert "actions" not in response.json()
+
+
 def test_a_revoked_key_stops_working(client_app):
     make_product("GLAZED", on_hand=5)
     client_app.api_client.is_active = False
