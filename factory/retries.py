@@ -113,7 +113,16 @@ class RetryingTask(Task):
         try:
             return super().__call__(*args, **kwargs)
         except (*self.retry_on, *ALWAYS_TRANSIENT) as exc:
-            attempt = self.attempts_used(args, kwargs)
+            try:
+                attempt = self.attempts_used(args, kwargs)
+            except DatabaseError as db_exc:
+                # The database is away (often the very error being handled): the budget cannot be read,
+                # so this try is not counted against it and the broker holds the work until it is back.
+                wait = min(next_wait(1, exc), settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)
+                logger.warning(
+                    "%s%r: failed (%s), attempts unknown (%r); retrying in %.1f s", self.name, args, exc, db_exc, wait
+                )
+                raise self.retry(exc=exc, countdown=wait) from exc
             if attempt >= settings.FACTORY_MAX_ATTEMPTS:
                 raise OutOfAttempts(f"{attempt} attempts; last: {exc}") from exc
             wait = next_wait(attempt, exc)

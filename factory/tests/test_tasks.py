@@ -325,3 +325,26 @@ def test_an_enormous_retry_after_parks_no_longer_than_the_cap(factory, queues, s
     order = order_of(restock)
     assert order.dispatched_at is None and queues("factory") == []  # parked in the database
     assert before + cap <= order.next_attempt_at <= timezone.now() + cap  # the cap, not a year
+
+
+def test_a_database_outage_during_an_attempt_is_retried_not_dead_lettered(factory, queues, monkeypatch):
+    # MariaDB answering "Too many connections": the attempt fails, and so does reading its budget.
+    from django.db import OperationalError
+
+    from factory import tasks
+
+    restock = pending_restock()
+    outage = OperationalError(1040, "Too many connections")
+
+    def database_away(*args, **kwargs):
+        raise outage
+
+    monkeypatch.setattr(tasks.services, "restock_place", database_away)
+    monkeypatch.setattr(tasks.services, "restock_attempts_used", database_away)
+
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+
+    restock.refresh_from_db()
+    assert restock.status == "pending" and not DeadLetter.objects.exists()
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
