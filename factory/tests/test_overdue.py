@@ -85,6 +85,28 @@ def test_a_restock_parked_past_its_next_attempt_alerts_with_the_reason(grace):
     assert "MAPLE" in alert.title and "parked until" in alert.text and "429: slow down" in alert.text
 
 
+@pytest.mark.parametrize("next_attempt_in", [timedelta(seconds=5), timedelta(seconds=900)], ids=["retrying", "parked"])
+def test_a_restock_still_being_retried_or_parked_alerts_once_past_its_grace(grace, next_attempt_in):
+    # Each retry or park pushes its next attempt on: that must not keep ops from hearing of it.
+    now = timezone.now()
+    restock = Restock.objects.create(product=make_product("LEMON", on_hand=0), quantity=50, reason="shortage")
+    Restock.objects.filter(pk=restock.pk).update(created_at=now - grace - timedelta(seconds=1))
+    FactoryOrder.objects.create(
+        restock=restock,
+        attempt_count=3,
+        last_error="429: slow down",
+        next_attempt_at=now + next_attempt_in,
+        dispatched_at=None,
+    )
+
+    reconcile()
+    reconcile()
+
+    [alert] = overdue_alerts()
+    assert "LEMON" in alert.title and "not accepted by the factory yet" in alert.text
+    assert "429: slow down" in alert.text
+
+
 def test_a_restock_within_its_grace_says_nothing(grace):
     placed_restock(late_by=grace - timedelta(seconds=30), polled=True)
 
