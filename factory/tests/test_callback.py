@@ -309,3 +309,20 @@ def test_other_methods_are_405_and_no_forgery(client, method):
     assert "POST" in response["Allow"]
     assert not Alert.objects.filter(kind="forged_callback").exists()
     assert refusals.ratelimit.count("callback-refused:127.0.0.1")[0] == 0, "not counted as a refusal"
+
+
+@pytest.mark.parametrize("retired", [False, True])
+def test_a_retired_products_receipt_tells_no_subscriber_it_is_back(client, settings, retired):
+    from notifications.models import Device, Subscription
+
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"  # FCM configured
+    restock = placed_restock()
+    device = Device.objects.create(token="customer-token-1", platform="android")
+    Subscription.objects.create(device=device, sku="GLAZED")
+    Product.objects.filter(pk=restock.product_id).update(is_active=not retired)
+
+    assert callback(client, restock).status_code == 200
+
+    assert stock(restock) == 120, "the stock is received all the same"
+    owed = Subscription.objects.get().due_at is not None
+    assert owed is not retired, "a push for a product on sale; none for one the API answers unknown_sku for"
