@@ -331,6 +331,8 @@ NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS = env.int("NOTIFICATIONS_RETRY_BACKOFF_M
 # A delivery or back-in-stock push whose message never left (or whose send failed) is sent again by the
 # notifications sweep this long after it was due.
 NOTIFICATIONS_RESEND_AFTER_SECONDS = env.int("NOTIFICATIONS_RESEND_AFTER_SECONDS", default=30)
+# A delivery Slack or FCM keeps failing transiently is sent again by the sweep until its alert is this old.
+NOTIFICATIONS_GIVE_UP_AFTER_SECONDS = env.int("NOTIFICATIONS_GIVE_UP_AFTER_SECONDS", default=86400)
 FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555" if DEBUG else "")
 for _name in ("SLACK_MIN_SEVERITY", "FCM_MIN_SEVERITY"):
     if globals()[_name] not in ("info", "warning", "critical"):

@@ -99,8 +99,16 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
     """Send one delivery; it is marked sent only once the channel accepted it. Idempotent: a delivery
     already sent, or being sent by another task, is left alone.
 
-    Claims the row with a short conditional update (no transaction is open during the send). Raises
-    DeliveryRetry for a transient failure, unless final_attempt: then the delivery is failed.
+    Claims the row with a short conditional update (no transaction is open during the send). A transient
+    failure raises DeliveryRetry (the task retries with backoff), unless it is the task's final attempt or
+    the channel asked for a wait (Retry-After): then the row stays pending for the sweep to send again
+    after that wait (at least NOTIFICATIONS_RESEND_AFTER_SECONDS), so an outage of Slack or FCM delays an
+    alert rather than losing it. It is failed for good only once it is NOTIFICATIONS_GIVE_UP_AFTER_SECONDS
+    old, or when the channel refuses the message itself.
+
+    On FCM the delivery is the push to the ops topic. The ops phones registered one by one are pushed
+    after it, each once: one that fails is logged (an unregistered one is deactivated), and does not make
+    the topic push, which every ops phone already got, go out again.
     """
     now = timezone.now()
     claimed = (
@@ -124,21 +132,26 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
     try:
         if delivery.channel == AlertDelivery.Channel.FCM:
             channel.send_to_topic(settings.FCM_OPS_TOPIC, message)
-            for device_id, token in Device.objects.filter(kind=Device.Kind.OPS, is_active=True).values_list(
-                "pk", "token"
-            ):
-                try:
-                    channel.send_to_token(token, message)
-                except TokenUnregistered as exc:
-                    device_deactivate(device_id, reason=str(exc))
         else:
             channel.send(message)
     except ChannelError as exc:
-        if exc.transient and not final_attempt:
-            AlertDelivery.objects.filter(pk=delivery_id).update(claimed_at=None, last_error=str(exc)[:2000])
-            raise DeliveryRetry(str(exc)) from exc
-        _delivery_failed(delivery, str(exc))
-        return "failed"
+        given_up = delivery.alert.created_at < now - timedelta(seconds=settings.NOTIFICATIONS_GIVE_UP_AFTER_SECONDS)
+        if not exc.transient or given_up:
+            _delivery_failed(delivery, str(exc))
+            return "failed"
+        if final_attempt or exc.retry_after:
+            wait = max(exc.retry_after or 0, settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
+            AlertDelivery.objects.filter(pk=delivery_id).update(
+                claimed_at=None, last_error=str(exc)[:2000], resend_at=timezone.now() + timedelta(seconds=wait)
+            )
+            logger.warning(
+                "alert %s: %s delivery failed (%s); the sweep sends it again", delivery.alert_id, delivery.channel, exc
+            )
+            return "later"
+        AlertDelivery.objects.filter(pk=delivery_id).update(claimed_at=None, last_error=str(exc)[:2000])
+        raise DeliveryRetry(str(exc)) from exc
+    if delivery.channel == AlertDelivery.Channel.FCM:
+        _ops_phones_push(channel, message, delivery.alert_id)
     sent_at = timezone.now()
     AlertDelivery.objects.filter(pk=delivery_id).update(
         status=AlertDelivery.Status.SENT,
@@ -148,6 +161,16 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
         latency_ms=int((sent_at - delivery.alert.created_at).total_seconds() * 1000),
     )
     return "sent"
+
+
+def _ops_phones_push(channel, message: Message, alert_id: int) -> None:
+    for device_id, token in Device.objects.filter(kind=Device.Kind.OPS, is_active=True).values_list("pk", "token"):
+        try:
+            channel.send_to_token(token, message)
+        except TokenUnregistered as exc:
+            device_deactivate(device_id, reason=str(exc))
+        except ChannelError as exc:
+            logger.warning("alert %s: push to ops phone %s failed: %s", alert_id, device_id, exc)
 
 
 def _delivery_failed(delivery: AlertDelivery, error: str) -> None:

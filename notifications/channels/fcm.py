@@ -214,4 +214,8 @@ class FcmChannel:
             raise ChannelError(text, transient=True, status_code=status, retry_after=retry_after)
         if status >= 500 or status == 408:
             raise ChannelError(text, transient=True, status_code=status, retry_after=retry_after)
+        if status in (401, 403):
+            # Our credentials or project, not the message: once ops fix them, the same push goes through.
+            # Sent again later rather than given up, so a subscriber's push is not used up by our mistake.
+            raise ChannelError(text, transient=True, status_code=status)
         raise ChannelError(text, transient=False, status_code=status)

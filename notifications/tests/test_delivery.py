@@ -1,7 +1,10 @@
 """Delivering alerts and back-in-stock pushes to real local stand-ins for Slack and FCM."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
 from notifications import alerts, deliveries, errors, subscriptions
 from notifications.models import Alert, AlertDelivery, Device, Subscription
@@ -42,19 +45,60 @@ def test_a_delivery_is_not_sent_twice(channels_at, slack):
     assert len(slack.received) == 1
 
 
-def test_a_transient_failure_asks_for_a_retry_and_a_final_one_fails_quietly(channels_at, slack):
+def test_a_transient_failure_is_retried_then_left_for_the_sweep_and_sent_when_slack_is_back(channels_at, slack):
     alert = critical_alert()
     delivery = AlertDelivery.objects.get(alert=alert, channel="slack")
     slack.fail_next(500, times=2)
 
     with pytest.raises(errors.DeliveryRetry):
         deliveries.delivery_send(delivery.pk)
-    assert deliveries.delivery_send(delivery.pk, final_attempt=True) == "failed"
+    assert deliveries.delivery_send(delivery.pk, final_attempt=True) == "later"
 
     delivery.refresh_from_db()
-    assert (delivery.status, delivery.attempts) == ("failed", 2)
-    assert "500" in delivery.last_error
+    assert (delivery.status, delivery.attempts) == ("pending", 2), "a Slack outage delays an alert, never loses it"
+    assert "500" in delivery.last_error and delivery.resend_at > timezone.now()
+    assert deliveries.deliveries_resend_stuck() == 0, "not before its resend time"
+    AlertDelivery.objects.filter(pk=delivery.pk).update(resend_at=timezone.now())
+    assert deliveries.delivery_send(delivery.pk) == "sent"
+    assert len(slack.received) == 3
     assert Alert.objects.count() == 1, "a channel's own failure raises no alert about itself"
+
+
+def test_a_delivery_still_failing_when_its_alert_is_a_day_old_is_given_up(channels_at, slack, settings):
+    alert = critical_alert()
+    Alert.objects.filter(pk=alert.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.NOTIFICATIONS_GIVE_UP_AFTER_SECONDS + 1)
+    )
+    delivery = AlertDelivery.objects.get(alert=alert, channel="slack")
+    slack.fail_next(503)
+
+    assert deliveries.delivery_send(delivery.pk) == "failed"
+    delivery.refresh_from_db()
+    assert delivery.status == "failed" and "503" in delivery.last_error
+
+
+def test_a_channels_retry_after_is_waited_out_by_the_sweep(channels_at, fcm):
+    alert = critical_alert()
+    delivery = AlertDelivery.objects.get(alert=alert, channel="fcm")
+    fcm.fail_next(429, headers={"Retry-After": "120"})
+
+    assert deliveries.delivery_send(delivery.pk) == "later", "not six tries within seconds of a quota error"
+
+    delivery.refresh_from_db()
+    assert delivery.status == "pending" and delivery.resend_at >= timezone.now() + timedelta(seconds=110)
+
+
+def test_an_ops_phone_failing_does_not_push_the_ops_topic_again(channels_at, fcm):
+    Device.objects.create(kind="ops", token="ops-phone-busy", platform="android")
+    alert = critical_alert()
+    delivery = AlertDelivery.objects.get(alert=alert, channel="fcm")
+    fcm.fail_next(200, {"name": "projects/donut-test/messages/1"})  # the topic push is accepted ...
+    fcm.fail_next(503)  # ... the phone's own push is not
+
+    assert deliveries.delivery_send(delivery.pk) == "sent"
+    assert deliveries.delivery_send(delivery.pk) == "not pending"
+    topic_pushes = [r for r in fcm.received if r["body"]["message"].get("topic")]
+    assert len(topic_pushes) == 1, "every ops phone got the topic push once"
 
 
 def test_an_unregistered_ops_phone_is_deactivated(channels_at, fcm):
