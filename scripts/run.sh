@@ -95,8 +95,11 @@ user, _ = get_user_model().objects.get_or_create(username='admin')
 user.is_staff = user.is_superuser = user.is_active = True
 user.set_password(os.environ['ADMIN_PASSWORD']); user.save()"
 
+# runserver serves each request on a new thread, and each thread opens its own database connection: kept
+# for CONN_MAX_AGE, they pile up (140 on MariaDB under 8 parallel clients, then "Too many connections").
+# Django's advice for the development server is no persistent connections.
 cat >> "$PROCFILE" <<PROCS
-web: $PY manage.py runserver 127.0.0.1:$PORT --noreload
+web: env DATABASE_CONN_MAX_AGE=0 $PY manage.py runserver 127.0.0.1:$PORT --noreload
 worker: .venv/bin/celery -A donutsite worker -l info -P threads -c 16 -Q default,factory,maintenance -n factory@%h
 urgent-worker: .venv/bin/celery -A donutsite worker -l info -P threads -c 16 -Q factory_urgent -n urgent@%h
 notifications-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q notifications -n notifications@%h
