@@ -247,16 +247,23 @@ def dead_letter_copy_id(dead_letter_id: int) -> str:
 
 def dead_letter_copy_remove(dead_letter_id: int) -> bool:
     """Take a resolved dead letter's copy out of the `dead_letter` queue, so that Flower's count drops.
-    Best effort, like the copy itself: the database row says it is resolved either way."""
+    Best effort, like the copy itself: the database row says it is resolved either way. It runs after a
+    redrive commits, in the admin's request too, so it takes the broker as a web request does: one short
+    try, skipped while the broker's breaker is open (donutsite/dependencies.py)."""
     from celery import current_app
 
+    from donutsite.dependencies import breakers, redis_client
+
+    if breakers["broker"].is_open:
+        return False
     copy_id = dead_letter_copy_id(dead_letter_id)
     try:
-        with current_app.connection_for_write() as connection:
-            redis = connection.default_channel.client  # the broker is Redis: a queue is a list of messages
-            for raw in redis.lrange(DEAD_LETTER_QUEUE, 0, -1):
-                if json.loads(raw).get("headers", {}).get("id") == copy_id:
-                    return bool(redis.lrem(DEAD_LETTER_QUEUE, 1, raw))
-    except Exception as exc:  # the broker is down or not Redis: the copy stays, harmless
+        # The broker is Redis: a queue is a list of messages.
+        redis = redis_client(current_app.conf.broker_write_url or current_app.conf.broker_url)
+        for raw in redis.lrange(DEAD_LETTER_QUEUE, 0, -1):
+            if json.loads(raw).get("headers", {}).get("id") == copy_id:
+                return bool(redis.lrem(DEAD_LETTER_QUEUE, 1, raw))
+    except Exception as exc:  # the broker is down, hung or not Redis: the copy stays, harmless
+        breakers["broker"].trip(exc)
         logger.warning("dead letter %s: could not remove its copy from the queue (%r)", dead_letter_id, exc)
     return False

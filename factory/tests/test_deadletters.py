@@ -257,3 +257,24 @@ def test_purge_refuses_a_negative_age(aged):
     with pytest.raises(CommandError, match="cannot be negative"):
         run("purge_dead_letters", "--older-than-days", "-1")
     assert len(remaining(aged)) == 3
+
+
+def test_removing_a_copy_tries_a_hung_broker_once_then_skips_it(settings):
+    # It runs after a redrive commits, in the admin's request: a hung broker must not hold the page.
+    from celery import current_app
+
+    from donutsite.dependencies import breakers
+    from factory.retries import dead_letter_copy_remove
+    from testsupport.processes import HungServer
+
+    trips_before = breakers["broker"].trips
+    with HungServer() as hung:
+        saved = current_app.conf.broker_write_url
+        current_app.conf.broker_write_url = hung.url()
+        try:
+            removed = [dead_letter_copy_remove(1), dead_letter_copy_remove(2)]
+        finally:
+            current_app.conf.broker_write_url = saved
+
+    assert removed == [False, False]
+    assert breakers["broker"].is_open and breakers["broker"].trips == trips_before + 1, "the second did not try"
