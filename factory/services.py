@@ -365,8 +365,9 @@ def restocks_overdue() -> list[int]:
 
 def restocks_overdue_alert() -> int:
     """Tell ops, once per restock, about one that stays open FACTORY_OVERDUE_GRACE_SECONDS past its
-    expected time: a pending one (the factory should accept it at once) past its opening or redrive,
-    whether it is being retried or parked by the factory's Retry-After; a placed one past the factory's
+    expected time: a pending one (the factory should accept it at once) past its opening, redrive and
+    last hand-over to the queue, whether it is being retried or parked by the factory's Retry-After (a
+    retry or a park moves its next attempt, not its hand-over); a placed one past the factory's
     estimate and still unsettled after the sweep asked the factory. Its receipt closes the alert
     (restock_receive). Returns how many alerts were raised."""
     now = timezone.now()
@@ -375,8 +376,10 @@ def restocks_overdue_alert() -> int:
     not_told = Q(factory_order__isnull=True) | Q(factory_order__overdue_alerted_at__isnull=True)
     pending = Q(status=Restock.Status.PENDING, created_at__lte=late) & (
         Q(factory_order__isnull=True)
-        | Q(factory_order__redriven_at__isnull=True)
-        | Q(factory_order__redriven_at__lte=late)
+        | (
+            (Q(factory_order__dispatched_at__isnull=True) | Q(factory_order__dispatched_at__lte=late))
+            & (Q(factory_order__redriven_at__isnull=True) | Q(factory_order__redriven_at__lte=late))
+        )
     )
     placed = Q(status=Restock.Status.PLACED, factory_order__last_polled_at__isnull=False) & (
         Q(expected_at__lte=late) | Q(expected_at__isnull=True, placed_at__lte=late)
