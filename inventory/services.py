@@ -23,7 +23,7 @@ from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 from inventory.signals import restock_opened, restock_sold_out
 from notifications.alerts import alert_raise
-from notifications.subscriptions import subscription_create
+from notifications.subscriptions import back_in_stock_announce, subscription_create
 
 logger = logging.getLogger(__name__)
 
@@ -410,7 +410,8 @@ def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> 
     """Change on-hand by `quantity` (signed) with a ledger row saying why and who.
 
     Locks the product row; refuses a change that would take stock below zero. A receipt that lifts
-    stock does not close restocks: that is the factory's receipt (stock_receive).
+    stock does not close restocks: that is the factory's receipt (stock_receive). One that brings a
+    product on sale back from zero owes its subscribers their back-in-stock push, like a receipt.
     """
     if quantity == 0 or not reason.strip():
         raise InvalidAdjustment("An adjustment needs a non-zero quantity and a reason.")
@@ -422,9 +423,12 @@ def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> 
         movement = StockMovement.objects.create(
             product=locked, kind=StockMovement.Kind.ADJUSTMENT, quantity=quantity, reason=reason, created_by=user
         )
+        was_sold_out = locked.on_hand == 0
         locked.on_hand += quantity
         if locked.needs_reorder:
             restocks_open([locked], reason=Restock.Reason.REORDER_POINT)
+        if was_sold_out and quantity > 0 and locked.is_active:
+            back_in_stock_announce(locked.sku)
     product.on_hand = locked.on_hand
     return movement
 

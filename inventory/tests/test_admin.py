@@ -376,3 +376,16 @@ def test_movements_filter_by_kind_and_drill_down_by_date(admin_client, records):
     assert [m.pk for m in sales_only.context["cl"].result_list] == [sale_movement.pk]
     assert that_day.status_code == 200
     assert len(that_day.context["cl"].result_list) == 2, "the stock-in adjustment and the sale"
+
+
+def test_stock_brought_back_from_zero_by_an_adjustment_owes_the_subscribers_their_push(admin_client, settings):
+    from inventory.services import stock_adjust
+    from notifications.models import Device, Subscription
+
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"  # FCM configured
+    maple = make_product("MAPLE", on_hand=0)
+    Subscription.objects.create(device=Device.objects.create(token="customer-token-1", platform="ios"), sku="MAPLE")
+
+    stock_adjust(product=maple, quantity=50, reason="found a tray in the back")
+
+    assert Subscription.objects.get().due_at is not None, "told like after a receipt"
