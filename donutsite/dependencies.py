@@ -13,6 +13,7 @@ breakers (donut_web_dependency_open).
 import logging
 import threading
 import time
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
@@ -36,9 +37,17 @@ class Breaker:
         return time.monotonic() < self._open_until
 
     def trip(self, exc: BaseException) -> None:
+        self.trips += 1
+        self._open(exc)
+        # Redis and the broker are often one server (compose, make run): its failure opens both, so that a
+        # request that would use both pays for one short try, not one per dependency.
+        for other in breakers.values():
+            if other is not self and _server(other.name) == _server(self.name):
+                other._open(exc)
+
+    def _open(self, exc: BaseException) -> None:
         was_open = self.is_open
         self._open_until = time.monotonic() + settings.WEB_DEPENDENCY_PAUSE_SECONDS
-        self.trips += 1
         if not was_open:
             logger.warning(
                 "%s unavailable (%r): %s for the next %s s (circuit open)",
@@ -60,6 +69,19 @@ breakers = {
     ),
     "broker": Breaker("broker", "tasks are left to the outbox sweep"),
 }
+
+
+def _server(name: str) -> tuple:
+    """Where a breaker's dependency lives: host and port (or a Unix socket's path) of its URL."""
+    if name == "redis":
+        url = settings.REDIS_URL
+    else:
+        from celery import current_app
+
+        url = current_app.conf.broker_write_url or current_app.conf.broker_url
+    parts = urlsplit(url or "")
+    return (parts.hostname, parts.port or 6379) if parts.scheme != "unix" else ("unix", parts.path)
+
 
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()

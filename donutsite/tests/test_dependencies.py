@@ -41,3 +41,23 @@ def test_a_broker_refused_or_hung_is_tried_once_then_skipped_with_one_warning(qu
     breakers["broker"].close()  # the pause is over
     assert task_publish("factory.restock_place", [44]) is True
     assert queues("factory") == [("factory.restock_place", [44])]
+
+
+def test_one_server_behind_redis_and_the_broker_opens_both_breakers_at_its_first_failure(settings, caplog):
+    # compose and make run keep the throttle's counters and the queues in one Redis: a request that meets
+    # it hung pays for one short try, not one for the throttle and another for the publish after commit.
+    broker_trips = breakers["broker"].trips
+    with HungServer() as hung:
+        settings.REDIS_URL = hung.url(1)
+        broker_at(hung.url(0))
+        try:
+            from donutsite import ratelimit
+
+            assert ratelimit.hit("anon:192.0.2.1", 60) == (0, 0)  # the first request's one try at Redis
+            published = task_publish("factory.restock_place", [45])
+        finally:
+            broker_at(None)
+
+    assert published is False and breakers["broker"].is_open
+    assert breakers["broker"].trips == broker_trips, "the publish did not try the server Redis found hung"
+    assert len([r for r in caplog.records if "circuit open" in r.getMessage()]) == 2, "one warning per breaker"
