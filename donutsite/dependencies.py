@@ -80,7 +80,11 @@ def _server(name: str) -> tuple:
 
         url = current_app.conf.broker_write_url or current_app.conf.broker_url
     parts = urlsplit(url or "")
-    return (parts.hostname, parts.port or 6379) if parts.scheme != "unix" else ("unix", parts.path)
+    if parts.scheme == "unix":
+        return ("unix", parts.path)
+    if parts.scheme not in ("redis", "rediss"):
+        return (name, url)  # another kind of broker (AMQP): its own server
+    return (parts.hostname, parts.port or 6379)
 
 
 _clients: dict[str, redis.Redis] = {}

@@ -15,7 +15,7 @@ class DeviceIn(NoUnknownFieldsMixin, serializers.Serializer):
     token = StrictCharField(
         max_length=255,
         min_length=8,
-        validators=[RegexValidator(r"^[\x21-\x7e]+$", "Printable ASCII characters, no spaces (an FCM token).")],
+        validators=[RegexValidator(r"^[\x21-\x7e]+\Z", "Printable ASCII characters, no spaces (an FCM token).")],
     )
     platform = serializers.ChoiceField(choices=Device.Platform.choices)
     user_ref = StrictCharField(max_length=100, required=False, default="", allow_blank=True)

@@ -61,3 +61,14 @@ def test_one_server_behind_redis_and_the_broker_opens_both_breakers_at_its_first
     assert published is False and breakers["broker"].is_open
     assert breakers["broker"].trips == broker_trips, "the publish did not try the server Redis found hung"
     assert len([r for r in caplog.records if "circuit open" in r.getMessage()]) == 2, "one warning per breaker"
+
+
+def test_a_broker_of_another_kind_is_never_taken_for_the_redis_server(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:6379/1"
+    broker_at("amqp://guest:guest@127.0.0.1//")
+    try:
+        breakers["redis"].trip(ConnectionError("refused"))
+    finally:
+        broker_at(None)
+
+    assert not breakers["broker"].is_open

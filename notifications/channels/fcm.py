@@ -205,6 +205,8 @@ class FcmChannel:
 
         if to_token and (
             (status == 404 and error_code == "UNREGISTERED")
+            # The token belongs to another Firebase project: no credentials of ours will ever reach it.
+            or (status == 403 and error_code == "SENDER_ID_MISMATCH")
             or (status == 400 and error_status == "INVALID_ARGUMENT" and _is_bad_token(error_message, details))
         ):
             raise TokenUnregistered(text, status_code=status)

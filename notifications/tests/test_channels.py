@@ -312,6 +312,16 @@ def test_fcm_invalid_registration_token_raises_token_unregistered(fcm):
         fcm_channel(fcm).send_to_token("not-a-token", make_message())
 
 
+def test_fcm_a_token_of_another_project_raises_token_unregistered(fcm):
+    # 403 SENDER_ID_MISMATCH is the token's fault, not our credentials': deactivate it, never retry.
+    fcm.fail_next(403, fcm_error(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH"), times=1)
+
+    with pytest.raises(TokenUnregistered) as caught:
+        fcm_channel(fcm).send_to_token("their-project-token", make_message())
+
+    assert caught.value.status_code == 403 and not caught.value.transient
+
+
 def test_fcm_invalid_payload_is_permanent_but_not_a_token_problem(fcm):
     bad_request = {
         "@type": "type.googleapis.com/google.rpc.BadRequest",
@@ -376,7 +386,8 @@ def test_fcm_wrong_bearer_token_is_tried_again_later(fcm):
 
 
 def test_fcm_permission_denied_is_tried_again_later(fcm):
-    fcm.fail_next(403)
+    # Our service account lacks the role: no FcmError code (a token of another project has one, below).
+    fcm.fail_next(403, fcm_error(403, "PERMISSION_DENIED", "The caller does not have permission"))
 
     with pytest.raises(ChannelError) as caught:
         fcm_channel(fcm).send_to_token("device-token", make_message())

@@ -37,8 +37,9 @@ def test_a_device_registers_and_re_registering_updates_it(client_app):
         {"token": "fcm-token-abcdef", "platform": "android", "extra": 1},
         {"token": " " * 8, "platform": "android"},
         {"token": "fcm-token-abcdef  ", "platform": "android"},
+        {"token": "fcm-token-abcdef\n", "platform": "android"},
     ],
-    ids=["empty", "short-token", "bad-platform", "unknown-field", "blank-token", "token-with-spaces"],
+    ids=["empty", "short-token", "bad-platform", "unknown-field", "blank-token", "token-with-spaces", "newline"],
 )
 def test_bad_device_registrations_are_400(client_app, body):
     response = client_app.post("/api/v1/devices/", body, format="json")
