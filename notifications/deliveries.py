@@ -104,7 +104,7 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
     the channel asked for a wait (Retry-After): then the row stays pending for the sweep to send again
     after that wait (at least NOTIFICATIONS_RESEND_AFTER_SECONDS), so an outage of Slack or FCM delays an
     alert rather than losing it. It is failed for good only once it is NOTIFICATIONS_GIVE_UP_AFTER_SECONDS
-    old, or when the channel refuses the message itself.
+    old and has had its round of retries, or when the channel refuses the message itself.
 
     On FCM the delivery is the push to the ops topic. The ops phones registered one by one are pushed
     after it, each once: one that fails is logged (an unregistered one is deactivated), and does not make
@@ -135,7 +135,9 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
         else:
             channel.send(message)
     except ChannelError as exc:
-        given_up = delivery.alert.created_at < now - timedelta(seconds=settings.NOTIFICATIONS_GIVE_UP_AFTER_SECONDS)
+        too_old = delivery.alert.created_at < now - timedelta(seconds=settings.NOTIFICATIONS_GIVE_UP_AFTER_SECONDS)
+        # Even an old alert gets its round of retries (ops may send one again from the admin).
+        given_up = too_old and delivery.attempts > settings.NOTIFICATIONS_MAX_RETRIES
         if not exc.transient or given_up:
             _delivery_failed(delivery, str(exc))
             return "failed"
@@ -187,6 +189,7 @@ def alert_resend(alert: Alert) -> int:
         for delivery in deliveries:
             AlertDelivery.objects.filter(pk=delivery.pk).update(
                 status=AlertDelivery.Status.PENDING,
+                attempts=0,
                 last_error="",
                 claimed_at=None,
                 resend_at=timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS),

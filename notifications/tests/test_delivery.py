@@ -70,11 +70,18 @@ def test_a_delivery_still_failing_when_its_alert_is_a_day_old_is_given_up(channe
         created_at=timezone.now() - timedelta(seconds=settings.NOTIFICATIONS_GIVE_UP_AFTER_SECONDS + 1)
     )
     delivery = AlertDelivery.objects.get(alert=alert, channel="slack")
+    AlertDelivery.objects.filter(pk=delivery.pk).update(attempts=settings.NOTIFICATIONS_MAX_RETRIES)
     slack.fail_next(503)
 
     assert deliveries.delivery_send(delivery.pk) == "failed"
     delivery.refresh_from_db()
     assert delivery.status == "failed" and "503" in delivery.last_error
+
+    # Ops send it again from the admin: a fresh round of retries, not given up at its first failure.
+    deliveries.alert_resend(alert)
+    slack.fail_next(503)
+    with pytest.raises(errors.DeliveryRetry):
+        deliveries.delivery_send(delivery.pk)
 
 
 def test_a_channels_retry_after_is_waited_out_by_the_sweep(channels_at, fcm):
