@@ -8,11 +8,18 @@ def _restock_opened(sender, *, restock_id: int, reason: str = "", **kwargs) -> N
     restock_dispatch(restock_id, shortage=reason == Restock.Reason.SHORTAGE)
 
 
+def _restock_sold_out(sender, *, restock_id: int, **kwargs) -> None:
+    from factory.services import restock_hurry
+
+    restock_hurry(restock_id)
+
+
 class FactoryConfig(AppConfig):
     name = "factory"
 
     def ready(self):
-        from inventory.signals import restock_opened
+        from inventory.signals import restock_opened, restock_sold_out
 
         # inventory announces a committed restock; sending it to the factory is this app's job.
         restock_opened.connect(_restock_opened, dispatch_uid="factory.restock_dispatch")
+        restock_sold_out.connect(_restock_sold_out, dispatch_uid="factory.restock_hurry")

@@ -78,6 +78,17 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
     return True
 
 
+def restock_hurry(restock_id: int) -> bool:
+    """Its product sold out while this restock waited, unsent, behind routine ones: send it again on the
+    shortage route. Placing is idempotent (the first message to claim it calls the factory; the other
+    finds it claimed or placed), so the routine message still queued costs nothing. A restock the factory
+    was already called for keeps its backoff or parking: only a never-tried one is hurried."""
+    never_tried = Q(factory_order__isnull=True) | Q(factory_order__attempt_count=0)
+    if not Restock.objects.pending().filter(never_tried, pk=restock_id).exists():
+        return False
+    return restock_dispatch(restock_id, shortage=True)
+
+
 def _route(shortage: bool) -> str | None:
     return settings.SHORTAGE_ROUTE if shortage else None  # None: routed by the task's own name
 

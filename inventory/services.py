@@ -21,7 +21,7 @@ from donutsite.context import request_id
 from inventory import selectors
 from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
-from inventory.signals import restock_opened
+from inventory.signals import restock_opened, restock_sold_out
 from notifications.alerts import alert_raise
 from notifications.subscriptions import back_in_stock_announce, subscription_create
 
@@ -294,9 +294,11 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
 
     _short_products.update(p.pk for p, _ in wanted if p.on_hand == 0)
     low = [p for p, _ in wanted if p.needs_reorder]
-    if low:
-        restocks_open(low, reason=Restock.Reason.REORDER_POINT)
+    restocks = restocks_open(low, reason=Restock.Reason.REORDER_POINT) if low else {}
     for product in (p for p in low if p.on_hand == 0):
+        restock = restocks[product.pk]
+        if restock.reason != Restock.Reason.SHORTAGE and restock.status == Restock.Status.PENDING:
+            transaction.on_commit(partial(restock_sold_out.send, sender=Restock, restock_id=restock.pk))
         alert_raise(
             kind="sold_out",
             severity="info",

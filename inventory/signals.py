@@ -6,3 +6,8 @@ from django.dispatch import Signal
 # restock_id= and reason= (a Restock.Reason); the factory app hands the restock to its queue, a
 # shortage's to the urgent one, and notes it (factory.services.restock_dispatch).
 restock_opened = Signal()
+
+# A sale took the last of a product whose open restock has not been sent to the factory yet (a routine
+# one, queued behind the others): it is as urgent as a shortage's now. Sent after commit with restock_id=;
+# the factory app sends it again on the urgent queue (factory.services.restock_hurry).
+restock_sold_out = Signal()

@@ -54,6 +54,31 @@ def test_a_shortage_hands_its_restock_to_the_urgent_queue(factory_queue):
     assert order.dispatched_at is not None and order.dispatch_count == 1
 
 
+def test_a_sale_that_takes_the_last_one_hurries_its_queued_restock_to_the_urgent_queue(factory_queue):
+    product = make_product("LOW", on_hand=3, reorder_point=5)
+    with transaction.atomic():
+        routine = restocks_open([product], reason=Restock.Reason.REORDER_POINT)[product.pk]
+    client, _ = make_api_client()
+
+    sale_create(client=client, items=[SaleItem("LOW", 3)])
+
+    assert factory_queue() == [routine.pk], "the routine message is still queued"
+    assert factory_queue("factory_urgent") == [routine.pk], "and the sold-out product's order jumps the queue"
+    assert Restock.objects.get().reason == "reorder_point", "it stays what it was opened as"
+
+
+def test_a_sold_out_products_restock_already_tried_keeps_its_backoff(factory_queue):
+    product = make_product("LOW", on_hand=3, reorder_point=5)
+    with transaction.atomic():
+        routine = restocks_open([product], reason=Restock.Reason.REORDER_POINT)[product.pk]
+    FactoryOrder.objects.filter(restock=routine).update(attempt_count=1)  # the factory was busy once
+    client, _ = make_api_client()
+
+    sale_create(client=client, items=[SaleItem("LOW", 3)])
+
+    assert factory_queue("factory_urgent") == []
+
+
 def test_reorder_point_and_manual_restocks_go_behind_the_urgent_queue(factory_queue):
     make_product("LOW", on_hand=3, reorder_point=2)
     client, _ = make_api_client()
