@@ -21,6 +21,15 @@ class FactoryOrderQuerySet(models.QuerySet):
         """Nobody is calling the factory for these right now (a claim that outlived its worker is void)."""
         return self.filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=claim_expired_before()))
 
+    def not_waiting(self):
+        """No retry or park holds these back: their next attempt is now (or unset). A message that arrives
+        before it (a duplicate, or the same restock sent on a second route) leaves the call to the one
+        that waits for it, so a backoff or the factory's Retry-After is never cut short. One second of
+        slack for clocks that differ between hosts."""
+        return self.filter(
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now() + timedelta(seconds=1))
+        )
+
     def due(self):
         """Orders whose next attempt is not on its way: never noted as sent, parked until now, lost by the
         broker (no attempt OUTBOX_RESEND_AFTER_SECONDS after it was due), or claimed by a dead worker.

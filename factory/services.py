@@ -80,13 +80,24 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
 
 def restock_hurry(restock_id: int) -> bool:
     """Its product sold out while this restock waited, unsent, behind routine ones: send it again on the
-    shortage route. Placing is idempotent (the first message to claim it calls the factory; the other
-    finds it claimed or placed), so the routine message still queued costs nothing. A restock the factory
-    was already called for keeps its backoff or parking: only a never-tried one is hurried."""
-    never_tried = Q(factory_order__isnull=True) | Q(factory_order__attempt_count=0)
-    if not Restock.objects.pending().filter(never_tried, pk=restock_id).exists():
+    shortage route. Placing is idempotent: the first message to claim it calls the factory, and the other
+    finds it claimed, placed, or waiting for a retry it must not cut short (`not_waiting`), so the routine
+    message still queued costs one skipped task. Only a restock not yet tried in this run is hurried, and
+    its order row is left as it is. Runs after the sale's commit: a database error is logged, never an
+    error answer for the sale."""
+    untried = Q(factory_order__isnull=True) | Q(
+        factory_order__attempt_count=F("factory_order__attempts_before_redrive")
+    )
+    try:
+        if not Restock.objects.pending().filter(untried, pk=restock_id).exists():
+            return False
+    except DatabaseError as exc:
+        logger.warning("restock %s: could not check it before hurrying it (%r)", restock_id, exc)
         return False
-    return restock_dispatch(restock_id, shortage=True)
+    if not task_publish(RESTOCK_PLACE_TASK, [restock_id], route_name=_route(True)):
+        return False  # the routine message is still on its way; the sweep resends a lost one
+    logger.info("restock %s: its product sold out; sent again on the urgent queue", restock_id)
+    return True
 
 
 def _route(shortage: bool) -> str | None:
@@ -109,11 +120,12 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
         _order_row(restock_id)
         claimed = (
             FactoryOrder.objects.unclaimed()
+            .not_waiting()
             .filter(restock_id=restock_id)
             .update(claimed_at=timezone.now(), attempt_count=F("attempt_count") + 1)
         )
     if not claimed:
-        return "skipped"  # another worker is calling right now
+        return "skipped"  # another worker is calling right now, or a retry or park holds the next attempt
     restock = Restock.objects.select_related("product", "factory_order").get(pk=restock_id)
 
     client = client or FactoryClient()

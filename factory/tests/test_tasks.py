@@ -307,6 +307,7 @@ def test_a_redriven_restock_gets_a_fresh_budget_and_its_calls_are_numbered_on(fa
     with pytest.raises(Retry):  # not OutOfAttempts: the redrive gave it a whole budget again
         run(restock_place_task, restock.pk)
     factory.answer(202, {**ORDER, "order_id": "F-000778"})
+    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the retry is due
     assert run(restock_place_task, restock.pk) == "placed"
 
     numbers = list(FactoryAttempt.objects.filter(restock=restock).values_list("number", "outcome"))
@@ -348,3 +349,17 @@ def test_a_database_outage_during_an_attempt_is_retried_not_dead_lettered(factor
     restock.refresh_from_db()
     assert restock.status == "pending" and not DeadLetter.objects.exists()
     assert queues("factory") == [("factory.restock_place", [restock.pk])]
+
+
+def test_a_second_message_never_cuts_a_retrys_wait_short(factory, queues):
+    # A duplicate, or the same restock sent again on the urgent route: the factory answered 503, and the
+    # retry waits its backoff. The other message must not call before it.
+    factory.answer(503, {"error": "busy"})
+    restock = pending_restock()
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk, queue="factory_urgent")
+    calls = FactoryAttempt.objects.filter(restock=restock).count()
+    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now() + timedelta(seconds=10))
+
+    assert run(restock_place_task, restock.pk) == "skipped"
+    assert FactoryAttempt.objects.filter(restock=restock).count() == calls == 1
