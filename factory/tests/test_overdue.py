@@ -66,12 +66,19 @@ def test_a_late_placed_restock_is_asked_about_before_anyone_is_alerted(grace):
     assert overdue_alerts() == [], "a lost callback is the usual cause, and the poll settles it quietly"
 
 
+def pending_restock(sku, *, opened_ago: timedelta, **order) -> Restock:
+    """A pending shortage restock opened `opened_ago`, whose factory order row has these fields."""
+    restock = Restock.objects.create(product=make_product(sku, on_hand=0), quantity=50, reason="shortage")
+    Restock.objects.filter(pk=restock.pk).update(created_at=timezone.now() - opened_ago)
+    FactoryOrder.objects.create(restock=restock, **order)
+    return restock
+
+
 def test_a_restock_parked_past_its_next_attempt_alerts_with_the_reason(grace):
     now = timezone.now()
-    restock = Restock.objects.create(product=make_product("MAPLE", on_hand=0), quantity=50, reason="shortage")
-    Restock.objects.filter(pk=restock.pk).update(created_at=now - grace - timedelta(minutes=20))
-    FactoryOrder.objects.create(
-        restock=restock,
+    pending_restock(
+        "MAPLE",
+        opened_ago=grace + timedelta(minutes=20),
         attempt_count=1,
         last_error="429: slow down",
         next_attempt_at=now - grace - timedelta(seconds=1),
@@ -85,18 +92,19 @@ def test_a_restock_parked_past_its_next_attempt_alerts_with_the_reason(grace):
     assert "MAPLE" in alert.title and "parked until" in alert.text and "429: slow down" in alert.text
 
 
-@pytest.mark.parametrize("next_attempt_in", [timedelta(seconds=5), timedelta(seconds=900)], ids=["retrying", "parked"])
-def test_a_restock_still_being_retried_or_parked_alerts_once_past_its_grace(grace, next_attempt_in):
-    # Each retry or park pushes its next attempt on: that must not keep ops from hearing of it.
+@pytest.mark.parametrize("parked", [False, True], ids=["retrying", "parked"])
+def test_a_restock_still_being_retried_or_parked_alerts_once_past_its_grace(grace, parked):
+    # Each retry or park pushes its next attempt on: that must not keep ops from hearing of it. A retry
+    # keeps the hand-over time of its message; a park clears it (the sweep sends it when due).
     now = timezone.now()
-    restock = Restock.objects.create(product=make_product("LEMON", on_hand=0), quantity=50, reason="shortage")
-    Restock.objects.filter(pk=restock.pk).update(created_at=now - grace - timedelta(seconds=1))
-    FactoryOrder.objects.create(
-        restock=restock,
+    opened_ago = grace + timedelta(seconds=1)
+    pending_restock(
+        "LEMON",
+        opened_ago=opened_ago,
         attempt_count=3,
         last_error="429: slow down",
-        next_attempt_at=now + next_attempt_in,
-        dispatched_at=None,
+        next_attempt_at=now + timedelta(seconds=900 if parked else 5),
+        dispatched_at=None if parked else now - opened_ago,
     )
 
     reconcile()
