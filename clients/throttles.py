@@ -14,11 +14,10 @@ import logging
 import threading
 import time
 
-import redis
 from django.conf import settings
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
-from donutsite.dependencies import breakers, redis_client
+from donutsite.dependencies import redis_client, redis_try
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +86,8 @@ class ApiClientRateThrottle(BaseThrottle):
     def allow_request(self, request, view):
         if request.auth is None:
             return True  # anonymous reads of the catalogue are cheap and public
-        breaker = breakers["redis"]
-        if breaker.is_open:
-            return True
         now = time.time()
-        try:
-            allowed = _batches.take(request.auth.pk, self.limit, self.window, now)
-        except (redis.RedisError, OSError) as exc:
-            breaker.trip(exc)
-            return True
+        allowed = redis_try(lambda: _batches.take(request.auth.pk, self.limit, self.window, now), default=True)
         if not allowed:
             self.wait_seconds = window_start(now, self.window) + self.window - now
         return allowed

@@ -87,6 +87,19 @@ def _server(name: str) -> tuple:
     return (parts.hostname, parts.port or 6379)
 
 
+def redis_try(call, default):
+    """What `call()` (Redis commands on a `redis_client`) returns, or `default` while the redis breaker is
+    open or when Redis fails, which opens it: how a request path uses Redis."""
+    breaker = breakers["redis"]
+    if breaker.is_open:
+        return default
+    try:
+        return call()
+    except (redis.RedisError, OSError) as exc:
+        breaker.trip(exc)
+        return default
+
+
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
 

@@ -22,7 +22,7 @@ from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
-from donutsite.dependencies import breakers, redis_client
+from donutsite.dependencies import redis_client, redis_try
 
 
 def client_address(request) -> str:
@@ -57,14 +57,7 @@ def _key(name: str) -> str:
 
 def _on_request_path(commands, default):
     """What `commands(client)` returns, or `default` when Redis fails or its breaker is open."""
-    breaker = breakers["redis"]
-    if breaker.is_open:
-        return default
-    try:
-        return commands(redis_client(settings.REDIS_URL))
-    except (redis.RedisError, OSError) as exc:
-        breaker.trip(exc)
-        return default
+    return redis_try(lambda: commands(redis_client(settings.REDIS_URL)), default)
 
 
 def hit(name: str, window: int) -> tuple[int, int]:
