@@ -248,6 +248,7 @@ SHORTAGE_ROUTE = "factory.restock_place:shortage"
 CELERY_TASK_ROUTES = {
     SHORTAGE_ROUTE: {"queue": "factory_urgent"},
     "factory.reconcile": {"queue": "maintenance"},
+    "factory.dead_letter_copies_sync": {"queue": "maintenance"},
     "inventory.*": {"queue": "maintenance"},
     "factory.*": {"queue": "factory"},
     "notifications.*": {"queue": "notifications"},
@@ -299,6 +300,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "inventory.idempotency_keys_purge",
         "schedule": 300.0,
         "options": {"expires": 600.0},
+    },
+    # Copies in the dead-letter queue for Flower, matched to the rows (factory.retries.dead_letter_copies_sync).
+    "dead-letter-copies-sync": {
+        "task": "factory.dead_letter_copies_sync",
+        "schedule": 60.0,
+        "options": {"expires": 120.0},
     },
     "notifications-sweep": {
         "task": "notifications.sweep",

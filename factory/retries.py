@@ -41,6 +41,7 @@ from donutsite.context import request_id
 logger = logging.getLogger(__name__)
 
 DEAD_LETTER_QUEUE = "dead_letter"
+_COPY_ID_PREFIX = "dead-letter-"  # the task id of a dead letter's copy, before the dead letter's id
 
 # A deadlock victim, a dropped database connection or a task cut short by its soft time limit is
 # transient too: the task re-reads state when it runs again.
@@ -223,9 +224,10 @@ def dead_letter_record(
     return dead_letter
 
 
-def _park_copy(dead_letter) -> None:
+def _park_copy(dead_letter) -> bool:
     """A copy in the `dead_letter` queue makes the count visible in Flower. The database row is the record;
-    the copy is best effort, and harmless if a worker ever consumes it (tasks re-read state)."""
+    the copy is best effort (dead_letter_copies_sync parks one that is missing), and harmless if a worker
+    ever consumes it (tasks re-read state). False if the broker refused it."""
     from celery import current_app
 
     try:
@@ -239,17 +241,20 @@ def _park_copy(dead_letter) -> None:
         )
     except Exception as exc:  # the broker is down: the row still holds everything
         logger.warning("dead letter %s: could not park a copy in the queue (%r)", dead_letter.pk, exc)
+        return False
+    return True
 
 
 def dead_letter_copy_id(dead_letter_id: int) -> str:
-    return f"dead-letter-{dead_letter_id}"
+    return f"{_COPY_ID_PREFIX}{dead_letter_id}"
 
 
 def dead_letter_copy_remove(dead_letter_id: int) -> bool:
     """Take a resolved dead letter's copy out of the `dead_letter` queue, so that Flower's count drops.
-    Best effort, like the copy itself: the database row says it is resolved either way. It runs after a
-    redrive commits, in the admin's request too, so it takes the broker as a web request does: one short
-    try (WEB_DEPENDENCY_TIMEOUT_SECONDS), skipped while the broker's breaker is open
+    Best effort, like the copy itself: the database row says it is resolved either way, and
+    dead_letter_copies_sync puts a copy left behind right. It runs after a redrive commits, in the
+    admin's request too, so it takes the broker as a web request does: one short try
+    (WEB_DEPENDENCY_TIMEOUT_SECONDS), skipped while the broker's breaker is open
     (donutsite/dependencies.py)."""
     from celery import current_app
 
@@ -257,15 +262,67 @@ def dead_letter_copy_remove(dead_letter_id: int) -> bool:
 
     if breakers["broker"].is_open:
         return False
-    copy_id = dead_letter_copy_id(dead_letter_id)
     try:
         # The broker is Redis: a queue is a list of messages.
         redis = redis_client(current_app.conf.broker_write_url or current_app.conf.broker_url)
-        for raw in redis.lrange(DEAD_LETTER_QUEUE, 0, -1):
-            if json.loads(raw).get("headers", {}).get("id") == copy_id:
+        for copy_of, raw in _dead_letter_copies(redis):
+            if copy_of == dead_letter_id:
                 return bool(redis.lrem(DEAD_LETTER_QUEUE, 1, raw))
     except Exception as exc:  # the broker is down, hung, slow or not Redis: the copy stays, harmless
         # Not the breaker's business: a long queue read past the short timeout says nothing about the
         # broker, and opening it would keep the redrive's own message from being sent.
         logger.warning("dead letter %s: could not remove its copy from the queue (%r)", dead_letter_id, exc)
     return False
+
+
+def dead_letter_copies_sync(*, settle_seconds: float = 60.0) -> dict:
+    """Make the `dead_letter` queue hold one copy of each unresolved dead letter and nothing else.
+
+    The copies are best effort: one is not parked while the broker is away when its dead letter is
+    written, and one is not removed while the broker is away when its dead letter is redriven. Either way
+    Flower's count and donut_queue_depth{queue="dead_letter"} drift from the rows; this sweep (beat,
+    every minute, on the maintenance worker) puts them right. A dead letter
+    younger than `settle_seconds` is left to its own copy, which may still be on its way."""
+    import redis
+    from celery import current_app
+
+    from factory.models import DeadLetter
+
+    broker_url = current_app.conf.broker_write_url or current_app.conf.broker_url
+    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return {"parked": 0, "removed": 0}
+    with redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5) as broker:
+        # The queue first, then the rows: a copy parked after this read is not judged by older rows.
+        copies = _dead_letter_copies(broker)
+        unresolved = set(DeadLetter.objects.unresolved().values_list("pk", flat=True))
+        kept, removed = set(), 0
+        for copy_of, raw in copies:
+            if copy_of is None:
+                continue  # not a copy of ours: left alone
+            if copy_of in unresolved and copy_of not in kept:
+                kept.add(copy_of)
+                continue
+            removed += broker.lrem(DEAD_LETTER_QUEUE, 1, raw)  # resolved, purged, or a second copy
+    missing = (
+        DeadLetter.objects.unresolved()
+        .filter(last_failed_at__lt=timezone.now() - timedelta(seconds=settle_seconds))
+        .exclude(pk__in=kept)
+        .order_by("pk")
+    )
+    parked = sum(_park_copy(dead_letter) for dead_letter in missing)
+    if parked or removed:
+        logger.info("dead-letter queue: %s copies parked, %s removed to match the dead letters", parked, removed)
+    return {"parked": parked, "removed": removed}
+
+
+def _dead_letter_copies(redis) -> list[tuple[int | None, bytes]]:
+    """Each message in the `dead_letter` queue with the dead letter it is a copy of (None: not a copy)."""
+    copies = []
+    for raw in redis.lrange(DEAD_LETTER_QUEUE, 0, -1):
+        try:
+            message_id = json.loads(raw).get("headers", {}).get("id") or ""
+        except (ValueError, AttributeError):
+            message_id = ""
+        number = message_id.removeprefix(_COPY_ID_PREFIX)
+        copies.append((int(number) if message_id.startswith(_COPY_ID_PREFIX) and number.isdigit() else None, raw))
+    return copies

@@ -6,7 +6,7 @@ from celery import shared_task
 from donutsite.celery import routed_queue
 from factory import services
 from factory.client import FactoryUnavailable
-from factory.retries import RetryingTask
+from factory.retries import RetryingTask, dead_letter_copies_sync
 
 
 class RestockPlaceTask(RetryingTask):
@@ -57,3 +57,9 @@ def reconcile_task() -> dict:
     """The factory's sweep (beat, every RECONCILE_INTERVAL_SECONDS), routed to the `maintenance` queue so
     that it never waits behind slow factory calls."""
     return services.reconcile()
+
+
+@shared_task(name="factory.dead_letter_copies_sync")
+def dead_letter_copies_sync_task() -> dict:
+    """The dead-letter queue's copies matched to the rows (beat, every minute; `maintenance` queue)."""
+    return dead_letter_copies_sync()

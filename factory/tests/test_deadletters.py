@@ -5,13 +5,14 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from factory.models import DeadLetter, FactoryOrder
-from factory.retries import DEAD_LETTER_QUEUE
+from factory.retries import DEAD_LETTER_QUEUE, _park_copy, dead_letter_copies_sync, dead_letter_copy_id
 from inventory.models import Restock
 from notifications.models import Alert
 from testsupport.data import make_dead_letter
-from testsupport.queues import queued
+from testsupport.queues import broker, queued
 
 # Helpers shared with test_admin.py
 
@@ -280,3 +281,25 @@ def test_removing_a_copy_waits_on_a_hung_broker_no_longer_than_a_request_would(c
     assert removed is False and not breakers["broker"].is_open, "the redrive's own publish is still tried"
     [warning] = [r.getMessage() for r in caplog.records if "could not remove its copy" in r.getMessage()]
     assert "Timeout" in warning
+
+
+# The dead-letter queue's copies
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_minute_sweep_makes_the_dead_letter_queue_count_the_open_dead_letters_again(queues):
+    unparked, redriven, twice, waiting = (make_dead_letter() for _ in range(4))
+    # What the broker's absence leaves: a dead letter written while it was away has no copy; one redriven
+    # while it was away keeps its copy; a copy parked again (a retried park) counts twice.
+    [raw] = [m for m in broker().lrange(DEAD_LETTER_QUEUE, 0, -1) if dead_letter_copy_id(unparked.pk).encode() in m]
+    broker().lrem(DEAD_LETTER_QUEUE, 1, raw)
+    DeadLetter.objects.filter(pk=redriven.pk).update(redriven_at=timezone.now(), redriven_by="admin")
+    _park_copy(twice)
+    assert len(queued(DEAD_LETTER_QUEUE)) == 4, "Flower counts 4 while 3 dead letters are open"
+
+    assert dead_letter_copies_sync() == {"parked": 0, "removed": 2}, "a fresh dead letter's copy may be on its way"
+    assert dead_letter_copies_sync(settle_seconds=0) == {"parked": 1, "removed": 0}
+    assert sorted(args[0] for _, args in queued(DEAD_LETTER_QUEUE)) == sorted(
+        d.restock_id for d in (unparked, twice, waiting)
+    )
+    assert dead_letter_copies_sync(settle_seconds=0) == {"parked": 0, "removed": 0}, "nothing left to put right"

@@ -277,6 +277,7 @@ def test_work_that_dies_while_the_broker_is_down_still_leaves_its_dead_letter(fa
         ("factory.restock_place", "factory"),
         ("factory.restock_poll", "factory"),
         ("factory.reconcile", "maintenance"),  # never behind the factory calls it rescues
+        ("factory.dead_letter_copies_sync", "maintenance"),
         ("inventory.idempotency_keys_purge", "maintenance"),
     ],
 )
