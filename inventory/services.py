@@ -23,7 +23,7 @@ from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 from inventory.signals import restock_opened, restock_sold_out
 from notifications.alerts import alert_raise
-from notifications.subscriptions import back_in_stock_announce, subscription_create
+from notifications.subscriptions import back_in_stock_announce, back_in_stock_withdraw, subscription_create
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ def sale_create(*, client: ApiClient, items: list[SaleItem], idempotency_key: st
     (products_lock) for one short durable transaction: the stock is checked again under the lock, and
     if any line is short nothing is sold, a restock is opened for each short product that has none in
     that same transaction, and OutOfStock is raised after commit. A sale that leaves a product at or
-    below its reorder point opens a restock too. With an Idempotency-Key, a repeat of the same request
+    below its reorder point opens a restock too; one that takes the last one withdraws the back-in-stock
+    pushes still owed for it (back_in_stock_withdraw). With an Idempotency-Key, a repeat of the same request
     gets the first answer again: the sale, or the same OutOfStock (with the Idempotent-Replayed
     header), even if stock came back meanwhile, so that a delayed original request cannot sell after
     its retry was told it did not. The key's unique row decides between concurrent requests under one
@@ -299,6 +300,7 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
         restock = restocks[product.pk]
         if restock.reason != Restock.Reason.SHORTAGE and restock.status == Restock.Status.PENDING:
             transaction.on_commit(partial(restock_sold_out.send, sender=Restock, restock_id=restock.pk))
+        back_in_stock_withdraw(product.sku)
         alert_raise(
             kind="sold_out",
             severity="info",
@@ -411,7 +413,8 @@ def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> 
 
     Locks the product row; refuses a change that would take stock below zero. A receipt that lifts
     stock does not close restocks: that is the factory's receipt (stock_receive). One that brings a
-    product on sale back from zero owes its subscribers their back-in-stock push, like a receipt.
+    product on sale back from zero owes its subscribers their back-in-stock push, like a receipt; one that
+    takes it to zero withdraws the pushes still owed, like the sale of the last one.
     """
     if quantity == 0 or not reason.strip():
         raise InvalidAdjustment("An adjustment needs a non-zero quantity and a reason.")
@@ -429,6 +432,8 @@ def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> 
             restocks_open([locked], reason=Restock.Reason.REORDER_POINT)
         if was_sold_out and quantity > 0 and locked.is_active:
             back_in_stock_announce(locked.sku)
+        elif locked.on_hand == 0:
+            back_in_stock_withdraw(locked.sku)
     product.on_hand = locked.on_hand
     return movement
 

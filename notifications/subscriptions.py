@@ -46,6 +46,17 @@ def back_in_stock_announce(sku: str) -> int:
     return owed
 
 
+def back_in_stock_withdraw(sku: str) -> int:
+    """The SKU sold out again before every push owed for its comeback went out (thousands of subscribers,
+    a rush that takes the stock in seconds, or FCM away): the rest would be told "back" about a product
+    at 0, and their one push used up. Those subscriptions wait for the next announce instead. A push a
+    running send has claimed already goes out. Call it in the transaction that took the last one.
+    Returns how many pushes were withdrawn."""
+    return Subscription.objects.filter(sku=sku, notified_at__isnull=True, due_at__lte=timezone.now()).update(
+        due_at=None
+    )
+
+
 def back_in_stock_dispatch(sku: str) -> bool:
     return task_publish(BACK_IN_STOCK_TASK, [sku])
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from notifications import alerts, deliveries, errors, subscriptions
 from notifications.models import Alert, AlertDelivery, Device, Subscription
-from testsupport.data import critical_alert
+from testsupport.data import critical_alert, make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
 
@@ -158,6 +158,32 @@ def test_a_transient_fcm_failure_leaves_the_subscription_owed_until_a_push_is_ac
     assert subscriptions.back_in_stock_send("VIRAL") == 1
     assert Subscription.objects.get().notified_at is not None
     assert [r["body"]["message"]["token"] for r in fcm.received] == ["customer-token-1"] * 2, "refused, accepted"
+
+
+@pytest.mark.django_db(transaction=True)  # a sale is a durable transaction of its own
+@pytest.mark.parametrize("sold_out_by", ["sale", "adjustment"])
+def test_pushes_still_owed_when_the_sku_sells_out_again_wait_for_its_next_return(channels_at, fcm, sold_out_by):
+    # A rush: the comeback's stock goes before its pushes do. Telling the rest "back" about a product at 0
+    # would use up their one push on nothing.
+    from inventory.services import SaleItem, sale_create, stock_adjust
+
+    viral = make_product("VIRAL", on_hand=0)
+    for i in range(3):
+        Subscription.objects.create(device=Device.objects.create(token=f"customer-{i}", platform="ios"), sku="VIRAL")
+    stock_adjust(product=viral, quantity=2, reason="a tray came back")
+    assert Subscription.objects.filter(due_at__isnull=False).count() == 3, "three pushes owed"
+    if sold_out_by == "sale":
+        sale_create(client=make_api_client()[0], items=[SaleItem("VIRAL", 2)])
+    else:
+        stock_adjust(product=viral, quantity=-2, reason="dropped the tray")
+
+    assert subscriptions.back_in_stock_send("VIRAL") == 0
+    assert fcm.received == [], "nobody is told VIRAL is back while it is at 0"
+    assert Subscription.objects.filter(notified_at__isnull=True).count() == 3, "nobody's one push used up"
+
+    stock_adjust(product=viral, quantity=5, reason="the factory's tray")
+    assert subscriptions.back_in_stock_send("VIRAL") == 3
+    assert sorted(r["body"]["message"]["token"] for r in fcm.received) == ["customer-0", "customer-1", "customer-2"]
 
 
 def test_without_fcm_nothing_is_owed(settings):
