@@ -83,7 +83,9 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200) -> int:
 
     Each subscription is claimed with a short conditional update (its due_at moved ahead), so two runs
     never push one subscription twice, and no transaction is open during a send. A transient FCM failure
-    makes it due again for the sweep; an unregistered token deactivates the device.
+    (FCM down, its quota used up) ends the run: that push and the rest stay due for the sweep, so
+    thousands of subscribers cost FCM one failed call per sweep, not one each. An unregistered token
+    deactivates the device.
     """
     channel = channel_get(AlertDelivery.Channel.FCM)
     if channel is None:
@@ -110,21 +112,26 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200) -> int:
             return sent
         after = batch[-1].pk
         for subscription in batch:
-            sent += _push(channel, message, subscription)
+            outcome = _push(channel, message, subscription)
+            if outcome == "transient":
+                return sent
+            sent += outcome == "sent"
 
 
-def _push(channel, message: Message, subscription: Subscription) -> int:
+def _push(channel, message: Message, subscription: Subscription) -> str:
+    """One subscriber's push: "sent", "skipped" (another run has it, or it was sent meanwhile; or it can
+    never be sent) or "transient" (owed again)."""
     owned = Subscription.objects.filter(
         pk=subscription.pk, due_at=subscription.due_at, notified_at__isnull=True
     ).update(due_at=timezone.now() + CLAIM_LEASE)
     if not owned:
-        return 0  # another run has it, or it was sent meanwhile
+        return "skipped"
     try:
         channel.send_to_token(subscription.device.token, message)
     except TokenUnregistered as exc:
         Subscription.objects.filter(pk=subscription.pk).update(due_at=None)
         device_deactivate(subscription.device_id, reason=str(exc))
-        return 0
+        return "skipped"
     except ChannelError as exc:
         # Transient: owed again, the sweep resends it. Permanent (FCM refused the message): give up on it.
         Subscription.objects.filter(pk=subscription.pk).update(due_at=timezone.now() if exc.transient else None)
@@ -132,9 +139,9 @@ def _push(channel, message: Message, subscription: Subscription) -> int:
             "back in stock %s: push to device %s failed%s: %s",
             subscription.sku,
             subscription.device_id,
-            ", will be resent" if exc.transient else "",
+            ", will be resent with the rest" if exc.transient else "",
             exc,
         )
-        return 0
+        return "transient" if exc.transient else "skipped"
     Subscription.objects.filter(pk=subscription.pk).update(notified_at=timezone.now(), due_at=None)
-    return 1
+    return "sent"

@@ -144,6 +144,20 @@ def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm):
     assert not Device.objects.get(token="customer-token-4").is_active
 
 
+def test_fcm_refusing_for_now_ends_the_run_and_every_push_stays_owed(channels_at, fcm):
+    for i in range(5):
+        Subscription.objects.create(device=Device.objects.create(token=f"customer-{i}", platform="ios"), sku="VIRAL")
+    announce("VIRAL")
+    fcm.fail_next(429)  # the project's quota is used up: asking for the other four would only prolong it
+
+    assert subscriptions.back_in_stock_send("VIRAL") == 0
+    assert len(fcm.received) == 1, "one call, not one per subscriber"
+    assert Subscription.objects.filter(notified_at__isnull=True, due_at__isnull=False).count() == 5, "all owed"
+
+    assert subscriptions.back_in_stock_send("VIRAL") == 5
+    assert len(fcm.received) == 6
+
+
 def test_a_transient_fcm_failure_leaves_the_subscription_owed_until_a_push_is_accepted(channels_at, fcm):
     device = Device.objects.create(token="customer-token-1", platform="android")
     Subscription.objects.create(device=device, sku="VIRAL")
