@@ -45,6 +45,10 @@ ERROR_EXAMPLES: dict[str, tuple[int, dict]] = {
         401,
         {"code": "invalid_signature", "message": "Callback refused: missing signature headers."},
     ),
+    "callback_mismatch": (
+        400,
+        {"code": "callback_mismatch", "message": "Order F-000001 is for VIRAL, not GLAZED."},
+    ),
     "not_found": (404, {"code": "not_found", "message": "Invalid page."}),
     "unknown_sku": (404, {"code": "unknown_sku", "message": "Unknown SKU: NOPE.", "skus": ["NOPE"]}),
     "unknown_device": (
@@ -78,7 +82,7 @@ VALIDATION_ERRORS: dict[str, dict] = {
     "v1_products_list": {"page": ["Ensure this value is greater than or equal to 1."]},
     "device_register": {"platform": ['"nokia" is not a valid choice.']},
     "product_subscribe": {"device_id": ["Must be a whole number."]},
-    "factory_callback": {"quantity_produced": ["More than was ordered."]},
+    "factory_callback": {"event": ['"order.shipped" is not a valid choice.']},
 }
 
 # What a response that names no code answers with.

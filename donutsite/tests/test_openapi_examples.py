@@ -10,8 +10,10 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from donutsite.openapi import ERROR_EXAMPLES
+from factory.models import FactoryOrder
 from factory.signatures import sign
 from inventory.management.commands.seed_demo import CATALOGUE
+from inventory.models import Restock
 from testsupport.data import make_product
 
 pytestmark = pytest.mark.django_db
@@ -83,21 +85,26 @@ def _errors(client_app) -> dict:
     }
     raw = json.dumps(callback).encode()
     keep(anonymous.post("/api/v1/factory/callbacks/", raw, content_type="application/json"))
-    timestamp = str(int(time.time()))
-    keep(
-        anonymous.post(
-            "/api/v1/factory/callbacks/",
-            raw,
-            content_type="application/json",
-            HTTP_X_FACTORY_TIMESTAMP=timestamp,
-            HTTP_X_FACTORY_SIGNATURE=sign(settings.FACTORY_CALLBACK_SECRET, timestamp, raw),
-        )
-    )
+    keep(signed_callback(anonymous, raw))
+    viral = Restock.objects.create(product=make_product("VIRAL", on_hand=0), quantity=10, reason="shortage")
+    FactoryOrder.objects.create(restock=viral, order_id="F-000001")
+    keep(signed_callback(anonymous, json.dumps(callback | {"order_id": "F-000001"}).encode()))
     with override_settings(API_THROTTLE_RATE="1/minute"):
         for _ in range(3):
             response = client_app.get("/api/v1/restocks/")
         keep(response)
     return seen
+
+
+def signed_callback(anonymous, raw):
+    timestamp = str(int(time.time()))
+    return anonymous.post(
+        "/api/v1/factory/callbacks/",
+        raw,
+        content_type="application/json",
+        HTTP_X_FACTORY_TIMESTAMP=timestamp,
+        HTTP_X_FACTORY_SIGNATURE=sign(settings.FACTORY_CALLBACK_SECRET, timestamp, raw),
+    )
 
 
 def test_each_error_example_is_what_the_api_answers(client_app):
@@ -120,10 +127,9 @@ def test_each_operations_validation_example_is_what_it_answers(schema, client_ap
     glazed = make_product("GLAZED", on_hand=5)
     anonymous = APIClient()
     raw = json.dumps(
-        {"event": "order.completed", "order_id": "F-1", "reference": "restock-1", "sku": "GLAZED"}
-        | {"quantity": 10, "quantity_produced": 11}
+        {"event": "order.shipped", "order_id": "F-1", "reference": "restock-1", "sku": "GLAZED"}
+        | {"quantity": 10, "quantity_produced": 10}
     ).encode()
-    timestamp = str(int(time.time()))
     answers = {
         "sale_create": client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 101}]}, format="json"),
         "sale_list": client_app.get(SALES, {"created_after": "yesterday"}),
@@ -135,13 +141,7 @@ def test_each_operations_validation_example_is_what_it_answers(schema, client_ap
         "product_subscribe": client_app.post(
             f"/api/v1/products/{glazed.sku}/subscriptions/", {"device_id": "1"}, format="json"
         ),
-        "factory_callback": anonymous.post(
-            "/api/v1/factory/callbacks/",
-            raw,
-            content_type="application/json",
-            HTTP_X_FACTORY_TIMESTAMP=timestamp,
-            HTTP_X_FACTORY_SIGNATURE=sign(settings.FACTORY_CALLBACK_SECRET, timestamp, raw),
-        ),
+        "factory_callback": signed_callback(anonymous, raw),
     }
     examples = {
         operation["operationId"]: operation["responses"]["400"]["content"]["application/json"]["examples"]
