@@ -79,7 +79,8 @@ def compose_pools() -> tuple[Pool, Pool]:
 
 def worker_start(pool: Pool, env: dict, *, queues: str = QUEUE, name: str = "restock-bench") -> Child:
     """A Celery worker with the project's settings, as production starts it, on `queues` only."""
-    argv = [str(Path(sys.executable).parent / "celery"), "-A", "donutsite", "worker", "-l", "info"]
+    app = "bench.worker_trace" if env.get("BENCH_TRACE_FILE") else "donutsite"
+    argv = [str(Path(sys.executable).parent / "celery"), "-A", app, "worker", "-l", "info"]
     argv += ["-P", pool.kind, "-c", str(pool.concurrency), "-Q", queues, "-n", f"{name}@%h"]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     child = Child(f"{name}-{pool.kind}-{pool.concurrency}", argv, env)
@@ -148,6 +149,20 @@ def recording_factory_class():
     return RecordingFactory
 
 
+TRACE_STEPS = ("received", "prerun", "call", "connected")
+
+
+def worker_trace_read(path) -> dict[int, dict[str, float]]:
+    """bench/worker_trace.py's lines: restock id -> step -> perf_counter() of its first occurrence."""
+    trace: dict[int, dict[str, float]] = {}
+    if path and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                step, restock_id, at = json.loads(line)
+                trace.setdefault(restock_id, {}).setdefault(step, at)
+    return trace
+
+
 # --- setup -----------------------------------------------------------------------------------------
 
 
@@ -169,6 +184,10 @@ class Latencies:
     factory_answer: list[float] = field(default_factory=list)
     dispatch: list[float] = field(default_factory=list)
     queued_ahead: list[int] = field(default_factory=list)
+    # With --trace: per shortage, ms from the commit to the urgent worker's consumer having the message,
+    # then to a pool thread starting the task, to its factory call, to its connection being up, and to
+    # the POST arriving at the simulator.
+    steps: list[list[float]] = field(default_factory=list)
 
     def summary(self, name: str) -> dict:
         return summary(getattr(self, name))
@@ -267,7 +286,12 @@ class Bench:
     def latencies(self, shortages: list[Shortage]) -> Latencies:
         f = self.factory
         result = Latencies(samples=len(shortages))
+        trace = worker_trace_read(self.env.get("BENCH_TRACE_FILE"))
         for s in shortages:
+            if trace:
+                at = trace.get(int(s.reference.rsplit("-", 1)[1]), {})
+                times = [s.committed, *(at.get(step, float("nan")) for step in TRACE_STEPS), f.arrived[s.reference]]
+                result.steps.append([(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)])
             result.to_arrival.append((f.arrived[s.reference] - s.committed) * 1000)
             result.to_accepted.append((f.answered[s.reference] - s.committed) * 1000)
             result.factory_answer.append((f.answered[s.reference] - f.arrived[s.reference]) * 1000)
@@ -528,6 +552,15 @@ def _print_pool(r: dict, latency_ms: float) -> None:
         f"{min(back.queued_ahead)}-{max(back.queued_ahead)} routine messages queued as each was made): "
         f"commit -> order accepted p50 {b[50]:.1f} p95 {b[95]:.1f} p99 {b[99]:.1f} max {b['max']:.1f} ms"
     )
+    if back.steps:
+        names = ("commit->consumer", "->thread", "->call", "->connected", "->POST arrives")
+        medians = [summary([row[i] for row in back.steps])[50] for i in range(len(names))]
+        steps = ", ".join(f"{n} {m:.1f}" for n, m in zip(names, medians, strict=True))
+        print(f"    where the time went (ms), median: {steps}")
+        slowest = sorted(range(back.samples), key=lambda i: back.to_arrival[i])[-3:]
+        for i in reversed(slowest):
+            row = ", ".join(f"{n} {v:.1f}" for n, v in zip(names, back.steps[i], strict=True))
+            print(f"      shortage {i + 1}: commit->POST arrives {back.to_arrival[i]:.1f}: {row}")
     c = r["cores"]
     print(
         f"  3 drain: {r['restocks_per_second']:.1f} restocks/s overall, {r['steady_per_second']:.1f}/s steady "
@@ -609,6 +642,11 @@ def main(argv=None) -> int:
         help="before each pool's run, wait up to S seconds for the machine's CPUs to be idle (shared machines)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="run the workers with bench/worker_trace.py and print where the slowest shortages' time went",
+    )
     args = parser.parse_args(argv)
     compare = [Pool.parse(p) for p in args.compare.split(",") if p.strip()]
 
@@ -629,6 +667,11 @@ def main(argv=None) -> int:
         db, _guard = database_recreate("BENCH_RESTOCK_DATABASE_URL")  # held until the process exits
         bench.setup_database()
         bench.redis.flushdb()
+        if args.trace:
+            trace_path = LOG_DIR / "worker-trace.jsonl"
+            LOG_DIR.mkdir(parents=True, exist_ok=True)
+            trace_path.write_text("")
+            bench.env["BENCH_TRACE_FILE"] = str(trace_path)
         env = dict(bench.env)
         if args.worker_pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.worker_pythonpath, env.get("PYTHONPATH", "")]))
