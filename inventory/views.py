@@ -5,6 +5,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from donutsite import sale_counters
@@ -44,7 +45,9 @@ class ListPagination(PageNumberPagination):
 def _filters(serializer_class, request) -> dict:
     # A plain dict, not the QueryDict: DRF reads a blank value in a QueryDict as "not given", so `?status=`
     # would be ignored instead of refused like any other bad value.
-    filters = serializer_class(data=request.query_params.dict())
+    query = request.query_params.dict()
+    query.pop(api_settings.URL_FORMAT_OVERRIDE, None)  # ?format=: DRF's own, read by content negotiation
+    filters = serializer_class(data=query)
     filters.is_valid(raise_exception=True)
     return filters.validated_data
 

@@ -107,3 +107,10 @@ def test_the_catalogue_is_paginated_like_restocks(client):
     assert [p["sku"] for p in second["results"]] == ["D50", "D51", "D52", "D53", "D54"]
     assert client.get("/api/v1/products/", {"page": 3}).json()["code"] == "not_found"
     assert client.get("/api/v1/products/", {"page": "x"}).json()["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/products/", "/api/v1/restocks/", SALES])
+def test_a_list_takes_drfs_format_parameter_like_any_other_answer(client_app, path):
+    response = client_app.get(path, {"format": "json"})  # make run's DEBUG also takes ?format=api
+
+    assert response.status_code == 200 and "results" in response.json()
