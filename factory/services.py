@@ -254,7 +254,8 @@ def restock_receive(
 
     Locks the product row then the restock row. Stock grows by `quantity_produced` with a receipt
     movement; the restock becomes fulfilled or cancelled. A receipt that leaves the product at or below
-    its reorder point opens a new restock. Returns (restock, applied); applied is False for a duplicate.
+    its reorder point opens a new restock; one that brought nothing (cancelled, or none produced) opens
+    none and warns ops. Returns (restock, applied); applied is False for a duplicate.
     """
     restock = _restock_for(order_id=order_id, reference=reference)
     if sku is not None and sku != restock.product.sku:
@@ -288,7 +289,9 @@ def restock_receive(
         # Settled: an overdue alert about it is closed.
         for alert in Alert.objects.filter(dedupe_key=overdue_dedupe_key(restock.pk), acknowledged_at__isnull=True):
             alert_acknowledge(alert, user=None)
-        if product.needs_reorder and product.is_active:
+        if not received:
+            _nothing_received(restock, product, order_id, cancelled=cancelled)
+        elif product.needs_reorder and product.is_active:
             restocks_open([product], reason=Restock.Reason.REORDER_POINT)
         if was_sold_out and received and product.is_active:  # a retired product is not for sale: no push
             back_in_stock_announce(product.sku)
@@ -297,6 +300,23 @@ def restock_receive(
 
 
 _RESTOCK_ID = re.compile(r"[0-9]{1,18}")
+
+
+def _nothing_received(restock: Restock, product: Product, order_id: str, *, cancelled: bool) -> None:
+    """A receipt that brought nothing opens no restock of its own: a factory cancelling every order would
+    otherwise be sent a new one the moment it cancels the last, for ever. The next sale that needs one
+    opens it (a shortage, or a sale down to the reorder point), and ops hear of each such order."""
+    what = "cancelled" if cancelled else "completed with nothing produced"
+    alert_raise(
+        kind="factory_cancelled",
+        severity="warning",
+        title=f"The factory {what} a restock of {product.sku}",
+        text=f"Restock {restock.pk} (factory order {order_id}, {restock.quantity} ordered) brought nothing; "
+        f"{product.sku} has {product.on_hand}. A new restock opens with the next sale that needs one; if "
+        "the factory keeps cancelling, ask it why.",
+        dedupe_key=f"factory_cancelled:{product.sku}",
+        context={"sku": product.sku, "restock": restock.pk, "order_id": order_id, "on_hand": product.on_hand},
+    )
 
 
 def _over_quantity_capped(restock: Restock, order_id: str, *, reported: int) -> int:

@@ -6,6 +6,7 @@ import time
 import pytest
 import redis
 from django.conf import settings
+from rest_framework.test import APIClient
 
 from factory import refusals
 from factory.models import FactoryOrder
@@ -13,7 +14,7 @@ from factory.signatures import sign
 from inventory.models import Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
 from notifications.models import Alert
-from testsupport.data import make_product
+from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
 
@@ -88,15 +89,28 @@ def test_a_duplicate_callback_changes_nothing(client):
     assert StockMovement.objects.filter(kind="receipt").count() == 1
 
 
-def test_a_cancelled_order_closes_the_restock_without_stock(client):
+@pytest.mark.parametrize(("event", "status"), [("order.cancelled", "cancelled"), ("order.completed", "fulfilled")])
+def test_an_order_that_brought_nothing_closes_its_restock_tells_ops_and_orders_nothing_by_itself(
+    client, event, status
+):
+    # A factory that cancels every order must not be sent a new one the moment it cancels the last.
     restock = placed_restock()
 
-    response = callback(client, restock, event="order.cancelled", produced=0)
+    response = callback(client, restock, event=event, produced=0)
 
     assert response.status_code == 200
     restock.refresh_from_db()
-    assert (restock.status, restock.quantity_received) == ("cancelled", 0)
+    assert (restock.status, restock.quantity_received) == (status, 0)
     assert stock(restock) == 0
+    assert list(Restock.objects.open()) == [], "no new order until a sale needs one"
+    alert = Alert.objects.get(kind="factory_cancelled")
+    assert "GLAZED" in alert.title and "F-000123" in alert.text
+
+    client_app = APIClient()
+    client_app.credentials(HTTP_AUTHORIZATION=f"Api-Key {make_api_client()[1]}")
+    refused = client_app.post("/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json")
+    assert refused.status_code == 409, "the next buyer's shortage orders again"
+    assert refused.json()["shortages"][0]["restock"]["id"] == Restock.objects.open().get().pk
 
 
 def test_partial_production_below_the_reorder_point_opens_a_new_restock(client):
