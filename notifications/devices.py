@@ -1,7 +1,6 @@
 """Devices: phones with an FCM token, an ops phone (alerts) or a client's customer's (back-in-stock)."""
 
-from django.db import transaction
-
+from donutsite.rows import row_create_or_update
 from notifications.errors import UnknownDevice
 from notifications.models import Device
 
@@ -13,22 +12,14 @@ def device_register(
     with that token. Returns (device, created).
 
     Devices are per client: a token another client registered is not looked at, so this neither moves
-    that device (its user_ref, its subscriptions) nor tells the caller it exists. Locks the client's own
-    device row, if any.
+    that device (its user_ref, its subscriptions) nor tells the caller it exists. Safe to repeat at once
+    (donutsite.rows.row_create_or_update).
     """
-    with transaction.atomic():
-        device, created = Device.objects.select_for_update().update_or_create(
-            client=client,
-            token=token,
-            defaults={
-                "platform": platform,
-                "user_ref": user_ref,
-                "kind": kind,
-                "is_active": True,
-                "deactivated_reason": "",
-            },
-        )
-    return device, created
+    return row_create_or_update(
+        Device,
+        {"client": client, "token": token},
+        {"platform": platform, "user_ref": user_ref, "kind": kind, "is_active": True, "deactivated_reason": ""},
+    )
 
 
 def device_get(*, client, device_id: int) -> Device:

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from donutsite.celery import task_publish
+from donutsite.rows import row_create_or_update
 from notifications.channels.base import Message
 from notifications.channels.registry import channel_get, fcm_configured
 from notifications.devices import device_deactivate, device_get
@@ -27,10 +28,7 @@ def subscription_create(*, client, device_id: int, sku: str) -> tuple[Subscripti
     Subscribing again re-arms a used subscription (a push still owed stays owed). Raises UnknownDevice for a
     device not the client's."""
     device = device_get(client=client, device_id=device_id)
-    subscription, created = Subscription.objects.update_or_create(
-        device=device, sku=sku, defaults={"notified_at": None}
-    )
-    return subscription, created
+    return row_create_or_update(Subscription, {"device": device, "sku": sku}, {"notified_at": None})
 
 
 def back_in_stock_announce(sku: str) -> int:

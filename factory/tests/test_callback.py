@@ -90,9 +90,7 @@ def test_a_duplicate_callback_changes_nothing(client):
 
 
 @pytest.mark.parametrize(("event", "status"), [("order.cancelled", "cancelled"), ("order.completed", "fulfilled")])
-def test_an_order_that_brought_nothing_closes_its_restock_tells_ops_and_orders_nothing_by_itself(
-    client, event, status
-):
+def test_an_order_that_brought_nothing_closes_its_restock_tells_ops_and_orders_nothing_by_itself(client, event, status):
     # A factory that cancels every order must not be sent a new one the moment it cancels the last.
     restock = placed_restock()
 
