@@ -1,5 +1,7 @@
 """The one DRF exception handler: every error leaves as {"code", "message", ...details}."""
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.metadata import SimpleMetadata
 from rest_framework.response import Response
@@ -29,6 +31,11 @@ def error_body(code: str, message: str, **details) -> dict:
 
 
 def exception_handler(exc, context):
+    # Django's own, which DRF's default handler also turns into its own (an unknown ?format= raises Http404).
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = _error_response(exc)
     if response is not None and _counts_sale_outcomes(context):
         if response.headers.get("Idempotent-Replayed") == "true":

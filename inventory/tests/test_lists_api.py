@@ -114,3 +114,12 @@ def test_a_list_takes_drfs_format_parameter_like_any_other_answer(client_app, pa
     response = client_app.get(path, {"format": "json"})  # make run's DEBUG also takes ?format=api
 
     assert response.status_code == 200 and "results" in response.json()
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["production", "make-run"])
+def test_an_unknown_format_is_a_json_404_also_under_make_runs_debug(client_app, settings, debug):
+    settings.DEBUG = debug
+
+    response = client_app.get("/api/v1/products/", {"format": "xml"})
+
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
