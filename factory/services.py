@@ -286,9 +286,15 @@ def restock_receive(
         restock.save(update_fields=["status", "quantity_received", "closed_at", "updated_at"])
         _order_row(restock.pk)
         FactoryOrder.objects.filter(restock_id=restock.pk).update(order_id=order_id, claimed_at=None)
-        # Settled: an overdue alert about it is closed.
+        # Settled: an overdue alert about it is closed, and so is its dead letter, if the factory had the order
+        # after all (a late callback, or the poll, for a restock that gave up): nothing is left to redrive.
         for alert in Alert.objects.filter(dedupe_key=overdue_dedupe_key(restock.pk), acknowledged_at__isnull=True):
             alert_acknowledge(alert, user=None)
+        for dead_letter in DeadLetter.objects.unresolved().select_for_update().filter(restock_id=restock.pk):
+            dead_letter.redriven_at = timezone.now()
+            dead_letter.redriven_by = f"settled by the factory (order {order_id})"[:150]
+            dead_letter.save(update_fields=["redriven_at", "redriven_by"])
+            _dead_letter_resolved(dead_letter, None)
         if not received:
             _nothing_received(restock, product, order_id, cancelled=cancelled)
         elif product.needs_reorder and product.is_active:
