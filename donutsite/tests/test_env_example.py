@@ -1,0 +1,62 @@
+""".env.example lists every variable the app reads (README's "Configuration", docs/production.md): each
+name settings.py or gunicorn.conf.py reads from the environment is in it, as `NAME=` or `# NAME=`, and
+it names nothing that neither the app nor docker-compose.yml reads."""
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+READERS = ("donutsite/settings.py", "gunicorn.conf.py")
+LISTED = re.compile(r"^(?:# )?([A-Z][A-Z0-9_]*)=\S*$", re.MULTILINE)
+
+
+def _is_environ(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "environ" and getattr(node.value, "id", None) == "os"
+
+
+def _first_name(call: ast.Call) -> str | None:
+    if call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+        return call.args[0].value
+    return None
+
+
+def read_by(path: Path) -> set[str]:
+    """Names read with env(...), env.str/int/bool/float/list/db(...), os.environ.get(...) or os.environ[...]."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            by_env = getattr(func, "id", None) == "env" or getattr(getattr(func, "value", None), "id", None) == "env"
+            by_environ = isinstance(func, ast.Attribute) and func.attr == "get" and _is_environ(func.value)
+            if (by_env or by_environ) and _first_name(node):
+                names.add(_first_name(node))
+        elif isinstance(node, ast.Subscript) and _is_environ(node.value) and isinstance(node.slice, ast.Constant):
+            names.add(node.slice.value)
+    return names
+
+
+def app_variables() -> set[str]:
+    return set().union(*(read_by(ROOT / path) for path in READERS))
+
+
+def listed() -> set[str]:
+    return set(LISTED.findall((ROOT / ".env.example").read_text()))
+
+
+def test_the_reader_finds_each_way_settings_read_the_environment():
+    found = app_variables()
+    # env.str, env.bool, env.list, env.db, os.environ.get in settings.py; os.environ.get in gunicorn.conf.py
+    assert {"DJANGO_SECRET_KEY", "DJANGO_DEBUG", "METRICS_ALLOWED_IPS", "DATABASE_URL"} <= found
+    assert {"DJANGO_ENV_FILE", "GUNICORN_BIND", "GUNICORN_ACCESS_LOG"} <= found
+    assert len(found) > 60
+
+
+def test_env_example_lists_every_variable_the_app_reads():
+    assert sorted(app_variables() - listed()) == []
+
+
+def test_env_example_lists_only_variables_something_reads():
+    compose = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "docker-compose.yml").read_text()))
+
+    assert sorted(listed() - app_variables() - compose) == []
