@@ -411,8 +411,9 @@ def idempotency_keys_purge() -> int:
 def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> StockMovement:
     """Change on-hand by `quantity` (signed) with a ledger row saying why and who.
 
-    Locks the product row; refuses a change that would take stock below zero. A receipt that lifts
-    stock does not close restocks: that is the factory's receipt (stock_receive). One that brings a
+    Locks the product row; refuses a change that would take stock below zero. One that leaves a product
+    on sale at or below its reorder point opens a restock; a retired one is never reordered. A receipt that
+    lifts stock does not close restocks: that is the factory's receipt (stock_receive). One that brings a
     product on sale back from zero owes its subscribers their back-in-stock push, like a receipt; one that
     takes it to zero withdraws the pushes still owed, like the sale of the last one.
     """
@@ -428,7 +429,7 @@ def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> 
         )
         was_sold_out = locked.on_hand == 0
         locked.on_hand += quantity
-        if locked.needs_reorder:
+        if locked.needs_reorder and locked.is_active:  # nothing is ordered for a product not for sale
             restocks_open([locked], reason=Restock.Reason.REORDER_POINT)
         if was_sold_out and quantity > 0 and locked.is_active:
             back_in_stock_announce(locked.sku)

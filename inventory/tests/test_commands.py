@@ -166,6 +166,17 @@ def test_set_stock_refuses_negative_stock():
     assert stock() == {"GLAZED": 10}
 
 
+def test_set_stock_on_a_retired_product_orders_nothing_from_the_factory(queues, django_capture_on_commit_callbacks):
+    make_product("BOSTON", on_hand=20, reorder_point=10, is_active=False)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        out, _ = run("set_stock", "BOSTON", "5")
+
+    assert out.startswith("BOSTON: on hand 5,")
+    assert not Restock.objects.exists(), "a product not for sale is never reordered"
+    assert queues("factory") == [] and queues("factory_urgent") == []
+
+
 # check_ledger
 
 
