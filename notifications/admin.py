@@ -59,13 +59,14 @@ class AlertAdmin(admin.ModelAdmin):
     def acknowledged(self, alert):
         return alert.acknowledged_at is not None
 
-    @admin.action(description="Acknowledge selected alerts")
+    # Both change the alert (or send it again): staff who may only look at alerts are not offered them.
+    @admin.action(description="Acknowledge selected alerts", permissions=["change"])
     def acknowledge(self, request, queryset):
         for alert in queryset:
             alert_acknowledge(alert, user=request.user)
         self.message_user(request, f"{queryset.count()} alert(s) acknowledged.", messages.SUCCESS)
 
-    @admin.action(description="Send selected alerts again")
+    @admin.action(description="Send selected alerts again", permissions=["change"])
     def resend(self, request, queryset):
         sent = sum(alert_resend(alert) for alert in queryset)
         self.message_user(request, f"{sent} delivery(ies) queued again.", messages.SUCCESS)

@@ -10,6 +10,7 @@ import pytest
 import redis
 from celery import current_app
 from celery.exceptions import Retry
+from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
@@ -46,6 +47,16 @@ def run(task, *args, retries=0):
         return task(*args)
     finally:
         task.pop_request()
+
+
+def staff(client, *codenames):
+    """A staff member logged in with only these permissions on alerts."""
+    user = User.objects.create_user("ops", password="pw", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="notifications", codename__in=codenames)
+    )
+    client.force_login(user)
+    return client
 
 
 def slack_delivery() -> AlertDelivery:
@@ -145,6 +156,44 @@ def test_ops_acknowledge_alerts_in_the_admin(admin_client, channels_at):
     assert "1 alert(s) acknowledged." in response.content.decode()
     alert.refresh_from_db()
     assert alert.acknowledged_at is not None and alert.acknowledged_by.username == "admin"
+
+
+def test_staff_who_may_only_look_at_alerts_cannot_acknowledge_or_resend_them(
+    client, channels_at, queued, django_capture_on_commit_callbacks
+):
+    alert = critical_alert()
+    AlertDelivery.objects.filter(alert=alert).update(status="failed", last_error="slack: HTTP 500")
+    viewer = staff(client, "view_alert")
+
+    page = viewer.get(ALERTS)
+    assert page.status_code == 200 and alert.title in page.content.decode()
+    assert 'value="acknowledge"' not in page.content.decode() and 'value="resend"' not in page.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        for action in ("acknowledge", "resend"):
+            viewer.post(ALERTS, {"action": action, "_selected_action": [alert.pk]})
+
+    alert.refresh_from_db()
+    assert alert.acknowledged_at is None
+    assert set(AlertDelivery.objects.filter(alert=alert).values_list("status", flat=True)) == {"failed"}
+    assert queued() == []
+
+
+def test_staff_who_may_change_alerts_acknowledge_and_resend_them(
+    client, channels_at, queued, django_capture_on_commit_callbacks
+):
+    alert = critical_alert()
+    AlertDelivery.objects.filter(alert=alert).update(status="failed", last_error="slack: HTTP 500")
+    ops = staff(client, "view_alert", "change_alert")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        resent = ops.post(ALERTS, {"action": "resend", "_selected_action": [alert.pk]}, follow=True)
+    acknowledged = ops.post(ALERTS, {"action": "acknowledge", "_selected_action": [alert.pk]}, follow=True)
+
+    assert "3 delivery(ies) queued again." in resent.content.decode()
+    assert "1 alert(s) acknowledged." in acknowledged.content.decode()
+    alert.refresh_from_db()
+    assert alert.acknowledged_by.username == "ops"
+    assert len(queued()) == 3
 
 
 def test_ops_send_an_alert_again_from_the_admin(admin_client, channels_at, queued, django_capture_on_commit_callbacks):
