@@ -9,8 +9,10 @@ here (the bulk delete action cannot tell a resolved dead letter from one still w
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404, redirect
+from django.http import Http404
+from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
@@ -228,7 +230,10 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def _redrive_one(self, request, object_id):
         if not self.has_redrive_permission(request):
             raise PermissionDenied
-        dead_letter = get_object_or_404(DeadLetter, pk=object_id)
+        # The admin's own lookup: an id that is not a number (the URL takes any text) is not found, not a 500.
+        dead_letter = self.get_object(request, unquote(object_id))
+        if dead_letter is None:
+            raise Http404(f"No dead letter {object_id!r}.")
         result = self.redrive_logged(request, [dead_letter], where="the admin")
         self.message_user(
             request,

@@ -205,6 +205,18 @@ def test_the_redrive_button_needs_a_post(admin_client, queues):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("object_id", ["abc", "\N{SUPERSCRIPT TWO}", "99999999999999999999999"])
+def test_redriving_a_dead_letter_that_cannot_exist_is_not_found(admin_client, queues, object_id):
+    dead_letter = make_dead_letter()
+
+    response = admin_client.post(reverse("admin:factory_deadletter_redrive", args=[object_id]))
+
+    assert response.status_code == 404
+    assert Restock.objects.get(pk=dead_letter.restock_id).status == "failed"
+    assert queued("factory") == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_staff_who_may_only_look_cannot_redrive(viewer, queues):
     dead_letter = make_dead_letter()
 
