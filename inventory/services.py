@@ -408,14 +408,19 @@ def idempotency_keys_purge() -> int:
     return deleted
 
 
+# The most the on-hand column holds (2147483647 on MariaDB): more is refused, not a database error.
+ON_HAND_MAX = connection.ops.integer_field_range(Product._meta.get_field("on_hand").get_internal_type())[1]
+
+
 def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> StockMovement:
     """Change on-hand by `quantity` (signed) with a ledger row saying why and who.
 
-    Locks the product row; refuses a change that would take stock below zero. One that leaves a product
-    on sale at or below its reorder point opens a restock; a retired one is never reordered. A receipt that
-    lifts stock does not close restocks: that is the factory's receipt (stock_receive). One that brings a
-    product on sale back from zero owes its subscribers their back-in-stock push, like a receipt; one that
-    takes it to zero withdraws the pushes still owed, like the sale of the last one.
+    Locks the product row; refuses a change that would take stock below zero or past ON_HAND_MAX. One
+    that leaves a product on sale at or below its reorder point opens a restock; a retired one is never
+    reordered. A receipt that lifts stock does not close restocks: that is the factory's receipt
+    (stock_receive). One that brings a product on sale back from zero owes its subscribers their
+    back-in-stock push, like a receipt; one that takes it to zero withdraws the pushes still owed, like
+    the sale of the last one.
     """
     if quantity == 0 or not reason.strip():
         raise InvalidAdjustment("An adjustment needs a non-zero quantity and a reason.")
@@ -423,6 +428,11 @@ def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> 
         locked = products_lock([product.pk])[product.pk]
         if locked.on_hand + quantity < 0:
             raise InvalidAdjustment(f"{locked.sku} has {locked.on_hand}; cannot take out {-quantity}.")
+        if locked.on_hand + quantity > ON_HAND_MAX:
+            raise InvalidAdjustment(
+                f"{locked.sku} has {locked.on_hand}; adding {quantity} would take it past {ON_HAND_MAX}, "
+                "the most it can hold."
+            )
         Product.objects.filter(pk=locked.pk).update(on_hand=F("on_hand") + quantity)
         movement = StockMovement.objects.create(
             product=locked, kind=StockMovement.Kind.ADJUSTMENT, quantity=quantity, reason=reason, created_by=user
@@ -456,6 +466,8 @@ def product_set_stock(
     needs a name and a price: a typo must never add a product and order 100 of it from the factory."""
     if quantity < 0:
         raise InvalidAdjustment("Stock cannot be negative.")
+    if quantity > ON_HAND_MAX:
+        raise InvalidAdjustment(f"Stock cannot be more than {ON_HAND_MAX}.")
     if not Product.objects.filter(sku=sku).exists():
         if not create:
             skus = Product.objects.values_list("sku", flat=True)

@@ -235,6 +235,20 @@ def test_an_adjustment_below_zero_is_refused_with_a_message(admin_client):
     assert StockMovement.objects.count() == movements
 
 
+def test_an_adjustment_past_the_most_stock_can_hold_is_refused_with_a_message(admin_client):
+    viral = make_product("VIRAL", on_hand=2_147_483_000)
+    movements = StockMovement.objects.count()
+
+    response = admin_client.post(adjust_url(viral), {"quantity": "1000", "reason": "stock count"}, follow=True)
+
+    assert response.status_code == 200
+    assert shown_messages(response) == [
+        "VIRAL not adjusted: VIRAL has 2147483000; adding 1000 would take it past 2147483647, the most it can hold."
+    ]
+    assert on_hand(viral) == 2_147_483_000
+    assert StockMovement.objects.count() == movements
+
+
 def test_one_refused_product_does_not_stop_the_others(admin_client):
     glazed = make_product("GLAZED", on_hand=10)
     viral = make_product("VIRAL", on_hand=2)

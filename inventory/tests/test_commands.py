@@ -104,11 +104,19 @@ def test_set_stock_writes_the_difference_each_way():
     [
         (["--reorder-quantity", "0"], "--reorder-quantity must be 1 to 10000"),
         (["--reorder-quantity", "10001"], "--reorder-quantity must be 1 to 10000"),
-        (["--reorder-point", "-1"], "--reorder-point cannot be negative"),
+        (["--reorder-point", "-1"], "--reorder-point must be 0 to 4294967295"),
+        (["--reorder-point", "5000000000"], "--reorder-point must be 0 to 4294967295"),
         (["--price", "-1"], "--price: must be a price from 0"),
         (["--price", "abc"], "--price: must be a number"),
     ],
-    ids=["reorder-qty-0", "reorder-qty-huge", "reorder-point-negative", "price-negative", "price-not-a-number"],
+    ids=[
+        "reorder-qty-0",
+        "reorder-qty-huge",
+        "reorder-point-negative",
+        "reorder-point-huge",
+        "price-negative",
+        "price-not-a-number",
+    ],
 )
 def test_set_stock_refuses_bad_options_and_changes_nothing(args, message):
     make_product("GLAZED", on_hand=10, reorder_quantity=50)
@@ -175,6 +183,19 @@ def test_set_stock_on_a_retired_product_orders_nothing_from_the_factory(queues, 
     assert out.startswith("BOSTON: on hand 5,")
     assert not Restock.objects.exists(), "a product not for sale is never reordered"
     assert queues("factory") == [] and queues("factory_urgent") == []
+
+
+def test_set_stock_refuses_more_stock_than_the_column_holds_and_changes_nothing():
+    make_product("CINNAMON", on_hand=10)
+
+    with pytest.raises(CommandError, match=r"^Stock cannot be more than 2147483647\.$"):
+        run("set_stock", "CINNAMON", "3000000000")
+    with pytest.raises(CommandError, match=r"^Stock cannot be more than 2147483647\.$"):
+        run("set_stock", "PISTACHIO", "3000000000", "--create", "--name", "Pistachio", "--price", "2.80")
+    run("set_stock", "CINNAMON", "2147483647")
+
+    assert stock() == {"CINNAMON": 2147483647}, "the most the column holds is still allowed"
+    assert ledger_differences() == []
 
 
 # check_ledger

@@ -2,9 +2,14 @@ import argparse
 from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from donutsite.errors import DomainError
+from inventory.models import Product
 from inventory.services import product_set_stock
+
+# The column's range (the admin's form gets the same limit from the field); past it MariaDB refuses the row.
+REORDER_POINT_MAX = connection.ops.integer_field_range(Product._meta.get_field("reorder_point").get_internal_type())[1]
 
 
 def _price(value: str) -> Decimal:
@@ -36,8 +41,8 @@ class Command(BaseCommand):
     def handle(self, *args, sku, quantity, price, name, reorder_point, reorder_quantity, create, **options):
         if reorder_quantity is not None and not 1 <= reorder_quantity <= 10_000:
             raise CommandError("--reorder-quantity must be 1 to 10000 (the factory's limit)")
-        if reorder_point is not None and reorder_point < 0:
-            raise CommandError("--reorder-point cannot be negative")
+        if reorder_point is not None and not 0 <= reorder_point <= REORDER_POINT_MAX:
+            raise CommandError(f"--reorder-point must be 0 to {REORDER_POINT_MAX}")
         try:
             product = product_set_stock(
                 sku=sku,
