@@ -46,7 +46,8 @@ class Product(models.Model):
 class Sale(models.Model):
     client = models.ForeignKey("clients.ApiClient", on_delete=models.PROTECT, related_name="sales")
     idempotency_key = models.CharField(max_length=255, blank=True, default="")
-    total = models.DecimalField(max_digits=12, decimal_places=2)
+    # Room for the dearest sale the API accepts: 20 lines of 100 at 99,999,999.99 is 199,999,999,980.00.
+    total = models.DecimalField(max_digits=14, decimal_places=2)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -61,7 +62,7 @@ class SaleLine(models.Model):
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
     quantity = models.PositiveIntegerField()
     unit_price = models.DecimalField(max_digits=10, decimal_places=2)
-    line_total = models.DecimalField(max_digits=12, decimal_places=2)
+    line_total = models.DecimalField(max_digits=12, decimal_places=2)  # at most 100 x 99,999,999.99
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["sale", "product"], name="sale_line_one_per_product")]

@@ -85,7 +85,7 @@ class SaleLineOut(serializers.Serializer):
 
 class SaleOut(serializers.Serializer):
     id = serializers.IntegerField()
-    total = serializers.DecimalField(max_digits=12, decimal_places=2)
+    total = serializers.DecimalField(max_digits=14, decimal_places=2)
     created_at = serializers.DateTimeField()
     lines = SaleLineOut(many=True)
 

@@ -43,6 +43,22 @@ def test_a_sale_takes_stock_and_records_lines_and_ledger(client_app):
     assert ledger_differences() == []
 
 
+def test_the_dearest_sale_the_api_accepts_is_sold_and_shown(client_app):
+    # The most a sale can come to: 20 lines of 100 at the highest price a product can have.
+    skus = [f"GOLD{n:02}" for n in range(20)]
+    for sku in skus:
+        make_product(sku, on_hand=300, price="99999999.99")
+
+    response = buy(client_app, *((sku, 100) for sku in skus))
+
+    assert response.status_code == 201, response.content
+    assert response.json()["total"] == "199999999980.00"
+    assert {line["line_total"] for line in response.json()["lines"]} == {"9999999999.00"}
+    shown = client_app.get(f"{SALES}{response.json()['id']}/").json()
+    assert shown["total"] == "199999999980.00"
+    assert dict(Product.objects.values_list("sku", "on_hand")) == dict.fromkeys(skus, 200)
+
+
 def test_the_price_of_the_day_is_kept_on_the_line(client_app):
     glazed = make_product("GLAZED", on_hand=10, price="1.50")
     sale_id = buy(client_app, ("GLAZED", 1)).json()["id"]
