@@ -115,7 +115,7 @@ class ProductAdmin(admin.ModelAdmin):
         elif form.changed_data:
             # Write only what the form changed: a full save would also write back the on_hand read when
             # the request started, silently undoing any sale that committed in between.
-            obj.save(update_fields=[*form.changed_data, "updated_at"])
+            services.product_update(product=obj, fields=form.changed_data)
 
     @admin.display(description="Stock", ordering="on_hand")
     def stock_badge(self, product):

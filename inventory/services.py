@@ -495,6 +495,20 @@ def product_set_stock(
     return product
 
 
+def product_update(*, product: Product, fields: list[str]) -> None:
+    """Save these fields of a product edited by hand (the admin's form); never on-hand, which changes only
+    through the ledger. Writing only the named fields keeps a sale that committed meanwhile.
+
+    Locks the product row. A retired product put back on sale with stock owes its subscribers their
+    back-in-stock push: stock that came while it was retired was not announced (stock_adjust and the
+    factory's receipt announce only a product on sale)."""
+    with transaction.atomic():
+        locked = products_lock([product.pk])[product.pk]
+        product.save(update_fields=[*fields, "updated_at"])
+        if product.is_active and not locked.is_active and locked.on_hand > 0:
+            back_in_stock_announce(locked.sku)
+
+
 def product_subscribe(*, client, sku: str, device_id: int):
     """Subscribe one of the client's devices to a known SKU coming back in stock. Returns (subscription,
     created). Raises UnknownSku, or UnknownDevice for a device that is not the client's."""

@@ -403,3 +403,24 @@ def test_stock_brought_back_from_zero_by_an_adjustment_owes_the_subscribers_thei
     stock_adjust(product=maple, quantity=50, reason="found a tray in the back")
 
     assert Subscription.objects.get().due_at is not None, "told like after a receipt"
+
+
+@pytest.mark.parametrize("stock, told", [(40, True), (0, False)], ids=["with-stock", "none-on-hand"])
+def test_putting_a_retired_product_back_on_sale_tells_its_subscribers_if_it_has_stock(
+    admin_client, settings, stock, told
+):
+    from notifications.models import Device, Subscription
+
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"  # FCM configured
+    boston = make_product("BOSTON", on_hand=0, is_active=False)
+    Subscription.objects.create(device=Device.objects.create(token="customer-token-1", platform="ios"), sku="BOSTON")
+    if stock:
+        stock_adjust(product=boston, quantity=stock, reason="a tray came in while it was retired")
+    assert Subscription.objects.get().due_at is None, "not told while it is not for sale"
+
+    url = reverse("admin:inventory_product_change", args=[boston.pk])
+    response = admin_client.post(url, product_form(boston, is_active="on"))
+
+    assert response.status_code == 302
+    assert Product.objects.get(pk=boston.pk).is_active
+    assert (Subscription.objects.get().due_at is not None) is told
