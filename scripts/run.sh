@@ -31,7 +31,14 @@ if [ -z "${CELERY_BROKER_URL:-}" ]; then
     export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$RUN_REDIS_PORT/1}"
     redis_up() { $PY -c 'import os, redis; redis.Redis.from_url(os.environ["CELERY_BROKER_URL"], socket_connect_timeout=1).ping()' 2>/dev/null; }
     if redis_up; then
-        echo "run: a Redis already answers on port $RUN_REDIS_PORT; using it"
+        # Ours from an earlier make run (its data in this checkout's var/redis): use it. Another checkout's
+        # or another program's: refuse, or this run's workers would join its queues.
+        REDIS_DIR=$($PY -c 'import os, redis; print(redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).config_get("dir")["dir"])' 2>/dev/null || true)
+        if [ "$REDIS_DIR" != "$(pwd -P)/var/redis" ]; then
+            echo "run: port $RUN_REDIS_PORT has a Redis that is not this checkout's (its data: ${REDIS_DIR:-unknown}); stop it, or set RUN_REDIS_PORT to a free port" >&2
+            exit 1
+        fi
+        echo "run: this checkout's Redis already answers on port $RUN_REDIS_PORT; using it"
     else
         command -v redis-server >/dev/null || { echo "run: no redis-server; install it or set CELERY_BROKER_URL and REDIS_URL" >&2; exit 1; }
         mkdir -p var/redis
@@ -78,6 +85,7 @@ else
     echo "run: .env was not written by make run; leaving it alone (manage.py in another terminal reads it)" >&2
 fi
 
+$PY manage.py database_create  # a DATABASE_URL naming a database the server does not have yet
 $PY manage.py migrate --no-input -v 0
 $PY manage.py seed_demo
 # The demo key is kept in var/ (git-ignored) and made again if this database does not know it.
