@@ -4,6 +4,7 @@ a failure means. Queues come from CELERY_TASK_ROUTES (`factory.*`, the shortage 
 from celery import shared_task
 
 from donutsite.celery import routed_queue
+from donutsite.sweeps import sweep_finished
 from factory import services
 from factory.client import FactoryUnavailable
 from factory.retries import RetryingTask, dead_letter_copies_sync
@@ -56,7 +57,9 @@ def restock_poll_task(self, restock_id: int) -> str:
 def reconcile_task() -> dict:
     """The factory's sweep (beat, every RECONCILE_INTERVAL_SECONDS), routed to the `maintenance` queue so
     that it never waits behind slow factory calls."""
-    return services.reconcile()
+    result = services.reconcile()
+    sweep_finished("factory.reconcile")
+    return result
 
 
 @shared_task(name="factory.dead_letter_copies_sync")

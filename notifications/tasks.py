@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
+from donutsite.sweeps import sweep_finished
 from notifications.alerts import alert_groups_flush, alerts_escalate
 from notifications.deliveries import deliveries_resend_stuck, delivery_send
 from notifications.errors import DeliveryRetry
@@ -35,9 +36,11 @@ def back_in_stock_task(sku: str) -> int:
 def sweep_task() -> dict:
     """Summaries of closed groups, escalation of unacknowledged warnings, and the resends: deliveries and
     back-in-stock pushes whose message never left or whose send failed."""
-    return {
+    result = {
         "summaries": alert_groups_flush(),
         "escalated": alerts_escalate(),
         "resent": deliveries_resend_stuck(),
         "back_in_stock_resent": back_in_stock_resend(),
     }
+    sweep_finished("notifications.sweep")
+    return result

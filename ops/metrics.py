@@ -33,6 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
 
 from donutsite import dependencies, sale_counters
+from donutsite.sweeps import sweep_ages
 from factory.models import DeadLetter, FactoryAttempt
 from inventory.models import Product, Restock
 from notifications.models import AlertDelivery
@@ -99,6 +100,7 @@ class DonutCollector:
             breaker_trips.add_metric([name], breaker.trips)
         yield breaker_open
         yield breaker_trips
+        yield from self._sweeps()
         yield from self._restocks(since)
         yield from self._factory(since)
         yield from self._dead_letters()
@@ -130,6 +132,24 @@ class DonutCollector:
             value=values.get("stockouts", 0),
         )
         return [sales, stockouts]
+
+    def _sweeps(self):
+        try:
+            ages = sweep_ages()
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("metrics: cannot read the sweeps' last runs from Redis (%r)", exc)
+            return []
+        age = GaugeMetricFamily(
+            "donut_sweep_age_seconds",
+            "Seconds since the periodic sweep last finished (beat sends it every RECONCILE_INTERVAL_SECONDS); "
+            "absent if it never ran. Growing: beat or the worker that runs it is stopped or wedged, and "
+            "lost messages are not resent, overdue restocks not alerted.",
+            labels=["sweep"],
+        )
+        for name, seconds in ages.items():
+            if seconds is not None:
+                age.add_metric([name], round(seconds, 1))
+        return [age]
 
     def _queue_depths(self):
         """Messages waiting in each Celery queue, as kombu's Redis transport stores them.

@@ -107,6 +107,7 @@ def app_commands(compose):
         "worker healthcheck",
         "urgent-worker healthcheck",
         "notifications-worker healthcheck",
+        "beat healthcheck",
     ],
 )
 def test_every_command_compose_runs_exists(compose, role):

@@ -354,3 +354,30 @@ def test_dead_letters_alert_deliveries_and_stock_on_hand():
     assert value(samples, "donut_alert_delivery_latency_seconds_sum", channel="fcm") == pytest.approx(20)
     assert value(samples, "donut_stock_on_hand", sku="GLAZED") == 7
     assert not any(name == "donut_stock_on_hand" and dict(labels)["sku"] == "RETIRED" for name, labels in samples)
+
+
+def test_a_stopped_beat_shows_as_sweeps_growing_old_in_metrics_and_the_probe(settings):
+    # Beat sends the sweeps that notice lost messages and overdue restocks; nothing else would notice it stop.
+    from django.core.management import CommandError, call_command
+
+    from donutsite.sweeps import _key
+    from factory.tasks import reconcile_task
+    from notifications.tasks import sweep_task
+
+    finished = redis.Redis.from_url(settings.REDIS_URL)
+    finished.delete(_key())
+    assert not [s for s in scrape() if s[0] == "donut_sweep_age_seconds"], "absent until a sweep ran"
+    with pytest.raises(CommandError, match="factory.reconcile never ran"):
+        call_command("sweeps_alive")
+
+    reconcile_task()
+    sweep_task()
+    samples = scrape()
+    assert value(samples, "donut_sweep_age_seconds", sweep="factory.reconcile") < 5
+    assert value(samples, "donut_sweep_age_seconds", sweep="notifications.sweep") < 5
+    call_command("sweeps_alive")
+
+    finished.hset(_key(), "notifications.sweep", repr(time.time() - 120))  # beat stopped two minutes ago
+    assert value(scrape(), "donut_sweep_age_seconds", sweep="notifications.sweep") >= 120
+    with pytest.raises(CommandError, match=r"notifications.sweep last finished 12\d s ago"):
+        call_command("sweeps_alive")

@@ -1,0 +1,41 @@
+"""When each periodic sweep last finished, for /metrics and `manage.py sweeps_alive`.
+
+Beat sends every sweep, and the sweeps are what notice a lost message or an overdue restock and tell ops.
+A stopped or wedged beat (or a maintenance worker that no longer runs them) therefore stops all of that
+with no sign of its own: nothing raises the overdue alert about the overdue-alert sweep. So each sweep
+notes when it finished, in a hash on REDIS_URL, and its age is watched from outside (a Prometheus rule on
+donut_sweep_age_seconds, compose's healthcheck of beat). Infrastructure with no app imports."""
+
+import logging
+import time
+
+import redis
+from django.conf import settings
+
+from donutsite import dependencies
+
+logger = logging.getLogger(__name__)
+
+# The sweeps beat sends every RECONCILE_INTERVAL_SECONDS (CELERY_BEAT_SCHEDULE).
+WATCHED = ("factory.reconcile", "notifications.sweep")
+
+
+def _key() -> str:
+    return f"{settings.CACHES['default'].get('KEY_PREFIX') or 'donut'}:sweeps:finished"
+
+
+def sweep_finished(name: str) -> None:
+    """Note that this sweep just finished. Best effort: a Redis that does not answer costs one short try
+    and a warning; the sweep's own work is done either way."""
+    try:
+        dependencies.redis_client(settings.REDIS_URL).hset(_key(), name, repr(time.time()))
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("sweep %s: could not note that it finished (%r)", name, exc)
+
+
+def sweep_ages() -> dict[str, float | None]:
+    """Seconds since each watched sweep last finished (None: never, as far as Redis knows). Raises
+    redis.RedisError when Redis does not answer."""
+    finished = dependencies.redis_client(settings.REDIS_URL).hgetall(_key())
+    now = time.time()
+    return {name: now - float(finished[name.encode()]) if name.encode() in finished else None for name in WATCHED}
