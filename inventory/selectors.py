@@ -88,7 +88,7 @@ def ledger_differences() -> list[dict]:
     """Products whose on-hand differs from the sum of their ledger movements."""
     sums = dict(StockMovement.objects.values("product").annotate(total=Sum("quantity")).values_list("product", "total"))
     return [
-        {"sku": p.sku, "on_hand": p.on_hand, "ledger": sums.get(p.pk, 0)}
+        {"product_id": p.pk, "sku": p.sku, "on_hand": p.on_hand, "ledger": sums.get(p.pk, 0)}
         for p in Product.objects.order_by("pk")
         if p.on_hand != sums.get(p.pk, 0)
     ]

@@ -12,7 +12,7 @@ from functools import partial
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import NOT_PROVIDED, F
+from django.db.models import NOT_PROVIDED, F, Sum
 from django.utils import timezone
 from rest_framework.utils import encoders
 
@@ -447,6 +447,25 @@ def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> 
             back_in_stock_withdraw(locked.sku)
     product.on_hand = locked.on_hand
     return movement
+
+
+def ledger_correct(*, product_id: int, user=None) -> StockMovement | None:
+    """Write the ledger row a change of on-hand made outside the services left out (check_ledger found
+    it): an adjustment of on-hand minus the ledger's sum, so that the two agree again. On-hand is kept:
+    whether the shelf holds that many is a count's question, answered afterwards with set_stock. Locks
+    the product row, as every writer of its ledger does. None if the ledger already agrees."""
+    with transaction.atomic():
+        locked = products_lock([product_id])[product_id]
+        ledger = StockMovement.objects.filter(product_id=product_id).aggregate(total=Sum("quantity"))["total"] or 0
+        if locked.on_hand == ledger:
+            return None
+        return StockMovement.objects.create(
+            product=locked,
+            kind=StockMovement.Kind.ADJUSTMENT,
+            quantity=locked.on_hand - ledger,
+            reason=f"ledger correction: on hand {locked.on_hand} was changed outside the ledger, which said {ledger}",
+            created_by=user,
+        )
 
 
 def product_set_stock(

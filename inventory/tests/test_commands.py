@@ -226,6 +226,26 @@ def test_check_ledger_names_a_product_changed_behind_the_ledgers_back():
     assert (alert.severity, alert.title) == ("critical", "Stock differs from the ledger: MAPLE")
 
 
+def test_check_ledger_correct_writes_the_missing_row_and_keeps_what_is_on_hand():
+    make_product("GLAZED", on_hand=10)
+    maple = make_product("MAPLE", on_hand=10)
+    Product.objects.filter(pk=maple.pk).update(on_hand=13)  # someone's UPDATE behind the services
+
+    out, _ = run("check_ledger", "--correct")
+
+    assert out.splitlines() == [
+        "MAPLE: wrote the missing ledger row +3 (on hand kept)",
+        "ledger balanced for 2 products",
+    ]
+    assert ledger_differences() == [] and Product.objects.get(sku="MAPLE").on_hand == 13
+    correction = StockMovement.objects.filter(product=maple).latest("pk")
+    assert (correction.kind, correction.quantity) == ("adjustment", 3)
+    assert correction.reason == "ledger correction: on hand 13 was changed outside the ledger, which said 10"
+    assert not Alert.objects.filter(kind="ledger_mismatch").exists(), "corrected, not alerted"
+    run("set_stock", "MAPLE", "11")  # then the shelf count, as any adjustment
+    assert run("check_ledger")[0].strip() == "ledger balanced for 2 products"
+
+
 # reconcile
 
 

@@ -3,14 +3,32 @@ from django.db import transaction
 
 from inventory.models import Product
 from inventory.selectors import ledger_differences
+from inventory.services import ledger_correct
 from notifications.alerts import alert_raise
 
 
 class Command(BaseCommand):
-    help = "Check that every product's on-hand equals the sum of its ledger movements."
+    help = (
+        "Check that every product's on-hand equals the sum of its ledger movements; with --correct, write the "
+        "missing ledger row of each product that differs (on-hand is kept)."
+    )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--correct",
+            action="store_true",
+            help="write each difference as a ledger correction (an adjustment) so the ledger agrees with on-hand; "
+            "find what changed the stock first, and count the shelf after (set_stock)",
+        )
+
+    def handle(self, *args, correct=False, **options):
         differences = ledger_differences()
+        if differences and correct:
+            for d in differences:
+                movement = ledger_correct(product_id=d["product_id"])
+                if movement is not None:
+                    self.stdout.write(f"{d['sku']}: wrote the missing ledger row {movement.quantity:+d} (on hand kept)")
+            differences = ledger_differences()
         if differences:
             for d in differences:
                 self.stderr.write(
