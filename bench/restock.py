@@ -159,7 +159,10 @@ def worker_trace_read(path) -> dict[int, dict[str, float]]:
         with open(path) as f:
             for line in f:
                 step, restock_id, at = json.loads(line)
-                trace.setdefault(restock_id, {}).setdefault(step, at)
+                if step == "gc":  # a full garbage collection in a worker: [pid, started, ended]
+                    trace.setdefault("gc", []).append(restock_id)
+                else:
+                    trace.setdefault(restock_id, {}).setdefault(step, at)
     return trace
 
 
@@ -188,6 +191,8 @@ class Latencies:
     # then to a pool thread starting the task, to its factory call, to its connection being up, and to
     # the POST arriving at the simulator.
     steps: list[list[float]] = field(default_factory=list)
+    # With --trace: the full garbage collections (worker pid, ms) that overlapped each shortage's way.
+    gc_pauses: list[list] = field(default_factory=list)
 
     def summary(self, name: str) -> dict:
         return summary(getattr(self, name))
@@ -292,6 +297,13 @@ class Bench:
                 at = trace.get(int(s.reference.rsplit("-", 1)[1]), {})
                 times = [s.committed, *(at.get(step, float("nan")) for step in TRACE_STEPS), f.arrived[s.reference]]
                 result.steps.append([(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)])
+                result.gc_pauses.append(
+                    [
+                        [pid, round((end - start) * 1000, 1)]
+                        for pid, start, end in trace.get("gc", [])
+                        if start < times[-1] and end > times[0]
+                    ]
+                )
             result.to_arrival.append((f.arrived[s.reference] - s.committed) * 1000)
             result.to_accepted.append((f.answered[s.reference] - s.committed) * 1000)
             result.factory_answer.append((f.answered[s.reference] - f.arrived[s.reference]) * 1000)
@@ -508,6 +520,7 @@ def pool_run(
     worker = worker_start(pool, env)
     urgent_worker = worker_start(urgent, env, queues=URGENT_QUEUE, name=URGENT_NAME)
     pids = (worker.popen.pid, urgent_worker.popen.pid)
+    print(f"  worker pids: routine {worker.popen.pid}, urgent {urgent_worker.popen.pid}", flush=True)
     try:
         bench.warm(pool, urgent)
         with CpuMeter(*pids) as idle_meter:
@@ -560,7 +573,8 @@ def _print_pool(r: dict, latency_ms: float) -> None:
         slowest = sorted(range(back.samples), key=lambda i: back.to_arrival[i])[-3:]
         for i in reversed(slowest):
             row = ", ".join(f"{n} {v:.1f}" for n, v in zip(names, back.steps[i], strict=True))
-            print(f"      shortage {i + 1}: commit->POST arrives {back.to_arrival[i]:.1f}: {row}")
+            gcs = "; ".join(f"pid {pid} {ms} ms" for pid, ms in back.gc_pauses[i]) or "none"
+            print(f"      shortage {i + 1}: commit->POST arrives {back.to_arrival[i]:.1f}: {row}; full GCs: {gcs}")
     c = r["cores"]
     print(
         f"  3 drain: {r['restocks_per_second']:.1f} restocks/s overall, {r['steady_per_second']:.1f}/s steady "

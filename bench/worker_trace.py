@@ -6,9 +6,11 @@ bench reads (time.perf_counter is CLOCK_MONOTONIC, one clock for every process o
   prerun    a pool thread starts the task (task_prerun)
   call      the task calls the factory (FactoryClient.place_order)
   connected its TCP connection to the factory is up (the client opens one per call)
+  gc        a full garbage collection (generation 2) in the worker: its pid, start and end
 
 Bench only: never imported by the app."""
 
+import gc
 import json
 import os
 import threading
@@ -27,6 +29,22 @@ def _write(step: str, restock_id) -> None:
     line = json.dumps([step, restock_id, time.perf_counter()])
     with _lock:
         _out.write(line + "\n")
+
+
+_gc_started = [0.0]
+
+
+def _gc_timed(phase, info):
+    # Full collections only (generation 2): the ones long enough to show in a shortage's time.
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        _write("gc", [os.getpid(), _gc_started[0], time.perf_counter()])
+
+
+gc.callbacks.append(_gc_timed)
 
 
 @signals.task_received.connect
