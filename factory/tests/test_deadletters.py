@@ -1,18 +1,15 @@
 """Dead letters as an operator handles them: `manage.py redrive` puts the work back on the real Redis
 queue, and `manage.py purge_dead_letters` clears out old resolved ones."""
 
-import json
-import time
 from io import StringIO
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from factory.models import DeadLetter, FactoryOrder
 from factory.retries import DEAD_LETTER_QUEUE, _park_copy, dead_letter_copies_sync, dead_letter_copy_id
-from factory.signatures import sign
+from factory.tests.test_callback import callback
 from inventory.models import Restock
 from notifications.models import Alert
 from testsupport.data import make_dead_letter
@@ -315,30 +312,12 @@ def test_a_late_completion_of_a_dead_lettered_restock_resolves_its_dead_letter(c
     # restock, and ops are no longer asked to redrive it.
     dead_letter = make_dead_letter()
     restock = restock_of(dead_letter)
-    body = json.dumps(
-        {
-            "event": "order.completed",
-            "order_id": "F-000777",
-            "reference": restock.reference,
-            "sku": restock.product.sku,
-            "quantity": restock.quantity,
-            "quantity_produced": restock.quantity,
-        }
-    ).encode()
-    timestamp = str(int(time.time()))
-    signature = sign(settings.FACTORY_CALLBACK_SECRET, timestamp, body)
 
-    response = client.post(
-        "/api/v1/factory/callbacks/",
-        body,
-        content_type="application/json",
-        HTTP_X_FACTORY_TIMESTAMP=timestamp,
-        HTTP_X_FACTORY_SIGNATURE=signature,
-    )
+    response = callback(client, restock)
 
     assert response.status_code == 200 and restock_of(dead_letter).status == "fulfilled"
     resolved = fresh(dead_letter)
-    assert resolved.is_resolved and resolved.redriven_by == "settled by the factory (order F-000777)"
+    assert resolved.is_resolved and resolved.redriven_by == "settled by the factory (order F-000123)"
     assert resolved.redrive_count == 0, "nothing was sent again"
     assert not Alert.objects.filter(kind="dead_letter", acknowledged_at__isnull=True).exists()
     assert queued(DEAD_LETTER_QUEUE) == [], "Flower's dead_letter count drops"

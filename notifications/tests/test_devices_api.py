@@ -1,13 +1,10 @@
 """Customer devices and back-in-stock subscriptions through the API."""
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
-from django.db import connections
 from rest_framework.test import APIClient
 
 from inventory.services import product_subscribe
+from inventory.tests.test_concurrency import run_together
 from notifications.devices import device_register
 from notifications.models import Device, Subscription
 from testsupport.data import make_api_client, make_product
@@ -139,34 +136,19 @@ def test_a_token_another_client_registered_is_neither_moved_nor_revealed(client_
     assert theirs.status_code == 404 and theirs.json()["code"] == "unknown_device"
 
 
-def _together(n, fn):
-    """fn() on n threads released at once, each on its own connection: the answers, or what was raised."""
-    barrier = threading.Barrier(n)
-
-    def one(_):
-        try:
-            barrier.wait()
-            return fn()
-        except Exception as exc:
-            return exc
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_double_tap_on_notify_me_or_register_answers_every_tap(client_app):
     # Taps arrive together: one creates, the rest find it. Each tap is a 201 or a 200, never a deadlock's 503.
     client = client_app.api_client
     for round_ in range(10):
-        registered = _together(8, lambda: device_register(client=client, token=f"fcm-{round_}", platform="ios"))
+        registered = run_together(8, lambda _: device_register(client=client, token=f"fcm-{round_}", platform="ios"))
         assert [r[1] for r in registered if not isinstance(r, Exception)].count(True) == 1, registered
         assert not [r for r in registered if isinstance(r, Exception)], registered
         device = registered[0][0]
         make_product(f"SKU-{round_}", on_hand=0)
-        subscribed = _together(8, lambda: product_subscribe(client=client, sku=f"SKU-{round_}", device_id=device.pk))
+        subscribed = run_together(
+            8, lambda _: product_subscribe(client=client, sku=f"SKU-{round_}", device_id=device.pk)
+        )
         assert not [r for r in subscribed if isinstance(r, Exception)], subscribed
         assert [created for _, created in subscribed].count(True) == 1
     assert Device.objects.count() == 10 and Subscription.objects.count() == 10
