@@ -529,7 +529,8 @@ def dead_letters_redrive(dead_letters, *, by: str, user=None, dry_run: bool = Fa
 
 def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run: bool = False) -> bool:
     """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
-    a fresh attempt budget; its calls keep their numbers). Locks the dead letter's row. Returns False,
+    a fresh attempt budget; its calls keep their numbers). Locks the restock's row, then the dead letter's.
+    Returns False,
     sending nothing, when there is nothing to do: the restock is no longer failed (redriven already, or
     settled since), or its product has another open restock by now. So a repeat is harmless. Either way
     the dead letter is resolved where ops look: its alerts acknowledged (by `user` when a person did it)
@@ -539,6 +540,10 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
     if dry_run:
         return not dead_letter.restock_id or _restock_reopenable(dead_letter.restock_id)
     with transaction.atomic():
+        if dead_letter.restock_id:
+            # The restock before its dead letter, in the order the receipt takes them (product, restock,
+            # dead letter): a late callback arriving during a redrive waits for it instead of deadlocking.
+            list(Restock.objects.select_for_update().filter(pk=dead_letter.restock_id).values_list("pk"))
         locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
         if locked.restock_id and not _restock_reopen(locked.restock_id):
             logger.info(

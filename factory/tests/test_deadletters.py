@@ -322,3 +322,48 @@ def test_a_late_completion_of_a_dead_lettered_restock_resolves_its_dead_letter(c
     assert not Alert.objects.filter(kind="dead_letter", acknowledged_at__isnull=True).exists()
     assert queued(DEAD_LETTER_QUEUE) == [], "Flower's dead_letter count drops"
     assert "There were no dead letters to redrive." in run("redrive", "--all")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_completion_arriving_during_a_redrive_waits_for_it_instead_of_deadlocking(client, queues, monkeypatch):
+    import threading
+
+    from django.db import connections
+
+    from factory import services
+
+    dead_letter = make_dead_letter()
+    restock = restock_of(dead_letter)
+    locked, go = threading.Event(), threading.Event()
+    reopen = services._restock_reopen
+
+    def reopen_after_the_callback_came(restock_id):  # the redrive holds its locks; the callback arrives
+        locked.set()
+        go.wait(5)
+        return reopen(restock_id)
+
+    monkeypatch.setattr(services, "_restock_reopen", reopen_after_the_callback_came)
+    outcomes = {}
+
+    def run_and_keep(name, fn):
+        try:
+            outcomes[name] = fn()
+        except Exception as exc:
+            outcomes[name] = exc
+        finally:
+            connections.close_all()
+
+    redrive = threading.Thread(target=run_and_keep, args=("redrive", lambda: run("redrive", str(dead_letter.pk))))
+    redrive.start()
+    assert locked.wait(5)
+    completion = threading.Thread(target=run_and_keep, args=("callback", lambda: callback(client, restock)))
+    completion.start()
+    completion.join(0.5)  # it reaches the redrive's locks and waits
+    go.set()
+    redrive.join(10)
+    completion.join(10)
+
+    assert not isinstance(outcomes["redrive"], Exception), outcomes["redrive"]
+    assert not isinstance(outcomes["callback"], Exception), outcomes["callback"]
+    assert outcomes["callback"].status_code == 200, "the factory's completion is applied once the redrive committed"
+    assert restock_of(dead_letter).status == "fulfilled" and fresh(dead_letter).is_resolved
