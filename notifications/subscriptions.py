@@ -48,11 +48,10 @@ def back_in_stock_withdraw(sku: str) -> int:
     """The SKU sold out again before every push owed for its comeback went out (thousands of subscribers,
     a rush that takes the stock in seconds, or FCM away): the rest would be told "back" about a product
     at 0, and their one push used up. Those subscriptions wait for the next announce instead. A push a
-    running send has claimed already goes out. Call it in the transaction that took the last one.
-    Returns how many pushes were withdrawn."""
-    return Subscription.objects.filter(sku=sku, notified_at__isnull=True, due_at__lte=timezone.now()).update(
-        due_at=None
-    )
+    running send is making goes out, or, if it fails, waits too. Call it in the transaction that took
+    the last one (under the product's lock, so a receipt's announce comes after it, never before); it
+    costs about 4 ms per 1,000 pushes still owed (docs/benchmarks.md). Returns how many were withdrawn."""
+    return Subscription.objects.filter(sku=sku, notified_at__isnull=True, due_at__isnull=False).update(due_at=None)
 
 
 def back_in_stock_dispatch(sku: str) -> bool:
@@ -118,10 +117,12 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200) -> int:
 
 def _push(channel, message: Message, subscription: Subscription) -> str:
     """One subscriber's push: "sent", "skipped" (another run has it, or it was sent meanwhile; or it can
-    never be sent) or "transient" (owed again)."""
+    never be sent) or "transient" (owed again, after NOTIFICATIONS_RESEND_AFTER_SECONDS: the next run
+    starts with the others, so one device FCM keeps refusing holds up nobody)."""
+    claimed_until = timezone.now() + CLAIM_LEASE
     owned = Subscription.objects.filter(
         pk=subscription.pk, due_at=subscription.due_at, notified_at__isnull=True
-    ).update(due_at=timezone.now() + CLAIM_LEASE)
+    ).update(due_at=claimed_until)
     if not owned:
         return "skipped"
     try:
@@ -131,8 +132,12 @@ def _push(channel, message: Message, subscription: Subscription) -> str:
         device_deactivate(subscription.device_id, reason=str(exc))
         return "skipped"
     except ChannelError as exc:
-        # Transient: owed again, the sweep resends it. Permanent (FCM refused the message): give up on it.
-        Subscription.objects.filter(pk=subscription.pk).update(due_at=timezone.now() if exc.transient else None)
+        # Transient: owed again, the sweep resends it; unless the SKU sold out meanwhile (withdrawn: due_at
+        # no longer this claim). Permanent (FCM refused the message): give up on it.
+        later = timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
+        Subscription.objects.filter(pk=subscription.pk, due_at=claimed_until).update(
+            due_at=later if exc.transient else None
+        )
         logger.warning(
             "back in stock %s: push to device %s failed%s: %s",
             subscription.sku,

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -154,8 +155,11 @@ def test_fcm_refusing_for_now_ends_the_run_and_every_push_stays_owed(channels_at
     assert len(fcm.received) == 1, "one call, not one per subscriber"
     assert Subscription.objects.filter(notified_at__isnull=True, due_at__isnull=False).count() == 5, "all owed"
 
-    assert subscriptions.back_in_stock_send("VIRAL") == 5
-    assert len(fcm.received) == 6
+    # The next run starts with the other four: a device FCM keeps refusing (its own quota) holds up nobody.
+    assert subscriptions.back_in_stock_send("VIRAL") == 4
+    assert [r["body"]["message"]["token"] for r in fcm.received] == [f"customer-{i}" for i in (0, 1, 2, 3, 4)]
+    Subscription.objects.filter(notified_at__isnull=True).update(due_at=timezone.now())  # its wait is over
+    assert subscriptions.back_in_stock_send("VIRAL") == 1
 
 
 def test_a_transient_fcm_failure_leaves_the_subscription_owed_until_a_push_is_accepted(channels_at, fcm):
@@ -169,6 +173,8 @@ def test_a_transient_fcm_failure_leaves_the_subscription_owed_until_a_push_is_ac
     owed = Subscription.objects.get()
     assert owed.notified_at is None and owed.due_at is not None, "not used up by a push FCM did not accept"
     assert subscriptions.back_in_stock_resend() == 0, "the sweep waits NOTIFICATIONS_RESEND_AFTER_SECONDS"
+    Subscription.objects.update(due_at=timezone.now() - timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS))
+    assert subscriptions.back_in_stock_resend() == 1, "then it sends it again"
     assert subscriptions.back_in_stock_send("VIRAL") == 1
     assert Subscription.objects.get().notified_at is not None
     assert [r["body"]["message"]["token"] for r in fcm.received] == ["customer-token-1"] * 2, "refused, accepted"
@@ -198,6 +204,27 @@ def test_pushes_still_owed_when_the_sku_sells_out_again_wait_for_its_next_return
     stock_adjust(product=viral, quantity=5, reason="the factory's tray")
     assert subscriptions.back_in_stock_send("VIRAL") == 3
     assert sorted(r["body"]["message"]["token"] for r in fcm.received) == ["customer-0", "customer-1", "customer-2"]
+
+
+def test_a_push_that_fails_while_its_sku_sells_out_again_waits_for_the_next_return(channels_at, fcm, monkeypatch):
+    from notifications.channels import registry
+
+    Subscription.objects.create(device=Device.objects.create(token="customer-1", platform="ios"), sku="VIRAL")
+    announce("VIRAL")
+    fcm_channel = registry.channel_get("fcm")
+    send = fcm_channel.send_to_token
+
+    def sold_out_while_sending(token, message):
+        with transaction.atomic():  # the sale of the last one, while this push is on its way
+            subscriptions.back_in_stock_withdraw("VIRAL")
+        fcm.fail_next(503)
+        return send(token, message)
+
+    monkeypatch.setattr(fcm_channel, "send_to_token", sold_out_while_sending)
+
+    assert subscriptions.back_in_stock_send("VIRAL") == 0
+    owed = Subscription.objects.get()
+    assert (owed.notified_at, owed.due_at) == (None, None), "not resent while VIRAL is at 0; still owed next time"
 
 
 def test_without_fcm_nothing_is_owed(settings):
