@@ -49,8 +49,8 @@ def back_in_stock_withdraw(sku: str) -> int:
     a rush that takes the stock in seconds, or FCM away): the rest would be told "back" about a product
     at 0, and their one push used up. Those subscriptions wait for the next announce instead. A push a
     running send is making goes out, or, if it fails, waits too. Call it in the transaction that took
-    the last one (under the product's lock, so a receipt's announce comes after it, never before); it
-    costs about 4 ms per 1,000 pushes still owed (docs/benchmarks.md). Returns how many were withdrawn."""
+    the last one (under the product's lock, so a receipt's announce comes after it, never before): one
+    UPDATE over the pushes still owed. Returns how many were withdrawn."""
     return Subscription.objects.filter(sku=sku, notified_at__isnull=True, due_at__isnull=False).update(due_at=None)
 
 
