@@ -39,3 +39,11 @@ def test_a_missing_database_is_created_once_in_utf8mb4(missing):
 def test_an_unreachable_server_is_a_message_not_a_traceback(missing):
     with pytest.raises(CommandError, match="Cannot reach the database server at 127.0.0.1:9"):
         database_create({**missing, "HOST": "127.0.0.1", "PORT": "9"})
+
+
+def test_a_socket_path_as_host_is_connected_to_as_django_does(missing):
+    cursor = server_cursor()
+    cursor.execute("SELECT @@socket")
+    (socket_path,) = cursor.fetchone()
+
+    assert database_create({**missing, "HOST": socket_path, "PORT": ""}) is True

@@ -8,19 +8,18 @@ def database_create(db: dict) -> bool:
     """Create the database of this DATABASES entry (utf8mb4, as the tests' is) if its server has none by
     that name; True if it was created. Only MariaDB/MySQL: SQLite makes its file on first use."""
     import MySQLdb
+    from django.db.backends.mysql.base import DatabaseWrapper
 
+    # Connected as Django connects (a socket path as HOST, OPTIONS such as ssl or an option file), only
+    # without the database, which may not exist yet.
+    params = DatabaseWrapper(db).get_connection_params()
+    params.pop("database", None)
+    where = params.get("unix_socket") or f"{params.get('host', 'localhost')}:{params.get('port', 3306)}"
     try:
-        server = MySQLdb.connect(
-            host=db["HOST"] or "127.0.0.1",
-            port=int(db["PORT"] or 3306),
-            user=db["USER"],
-            password=db["PASSWORD"] or "",
-            charset="utf8mb4",
-            connect_timeout=5,
-        )
+        server = MySQLdb.connect(**params)
     except MySQLdb.OperationalError as exc:
         raise CommandError(
-            f"Cannot reach the database server at {db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306} ({exc.args[-1]}). "
+            f"Cannot reach the database server at {where} ({exc.args[-1]}). "
             "Start it (`make services` starts the local MariaDB) or correct DATABASE_URL."
         ) from None
     with server, server.cursor() as cursor:
