@@ -25,7 +25,7 @@ from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_ne
 from factory.retries import dead_letter_copy_remove
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import products_lock, restocks_open
-from notifications.alerts import alert_acknowledge, alert_raise
+from notifications.alerts import alert_acknowledge, alert_group_settle, alert_raise
 from notifications.models import Alert
 from notifications.subscriptions import back_in_stock_announce
 
@@ -569,10 +569,10 @@ def _dead_letter_resolved(dead_letter: DeadLetter, user) -> None:
     more, the alerts of that task's dead letters acknowledged. Alerts are grouped per task (one row
     counts the dead letters its window held back), so the alert stays open while any of them waits."""
     if not DeadLetter.objects.unresolved().filter(task_name=dead_letter.task_name).exclude(pk=dead_letter.pk).exists():
-        for alert in Alert.objects.filter(
-            kind="dead_letter", dedupe_key=f"dead_letter:{dead_letter.task_name}", acknowledged_at__isnull=True
-        ):
+        dedupe_key = f"dead_letter:{dead_letter.task_name}"
+        for alert in Alert.objects.filter(kind="dead_letter", dedupe_key=dedupe_key, acknowledged_at__isnull=True):
             alert_acknowledge(alert, user=user)
+        alert_group_settle(dedupe_key)  # and the dead letters its window held back: no summary of them
     transaction.on_commit(partial(dead_letter_copy_remove, dead_letter.pk))
 
 

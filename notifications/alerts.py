@@ -155,6 +155,20 @@ def alert_groups_flush() -> int:
     return sent
 
 
+def alert_group_settle(dedupe_key: str) -> None:
+    """Everything the dedupe key's group held back was settled (ops resolved every dead letter it counts):
+    no summary of it goes out, which would page ops about work already done. The window goes on; alerts
+    after this count afresh. Call it in the transaction that settled them."""
+    if not AlertGroup.objects.filter(dedupe_key=dedupe_key, suppressed_count__gt=0).exists():
+        return
+    group = _group_locked(dedupe_key)
+    group.suppressed_count = 0
+    group.new_facts = []
+    group.facts = []
+    group.flush_at = None
+    group.save(update_fields=["suppressed_count", "new_facts", "facts", "flush_at"])
+
+
 def alerts_escalate() -> int:
     """Warnings nobody acknowledged in time are pushed to FCM too."""
     if not fcm_configured():

@@ -367,3 +367,23 @@ def test_a_late_completion_arriving_during_a_redrive_waits_for_it_instead_of_dea
     assert not isinstance(outcomes["callback"], Exception), outcomes["callback"]
     assert outcomes["callback"].status_code == 200, "the factory's completion is applied once the redrive committed"
     assert restock_of(dead_letter).status == "fulfilled" and fresh(dead_letter).is_resolved
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dead_letters_all_redriven_before_their_summary_page_nobody(queues):
+    from notifications.alerts import alert_groups_flush
+    from notifications.models import AlertGroup
+
+    make_dead_letter()
+    make_dead_letter()  # held back by the first one's window: counted for a "+1 more" page at its end
+
+    run("redrive", "--all")
+    AlertGroup.objects.update(flush_at=timezone.now())  # the window's end
+
+    assert alert_groups_flush() == 0, "no page about dead letters already redriven"
+    assert not Alert.objects.filter(is_summary=True).exists()
+    assert not Alert.objects.filter(acknowledged_at__isnull=True).exists()
+    make_dead_letter()  # one after that is counted afresh and paged at the window's end
+    AlertGroup.objects.update(flush_at=timezone.now())
+    assert alert_groups_flush() == 1
+    assert Alert.objects.get(is_summary=True).title.startswith("+1 more")
