@@ -24,7 +24,7 @@ from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_never_sent
 from factory.retries import dead_letter_copy_remove
 from inventory.models import Product, Restock, StockMovement
-from inventory.services import products_lock, restocks_open
+from inventory.services import ON_HAND_MAX, products_lock, restocks_open
 from notifications.alerts import alert_acknowledge, alert_group_settle, alert_raise
 from notifications.models import Alert
 from notifications.subscriptions import back_in_stock_announce
@@ -269,6 +269,8 @@ def restock_receive(
         received = 0 if cancelled else quantity_produced
         if received > restock.quantity:
             received = _over_quantity_capped(restock, order_id, reported=received)
+        if received > ON_HAND_MAX - product.on_hand:  # a 500 here would have the factory resend it for ever
+            received = _over_capacity_capped(restock, product, order_id, reported=received)
         was_sold_out = product.on_hand == 0
         if received:
             Product.objects.filter(pk=product.pk).update(on_hand=F("on_hand") + received)
@@ -338,6 +340,21 @@ def _over_quantity_capped(restock: Restock, order_id: str, *, reported: int) -> 
         context={"restock": restock.pk, "order_id": order_id, "ordered": restock.quantity, "reported": reported},
     )
     return restock.quantity
+
+
+def _over_capacity_capped(restock: Restock, product: Product, order_id: str, *, reported: int) -> int:
+    """On-hand cannot hold more than ON_HAND_MAX: credit what fits and tell ops (stock set absurdly high)."""
+    room = ON_HAND_MAX - product.on_hand
+    alert_raise(
+        kind="stock_over_capacity",
+        severity="warning",
+        title=f"{product.sku} cannot hold the {reported} the factory delivered",
+        text=f"Restock {restock.pk} (factory order {order_id}) was credited {room}: on hand is {product.on_hand} "
+        f"and can be at most {ON_HAND_MAX}. Check the product's stock (set_stock) and count the delivery.",
+        dedupe_key=f"stock_over_capacity:{restock.pk}",
+        context={"sku": product.sku, "restock": restock.pk, "order_id": order_id, "reported": reported},
+    )
+    return room
 
 
 def _restock_for(*, order_id: str, reference: str) -> Restock:

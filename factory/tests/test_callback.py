@@ -328,3 +328,18 @@ def test_a_retired_products_receipt_tells_no_subscriber_it_is_back(client, setti
     assert stock(restock) == 120, "the stock is received all the same"
     owed = Subscription.objects.get().due_at is not None
     assert owed is not retired, "a push for a product on sale; none for one the API answers unknown_sku for"
+
+
+def test_a_receipt_past_the_most_stock_can_hold_credits_what_fits_and_alerts(client):
+    # Stock set absurdly high by hand: the callback must still be answered, or the factory sends it for ever.
+    from inventory.services import ON_HAND_MAX
+
+    restock = placed_restock(on_hand=ON_HAND_MAX - 5, quantity=120)
+
+    response = callback(client, restock, produced=120)
+
+    assert response.status_code == 200 and response.json()["status"] == "applied"
+    assert stock(restock) == ON_HAND_MAX
+    assert Restock.objects.get(pk=restock.pk).quantity_received == 5
+    assert "cannot hold the 120" in Alert.objects.get(kind="stock_over_capacity").title
+    assert ledger_differences() == []
