@@ -2,11 +2,12 @@
 
 from datetime import UTC, date, datetime, time
 
-from django.db.models import Sum
+from django.db.models import F, Sum
+from django.db.models.functions import Coalesce
 
 from clients.models import ApiClient
 from inventory.errors import UnknownSku
-from inventory.models import Product, Restock, Sale, StockMovement
+from inventory.models import Product, Restock, Sale
 
 # SKU -> product id never changes (SKUs are read-only once created, products are never deleted), so
 # each process remembers it and a sale needs no lookup query before it locks. The first sale a process
@@ -85,10 +86,15 @@ def restock_list(*, sku: str | None = None, status: str | None = None):
 
 
 def ledger_differences() -> list[dict]:
-    """Products whose on-hand differs from the sum of their ledger movements."""
-    sums = dict(StockMovement.objects.values("product").annotate(total=Sum("quantity")).values_list("product", "total"))
-    return [
-        {"product_id": p.pk, "sku": p.sku, "on_hand": p.on_hand, "ledger": sums.get(p.pk, 0)}
-        for p in Product.objects.order_by("pk")
-        if p.on_hand != sums.get(p.pk, 0)
-    ]
+    """Products whose on-hand differs from the sum of their ledger movements.
+
+    One statement, so one snapshot: read as two (the sums, then the products), a sale committing in
+    between showed its stock taken and not its ledger row, and check_ledger paged ops about a ledger that
+    was fine, in exactly the rush when they run it."""
+    rows = (
+        Product.objects.annotate(ledger=Coalesce(Sum("movements__quantity"), 0))
+        .exclude(on_hand=F("ledger"))
+        .order_by("pk")
+        .values("pk", "sku", "on_hand", "ledger")
+    )
+    return [{"product_id": r["pk"], "sku": r["sku"], "on_hand": r["on_hand"], "ledger": r["ledger"]} for r in rows]

@@ -164,3 +164,28 @@ def test_the_database_refuses_a_second_open_restock():
     Restock.objects.create(product=product, quantity=5, reason="manual")
     with pytest.raises(IntegrityError):
         Restock.objects.create(product=product, quantity=5, reason="manual")
+
+
+def test_check_ledger_during_a_rush_sees_a_balanced_ledger():
+    # Each check must read stock and ledger at one moment: a sale committing between two reads looked like
+    # a mismatch, and paged ops critically about a ledger that was fine.
+    make_product("VIRAL", on_hand=2_000)
+    client, _ = make_api_client()
+    selling = threading.Event()
+    selling.set()
+
+    def sell(_):
+        while selling.is_set():
+            sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+
+    def check(_):
+        try:
+            return [ledger_differences() for _ in range(150)]
+        finally:
+            selling.clear()
+
+    results = run_together(5, lambda i: check(i) if i == 0 else sell(i))
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert [d for checks in results[0] for d in checks] == [], "every check saw a balanced ledger"
+    assert Product.objects.get(sku="VIRAL").on_hand < 2_000, "sales really ran during the checks"
