@@ -41,6 +41,11 @@ def test_an_unreachable_server_is_a_message_not_a_traceback(missing):
         database_create({**missing, "HOST": "127.0.0.1", "PORT": "9"})
 
 
+def test_a_login_the_server_refuses_is_said_as_such(missing):
+    with pytest.raises(CommandError, match="The database server at 127.0.0.1:3306 refused: Access denied"):
+        database_create({**missing, "HOST": "127.0.0.1", "PORT": "3306", "USER": "nobody-here", "PASSWORD": "x"})
+
+
 def test_a_socket_path_as_host_is_connected_to_as_django_does(missing):
     cursor = server_cursor()
     cursor.execute("SELECT @@socket")

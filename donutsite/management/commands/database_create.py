@@ -18,6 +18,8 @@ def database_create(db: dict) -> bool:
     try:
         server = MySQLdb.connect(**params)
     except MySQLdb.OperationalError as exc:
+        if exc.args[0] < 2000:  # the server answered: a server error (1045 access denied), not a client one
+            raise CommandError(f"The database server at {where} refused: {exc.args[-1]}. Check DATABASE_URL.") from None
         raise CommandError(
             f"Cannot reach the database server at {where} ({exc.args[-1]}). "
             "Start it (`make services` starts the local MariaDB) or correct DATABASE_URL."
