@@ -98,9 +98,10 @@ def _group_locked(dedupe_key: str) -> AlertGroup:
     return group
 
 
-def _summarize(group: AlertGroup) -> Alert:
+def _summarize(group: AlertGroup, *, settled: bool = False) -> Alert:
     """One alert for what the group held back since its last message, naming every fact of the window and
-    which of them are new. Resets the count; the caller decides whether the window goes on."""
+    which of them are new (`settled`: all of it was resolved already, an acknowledged info line). Resets the
+    count; the caller decides whether the window goes on."""
     leader = group.leader
     count = group.suppressed_count
     covers = ", ".join(group.facts)
@@ -110,15 +111,18 @@ def _summarize(group: AlertGroup) -> Alert:
     if new:
         context["new"] = new
     base = leader.title if leader else group.dedupe_key
+    title = f"+{count} more (new: {new}): {base}" if new else f"+{count} more: {base}"
     summary = Alert.objects.create(
         kind=leader.kind if leader else "summary",
-        severity=leader.severity if leader else Severity.INFO,
-        title=(f"+{count} more (new: {new}): {base}" if new else f"+{count} more: {base}")[:200],
+        severity=Severity.INFO if settled or not leader else leader.severity,
+        title=(f"{title} (all settled since)" if settled else title)[:200],
         text=f"{count} more alert(s) like this one since {_ago(leader)}. Covers: {covers}."
-        + (f" New since the last message: {new}." if new else ""),
+        + (f" New since the last message: {new}." if new else "")
+        + (" Every one of them was settled before this summary was due." if settled else ""),
         dedupe_key=group.dedupe_key,
         context=context,
         is_summary=True,
+        acknowledged_at=timezone.now() if settled else None,
     )
     deliveries_create(summary)
     group.suppressed_count = 0
@@ -156,17 +160,17 @@ def alert_groups_flush() -> int:
 
 
 def alert_group_settle(dedupe_key: str) -> None:
-    """Everything the dedupe key's group held back was settled (ops resolved every dead letter it counts):
-    no summary of it goes out, which would page ops about work already done. The window goes on; alerts
-    after this count afresh. Call it in the transaction that settled them."""
+    """Everything the dedupe key's group held back was settled (ops resolved every dead letter it counts).
+    Its summary goes out now, as an info line that is born acknowledged: every fact is still named where
+    ops read (Slack, the admin), and nobody's phone is paged about work already done. The window goes on;
+    alerts after this count afresh. Call it in the transaction that settled them."""
     if not AlertGroup.objects.filter(dedupe_key=dedupe_key, suppressed_count__gt=0).exists():
         return
     group = _group_locked(dedupe_key)
-    group.suppressed_count = 0
-    group.new_facts = []
-    group.facts = []
-    group.flush_at = None
-    group.save(update_fields=["suppressed_count", "new_facts", "facts", "flush_at"])
+    if not group.suppressed_count:
+        return
+    _summarize(group, settled=True)
+    group.save(update_fields=["suppressed_count", "new_facts", "flush_at"])
 
 
 def alerts_escalate() -> int:

@@ -11,7 +11,7 @@ from factory.models import DeadLetter, FactoryOrder
 from factory.retries import DEAD_LETTER_QUEUE, _park_copy, dead_letter_copies_sync, dead_letter_copy_id
 from factory.tests.test_callback import callback
 from inventory.models import Restock
-from notifications.models import Alert
+from notifications.models import Alert, AlertDelivery
 from testsupport.data import make_dead_letter
 from testsupport.queues import broker, queued
 
@@ -370,20 +370,26 @@ def test_a_late_completion_arriving_during_a_redrive_waits_for_it_instead_of_dea
 
 
 @pytest.mark.django_db(transaction=True)
-def test_dead_letters_all_redriven_before_their_summary_page_nobody(queues):
+def test_dead_letters_all_redriven_before_their_summary_are_named_without_a_page(queues, settings):
     from notifications.alerts import alert_groups_flush
     from notifications.models import AlertGroup
 
+    # Slack and FCM configured (no message leaves: nothing consumes the notifications queue here).
+    settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:9/slack"
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
     make_dead_letter()
     make_dead_letter()  # held back by the first one's window: counted for a "+1 more" page at its end
 
     run("redrive", "--all")
-    AlertGroup.objects.update(flush_at=timezone.now())  # the window's end
 
-    assert alert_groups_flush() == 0, "no page about dead letters already redriven"
-    assert not Alert.objects.filter(is_summary=True).exists()
+    summary = Alert.objects.get(is_summary=True)  # named at once, where ops read, and paging nobody
+    assert summary.title.startswith("+1 more") and summary.title.endswith("(all settled since)")
+    assert summary.severity == "info" and summary.acknowledged_at is not None
+    assert sorted(AlertDelivery.objects.filter(alert=summary).values_list("channel", flat=True)) == ["log", "slack"]
     assert not Alert.objects.filter(acknowledged_at__isnull=True).exists()
+    AlertGroup.objects.update(flush_at=timezone.now())  # the window's end
+    assert alert_groups_flush() == 0, "no critical '+1 more' page about dead letters already redriven"
     make_dead_letter()  # one after that is counted afresh and paged at the window's end
     AlertGroup.objects.update(flush_at=timezone.now())
     assert alert_groups_flush() == 1
-    assert Alert.objects.get(is_summary=True).title.startswith("+1 more")
+    assert Alert.objects.filter(is_summary=True, severity="critical").count() == 1
