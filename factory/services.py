@@ -374,9 +374,12 @@ def _restock_for(*, order_id: str, reference: str) -> Restock:
 
 
 def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str:
-    """Ask the factory about an overdue order; a finished one goes through the same receipt as a callback."""
+    """Ask the factory about an overdue order; a finished one goes through the same receipt as a callback.
+    A failed restock is asked about too: a call that failed may have created the order (an error after
+    the factory stored it), and with its callback lost, production the factory finished would never be
+    received. Found finished, it is received (which resolves its dead letter); otherwise it stays failed."""
     restock = Restock.objects.select_related("product").get(pk=restock_id)
-    if restock.status != Restock.Status.PLACED:
+    if restock.status not in (Restock.Status.PLACED, Restock.Status.FAILED):
         return "not placed"
     _order_row(restock.pk)
     FactoryOrder.objects.filter(restock_id=restock.pk).update(last_polled_at=timezone.now())
@@ -410,12 +413,21 @@ def restocks_due() -> list[int]:
 
 
 def restocks_overdue() -> list[int]:
-    """Placed restocks whose callback has not come some time after the factory said they would be ready."""
+    """Placed restocks whose callback has not come some time after the factory said they would be ready,
+    and failed ones whose dead letter waits (the factory may have the order after all: restock_poll)."""
     now = timezone.now()
     grace = timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS)
     late = Q(expected_at__lte=now - grace) | Q(expected_at__isnull=True, placed_at__lte=now - grace)
     not_just_asked = Q(factory_order__last_polled_at__isnull=True) | Q(factory_order__last_polled_at__lte=now - grace)
-    return list(Restock.objects.placed().filter(late & not_just_asked).values_list("pk", flat=True))
+    placed = Restock.objects.placed().filter(late & not_just_asked).values_list("pk", flat=True)
+    failed = (
+        Restock.objects.failed()
+        .filter(not_just_asked, closed_at__lte=now - grace, dead_letters__redriven_at__isnull=True)
+        .exclude(dead_letters__isnull=True)
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    return sorted({*placed, *failed})
 
 
 def restocks_overdue_alert() -> int:

@@ -26,6 +26,7 @@ from testsupport.chaos import (
     compose_worker_args,
     database_swapped,
     logs_dir,
+    production_unreceived,
     record,
     scaled,
     settle,
@@ -88,7 +89,11 @@ class Shop:
     def finish(self, load: Load, *, allowed=ALWAYS, settle_timeout: float = 90, then=None) -> dict:
         """`then()` runs once the system settled, for the scenario's own figures and expectations."""
         load.wait()
-        settled = settle(timeout=settle_timeout)
+        # Settled also means what the factory finished has been received (a lost callback: the sweep polls).
+        settled = settle(
+            timeout=settle_timeout,
+            also=lambda: not production_unreceived(self.system.factory_get("/_sim/orders")["results"]),
+        )
         figures, violations = check_invariants(
             load,
             self.catalogue,

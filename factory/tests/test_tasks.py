@@ -364,3 +364,29 @@ def test_a_second_message_never_cuts_a_retrys_wait_short(factory, queues):
 
     assert run(restock_place_task, restock.pk) == "skipped"
     assert FactoryAttempt.objects.filter(restock=restock).count() == calls == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_restock_whose_order_the_factory_had_after_all_is_received(factory, queues, settings):
+    # A call answered 500 after the factory stored the order, the restock ran out of attempts, and the
+    # callback was lost: without asking, what the factory made would never be received.
+    from factory.services import restocks_overdue
+    from testsupport.data import make_dead_letter
+
+    settings.FACTORY_OVERDUE_GRACE_SECONDS = 0
+    dead_letter = make_dead_letter()
+    restock = Restock.objects.get(pk=dead_letter.restock_id)
+    assert restocks_overdue() == [restock.pk], "the sweep asks about a failed restock whose dead letter waits"
+    factory.answer(200, {"results": [{**ORDER, "reference": restock.reference, "status": "in_production"}]})
+    factory.answer(
+        200, {"results": [{**ORDER, "reference": restock.reference, "status": "completed", "quantity_produced": 40}]}
+    )
+
+    assert run(restock_poll_task, restock.pk) == "in_production"
+    assert Restock.objects.get(pk=restock.pk).status == "failed", "still for ops until the factory is done"
+    assert run(restock_poll_task, restock.pk) == "completed"
+
+    restock.refresh_from_db()
+    assert (restock.status, restock.quantity_received) == ("fulfilled", 40)
+    assert DeadLetter.objects.get().is_resolved and restocks_overdue() == []
+    assert factory.requests[0]["path"] == f"/v1/orders?reference={restock.reference}"
