@@ -281,8 +281,8 @@ def dead_letter_copies_sync(*, settle_seconds: float = 60.0) -> dict:
     The copies are best effort: one is not parked while the broker is away when its dead letter is
     written, and one is not removed while the broker is away when its dead letter is redriven. Either way
     Flower's count and donut_queue_depth{queue="dead_letter"} drift from the rows; this sweep (beat,
-    every minute, on the maintenance worker) puts them right. A dead letter
-    younger than `settle_seconds` is left to its own copy, which may still be on its way."""
+    every minute, on the maintenance worker) puts them right. A dead letter younger than
+    `settle_seconds` is left to its own copy, which may still be on its way."""
     import redis
     from celery import current_app
 

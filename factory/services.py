@@ -293,10 +293,7 @@ def restock_receive(
         for alert in Alert.objects.filter(dedupe_key=overdue_dedupe_key(restock.pk), acknowledged_at__isnull=True):
             alert_acknowledge(alert, user=None)
         for dead_letter in DeadLetter.objects.unresolved().select_for_update().filter(restock_id=restock.pk):
-            dead_letter.redriven_at = timezone.now()
-            dead_letter.redriven_by = f"settled by the factory (order {order_id})"[:150]
-            dead_letter.save(update_fields=["redriven_at", "redriven_by"])
-            _dead_letter_resolved(dead_letter, None)
+            _dead_letter_settled(dead_letter, by=f"settled by the factory (order {order_id})", user=None)
         if not received:
             _nothing_received(restock, product, order_id, cancelled=cancelled)
         elif product.needs_reorder and product.is_active:
@@ -422,8 +419,7 @@ def restocks_overdue() -> list[int]:
     placed = Restock.objects.placed().filter(late & not_just_asked).values_list("pk", flat=True)
     failed = (
         Restock.objects.failed()
-        .filter(not_just_asked, closed_at__lte=now - grace, dead_letters__redriven_at__isnull=True)
-        .exclude(dead_letters__isnull=True)
+        .filter(not_just_asked, closed_at__lte=now - grace, dead_letters__in=DeadLetter.objects.unresolved())
         .values_list("pk", flat=True)
         .distinct()
     )
@@ -559,12 +555,11 @@ def dead_letters_redrive(dead_letters, *, by: str, user=None, dry_run: bool = Fa
 def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run: bool = False) -> bool:
     """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
     a fresh attempt budget; its calls keep their numbers). Locks the restock's row, then the dead letter's.
-    Returns False,
-    sending nothing, when there is nothing to do: the restock is no longer failed (redriven already, or
-    settled since), or its product has another open restock by now. So a repeat is harmless. Either way
-    the dead letter is resolved where ops look: its alerts acknowledged (by `user` when a person did it)
-    and its copy taken out of the dead-letter queue. With dry_run, says what it would do and changes
-    nothing.
+    Returns False, sending nothing, when there is nothing to do: the restock is no longer failed
+    (redriven already, or settled since), or its product has another open restock by now. So a repeat is
+    harmless. Either way the dead letter is resolved where ops look: its alerts acknowledged (by `user`
+    when a person did it) and its copy taken out of the dead-letter queue. With dry_run, says what it
+    would do and changes nothing.
     """
     if dry_run:
         return not dead_letter.restock_id or _restock_reopenable(dead_letter.restock_id)
@@ -582,15 +577,21 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
                 locked.restock_id,
             )
             if locked.redriven_at is None:  # settled some other way: resolved, though nothing was sent
-                locked.redriven_at = timezone.now()
-                locked.redriven_by = by[:150]
-                locked.save(update_fields=["redriven_at", "redriven_by"])
-                _dead_letter_resolved(locked, user)
+                _dead_letter_settled(locked, by=by, user=user)
             return False
         _mark_redriven(locked, by)
         _dead_letter_resolved(locked, user)
         transaction.on_commit(partial(_send_again, locked.pk))
     return True
+
+
+def _dead_letter_settled(dead_letter: DeadLetter, *, by: str, user) -> None:
+    """Resolved with nothing sent again (its work was settled some other way): marked, and resolved where
+    ops look. The caller holds its row."""
+    dead_letter.redriven_at = timezone.now()
+    dead_letter.redriven_by = by[:150]
+    dead_letter.save(update_fields=["redriven_at", "redriven_by"])
+    _dead_letter_resolved(dead_letter, user)
 
 
 def _dead_letter_resolved(dead_letter: DeadLetter, user) -> None:
