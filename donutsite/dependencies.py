@@ -71,14 +71,16 @@ breakers = {
 }
 
 
+def broker_url() -> str:
+    """The broker tasks are published to: Celery's write URL when set, else its broker URL."""
+    from celery import current_app
+
+    return current_app.conf.broker_write_url or current_app.conf.broker_url or ""
+
+
 def _server(name: str) -> tuple:
     """Where a breaker's dependency lives: host and port (or a Unix socket's path) of its URL."""
-    if name == "redis":
-        url = settings.REDIS_URL
-    else:
-        from celery import current_app
-
-        url = current_app.conf.broker_write_url or current_app.conf.broker_url
+    url = settings.REDIS_URL if name == "redis" else broker_url()
     parts = urlsplit(url or "")
     if parts.scheme == "unix":
         return ("unix", parts.path)

@@ -256,15 +256,13 @@ def dead_letter_copy_remove(dead_letter_id: int) -> bool:
     admin's request too, so it takes the broker as a web request does: one short try
     (WEB_DEPENDENCY_TIMEOUT_SECONDS), skipped while the broker's breaker is open
     (donutsite/dependencies.py)."""
-    from celery import current_app
-
-    from donutsite.dependencies import breakers, redis_client
+    from donutsite.dependencies import breakers, broker_url, redis_client
 
     if breakers["broker"].is_open:
         return False
     try:
         # The broker is Redis: a queue is a list of messages.
-        redis = redis_client(current_app.conf.broker_write_url or current_app.conf.broker_url)
+        redis = redis_client(broker_url())
         for copy_of, raw in _dead_letter_copies(redis):
             if copy_of == dead_letter_id:
                 return bool(redis.lrem(DEAD_LETTER_QUEUE, 1, raw))
@@ -284,14 +282,14 @@ def dead_letter_copies_sync(*, settle_seconds: float = 60.0) -> dict:
     every minute, on the maintenance worker) puts them right. A dead letter younger than
     `settle_seconds` is left to its own copy, which may still be on its way."""
     import redis
-    from celery import current_app
 
+    from donutsite.dependencies import broker_url
     from factory.models import DeadLetter
 
-    broker_url = current_app.conf.broker_write_url or current_app.conf.broker_url
-    if not broker_url.startswith(("redis://", "rediss://", "unix://")):
+    url = broker_url()
+    if not url.startswith(("redis://", "rediss://", "unix://")):
         return {"parked": 0, "removed": 0}
-    with redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5) as broker:
+    with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5) as broker:
         # The queue first, then the rows: a copy parked after this read is not judged by older rows.
         copies = _dead_letter_copies(broker)
         unresolved = set(DeadLetter.objects.unresolved().values_list("pk", flat=True))
