@@ -152,18 +152,20 @@ def recording_factory_class():
 TRACE_STEPS = ("received", "prerun", "call", "connected")
 
 
-def worker_trace_read(path) -> dict[int, dict[str, float]]:
-    """bench/worker_trace.py's lines: restock id -> step -> perf_counter() of its first occurrence."""
-    trace: dict[int, dict[str, float]] = {}
+def worker_trace_read(path) -> tuple[dict[int, dict[str, float]], list[list[float]]]:
+    """bench/worker_trace.py's lines: restock id -> step -> perf_counter() of its first occurrence, and
+    each full garbage collection in a worker as [pid, started, ended]."""
+    steps: dict[int, dict[str, float]] = {}
+    collections: list[list[float]] = []
     if path and os.path.exists(path):
         with open(path) as f:
             for line in f:
                 step, restock_id, at = json.loads(line)
-                if step == "gc":  # a full garbage collection in a worker: [pid, started, ended]
-                    trace.setdefault("gc", []).append(restock_id)
+                if step == "gc":  # its second field is [pid, started, ended], not a restock id
+                    collections.append(restock_id)
                 else:
-                    trace.setdefault(restock_id, {}).setdefault(step, at)
-    return trace
+                    steps.setdefault(restock_id, {}).setdefault(step, at)
+    return steps, collections
 
 
 # --- setup -----------------------------------------------------------------------------------------
@@ -291,7 +293,7 @@ class Bench:
     def latencies(self, shortages: list[Shortage]) -> Latencies:
         f = self.factory
         result = Latencies(samples=len(shortages))
-        trace = worker_trace_read(self.env.get("BENCH_TRACE_FILE"))
+        trace, collections = worker_trace_read(self.env.get("BENCH_TRACE_FILE"))
         for s in shortages:
             if trace:
                 at = trace.get(int(s.reference.rsplit("-", 1)[1]), {})
@@ -300,7 +302,7 @@ class Bench:
                 result.gc_pauses.append(
                     [
                         [pid, round((end - start) * 1000, 1)]
-                        for pid, start, end in trace.get("gc", [])
+                        for pid, start, end in collections
                         if start < times[-1] and end > times[0]
                     ]
                 )
