@@ -518,12 +518,17 @@ def product_update(*, product: Product, fields: list[str]) -> None:
     """Save these fields of a product edited by hand (the admin's form); never on-hand, which changes only
     through the ledger. Writing only the named fields keeps a sale that committed meanwhile.
 
-    Locks the product row. A retired product put back on sale with stock owes its subscribers their
-    back-in-stock push: stock that came while it was retired was not announced (stock_adjust and the
-    factory's receipt announce only a product on sale)."""
+    Locks the product row. A product on sale left at or below its (new) reorder point is reordered now,
+    as a stock change would: a reorder point raised past the stock, or a product retired while low (never
+    reordered while retired) put back on sale, does not wait for its next sale. A retired product put
+    back on sale with stock owes its subscribers their back-in-stock push: stock that came while it was
+    retired was not announced (stock_adjust and the factory's receipt announce only a product on sale)."""
     with transaction.atomic():
         locked = products_lock([product.pk])[product.pk]
         product.save(update_fields=[*fields, "updated_at"])
+        product.on_hand = locked.on_hand  # the form's copy may predate a sale that committed meanwhile
+        if product.is_active and product.needs_reorder:
+            restocks_open([product], reason=Restock.Reason.REORDER_POINT)
         if product.is_active and not locked.is_active and locked.on_hand > 0:
             back_in_stock_announce(locked.sku)
 

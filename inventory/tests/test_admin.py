@@ -424,3 +424,35 @@ def test_putting_a_retired_product_back_on_sale_tells_its_subscribers_if_it_has_
     assert response.status_code == 302
     assert Product.objects.get(pk=boston.pk).is_active
     assert (Subscription.objects.get().due_at is not None) is told
+
+
+@pytest.mark.parametrize(
+    "on_hand, was_active, change",
+    [(10, True, {"reorder_point": 30}), (3, False, {"is_active": "on"})],
+    ids=["reorder-point-raised", "put-back-on-sale-while-low"],
+)
+def test_a_product_edited_into_needing_stock_is_reordered_at_once(admin_client, on_hand, was_active, change):
+    """Ops raise the reorder point past the stock, or put back on sale a product retired while low (a retired
+    product is never reordered): the factory is asked now, not after the product's next sale."""
+    maple = make_product("MAPLE", on_hand=on_hand, reorder_point=5, is_active=was_active)
+
+    url = reverse("admin:inventory_product_change", args=[maple.pk])
+    response = admin_client.post(url, product_form(maple, **change))
+
+    assert response.status_code == 302
+    restock = Restock.objects.get(product=maple)
+    assert (restock.status, restock.reason, restock.quantity) == ("pending", "reorder_point", 50)
+    # Saved again unchanged: still the one restock.
+    admin_client.post(url, product_form(Product.objects.get(pk=maple.pk)))
+    assert Restock.objects.filter(product=maple).count() == 1
+
+
+def test_a_product_edited_above_its_reorder_point_or_retired_orders_nothing(admin_client):
+    maple = make_product("MAPLE", on_hand=10, reorder_point=5)
+    url = reverse("admin:inventory_product_change", args=[maple.pk])
+
+    admin_client.post(url, product_form(maple, reorder_point=9))
+    admin_client.post(url, product_form(Product.objects.get(pk=maple.pk), reorder_point=30, is_active=""))
+
+    assert not Product.objects.get(pk=maple.pk).is_active
+    assert not Restock.objects.filter(product=maple).exists()
