@@ -47,6 +47,10 @@ def _filters(serializer_class, request) -> dict:
     # would be ignored instead of refused like any other bad value.
     query = request.query_params.dict()
     query.pop(api_settings.URL_FORMAT_OVERRIDE, None)  # ?format=: DRF's own, read by content negotiation
+    # `?status=pending&status=placed` would silently list one of the two (dict() keeps the last): refused.
+    repeated = sorted(name for name in query if len(request.query_params.getlist(name)) > 1)
+    if repeated:
+        raise serializers.ValidationError({name: ["Given more than once; give it once."] for name in repeated})
     filters = serializer_class(data=query)
     filters.is_valid(raise_exception=True)
     return filters.validated_data

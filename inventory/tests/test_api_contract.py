@@ -30,6 +30,18 @@ def test_a_blank_restock_filter_is_refused_instead_of_listing_everything(client_
     assert query.rstrip("=") in response.json()["errors"]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/restocks/", "/api/v1/sales/", "/api/v1/products/"])
+def test_a_filter_given_twice_is_refused_instead_of_answering_for_one_of_them(client_app, path):
+    Restock.objects.create(product=make_product("GLAZED"), quantity=10, reason="manual")
+    query = "status=pending&status=placed" if "restocks" in path else "page=1&page=2"
+
+    response = client_app.get(f"{path}?{query}")
+
+    assert response.status_code == 400 and response.json()["code"] == "validation_error"
+    assert list(response.json()["errors"]) == [query.split("=")[0]]
+    assert client_app.get(f"{path}?{query.split('&')[0]}").status_code == 200
+
+
 def test_a_sku_filter_of_spaces_is_a_sku_like_any_other(client_app):
     # The schema asks for a non-empty string; " " is one, so it must not be trimmed into a blank 400.
     Restock.objects.create(product=make_product("GLAZED"), quantity=10, reason="manual")
