@@ -152,8 +152,6 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
             return "later"
         AlertDelivery.objects.filter(pk=delivery_id).update(claimed_at=None, last_error=str(exc)[:2000])
         raise DeliveryRetry(str(exc)) from exc
-    if delivery.channel == AlertDelivery.Channel.FCM:
-        _ops_phones_push(channel, message, delivery.alert_id)
     sent_at = timezone.now()
     AlertDelivery.objects.filter(pk=delivery_id).update(
         status=AlertDelivery.Status.SENT,
@@ -162,6 +160,10 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
         last_error="",
         latency_ms=int((sent_at - delivery.alert.created_at).total_seconds() * 1000),
     )
+    if delivery.channel == AlertDelivery.Channel.FCM:
+        # After the row says sent: the task's time limit can end it in here (one slow push each), and the
+        # sweep would otherwise push the ops topic again, to every ops phone, at each resend.
+        _ops_phones_push(channel, message, delivery.alert_id)
     return "sent"
 
 

@@ -3,11 +3,13 @@
 from datetime import timedelta
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from notifications import alerts, deliveries, errors, subscriptions
+from notifications.channels import registry
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from testsupport.data import critical_alert, make_api_client, make_product
 
@@ -107,6 +109,34 @@ def test_an_ops_phone_failing_does_not_push_the_ops_topic_again(channels_at, fcm
     assert deliveries.delivery_send(delivery.pk) == "not pending"
     topic_pushes = [r for r in fcm.received if r["body"]["message"].get("topic")]
     assert len(topic_pushes) == 1, "every ops phone got the topic push once"
+
+
+def test_an_ops_phone_push_cut_short_by_the_time_limit_does_not_push_the_ops_topic_again(channels_at, fcm, monkeypatch):
+    """The notifications worker runs prefork, where the task's soft time limit (10 s) raises
+    SoftTimeLimitExceeded wherever the task is: with FCM slow, inside the ops phones' pushes after the
+    topic push was accepted. The delivery is sent; the sweep must not page every ops phone again."""
+    Device.objects.create(kind="ops", token="ops-phone-slow", platform="android")
+    alert = critical_alert()
+    delivery = AlertDelivery.objects.get(alert=alert, channel="fcm")
+    channel = registry.channel_get("fcm")
+
+    def time_limit_on_the_phones(token, message):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(channel, "send_to_token", time_limit_on_the_phones)
+    with pytest.raises(SoftTimeLimitExceeded):
+        deliveries.delivery_send(delivery.pk)
+
+    delivery.refresh_from_db()
+    assert delivery.status == "sent", "the topic push went out; the phones' pushes are best effort"
+    # Past its claim and its resend time, the sweep finds nothing to send again.
+    AlertDelivery.objects.filter(pk=delivery.pk).update(
+        claimed_at=timezone.now() - deliveries.CLAIM_LEASE - timedelta(seconds=1), resend_at=timezone.now()
+    )
+    assert deliveries.deliveries_resend_stuck() == 0
+    assert deliveries.delivery_send(delivery.pk) == "not pending"
+    topic_pushes = [r for r in fcm.received if r["body"]["message"].get("topic")]
+    assert len(topic_pushes) == 1
 
 
 def test_an_unregistered_ops_phone_is_deactivated(channels_at, fcm):
