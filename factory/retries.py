@@ -201,7 +201,7 @@ def dead_letter_record(
             title=f"Dead letter: {task_name} gave up" + (f" on {context['sku']}" if context.get("sku") else ""),
             text=f"{dead_letter.exception_type.rsplit('.', 1)[-1]}: {dead_letter.exception_message[:500]}\n"
             "Redrive it from the admin or with `manage.py redrive` once the cause is fixed.",
-            dedupe_key=f"dead_letter:{task_name}",
+            dedupe_key=dead_letter_dedupe_key(task_name),
             context={
                 **context,
                 "dead_letter_id": dead_letter.pk,
@@ -222,6 +222,12 @@ def dead_letter_record(
         dead_letter.exception_message,
     )
     return dead_letter
+
+
+def dead_letter_dedupe_key(task_name: str) -> str:
+    """The alert group of a task's dead letters: raised here, acknowledged and settled by the redrive and
+    the late receipt (factory.services) once none of that task's dead letters waits."""
+    return f"dead_letter:{task_name}"
 
 
 def _park_copy(dead_letter) -> bool:

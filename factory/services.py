@@ -22,7 +22,7 @@ from factory import refusals, signatures
 from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable
 from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_never_sent
-from factory.retries import dead_letter_copy_remove
+from factory.retries import dead_letter_copy_remove, dead_letter_dedupe_key
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import ON_HAND_MAX, products_lock, restocks_open
 from notifications.alerts import alert_acknowledge, alert_group_settle, alert_raise
@@ -599,7 +599,7 @@ def _dead_letter_resolved(dead_letter: DeadLetter, user) -> None:
     more, the alerts of that task's dead letters acknowledged. Alerts are grouped per task (one row
     counts the dead letters its window held back), so the alert stays open while any of them waits."""
     if not DeadLetter.objects.unresolved().filter(task_name=dead_letter.task_name).exclude(pk=dead_letter.pk).exists():
-        dedupe_key = f"dead_letter:{dead_letter.task_name}"
+        dedupe_key = dead_letter_dedupe_key(dead_letter.task_name)
         for alert in Alert.objects.filter(kind="dead_letter", dedupe_key=dedupe_key, acknowledged_at__isnull=True):
             alert_acknowledge(alert, user=user)
         alert_group_settle(dedupe_key)  # and the dead letters its window held back: no summary of them
