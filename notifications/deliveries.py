@@ -18,13 +18,12 @@ from notifications.channels.base import Message
 from notifications.channels.registry import channel_get, channels_for
 from notifications.devices import device_deactivate
 from notifications.errors import ChannelError, DeliveryRetry, TokenUnregistered
+from notifications.limits import CLAIM_LEASE
 from notifications.models import Alert, AlertDelivery, Device
 
 logger = logging.getLogger(__name__)
 
 DELIVER_TASK = "notifications.deliver"
-# Longer than a delivery task's hard time limit: a claim older than this belongs to a task that died.
-CLAIM_LEASE = timedelta(seconds=60)
 
 FACT_LABELS = {
     "sku": "SKU",

@@ -14,13 +14,12 @@ from notifications.channels.base import Message
 from notifications.channels.registry import channel_get, fcm_configured
 from notifications.devices import device_deactivate, device_get
 from notifications.errors import ChannelError, TokenUnregistered
+from notifications.limits import CLAIM_LEASE
 from notifications.models import AlertDelivery, Severity, Subscription
 
 logger = logging.getLogger(__name__)
 
 BACK_IN_STOCK_TASK = "notifications.back_in_stock"
-# Longer than the back-in-stock task's hard time limit: a claim older than this belongs to a task that died.
-CLAIM_LEASE = timedelta(seconds=60)
 
 
 def subscription_create(*, client, device_id: int, sku: str) -> tuple[Subscription, bool]:

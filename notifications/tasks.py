@@ -7,6 +7,7 @@ from donutsite.sweeps import sweep_finished
 from notifications.alerts import alert_groups_flush, alerts_escalate
 from notifications.deliveries import deliveries_resend_stuck, delivery_send
 from notifications.errors import DeliveryRetry
+from notifications.limits import TASK_SOFT_TIME_LIMIT, TASK_TIME_LIMIT
 from notifications.subscriptions import back_in_stock_resend, back_in_stock_send
 
 
@@ -20,19 +21,19 @@ from notifications.subscriptions import back_in_stock_resend, back_in_stock_send
     retry_backoff=settings.NOTIFICATIONS_RETRY_BACKOFF_SECONDS,
     retry_backoff_max=settings.NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS,
     retry_jitter=True,
-    soft_time_limit=10,
-    time_limit=12,
+    soft_time_limit=TASK_SOFT_TIME_LIMIT,
+    time_limit=TASK_TIME_LIMIT,
 )
 def deliver_task(self, delivery_id: int) -> str:
     return delivery_send(delivery_id, final_attempt=self.request.retries >= self.max_retries)
 
 
-@shared_task(name="notifications.back_in_stock", soft_time_limit=10, time_limit=12)
+@shared_task(name="notifications.back_in_stock", soft_time_limit=TASK_SOFT_TIME_LIMIT, time_limit=TASK_TIME_LIMIT)
 def back_in_stock_task(sku: str) -> int:
     return back_in_stock_send(sku)
 
 
-@shared_task(name="notifications.sweep", soft_time_limit=10, time_limit=12)
+@shared_task(name="notifications.sweep", soft_time_limit=TASK_SOFT_TIME_LIMIT, time_limit=TASK_TIME_LIMIT)
 def sweep_task() -> dict:
     """Summaries of closed groups, escalation of unacknowledged warnings, and the resends: deliveries and
     back-in-stock pushes whose message never left or whose send failed."""

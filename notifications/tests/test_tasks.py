@@ -14,7 +14,7 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
-from notifications import alerts, subscriptions
+from notifications import alerts, limits, subscriptions
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from notifications.tasks import back_in_stock_task, deliver_task, sweep_task
 from testsupport.data import critical_alert
@@ -207,3 +207,11 @@ def test_ops_send_an_alert_again_from_the_admin(admin_client, channels_at, queue
     assert "3 delivery(ies) queued again." in response.content.decode()
     assert set(AlertDelivery.objects.filter(alert=alert).values_list("status", "last_error")) == {("pending", "")}
     assert queued() == deliveries
+
+
+def test_every_notification_task_is_bounded_inside_the_claim_lease():
+    """A claim is taken over once it is older than CLAIM_LEASE: no notification task may still be running then."""
+    tasks = [t for name, t in current_app.tasks.items() if name.startswith("notifications.")]
+    assert {t.name for t in tasks} >= {"notifications.deliver", "notifications.back_in_stock", "notifications.sweep"}
+    for task in tasks:
+        assert task.soft_time_limit < task.time_limit < limits.CLAIM_LEASE.total_seconds(), task.name
