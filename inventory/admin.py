@@ -4,7 +4,6 @@ sales, movements and restocks are records to look at, never to edit by hand."""
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -47,11 +46,11 @@ class StockLevelFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         match self.value():
             case "out":
-                return queryset.filter(on_hand=0)
+                return queryset.filter(Product.OUT)
             case "low":
-                return queryset.filter(on_hand__gt=0, on_hand__lte=F("reorder_point"))
+                return queryset.filter(Product.AT_OR_BELOW_REORDER_POINT & ~Product.OUT)
             case "ok":
-                return queryset.filter(on_hand__gt=F("reorder_point"))
+                return queryset.exclude(Product.AT_OR_BELOW_REORDER_POINT)
         return queryset
 
 
@@ -59,9 +58,9 @@ _BADGES = {"OUT": "#ba2121", "LOW": "#b76e00", "ok": "#447e36"}
 
 
 def stock_level(product: Product) -> str:
-    if product.on_hand == 0:
-        return "OUT"
-    return "LOW" if product.needs_reorder else "ok"
+    """The level as the admin shows it: a problem in capitals."""
+    level = product.stock_level
+    return level if level == "ok" else level.upper()
 
 
 class StockAdjustmentForm(forms.Form):

@@ -24,6 +24,11 @@ class Product(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Stock levels, one rule for the sale's reorder check, the admin's filter and badge and the ops
+    # dashboard: out (none on hand), low (at or below the reorder point, not out), ok (above it).
+    OUT = Q(on_hand=0)
+    AT_OR_BELOW_REORDER_POINT = Q(on_hand__lte=F("reorder_point"))
+
     class Meta:
         ordering = ["sku"]
         constraints = [
@@ -40,7 +45,15 @@ class Product(models.Model):
 
     @property
     def needs_reorder(self) -> bool:
+        """AT_OR_BELOW_REORDER_POINT, on this row as it is in memory."""
         return self.on_hand <= self.reorder_point
+
+    @property
+    def stock_level(self) -> str:
+        """The level: "out", "low" or "ok" (OUT, AT_OR_BELOW_REORDER_POINT)."""
+        if self.on_hand == 0:
+            return "out"
+        return "low" if self.needs_reorder else "ok"
 
 
 class Sale(models.Model):

@@ -42,13 +42,13 @@ def stock_list(*, limit: int = STOCK_LIMIT) -> list[Product]:
         Product.objects.filter(is_active=True)
         .annotate(
             level=Case(
-                When(on_hand=0, then=Value("out")),
-                When(on_hand__lte=F("reorder_point"), then=Value("low")),
+                When(Product.OUT, then=Value("out")),
+                When(Product.AT_OR_BELOW_REORDER_POINT, then=Value("low")),
                 default=Value("ok"),
             ),
             level_rank=Case(
-                When(on_hand=0, then=Value(0)),
-                When(on_hand__lte=F("reorder_point"), then=Value(1)),
+                When(Product.OUT, then=Value(0)),
+                When(Product.AT_OR_BELOW_REORDER_POINT, then=Value(1)),
                 default=Value(2),
                 output_field=IntegerField(),
             ),
