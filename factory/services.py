@@ -1,6 +1,6 @@
 """Restocks on the factory's side: place the order, receive the production, reconcile, redrive.
 
-Network calls never run inside a transaction or under a row lock (STYLE rule 5): the work is claimed
+Network calls never run inside a transaction or under a row lock (CONTRIBUTING.md, rule 5): the work is claimed
 with a short conditional update, the call is made, and the outcome recorded in a new short transaction.
 """
 

@@ -238,7 +238,8 @@ class RestockAdmin(ReadOnlyAdmin):
 
 @admin.register(IdempotencyKey)
 class IdempotencyKeyAdmin(ReadOnlyAdmin):
-    """Kept visible for support ("why did my retry return the old sale?"); purged by the reconcile sweep."""
+    """Kept visible for support ("why did my retry return the old sale?"); purged by the beat task
+    inventory.idempotency_keys_purge once IDEMPOTENCY_KEY_TTL_HOURS old."""
 
     list_display = ("client", "key", "sale", "out_of_stock", "created_at")
     list_filter = ("client",)

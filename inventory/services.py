@@ -48,7 +48,7 @@ def products_lock(product_ids) -> dict[int, Product]:
 
     Hand-written (names from the model) rather than `select_for_update()`: a sale holds these locks
     until it commits, and building the ORM query cost more than its round trip (docs/benchmarks.md,
-    "Sales"). Plain FOR UPDATE rather than STYLE's `of=("self",)`: MariaDB does not support FOR
+    "Sales"). Plain FOR UPDATE rather than CONTRIBUTING.md's `of=("self",)`: MariaDB does not support FOR
     UPDATE OF, and with no join both lock exactly the same rows."""
     ids = sorted(set(product_ids))
     sql = _SQL_PRODUCTS_LOCK % _placeholders(len(ids))

@@ -1,6 +1,6 @@
 """Alert deliveries: one row per alert and channel, sent after commit, resent by the sweep.
 
-The network part runs with no transaction open (STYLE rule 5). A channel's own failures never raise
+The network part runs with no transaction open (CONTRIBUTING.md, rule 5). A channel's own failures never raise
 alerts (no loops); they show on the delivery rows in the admin.
 """
 

@@ -1,7 +1,7 @@
 """Reads for the ops dashboard (ops/dashboard.py). Each one is bounded (a time window or a row
 limit) and aggregates in the database, so the page stays cheap however long the shop has been open.
 
-It lives in the project package because it reads all three apps, which may not import each other freely.
+It lives in `ops` because it reads every app, which only `ops` may import freely (CONTRIBUTING.md).
 """
 
 from dataclasses import dataclass
