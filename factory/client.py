@@ -126,9 +126,9 @@ class FactoryClient:
             raise self._error(response, latency_ms)
         try:
             results = response.json()["results"]
+            return RemoteOrder.from_json(results[0]) if results else None
         except (ValueError, KeyError, TypeError) as exc:
             raise FactoryUnavailable(f"garbled search answer: {exc}", status_code=200, latency_ms=latency_ms) from exc
-        return RemoteOrder.from_json(results[0]) if results else None
 
     def _send(self, method, path, **kwargs) -> tuple[requests.Response, int]:
         started = time.monotonic()

@@ -171,6 +171,17 @@ def test_a_garbled_success_is_transient_not_a_crash(factory_server):
         place(factory_server)
 
 
+@pytest.mark.parametrize(
+    "answer", [{"results": [{"order_id": "F-1"}]}, {"results": ["F-1"]}, {"results": {"0": 1}}], ids=repr
+)
+def test_a_garbled_search_answer_is_transient_not_a_crash(factory_server, answer):
+    factory_server.answer(200, answer)
+    client = FactoryClient(base_url=factory_server.url, api_key="k", timeout=2)
+
+    with pytest.raises(FactoryUnavailable, match="garbled search answer"):
+        client.find_order("restock-1")
+
+
 def test_reads_an_order_by_id_and_by_reference(factory_server):
     factory_server.answer(200, {**ORDER, "status": "completed", "quantity_produced": 118})
     factory_server.answer(404, {"error": "no such order"})
