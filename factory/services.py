@@ -392,11 +392,14 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
         if order.estimated_ready_at:
             Restock.objects.filter(pk=restock.pk).update(expected_at=order.estimated_ready_at)
         return order.status
+    if order.reference != restock.reference:  # asked by its order id: the factory's answer names another
+        raise CallbackMismatch(f"Factory order {order.order_id} is {order.reference}, not {restock.reference}.")
     restock_receive(
         order_id=order.order_id,
         reference=order.reference,
         event=f"order.{order.status}",
         quantity_produced=order.quantity_produced or 0,
+        sku=order.sku,
     )
     return order.status
 

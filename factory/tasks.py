@@ -1,13 +1,18 @@
 """Factory tasks: thin. They take ids, re-read state and call a service; factory/retries.py decides what
 a failure means. Queues come from CELERY_TASK_ROUTES (`factory.*`, the shortage route and `maintenance.*`)."""
 
+import logging
+
 from celery import shared_task
 
 from donutsite.celery import routed_queue
+from donutsite.errors import DomainError
 from donutsite.sweeps import sweep_finished
 from factory import services
-from factory.client import FactoryUnavailable
+from factory.client import FactoryError, FactoryUnavailable
 from factory.retries import RetryingTask, dead_letter_copies_sync
+
+logger = logging.getLogger(__name__)
 
 
 class RestockPlaceTask(RetryingTask):
@@ -43,14 +48,21 @@ def restock_place_task(self, restock_id: int) -> str:
     return services.restock_place(restock_id)
 
 
-@shared_task(bind=True, base=RetryingTask, name="factory.restock_poll")
-def restock_poll_task(self, restock_id: int) -> str:
-    """No retries of its own: a poll the factory could not answer is asked again by the next reconcile
-    sweep once FACTORY_OVERDUE_GRACE_SECONDS have passed, and an order that stays overdue alerts ops."""
+@shared_task(name="factory.restock_poll")
+def restock_poll_task(restock_id: int) -> str:
+    """No retries and no dead letter of its own: a poll changes nothing by itself, so one the factory could
+    not answer, or answered with what we cannot apply (a refusal, an order contradicting its restock), is
+    asked again by the next reconcile sweep once FACTORY_OVERDUE_GRACE_SECONDS have passed; an order that
+    stays overdue has its overdue alert, and a failed restock its dead letter already."""
     try:
         return services.restock_poll(restock_id)
     except FactoryUnavailable as exc:
         return f"factory unavailable ({exc}); asked again by the next sweep"
+    except (FactoryError, DomainError) as exc:
+        logger.warning(
+            "restock %s: the poll's answer cannot be used (%s); asked again by the next sweep", restock_id, exc
+        )
+        return f"{exc}; asked again by the next sweep"
 
 
 @shared_task(name="factory.reconcile")

@@ -247,6 +247,30 @@ def test_polling_a_busy_factory_is_left_to_the_next_sweep_without_a_dead_letter(
     assert queues("factory") == []  # the sweep asks again after FACTORY_OVERDUE_GRACE_SECONDS
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (401, {"error": "bad key"}),
+        (200, {**ORDER, "sku": "MAPLE", "status": "completed", "quantity_produced": 5}),
+        (200, {**ORDER, "reference": "restock-999999", "status": "completed", "quantity_produced": 5}),
+    ],
+    ids=["refused", "another-skus-order", "another-restocks-order"],
+)
+def test_a_poll_the_factory_refuses_or_contradicts_is_left_to_the_sweep_without_a_dead_letter(factory, queues, answer):
+    """A poll changes nothing by itself: an answer it cannot use is asked again by the next sweep, and an
+    order that stays overdue has its overdue alert. A critical dead letter per sweep would page ops over
+    and over about a read, naming no restock."""
+    restock = placed_restock()
+    factory.answer(*answer)
+
+    assert "asked again by the next sweep" in run(restock_poll_task, restock.pk)
+
+    assert not DeadLetter.objects.exists() and not Alert.objects.filter(kind="dead_letter").exists()
+    assert Restock.objects.get(pk=restock.pk).status == "placed"
+    assert Product.objects.get(sku="GLAZED").on_hand == 0
+    assert queues("factory") == []
+
+
 def test_the_budget_is_the_database_count_not_the_message_redelivery_count(factory, queues, settings):
     factory.answer(503, {"error": "down"})
     restock = pending_restock()
@@ -377,10 +401,9 @@ def test_a_failed_restock_whose_order_the_factory_had_after_all_is_received(fact
     dead_letter = make_dead_letter()
     restock = Restock.objects.get(pk=dead_letter.restock_id)
     assert restocks_overdue() == [restock.pk], "the sweep asks about a failed restock whose dead letter waits"
-    factory.answer(200, {"results": [{**ORDER, "reference": restock.reference, "status": "in_production"}]})
-    factory.answer(
-        200, {"results": [{**ORDER, "reference": restock.reference, "status": "completed", "quantity_produced": 40}]}
-    )
+    order = {**ORDER, "reference": restock.reference, "sku": restock.product.sku}
+    factory.answer(200, {"results": [{**order, "status": "in_production"}]})
+    factory.answer(200, {"results": [{**order, "status": "completed", "quantity_produced": 40}]})
 
     assert run(restock_poll_task, restock.pk) == "in_production"
     assert Restock.objects.get(pk=restock.pk).status == "failed", "still for ops until the factory is done"
