@@ -559,19 +559,25 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
     """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
     a fresh attempt budget; its calls keep their numbers). Locks the restock's row, then the dead letter's.
     Returns False, sending nothing, when there is nothing to do: the restock is no longer failed
-    (redriven already, or settled since), or its product has another open restock by now. So a repeat is
-    harmless. Either way the dead letter is resolved where ops look: its alerts acknowledged (by `user`
-    when a person did it) and its copy taken out of the dead-letter queue. With dry_run, says what it
-    would do and changes nothing.
+    (redriven already, or settled since), or its product has another open restock by now; a dead letter
+    of no restock was sent again already. So a repeat is harmless. Either way the dead letter is resolved
+    where ops look: its alerts acknowledged (by `user` when a person did it) and its copy taken out of the
+    dead-letter queue; one of no restock that the broker then does not take waits again (no sweep resends
+    it). With dry_run, says what it would do and changes nothing.
     """
     if dry_run:
-        return not dead_letter.restock_id or _restock_reopenable(dead_letter.restock_id)
+        if not dead_letter.restock_id:
+            return dead_letter.redriven_at is None
+        return _restock_reopenable(dead_letter.restock_id)
     with transaction.atomic():
         if dead_letter.restock_id:
             # The restock before its dead letter, in the order the receipt takes them (product, restock,
             # dead letter): a late callback arriving during a redrive waits for it instead of deadlocking.
             list(Restock.objects.select_for_update().filter(pk=dead_letter.restock_id).values_list("pk"))
         locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
+        if not locked.restock_id and locked.redriven_at is not None:
+            logger.info("dead letter %s: sent again already; nothing to redrive", locked.pk)
+            return False
         if locked.restock_id and not _restock_reopen(locked.restock_id):
             logger.info(
                 "dead letter %s: restock %s is no longer failed, or its product has another open restock; "
@@ -653,9 +659,10 @@ def _send_again(dead_letter_id: int) -> None:
         restock_dispatch(dead_letter.restock_id)  # records the dispatch; the sweep covers a broker outage
         return
     # Explicit queue: the one the message ran on when it failed, which the routes may since have changed.
-    current_app.send_task(
-        dead_letter.task_name, args=dead_letter.args, kwargs=dead_letter.kwargs, queue=dead_letter.queue
-    )
+    # No sweep resends this one: if the broker does not take it, the dead letter waits again for a redrive.
+    if not task_publish(dead_letter.task_name, dead_letter.args, kwargs=dead_letter.kwargs, queue=dead_letter.queue):
+        DeadLetter.objects.filter(pk=dead_letter_id).update(redriven_at=None, redriven_by="")
+        logger.warning("dead letter %s: not sent again, the broker is unavailable; redrive it again", dead_letter_id)
 
 
 def dead_letters_purge(*, older_than_days: int, dry_run: bool = False) -> int:

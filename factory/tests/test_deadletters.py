@@ -216,6 +216,34 @@ def test_redrive_sends_a_dead_letter_without_a_restock_back_to_its_queue(queues)
     assert fresh(dead_letter).redrive_count == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_letter_without_a_restock_is_sent_again_once_however_often_it_is_redriven(queues):
+    dead_letter = make_dead_letter(restock_status="placed", task="factory.restock_poll")
+
+    run("redrive", str(dead_letter.pk))
+    second = run("redrive", str(dead_letter.pk), "--dry-run"), run("redrive", str(dead_letter.pk))
+
+    assert queued("factory") == [("factory.restock_poll", [dead_letter.args[0]])]
+    assert fresh(dead_letter).redrive_count == 1 and fresh(dead_letter).is_resolved
+    assert second[0].endswith(
+        "Dry run: 0 dead letters would be sent again; 1 had " + NOTHING.rstrip("\n") + " Nothing changed.\n"
+    )
+    assert second[1].endswith("0 dead letters sent again; 1 had " + NOTHING)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_letter_without_a_restock_redriven_while_the_broker_is_down_waits_for_another_redrive(
+    queues, broker_down
+):
+    # No sweep resends such a message: resolved with nothing sent, it would be lost.
+    dead_letter = make_dead_letter(restock_status="placed", task="factory.restock_poll")
+
+    run("redrive", str(dead_letter.pk))
+
+    assert not fresh(dead_letter).is_resolved
+    assert queued("factory") == []
+
+
 # purge_dead_letters
 
 
