@@ -150,7 +150,8 @@ class Subscription(models.Model):
     """A device wants one push when a SKU is back in stock; used up (notified_at) once FCM accepted it."""
 
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="subscriptions")
-    sku = models.CharField(max_length=64, db_index=True)
+    # Compared exactly, like the product's SKU: GLAZED and glazed are two products, so two subscriptions.
+    sku = models.CharField(max_length=64, db_index=True, db_collation=EXACT_COLLATION)
     created_at = models.DateTimeField(auto_now_add=True)
     notified_at = models.DateTimeField(null=True, blank=True, db_index=True)
     # Set in the transaction of the receipt that brought the SKU back: this push is owed. The sender

@@ -175,6 +175,21 @@ def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm):
     assert not Device.objects.get(token="customer-token-4").is_active
 
 
+def test_back_in_stock_is_owed_only_to_subscribers_of_that_exact_sku(channels_at, fcm):
+    plain = Device.objects.create(token="customer-token-x", platform="android")
+    Subscription.objects.create(device=plain, sku="MATCHA")
+    accent = Device.objects.create(token="customer-token-y", platform="ios")
+    accented = Subscription.objects.create(device=accent, sku="MATCHÁ")
+
+    assert announce("MATCHÁ") == 1
+    assert subscriptions.back_in_stock_send("MATCHÁ") == 1
+
+    assert [r["body"]["message"]["token"] for r in fcm.received] == ["customer-token-y"]
+    assert Subscription.objects.get(sku="MATCHA").notified_at is None, "MATCHA has not come back"
+    accented.refresh_from_db()
+    assert accented.notified_at is not None
+
+
 def test_fcm_refusing_for_now_ends_the_run_and_every_push_stays_owed(channels_at, fcm):
     for i in range(5):
         Subscription.objects.create(device=Device.objects.create(token=f"customer-{i}", platform="ios"), sku="VIRAL")
