@@ -1,16 +1,41 @@
-"""The API's one JSON parser: DRF's, but a body nested too deeply to parse is `malformed_json` too.
+"""The API's one JSON parser: DRF's, but a body nested too deeply to parse, or naming one key twice in an
+object, is `malformed_json` too.
 
 Python's json module refuses nesting past the interpreter's recursion limit with RecursionError,
-which is not a ValueError, so DRF let `[` x 100,000 through as a 500.
+which is not a ValueError, so DRF let `[` x 100,000 through as a 500. And it keeps the last of two
+values under one key, where other parsers keep the first or refuse: a proxy, a client's own check or a
+log reader could see another order than the one sold (`"quantity": 1, "quantity": 100` sold 100).
 """
+
+import codecs
 
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
+from rest_framework.utils import json
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        twice = next(name for name, _ in pairs if name in seen or seen.add(name))
+        raise DuplicateKey(f"the key {twice!r} appears twice in one object")
+    return obj
 
 
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
+        # DRF's parse (the charset check, strict constants), with the duplicate-key check added.
+        encoding = parsers.get_encoding(parser_context or {})
         try:
-            return super().parse(stream, media_type, parser_context)
+            decoded_stream = codecs.getreader(encoding)(stream)
+            parse_constant = json.strict_constant if self.strict else None
+            return json.load(decoded_stream, parse_constant=parse_constant, object_pairs_hook=_no_duplicate_keys)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply.") from None
+        except ValueError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from None
