@@ -21,7 +21,7 @@ class Alert(models.Model):
     severity = models.CharField(max_length=10, choices=Severity.choices, db_index=True)
     title = models.CharField(max_length=200)
     text = models.TextField(blank=True, default="")
-    dedupe_key = models.CharField(max_length=200, db_index=True)
+    dedupe_key = models.CharField(max_length=200, db_index=True, db_collation=EXACT_COLLATION)
     context = models.JSONField(default=dict, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     # Storm control: the first alert of a group is sent; later ones in its window only count here (and
@@ -67,7 +67,8 @@ class AlertGroup(models.Model):
     end, or sooner when a critical alert brought a fact no message has named yet.
     """
 
-    dedupe_key = models.CharField(max_length=200, unique=True)
+    # Compared exactly: keys carry SKUs, and GLAZED and glazed are two products (inventory.Product.sku).
+    dedupe_key = models.CharField(max_length=200, unique=True, db_collation=EXACT_COLLATION)
     leader = models.ForeignKey(Alert, null=True, on_delete=models.SET_NULL, related_name="+")
     window_ends_at = models.DateTimeField(null=True)
     suppressed_count = models.PositiveIntegerField(default=0)

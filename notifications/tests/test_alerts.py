@@ -65,6 +65,19 @@ def test_a_storm_sends_one_alert_then_one_summary_with_the_right_count():
     assert alerts.alert_groups_flush() == 0, "the summary goes out once"
 
 
+def test_keys_that_differ_only_in_case_or_accent_are_two_groups():
+    # Dedupe keys carry SKUs, which compare exactly: GLAZED and glazed selling out are two alerts.
+    raised = [raise_alert(f"sold_out:{sku}", "info") for sku in ("GLAZED", "glazed", "MATCHA", "MATCHÁ")]
+
+    assert len({alert.pk for alert in raised}) == 4, "none was held back in another SKU's group"
+    assert sorted(AlertGroup.objects.values_list("dedupe_key", flat=True)) == [
+        "sold_out:GLAZED",
+        "sold_out:MATCHA",
+        "sold_out:MATCHÁ",
+        "sold_out:glazed",
+    ]
+
+
 def test_after_the_window_the_next_alert_leads_a_new_group():
     first = raise_alert()
     AlertGroup.objects.update(window_ends_at=timezone.now() - timedelta(seconds=1))
