@@ -13,7 +13,8 @@ from functools import partial
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -68,7 +69,10 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
     now = timezone.now()
     try:
         FactoryOrder.objects.filter(restock_id=restock_id).update(
-            dispatched_at=now, next_attempt_at=now, dispatch_count=F("dispatch_count") + 1
+            dispatched_at=now,
+            # Not back to now if a worker already took the message, failed and scheduled its retry.
+            next_attempt_at=Greatest(Coalesce("next_attempt_at", Value(now)), Value(now)),
+            dispatch_count=F("dispatch_count") + 1,
         )
     except DatabaseError as exc:
         # The message left; only its note did not (a deadlock with the worker already recording the

@@ -164,3 +164,20 @@ def test_reconcile_waits_before_resending_a_fresh_restock(factory_queue):
     call_command("reconcile")
 
     assert factory_queue() == [], "a restock written a moment ago may still be on its way"
+
+
+def test_a_dispatch_noted_after_a_worker_already_scheduled_the_retry_keeps_the_retrys_wait(factory_queue):
+    # A worker can take the message, fail and schedule its retry before the dispatch notes that it left:
+    # that note must not move the next attempt back to now, or a resend would cut the backoff short.
+    from factory.services import restock_dispatch
+
+    restock = Restock.objects.create(product=make_product("GLAZED", on_hand=0), quantity=10, reason="reorder_point")
+    retry_at = timezone.now() + timedelta(seconds=40)
+    FactoryOrder.objects.create(restock=restock, attempt_count=1, next_attempt_at=retry_at)
+
+    assert restock_dispatch(restock.pk)
+
+    order = FactoryOrder.objects.get(restock=restock)
+    assert order.next_attempt_at == retry_at and order.dispatch_count == 1
+    restock_dispatch(Restock.objects.create(product=make_product("BOSTON"), quantity=10, reason="manual").pk)
+    assert FactoryOrder.objects.get(restock__product__sku="BOSTON").next_attempt_at is not None, "a new one: now"
