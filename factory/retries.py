@@ -26,6 +26,7 @@ Notification deliveries are retried by Celery's own autoretry options (notificat
 import json
 import logging
 import random
+import re
 import traceback as tb
 from datetime import timedelta
 from functools import partial
@@ -319,6 +320,10 @@ def dead_letter_copies_sync(*, settle_seconds: float = 60.0) -> dict:
     return {"parked": parked, "removed": removed}
 
 
+# ASCII digits only: isdigit() takes "²", which int() then refuses.
+_COPY_ID = re.compile(re.escape(_COPY_ID_PREFIX) + r"([0-9]{1,18})")
+
+
 def _dead_letter_copies(redis) -> list[tuple[int | None, bytes]]:
     """Each message in the `dead_letter` queue with the dead letter it is a copy of (None: not a copy)."""
     copies = []
@@ -327,6 +332,6 @@ def _dead_letter_copies(redis) -> list[tuple[int | None, bytes]]:
             message_id = json.loads(raw).get("headers", {}).get("id") or ""
         except (ValueError, AttributeError):
             message_id = ""
-        number = message_id.removeprefix(_COPY_ID_PREFIX)
-        copies.append((int(number) if message_id.startswith(_COPY_ID_PREFIX) and number.isdigit() else None, raw))
+        copy_of = _COPY_ID.fullmatch(message_id) if isinstance(message_id, str) else None
+        copies.append((int(copy_of[1]) if copy_of else None, raw))
     return copies

@@ -1,6 +1,7 @@
 """Dead letters as an operator handles them: `manage.py redrive` puts the work back on the real Redis
 queue, and `manage.py purge_dead_letters` clears out old resolved ones."""
 
+import json
 from io import StringIO
 
 import pytest
@@ -332,6 +333,17 @@ def test_the_minute_sweep_makes_the_dead_letter_queue_count_the_open_dead_letter
         d.restock_id for d in (unparked, twice, waiting)
     )
     assert dead_letter_copies_sync(settle_seconds=0) == {"parked": 0, "removed": 0}, "nothing left to put right"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("message_id", ["dead-letter-\u00b2", 12, ["dead-letter-1"]], ids=repr)
+def test_a_message_in_the_dead_letter_queue_that_is_not_our_copy_is_left_alone(queues, message_id):
+    # Anything with the broker's address can push there; the minute sweep must not crash on it.
+    foreign = json.dumps({"headers": {"id": message_id}, "body": ""})
+    broker().rpush(DEAD_LETTER_QUEUE, foreign)
+
+    assert dead_letter_copies_sync(settle_seconds=0) == {"parked": 0, "removed": 0}
+    assert broker().lrange(DEAD_LETTER_QUEUE, 0, -1) == [foreign.encode()]
 
 
 @pytest.mark.django_db(transaction=True)
