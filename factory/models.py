@@ -124,12 +124,14 @@ class FactoryAttempt(models.Model):
 
 
 class DeadLetterQuerySet(models.QuerySet):
+    # Waiting for ops: never redriven (nor settled, which marks it redriven too).
+    UNRESOLVED = Q(redriven_at__isnull=True)
+
     def unresolved(self):
-        """Waiting for ops: never redriven."""
-        return self.filter(redriven_at__isnull=True)
+        return self.filter(self.UNRESOLVED)
 
     def resolved(self):
-        return self.filter(redriven_at__isnull=False)
+        return self.exclude(self.UNRESOLVED)
 
 
 class DeadLetter(models.Model):

@@ -34,7 +34,7 @@ from prometheus_client.utils import floatToGoString
 
 from donutsite import dependencies, sale_counters
 from donutsite.sweeps import sweep_ages
-from factory.models import DeadLetter, FactoryAttempt
+from factory.models import DeadLetter, DeadLetterQuerySet, FactoryAttempt
 from inventory.models import Product, Restock
 from notifications.models import AlertDelivery
 
@@ -243,8 +243,8 @@ class DonutCollector:
 
     def _dead_letters(self):
         counts = DeadLetter.objects.aggregate(
-            open=Count("pk", filter=Q(redriven_at__isnull=True)),
-            redriven=Count("pk", filter=Q(redriven_at__isnull=False)),
+            open=Count("pk", filter=DeadLetterQuerySet.UNRESOLVED),
+            redriven=Count("pk", filter=~DeadLetterQuerySet.UNRESOLVED),
         )
         gauge = GaugeMetricFamily(
             "donut_dead_letters", "Dead letters: open (not redriven yet) and redriven.", labels=["state"]
