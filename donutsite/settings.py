@@ -107,6 +107,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
             "connect_timeout": 5,
         }
     )
+    # ...or reachable and not answering (hung, or the network dropping packets): without these a query on a
+    # pooled connection waits for ever, and gunicorn kills the worker at its 30 s timeout with no answer.
+    # Each read or write of a query waits this long at most, then OperationalError (a 503 on the request
+    # path, a transient error in factory tasks). 0: no limit (a `migrate` whose ALTER TABLE takes longer).
+    DATABASE_READ_TIMEOUT_SECONDS = env.int("DATABASE_READ_TIMEOUT_SECONDS", default=10)
+    if DATABASE_READ_TIMEOUT_SECONDS:
+        DATABASES["default"]["OPTIONS"].update(
+            {"read_timeout": DATABASE_READ_TIMEOUT_SECONDS, "write_timeout": DATABASE_READ_TIMEOUT_SECONDS}
+        )
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes share the file in `make run`: wait for the write lock instead of failing, and

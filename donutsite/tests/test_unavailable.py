@@ -1,10 +1,13 @@
 """A database that does not answer gives a quick 503 with Retry-After, never a 500: on the API (the DRF
 handler) and on plain Django views (DatabaseUnavailableMiddleware). Other errors still answer 500."""
 
+import socket
+import threading
 import time
 from contextlib import contextmanager
 
 import pytest
+from django.conf import settings
 from django.db import connections
 from django.http import JsonResponse
 from django.test import Client, override_settings
@@ -26,6 +29,55 @@ def database_down():
     try:
         yield
     finally:
+        default.close()
+        default.settings_dict.update(saved)
+
+
+@contextmanager
+def database_hung(*, read_timeout: float):
+    """This thread's connection goes through a proxy to the database that, once the returned event is set,
+    passes no more bytes either way: a server that is up and does not answer (hung, or the network
+    dropping packets), not one that refuses. `read_timeout` scales the settings' bound down for the test."""
+    default = connections["default"]
+    saved = {key: default.settings_dict[key] for key in ("HOST", "PORT", "OPTIONS")}
+    upstream = (saved["HOST"] or "127.0.0.1", int(saved["PORT"] or 3306))
+    listener = socket.create_server(("127.0.0.1", 0))
+    hung, closing, sockets = threading.Event(), threading.Event(), []
+
+    def pipe(source, target):
+        try:
+            while data := source.recv(65536):
+                while hung.is_set() and not closing.is_set():
+                    time.sleep(0.02)
+                target.sendall(data)
+        except OSError:
+            pass
+
+    def serve():
+        while not closing.is_set():
+            try:
+                near, _ = listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection(upstream)
+            sockets.extend((near, far))
+            threading.Thread(target=pipe, args=(near, far), daemon=True).start()
+            threading.Thread(target=pipe, args=(far, near), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    default.close()
+    options = dict(saved["OPTIONS"])
+    bound = {name: min(options[name], read_timeout) for name in ("read_timeout", "write_timeout")}
+    options.update(bound)
+    default.settings_dict.update(HOST="127.0.0.1", PORT=listener.getsockname()[1], OPTIONS=options)
+    try:
+        default.ensure_connection()
+        yield hung
+    finally:
+        closing.set()
+        listener.close()
+        for sock in sockets:
+            sock.close()
         default.close()
         default.settings_dict.update(saved)
 
@@ -61,6 +113,41 @@ def test_a_sale_while_the_database_is_down_is_a_quick_503_with_retry_after():
     assert response["Retry-After"] == "1"
     assert elapsed < 3
     # Back up: the same key sells once.
+    retried = client.post(
+        "/api/v1/sales/",
+        {"items": [{"sku": "GLAZED", "quantity": 1}]},
+        content_type="application/json",
+        headers={"Authorization": f"Api-Key {key}", "Idempotency-Key": "k-1"},
+    )
+    assert retried.status_code == 201
+    assert Product.objects.get(sku="GLAZED").on_hand == 4
+
+
+def test_the_database_connection_waits_for_an_answer_within_a_bound_below_gunicorns_timeout():
+    options = connections["default"].settings_dict["OPTIONS"]
+    assert options["read_timeout"] == options["write_timeout"] == settings.DATABASE_READ_TIMEOUT_SECONDS == 10
+    assert options["read_timeout"] + options["connect_timeout"] < 30  # gunicorn.conf.py's default timeout
+
+
+def test_a_sale_while_the_database_hangs_is_a_503_within_the_read_timeout_not_a_worker_killed_at_30_s():
+    make_product("GLAZED", on_hand=5)
+    _, key = make_api_client()
+    client = Client(raise_request_exception=False)
+
+    with database_hung(read_timeout=1) as hung:
+        hung.set()
+        started = time.monotonic()
+        response = client.post(
+            "/api/v1/sales/",
+            {"items": [{"sku": "GLAZED", "quantity": 1}]},
+            content_type="application/json",
+            headers={"Authorization": f"Api-Key {key}", "Idempotency-Key": "k-1"},
+        )
+        elapsed = time.monotonic() - started
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "service_unavailable"
+    assert elapsed < 3
     retried = client.post(
         "/api/v1/sales/",
         {"items": [{"sku": "GLAZED", "quantity": 1}]},
