@@ -5,9 +5,7 @@ Redis or broker costs a request one short try and then nothing while the breaker
 
 While a breaker is open (WEB_DEPENDENCY_PAUSE_SECONDS after a failure) the callers degrade as
 docs/reliability.md says: the API throttle fails open (requests pass unthrottled), the sale counters
-wait in each process's memory, and a restock's hand-over to the queue is left to the outbox sweep. The
-database has one too (donutsite.unavailable): a request that ended in a database outage opens it, and
-meanwhile requests answer 503 at once instead of each waiting out the database's timeouts. A
+wait in each process's memory, and a restock's hand-over to the queue is left to the outbox sweep. A
 breaker is per process; it logs a warning when it opens and /metrics shows the scraping process's
 breakers (donut_web_dependency_open).
 """
@@ -70,8 +68,6 @@ breakers = {
         "admin logins, callbacks) count nothing",
     ),
     "broker": Breaker("broker", "tasks are left to the outbox sweep"),
-    # Tripped by a request that ended in a database outage (donutsite.unavailable), not by any caller's try.
-    "database": Breaker("database", "requests answer 503 at once, without waiting on it"),
 }
 
 
@@ -84,8 +80,6 @@ def broker_url() -> str:
 
 def _server(name: str) -> tuple:
     """Where a breaker's dependency lives: host and port (or a Unix socket's path) of its URL."""
-    if name == "database":
-        return (name,)  # never the server of Redis or the broker: its outage opens only its own breaker
     url = settings.REDIS_URL if name == "redis" else broker_url()
     parts = urlsplit(url or "")
     if parts.scheme == "unix":

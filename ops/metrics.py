@@ -87,7 +87,7 @@ class DonutCollector:
             "donut_web_dependency_open",
             "1 while this web process's circuit breaker for the dependency is open: after a failure it skips "
             "it for WEB_DEPENDENCY_PAUSE_SECONDS, failing open (redis: the API throttle lets requests through; "
-            "broker: restocks wait for the outbox sweep; database: requests, this scrape too, answer 503 at once).",
+            "broker: restocks wait for the outbox sweep).",
             labels=["dependency"],
         )
         breaker_trips = CounterMetricFamily(
