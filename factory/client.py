@@ -48,6 +48,9 @@ class FactoryRejected(FactoryError):
 class RemoteOrder:
     """An order as the factory's API describes it (its source of truth); our row about it is models.FactoryOrder."""
 
+    # The statuses an order ends in; the factory's callback for it is the event "order.<status>".
+    FINISHED = ("completed", "cancelled")
+
     order_id: str
     reference: str
     sku: str

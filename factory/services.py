@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from donutsite.celery import task_publish
 from factory import refusals, signatures
-from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable
+from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable, RemoteOrder
 from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_never_sent
 from factory.retries import dead_letter_copy_remove, dead_letter_dedupe_key
@@ -392,7 +392,7 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
     if order is None:
         logger.warning("restock %s: the factory knows no order %s", restock.pk, restock.reference)
         return "unknown at the factory"
-    if order.status not in ("completed", "cancelled"):
+    if order.status not in RemoteOrder.FINISHED:
         if order.estimated_ready_at:
             Restock.objects.filter(pk=restock.pk).update(expected_at=order.estimated_ready_at)
         return order.status

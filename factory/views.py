@@ -13,12 +13,13 @@ from rest_framework.views import APIView
 
 from donutsite.ratelimit import client_address
 from factory import services
+from factory.client import RemoteOrder
 from factory.errors import MalformedCallback
 from inventory.serializers import ErrorOut, StrictCharField, StrictIntegerField, ValidationErrorOut
 
 
 class CallbackIn(serializers.Serializer):
-    event = serializers.ChoiceField(choices=["order.completed", "order.cancelled"])
+    event = serializers.ChoiceField(choices=[f"order.{status}" for status in RemoteOrder.FINISHED])
     order_id = StrictCharField(max_length=64)
     reference = StrictCharField(max_length=64)
     sku = StrictCharField(max_length=64)
