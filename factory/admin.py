@@ -237,7 +237,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         result = self.redrive_logged(request, [dead_letter], where="the admin")
         self.message_user(
             request,
-            f"Dead letter {dead_letter.pk}: {services.Redrive.outcome(bool(result.sent))}.",
+            f"Dead letter {dead_letter.pk}: {result.outcome_of_one()}.",
             messages.SUCCESS if result.sent else messages.WARNING,
         )
         return redirect(reverse("admin:factory_deadletter_change", args=[dead_letter.pk]))

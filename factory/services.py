@@ -396,7 +396,8 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
         if order.estimated_ready_at:
             Restock.objects.filter(pk=restock.pk).update(expected_at=order.estimated_ready_at)
         return order.status
-    if order.reference != restock.reference:  # asked by its order id: the factory's answer names another
+    # The answer must be about this restock, as a callback with it would find it (by reference, else by order id).
+    if _restock_for(order_id=order.order_id, reference=order.reference).pk != restock.pk:
         raise CallbackMismatch(f"Factory order {order.order_id} is {order.reference}, not {restock.reference}.")
     restock_receive(
         order_id=order.order_id,
@@ -527,23 +528,34 @@ class Redrive:
     dry_run: bool = False
     sent: list[DeadLetter] = field(default_factory=list)
     nothing: list[DeadLetter] = field(default_factory=list)
+    unsent: list[DeadLetter] = field(default_factory=list)  # the broker did not take it: still waiting
 
-    NOTHING_TO_DO = "nothing to do (the restock is no longer failed)"
+    NOTHING_TO_DO = "nothing to do (redriven or settled already)"
+    NOT_SENT = "not sent, the broker did not take it: still waiting, redrive it again"
 
     @staticmethod
-    def outcome(sent: bool, *, dry_run: bool = False) -> str:
+    def outcome(sent: bool | None, *, dry_run: bool = False) -> str:
+        """sent: True, False (nothing to do) or None (not sent), as dead_letter_redrive returns it."""
+        if sent is None:
+            return Redrive.NOT_SENT
         if sent:
             return "would be sent again" if dry_run else "sent again"
         return Redrive.NOTHING_TO_DO
 
+    def outcome_of_one(self) -> str:
+        """The outcome of a run of one dead letter."""
+        return self.outcome(True if self.sent else None if self.unsent else False, dry_run=self.dry_run)
+
     def summary(self) -> str:
-        if not self.sent and not self.nothing:
+        if not self.sent and not self.nothing and not self.unsent:
             return "There were no dead letters to redrive."
         sent, nothing = len(self.sent), len(self.nothing)
         text = (
             f"{sent} dead letter{'s' if sent != 1 else ''} {self.outcome(True, dry_run=self.dry_run)}; "
             f"{nothing} had {self.NOTHING_TO_DO}."
         )
+        if self.unsent:
+            text += f" {len(self.unsent)} {self.NOT_SENT}."
         return f"Dry run: {text} Nothing changed." if self.dry_run else text
 
 
@@ -553,21 +565,23 @@ def dead_letters_redrive(dead_letters, *, by: str, user=None, dry_run: bool = Fa
     result = Redrive(dry_run=dry_run)
     for dead_letter in sorted(dead_letters, key=lambda d: d.pk):
         sent = dead_letter_redrive(dead_letter, by=by, user=user, dry_run=dry_run)
-        (result.sent if sent else result.nothing).append(dead_letter)
+        {True: result.sent, False: result.nothing, None: result.unsent}[sent].append(dead_letter)
         if on_each is not None:
             on_each(dead_letter, sent)
     return result
 
 
-def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run: bool = False) -> bool:
+def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run: bool = False) -> bool | None:
     """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
     a fresh attempt budget; its calls keep their numbers). Locks the restock's row, then the dead letter's.
     Returns False, sending nothing, when there is nothing to do: the restock is no longer failed
     (redriven already, or settled since), or its product has another open restock by now; a dead letter
     of no restock was sent again already. So a repeat is harmless. Either way the dead letter is resolved
     where ops look: its alerts acknowledged (by `user` when a person did it) and its copy taken out of the
-    dead-letter queue; one of no restock that the broker then does not take waits again (no sweep resends
-    it). With dry_run, says what it would do and changes nothing.
+    dead-letter queue. A restock's work is sent after commit (the sweep resends it if the broker is away);
+    the work of a dead letter of no restock, which no sweep resends, is sent first and the dead letter
+    resolved only once the broker took it: None when it did not (the dead letter waits as before). With
+    dry_run, says what it would do and changes nothing.
     """
     if dry_run:
         if not dead_letter.restock_id:
@@ -579,10 +593,12 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
             # dead letter): a late callback arriving during a redrive waits for it instead of deadlocking.
             list(Restock.objects.select_for_update().filter(pk=dead_letter.restock_id).values_list("pk"))
         locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
-        if not locked.restock_id and locked.redriven_at is not None:
-            logger.info("dead letter %s: sent again already; nothing to redrive", locked.pk)
-            return False
-        if locked.restock_id and not _restock_reopen(locked.restock_id):
+        if not locked.restock_id:
+            if locked.redriven_at is not None:
+                logger.info("dead letter %s: sent again already; nothing to redrive", locked.pk)
+                return False
+            _mark_redriven(locked, by)  # claimed: a concurrent redrive of it finds nothing to do
+        elif not _restock_reopen(locked.restock_id):
             logger.info(
                 "dead letter %s: restock %s is no longer failed, or its product has another open restock; "
                 "nothing to redrive",
@@ -592,9 +608,21 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
             if locked.redriven_at is None:  # settled some other way: resolved, though nothing was sent
                 _dead_letter_settled(locked, by=by, user=user)
             return False
-        _mark_redriven(locked, by)
+        else:
+            _mark_redriven(locked, by)
+            _dead_letter_resolved(locked, user)
+            # Records the dispatch; the sweep resends it if the broker is away.
+            transaction.on_commit(partial(restock_dispatch, locked.restock_id))
+            return True
+    # Explicit queue: the one the message ran on when it failed, which the routes may since have changed.
+    if not task_publish(locked.task_name, locked.args, kwargs=locked.kwargs, queue=locked.queue):
+        DeadLetter.objects.filter(pk=locked.pk).update(
+            redriven_at=None, redriven_by="", redrive_count=F("redrive_count") - 1
+        )
+        logger.warning("dead letter %s: not sent again, the broker did not take it; it still waits", locked.pk)
+        return None
+    with transaction.atomic():
         _dead_letter_resolved(locked, user)
-        transaction.on_commit(partial(_send_again, locked.pk))
     return True
 
 
@@ -655,18 +683,6 @@ def _mark_redriven(dead_letter: DeadLetter, by: str) -> None:
     dead_letter.redriven_by = by[:150]
     dead_letter.redrive_count += 1
     dead_letter.save(update_fields=["redriven_at", "redriven_by", "redrive_count"])
-
-
-def _send_again(dead_letter_id: int) -> None:
-    dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
-    if dead_letter.restock_id:
-        restock_dispatch(dead_letter.restock_id)  # records the dispatch; the sweep covers a broker outage
-        return
-    # Explicit queue: the one the message ran on when it failed, which the routes may since have changed.
-    # No sweep resends this one: if the broker does not take it, the dead letter waits again for a redrive.
-    if not task_publish(dead_letter.task_name, dead_letter.args, kwargs=dead_letter.kwargs, queue=dead_letter.queue):
-        DeadLetter.objects.filter(pk=dead_letter_id).update(redriven_at=None, redriven_by="")
-        logger.warning("dead letter %s: not sent again, the broker is unavailable; redrive it again", dead_letter_id)
 
 
 def dead_letters_purge(*, older_than_days: int, dry_run: bool = False) -> int:

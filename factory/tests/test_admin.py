@@ -165,9 +165,7 @@ def test_the_redrive_action_reopens_restocks_and_queues_them(admin_client, queue
     )
 
     assert response.status_code == 200
-    assert shown_messages(response) == [
-        "1 dead letter sent again; 1 had nothing to do (the restock is no longer failed)."
-    ]
+    assert shown_messages(response) == ["1 dead letter sent again; 1 had nothing to do (redriven or settled already)."]
     restock = Restock.objects.get(pk=waiting.restock_id)
     assert restock.status == "pending"
     assert (restock.factory_order.attempt_count, restock.factory_order.attempts_this_run) == (1, 0)
@@ -191,7 +189,7 @@ def test_the_redrive_button_sends_one_dead_letter_again(admin_client, queues):
 
     again = admin_client.post(redrive_url(dead_letter), follow=True)
 
-    assert shown_messages(again) == [f"Dead letter {dead_letter.pk}: nothing to do (the restock is no longer failed)."]
+    assert shown_messages(again) == [f"Dead letter {dead_letter.pk}: nothing to do (redriven or settled already)."]
     assert len(queued("factory")) == 1
 
 

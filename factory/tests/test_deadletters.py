@@ -19,7 +19,7 @@ from testsupport.queues import broker, queued
 # Helpers shared with test_admin.py
 
 RESTOCK_PLACE = "factory.restock_place"
-NOTHING = "nothing to do (the restock is no longer failed).\n"  # the end of every redrive summary
+NOTHING = "nothing to do (redriven or settled already).\n"  # the end of every redrive summary
 
 
 # The tests
@@ -74,7 +74,7 @@ def test_redrive_reopens_the_restock_and_sends_it_to_the_factory_queue(queues, m
     assert (dead_letter.redriven_by, dead_letter.redrive_count) == ("manage.py redrive (alice)", 1)
     assert out.splitlines() == [
         f"dead letter {dead_letter.pk}: {RESTOCK_PLACE}({restock.pk},), restock {restock.pk} (failed): sent again",
-        "1 dead letter sent again; 0 had nothing to do (the restock is no longer failed).",
+        "1 dead letter sent again; 0 had nothing to do (redriven or settled already).",
     ]
 
 
@@ -94,8 +94,8 @@ def test_redriving_twice_sends_once(queues):
     assert (second.redriven_at, second.redriven_by) == (first.redriven_at, first.redriven_by)
     assert out.splitlines() == [
         f"dead letter {dead_letter.pk}: factory.restock_place({restock.pk},), restock {restock.pk} (pending): "
-        "nothing to do (the restock is no longer failed)",
-        "0 dead letters sent again; 1 had nothing to do (the restock is no longer failed).",
+        "nothing to do (redriven or settled already)",
+        "0 dead letters sent again; 1 had nothing to do (redriven or settled already).",
     ]
 
 
@@ -130,9 +130,7 @@ def test_redrive_leaves_a_restock_that_was_settled_meanwhile(queues):
     assert Alert.objects.filter(kind="dead_letter", acknowledged_at__isnull=True).count() == 0
     dead_letter = fresh(dead_letter)
     assert dead_letter.is_resolved and dead_letter.redrive_count == 0, "resolved, though nothing was sent"
-    assert out.endswith(
-        ": nothing to do (the restock is no longer failed)\n0 dead letters sent again; 1 had " + NOTHING
-    )
+    assert out.endswith(": nothing to do (redriven or settled already)\n0 dead letters sent again; 1 had " + NOTHING)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -165,7 +163,7 @@ def test_redrive_dry_run_changes_nothing_and_sends_nothing(queues):
     assert lines[0].startswith(f"dead letter {dead_letter.pk}: ") and lines[0].endswith(": would be sent again")
     assert lines[1].startswith(f"dead letter {settled.pk}: ") and "nothing to do" in lines[1]
     assert lines[2] == (
-        "Dry run: 1 dead letter would be sent again; 1 had nothing to do (the restock is no longer failed). "
+        "Dry run: 1 dead letter would be sent again; 1 had nothing to do (redriven or settled already). "
         "Nothing changed."
     )
 
@@ -239,10 +237,15 @@ def test_a_dead_letter_without_a_restock_redriven_while_the_broker_is_down_waits
     # No sweep resends such a message: resolved with nothing sent, it would be lost.
     dead_letter = make_dead_letter(restock_status="placed", task="factory.restock_poll")
 
-    run("redrive", str(dead_letter.pk))
+    output = run("redrive", str(dead_letter.pk))
 
-    assert not fresh(dead_letter).is_resolved
+    assert output.endswith(
+        "0 dead letters sent again; 0 had " + NOTHING.rstrip("\n") + " 1 not sent, the broker did not take it: "
+        "still waiting, redrive it again.\n"
+    ), output
+    assert not fresh(dead_letter).is_resolved and fresh(dead_letter).redrive_count == 0
     assert queued("factory") == []
+    assert Alert.objects.get(kind="dead_letter").acknowledged_at is None, "ops are still asked to redrive it"
 
 
 # purge_dead_letters
