@@ -1,7 +1,8 @@
 # SKUs compare exactly (inventory.Product.sku), and so must every column that carries one: a subscription's
 # SKU (or subscribing to glazed found the subscription to GLAZED, and GLAZED coming back pushed glazed's
 # subscribers) and alert dedupe keys (or glazed selling out was held back in GLAZED's group, under a lock
-# stripe that was not the group's).
+# stripe that was not the group's). Forward only once rows differing only in case or accents exist: back
+# under the case-blind collation their unique keys collide (MariaDB error 1062).
 
 from django.db import migrations, models
 
