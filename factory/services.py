@@ -583,22 +583,16 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
     resolved only once the broker took it: None when it did not (the dead letter waits as before). With
     dry_run, says what it would do and changes nothing.
     """
+    if not dead_letter.restock_id:  # set when it is written, never changed
+        return _task_redrive(dead_letter, by=by, user=user, dry_run=dry_run)
     if dry_run:
-        if not dead_letter.restock_id:
-            return dead_letter.redriven_at is None
         return _restock_reopenable(dead_letter.restock_id)
     with transaction.atomic():
-        if dead_letter.restock_id:
-            # The restock before its dead letter, in the order the receipt takes them (product, restock,
-            # dead letter): a late callback arriving during a redrive waits for it instead of deadlocking.
-            list(Restock.objects.select_for_update().filter(pk=dead_letter.restock_id).values_list("pk"))
+        # The restock before its dead letter, in the order the receipt takes them (product, restock, dead
+        # letter): a late callback arriving during a redrive waits for it instead of deadlocking.
+        list(Restock.objects.select_for_update().filter(pk=dead_letter.restock_id).values_list("pk"))
         locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
-        if not locked.restock_id:
-            if locked.redriven_at is not None:
-                logger.info("dead letter %s: sent again already; nothing to redrive", locked.pk)
-                return False
-            _mark_redriven(locked, by)  # claimed: a concurrent redrive of it finds nothing to do
-        elif not _restock_reopen(locked.restock_id):
+        if not _restock_reopen(locked.restock_id):
             logger.info(
                 "dead letter %s: restock %s is no longer failed, or its product has another open restock; "
                 "nothing to redrive",
@@ -608,12 +602,24 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
             if locked.redriven_at is None:  # settled some other way: resolved, though nothing was sent
                 _dead_letter_settled(locked, by=by, user=user)
             return False
-        else:
-            _mark_redriven(locked, by)
-            _dead_letter_resolved(locked, user)
-            # Records the dispatch; the sweep resends it if the broker is away.
-            transaction.on_commit(partial(restock_dispatch, locked.restock_id))
-            return True
+        _mark_redriven(locked, by)
+        _dead_letter_resolved(locked, user)
+        # Records the dispatch; the sweep resends it if the broker is away.
+        transaction.on_commit(partial(restock_dispatch, locked.restock_id))
+    return True
+
+
+def _task_redrive(dead_letter: DeadLetter, *, by: str, user, dry_run: bool) -> bool | None:
+    """dead_letter_redrive of a dead letter of no restock: its message is sent again as it was, and as no
+    sweep resends it, the dead letter is resolved only once the broker took it."""
+    if dry_run:
+        return dead_letter.redriven_at is None
+    with transaction.atomic():
+        locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
+        if locked.redriven_at is not None:
+            logger.info("dead letter %s: sent again already; nothing to redrive", locked.pk)
+            return False
+        _mark_redriven(locked, by)  # claimed: a concurrent redrive of it finds nothing to do
     # Explicit queue: the one the message ran on when it failed, which the routes may since have changed.
     if not task_publish(locked.task_name, locked.args, kwargs=locked.kwargs, queue=locked.queue):
         DeadLetter.objects.filter(pk=locked.pk).update(
