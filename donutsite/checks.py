@@ -12,6 +12,10 @@ handed to a second worker.
 from django.conf import settings
 from django.core import checks
 
+# The tag of the checks that a worker runs before it starts (donutsite/celery.py): any app's settings
+# that could let a task run twice or be cut off.
+TIMING_TAG = "timing"
+
 # Celery pools that enforce no time limit (celery/concurrency/thread.py and solo.py ignore them).
 POOLS_WITHOUT_TIME_LIMITS = ("threads", "solo")
 
@@ -55,6 +59,6 @@ def task_bound(pool: str) -> str:
     )
 
 
-@checks.register()
+@checks.register(TIMING_TAG)
 def check_timing(app_configs=None, **kwargs):
     return [checks.Error(problem, id="donutsite.E001") for problem in timing_problems()]

@@ -331,6 +331,10 @@ FCM_CREDENTIALS_FILE = env.str("FCM_CREDENTIALS_FILE", default="")
 FCM_ACCESS_TOKEN = env.str("FCM_ACCESS_TOKEN", default="")
 FCM_OPS_TOPIC = env.str("FCM_OPS_TOPIC", default="ops-alerts")
 SLACK_MIN_SEVERITY = env.str("SLACK_MIN_SEVERITY", default="info")
+# How long one call to Slack or FCM may wait to connect and for each read. A send (Slack: with its one
+# retry) must end before the notification tasks' soft time limit: notifications/checks.py.
+SLACK_TIMEOUT_SECONDS = env.float("SLACK_TIMEOUT_SECONDS", default=3.0)
+FCM_TIMEOUT_SECONDS = env.float("FCM_TIMEOUT_SECONDS", default=5.0)
 FCM_MIN_SEVERITY = env.str("FCM_MIN_SEVERITY", default="critical")
 ALERT_GROUP_WINDOW_SECONDS = env.int("ALERT_GROUP_WINDOW_SECONDS", default=300)
 # A critical alert held back by grouping that names something new (a SKU) goes out in a summary this soon

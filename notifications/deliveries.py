@@ -18,7 +18,7 @@ from notifications.channels.base import Message
 from notifications.channels.registry import channel_get, channels_for
 from notifications.devices import device_deactivate
 from notifications.errors import ChannelError, DeliveryRetry, TokenUnregistered
-from notifications.limits import CLAIM_LEASE
+from notifications.limits import CLAIM_LEASE, cut_short_as_transient
 from notifications.models import Alert, AlertDelivery, Device
 
 logger = logging.getLogger(__name__)
@@ -129,10 +129,11 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
         return "failed"
     message = message_for(delivery.alert)
     try:
-        if delivery.channel == AlertDelivery.Channel.FCM:
-            channel.send_to_topic(settings.FCM_OPS_TOPIC, message)
-        else:
-            channel.send(message)
+        with cut_short_as_transient(delivery.channel):
+            if delivery.channel == AlertDelivery.Channel.FCM:
+                channel.send_to_topic(settings.FCM_OPS_TOPIC, message)
+            else:
+                channel.send(message)
     except ChannelError as exc:
         too_old = delivery.alert.created_at < now - timedelta(seconds=settings.NOTIFICATIONS_GIVE_UP_AFTER_SECONDS)
         # Even an old alert gets its round of retries (ops may send one again from the admin).

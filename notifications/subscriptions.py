@@ -1,6 +1,7 @@
 """Back-in-stock subscriptions: a customer's device wants one push when a SKU comes back."""
 
 import logging
+import time
 from datetime import timedelta
 from functools import partial
 
@@ -14,7 +15,7 @@ from notifications.channels.base import Message
 from notifications.channels.registry import channel_get, fcm_configured
 from notifications.devices import device_deactivate, device_get
 from notifications.errors import ChannelError, TokenUnregistered
-from notifications.limits import CLAIM_LEASE
+from notifications.limits import CLAIM_LEASE, RUN_SECONDS, cut_short_as_transient
 from notifications.models import AlertDelivery, Severity, Subscription
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def back_in_stock_resend(*, limit: int = 100) -> int:
     return resent
 
 
-def back_in_stock_send(sku: str, *, batch_size: int = 200) -> int:
+def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = RUN_SECONDS) -> int:
     """Push "back in stock" to every subscriber of `sku` owed one; a subscription is used up only once FCM
     accepted its push. Returns how many were sent.
 
@@ -81,7 +82,8 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200) -> int:
     never push one subscription twice, and no transaction is open during a send. A transient FCM failure
     (FCM down, its quota used up) ends the run: that push and the rest stay due for the sweep, so
     thousands of subscribers cost FCM one failed call per sweep, not one each. An unregistered token
-    deactivates the device.
+    deactivates the device. After `run_seconds` the run starts no new push and hands the rest to a new
+    run at once (thousands of subscribers take longer than a task may run).
     """
     channel = channel_get(AlertDelivery.Channel.FCM)
     if channel is None:
@@ -94,7 +96,7 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200) -> int:
         kind="back_in_stock",
         data={"kind": "back_in_stock", "sku": sku},
     )
-    started = timezone.now()
+    started, stop_at = timezone.now(), time.monotonic() + run_seconds
     sent, after = 0, 0
     while True:
         batch = list(
@@ -108,6 +110,11 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200) -> int:
             return sent
         after = batch[-1].pk
         for subscription in batch:
+            if time.monotonic() >= stop_at:
+                # The soft time limit would end this run in the middle of a push, and the rest would wait
+                # for the sweep. If the broker refuses the new run, the sweep still sends them.
+                back_in_stock_dispatch(sku)
+                return sent
             outcome = _push(channel, message, subscription)
             if outcome == "transient":
                 return sent
@@ -125,7 +132,8 @@ def _push(channel, message: Message, subscription: Subscription) -> str:
     if not owned:
         return "skipped"
     try:
-        channel.send_to_token(subscription.device.token, message)
+        with cut_short_as_transient(channel.name):
+            channel.send_to_token(subscription.device.token, message)
     except TokenUnregistered as exc:
         Subscription.objects.filter(pk=subscription.pk).update(due_at=None)
         device_deactivate(subscription.device_id, reason=str(exc))

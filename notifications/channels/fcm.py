@@ -123,11 +123,11 @@ class FcmChannel:
         from django.conf import settings
 
         channel = cls(
-            getattr(settings, "FCM_ENDPOINT", DEFAULT_ENDPOINT) or DEFAULT_ENDPOINT,
-            getattr(settings, "FCM_PROJECT_ID", ""),
-            credentials_file=getattr(settings, "FCM_CREDENTIALS_FILE", ""),
-            access_token=getattr(settings, "FCM_ACCESS_TOKEN", ""),
-            timeout=getattr(settings, "FCM_TIMEOUT_SECONDS", 5.0),
+            settings.FCM_ENDPOINT or DEFAULT_ENDPOINT,
+            settings.FCM_PROJECT_ID,
+            credentials_file=settings.FCM_CREDENTIALS_FILE,
+            access_token=settings.FCM_ACCESS_TOKEN,
+            timeout=settings.FCM_TIMEOUT_SECONDS,
         )
         return channel if channel.is_configured else None
 

@@ -43,6 +43,16 @@ FALLBACK_TEXT_MAX = 3000
 # Statuses worth retrying later; every other 4xx is a problem with the webhook or the payload itself.
 TRANSIENT_4XX = {408, 429}
 
+# The longest Retry-After waited out in the send itself; a longer one goes back to the caller.
+RATE_LIMIT_WAIT_MAX = 2.0
+
+
+def send_bound(timeout: float, max_rate_limit_wait: float = RATE_LIMIT_WAIT_MAX) -> float:
+    """The longest `SlackChannel.send` takes when each call ends within its timeout: two calls (the one
+    retry) and the wait between them (Retry-After plus up to 1 s of jitter, or slack_sdk's backoff of at
+    most 1.5 s after a failed connection)."""
+    return 2 * timeout + max(max_rate_limit_wait + 1, 1.5)
+
 
 def escape(text: str) -> str:
     """Escape Slack's mrkdwn control characters so user text cannot form links or @channel mentions."""
@@ -171,7 +181,7 @@ class SlackChannel:
 
     name = "slack"
 
-    def __init__(self, webhook_url: str, timeout: float = 5.0, *, max_rate_limit_wait: float = 5.0):
+    def __init__(self, webhook_url: str, timeout: float = 3.0, *, max_rate_limit_wait: float = RATE_LIMIT_WAIT_MAX):
         self.webhook_url = webhook_url
         self.timeout = timeout
         self.client = WebhookClient(
@@ -190,10 +200,9 @@ class SlackChannel:
     def from_settings(cls) -> "SlackChannel | None":
         from django.conf import settings
 
-        url = getattr(settings, "SLACK_WEBHOOK_URL", "")
-        if not url:
+        if not settings.SLACK_WEBHOOK_URL:
             return None
-        return cls(url, timeout=getattr(settings, "SLACK_TIMEOUT_SECONDS", 5.0))
+        return cls(settings.SLACK_WEBHOOK_URL, timeout=settings.SLACK_TIMEOUT_SECONDS)
 
     @property
     def is_configured(self) -> bool:

@@ -1,5 +1,7 @@
 """Delivering alerts and back-in-stock pushes to real local stand-ins for Slack and FCM."""
 
+import signal
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -12,8 +14,26 @@ from notifications import alerts, deliveries, errors, subscriptions
 from notifications.channels import registry
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from testsupport.data import critical_alert, make_api_client, make_product
+from testsupport.queues import broker, queued
 
 pytestmark = pytest.mark.django_db
+
+
+@contextmanager
+def soft_time_limit_in(seconds: float):
+    """SoftTimeLimitExceeded raised from a signal handler wherever this process is after `seconds`, as the
+    prefork pool's soft time limit raises it in a task (billiard signals the child)."""
+
+    def soft_limit(signum, frame):
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def send_all(alert):
@@ -65,6 +85,22 @@ def test_a_transient_failure_is_retried_then_left_for_the_sweep_and_sent_when_sl
     assert deliveries.delivery_send(delivery.pk) == "sent"
     assert len(slack.received) == 3
     assert Alert.objects.count() == 1, "a channel's own failure raises no alert about itself"
+
+
+def test_a_send_the_time_limit_cut_short_is_retried_at_once_not_after_the_claim_lease(channels_at, slack):
+    # Slack connecting slowly (a connection retry, a rate-limit wait) can outlast the task's soft limit.
+    alert = critical_alert()
+    delivery = AlertDelivery.objects.get(alert=alert, channel="slack")
+    slack.hang_next()
+
+    with soft_time_limit_in(0.3), pytest.raises(errors.DeliveryRetry):
+        deliveries.delivery_send(delivery.pk)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.claimed_at) == ("pending", None), "let go for the retry, not held 60 s"
+    assert "soft time limit" in delivery.last_error
+    assert deliveries.delivery_send(delivery.pk) == "sent"
+    assert len(slack.received) == 2
 
 
 def test_a_delivery_still_failing_when_its_alert_is_a_day_old_is_given_up(channels_at, slack, settings):
@@ -223,6 +259,42 @@ def test_a_transient_fcm_failure_leaves_the_subscription_owed_until_a_push_is_ac
     assert subscriptions.back_in_stock_send("VIRAL") == 1
     assert Subscription.objects.get().notified_at is not None
     assert [r["body"]["message"]["token"] for r in fcm.received] == ["customer-token-1"] * 2, "refused, accepted"
+
+
+def test_a_run_of_pushes_past_its_time_hands_the_rest_to_a_new_run_at_once(channels_at, fcm):
+    # Thousands of subscribers take longer than a task may run: the soft limit would cut a push in half and
+    # the rest would wait for the sweep.
+    for i in range(8):
+        Subscription.objects.create(device=Device.objects.create(token=f"customer-{i}", platform="ios"), sku="VIRAL")
+    announce("VIRAL")
+    broker().delete("notifications")
+    fcm.latency_seconds = 0.05
+
+    sent = subscriptions.back_in_stock_send("VIRAL", run_seconds=0.12)
+
+    assert 1 <= sent < 8
+    assert len(fcm.received) == sent, "no push started past the run's time"
+    rest = Subscription.objects.filter(notified_at__isnull=True)
+    assert rest.count() == 8 - sent and all(s.due_at <= timezone.now() for s in rest), "due now, not claimed"
+    assert queued("notifications") == [("notifications.back_in_stock", ["VIRAL"])], "a new run is on its way"
+    fcm.latency_seconds = 0
+    assert subscriptions.back_in_stock_send("VIRAL") == 8 - sent
+
+
+def test_a_push_the_time_limit_cut_short_is_owed_again_and_ends_the_run(channels_at, fcm):
+    for i in range(2):
+        Subscription.objects.create(device=Device.objects.create(token=f"customer-{i}", platform="ios"), sku="VIRAL")
+    announce("VIRAL")
+    fcm.hang_next()
+
+    with soft_time_limit_in(0.3):
+        assert subscriptions.back_in_stock_send("VIRAL") == 0
+
+    cut = Subscription.objects.get(device__token="customer-0")
+    assert cut.notified_at is None
+    resend_at = timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
+    assert abs((cut.due_at - resend_at).total_seconds()) < 5, "owed again after the usual wait, not the lease"
+    assert Subscription.objects.get(device__token="customer-1").notified_at is None
 
 
 @pytest.mark.django_db(transaction=True)  # a sale is a durable transaction of its own

@@ -14,7 +14,7 @@ from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
-from notifications import alerts, limits, subscriptions
+from notifications import alerts, checks, limits, subscriptions
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from notifications.tasks import back_in_stock_task, deliver_task, sweep_task
 from testsupport.data import critical_alert
@@ -215,3 +215,12 @@ def test_every_notification_task_is_bounded_inside_the_claim_lease():
     assert {t.name for t in tasks} >= {"notifications.deliver", "notifications.back_in_stock", "notifications.sweep"}
     for task in tasks:
         assert task.soft_time_limit < task.time_limit < limits.CLAIM_LEASE.total_seconds(), task.name
+
+
+def test_channel_timeouts_that_could_outlast_the_tasks_soft_limit_are_refused(settings):
+    assert checks.timing_problems() == []
+    settings.SLACK_TIMEOUT_SECONDS = 5  # two calls and a rate-limit wait: 13 s
+    assert any("SLACK_TIMEOUT_SECONDS" in p for p in checks.timing_problems())
+    settings.SLACK_TIMEOUT_SECONDS = 3
+    settings.FCM_TIMEOUT_SECONDS = limits.TASK_SOFT_TIME_LIMIT - limits.RUN_SECONDS
+    assert any("FCM_TIMEOUT_SECONDS" in p for p in checks.timing_problems())
