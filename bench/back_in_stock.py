@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     fcm.start()
     # Before anything reads the settings (database_recreate does).
     os.environ.update(FCM_ENDPOINT=fcm.url, FCM_PROJECT_ID="donut-bench", FCM_ACCESS_TOKEN="bench-fcm-token")
-    database_recreate("BENCH_BIS_DATABASE_URL")
+    _, guard = database_recreate("BENCH_BIS_DATABASE_URL")  # held until the run ends
     import redis
 
     broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])

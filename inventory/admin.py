@@ -4,6 +4,7 @@ sales, movements and restocks are records to look at, never to edit by hand."""
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Exists, OuterRef, Q
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -31,6 +32,22 @@ class ViewOnly:
 
 class ReadOnlyAdmin(ViewOnly, admin.ModelAdmin):
     pass
+
+
+class LedgerAdmin(ReadOnlyAdmin):
+    """For the tables that grow with every sale (millions of rows after a few rushes). A page's rows are
+    read from the table alone, newest first down its primary key, and the products or clients they name
+    are fetched after them (`list_prefetch_related`): joined to a table of a few rows, MariaDB read the
+    small table first and sorted the whole big one for every page (10 s at 2 million sales, past the
+    database read timeout in production). Only the filtered count, not the full one beside it, and no
+    date_hierarchy, whose links are an aggregate over the whole table (docs/benchmarks.md, "Admin")."""
+
+    show_full_result_count = False
+    list_select_related = ()  # nullable foreign keys (LEFT JOINs, which MariaDB reads after this table) may be named
+    list_prefetch_related: tuple[str, ...] = ()
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related(*self.list_prefetch_related)
 
 
 # Products
@@ -197,22 +214,53 @@ class SaleLineInline(ViewOnly, admin.TabularInline):
 
 
 @admin.register(Sale)
-class SaleAdmin(ReadOnlyAdmin):
+class SaleAdmin(LedgerAdmin):
     list_display = ("id", "client", "total", "idempotency_key", "created_at")
     list_filter = ("client", "created_at")
-    list_select_related = ("client",)
-    # "id__exact" compares the id as text, so a search for a SKU does not fail on the integer column.
-    search_fields = ("id__exact", "lines__product__sku")
+    list_prefetch_related = ("client",)
+    search_fields = ("id",)  # shows the search box; get_search_results reads the term
+    search_help_text = "A sale's number, or a SKU (exactly) for the sales that include it."
     inlines = [SaleLineInline]
+
+    def get_search_results(self, request, queryset, search_term):
+        # By primary key, and for a SKU one EXISTS per sale read down it: search_fields would compare the
+        # id as text (no index) and take a DISTINCT over every sale joined to its lines (23 s at 2 million).
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q(pk__in=[])
+        if _number(term) is not None:
+            match |= Q(pk=_number(term))
+        product = Product.objects.filter(sku=term).first()
+        if product is not None:
+            match |= Q(Exists(SaleLine.objects.filter(sale=OuterRef("pk"), product=product)))
+        return queryset.filter(match), False
 
 
 @admin.register(StockMovement)
-class StockMovementAdmin(ReadOnlyAdmin):
+class StockMovementAdmin(LedgerAdmin):
     list_display = ("id", "created_at", "product", "kind", "quantity", "reason", "sale", "restock", "created_by")
-    list_filter = ("kind", "product")
-    list_select_related = ("product", "sale", "restock", "created_by")
-    date_hierarchy = "created_at"
-    search_fields = ("product__sku", "sale__id__exact", "reason")
+    list_filter = ("kind", "product", "created_at")
+    list_select_related = ("sale", "restock", "created_by")
+    list_prefetch_related = ("product",)
+    search_fields = ("reason",)
+    search_help_text = "A SKU (exactly), a sale's number, or words of the reason."
+
+    def get_search_results(self, request, queryset, search_term):
+        # A SKU or a sale's number through their indexes; the reason's words only when the term is neither
+        # (a LIKE over millions of rows, OR-ed with the others, made every search scan the whole ledger).
+        term = search_term.strip()
+        product = Product.objects.filter(sku=term).first() if term else None
+        if product is not None:
+            return queryset.filter(product=product), False
+        if _number(term) is not None:
+            return queryset.filter(sale_id=_number(term)), False
+        return super().get_search_results(request, queryset, search_term)
+
+
+def _number(term: str) -> int | None:
+    """The term as a row's id, if it can be one."""
+    return int(term) if term.isascii() and term.isdigit() and int(term) < 2**63 else None
 
 
 @admin.register(Restock)
@@ -237,13 +285,14 @@ class RestockAdmin(ReadOnlyAdmin):
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(ReadOnlyAdmin):
+class IdempotencyKeyAdmin(LedgerAdmin):
     """Kept visible for support ("why did my retry return the old sale?"); purged by the beat task
     inventory.idempotency_keys_purge once IDEMPOTENCY_KEY_TTL_HOURS old."""
 
     list_display = ("client", "key", "sale", "out_of_stock", "created_at")
     list_filter = ("client",)
-    list_select_related = ("client", "sale")
+    list_select_related = ("sale",)
+    list_prefetch_related = ("client",)
     search_fields = ("key",)
     exclude = ("request_hash",)
 

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -223,6 +225,24 @@ def test_without_a_sku_the_chart_shows_the_product_that_moved_last(admin_client)
     html = admin_client.get(DASHBOARD).content.decode()
 
     assert svgs(html)[0].find(f"{SVG}title").text == "Stock of B-BUSY over the last 24 hours"
+
+
+@pytest.mark.django_db
+def test_the_product_that_moved_last_is_found_down_the_ledger_not_through_a_join(admin_client):
+    """Joined to the products (a few rows), MariaDB read them first and sorted the whole ledger: 5 s at
+    4 million movements (docs/benchmarks.md, "Admin")."""
+    busy = make_product("B-BUSY", on_hand=10)
+    retired = make_product("R-RETIRED", on_hand=10)
+    Product.objects.filter(pk=retired.pk).update(is_active=False)
+    StockMovement.objects.create(product=busy, kind="adjustment", quantity=-1, reason="t")
+    StockMovement.objects.create(product=retired, kind="adjustment", quantity=-1, reason="t")
+
+    with CaptureQueriesContext(connection) as captured:
+        html = admin_client.get(DASHBOARD).content.decode()
+
+    assert svgs(html)[0].find(f"{SVG}title").text == "Stock of B-BUSY over the last 24 hours", "retired skipped"
+    ledger_reads = [q["sql"] for q in captured.captured_queries if "FROM `inventory_stockmovement`" in q["sql"]]
+    assert ledger_reads and not any(" JOIN " in sql for sql in ledger_reads), ledger_reads
 
 
 @pytest.mark.django_db
