@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from inventory.models import Restock
@@ -43,7 +43,10 @@ class FactoryOrderQuerySet(models.QuerySet):
         )
         stuck = Q(claimed_at__lt=claim_expired_before())
         not_claimed = Q(claimed_at__isnull=True) | stuck
-        return self.filter((not_claimed & (never_sent | parked_due | lost)) | stuck)
+        # A dead worker's claim stays stale until a message runs: resent once, then that resend is a
+        # message on its way like any other (`lost` if no worker took it), not one more at every sweep.
+        not_resent_since = Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=F("claimed_at"))
+        return self.filter((not_claimed & (never_sent | parked_due | lost)) | (stuck & not_resent_since))
 
 
 def restocks_never_sent():

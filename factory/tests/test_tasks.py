@@ -421,3 +421,25 @@ def test_a_failed_restock_whose_order_the_factory_had_after_all_is_received(fact
     assert (restock.status, restock.quantity_received) == ("fulfilled", 40)
     assert DeadLetter.objects.get().is_resolved and restocks_overdue() == []
     assert factory.requests[0]["path"] == f"/v1/orders?reference={restock.reference}"
+
+
+def test_a_restock_whose_worker_died_mid_call_is_resent_once_not_at_every_sweep(queues, settings):
+    # The worker was killed during the call: its claim outlived it, and the sweep hands the restock to the
+    # queue again. That message may wait there a while (a backlog, the factory workers still down), and
+    # the claim stays stale until it runs: the sweeps every few seconds must not add one message each.
+    from factory.services import reconcile
+
+    died = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 30)
+    restock = pending_restock(
+        attempt_count=1, dispatched_at=died - timedelta(seconds=1), next_attempt_at=died, claimed_at=died
+    )
+
+    assert reconcile()["restocks_resent"] == 1
+    assert reconcile()["restocks_resent"] == 0, "the resend is on its way"
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
+
+    # Lost too (no worker took it OUTBOX_RESEND_AFTER_SECONDS after it was sent): sent again, once.
+    later = timezone.now() - timedelta(seconds=settings.OUTBOX_RESEND_AFTER_SECONDS + 1)
+    FactoryOrder.objects.filter(restock=restock).update(dispatched_at=later, next_attempt_at=later)
+    assert reconcile()["restocks_resent"] == 1
+    assert reconcile()["restocks_resent"] == 0
