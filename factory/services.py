@@ -573,7 +573,8 @@ def dead_letters_redrive(dead_letters, *, by: str, user=None, dry_run: bool = Fa
 
 def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run: bool = False) -> bool | None:
     """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
-    a fresh attempt budget; its calls keep their numbers). Locks the restock's row, then the dead letter's.
+    a fresh attempt budget; its calls keep their numbers). Locks the product's row, the restock's, then
+    the dead letter's.
     Returns False, sending nothing, when there is nothing to do: the restock is no longer failed
     (redriven already, or settled since), or its product has another open restock by now; a dead letter
     of no restock was sent again already. So a repeat is harmless. Either way the dead letter is resolved
@@ -587,9 +588,14 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
         return _task_redrive(dead_letter, by=by, user=user, dry_run=dry_run)
     if dry_run:
         return _restock_reopenable(dead_letter.restock_id)
+    product_id = Restock.objects.filter(pk=dead_letter.restock_id).values_list("product_id", flat=True).first()
     with transaction.atomic():
-        # The restock before its dead letter, in the order the receipt takes them (product, restock, dead
-        # letter): a late callback arriving during a redrive waits for it instead of deadlocking.
+        # The product, the restock, then its dead letter, in the order the receipt takes them: a late
+        # callback arriving during a redrive waits for it instead of deadlocking. Reopening opens a restock,
+        # which only a holder of the product's lock may do (restocks_open): a sale that needs one meanwhile
+        # waits and finds this one, instead of inserting a second that the unique open_product refuses.
+        if product_id is not None:
+            products_lock([product_id])
         list(Restock.objects.select_for_update().filter(pk=dead_letter.restock_id).values_list("pk"))
         locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
         if not _restock_reopen(locked.restock_id):

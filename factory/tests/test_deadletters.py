@@ -413,6 +413,60 @@ def test_a_late_completion_arriving_during_a_redrive_waits_for_it_instead_of_dea
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_sale_that_needs_a_restock_during_the_redrive_of_its_failed_one_still_sells(queues, monkeypatch):
+    # The redrive reopens the product's failed restock while a sale takes the product to its reorder
+    # point: the sale must find the reopened restock (one open restock per product), not insert a second
+    # one that the unique open_product index refuses once the redrive commits (an IntegrityError: a 500
+    # for a buyer whose donut was there).
+    import threading
+
+    from django.db import connections
+
+    from factory import services
+    from inventory.services import SaleItem, sale_create
+    from testsupport.data import make_api_client, make_failed_restock, make_product
+
+    product = make_product("VIRAL", on_hand=5, reorder_point=5)
+    failed, dead_letter = make_failed_restock(product)
+    client, _ = make_api_client()
+    reopened, go = threading.Event(), threading.Event()
+    mark = services._mark_redriven
+
+    def mark_then_wait(locked, by):  # the restock is pending again, not committed yet
+        mark(locked, by)
+        reopened.set()
+        go.wait(5)
+
+    monkeypatch.setattr(services, "_mark_redriven", mark_then_wait)
+    outcomes = {}
+
+    def run_and_keep(name, fn):
+        try:
+            outcomes[name] = fn()
+        except Exception as exc:
+            outcomes[name] = exc
+        finally:
+            connections.close_all()
+
+    redrive = threading.Thread(target=run_and_keep, args=("redrive", lambda: run("redrive", str(dead_letter.pk))))
+    redrive.start()
+    assert reopened.wait(5)
+    sale = threading.Thread(
+        target=run_and_keep, args=("sale", lambda: sale_create(client=client, items=[SaleItem("VIRAL", 1)]))
+    )
+    sale.start()
+    sale.join(1)  # it reaches the restock check while the redrive holds its transaction open
+    go.set()
+    redrive.join(10)
+    sale.join(10)
+
+    assert not isinstance(outcomes["redrive"], Exception), outcomes["redrive"]
+    assert not isinstance(outcomes["sale"], Exception), outcomes["sale"]
+    assert outcomes["sale"].sale is not None
+    assert list(Restock.objects.open().filter(product=product).values_list("pk", flat=True)) == [failed.pk]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_dead_letters_all_redriven_before_their_summary_are_named_without_a_page(queues, settings):
     from notifications.alerts import alert_groups_flush
     from notifications.models import AlertGroup
