@@ -522,7 +522,9 @@ def product_update(*, product: Product, fields: list[str]) -> None:
     as a stock change would: a reorder point raised past the stock, or a product retired while low (never
     reordered while retired) put back on sale, does not wait for its next sale. A retired product put
     back on sale with stock owes its subscribers their back-in-stock push: stock that came while it was
-    retired was not announced (stock_adjust and the factory's receipt announce only a product on sale)."""
+    retired was not announced (stock_adjust and the factory's receipt announce only a product on sale).
+    One taken off sale withdraws the pushes still owed for it (back_in_stock_withdraw), as a sell-out does:
+    they wait for its return instead of saying "back" about a SKU the API refuses."""
     with transaction.atomic():
         locked = products_lock([product.pk])[product.pk]
         product.save(update_fields=[*fields, "updated_at"])
@@ -531,6 +533,8 @@ def product_update(*, product: Product, fields: list[str]) -> None:
             restocks_open([product], reason=Restock.Reason.REORDER_POINT)
         if product.is_active and not locked.is_active and locked.on_hand > 0:
             back_in_stock_announce(locked.sku)
+        elif locked.is_active and not product.is_active:
+            back_in_stock_withdraw(locked.sku)
 
 
 def product_subscribe(*, client, sku: str, device_id: int):

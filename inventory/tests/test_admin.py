@@ -463,6 +463,28 @@ def test_putting_a_retired_product_back_on_sale_tells_its_subscribers_if_it_has_
     assert (Subscription.objects.get().due_at is not None) is told
 
 
+def test_retiring_a_product_withdraws_the_back_in_stock_pushes_still_owed_for_it(admin_client, settings):
+    # It came back and its subscribers are owed a push (thousands, or FCM away: the sweep still has them),
+    # then ops take it off sale. Those pushes would tell people it is back while the API refuses its SKU,
+    # and use up their subscriptions: they wait for its next return, as when it sells out again.
+    from notifications.models import Device, Subscription
+
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"  # FCM configured
+    maple = make_product("MAPLE", on_hand=0)
+    Subscription.objects.create(device=Device.objects.create(token="customer-token-1", platform="ios"), sku="MAPLE")
+    stock_adjust(product=maple, quantity=50, reason="a tray came in")
+    assert Subscription.objects.get().due_at is not None, "owed"
+
+    url = reverse("admin:inventory_product_change", args=[maple.pk])
+    response = admin_client.post(url, product_form(Product.objects.get(pk=maple.pk), is_active=""))
+
+    assert response.status_code == 302 and not Product.objects.get(pk=maple.pk).is_active
+    subscription = Subscription.objects.get()
+    assert (subscription.due_at, subscription.notified_at) == (None, None), "withdrawn, not used up"
+    admin_client.post(url, product_form(Product.objects.get(pk=maple.pk), is_active="on"))
+    assert Subscription.objects.get().due_at is not None, "told when it is back on sale"
+
+
 @pytest.mark.parametrize(
     "on_hand, was_active, change",
     [(10, True, {"reorder_point": 30}), (3, False, {"is_active": "on"})],
