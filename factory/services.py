@@ -383,7 +383,14 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
     if restock.status not in (Restock.Status.PLACED, Restock.Status.FAILED):
         return "not placed"
     _order_row(restock.pk)
-    FactoryOrder.objects.filter(restock_id=restock.pk).update(last_polled_at=timezone.now())
+    # A claim, as restocks_overdue chooses: the sweep sends a poll at each run until one has asked, so with
+    # polls waiting behind a backlog several arrive together, and only the first calls the factory.
+    now = timezone.now()
+    not_just_asked = Q(last_polled_at__isnull=True) | Q(
+        last_polled_at__lte=now - timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS)
+    )
+    if not FactoryOrder.objects.filter(not_just_asked, restock_id=restock.pk).update(last_polled_at=now):
+        return "asked already"
     order_id = FactoryOrder.objects.filter(restock_id=restock.pk).values_list("order_id", flat=True).get()
     client = client or FactoryClient()
     order = client.get_order(order_id) if order_id else None

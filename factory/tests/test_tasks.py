@@ -443,3 +443,25 @@ def test_a_restock_whose_worker_died_mid_call_is_resent_once_not_at_every_sweep(
     FactoryOrder.objects.filter(restock=restock).update(dispatched_at=later, next_attempt_at=later)
     assert reconcile()["restocks_resent"] == 1
     assert reconcile()["restocks_resent"] == 0
+
+
+def test_an_overdue_order_is_asked_about_once_however_many_sweeps_sent_a_poll_meanwhile(factory, queues, settings):
+    # Polls wait in the `factory` queue behind the restocks. Until one runs the order still looks never
+    # asked, so each sweep (every few seconds) sends another; a backlog of a minute is a dozen polls per
+    # overdue order. Only the first may call the slow factory: the others find it asked just now.
+    from factory.services import reconcile
+
+    restock = placed_restock()
+    late = timezone.now() - timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS + 60)
+    Restock.objects.filter(pk=restock.pk).update(placed_at=late, expected_at=late)
+    reconcile()
+    reconcile()
+    polls = queues("factory")
+    assert polls == [("factory.restock_poll", [restock.pk])] * 2, "the sweep cannot see a poll on its way"
+    factory.answer(200, {**ORDER, "reference": restock.reference, "status": "in_production"})
+
+    outcomes = [run(restock_poll_task, *args) for _, args in polls]
+
+    assert len(factory.requests) == 1, factory.requests
+    assert outcomes[0] == "in_production"
+    assert Restock.objects.get(pk=restock.pk).status == "placed"
