@@ -482,7 +482,9 @@ def product_set_stock(
     """Bring a product's on-hand to `quantity` through an adjustment, updating the given fields.
 
     An unknown SKU is UnknownSku (its message names the closest SKUs) unless `create` is set, and then it
-    needs a name and a price: a typo must never add a product and order 100 of it from the factory."""
+    needs a name and a price: a typo must never add a product and order 100 of it from the factory. A
+    product on sale left at or below its (new) reorder point is reordered, whether or not its stock changed
+    (as product_update does for the admin)."""
     if quantity < 0:
         raise InvalidAdjustment("Stock cannot be negative.")
     if quantity > ON_HAND_MAX:
@@ -509,6 +511,8 @@ def product_set_stock(
         delta = quantity - locked.on_hand
         if delta:
             stock_adjust(product=locked, quantity=delta, reason=f"set_stock to {quantity}", user=user)
+        elif locked.needs_reorder and locked.is_active:  # stock_adjust's check, for a new reorder point alone
+            restocks_open([locked], reason=Restock.Reason.REORDER_POINT)
     product.refresh_from_db()
     selectors.forget_product_ids()
     return product

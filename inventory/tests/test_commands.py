@@ -185,6 +185,21 @@ def test_set_stock_on_a_retired_product_orders_nothing_from_the_factory(queues, 
     assert queues("factory") == [] and queues("factory_urgent") == []
 
 
+def test_set_stock_raising_the_reorder_point_past_the_stock_reorders(queues, django_capture_on_commit_callbacks):
+    # As the admin does (product_update): the stock count is unchanged, but the product is now at or below
+    # its reorder point, and the factory is asked now, not after the product's next sale.
+    make_product("GLAZED", on_hand=8, reorder_point=5, reorder_quantity=60)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run("set_stock", "GLAZED", "8", "--reorder-point", "10")
+
+    restock = Restock.objects.get(product__sku="GLAZED")
+    assert (restock.status, restock.reason, restock.quantity) == ("pending", "reorder_point", 60)
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
+    run("set_stock", "GLAZED", "8", "--reorder-point", "10")
+    assert Restock.objects.count() == 1, "still the one restock"
+
+
 def test_set_stock_refuses_more_stock_than_the_column_holds_and_changes_nothing():
     make_product("CINNAMON", on_hand=10)
 
