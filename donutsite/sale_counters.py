@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections import Counter
 
 import redis
@@ -31,6 +32,21 @@ _pending: Counter = Counter()
 _pending_lock = threading.Lock()
 _flush_lock = threading.Lock()  # one flush at a time, so a flush that returns has reached Redis
 _flusher_pid = 0  # the process whose flusher thread runs (threads do not survive gunicorn's fork)
+# A batch whose send failed, sent again as it was: a timeout may come after Redis ran the increments, so
+# each batch carries this process's name and a number, and Redis adds a batch only once (_BATCH_ADD).
+_unsent: tuple[int, dict] | None = None
+_sender = ("", 0)  # (this process's name for its batches, its pid): a forked child takes a new one
+_batch_number = 0
+SENT_MARK_SECONDS = 86400  # how long Redis remembers a process's last batch number after its last send
+_BATCH_ADD = """
+local sent = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) > sent then
+  for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  sent = tonumber(ARGV[1])
+end
+redis.call('SET', KEYS[2], sent, 'EX', ARGV[2])
+return sent
+"""
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -62,28 +78,44 @@ def count_sale_outcome(outcome: str, *, stockouts: int = 0) -> None:
 
 
 def counters_flush() -> bool:
-    """Send this process's pending counts to Redis; False if they are still pending (Redis down)."""
-    global _counters_paused_until
+    """Send this process's pending counts to Redis; False if they are still pending (Redis down).
+
+    A batch whose send failed is sent again first, under its own number: a timeout does not say whether
+    Redis ran the increments (a Redis slower than WEB_DEPENDENCY_TIMEOUT_SECONDS answers after the
+    client gave up), and Redis skips a batch it already added, so no sale is counted twice."""
+    global _counters_paused_until, _unsent, _batch_number, _sender
     with _flush_lock:
         if time.monotonic() < _counters_paused_until:
             return False
-        with _pending_lock:
-            counts = dict(_pending)
-            _pending.clear()
-        if not counts:
-            return True
-        try:
-            pipe = redis_client(settings.REDIS_URL).pipeline()  # MULTI/EXEC: all of them or none
-            for name, n in counts.items():
-                pipe.hincrby(counters_key(), name, n)
-            pipe.execute()
-            return True
-        except (redis.RedisError, OSError) as exc:
-            with _pending_lock:
-                _pending.update(counts)  # adds them back
-            _counters_paused_until = time.monotonic() + COUNTERS_PAUSE_SECONDS
-            logger.warning("metrics: Redis unavailable, %s sale outcomes wait in this process (%r)", counts, exc)
-            return False
+        if _sender[1] != os.getpid():
+            _sender, _batch_number, _unsent = (uuid.uuid4().hex, os.getpid()), 0, None
+        for _ in range(2):  # the batch a failed send left, then what was counted since
+            if _unsent is None:
+                with _pending_lock:
+                    counts = dict(_pending)
+                    _pending.clear()
+                if not counts:
+                    return True
+                _batch_number += 1
+                _unsent = (_batch_number, counts)
+            number, counts = _unsent
+            try:
+                # One script: all of the batch or none, and only once.
+                redis_client(settings.REDIS_URL).eval(
+                    _BATCH_ADD,
+                    2,
+                    counters_key(),
+                    f"{counters_key()}:sent:{_sender[0]}",
+                    number,
+                    SENT_MARK_SECONDS,
+                    *(v for name, n in counts.items() for v in (name, n)),
+                )
+            except (redis.RedisError, OSError) as exc:
+                _counters_paused_until = time.monotonic() + COUNTERS_PAUSE_SECONDS
+                logger.warning("metrics: Redis unavailable, %s sale outcomes wait in this process (%r)", counts, exc)
+                return False
+            _unsent = None
+        return True
 
 
 def _counters_flush_forever():

@@ -3,9 +3,9 @@
 gunicorn runs several processes, so every figure is read at scrape time from what they share: the
 database (aggregate queries, bounded to the last 24 h where the rows pile up) and Redis. The sales
 endpoint's answers are counted in a hash on REDIS_URL (donutsite/sale_counters.py); each process sends
-its counts there in one MULTI/EXEC every half second, not one round trip per sale; the Celery queue
-depths are LLENs on the broker. Both are read with the web's short Redis timeout
-(donutsite/dependencies.py), so a scrape does not hang on a hung Redis.
+its counts there in one script call every half second (a batch is added once, however often it is
+sent), not one round trip per sale; the Celery queue depths are LLENs on the broker. Both are read
+with the web's short Redis timeout (donutsite/dependencies.py), so a scrape does not hang on a hung Redis.
 
 Access (never public): a request passes with `Authorization: Bearer <METRICS_TOKEN>` or from a
 REMOTE_ADDR inside METRICS_ALLOWED_IPS (addresses or networks). X-Forwarded-For is ignored on

@@ -1,8 +1,12 @@
 """/metrics: who may read it, and that its figures follow what really happened (MariaDB, Redis, broker)."""
 
+import socket
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -210,6 +214,65 @@ def test_counts_made_while_redis_is_down_arrive_when_it_is_back(client_app, sett
     settings.REDIS_URL = working_url
     sale_counters._counters_paused_until = 0.0  # the pause after a failure is over
     assert value(scrape(), "donut_sales_total", outcome="sold") == 1
+
+
+@contextmanager
+def redis_answering_late(url: str, delay: float):
+    """A TCP proxy in front of the Redis at `url` that passes each command on at once and, once the
+    yielded event is set, holds each answer `delay` seconds: a Redis slowed down (a fork for a snapshot, a
+    busy host). A client that gives up waiting sooner has had its command run all the same. Yields the
+    proxy's URL and the event."""
+    target = urlsplit(url)
+    listener = socket.create_server(("127.0.0.1", 0))
+    slow = threading.Event()
+
+    def pump(source, sink, late):
+        try:
+            while chunk := source.recv(65536):
+                if late and slow.is_set():
+                    time.sleep(delay)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                end.close()
+
+    def serve():
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((target.hostname, target.port or 6379))
+            threading.Thread(target=pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client, True), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}{target.path}", slow
+    finally:
+        listener.close()
+
+
+def test_counts_redis_took_while_its_answer_was_late_are_not_counted_twice(client_app, settings):
+    # The flush gives up after WEB_DEPENDENCY_TIMEOUT_SECONDS (0.05 s) and keeps the counts for the next
+    # one; but Redis had run the increments. Sent again, they must not be added a second time.
+    make_product("GLAZED", on_hand=5)
+    working_url = settings.REDIS_URL
+    with redis_answering_late(working_url, delay=0.3) as (late_url, slow):
+        settings.REDIS_URL = late_url
+        assert buy(client_app, ("GLAZED", 1)).status_code == 201
+        assert sale_counters.counters_flush() is True  # connected, and the sale counted
+        slow.set()
+        assert buy(client_app, ("GLAZED", 1)).status_code == 201
+        assert sale_counters.counters_flush() is False  # no answer in time (or the flusher thread's try)
+        time.sleep(0.5)  # the late answer arrives: Redis counted the second sale
+    settings.REDIS_URL = working_url
+    dependencies.breakers["redis"].close()
+    sale_counters._counters_paused_until = 0.0  # the pause after a failure is over
+
+    assert value(scrape(), "donut_sales_total", outcome="sold") == 2
 
 
 def test_while_redis_is_down_metrics_say_the_throttle_fails_open(client_app, settings):
