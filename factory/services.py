@@ -584,12 +584,12 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
     the dead letter's.
     Returns False, sending nothing, when there is nothing to do: the restock is no longer failed
     (redriven already, or settled since), or its product has another open restock by now; a dead letter
-    of no restock was sent again already. So a repeat is harmless. Either way the dead letter is resolved
-    where ops look: its alerts acknowledged (by `user` when a person did it) and its copy taken out of the
-    dead-letter queue. A restock's work is sent after commit (the sweep resends it if the broker is away);
-    the work of a dead letter of no restock, which no sweep resends, is sent first and the dead letter
-    resolved only once the broker took it: None when it did not (the dead letter waits as before). With
-    dry_run, says what it would do and changes nothing.
+    of no restock was sent again already. So a repeat is harmless. Either way the dead letter (with any
+    other of its reopened restock's) is resolved where ops look: its alerts acknowledged (by `user` when
+    a person did it) and its copy taken out of the dead-letter queue. A restock's work is sent after
+    commit (the sweep resends it if the broker is away); the work of a dead letter of no restock, which no
+    sweep resends, is sent first and the dead letter resolved only once the broker took it: None when it
+    did not (the dead letter waits as before). With dry_run, says what it would do and changes nothing.
     """
     if not dead_letter.restock_id:  # set when it is written, never changed
         return _task_redrive(dead_letter, by=by, user=user, dry_run=dry_run)
@@ -617,6 +617,10 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
             return False
         _mark_redriven(locked, by)
         _dead_letter_resolved(locked, user)
+        # Any other dead letter of the restock (it failed again after an earlier redrive of this one) is
+        # about the same work, sent again now: resolved too, not left waiting for a restock that is pending.
+        for other in DeadLetter.objects.unresolved().select_for_update().filter(restock_id=locked.restock_id):
+            _dead_letter_settled(other, by=by, user=user)
         # Records the dispatch; the sweep resends it if the broker is away.
         transaction.on_commit(partial(restock_dispatch, locked.restock_id))
     return True

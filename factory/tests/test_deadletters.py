@@ -114,6 +114,39 @@ def test_a_restock_that_failed_again_is_redriven_again(queues):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_redriving_an_older_dead_letter_of_a_restock_resolves_the_one_it_left_since(queues):
+    # Redriven once, the restock failed again: a second dead letter, with its critical alert. Ops redrive
+    # it by the first one's id (the id in an old message, or the whole list selected in the admin): the
+    # restock is sent again, and the second dead letter, about the very same work, is resolved too, not
+    # left open on the dashboard and in /metrics for a restock that is pending.
+    from factory.client import FactoryRejected
+    from factory.retries import dead_letter_record
+
+    first = make_dead_letter()
+    run("redrive", str(first.pk))
+    restock = restock_of(first)
+    Restock.objects.filter(pk=restock.pk).update(status="failed", closed_at=timezone.now())
+    second = dead_letter_record(
+        task_name=RESTOCK_PLACE,
+        task_id="task-again",
+        args=[restock.pk],
+        kwargs={},
+        queue="factory",
+        exc=FactoryRejected("409 Conflict", status_code=409),
+        traceback="",
+        attempts=1,
+        context={"restock_id": restock.pk, "sku": restock.product.sku},
+    )
+
+    out = run("redrive", str(first.pk))
+
+    assert restock_of(first).status == "pending" and out.endswith("1 dead letter sent again; 0 had " + NOTHING)
+    assert fresh(second).is_resolved, "its work was sent again"
+    assert DeadLetter.objects.unresolved().count() == 0
+    assert not Alert.objects.filter(kind="dead_letter", acknowledged_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_redrive_leaves_a_restock_that_was_settled_meanwhile(queues):
     dead_letter = make_dead_letter(restock_status="cancelled")
     other = make_dead_letter()  # still waiting: its copy and alert stay
