@@ -1,9 +1,10 @@
 """Firebase Cloud Messaging HTTP v1 adapter (`POST /v1/projects/{id}/messages:send`). HTTP only.
 
 Answers map to typed errors (https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode):
-200 -> the message name; 404 UNREGISTERED or 400 about the registration token -> TokenUnregistered (only
-for token sends); 429 QUOTA_EXCEEDED -> transient, Retry-After or at least 60 s as FCM asks; 5xx, timeouts
-and connection errors -> transient; 401/403 and other 4xx -> permanent.
+200 -> the message name; 404 UNREGISTERED, 403 SENDER_ID_MISMATCH or 400 about the registration token ->
+TokenUnregistered (only for token sends); 429 QUOTA_EXCEEDED -> transient, Retry-After or at least 60 s as
+FCM asks; 5xx, 408, timeouts and connection errors -> transient; 401/403 (our credentials or project, not
+the message) -> transient too, so a push is not used up by our mistake; other 4xx -> permanent.
 
 Auth is either a service-account JSON file (google-auth mints and refreshes OAuth tokens from its
 `token_uri`) or a fixed bearer token for test and staging endpoints.
