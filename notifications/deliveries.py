@@ -168,7 +168,15 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
 
 
 def _ops_phones_push(channel, message: Message, alert_id: int) -> None:
-    for device_id, token in Device.objects.filter(kind=Device.Kind.OPS, is_active=True).values_list("pk", "token"):
+    # One push per phone: ops devices have no client, so the one-device-per-client-and-token rule does not
+    # hold for them, and the admin lets ops add the same phone twice.
+    pushed = set()
+    for device_id, token in (
+        Device.objects.filter(kind=Device.Kind.OPS, is_active=True).order_by("pk").values_list("pk", "token")
+    ):
+        if token in pushed:
+            continue
+        pushed.add(token)
         try:
             channel.send_to_token(token, message)
         except TokenUnregistered as exc:

@@ -186,6 +186,31 @@ def test_an_unregistered_ops_phone_is_deactivated(channels_at, fcm):
     assert not gone.is_active and "UNREGISTERED" in gone.deactivated_reason.upper()
 
 
+def test_an_ops_phone_added_twice_in_the_admin_is_pushed_once(channels_at, fcm, admin_client):
+    # Ops devices have no client, and the one-device-per-client-and-token rule does not hold for a missing
+    # client: the admin lets ops add the same phone again (after a reinstall, or not seeing it in the list).
+    for _ in range(2):
+        response = admin_client.post(
+            "/admin/notifications/device/add/",
+            {
+                "kind": "ops",
+                "platform": "android",
+                "token": "ops-phone-twice",
+                "client": "",
+                "user_ref": "",
+                "is_active": "on",
+            },
+        )
+        assert response.status_code == 302
+    assert Device.objects.filter(token="ops-phone-twice", is_active=True).count() == 2
+    alert = critical_alert()
+
+    assert deliveries.delivery_send(AlertDelivery.objects.get(alert=alert, channel="fcm").pk) == "sent"
+
+    tokens = [r["body"]["message"].get("token") for r in fcm.received]
+    assert tokens.count("ops-phone-twice") == 1, "one phone, one push per alert"
+
+
 def announce(sku):
     """What a receipt that brings `sku` back does in its transaction (the message after commit is left out)."""
     with transaction.atomic():
