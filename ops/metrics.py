@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.http import Http404, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
 from prometheus_client import CollectorRegistry, generate_latest
@@ -326,6 +327,7 @@ def _refuse(code: str, message: str, status: int, headers: dict | None = None) -
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="metrics"'}
 
 
+@csrf_exempt  # a bearer token, no cookie: the CSRF check would answer any other method with its HTML 403
 def metrics_view(request):
     token = settings.METRICS_TOKEN
     if not token and not settings.METRICS_ALLOWED_IPS:

@@ -92,6 +92,18 @@ def test_the_probes_answer_get_and_head_only(client):
     assert client.post("/healthz").status_code == 405
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+@pytest.mark.parametrize("method", ["post", "put", "delete"])
+def test_another_method_on_a_probe_is_405_as_a_real_client_gets_it_not_a_csrf_page(path, method):
+    # Django's test client skips the CSRF check that every real request goes through.
+    client = Client(enforce_csrf_checks=True)
+
+    response = getattr(client, method)(path)
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"
+
+
 @pytest.fixture
 def sigterm_handler():
     """A SIGTERM handler standing in for gunicorn's worker (which starts its graceful stop); restored after."""

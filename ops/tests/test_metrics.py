@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from celery import current_app
+from django.test import Client
 from django.utils import timezone
 from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
@@ -146,6 +147,18 @@ def test_only_get_is_served(client):
 
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("method", ["post", "put", "delete"])
+def test_another_method_is_a_json_405_as_a_real_client_gets_it_not_a_csrf_page(method):
+    # Django's test client skips the CSRF check that every real request goes through.
+    client = Client(enforce_csrf_checks=True)
+
+    response = getattr(client, method)("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    assert response["Allow"] == "GET, HEAD"
 
 
 # --- sales counters (Redis) ---------------------------------------------------------------------------------
