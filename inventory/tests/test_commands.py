@@ -108,6 +108,7 @@ def test_set_stock_writes_the_difference_each_way():
         (["--reorder-point", "5000000000"], "--reorder-point must be 0 to 4294967295"),
         (["--price", "-1"], "--price: must be a price from 0"),
         (["--price", "abc"], "--price: must be a number"),
+        (["--price", "99999999.999"], "--price: must be a price from 0"),
     ],
     ids=[
         "reorder-qty-0",
@@ -116,6 +117,7 @@ def test_set_stock_writes_the_difference_each_way():
         "reorder-point-huge",
         "price-negative",
         "price-not-a-number",
+        "price-rounding-past-the-column",
     ],
 )
 def test_set_stock_refuses_bad_options_and_changes_nothing(args, message):

@@ -18,7 +18,8 @@ def _price(value: str) -> Decimal:
         price = Decimal(value)
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"must be a number, not {value!r}") from None
-    if not price.is_finite() or price < 0 or price >= Decimal("100000000"):
+    # Below 99999999.995, so that the rounding to cents below stays within the column (max 99999999.99).
+    if not price.is_finite() or price < 0 or price >= Decimal("99999999.995"):
         raise argparse.ArgumentTypeError(f"must be a price from 0 to 99999999.99, not {value!r}")
     return price.quantize(Decimal("0.01"))
 
