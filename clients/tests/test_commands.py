@@ -47,3 +47,11 @@ def test_create_api_key_refuses_a_name_in_use():
     assert ApiClient.objects.filter(name="till-9").count() == 1
     client.refresh_from_db()
     assert client.key_hash == ApiClient.hash_key(key), "the existing key still works"
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 101], ids=["empty", "blank", "too-long"])
+def test_create_api_key_refuses_a_name_the_admin_would_refuse_and_creates_nothing(name):
+    with pytest.raises(CommandError, match="name"):
+        run("create_api_key", name)
+
+    assert not ApiClient.objects.exists()

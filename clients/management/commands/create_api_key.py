@@ -11,6 +11,11 @@ class Command(BaseCommand):
         parser.add_argument("name")
 
     def handle(self, *args, name, **options):
+        # As the admin's form takes it: stripped, required, within the column (else a DataError traceback).
+        name = name.strip()
+        longest = ApiClient._meta.get_field("name").max_length
+        if not name or len(name) > longest:
+            raise CommandError(f"Give the client a name of 1 to {longest} characters.")
         client = ApiClient(name=name)
         key = client.set_new_key()
         try:
