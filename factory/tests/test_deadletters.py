@@ -326,6 +326,13 @@ def test_purge_refuses_a_negative_age(aged):
     assert len(remaining(aged)) == 3
 
 
+@pytest.mark.parametrize("days", ["36501", "99999999999"])
+def test_purge_refuses_an_age_past_the_calendar_with_a_message_not_a_traceback(aged, days):
+    with pytest.raises(CommandError, match="--older-than-days"):
+        run("purge_dead_letters", "--older-than-days", days, "--dry-run")
+    assert len(remaining(aged)) == 3
+
+
 def test_removing_a_copy_waits_on_a_hung_broker_no_longer_than_a_request_would(caplog):
     # It runs after a redrive commits, in the admin's request: it gives up at the web's short timeout
     # (timed by hand: 5 s per dead letter through kombu before) and leaves the broker's breaker alone, so

@@ -2,6 +2,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from factory.services import dead_letters_purge
 
+MAX_DAYS = 36_500
+
 
 class Command(BaseCommand):
     help = "Delete resolved (redriven) dead letters whose last failure is older than N days. Unresolved ones stay."
@@ -13,6 +15,8 @@ class Command(BaseCommand):
     def handle(self, *args, older_than_days, dry_run, **options):
         if older_than_days < 0:
             raise CommandError("--older-than-days cannot be negative.")
+        if older_than_days > MAX_DAYS:  # a cutoff before year 1 is an OverflowError traceback
+            raise CommandError(f"--older-than-days can be at most {MAX_DAYS} (a hundred years).")
         count = dead_letters_purge(older_than_days=older_than_days, dry_run=dry_run)
         what = f"resolved dead letter{'s' if count != 1 else ''} older than {older_than_days} days"
         if dry_run:
