@@ -149,6 +149,20 @@ def test_set_stock_on_an_unknown_sku_names_the_close_ones_and_creates_nothing():
     assert not Restock.objects.exists(), "no factory order for a typo"
 
 
+@pytest.mark.parametrize(
+    "sku", ["NEW ONE ", " NEWONE", "", "A" * 65], ids=["trailing-space", "leading-space", "empty", "too-long"]
+)
+def test_set_stock_create_refuses_a_sku_the_admin_would_refuse(sku):
+    # A SKU ending in a space would be sold and shown, but `?sku=` on the restock list never finds it (the
+    # column ignores trailing spaces, so the list refuses to match them); the admin's form strips them. One
+    # past the column was a DataError traceback.
+    with pytest.raises(CommandError, match="SKU"):
+        run("set_stock", sku, "5", "--create", "--name", "New one", "--price", "1.00")
+
+    assert not Product.objects.exists()
+    assert not Restock.objects.exists()
+
+
 def test_set_stock_create_needs_a_name_and_a_price():
     with pytest.raises(CommandError, match="needs a name and a price"):
         run("set_stock", "PISTACHIO", "40", "--create", "--price", "2.80")
