@@ -397,6 +397,9 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
     if order is None:
         order = client.find_order(restock.reference)
     if order is None:
+        if restock.status == Restock.Status.PLACED and _restock_place_again(restock.pk):
+            logger.warning("restock %s: the factory knows no order %s; placed again", restock.pk, restock.reference)
+            return "placed again"
         logger.warning("restock %s: the factory knows no order %s", restock.pk, restock.reference)
         return "unknown at the factory"
     if order.status not in RemoteOrder.FINISHED:
@@ -668,6 +671,29 @@ def _dead_letter_resolved(dead_letter: DeadLetter, user) -> None:
             alert_acknowledge(alert, user=user)
         alert_group_settle(dedupe_key)  # and the dead letters its window held back: no summary of them
     transaction.on_commit(partial(dead_letter_copy_remove, dead_letter.pk))
+
+
+def _restock_place_again(restock_id: int) -> bool:
+    """A placed restock whose order the factory does not have, by its id nor by our reference (its order
+    object is the source of truth): it is pending again and sent again under the same reference, with a
+    fresh attempt budget. Otherwise it would stay open for ever, and the product, which may have only one
+    open restock, could never be ordered again. Safe if the factory had the order after all: an order with
+    that reference is answered as the existing one (200), not made twice."""
+    with transaction.atomic():
+        again = Restock.objects.placed().filter(pk=restock_id).update(
+            status=Restock.Status.PENDING, placed_at=None, expected_at=None
+        )
+        if again:
+            FactoryOrder.objects.filter(restock_id=restock_id).update(
+                order_id="",
+                attempts_before_redrive=F("attempt_count"),
+                claimed_at=None,
+                dispatched_at=None,
+                next_attempt_at=None,
+                last_error="the factory knew no such order when asked; placed again",
+            )
+            transaction.on_commit(partial(restock_dispatch, restock_id))
+    return bool(again)
 
 
 def _restock_reopenable(restock_id: int) -> bool:

@@ -217,15 +217,36 @@ def test_polling_an_order_still_in_production_updates_when_it_is_expected(factor
     assert order_of(restock).last_polled_at is not None
 
 
-def test_polling_an_order_the_factory_does_not_know_changes_nothing(factory):
+def test_a_placed_order_the_factory_does_not_know_is_placed_again_under_its_reference(
+    factory, queues, django_capture_on_commit_callbacks
+):
+    # Left placed, it stayed open for ever: the product (one open restock at most) was never ordered again.
     restock = placed_restock()
     factory.answer(404, {"error": "no such order"})  # by id
     factory.answer(200, {"results": []})  # by reference
 
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run(restock_poll_task, restock.pk) == "placed again"
+
+    assert factory.requests[1]["path"] == f"/v1/orders?reference={restock.reference}"
+    assert Restock.objects.get(pk=restock.pk).status == "pending"
+    assert queues("factory") == [("factory.restock_place", [restock.pk])], "on its way again, behind shortages"
+    factory.answer(202, {**ORDER, "order_id": "F-000999", "reference": restock.reference})
+    assert run(restock_place_task, restock.pk) == "placed"
+    assert json.loads(factory.requests[2]["body"])["reference"] == restock.reference
+    restock.refresh_from_db()
+    assert (restock.status, order_of(restock).order_id) == ("placed", "F-000999")
+
+
+def test_a_failed_restock_the_factory_does_not_know_waits_for_its_redrive(factory, queues):
+    restock = placed_restock()
+    Restock.objects.filter(pk=restock.pk).update(status="failed")
+    factory.answer(404, {"error": "no such order"})
+    factory.answer(200, {"results": []})
+
     assert run(restock_poll_task, restock.pk) == "unknown at the factory"
 
-    assert Restock.objects.get(pk=restock.pk).status == "placed"
-    assert factory.requests[1]["path"] == f"/v1/orders?reference={restock.reference}"
+    assert Restock.objects.get(pk=restock.pk).status == "failed" and queues("factory") == []
 
 
 def test_polling_a_restock_that_is_no_longer_placed_does_not_call_the_factory(factory):
