@@ -159,6 +159,10 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
         FactoryOrder.objects.filter(restock_id=restock.pk).update(
             order_id=result.order.order_id, claimed_at=None, next_attempt_at=None, last_error=""
         )
+        # The factory answers again: its "failed N calls in a row" warning is over, not escalated to the
+        # ops phones ALERT_ESCALATE_AFTER_SECONDS later about a trouble that has passed.
+        for alert in Alert.objects.filter(dedupe_key=FACTORY_DEGRADED, acknowledged_at__isnull=True):
+            alert_acknowledge(alert, user=None)
     logger.info("restock %s placed as factory order %s", restock.pk, result.order.order_id)
     return "placed"
 
@@ -183,6 +187,9 @@ def _record_failure(restock: Restock, exc: FactoryError) -> None:
         _alert_if_failing_in_a_row(restock, exc)
 
 
+FACTORY_DEGRADED = "factory_degraded"  # the alert's kind and dedupe key
+
+
 def _alert_if_failing_in_a_row(restock: Restock, exc: FactoryError) -> None:
     """Several failed calls in a row, whichever restocks they were for, mean the factory is in trouble."""
     streak = settings.FACTORY_FAILURE_STREAK_ALERT
@@ -190,11 +197,11 @@ def _alert_if_failing_in_a_row(restock: Restock, exc: FactoryError) -> None:
     succeeded = (FactoryAttempt.Outcome.ACCEPTED, FactoryAttempt.Outcome.REPLAYED)
     if len(latest) == streak and not any(outcome in succeeded for outcome in latest):
         alert_raise(
-            kind="factory_degraded",
+            kind=FACTORY_DEGRADED,
             severity="warning",
             title=f"The factory failed {streak} calls in a row",
             text=f"Last answer: {exc}. Restocks are retrying with backoff; they dead-letter if it goes on.",
-            dedupe_key="factory_degraded",
+            dedupe_key=FACTORY_DEGRADED,
             context={"sku": restock.product.sku, "restock_id": restock.pk, "error": str(exc)[:300]},
             correlation_id=restock.correlation_id,
         )

@@ -186,6 +186,23 @@ def test_failed_calls_in_a_row_warn_ops_that_the_factory_is_in_trouble(factory, 
     assert alert.severity == "warning" and alert.context["sku"] == "GLAZED"
 
 
+def test_the_factory_answering_again_closes_its_failing_in_a_row_warning(factory, settings):
+    # Left open, it was pushed to the ops phones ALERT_ESCALATE_AFTER_SECONDS later, long after the trouble.
+    settings.FACTORY_FAILURE_STREAK_ALERT = 2
+    restock = pending_restock()
+    for _ in range(2):
+        factory.answer(500, {"error": "boom"})
+        with pytest.raises(Exception):  # noqa: B017 - FactoryUnavailable, retried by the task
+            restock_place(restock.pk)
+    assert Alert.objects.get(kind="factory_degraded").acknowledged_at is None
+
+    factory.answer(202, {**ORDER, "reference": restock.reference})
+    assert restock_place(restock.pk) == "placed"
+
+    alert = Alert.objects.get(kind="factory_degraded")
+    assert alert.acknowledged_at is not None and alert.acknowledged_by is None
+
+
 def placed_restock() -> Restock:
     restock = pending_restock()
     Restock.objects.filter(pk=restock.pk).update(status="placed")
