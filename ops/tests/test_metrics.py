@@ -457,3 +457,6 @@ def test_a_stopped_beat_shows_as_sweeps_growing_old_in_metrics_and_the_probe(set
     assert value(scrape(), "donut_sweep_age_seconds", sweep="notifications.sweep") >= 120
     with pytest.raises(CommandError, match=r"notifications.sweep last finished 12\d s ago"):
         call_command("sweeps_alive")
+    for nonsense in ("nan", "inf", "-5", "0"):  # nan passed every check, a negative age failed every one
+        with pytest.raises(CommandError, match="positive number of seconds"):
+            call_command("sweeps_alive", "--max-age", nonsense)
