@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from donutsite.celery import task_publish
 from notifications.channels.base import Message
-from notifications.channels.registry import channel_get, channels_for
+from notifications.channels.registry import channel_get, channel_pause, channels_for, channels_paused
 from notifications.devices import device_deactivate
 from notifications.errors import ChannelError, DeliveryRetry, TokenUnregistered
 from notifications.limits import CLAIM_LEASE, cut_short_as_transient
@@ -110,17 +110,22 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
     the topic push, which every ops phone already got, go out again.
     """
     now = timezone.now()
-    claimed = (
-        AlertDelivery.objects.filter(pk=delivery_id, status=AlertDelivery.Status.PENDING)
-        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - CLAIM_LEASE))
-        .update(
-            attempts=F("attempts") + 1,
-            claimed_at=now,
-            # While this task and its retries own the row, the sweep leaves it alone.
-            resend_at=now + CLAIM_LEASE + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS),
-        )
+    claimable = AlertDelivery.objects.filter(pk=delivery_id, status=AlertDelivery.Status.PENDING).filter(
+        Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - CLAIM_LEASE)
+    )
+    paused = channels_paused()
+    claimed = claimable.exclude(channel__in=paused).update(
+        attempts=F("attempts") + 1,
+        claimed_at=now,
+        # While this task and its retries own the row, the sweep leaves it alone.
+        resend_at=now + CLAIM_LEASE + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS),
     )
     if not claimed:
+        # Its channel gave this process no answer lately: not tried, owed to the sweep.
+        if paused and claimable.filter(channel__in=paused).update(
+            claimed_at=None, resend_at=now + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
+        ):
+            return "later"
         return "not pending"
     delivery = AlertDelivery.objects.select_related("alert").get(pk=delivery_id)
     channel = channel_get(delivery.channel)
@@ -135,6 +140,8 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
             else:
                 channel.send(message)
     except ChannelError as exc:
+        if exc.transient and exc.status_code is None:
+            channel_pause(delivery.channel, str(exc))
         too_old = delivery.alert.created_at < now - timedelta(seconds=settings.NOTIFICATIONS_GIVE_UP_AFTER_SECONDS)
         # Even an old alert gets its round of retries (ops may send one again from the admin).
         given_up = too_old and delivery.attempts > settings.NOTIFICATIONS_MAX_RETRIES

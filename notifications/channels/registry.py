@@ -1,4 +1,8 @@
-"""Which channels exist, which are configured, and one adapter of each per process."""
+"""Which channels exist, which are configured, and one adapter of each per process; and which channels
+this process leaves alone for a while because they stopped answering."""
+
+import logging
+import time
 
 from django.conf import settings
 
@@ -13,6 +17,9 @@ _ADAPTERS = {
     AlertDelivery.Channel.FCM: FcmChannel,
 }
 _channels: dict[str, object] = {}
+_paused_until: dict[str, float] = {}
+
+logger = logging.getLogger(__name__)
 
 
 def channels_for(severity: str) -> list[str]:
@@ -39,5 +46,28 @@ def channel_get(name: str):
 
 
 def channels_forget() -> None:
-    """Drop the adapters built so far (settings changed, e.g. in tests)."""
+    """Drop the adapters built so far (settings changed, e.g. in tests), and the pauses."""
     _channels.clear()
+    _paused_until.clear()
+
+
+def channel_pause(name: str, reason: str) -> None:
+    """The channel gave no answer (hung, refused, timed out): this process calls it again only after
+    NOTIFICATIONS_RESEND_AFTER_SECONDS, when the sweep resends what waited. Otherwise a hung Slack holds
+    the process for its whole timeout once per delivery, and a critical page to FCM waits behind them."""
+    if not channel_paused(name):
+        logger.warning(
+            "%s gave no answer (%s): its deliveries wait for the sweep for the next %s s",
+            name,
+            reason,
+            settings.NOTIFICATIONS_RESEND_AFTER_SECONDS,
+        )
+    _paused_until[name] = time.monotonic() + settings.NOTIFICATIONS_RESEND_AFTER_SECONDS
+
+
+def channels_paused() -> list[str]:
+    return [name for name in _paused_until if channel_paused(name)]
+
+
+def channel_paused(name: str) -> bool:
+    return time.monotonic() < _paused_until.get(name, 0.0)

@@ -396,3 +396,31 @@ def test_a_grouped_alerts_messages_name_every_sku_it_covers(channels_at, slack, 
     assert "MAPLE" in posted["text"] and "VIRAL, MAPLE" in str(posted["blocks"])
     push = fcm.received[0]["body"]["message"]["notification"]
     assert "MAPLE" in push["title"] and "VIRAL, MAPLE" in push["body"]
+
+
+def test_a_channel_that_stopped_answering_is_not_waited_on_again_by_every_delivery(channels_at, slack, fcm, settings):
+    """Slack hung holds a notifications process for its whole timeout per delivery: with a rush's sold-out
+    alerts pending, each process spent every few seconds on Slack again, and a critical page to FCM waited
+    behind them (measured: 37-49 s, the queue growing). After a channel gave no answer, the process leaves
+    its other deliveries to the sweep instead of calling it again, and the other channels go out at once."""
+    settings.SLACK_TIMEOUT_SECONDS = 0.5
+    registry.channels_forget()
+    first = critical_alert()
+    with transaction.atomic():
+        second = alerts.alert_raise(kind="dead_letter", severity="critical", title="Dead letter on MATCHA")
+    slack.hang_next(times=2)
+
+    with pytest.raises(errors.DeliveryRetry):
+        deliveries.delivery_send(AlertDelivery.objects.get(alert=first, channel="slack").pk)
+    second_slack = AlertDelivery.objects.get(alert=second, channel="slack")
+    assert deliveries.delivery_send(second_slack.pk) == "later", "not another timeout on a Slack that is hung"
+    assert deliveries.delivery_send(AlertDelivery.objects.get(alert=second, channel="fcm").pk) == "sent"
+
+    assert len(slack.received) == 1
+    second_slack.refresh_from_db()
+    assert (second_slack.status, second_slack.attempts, second_slack.claimed_at) == ("pending", 0, None)
+    assert second_slack.resend_at > timezone.now(), "owed: the sweep sends it once the pause is over"
+    slack.clear()  # Slack answers again
+    registry.channels_forget()  # and the pause is over (a new process, or its time passed)
+    AlertDelivery.objects.filter(pk=second_slack.pk).update(resend_at=timezone.now())
+    assert deliveries.delivery_send(second_slack.pk) == "sent"
