@@ -18,7 +18,7 @@ from notifications.channels.base import Message
 from notifications.channels.registry import channel_get, channel_pause, channels_for, channels_paused
 from notifications.devices import device_deactivate
 from notifications.errors import ChannelError, DeliveryRetry, TokenUnregistered
-from notifications.limits import CLAIM_LEASE, cut_short_as_transient
+from notifications.limits import CLAIM_LEASE, RETRY_AFTER_MAX_SECONDS, cut_short_as_transient
 from notifications.models import Alert, AlertDelivery, Device
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
             _delivery_failed(delivery, str(exc))
             return "failed"
         if final_attempt or exc.retry_after:
-            wait = max(exc.retry_after or 0, settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
+            wait = min(max(exc.retry_after or 0, settings.NOTIFICATIONS_RESEND_AFTER_SECONDS), RETRY_AFTER_MAX_SECONDS)
             AlertDelivery.objects.filter(pk=delivery_id).update(
                 claimed_at=None, last_error=str(exc)[:2000], resend_at=timezone.now() + timedelta(seconds=wait)
             )

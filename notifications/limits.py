@@ -24,6 +24,11 @@ RUN_SECONDS = 4
 # Longer than TASK_TIME_LIMIT: a claim older than this belongs to a task that died.
 CLAIM_LEASE = timedelta(seconds=60)
 
+# The longest wait a channel's Retry-After may impose on a delivery (as FACTORY_RETRY_AFTER_MAX_SECONDS for
+# the factory): a Slack, FCM or proxy answering a year, or an infinite or far-future date, must not park an
+# alert for that long.
+RETRY_AFTER_MAX_SECONDS = 900
+
 
 @contextmanager
 def cut_short_as_transient(channel: str):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from notifications import alerts, deliveries, errors, subscriptions
 from notifications.channels import registry
+from notifications.limits import RETRY_AFTER_MAX_SECONDS
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from testsupport.data import critical_alert, make_api_client, make_product
 from testsupport.queues import broker, queued
@@ -424,3 +425,19 @@ def test_a_channel_that_stopped_answering_is_not_waited_on_again_by_every_delive
     registry.channels_forget()  # and the pause is over (a new process, or its time passed)
     AlertDelivery.objects.filter(pk=second_slack.pk).update(resend_at=timezone.now())
     assert deliveries.delivery_send(second_slack.pk) == "sent"
+
+
+@pytest.mark.parametrize("retry_after", ["1e12", "inf", "Fri, 31 Dec 9999 23:59:59 GMT", "31536000"])
+def test_a_channels_absurd_retry_after_does_not_park_an_alert_for_years(channels_at, slack, retry_after):
+    """Slack or FCM (or a proxy in front of them) answering 429 with an absurd Retry-After: the delivery
+    raised OverflowError (left claimed, retried blind) or was parked for a year or millennia, never sent
+    and never given up. A wait is bounded, as the factory's Retry-After is."""
+    alert = critical_alert()
+    delivery = AlertDelivery.objects.get(alert=alert, channel="slack")
+    slack.fail_next(429, "rate_limited", {"Retry-After": retry_after})
+
+    assert deliveries.delivery_send(delivery.pk) == "later"
+
+    delivery.refresh_from_db()
+    assert delivery.status == "pending" and delivery.claimed_at is None
+    assert delivery.resend_at <= timezone.now() + timedelta(seconds=RETRY_AFTER_MAX_SECONDS + 1)
