@@ -6,6 +6,7 @@ caller may mark the returned string safe.
 """
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from html import escape
@@ -21,8 +22,13 @@ GRID_COLOUR = "#ddd"
 FONT = 'font-family="sans-serif" font-size="11"'
 
 
+# Characters XML 1.0 does not allow even escaped (control characters but tab and newlines, lone
+# surrogates): one in a title (`?sku=%00`) made the whole SVG unreadable to the browser.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _text(value) -> str:
-    return escape(str(value), quote=True)
+    return escape(_NOT_XML.sub("\ufffd", str(value)), quote=True)
 
 
 def _num(value: float) -> str:

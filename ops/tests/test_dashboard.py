@@ -370,6 +370,14 @@ def test_chart_text_is_escaped_and_the_svg_is_well_formed():
         assert nasty in [text.text for text in root.iter(f"{SVG}text")]
 
 
+def test_characters_xml_cannot_carry_are_replaced_so_the_svg_still_parses(admin_client):
+    svg = charts.line_chart([], title="A\x00B\x1bC\ud800", x_label="x", y_label="y", empty_message="m")
+
+    assert ET.fromstring(svg).find(f"{SVG}title").text == "A\ufffdB\ufffdC\ufffd"
+    html = admin_client.get(DASHBOARD, {"sku": "NUL\x00"}).content.decode()
+    assert "\x00" not in html and svgs(html), "the dashboard's charts still parse"
+
+
 def test_a_line_chart_draws_a_polyline_with_labelled_axes():
     start = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     points = [(start + timedelta(hours=h), level) for h, level in [(0, 10), (1, 40), (2, 25)]]
