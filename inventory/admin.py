@@ -38,8 +38,8 @@ class LedgerAdmin(ReadOnlyAdmin):
     """For the tables that grow with every sale (millions of rows after a few rushes). A page's rows are
     read from the table alone, newest first down its primary key, and the products or clients they name
     are fetched after them (`list_prefetch_related`): joined to a table of a few rows, MariaDB read the
-    small table first and sorted the whole big one for every page (10 s at 2 million sales, past the
-    database read timeout in production). Only the filtered count, not the full one beside it, and no
+    small table first and sorted the whole big one for every page (4-5 s at 2 million sales, 12 s for the
+    ledger: past the database read timeout in production). Only the filtered count, not the full one, and no
     date_hierarchy, whose links are an aggregate over the whole table (docs/benchmarks.md, "Admin")."""
 
     show_full_result_count = False
