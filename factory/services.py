@@ -687,8 +687,10 @@ def _restock_place_again(restock_id: int) -> bool:
     open restock, could never be ordered again. Safe if the factory had the order after all: an order with
     that reference is answered as the existing one (200), not made twice."""
     with transaction.atomic():
-        again = Restock.objects.placed().filter(pk=restock_id).update(
-            status=Restock.Status.PENDING, placed_at=None, expected_at=None
+        again = (
+            Restock.objects.placed()
+            .filter(pk=restock_id)
+            .update(status=Restock.Status.PENDING, placed_at=None, expected_at=None)
         )
         if again:
             FactoryOrder.objects.filter(restock_id=restock_id).update(

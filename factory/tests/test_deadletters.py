@@ -2,10 +2,12 @@
 queue, and `manage.py purge_dead_letters` clears out old resolved ones."""
 
 import json
+import threading
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connections
 from django.utils import timezone
 
 from factory.models import DeadLetter, FactoryOrder
@@ -29,6 +31,21 @@ def run(*args):
     out = StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
+
+
+def thread_keeping(outcomes: dict, name: str, fn) -> threading.Thread:
+    """A thread (not started) that runs `fn` on connections of its own and keeps what it returned or raised
+    in outcomes[name]."""
+
+    def run_and_keep():
+        try:
+            outcomes[name] = fn()
+        except Exception as exc:
+            outcomes[name] = exc
+        finally:
+            connections.close_all()
+
+    return threading.Thread(target=run_and_keep)
 
 
 def restock_of(dead_letter) -> Restock:
@@ -409,10 +426,6 @@ def test_a_late_completion_of_a_dead_lettered_restock_resolves_its_dead_letter(c
 
 @pytest.mark.django_db(transaction=True)
 def test_a_late_completion_arriving_during_a_redrive_waits_for_it_instead_of_deadlocking(client, queues, monkeypatch):
-    import threading
-
-    from django.db import connections
-
     from factory import services
 
     dead_letter = make_dead_letter()
@@ -428,18 +441,10 @@ def test_a_late_completion_arriving_during_a_redrive_waits_for_it_instead_of_dea
     monkeypatch.setattr(services, "_restock_reopen", reopen_after_the_callback_came)
     outcomes = {}
 
-    def run_and_keep(name, fn):
-        try:
-            outcomes[name] = fn()
-        except Exception as exc:
-            outcomes[name] = exc
-        finally:
-            connections.close_all()
-
-    redrive = threading.Thread(target=run_and_keep, args=("redrive", lambda: run("redrive", str(dead_letter.pk))))
+    redrive = thread_keeping(outcomes, "redrive", lambda: run("redrive", str(dead_letter.pk)))
     redrive.start()
     assert locked.wait(5)
-    completion = threading.Thread(target=run_and_keep, args=("callback", lambda: callback(client, restock)))
+    completion = thread_keeping(outcomes, "callback", lambda: callback(client, restock))
     completion.start()
     completion.join(0.5)  # it reaches the redrive's locks and waits
     go.set()
@@ -458,10 +463,6 @@ def test_a_sale_that_needs_a_restock_during_the_redrive_of_its_failed_one_still_
     # point: the sale must find the reopened restock (one open restock per product), not insert a second
     # one that the unique open_product index refuses once the redrive commits (an IntegrityError: a 500
     # for a buyer whose donut was there).
-    import threading
-
-    from django.db import connections
-
     from factory import services
     from inventory.services import SaleItem, sale_create
     from testsupport.data import make_api_client, make_failed_restock, make_product
@@ -480,20 +481,10 @@ def test_a_sale_that_needs_a_restock_during_the_redrive_of_its_failed_one_still_
     monkeypatch.setattr(services, "_mark_redriven", mark_then_wait)
     outcomes = {}
 
-    def run_and_keep(name, fn):
-        try:
-            outcomes[name] = fn()
-        except Exception as exc:
-            outcomes[name] = exc
-        finally:
-            connections.close_all()
-
-    redrive = threading.Thread(target=run_and_keep, args=("redrive", lambda: run("redrive", str(dead_letter.pk))))
+    redrive = thread_keeping(outcomes, "redrive", lambda: run("redrive", str(dead_letter.pk)))
     redrive.start()
     assert reopened.wait(5)
-    sale = threading.Thread(
-        target=run_and_keep, args=("sale", lambda: sale_create(client=client, items=[SaleItem("VIRAL", 1)]))
-    )
+    sale = thread_keeping(outcomes, "sale", lambda: sale_create(client=client, items=[SaleItem("VIRAL", 1)]))
     sale.start()
     sale.join(1)  # it reaches the restock check while the redrive holds its transaction open
     go.set()

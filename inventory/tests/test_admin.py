@@ -429,13 +429,26 @@ def test_the_ledger_lists_read_a_page_down_the_table_and_count_it_once(admin_cli
     assert not any(f"JOIN `{small}`" in page[0] for small in ("inventory_product", "clients_apiclient")), page[0]
 
 
-def test_stock_brought_back_from_zero_by_an_adjustment_owes_the_subscribers_their_push(admin_client, settings):
-    from inventory.services import stock_adjust
+@pytest.fixture
+def fcm_on(settings):
+    """FCM configured, so a comeback owes its subscribers a push."""
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"
+
+
+def subscribe(product):
+    """A customer's device subscribed to `product` coming back."""
     from notifications.models import Device, Subscription
 
-    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"  # FCM configured
+    device = Device.objects.create(token="customer-token-1", platform="ios")
+    Subscription.objects.create(device=device, sku=product.sku)
+
+
+def test_stock_brought_back_from_zero_by_an_adjustment_owes_the_subscribers_their_push(admin_client, fcm_on):
+    from inventory.services import stock_adjust
+    from notifications.models import Subscription
+
     maple = make_product("MAPLE", on_hand=0)
-    Subscription.objects.create(device=Device.objects.create(token="customer-token-1", platform="ios"), sku="MAPLE")
+    subscribe(maple)
 
     stock_adjust(product=maple, quantity=50, reason="found a tray in the back")
 
@@ -444,13 +457,12 @@ def test_stock_brought_back_from_zero_by_an_adjustment_owes_the_subscribers_thei
 
 @pytest.mark.parametrize("stock, told", [(40, True), (0, False)], ids=["with-stock", "none-on-hand"])
 def test_putting_a_retired_product_back_on_sale_tells_its_subscribers_if_it_has_stock(
-    admin_client, settings, stock, told
+    admin_client, fcm_on, stock, told
 ):
-    from notifications.models import Device, Subscription
+    from notifications.models import Subscription
 
-    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"  # FCM configured
     boston = make_product("BOSTON", on_hand=0, is_active=False)
-    Subscription.objects.create(device=Device.objects.create(token="customer-token-1", platform="ios"), sku="BOSTON")
+    subscribe(boston)
     if stock:
         stock_adjust(product=boston, quantity=stock, reason="a tray came in while it was retired")
     assert Subscription.objects.get().due_at is None, "not told while it is not for sale"
@@ -463,15 +475,14 @@ def test_putting_a_retired_product_back_on_sale_tells_its_subscribers_if_it_has_
     assert (Subscription.objects.get().due_at is not None) is told
 
 
-def test_retiring_a_product_withdraws_the_back_in_stock_pushes_still_owed_for_it(admin_client, settings):
+def test_retiring_a_product_withdraws_the_back_in_stock_pushes_still_owed_for_it(admin_client, fcm_on):
     # It came back and its subscribers are owed a push (thousands, or FCM away: the sweep still has them),
     # then ops take it off sale. Those pushes would tell people it is back while the API refuses its SKU,
     # and use up their subscriptions: they wait for its next return, as when it sells out again.
-    from notifications.models import Device, Subscription
+    from notifications.models import Subscription
 
-    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"  # FCM configured
     maple = make_product("MAPLE", on_hand=0)
-    Subscription.objects.create(device=Device.objects.create(token="customer-token-1", platform="ios"), sku="MAPLE")
+    subscribe(maple)
     stock_adjust(product=maple, quantity=50, reason="a tray came in")
     assert Subscription.objects.get().due_at is not None, "owed"
 
