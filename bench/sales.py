@@ -166,8 +166,10 @@ def app_setup(skus: int) -> tuple[str, dict[str, int]]:
         product_set_stock(sku=sku, quantity=INITIAL_STOCK, price="1.50", name=sku, create=True)
         initial[sku] = INITIAL_STOCK
     # Sold out, its restock already open (never sent: no worker runs), as after the first minute of a rush.
+    # set_stock opens it already when the product is created at or below its reorder point.
     sold_out = product_set_stock(sku=SOLD_OUT_SKU, quantity=0, price="1.50", name=SOLD_OUT_SKU, create=True)
-    Restock.objects.create(product=sold_out, quantity=100, reason=Restock.Reason.SHORTAGE)
+    if not Restock.objects.open().filter(product=sold_out).exists():
+        Restock.objects.create(product=sold_out, quantity=100, reason=Restock.Reason.SHORTAGE)
     initial[SOLD_OUT_SKU] = 0
     client = ApiClient(name="bench")
     key = client.set_new_key()
