@@ -1,15 +1,19 @@
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Case, F, Q, When
 
 from donutsite.db import EXACT_COLLATION
 
+# The SKU is a segment of the product's URLs in the API (/api/v1/products/<sku>/): with a "/" in it the
+# product would be listed but unreachable, and nobody could subscribe to it.
+SKU_VALIDATOR = RegexValidator(r"^[^/]*\Z", "A SKU cannot contain “/”: it is part of the product's address in the API.")
+
 
 class Product(models.Model):
     """A donut we sell. `on_hand` changes only through the services in services.py, each with a ledger row."""
 
-    sku = models.CharField(max_length=64, unique=True, db_collation=EXACT_COLLATION)
+    sku = models.CharField(max_length=64, unique=True, db_collation=EXACT_COLLATION, validators=[SKU_VALIDATOR])
     name = models.CharField(max_length=200)
     # The validators give the admin a message beside the field; the constraints below hold regardless.
     price = models.DecimalField(max_digits=10, decimal_places=2, validators=[MinValueValidator(0)])

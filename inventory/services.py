@@ -498,9 +498,12 @@ def product_set_stock(
                 f"No product has the SKU {sku!r}.{hint} To add one, pass --create with --name and --price."
             )
         longest = Product._meta.get_field("sku").max_length
-        if not sku or sku != sku.strip() or len(sku) > longest:
-            # As the admin's form takes a SKU: a trailing space would be sold, yet never found by `?sku=`.
-            raise InvalidAdjustment(f"A new SKU needs 1 to {longest} characters, no space at either end: {sku!r}.")
+        if not sku or sku != sku.strip() or len(sku) > longest or "/" in sku:
+            # As the admin's form takes a SKU: a trailing space would be sold, yet never found by `?sku=`, and
+            # a "/" would make the product's URLs unreachable (SKU_VALIDATOR).
+            raise InvalidAdjustment(
+                f"A new SKU needs 1 to {longest} characters, no space at either end and no '/': {sku!r}."
+            )
         if not name or price is None:
             raise InvalidAdjustment(f"A new product ({sku}) needs a name and a price.")
     with transaction.atomic():

@@ -159,6 +159,7 @@ def test_a_product_added_in_the_admin_starts_with_no_stock(admin_client):
         ("reorder_quantity", 20_000, "Ensure this value is less than or equal to 10000."),
         ("reorder_quantity", 0, "Ensure this value is greater than or equal to 1."),
         ("price", "-1.00", "Ensure this value is greater than or equal to 0."),
+        ("sku", "BOX/6", "A SKU cannot contain “/”: it is part of the product's address in the API."),
     ],
 )
 def test_a_value_outside_a_products_limits_is_explained_beside_its_field(admin_client, field, value, message):
