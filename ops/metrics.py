@@ -243,14 +243,19 @@ class DonutCollector:
         yield latency
 
     def _dead_letters(self):
+        # Resolved either by its own redrive (sent again: redrive_count counts them) or settled without one (the
+        # factory had the order after all, or the redrive of the same restock's other dead letter covered it).
         counts = DeadLetter.objects.aggregate(
             open=Count("pk", filter=DeadLetterQuerySet.UNRESOLVED),
-            redriven=Count("pk", filter=~DeadLetterQuerySet.UNRESOLVED),
+            redriven=Count("pk", filter=~DeadLetterQuerySet.UNRESOLVED & Q(redrive_count__gt=0)),
+            settled=Count("pk", filter=~DeadLetterQuerySet.UNRESOLVED & Q(redrive_count=0)),
         )
         gauge = GaugeMetricFamily(
-            "donut_dead_letters", "Dead letters: open (not redriven yet) and redriven.", labels=["state"]
+            "donut_dead_letters",
+            "Dead letters: open (waiting for ops), redriven (sent again) and settled (resolved without being sent again).",
+            labels=["state"],
         )
-        for state in ("open", "redriven"):
+        for state in ("open", "redriven", "settled"):
             gauge.add_metric([state], counts[state])
         yield gauge
 

@@ -399,7 +399,9 @@ def test_restock_status_and_lead_time_of_restocks_closed_in_the_last_day():
 
 def test_dead_letters_alert_deliveries_and_stock_on_hand():
     now = timezone.now()
-    for redriven_at in (None, None, now):
+    # Two waiting, one sent again by ops, two settled by the factory (its order found after all): resolved,
+    # nothing sent again, so not "redriven".
+    for redriven_at, redrive_count in ((None, 0), (None, 0), (now, 1), (now, 0), (now, 0)):
         DeadLetter.objects.create(
             task_name="factory.place_restock",
             task_id=uuid.uuid4().hex,
@@ -409,6 +411,7 @@ def test_dead_letters_alert_deliveries_and_stock_on_hand():
             first_failed_at=now,
             last_failed_at=now,
             redriven_at=redriven_at,
+            redrive_count=redrive_count,
         )
     alert = Alert.objects.create(kind="test", severity="info", title="t", dedupe_key="k")
     AlertDelivery.objects.create(alert=alert, channel="slack", status="sent", sent_at=now, latency_ms=800)
@@ -421,6 +424,7 @@ def test_dead_letters_alert_deliveries_and_stock_on_hand():
 
     assert value(samples, "donut_dead_letters", state="open") == 2
     assert value(samples, "donut_dead_letters", state="redriven") == 1
+    assert value(samples, "donut_dead_letters", state="settled") == 2
     assert value(samples, "donut_alert_deliveries", channel="slack", status="sent") == 1
     assert value(samples, "donut_alert_deliveries", channel="log", status="pending") == 1
     assert value(samples, "donut_alert_deliveries", channel="slack", status="failed") == 0
