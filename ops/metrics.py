@@ -252,7 +252,7 @@ class DonutCollector:
         )
         gauge = GaugeMetricFamily(
             "donut_dead_letters",
-            "Dead letters: open (waiting for ops), redriven (sent again) and settled (resolved without being sent again).",
+            "Dead letters: open (waiting for ops), redriven (sent again), settled (resolved, not sent again).",
             labels=["state"],
         )
         for state in ("open", "redriven", "settled"):
