@@ -12,7 +12,7 @@ from django.utils import timezone
 from donutsite.celery import task_publish
 from donutsite.rows import row_create_or_update
 from notifications.channels.base import Message
-from notifications.channels.registry import channel_get, fcm_configured
+from notifications.channels.registry import channel_get, channel_pause, channel_paused, fcm_configured
 from notifications.devices import device_deactivate, device_get
 from notifications.errors import ChannelError, TokenUnregistered
 from notifications.limits import CLAIM_LEASE, RUN_SECONDS, cut_short_as_transient
@@ -89,6 +89,10 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = 
     if channel is None:
         logger.info("back in stock %s: FCM is not configured; subscribers not told", sku)
         return 0
+    if channel_paused(channel.name):
+        # FCM gave this process no answer lately (channel_pause): the pushes stay owed, for the sweep.
+        logger.info("back in stock %s: FCM gave this process no answer lately; left to the sweep", sku)
+        return 0
     message = Message(
         title="Back in stock",
         text=f"{sku} is back. Grab one before the next video goes viral!",
@@ -139,6 +143,8 @@ def _push(channel, message: Message, subscription: Subscription) -> str:
         device_deactivate(subscription.device_id, reason=str(exc))
         return "skipped"
     except ChannelError as exc:
+        if exc.transient and exc.status_code is None:
+            channel_pause(channel.name, str(exc))  # as a delivery does: no answer, not called again for a while
         # Transient: owed again, the sweep resends it; unless the SKU sold out meanwhile (withdrawn: due_at
         # no longer this claim). Permanent (FCM refused the message): give up on it.
         later = timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)

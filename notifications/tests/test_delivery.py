@@ -443,3 +443,37 @@ def test_a_channels_absurd_retry_after_does_not_park_an_alert_for_years(channels
     delivery.refresh_from_db()
     assert delivery.status == "pending" and delivery.claimed_at is None
     assert delivery.resend_at <= timezone.now() + timedelta(seconds=RETRY_AFTER_MAX_SECONDS + 1)
+
+
+def test_a_run_of_back_in_stock_pushes_leaves_alone_fcm_that_gave_this_process_no_answer(channels_at, fcm, settings):
+    """FCM hung: a delivery's page timed out, so this process leaves FCM alone for a while
+    (docs/reliability.md). A run of back-in-stock pushes in the same process must do the same: it spent
+    FCM's whole timeout again on each SKU's run, holding the process the pause is there to free."""
+    settings.FCM_TIMEOUT_SECONDS = 0.5
+    registry.channels_forget()
+    alert = critical_alert()
+    Subscription.objects.create(device=Device.objects.create(token="customer-0", platform="ios"), sku="VIRAL")
+    announce("VIRAL")
+    fcm.hang_next()
+    with pytest.raises(errors.DeliveryRetry):
+        deliveries.delivery_send(AlertDelivery.objects.get(alert=alert, channel="fcm").pk)
+    fcm.clear()
+
+    assert subscriptions.back_in_stock_send("VIRAL") == 0
+    assert fcm.received == [], "FCM gave this process no answer: not called again before the pause is over"
+    owed = Subscription.objects.get()
+    assert owed.notified_at is None and owed.due_at is not None, "still owed, for the sweep"
+
+
+def test_a_back_in_stock_push_that_got_no_answer_leaves_fcm_alone_for_this_process(channels_at, fcm, settings):
+    settings.FCM_TIMEOUT_SECONDS = 0.5
+    registry.channels_forget()
+    Subscription.objects.create(device=Device.objects.create(token="customer-0", platform="ios"), sku="VIRAL")
+    announce("VIRAL")
+    fcm.hang_next()
+    assert subscriptions.back_in_stock_send("VIRAL") == 0
+    fcm.clear()
+
+    alert = critical_alert()
+    assert deliveries.delivery_send(AlertDelivery.objects.get(alert=alert, channel="fcm").pk) == "later"
+    assert fcm.received == []
