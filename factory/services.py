@@ -163,6 +163,8 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
         # ops phones ALERT_ESCALATE_AFTER_SECONDS later about a trouble that has passed.
         for alert in Alert.objects.filter(dedupe_key=FACTORY_DEGRADED, acknowledged_at__isnull=True):
             alert_acknowledge(alert, user=None)
+        # And the failed calls its window held back: their summary goes out settled, not as an open warning.
+        alert_group_settle(FACTORY_DEGRADED)
     logger.info("restock %s placed as factory order %s", restock.pk, result.order.order_id)
     return "placed"
 

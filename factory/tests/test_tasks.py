@@ -18,7 +18,8 @@ from factory.services import dead_letters_redrive, restock_place
 from factory.tasks import restock_place_task, restock_poll_task
 from inventory.models import Product, Restock
 from inventory.selectors import ledger_differences
-from notifications.models import Alert
+from notifications.alerts import alert_groups_flush
+from notifications.models import Alert, AlertGroup
 from testsupport.data import make_product
 from testsupport.scripted_factory import ORDER, Scripted
 
@@ -201,6 +202,29 @@ def test_the_factory_answering_again_closes_its_failing_in_a_row_warning(factory
 
     alert = Alert.objects.get(kind="factory_degraded")
     assert alert.acknowledged_at is not None and alert.acknowledged_by is None
+
+
+def test_the_factory_answering_again_also_settles_the_warnings_its_window_held_back(factory, settings):
+    # Every failed call of an outage past the streak raises the warning again, held back in its group's
+    # window: their summary came out after the window as an open warning, escalated to the ops phones
+    # ALERT_ESCALATE_AFTER_SECONDS later, about a trouble that had passed.
+    settings.FACTORY_FAILURE_STREAK_ALERT = 2
+    restock = pending_restock()
+    for _ in range(4):  # the 2nd call raises the warning, the 3rd and 4th are held back in its window
+        factory.answer(500, {"error": "boom"})
+        with pytest.raises(Exception):  # noqa: B017 - FactoryUnavailable, retried by the task
+            restock_place(restock.pk)
+    assert AlertGroup.objects.get(dedupe_key="factory_degraded").suppressed_count == 2
+
+    factory.answer(202, {**ORDER, "reference": restock.reference})
+    assert restock_place(restock.pk) == "placed"
+    AlertGroup.objects.filter(dedupe_key="factory_degraded").update(
+        window_ends_at=timezone.now() - timedelta(seconds=1), flush_at=timezone.now() - timedelta(seconds=1)
+    )
+    alert_groups_flush()  # the window closes
+
+    open_warnings = Alert.objects.filter(kind="factory_degraded", severity="warning", acknowledged_at__isnull=True)
+    assert not open_warnings.exists(), "nothing left for alerts_escalate to push to the phones"
 
 
 def placed_restock() -> Restock:
