@@ -116,7 +116,12 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = 
         for subscription in batch:
             if time.monotonic() >= stop_at:
                 # The soft time limit would end this run in the middle of a push, and the rest would wait
-                # for the sweep. If the broker refuses the new run, the sweep still sends them.
+                # for the sweep. If the broker refuses the new run, the sweep still sends them. Those
+                # left are made due now, as the sweep does: owed since the hand-over, so the sweep does
+                # not start a second chain of runs beside this one.
+                Subscription.objects.filter(sku=sku, due_at__lte=started, notified_at__isnull=True).update(
+                    due_at=timezone.now()
+                )
                 back_in_stock_dispatch(sku)
                 return sent
             outcome = _push(channel, message, subscription)

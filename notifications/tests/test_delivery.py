@@ -477,3 +477,27 @@ def test_a_back_in_stock_push_that_got_no_answer_leaves_fcm_alone_for_this_proce
     alert = critical_alert()
     assert deliveries.delivery_send(AlertDelivery.objects.get(alert=alert, channel="fcm").pk) == "later"
     assert fcm.received == []
+
+
+def test_a_comeback_still_being_handed_from_run_to_run_is_not_started_again_by_the_sweep(channels_at, fcm):
+    """Thousands of subscribers take minutes of runs handing over every 4 s. The sweep resends a SKU whose
+    pushes have been owed NOTIFICATIONS_RESEND_AFTER_SECONDS: while a chain of runs is still working
+    through them, that started a second chain, then a third every 30 s, each taking a notifications
+    process (docs/architecture.md: the runs of one SKU follow each other, the other process stays free)."""
+    for i in range(8):
+        Subscription.objects.create(device=Device.objects.create(token=f"customer-{i}", platform="ios"), sku="VIRAL")
+    announce("VIRAL")
+    # Announced a while ago: the runs have been pushing since.
+    announced = timezone.now() - timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS + 5)
+    Subscription.objects.update(due_at=announced)
+    broker().delete("notifications")
+    fcm.latency_seconds = 0.05
+
+    sent = subscriptions.back_in_stock_send("VIRAL", run_seconds=0.12)
+    assert 1 <= sent < 8
+    assert queued("notifications") == [("notifications.back_in_stock", ["VIRAL"])], "the next run is on its way"
+
+    assert subscriptions.back_in_stock_resend() == 0, "no second chain of runs beside the one on its way"
+    assert queued("notifications") == [("notifications.back_in_stock", ["VIRAL"])]
+    fcm.latency_seconds = 0
+    assert subscriptions.back_in_stock_send("VIRAL") == 8 - sent
