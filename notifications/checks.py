@@ -2,7 +2,9 @@
 
 The limit ending a send is handled (notifications.limits.cut_short_as_transient), but the message may then
 go out twice, and a channel that never answers (a black-holed address) would be cut off at every attempt
-instead of failing like any other outage. So the channels' timeouts are held under the limit here.
+instead of failing like any other outage. So the channels' timeouts are held under the limit here, counting
+one timeout per call: the timeout bounds the connection and each read apart, so a call slow at both, or an FCM
+token refresh inside a send, can still outlast it (then the cut above applies).
 """
 
 from django.conf import settings
