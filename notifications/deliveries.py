@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from donutsite.celery import task_publish
 from notifications.channels.base import Message
-from notifications.channels.registry import channel_get, channel_pause, channels_for, channels_paused
+from notifications.channels.registry import channel_get, channel_sending, channels_for, channels_paused
 from notifications.devices import device_deactivate
 from notifications.errors import ChannelError, DeliveryRetry, TokenUnregistered
-from notifications.limits import CLAIM_LEASE, RETRY_AFTER_MAX_SECONDS, cut_short_as_transient
+from notifications.limits import CLAIM_LEASE, RETRY_AFTER_MAX_SECONDS
 from notifications.models import Alert, AlertDelivery, Device
 
 logger = logging.getLogger(__name__)
@@ -134,14 +134,12 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
         return "failed"
     message = message_for(delivery.alert)
     try:
-        with cut_short_as_transient(delivery.channel):
+        with channel_sending(delivery.channel):
             if delivery.channel == AlertDelivery.Channel.FCM:
                 channel.send_to_topic(settings.FCM_OPS_TOPIC, message)
             else:
                 channel.send(message)
     except ChannelError as exc:
-        if exc.transient and exc.status_code is None:
-            channel_pause(delivery.channel, str(exc))
         too_old = delivery.alert.created_at < now - timedelta(seconds=settings.NOTIFICATIONS_GIVE_UP_AFTER_SECONDS)
         # Even an old alert gets its round of retries (ops may send one again from the admin).
         given_up = too_old and delivery.attempts > settings.NOTIFICATIONS_MAX_RETRIES

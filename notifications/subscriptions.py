@@ -12,10 +12,10 @@ from django.utils import timezone
 from donutsite.celery import task_publish
 from donutsite.rows import row_create_or_update
 from notifications.channels.base import Message
-from notifications.channels.registry import channel_get, channel_pause, channel_paused, fcm_configured
+from notifications.channels.registry import channel_get, channel_paused, channel_sending, fcm_configured
 from notifications.devices import device_deactivate, device_get
 from notifications.errors import ChannelError, TokenUnregistered
-from notifications.limits import CLAIM_LEASE, RUN_SECONDS, cut_short_as_transient
+from notifications.limits import CLAIM_LEASE, RUN_SECONDS
 from notifications.models import AlertDelivery, Severity, Subscription
 
 logger = logging.getLogger(__name__)
@@ -141,15 +141,13 @@ def _push(channel, message: Message, subscription: Subscription) -> str:
     if not owned:
         return "skipped"
     try:
-        with cut_short_as_transient(channel.name):
+        with channel_sending(channel.name):
             channel.send_to_token(subscription.device.token, message)
     except TokenUnregistered as exc:
         Subscription.objects.filter(pk=subscription.pk).update(due_at=None)
         device_deactivate(subscription.device_id, reason=str(exc))
         return "skipped"
     except ChannelError as exc:
-        if exc.transient and exc.status_code is None:
-            channel_pause(channel.name, str(exc))  # as a delivery does: no answer, not called again for a while
         # Transient: owed again, the sweep resends it; unless the SKU sold out meanwhile (withdrawn: due_at
         # no longer this claim). Permanent (FCM refused the message): give up on it.
         later = timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)

@@ -3,12 +3,15 @@ this process leaves alone for a while because they stopped answering."""
 
 import logging
 import time
+from contextlib import contextmanager
 
 from django.conf import settings
 
 from notifications.channels.fcm import FcmChannel
 from notifications.channels.log import LogChannel
 from notifications.channels.slack import SlackChannel
+from notifications.errors import ChannelError
+from notifications.limits import cut_short_as_transient
 from notifications.models import AlertDelivery, Severity
 
 _ADAPTERS = {
@@ -63,6 +66,19 @@ def channel_pause(name: str, reason: str) -> None:
             settings.NOTIFICATIONS_RESEND_AFTER_SECONDS,
         )
     _paused_until[name] = time.monotonic() + settings.NOTIFICATIONS_RESEND_AFTER_SECONDS
+
+
+@contextmanager
+def channel_sending(name: str):
+    """Around one send on a channel: the soft time limit cutting it is a transient failure
+    (cut_short_as_transient), and a send that got no answer at all pauses the channel in this process."""
+    try:
+        with cut_short_as_transient(name):
+            yield
+    except ChannelError as exc:
+        if exc.transient and exc.status_code is None:
+            channel_pause(name, str(exc))
+        raise
 
 
 def channels_paused() -> list[str]:
