@@ -695,13 +695,8 @@ def _restock_place_again(restock_id: int) -> bool:
             .update(status=Restock.Status.PENDING, placed_at=None, expected_at=None)
         )
         if again:
-            FactoryOrder.objects.filter(restock_id=restock_id).update(
-                order_id="",
-                attempts_before_redrive=F("attempt_count"),
-                claimed_at=None,
-                dispatched_at=None,
-                next_attempt_at=None,
-                last_error="the factory knew no such order when asked; placed again",
+            _order_run_afresh(
+                restock_id, order_id="", last_error="the factory knew no such order when asked; placed again"
             )
             transaction.on_commit(partial(restock_dispatch, restock_id))
     return bool(again)
@@ -725,17 +720,17 @@ def _restock_reopen(restock_id: int) -> bool:
     except IntegrityError:
         return False  # the product has another open restock, which already covers the need
     if reopened:
-        # A fresh attempt budget; the calls keep their numbers (the next one is N+1).
         _order_row(restock_id)
-        FactoryOrder.objects.filter(restock_id=restock_id).update(
-            attempts_before_redrive=F("attempt_count"),
-            claimed_at=None,
-            dispatched_at=None,
-            next_attempt_at=None,
-            last_error="",
-            redriven_at=timezone.now(),
-        )
+        _order_run_afresh(restock_id, last_error="", redriven_at=timezone.now())
     return bool(reopened)
+
+
+def _order_run_afresh(restock_id: int, **fields) -> None:
+    """A restock pending again gets a fresh attempt budget (its calls keep their numbers: the next is N+1)
+    and nothing that held its last run: no claim, no dispatch noted, no wait for a retry."""
+    FactoryOrder.objects.filter(restock_id=restock_id).update(
+        attempts_before_redrive=F("attempt_count"), claimed_at=None, dispatched_at=None, next_attempt_at=None, **fields
+    )
 
 
 def _mark_redriven(dead_letter: DeadLetter, by: str) -> None:
