@@ -395,10 +395,7 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
     # A claim, as restocks_overdue chooses: the sweep sends a poll at each run until one has asked, so with
     # polls waiting behind a backlog several arrive together, and only the first calls the factory.
     now = timezone.now()
-    not_just_asked = Q(last_polled_at__isnull=True) | Q(
-        last_polled_at__lte=now - timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS)
-    )
-    if not FactoryOrder.objects.filter(not_just_asked, restock_id=restock.pk).update(last_polled_at=now):
+    if not FactoryOrder.objects.filter(_not_asked_lately(now), restock_id=restock.pk).update(last_polled_at=now):
         return "asked already"
     order_id = FactoryOrder.objects.filter(restock_id=restock.pk).values_list("order_id", flat=True).get()
     client = client or FactoryClient()
@@ -436,13 +433,20 @@ def restocks_due() -> list[int]:
     return sorted({*never_sent, *due})
 
 
+def _not_asked_lately(now, field: str = "last_polled_at") -> Q:
+    """A factory order never polled, or last polled FACTORY_OVERDUE_GRACE_SECONDS ago or more (`field`: its
+    last_polled_at, as seen from the query's model)."""
+    before = now - timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS)
+    return Q(**{f"{field}__isnull": True}) | Q(**{f"{field}__lte": before})
+
+
 def restocks_overdue() -> list[int]:
     """Placed restocks whose callback has not come some time after the factory said they would be ready,
     and failed ones whose dead letter waits (the factory may have the order after all: restock_poll)."""
     now = timezone.now()
     grace = timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS)
     late = Q(expected_at__lte=now - grace) | Q(expected_at__isnull=True, placed_at__lte=now - grace)
-    not_just_asked = Q(factory_order__last_polled_at__isnull=True) | Q(factory_order__last_polled_at__lte=now - grace)
+    not_just_asked = _not_asked_lately(now, "factory_order__last_polled_at")
     placed = Restock.objects.placed().filter(late & not_just_asked).values_list("pk", flat=True)
     failed = (
         Restock.objects.failed()
