@@ -26,8 +26,7 @@ from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_ne
 from factory.retries import dead_letter_copy_remove, dead_letter_dedupe_key
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import ON_HAND_MAX, products_lock, restocks_open
-from notifications.alerts import alert_acknowledge, alert_group_settle, alert_raise
-from notifications.models import Alert
+from notifications.alerts import alert_group_settle, alert_raise, alerts_acknowledge
 from notifications.subscriptions import back_in_stock_announce
 
 logger = logging.getLogger(__name__)
@@ -161,8 +160,7 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
         )
         # The factory answers again: its "failed N calls in a row" warning is over, not escalated to the
         # ops phones ALERT_ESCALATE_AFTER_SECONDS later about a trouble that has passed.
-        for alert in Alert.objects.filter(dedupe_key=FACTORY_DEGRADED, acknowledged_at__isnull=True):
-            alert_acknowledge(alert, user=None)
+        alerts_acknowledge(FACTORY_DEGRADED)
         # And the failed calls its window held back: their summary goes out settled, not as an open warning.
         alert_group_settle(FACTORY_DEGRADED)
     logger.info("restock %s placed as factory order %s", restock.pk, result.order.order_id)
@@ -303,8 +301,7 @@ def restock_receive(
         FactoryOrder.objects.filter(restock_id=restock.pk).update(order_id=order_id, claimed_at=None)
         # Settled: an overdue alert about it is closed, and so is its dead letter, if the factory had the order
         # after all (a late callback, or the poll, for a restock that gave up): nothing is left to redrive.
-        for alert in Alert.objects.filter(dedupe_key=overdue_dedupe_key(restock.pk), acknowledged_at__isnull=True):
-            alert_acknowledge(alert, user=None)
+        alerts_acknowledge(overdue_dedupe_key(restock.pk))
         for dead_letter in DeadLetter.objects.unresolved().select_for_update().filter(restock_id=restock.pk):
             _dead_letter_settled(dead_letter, by=f"settled by the factory (order {order_id})", user=None)
         if not received:
@@ -680,8 +677,7 @@ def _dead_letter_resolved(dead_letter: DeadLetter, user) -> None:
     counts the dead letters its window held back), so the alert stays open while any of them waits."""
     if not DeadLetter.objects.unresolved().filter(task_name=dead_letter.task_name).exclude(pk=dead_letter.pk).exists():
         dedupe_key = dead_letter_dedupe_key(dead_letter.task_name)
-        for alert in Alert.objects.filter(kind="dead_letter", dedupe_key=dedupe_key, acknowledged_at__isnull=True):
-            alert_acknowledge(alert, user=user)
+        alerts_acknowledge(dedupe_key, user=user, kind="dead_letter")
         alert_group_settle(dedupe_key)  # and the dead letters its window held back: no summary of them
     transaction.on_commit(partial(dead_letter_copy_remove, dead_letter.pk))
 

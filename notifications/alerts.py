@@ -204,3 +204,10 @@ def alert_acknowledge(alert: Alert, *, user) -> None:
     Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
         acknowledged_at=timezone.now(), acknowledged_by=user
     )
+
+
+def alerts_acknowledge(dedupe_key: str, *, user=None, **filters) -> int:
+    """Acknowledge every open alert of a dedupe key (what it was about is over); `filters` narrow them."""
+    return Alert.objects.filter(dedupe_key=dedupe_key, acknowledged_at__isnull=True, **filters).update(
+        acknowledged_at=timezone.now(), acknowledged_by=user
+    )
