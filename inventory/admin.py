@@ -228,9 +228,9 @@ class SaleAdmin(LedgerAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        match = Q(pk__in=[])
-        if _number(term) is not None:
-            match |= Q(pk=_number(term))
+        match, number = Q(pk__in=[]), _number(term)
+        if number is not None:
+            match |= Q(pk=number)
         product = Product.objects.filter(sku=term).first()
         if product is not None:
             match |= Q(Exists(SaleLine.objects.filter(sale=OuterRef("pk"), product=product)))
@@ -253,8 +253,8 @@ class StockMovementAdmin(LedgerAdmin):
         product = Product.objects.filter(sku=term).first() if term else None
         if product is not None:
             return queryset.filter(product=product), False
-        if _number(term) is not None:
-            return queryset.filter(sale_id=_number(term)), False
+        if (number := _number(term)) is not None:
+            return queryset.filter(sale_id=number), False
         return super().get_search_results(request, queryset, search_term)
 
 
