@@ -55,6 +55,31 @@ def refuse_unsafe_timing(sender=None, **kwargs):
     logging.getLogger(__name__).info("task time bound: %s", task_bound(pool))
 
 
+@worker_init.connect
+def lost_channels_raise_connection_errors(**kwargs):
+    """Celery/kombu 5.7 workers exited ("Unrecoverable error: AttributeError: 'NoneType' object has no
+    attribute 'hostname'") when Redis went away while they held unacknowledged messages. Once the lost
+    connection is collected its channels have no transport left, and a channel used after that (closing it
+    gives the held messages back to Redis; a task that finishes acknowledges its message) failed with an
+    AttributeError where Celery expects a connection error, which it logs and recovers from. Such a channel
+    now raises redis's ConnectionError: the worker reconnects, and a message it could neither give back nor
+    acknowledge is handed out again by Redis after the visibility timeout (tasks are idempotent)."""
+    import redis
+    from kombu.transport import redis as kombu_redis
+
+    connparams = kombu_redis.Channel._connparams  # where a channel reads its connection's address
+    if getattr(connparams, "checks_the_transport", False):
+        return
+
+    def checked(channel, *args, **kwargs):
+        if channel.connection.client is None:
+            raise redis.exceptions.ConnectionError("the broker connection of this channel was lost and closed")
+        return connparams(channel, *args, **kwargs)
+
+    checked.checks_the_transport = True
+    kombu_redis.Channel._connparams = checked
+
+
 @worker_ready.connect
 @worker_process_init.connect
 def gc_freeze(**kwargs):

@@ -220,6 +220,7 @@ def test_redis_restarted_mid_load(system, redis_server):
         shop.expect(lost, "no message was waiting in Redis when it died")
         shop.expect(Restock.objects.filter(placed_at__gt=back_at).exists(), "no order placed after Redis came back")
         shop.expect(len(system.running("worker-")) == 2 and system.running("beat"), "a process is missing")
+        shop.expect(not crashed, f"a process exited on the broker loss: {crashed}")
 
     shop.finish(load, then=then)
 
@@ -378,6 +379,7 @@ def test_rush_with_the_broker_restarted(system, redis_server):
             }
             shop.expect(shortages, "no shortage opened a restock")
             shop.expect(not not_once, f"shortage restocks not ordered exactly once: {not_once}")
+            shop.expect(not crashed, f"a worker exited on the broker loss: {crashed}")
             shop.expect(
                 max(answered_ms, default=0) < RUSH_REQUEST_BOUND_MS,
                 f"a request took {max(answered_ms, default=0):.0f} ms (bound {RUSH_REQUEST_BOUND_MS} ms)",
