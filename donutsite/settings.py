@@ -12,7 +12,9 @@ environment instead), and `make test` turns the file off (DJANGO_ENV_FILE empty)
 
 import ipaddress
 import os
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -228,7 +230,17 @@ if not (FACTORY_API_KEY and FACTORY_CALLBACK_SECRET):
 CALLBACK_REFUSAL_WINDOW_SECONDS = env.int("CALLBACK_REFUSAL_WINDOW_SECONDS", default=300)
 CALLBACK_REFUSALS_PER_ADDRESS = env.int("CALLBACK_REFUSALS_PER_ADDRESS", default=20)
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# The factory refuses (400, never retried) an order whose callback_url is not an absolute http(s) URL.
+_public = urlsplit(PUBLIC_BASE_URL)
+if _public.scheme not in ("http", "https") or not _public.hostname:
+    raise ImproperlyConfigured(f"PUBLIC_BASE_URL must be an absolute http or https URL, not {PUBLIC_BASE_URL!r}.")
 FACTORY_REFERENCE_PREFIX = env.str("FACTORY_REFERENCE_PREFIX", default="restock")
+# The factory's references are 1-64 characters of A-Z a-z 0-9 . _ : - and ours are "<prefix>-<restock id>",
+# the id up to 19 digits: a prefix outside that gets every order refused (400), some only once ids grow.
+if not re.fullmatch(r"[A-Za-z0-9._:-]{1,44}", FACTORY_REFERENCE_PREFIX):
+    raise ImproperlyConfigured(
+        "FACTORY_REFERENCE_PREFIX must be 1-44 characters of A-Z a-z 0-9 . _ : - (the factory's reference rules)."
+    )
 FACTORY_TIMEOUT_SECONDS = env.float("FACTORY_TIMEOUT_SECONDS", default=8.0)
 FACTORY_CONNECT_TIMEOUT_SECONDS = min(3.0, FACTORY_TIMEOUT_SECONDS)
 FACTORY_MAX_ATTEMPTS = env.int("FACTORY_MAX_ATTEMPTS", default=6)

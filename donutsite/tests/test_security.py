@@ -50,6 +50,25 @@ def test_production_refuses_to_start_without_its_secrets(missing):
     assert missing in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FACTORY_REFERENCE_PREFIX", "donut shop"),
+        ("FACTORY_REFERENCE_PREFIX", "eu/restock"),
+        ("FACTORY_REFERENCE_PREFIX", "r" * 45),
+        ("PUBLIC_BASE_URL", "donuts.example.com"),
+        ("PUBLIC_BASE_URL", "ftp://donuts.example.com"),
+    ],
+)
+def test_production_refuses_to_start_with_what_the_factory_refuses_in_an_order(name, value):
+    # The reference and the callback URL go into every order; the factory answers 400 to one it refuses
+    # and we do not retry a 400: every restock would be dead-lettered.
+    result = manage("check", env={**PRODUCTION, name: value})
+
+    assert result.returncode != 0
+    assert name in result.stderr
+
+
 @pytest.mark.parametrize(("asked", "debug"), [(None, "False"), ("0", "False"), ("1", "True")])
 def test_debug_is_off_unless_asked_for(asked, debug):
     # In a process of its own: pytest-django forces DEBUG off in this one, whatever the settings say.
