@@ -384,7 +384,8 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
     """Ask the factory about an overdue order; a finished one goes through the same receipt as a callback.
     A failed restock is asked about too: a call that failed may have created the order (an error after
     the factory stored it), and with its callback lost, production the factory finished would never be
-    received. Found finished, it is received (which resolves its dead letter); otherwise it stays failed."""
+    received. Found finished, it is received (which resolves its dead letter); found still being made, it is
+    placed (_restock_found_placed); unknown, it stays failed."""
     restock = Restock.objects.select_related("product").get(pk=restock_id)
     if restock.status not in (Restock.Status.PLACED, Restock.Status.FAILED):
         return "not placed"
@@ -406,7 +407,11 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
         logger.warning("restock %s: the factory knows no order %s", restock.pk, restock.reference)
         return "unknown at the factory"
     if order.status not in RemoteOrder.FINISHED:
-        if order.estimated_ready_at:
+        if restock.status == Restock.Status.FAILED and _restock_found_placed(restock, order):
+            logger.warning(
+                "restock %s: the factory has it as order %s (%s); placed", restock.pk, order.order_id, order.status
+            )
+        elif order.estimated_ready_at:
             Restock.objects.filter(pk=restock.pk).update(expected_at=order.estimated_ready_at)
         return order.status
     # The answer must be about this restock, as a callback with it would find it (by reference, else by order id).
@@ -420,6 +425,41 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
         sku=order.sku,
     )
     return order.status
+
+
+def _restock_found_placed(restock: Restock, order: RemoteOrder) -> bool:
+    """A failed restock whose order the factory has after all (a call that timed out or failed had created
+    it) and is still making: placed, as its order object says, with its dead letters settled. Left failed,
+    its product had no open restock, and the next sale needing one ordered the same donuts a second time.
+    Only an order the factory would have answered our call with (our reference, SKU and quantity; anything
+    else is the 409's order); not when the product has another open restock by now, which covers the need.
+    Locks the product's row, the restock's, then its dead letters', as the receipt does."""
+    if (order.reference, order.sku, order.quantity) != (restock.reference, restock.product.sku, restock.quantity):
+        return False
+    with transaction.atomic():
+        products_lock([restock.product_id])
+        try:
+            with transaction.atomic():  # a savepoint: the unique open_product column refuses a second open restock
+                placed = (
+                    Restock.objects.failed()
+                    .filter(pk=restock.pk)
+                    .update(
+                        status=Restock.Status.PLACED,
+                        closed_at=None,
+                        placed_at=timezone.now(),
+                        expected_at=order.estimated_ready_at,
+                    )
+                )
+        except IntegrityError:
+            return False
+        if not placed:
+            return False
+        FactoryOrder.objects.filter(restock_id=restock.pk).update(
+            order_id=order.order_id, claimed_at=None, next_attempt_at=None, last_error=""
+        )
+        for dead_letter in DeadLetter.objects.unresolved().select_for_update().filter(restock_id=restock.pk):
+            _dead_letter_settled(dead_letter, by=f"settled by the factory (order {order.order_id})", user=None)
+    return True
 
 
 def restocks_due() -> list[int]:

@@ -18,6 +18,7 @@ from factory.services import dead_letters_redrive, restock_place
 from factory.tasks import restock_place_task, restock_poll_task
 from inventory.models import Product, Restock
 from inventory.selectors import ledger_differences
+from inventory.services import restocks_open
 from notifications.alerts import alert_groups_flush
 from notifications.models import Alert, AlertGroup
 from testsupport.data import make_product
@@ -471,18 +472,55 @@ def test_a_failed_restock_whose_order_the_factory_had_after_all_is_received(fact
     dead_letter = make_dead_letter()
     restock = Restock.objects.get(pk=dead_letter.restock_id)
     assert restocks_overdue() == [restock.pk], "the sweep asks about a failed restock whose dead letter waits"
-    order = {**ORDER, "reference": restock.reference, "sku": restock.product.sku}
-    factory.answer(200, {"results": [{**order, "status": "in_production"}]})
+    order = {**ORDER, "reference": restock.reference, "sku": restock.product.sku, "quantity": restock.quantity}
     factory.answer(200, {"results": [{**order, "status": "completed", "quantity_produced": 40}]})
 
-    assert run(restock_poll_task, restock.pk) == "in_production"
-    assert Restock.objects.get(pk=restock.pk).status == "failed", "still for ops until the factory is done"
     assert run(restock_poll_task, restock.pk) == "completed"
 
     restock.refresh_from_db()
     assert (restock.status, restock.quantity_received) == ("fulfilled", 40)
     assert DeadLetter.objects.get().is_resolved and restocks_overdue() == []
     assert factory.requests[0]["path"] == f"/v1/orders?reference={restock.reference}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_restock_the_factory_is_still_making_is_placed_and_not_ordered_twice(factory, queues, settings):
+    # Every call timed out or failed, but the first had created the order. Left failed, the product had no
+    # open restock, and the next sale short of it ordered the same donuts a second time.
+    from testsupport.data import make_dead_letter
+
+    settings.FACTORY_OVERDUE_GRACE_SECONDS = 0
+    dead_letter = make_dead_letter()
+    restock = Restock.objects.get(pk=dead_letter.restock_id)
+    order = {**ORDER, "reference": restock.reference, "sku": restock.product.sku, "quantity": restock.quantity}
+    factory.answer(200, {"results": [{**order, "order_id": "F-000777", "status": "in_production"}]})
+
+    assert run(restock_poll_task, restock.pk) == "in_production"
+
+    restock.refresh_from_db()
+    assert (restock.status, order_of(restock).order_id) == ("placed", "F-000777")
+    assert restock.expected_at.isoformat() == "2026-11-22T03:05:00+00:00"
+    assert DeadLetter.objects.get().is_resolved, "the factory has the order: nothing for ops to redrive"
+    assert not Alert.objects.filter(kind="dead_letter", acknowledged_at__isnull=True).exists()
+    assert restocks_open([restock.product], reason="shortage") == {restock.product_id: restock}, "no second order"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("other", [{"quantity": 999}, {"sku": "OTHER"}], ids=["quantity", "sku"])
+def test_a_failed_restock_whose_reference_names_another_order_stays_failed(factory, queues, settings, other):
+    # The order a 409 named: our reference with another SKU or quantity is not the order we asked for.
+    from testsupport.data import make_dead_letter
+
+    settings.FACTORY_OVERDUE_GRACE_SECONDS = 0
+    dead_letter = make_dead_letter()
+    restock = Restock.objects.get(pk=dead_letter.restock_id)
+    order = {**ORDER, "reference": restock.reference, "sku": restock.product.sku, "quantity": restock.quantity}
+    factory.answer(200, {"results": [{**order, **other, "status": "in_production"}]})
+
+    assert run(restock_poll_task, restock.pk) == "in_production"
+
+    assert Restock.objects.get(pk=restock.pk).status == "failed"
+    assert not DeadLetter.objects.get().is_resolved
 
 
 def test_a_restock_whose_worker_died_mid_call_is_resent_once_not_at_every_sweep(queues, settings):
