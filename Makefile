@@ -36,7 +36,7 @@ bench: install services
 # Production settings (DJANGO_DEBUG unset, and not make run's .env) with throwaway secrets: must report nothing.
 check-deploy: install
 	DJANGO_ENV_FILE= DJANGO_SECRET_KEY=$$(head -c 48 /dev/urandom | base64) DJANGO_ALLOWED_HOSTS=donuts.example.com \
-		FACTORY_API_KEY=check FACTORY_CALLBACK_SECRET=check \
+		PUBLIC_BASE_URL=https://donuts.example.com FACTORY_API_KEY=check FACTORY_CALLBACK_SECRET=check \
 		$(BIN)/python manage.py check --deploy --fail-level WARNING
 
 # var/ holds make run's Redis data (queues, dead-letter copies, login lockouts), keys and logins; .env

@@ -18,6 +18,7 @@ class FactoryConfig(AppConfig):
     name = "factory"
 
     def ready(self):
+        from factory import checks  # noqa: F401 - registers the deploy check
         from inventory.signals import restock_opened, restock_sold_out
 
         # inventory announces a committed restock; sending it to the factory is this app's job.

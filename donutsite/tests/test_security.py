@@ -22,6 +22,7 @@ PRODUCTION = {
     "DJANGO_ENV_FILE": "",
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
     "DJANGO_ALLOWED_HOSTS": "donuts.example.com",
+    "PUBLIC_BASE_URL": "https://donuts.example.com",
     "FACTORY_API_KEY": "k",
     "FACTORY_CALLBACK_SECRET": "s",
 }
@@ -38,6 +39,21 @@ def test_production_settings_pass_check_deploy():
 
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("public_base_url", "problem"),
+    [("https://web:8000", "not in DJANGO_ALLOWED_HOSTS"), ("http://donuts.example.com", "answered 301")],
+    ids=["host-not-served", "redirected-to-https"],
+)
+def test_check_deploy_refuses_a_callback_url_the_factory_would_get_no_2xx_from(public_base_url, problem):
+    # The factory retries any other answer for about an hour and then drops the callback.
+    result = manage(
+        "check", "--deploy", "--fail-level", "WARNING", env={**PRODUCTION, "PUBLIC_BASE_URL": public_base_url}
+    )
+
+    assert result.returncode != 0
+    assert "factory.W001" in result.stderr and problem in result.stderr
 
 
 @pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "FACTORY_API_KEY", "FACTORY_CALLBACK_SECRET"])
