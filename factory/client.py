@@ -124,14 +124,15 @@ class FactoryClient:
         raise self._error(response, latency_ms)
 
     def find_order(self, reference: str) -> RemoteOrder | None:
+        """The order with exactly this reference. The answer is a list: whatever else it holds is not ours."""
         response, latency_ms = self._send("GET", "/v1/orders", params={"reference": reference})
         if response.status_code != 200:
             raise self._error(response, latency_ms)
         try:
-            results = response.json()["results"]
-            return RemoteOrder.from_json(results[0]) if results else None
+            orders = [RemoteOrder.from_json(result) for result in response.json()["results"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise FactoryUnavailable(f"garbled search answer: {exc}", status_code=200, latency_ms=latency_ms) from exc
+        return next((order for order in orders if order.reference == reference), None)
 
     def _send(self, method, path, **kwargs) -> tuple[requests.Response, int]:
         started = time.monotonic()

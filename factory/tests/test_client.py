@@ -182,6 +182,17 @@ def test_a_garbled_search_answer_is_transient_not_a_crash(factory_server, answer
         client.find_order("restock-1")
 
 
+def test_a_search_answer_naming_other_references_is_not_taken_for_ours(factory_server):
+    # The search answers a list: an order in it under another reference (restock-420 for restock-42) is
+    # someone else's, and taking it had the poll receive, or wait for, the wrong order.
+    factory_server.answer(200, {"results": [{**ORDER, "order_id": "F-000420", "reference": "restock-420"}, ORDER]})
+    factory_server.answer(200, {"results": [{**ORDER, "order_id": "F-000420", "reference": "restock-420"}]})
+    client = FactoryClient(base_url=factory_server.url, api_key="k", timeout=2)
+
+    assert client.find_order("restock-42").order_id == "F-000123"
+    assert client.find_order("restock-42") is None
+
+
 def test_reads_an_order_by_id_and_by_reference(factory_server):
     factory_server.answer(200, {**ORDER, "status": "completed", "quantity_produced": 118})
     factory_server.answer(404, {"error": "no such order"})
