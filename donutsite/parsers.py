@@ -1,5 +1,6 @@
 """The API's one JSON parser: DRF's, but a body nested too deeply to parse, or naming one key twice in an
-object, is `malformed_json` too.
+object, is `malformed_json` too. (The factory's callbacks are parsed by their own parser, after their
+signature is checked, with the same duplicate-key rule.)
 
 Python's json module refuses nesting past the interpreter's recursion limit with RecursionError,
 which is not a ValueError, so DRF let `[` x 100,000 through as a 500. And it keeps the last of two
@@ -18,7 +19,7 @@ class DuplicateKey(ValueError):
     pass
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+def no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen = set()
@@ -34,7 +35,7 @@ class JSONParser(parsers.JSONParser):
         try:
             decoded_stream = codecs.getreader(encoding)(stream)
             parse_constant = json.strict_constant if self.strict else None
-            return json.load(decoded_stream, parse_constant=parse_constant, object_pairs_hook=_no_duplicate_keys)
+            return json.load(decoded_stream, parse_constant=parse_constant, object_pairs_hook=no_duplicate_keys)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply.") from None
         except ValueError as exc:

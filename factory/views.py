@@ -11,6 +11,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from donutsite.parsers import no_duplicate_keys
 from donutsite.ratelimit import client_address
 from factory import services
 from factory.client import RemoteOrder
@@ -68,13 +69,15 @@ class FactorySignatureScheme(OpenApiAuthenticationExtension):
 
 
 class CallbackJsonParser(BaseParser):
-    """JSON, parsed only after the signature over the raw bytes was checked (authentication runs first)."""
+    """JSON, parsed only after the signature over the raw bytes was checked (authentication runs first).
+    UTF-8 and each key once, as the API's own parser demands: json.loads would take UTF-16 bytes, and
+    keep the last of two values under one key where the factory's own log may show the first."""
 
     media_type = "*/*"
 
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            payload = json.loads(stream.read())
+            payload = json.loads(stream.read().decode("utf-8"), object_pairs_hook=no_duplicate_keys)
         except (ValueError, RecursionError):  # nested past the recursion limit; UnicodeDecodeError is a ValueError
             raise MalformedCallback() from None
         return payload if isinstance(payload, dict) else {}

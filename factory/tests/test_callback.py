@@ -254,6 +254,33 @@ def test_a_bad_payload_with_a_good_signature_is_400(client, body):
     assert stock(restock) == 0
 
 
+def _genuine_body(restock, produced: int) -> str:
+    return (
+        f'{{"event": "order.completed", "order_id": "F-000123", "reference": "{restock.reference}", '
+        f'"sku": "{restock.product.sku}", "quantity": {restock.quantity}, "quantity_produced": {produced}}}'
+    )
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: text.replace('"quantity_produced"', '"quantity_produced": 0, "quantity_produced"').encode(),
+        lambda text: text.encode("utf-16"),
+        lambda text: b"\xef\xbb\xbf" + text.encode(),
+    ],
+    ids=["key-twice", "utf-16", "utf-8-bom"],
+)
+def test_a_signed_body_the_api_would_not_parse_is_malformed_json_and_changes_nothing(client, encode):
+    """The README's rule for every body: one key twice, or not UTF-8, is `malformed_json`."""
+    restock = placed_restock(quantity=120)
+
+    response = callback(client, restock, body=encode(_genuine_body(restock, produced=120)))
+
+    assert response.status_code == 400 and response.json()["code"] == "malformed_json"
+    assert stock(restock) == 0
+    assert Restock.objects.get(pk=restock.pk).status == "placed"
+
+
 def test_a_callback_naming_another_sku_is_refused(client):
     restock = placed_restock()
     body = json.dumps(
