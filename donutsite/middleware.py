@@ -47,8 +47,9 @@ class ApiMiddleware:
       answer a 301 that clients follow with a GET (the sale dropped), or raise RuntimeError under
       DEBUG. Only a path that matches no route while its slashed form does is rewritten.
     - An error answer that is not JSON (Django's HTML 400/404/500 pages, the DEBUG technical pages,
-      a CSRF or host refusal) is replaced by `{"code", "message"}` with the same status. DRF's own
-      answers are left alone (the browsable API under DEBUG renders HTML on purpose).
+      a CSRF or host refusal) is replaced by `{"code", "message"}` with the same status. A DRF error
+      rendered otherwise (the schema's YAML, the Swagger page's HTML) keeps the body our exception
+      handler made, as JSON; only the browsable API under DEBUG renders HTML on purpose.
     """
 
     def __init__(self, get_response):
@@ -64,9 +65,13 @@ class ApiMiddleware:
                 request.path_info = slashed
                 request.path = request.path + "/"
         response = self.get_response(request)
-        if response.status_code >= 400 and not _json_or_drf(response):
-            code, message = _STATUS_CODES.get(response.status_code, ("error", "The request failed."))
-            replacement = JsonResponse({"code": code, "message": message}, status=response.status_code)
+        if response.status_code >= 400 and not _json_or_browsable(response):
+            if isinstance(response, Response) and isinstance(response.data, dict) and "code" in response.data:
+                body = response.data  # our exception handler's, rendered as YAML or HTML by the view's renderer
+            else:
+                code, message = _STATUS_CODES.get(response.status_code, ("error", "The request failed."))
+                body = {"code": code, "message": message}
+            replacement = JsonResponse(body, status=response.status_code)
             for header in ("Retry-After", "Allow", "WWW-Authenticate"):
                 if header in response:
                     replacement[header] = response[header]
@@ -79,5 +84,7 @@ def api_path(path: str) -> bool:
     return path.lstrip("/")[:4].lower() == "api/"
 
 
-def _json_or_drf(response) -> bool:
-    return isinstance(response, Response) or response.get("Content-Type", "").startswith("application/json")
+def _json_or_browsable(response) -> bool:
+    if response.get("Content-Type", "").startswith("application/json"):
+        return True
+    return getattr(getattr(response, "accepted_renderer", None), "format", None) == "api"

@@ -42,6 +42,30 @@ def test_a_post_without_the_trailing_slash_reaches_the_view_also_under_debug(cli
     assert response.json()["code"] == "validation_error"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status", "code"),
+    [
+        ("post", "/api/schema/", {}, 405, "method_not_allowed"),
+        ("get", "/api/schema/?format=xml", {}, 404, "not_found"),
+        ("get", "/api/schema/", {"HTTP_ACCEPT": "text/html"}, 406, "not_acceptable"),
+        ("post", "/api/docs/", {}, 405, "method_not_allowed"),
+        ("get", "/api/docs/", {"HTTP_ACCEPT": "application/xml"}, 406, "not_acceptable"),
+    ],
+)
+def test_the_schema_and_docs_errors_are_json_too(client, method, path, headers, status, code):
+    # They were the schema renderer's YAML and the Swagger page's HTML ("406 Not Acceptable").
+    response = getattr(client, method)(path, **headers)
+
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == code
+
+
+def test_the_schema_and_docs_themselves_are_unchanged(client):
+    assert client.get("/api/schema/")["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert client.get("/api/docs/")["Content-Type"].startswith("text/html")
+
+
 def test_a_get_without_the_trailing_slash_is_served_too(client):
     response = client.get("/api/v1/products")
 
