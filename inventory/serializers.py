@@ -129,10 +129,20 @@ class RestockOut(serializers.ModelSerializer):
         fields = ["id", "sku", "quantity", "status", "reason", "expected_at", "quantity_received", "created_at"]
 
 
+class PageField(serializers.IntegerField):
+    """`?page=`: ASCII digits only. DRF's IntegerField also takes "2.0" (and " 2", "2_0"), which the
+    paginator then refused as a 404 `not_found` instead of a 400 naming the parameter."""
+
+    def to_internal_value(self, data):
+        if not (isinstance(data, str) and data.isascii() and data.isdigit()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class RestockFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
     sku = StrictCharField(max_length=64, required=False)  # as sent: " " is an (unknown) SKU, not a blank
     status = serializers.ChoiceField(choices=Restock.Status.choices, required=False)
-    page = serializers.IntegerField(min_value=1, required=False)
+    page = PageField(min_value=1, required=False)
 
 
 class SaleFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
@@ -140,11 +150,11 @@ class SaleFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
         required=False, help_text="YYYY-MM-DD: sales made on or after this day (UTC)."
     )
     created_before = serializers.DateField(required=False, help_text="YYYY-MM-DD: sales made before this day (UTC).")
-    page = serializers.IntegerField(min_value=1, required=False)
+    page = PageField(min_value=1, required=False)
 
 
 class ProductFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
-    page = serializers.IntegerField(min_value=1, required=False)
+    page = PageField(min_value=1, required=False)
 
 
 class RestockRefOut(serializers.Serializer):

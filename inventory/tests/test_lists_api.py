@@ -79,9 +79,11 @@ def test_sales_filter_by_day(client_app):
         ({"created_before": "2026-13-01"}, "created_before"),
         ({"created_after": ""}, "created_after"),
         ({"page": "0"}, "page"),
+        ({"page": "1.0"}, "page"),
+        ({"page": "2_0"}, "page"),
         ({"since": "2026-12-01"}, "since"),
     ],
-    ids=["words", "no-such-month", "blank", "page-0", "unknown-filter"],
+    ids=["words", "no-such-month", "blank", "page-0", "page-1.0", "page-2_0", "unknown-filter"],
 )
 def test_bad_sale_filters_are_a_400_naming_the_field(client_app, params, field):
     response = client_app.get(SALES, params)
@@ -107,6 +109,7 @@ def test_the_catalogue_is_paginated_like_restocks(client):
     assert [p["sku"] for p in second["results"]] == ["D50", "D51", "D52", "D53", "D54"]
     assert client.get("/api/v1/products/", {"page": 3}).json()["code"] == "not_found"
     assert client.get("/api/v1/products/", {"page": "x"}).json()["code"] == "validation_error"
+    assert client.get("/api/v1/products/", {"page": "2.0"}).json()["code"] == "validation_error"  # was a 404
 
 
 @pytest.mark.parametrize("path", ["/api/v1/products/", "/api/v1/restocks/", SALES])
