@@ -2,10 +2,11 @@ from django.contrib import admin, messages
 
 from clients import auth
 from clients.models import ApiClient
+from donutsite.admin import ModelAdmin
 
 
 @admin.register(ApiClient)
-class ApiClientAdmin(admin.ModelAdmin):
+class ApiClientAdmin(ModelAdmin):
     list_display = ("name", "key_prefix", "is_active", "created_at")
     list_filter = ("is_active",)
     search_fields = ("name", "key_prefix")

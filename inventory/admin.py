@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from donutsite.admin import ModelAdmin
 from donutsite.errors import DomainError
 from inventory import services
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
@@ -30,7 +31,7 @@ class ViewOnly:
         return False
 
 
-class ReadOnlyAdmin(ViewOnly, admin.ModelAdmin):
+class ReadOnlyAdmin(ViewOnly, ModelAdmin):
     pass
 
 
@@ -96,7 +97,7 @@ class StockAdjustmentForm(forms.Form):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(ModelAdmin):
     list_display = (
         "sku",
         "name",

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from donutsite.admin import ModelAdmin
 from notifications.alerts import alert_acknowledge
 from notifications.deliveries import alert_resend
 from notifications.models import Alert, AlertDelivery, Device, Subscription
@@ -23,7 +24,7 @@ class AlertDeliveryInline(ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(ModelAdmin):
     list_display = ["id", "severity_badge", "title", "kind", "suppressed_count", "created_at", "acknowledged"]
     list_filter = ["severity", "kind", ("acknowledged_at", admin.EmptyFieldListFilter), "is_summary"]
     search_fields = ["title", "dedupe_key", "correlation_id"]
@@ -73,7 +74,7 @@ class AlertAdmin(admin.ModelAdmin):
 
 
 @admin.register(Device)
-class DeviceAdmin(admin.ModelAdmin):
+class DeviceAdmin(ModelAdmin):
     list_display = ["id", "kind", "platform", "client", "user_ref", "is_active", "deactivated_reason", "updated_at"]
     list_filter = ["kind", "platform", "is_active"]
     search_fields = ["user_ref", "token"]
@@ -82,7 +83,7 @@ class DeviceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class SubscriptionAdmin(ReadOnlyMixin, ModelAdmin):
     list_display = ["id", "sku", "device", "created_at", "due_at", "notified_at"]
     list_filter = [("notified_at", admin.EmptyFieldListFilter), ("due_at", admin.EmptyFieldListFilter)]
     search_fields = ["sku"]
