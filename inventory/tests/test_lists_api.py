@@ -119,6 +119,23 @@ def test_a_list_takes_drfs_format_parameter_like_any_other_answer(client_app, pa
     assert response.status_code == 200 and "results" in response.json()
 
 
+@pytest.mark.parametrize("path", ["/api/v1/products/", "/api/v1/restocks/", SALES])
+def test_a_list_renders_in_make_runs_browsable_api(client_app, monkeypatch, path):
+    # make run's DEBUG adds DRF's browsable API, which asks a list view for its queryset to draw a filter form:
+    # the sales list had none, so a browser (or ?format=api) got a 500.
+    from django.urls import resolve
+    from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+
+    make_product("GLAZED", on_hand=10)
+    sell(client_app.api_client, "GLAZED", 1)
+    monkeypatch.setattr(resolve(path).func.view_class, "renderer_classes", [JSONRenderer, BrowsableAPIRenderer])
+
+    response = client_app.get(path, {"format": "api"})
+
+    assert response.status_code == 200, response.content[:300]
+    assert response["Content-Type"].startswith("text/html")
+
+
 @pytest.mark.parametrize("debug", [False, True], ids=["production", "make-run"])
 def test_an_unknown_format_is_a_json_404_also_under_make_runs_debug(client_app, settings, debug):
     settings.DEBUG = debug
