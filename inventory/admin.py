@@ -277,7 +277,8 @@ class RestockAdmin(ReadOnlyAdmin):
     )
     list_filter = ("status", "reason")
     list_select_related = ("product",)
-    search_fields = ("product__sku",)
+    # The request id whole (docs/operations.md, "Reading a trace"), as it is copied from a log or an alert.
+    search_fields = ("product__sku", "=correlation_id")
     exclude = ("open_product",)  # a database helper column, meaningless to people
 
     @admin.display(description="SKU", ordering="product__sku")

@@ -365,6 +365,23 @@ def test_the_restock_list_shows_what_ops_need(admin_client, records):
     assert all(text in row for text in [">viral<", ">40<", ">pending<", ">manual<", ">f-77<"]), row
 
 
+def test_restocks_are_found_by_sku_or_the_request_id_that_opened_them(admin_client):
+    # docs/operations.md, "Reading a trace": the request id from a response or an alert finds the restock.
+    glazed, viral = make_product("GLAZED"), make_product("VIRAL")
+    traced = Restock.objects.create(product=viral, quantity=40, reason="shortage", correlation_id="4f" * 16)
+    other = Restock.objects.create(product=glazed, quantity=40, reason="manual", correlation_id="9a" * 16)
+    url = reverse("admin:inventory_restock_changelist")
+
+    def found(term):
+        response = admin_client.get(url, {"q": term})
+        assert response.status_code == 200
+        return [restock.pk for restock in response.context["cl"].result_list]
+
+    assert found("4f" * 16) == [traced.pk]
+    assert found("GLAZED") == [other.pk]
+    assert found("no-such-id") == []
+
+
 def test_sales_are_found_by_id_or_sku(admin_client, records):
     make_product("GLAZED", on_hand=5)
     glazed_sale = buy_once("GLAZED")
