@@ -1,4 +1,5 @@
-# One image for every role: web (the default CMD), migrate, worker, beat and flower.
+# One image for every role: web (the default CMD), migrate, worker, urgent-worker, notifications-worker,
+# beat and flower.
 # docker-compose.yml picks the command for each; see docs/production.md.
 #
 # Pinned to bookworm because the runtime package below (libmariadb3) is named for that release.
