@@ -34,7 +34,7 @@ class Command(BaseCommand):
         parser.add_argument("sku")
         parser.add_argument("quantity", type=int)
         parser.add_argument("--price", type=_price)
-        parser.add_argument("--name")
+        parser.add_argument("--name", help="the product's name (required with --create; renames an existing one)")
         parser.add_argument("--reorder-point", type=int)
         parser.add_argument("--reorder-quantity", type=int)
         parser.add_argument("--create", action="store_true", help="add the product if the SKU is new")
