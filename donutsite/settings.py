@@ -252,9 +252,9 @@ FACTORY_OVERDUE_GRACE_SECONDS = env.int("FACTORY_OVERDUE_GRACE_SECONDS", default
 # A restock still pending this long after its message should have run is sent again (the outbox relay).
 OUTBOX_RESEND_AFTER_SECONDS = env.int("OUTBOX_RESEND_AFTER_SECONDS", default=60)
 
-# Celery (the app is in donutsite/celery.py). Every queue is declared so Flower shows its length, and
-# a worker started without -Q consumes them all (but the dead-letter queue, which only holds copies
-# for ops to see; workers are started with `-X dead_letter`).
+# Celery (the app is in donutsite/celery.py). Every queue is declared so Flower shows its length. A
+# worker started without -Q would consume them all, the dead-letter queue (copies for ops to see)
+# included: make run and docker-compose.yml start each worker with -Q naming its own queues.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES_NAMES = ["default", "factory_urgent", "factory", "notifications", "maintenance", "dead_letter"]
