@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -84,6 +85,16 @@ def test_the_admin_index_links_to_the_dashboard(admin_client):
     assert response.status_code == 200
     assert f'<a href="{DASHBOARD}">Dashboard</a>' in response.content.decode()
     assert "Recent actions" in response.content.decode(), "the admin's own index is still there"
+
+
+@pytest.mark.django_db
+def test_the_admin_index_links_to_the_dashboard_only_for_staff_who_may_open_it(staff_client):
+    # Staff without every view permission were shown the link and got a 403 behind it.
+    bare = Client()
+    bare.force_login(User.objects.create_user("bare", password="pw", is_staff=True))
+
+    assert f'<a href="{DASHBOARD}">' not in bare.get(reverse("admin:index")).content.decode()
+    assert f'<a href="{DASHBOARD}">' in staff_client.get(reverse("admin:index")).content.decode()
 
 
 # What it shows
