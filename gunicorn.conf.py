@@ -45,6 +45,10 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
 # milliseconds, so 20 s is generous and still well inside a typical orchestrator's kill grace period.
 graceful_timeout = 20
 keepalive = 5  # gthread only (sync workers close after each response); below a proxy's upstream idle timeout
+# No gunicornc control socket (gunicorn 25+): nothing here uses it (the orchestrator starts and stops the
+# server; the worker count comes from the environment), and it is one more way into a running server. It
+# also defaults to one path per user, so each gunicorn on a machine replaced the last one's.
+control_socket_disable = True
 
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"

@@ -164,6 +164,18 @@ def test_the_stock_workers_run_a_pool_without_time_limits_and_say_what_bounds_a_
     assert timing_problems() == []
 
 
+def test_the_production_server_opens_no_control_socket(tmp_path):
+    from testsupport.processes import Process, free_port
+
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    env = {**PRODUCTION, "HOME": str(tmp_path), "GUNICORN_BIND": f"127.0.0.1:{free_port()}", "GUNICORN_WORKERS": "1"}
+    server = Process("gunicorn", [gunicorn, "-c", "gunicorn.conf.py"], env, ready="Booting worker", log_dir=tmp_path)
+    server.stop()
+
+    assert "Booting worker" in server.output()
+    assert not (tmp_path / ".gunicorn").exists(), "gunicornc's socket, by default in $HOME/.gunicorn"
+
+
 @pytest.fixture
 def staff(db):
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
