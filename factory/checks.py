@@ -10,15 +10,18 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import checks
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 
 
 def callback_url_problems() -> list[str]:
     url = urlsplit(settings.PUBLIC_BASE_URL)
+    # The host as Django checks a request's Host header: an IPv6 address keeps its brackets, a trailing
+    # dot goes (urlsplit's hostname does the opposite of both).
+    host, _ = split_domain_port(url.netloc.rpartition("@")[2])
     problems = []
-    if not validate_host(url.hostname or "", settings.ALLOWED_HOSTS):
+    if not validate_host(host, settings.ALLOWED_HOSTS):
         problems.append(
-            f"PUBLIC_BASE_URL's host {url.hostname!r} is not in DJANGO_ALLOWED_HOSTS: every factory callback "
+            f"PUBLIC_BASE_URL's host {host!r} is not in DJANGO_ALLOWED_HOSTS: every factory callback "
             "would be answered 400 and lost"
         )
     if url.scheme == "http" and settings.SECURE_SSL_REDIRECT:

@@ -56,6 +56,20 @@ def test_check_deploy_refuses_a_callback_url_the_factory_would_get_no_2xx_from(p
     assert "factory.W001" in result.stderr and problem in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("public_base_url", "allowed_hosts"),
+    [("https://[2001:db8::1]", "[2001:db8::1]"), ("https://donuts.example.com.", "donuts.example.com")],
+    ids=["ipv6", "trailing-dot"],
+)
+def test_check_deploy_takes_a_callback_host_as_django_serves_it(public_base_url, allowed_hosts):
+    # Django answers these hosts (it matches a Host header with its brackets, without a trailing dot).
+    env = {**PRODUCTION, "PUBLIC_BASE_URL": public_base_url, "DJANGO_ALLOWED_HOSTS": allowed_hosts}
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "factory.W001" not in result.stderr
+
+
 @pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "FACTORY_API_KEY", "FACTORY_CALLBACK_SECRET"])
 def test_production_refuses_to_start_without_its_secrets(missing):
     env = {k: v for k, v in PRODUCTION.items() if k != missing}
