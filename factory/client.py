@@ -74,6 +74,10 @@ class RemoteOrder:
         )
 
 
+def _other(result, reference: str) -> bool:
+    return isinstance(result, dict) and "reference" in result and result["reference"] != reference
+
+
 @dataclass(frozen=True)
 class PlaceResult:
     order: RemoteOrder
@@ -124,12 +128,15 @@ class FactoryClient:
         raise self._error(response, latency_ms)
 
     def find_order(self, reference: str) -> RemoteOrder | None:
-        """The order with exactly this reference. The answer is a list: whatever else it holds is not ours."""
+        """The order with exactly this reference. The answer is a list: an order in it under another reference
+        is not ours, and is not read (however garbled, it must not make our own order unreadable)."""
         response, latency_ms = self._send("GET", "/v1/orders", params={"reference": reference})
         if response.status_code != 200:
             raise self._error(response, latency_ms)
         try:
-            orders = [RemoteOrder.from_json(result) for result in response.json()["results"]]
+            orders = [
+                RemoteOrder.from_json(result) for result in response.json()["results"] if not _other(result, reference)
+            ]
         except (ValueError, KeyError, TypeError) as exc:
             raise FactoryUnavailable(f"garbled search answer: {exc}", status_code=200, latency_ms=latency_ms) from exc
         return next((order for order in orders if order.reference == reference), None)

@@ -193,6 +193,13 @@ def test_a_search_answer_naming_other_references_is_not_taken_for_ours(factory_s
     assert client.find_order("restock-42") is None
 
 
+def test_a_garbled_order_under_another_reference_does_not_hide_ours(factory_server):
+    factory_server.answer(200, {"results": [{"reference": "restock-420", "quantity": "many"}, ORDER]})
+    client = FactoryClient(base_url=factory_server.url, api_key="k", timeout=2)
+
+    assert client.find_order("restock-42").order_id == "F-000123"
+
+
 def test_reads_an_order_by_id_and_by_reference(factory_server):
     factory_server.answer(200, {**ORDER, "status": "completed", "quantity_produced": 118})
     factory_server.answer(404, {"error": "no such order"})
