@@ -72,7 +72,7 @@ def lost_channels_raise_connection_errors(**kwargs):
         return
 
     def checked(channel, *args, **kwargs):
-        if channel.connection.client is None:
+        if channel.connection is None or channel.connection.client is None:
             raise redis.exceptions.ConnectionError("the broker connection of this channel was lost and closed")
         return connparams(channel, *args, **kwargs)
 
