@@ -10,11 +10,13 @@ So every ModelAdmin here, Django's User and Group included, writes its changelis
 it, and refuses regular expressions (nobody needs them in a URL; a pattern over the ledger is a full scan).
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
+from django.core.exceptions import ValidationError
 from django.db.models.constants import LOOKUP_SEP
 
 REFUSED_LOOKUPS = {"regex", "iregex"}
@@ -38,6 +40,19 @@ class ModelAdmin(admin.ModelAdmin):
         if lookup.split(LOOKUP_SEP)[-1] in REFUSED_LOOKUPS:
             return False  # a 400 (DisallowedModelAdminLookup)
         return super().lookup_allowed(lookup, value, request)
+
+    def response_action(self, request, queryset):
+        try:
+            queryset.filter(pk__in=request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))
+        except (ValidationError, ValueError, TypeError):
+            # Django's words for a post with nothing selected; None sends the changelist back to itself.
+            self.message_user(
+                request,
+                "Items must be selected in order to perform actions on them. No items have been changed.",
+                messages.WARNING,
+            )
+            return None
+        return super().response_action(request, queryset)
 
 
 # Django's own admins for users and groups, with the same changelist.

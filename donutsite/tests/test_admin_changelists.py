@@ -1,14 +1,16 @@
 """A changelist's query string cannot break it: a lookup that cannot be run is Django's "invalid lookup"
 redirect (`?e=1`), a regular expression is refused (400); never a 500, nor a 503 that says the database is
-down. Found by sending junk query strings to every changelist of the running server."""
+down. Found by sending junk query strings to every changelist of the running server. Nor can an action's
+posted ids: one that is not an id selects nothing."""
 
 import pytest
 from django.contrib import admin
 from django.urls import reverse
 
 from donutsite.admin import CheckedChangeList
+from factory.models import DeadLetter
 from notifications.models import Alert
-from testsupport.data import make_product
+from testsupport.data import make_failed_restock, make_product
 
 pytestmark = pytest.mark.django_db
 
@@ -16,6 +18,7 @@ PRODUCTS = reverse("admin:inventory_product_changelist")
 SALES = reverse("admin:inventory_sale_changelist")
 ALERTS = reverse("admin:notifications_alert_changelist")  # has a date_hierarchy on created_at
 USERS = reverse("admin:auth_user_changelist")  # Django's own
+DEAD_LETTERS = reverse("admin:factory_deadletter_changelist")
 
 
 @pytest.mark.parametrize(
@@ -68,3 +71,30 @@ def test_every_admin_page_uses_the_checked_changelist(rf, admin_user):
         for model_admin in admin.site._registry.values()
         if not issubclass(model_admin.get_changelist(request), CheckedChangeList)
     } == set()
+
+
+@pytest.mark.parametrize(
+    ("url", "action"),
+    [(DEAD_LETTERS, "redrive"), (ALERTS, "acknowledge"), (PRODUCTS, "adjust_stock"), (USERS, "delete_selected")],
+)
+@pytest.mark.parametrize("selected", ["abc", "1e3", "", "1.5"])
+def test_an_action_posted_with_an_id_that_is_not_one_selects_nothing(admin_client, url, action, selected):
+    _, dead_letter = make_failed_restock(make_product("GLAZED", on_hand=0))
+
+    response = admin_client.post(url, {"action": action, "_selected_action": [dead_letter.pk, selected], "index": 0})
+
+    assert response.status_code == 302 and response["Location"] == url
+    shown = [str(m) for m in admin_client.get(url).context["messages"]]
+    assert shown == ["Items must be selected in order to perform actions on them. No items have been changed."]
+    dead_letter.refresh_from_db()
+    assert dead_letter.redriven_at is None
+
+
+def test_an_action_posted_with_ids_past_the_column_still_runs_on_the_real_ones(admin_client):
+    _, dead_letter = make_failed_restock(make_product("GLAZED", on_hand=0))
+
+    admin_client.post(
+        DEAD_LETTERS, {"action": "redrive", "_selected_action": [dead_letter.pk, "9" * 30, "-1"], "index": 0}
+    )
+
+    assert DeadLetter.objects.get(pk=dead_letter.pk).redriven_at is not None
