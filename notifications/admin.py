@@ -61,15 +61,23 @@ class AlertAdmin(ModelAdmin):
         return alert.acknowledged_at is not None
 
     # Both change the alert (or send it again): staff who may only look at alerts are not offered them.
+    # Each is written to the alert's history, which says who did it and when.
     @admin.action(description="Acknowledge selected alerts", permissions=["change"])
     def acknowledge(self, request, queryset):
+        acknowledged = 0
         for alert in queryset:
-            alert_acknowledge(alert, user=request.user)
-        self.message_user(request, f"{queryset.count()} alert(s) acknowledged.", messages.SUCCESS)
+            if alert_acknowledge(alert, user=request.user):
+                acknowledged += 1
+                self.log_change(request, alert, "Acknowledged.")
+        self.message_user(request, f"{acknowledged} alert(s) acknowledged.", messages.SUCCESS)
 
     @admin.action(description="Send selected alerts again", permissions=["change"])
     def resend(self, request, queryset):
-        sent = sum(alert_resend(alert) for alert in queryset)
+        sent = 0
+        for alert in queryset:
+            queued = alert_resend(alert)
+            sent += queued
+            self.log_change(request, alert, f"Sent again: {queued} delivery(ies) queued.")
         self.message_user(request, f"{sent} delivery(ies) queued again.", messages.SUCCESS)
 
 

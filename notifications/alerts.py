@@ -200,9 +200,12 @@ def alerts_escalate() -> int:
     return escalated
 
 
-def alert_acknowledge(alert: Alert, *, user) -> None:
-    Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
-        acknowledged_at=timezone.now(), acknowledged_by=user
+def alert_acknowledge(alert: Alert, *, user) -> bool:
+    """Acknowledge one alert; False when it was acknowledged already (by then it is left as it was)."""
+    return bool(
+        Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
+            acknowledged_at=timezone.now(), acknowledged_by=user
+        )
     )
 
 

@@ -196,6 +196,25 @@ def test_staff_who_may_change_alerts_acknowledge_and_resend_them(
     assert len(queued()) == 3
 
 
+def test_acknowledging_and_resending_are_written_to_the_alerts_history(
+    client, channels_at, queued, django_capture_on_commit_callbacks
+):
+    alert = critical_alert()
+    ops = staff(client, "view_alert", "change_alert")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        ops.post(ALERTS, {"action": "resend", "_selected_action": [alert.pk]})
+    ops.post(ALERTS, {"action": "acknowledge", "_selected_action": [alert.pk]})
+    again = ops.post(ALERTS, {"action": "acknowledge", "_selected_action": [alert.pk]}, follow=True)
+
+    history = ops.get(reverse("admin:notifications_alert_history", args=[alert.pk]))
+    assert [(entry.user.username, entry.get_change_message()) for entry in history.context["action_list"]] == [
+        ("ops", "Sent again: 3 delivery(ies) queued."),
+        ("ops", "Acknowledged."),
+    ], "who sent it again and who acknowledged it, once: acknowledging it again changed nothing"
+    assert "0 alert(s) acknowledged." in again.content.decode()
+
+
 def test_ops_send_an_alert_again_from_the_admin(admin_client, channels_at, queued, django_capture_on_commit_callbacks):
     alert = critical_alert()
     AlertDelivery.objects.filter(alert=alert).update(status="failed", last_error="slack: HTTP 500")
