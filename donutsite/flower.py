@@ -7,9 +7,9 @@ on the Broker page and in /api/queues/length.
 
 It is also always read-only (Flower's `--read_only`: its API refuses to send, revoke or abort tasks and
 to control workers, 403) and refuses to start without a login (FLOWER_BASIC_AUTH, `--basic_auth` or
-`--auth`), also on its Prometheus page /metrics, which Flower itself leaves open: whoever reaches it
-may watch the queues, never act on them. Redrives go through the admin
-or `manage.py redrive`, which record who did what.
+`--auth`; each basic login user:password, none empty), also on its Prometheus page /metrics, which
+Flower itself leaves open: whoever reaches it may watch the queues, never act on them. Redrives go
+through the admin or `manage.py redrive`, which record who did what.
 """
 
 import os
@@ -43,6 +43,15 @@ def flower_argv(args: list[str], environ: dict) -> list[str]:
     if not ({"--help", "-h"} & set(args) or environ.get("FLOWER_BASIC_AUTH") or environ.get("FLOWER_AUTH")):
         if not any(arg.split("=", 1)[0] in logins for arg in args):
             raise SystemExit("Flower needs a login: set FLOWER_BASIC_AUTH=user:password (or pass --basic_auth).")
+    # Flower splits the login at commas and lets in whoever sends any one entry: an empty one (a trailing
+    # comma, `--basic_auth=`) is matched by the header `Basic ====`, which decodes to nothing. The command
+    # line's login replaces the environment's.
+    given = [arg.split("=", 1)[1] for arg in args if "=" in arg and arg.split("=", 1)[0] in logins[:2]]
+    for value in given or ([environ["FLOWER_BASIC_AUTH"]] if environ.get("FLOWER_BASIC_AUTH") else []):
+        for number, login in enumerate(value.split(","), start=1):
+            user, colon, password = login.partition(":")
+            if not (user and colon and password):
+                raise SystemExit(f"Flower's login {number} is not user:password (logins are comma-separated).")
     return ["celery", "-A", "donutsite", "flower", *args, "--read_only=true"]
 
 

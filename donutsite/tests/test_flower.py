@@ -49,6 +49,32 @@ def test_flower_will_not_start_without_a_login():
     assert flower_argv(["--basic_auth=ops:x"], {})[-1] == "--read_only=true"
 
 
+@pytest.mark.parametrize(
+    ("args", "environ"),
+    [
+        ([], {"FLOWER_BASIC_AUTH": "ops:s3cret,"}),
+        ([], {"FLOWER_BASIC_AUTH": ",ops:s3cret"}),
+        ([], {"FLOWER_BASIC_AUTH": "ops"}),
+        ([], {"FLOWER_BASIC_AUTH": "ops:"}),
+        (["--basic_auth="], {}),
+        (["--basic-auth=ops:s3cret,"], {"FLOWER_BASIC_AUTH": "ops:s3cret"}),
+    ],
+)
+def test_flower_will_not_start_with_an_empty_login_among_its_logins(args, environ):
+    # Flower lets in whoever matches any entry, and `Authorization: Basic ====` decodes to the empty one.
+    from donutsite.flower import flower_argv
+
+    with pytest.raises(SystemExit, match="not user:password"):
+        flower_argv(args, environ)
+
+
+def test_flower_takes_several_logins_and_passwords_with_colons():
+    from donutsite.flower import flower_argv
+
+    assert flower_argv([], {"FLOWER_BASIC_AUTH": "ops:s3cret,oncall:a:b"})[-1] == "--read_only=true"
+    assert flower_argv(["--basic_auth=ops:s3cret"], {"FLOWER_BASIC_AUTH": ""})[-1] == "--read_only=true"
+
+
 def test_flower_needs_its_login_and_counts_the_dead_letter_queue():
     broker = redis.Redis.from_url(current_app.conf.broker_url)
     broker.delete("dead_letter")
