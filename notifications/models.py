@@ -38,6 +38,13 @@ class Alert(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        indexes = [
+            # The sweep's escalation query (alerts_escalate, every few seconds): the few warnings still
+            # unacknowledged and not escalated, found without reading every alert the shop ever raised.
+            models.Index(
+                fields=["severity", "acknowledged_at", "escalated_at", "created_at"], name="alert_escalation_due"
+            ),
+        ]
 
     def __str__(self):
         return f"[{self.severity}] {self.title}"

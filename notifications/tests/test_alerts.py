@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from notifications import alerts
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock
+from testsupport.plans import plans
 
 pytestmark = pytest.mark.django_db
 
@@ -187,3 +188,23 @@ def test_a_new_sku_in_a_warning_group_waits_for_the_window():
     assert alerts.alert_groups_flush() == 1
     assert Alert.objects.get(is_summary=True).context["sku"] == "VIRAL, MAPLE"
     assert AlertGroup.objects.get().leader is None, "the window closed: the next alert leads a new group"
+
+
+@override_settings(FCM_PROJECT_ID="donuts", FCM_ACCESS_TOKEN="t")
+def test_the_escalation_sweep_reads_an_index_not_every_alert_ever_raised():
+    # A year of alerts: acknowledged warnings, info ones nobody acknowledges, escalated ones; and one due.
+    long_ago = timezone.now() - timedelta(days=30)
+    Alert.objects.bulk_create(
+        Alert(kind="sold_out", severity=severity, title="old", dedupe_key=f"k{i}", acknowledged_at=acknowledged)
+        for i, (severity, acknowledged) in enumerate(
+            [("info", None)] * 2000 + [("warning", long_ago)] * 1000 + [("critical", long_ago)] * 200
+        )
+    )
+    Alert.objects.update(created_at=long_ago)
+    due = raise_alert("late", "warning", title="Overdue")
+    Alert.objects.filter(pk=due.pk).update(created_at=long_ago)
+
+    search, *_updates = plans(alerts.alerts_escalate, "notifications_alert")
+
+    assert Alert.objects.get(pk=due.pk).escalated_at is not None
+    assert (search["key"], search["type"]) == ("alert_escalation_due", "range"), search
