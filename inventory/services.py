@@ -402,9 +402,18 @@ def restocks_open(products: list[Product], *, reason: str) -> dict[int, Restock]
     return by_product
 
 
-def idempotency_keys_purge() -> int:
+def idempotency_keys_purge(*, batch_size: int = 5_000) -> int:
+    """Delete the keys older than IDEMPOTENCY_KEY_TTL_HOURS, `batch_size` at a time, each DELETE a short
+    statement of its own: a backlog (a rush day, or the maintenance worker away for a while) is not one
+    statement holding its row locks for seconds, lagging replicas and passing the read timeout, while the
+    maintenance queue's sweeps wait behind it. Returns how many were deleted."""
     cutoff = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS)
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    expired = IdempotencyKey.objects.filter(created_at__lt=cutoff).order_by("created_at", "pk")
+    deleted = 0
+    while ids := list(expired.values_list("pk", flat=True)[:batch_size]):
+        deleted += IdempotencyKey.objects.filter(pk__in=ids).delete()[0]
+        if len(ids) < batch_size:
+            break
     return deleted
 
 

@@ -6,7 +6,9 @@ from datetime import timedelta
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from clients import throttles
@@ -130,6 +132,23 @@ def test_expired_keys_are_purged_and_fresh_ones_kept(client_app):
 
     assert idempotency_keys_purge() == 1
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
+
+
+def test_expired_keys_are_purged_in_batches_each_its_own_short_delete():
+    client, _ = make_api_client()
+    old = timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS + 1)
+    IdempotencyKey.objects.bulk_create(
+        IdempotencyKey(client=client, key=f"k{i}", request_hash="h", refusal={"shortages": []}) for i in range(6)
+    )
+    IdempotencyKey.objects.exclude(key="k5").update(created_at=old)
+
+    with CaptureQueriesContext(connection) as captured:
+        assert idempotency_keys_purge(batch_size=2) == 5
+
+    deletes = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 3, deletes
+    assert all(sql.count(",") <= 1 and " IN (" in sql for sql in deletes), "each by the keys of one batch"
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["k5"]
 
 
 @pytest.mark.parametrize(
