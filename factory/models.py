@@ -112,8 +112,10 @@ class FactoryAttempt(models.Model):
         PERMANENT = "permanent"  # 400/401/409 and other 4xx: not retried
 
     restock = models.ForeignKey("inventory.Restock", on_delete=models.CASCADE, related_name="attempts")
-    number = models.PositiveIntegerField()
-    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    # Both indexed for /metrics (every scrape): calls by outcome and retries (number > 1) are counted from
+    # an index rather than by reading every call ever made.
+    number = models.PositiveIntegerField(db_index=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField()
     error = models.TextField(blank=True, default="")

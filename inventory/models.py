@@ -160,7 +160,8 @@ class Restock(models.Model):
     )
     placed_at = models.DateTimeField(null=True, blank=True)
     expected_at = models.DateTimeField(null=True, blank=True)
-    closed_at = models.DateTimeField(null=True, blank=True)
+    # Indexed for /metrics (every scrape): its lead-time histogram reads the restocks closed in the last 24 h.
+    closed_at = models.DateTimeField(null=True, blank=True, db_index=True)
     quantity_received = models.PositiveIntegerField(null=True, blank=True)
     correlation_id = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -103,7 +103,8 @@ class AlertDelivery(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
-    sent_at = models.DateTimeField(null=True, blank=True)
+    # Indexed for /metrics (every scrape): its latency histogram reads the last 24 h of sends.
+    sent_at = models.DateTimeField(null=True, blank=True, db_index=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True, help_text="From the alert's creation to sent.")
     created_at = models.DateTimeField(auto_now_add=True)
     # The outbox: a task claims the row while it sends (one sender at a time); a pending row past
@@ -115,6 +116,8 @@ class AlertDelivery(models.Model):
         verbose_name_plural = "alert deliveries"
         ordering = ["alert_id", "channel"]
         constraints = [models.UniqueConstraint(fields=["alert", "channel"], name="one_delivery_per_channel")]
+        # /metrics counts every delivery by channel and status at each scrape: read from this index alone.
+        indexes = [models.Index(fields=["channel", "status"], name="alert_delivery_channel_status")]
 
     def __str__(self):
         return f"{self.channel} for alert {self.alert_id}: {self.status}"

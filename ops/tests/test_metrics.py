@@ -23,6 +23,7 @@ from inventory.models import Restock
 from notifications.models import Alert, AlertDelivery
 from testsupport.api import buy
 from testsupport.data import make_product
+from testsupport.plans import plans
 
 pytestmark = pytest.mark.django_db
 
@@ -464,3 +465,33 @@ def test_a_stopped_beat_shows_as_sweeps_growing_old_in_metrics_and_the_probe(set
     for nonsense in ("nan", "inf", "-5", "0"):  # nan passed every check, a negative age failed every one
         with pytest.raises(CommandError, match="positive number of seconds"):
             call_command("sweeps_alive", "--max-age", nonsense)
+
+
+def test_a_scrape_reads_indexes_not_every_restock_call_and_delivery_ever_made(monkeypatch):
+    # A long-open shop: thousands of restocks, their calls and alert deliveries, all a month old (written
+    # then, not updated since: an index still holds an updated row's old entry until InnoDB purges it).
+    product = make_product("GLAZED")
+    long_ago = timezone.now() - timedelta(days=30)
+    with monkeypatch.context() as patched:
+        patched.setattr(timezone, "now", lambda: long_ago)
+        restocks = Restock.objects.bulk_create(
+            Restock(product=product, quantity=10, status="fulfilled", reason="manual", closed_at=long_ago)
+            for _ in range(3000)
+        )
+        FactoryAttempt.objects.bulk_create(
+            FactoryAttempt(restock=restock, number=1 + (i % 4 == 0), outcome="accepted", latency_ms=50)
+            for i, restock in enumerate(restocks)
+        )
+        alerts = Alert.objects.bulk_create(
+            Alert(kind="sold_out", severity="info", title="old", dedupe_key=f"k{i}") for i in range(1500)
+        )
+        AlertDelivery.objects.bulk_create(
+            AlertDelivery(alert=alert, channel=channel, status="sent", sent_at=long_ago, latency_ms=1000)
+            for alert in alerts
+            for channel in ("log", "slack")
+        )
+
+    for table in ("inventory_restock", "factory_factoryattempt", "notifications_alertdelivery"):
+        for plan in plans(scrape, table):
+            # A range of the last 24 h, or every row counted from an index alone; never each row read.
+            assert plan["type"] == "range" or (plan["type"] == "index" and "Using index" in plan["Extra"]), str(plan)
