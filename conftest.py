@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 
 from testsupport.data import make_api_client
@@ -73,5 +75,5 @@ def broker_down():
         kombu.pools.reset()
 
     use("redis://127.0.0.1:9/0")  # the discard port: nothing listens there
-    yield
+    yield SimpleNamespace(back=lambda: use(None))
     use(None)

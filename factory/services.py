@@ -63,6 +63,7 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
     if not task_publish(RESTOCK_PLACE_TASK, [restock_id], route_name=_route(shortage)):
         # One short try (a web request must not wait on the broker): the row is the source of truth,
         # and the reconcile sweep resends it.
+        _hand_over_failed(restock_id)
         return False
     logger.info("restock %s handed to the factory queue%s", restock_id, " (shortage first)" if shortage else "")
     now = timezone.now()
@@ -79,6 +80,18 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
         # would turn a sale into an error answer. Unnoted, the sweep may send it again: harmless.
         logger.warning("restock %s: sent, but noting it failed (%r)", restock_id, exc)
     return True
+
+
+def _hand_over_failed(restock_id: int) -> None:
+    """A first hand-over that did not leave is due at once: the sweep resends it at its next run, seconds
+    away, instead of after OUTBOX_RESEND_AFTER_SECONDS, the wait that covers a message that may still be on
+    its way (in a broker outage, a minute's wait for every restock it opened, shortages included)."""
+    try:
+        FactoryOrder.objects.filter(
+            restock_id=restock_id, dispatched_at__isnull=True, next_attempt_at__isnull=True
+        ).update(next_attempt_at=timezone.now())
+    except DatabaseError as exc:  # after the sale's commit: never an error answer; the sweep finds it later
+        logger.warning("restock %s: could not note that its hand-over failed (%r)", restock_id, exc)
 
 
 def restock_hurry(restock_id: int) -> bool:

@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from factory.models import FactoryOrder
+from inventory.errors import OutOfStock
 from inventory.models import Restock
 from inventory.services import SaleItem, restocks_open, sale_create
 from testsupport.data import make_api_client, make_product
@@ -114,6 +115,24 @@ def test_with_the_broker_down_a_sale_still_succeeds_and_keeps_its_restock(factor
     restock = Restock.objects.get()
     assert restock.status == "pending", "left for the outbox sweep"
     assert not FactoryOrder.objects.filter(restock=restock, dispatched_at__isnull=False).exists(), "never noted as sent"
+
+
+def test_a_restock_the_broker_refused_is_sent_by_the_next_sweep_not_a_minute_later(factory_queue, broker_down):
+    from donutsite.dependencies import breakers
+
+    make_product("VIRAL", on_hand=0, reorder_point=0)
+    client, _ = make_api_client()
+    with pytest.raises(OutOfStock):
+        sale_create(client=client, items=[SaleItem("VIRAL", 1)])  # the shortage opens the restock
+    restock = Restock.objects.get()
+    assert restock.reason == "shortage" and factory_queue("factory_urgent") == []
+
+    broker_down.back()
+    breakers["broker"].close()
+    call_command("reconcile")
+
+    assert factory_queue() == [restock.pk], "known not sent: nothing of it can still be on its way"
+    assert FactoryOrder.objects.get(restock=restock).dispatch_count == 1
 
 
 def test_a_sale_whose_outbox_note_fails_after_commit_still_answers_the_sale(factory_queue, monkeypatch):
