@@ -108,9 +108,9 @@ user.set_password(os.environ['ADMIN_PASSWORD']); user.save()"
 # Django's advice for the development server is no persistent connections.
 cat >> "$PROCFILE" <<PROCS
 web: env DATABASE_CONN_MAX_AGE=0 $PY manage.py runserver 127.0.0.1:$PORT --noreload
-worker: .venv/bin/celery -A donutsite worker -l info -P threads -c 16 -Q default,factory,maintenance -n factory@%h
-urgent-worker: .venv/bin/celery -A donutsite worker -l info -P threads -c 16 -Q factory_urgent -n urgent@%h
-notifications-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q notifications -n notifications@%h
+worker: .venv/bin/celery -A donutsite worker -l info -P threads -c 16 -Q default,factory,maintenance -n factory@%h --without-gossip --without-mingle
+urgent-worker: .venv/bin/celery -A donutsite worker -l info -P threads -c 16 -Q factory_urgent -n urgent@%h --without-gossip --without-mingle
+notifications-worker: .venv/bin/celery -A donutsite worker -l info --concurrency 2 -Q notifications -n notifications@%h --without-gossip --without-mingle
 beat: .venv/bin/celery -A donutsite beat -l info --schedule var/celerybeat-schedule
 flower: $PY -m donutsite.flower --port=$FLOWER_PORT --address=127.0.0.1
 PROCS
