@@ -72,9 +72,12 @@ class ApiMiddleware:
                 code, message = _STATUS_CODES.get(response.status_code, ("error", "The request failed."))
                 body = {"code": code, "message": message}
             replacement = JsonResponse(body, status=response.status_code)
-            for header in ("Retry-After", "Allow", "WWW-Authenticate"):
-                if header in response:
-                    replacement[header] = response[header]
+            # Only the body changes: what the answer said of itself and the middleware below added (Allow,
+            # Retry-After, nosniff, HSTS, Vary, cookies) stays.
+            for header, value in response.items():
+                if header.lower() not in ("content-type", "content-length"):
+                    replacement[header] = value
+            replacement.cookies = response.cookies
             return replacement
         return response
 

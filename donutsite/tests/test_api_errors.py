@@ -14,6 +14,18 @@ def test_an_api_url_that_matches_no_route_answers_the_json_error_shape(client, p
     assert response.json() == {"code": "not_found", "message": "Not found."}
 
 
+def test_a_json_error_keeps_the_headers_the_middleware_below_set(client, settings):
+    settings.SECURE_CONTENT_TYPE_NOSNIFF = True
+    settings.SECURE_REFERRER_POLICY = "same-origin"
+
+    response = client.post("/api/schema/")  # the schema view's own answer is YAML: made JSON on the way out
+
+    assert response.status_code == 405 and response["Content-Type"] == "application/json"
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+
+
 def test_a_url_outside_the_api_keeps_the_html_404(client):
     response = client.get("/no-such-page")
 
