@@ -168,9 +168,7 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
         Restock.objects.pending().filter(pk=restock.pk).update(
             status=Restock.Status.PLACED, expected_at=result.order.estimated_ready_at, placed_at=timezone.now()
         )
-        FactoryOrder.objects.filter(restock_id=restock.pk).update(
-            order_id=result.order.order_id, claimed_at=None, next_attempt_at=None, last_error=""
-        )
+        _order_placed(restock.pk, result.order.order_id)
         # The factory answers again: its "failed N calls in a row" warning is over, not escalated to the
         # ops phones ALERT_ESCALATE_AFTER_SECONDS later about a trouble that has passed.
         alerts_acknowledge(FACTORY_DEGRADED)
@@ -178,6 +176,14 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
         alert_group_settle(FACTORY_DEGRADED)
     logger.info("restock %s placed as factory order %s", restock.pk, result.order.order_id)
     return "placed"
+
+
+def _order_placed(restock_id: int, order_id: str) -> None:
+    """The factory has this restock's order: its id noted, and nothing left that held a call (the claim, a
+    retry's wait, the last error)."""
+    FactoryOrder.objects.filter(restock_id=restock_id).update(
+        order_id=order_id, claimed_at=None, next_attempt_at=None, last_error=""
+    )
 
 
 def _record_failure(restock: Restock, exc: FactoryError) -> None:
@@ -315,8 +321,7 @@ def restock_receive(
         # Settled: an overdue alert about it is closed, and so is its dead letter, if the factory had the order
         # after all (a late callback, or the poll, for a restock that gave up): nothing is left to redrive.
         alerts_acknowledge(overdue_dedupe_key(restock.pk))
-        for dead_letter in DeadLetter.objects.unresolved().select_for_update().filter(restock_id=restock.pk):
-            _dead_letter_settled(dead_letter, by=f"settled by the factory (order {order_id})", user=None)
+        _dead_letters_settled_by_factory(restock.pk, order_id)
         if not received:
             _nothing_received(restock, product, order_id, cancelled=cancelled)
         elif product.needs_reorder and product.is_active:
@@ -467,11 +472,8 @@ def _restock_found_placed(restock: Restock, order: RemoteOrder) -> bool:
             return False
         if not placed:
             return False
-        FactoryOrder.objects.filter(restock_id=restock.pk).update(
-            order_id=order.order_id, claimed_at=None, next_attempt_at=None, last_error=""
-        )
-        for dead_letter in DeadLetter.objects.unresolved().select_for_update().filter(restock_id=restock.pk):
-            _dead_letter_settled(dead_letter, by=f"settled by the factory (order {order.order_id})", user=None)
+        _order_placed(restock.pk, order.order_id)
+        _dead_letters_settled_by_factory(restock.pk, order.order_id)
     return True
 
 
@@ -713,6 +715,13 @@ def _task_redrive(dead_letter: DeadLetter, *, by: str, user, dry_run: bool) -> b
     with transaction.atomic():
         _dead_letter_resolved(locked, user)
     return True
+
+
+def _dead_letters_settled_by_factory(restock_id: int, order_id: str) -> None:
+    """The factory has the restock's order after all: its dead letters are resolved, nothing is left to
+    redrive. Locks them; call with the product's and the restock's rows locked."""
+    for dead_letter in DeadLetter.objects.unresolved().select_for_update().filter(restock_id=restock_id):
+        _dead_letter_settled(dead_letter, by=f"settled by the factory (order {order_id})", user=None)
 
 
 def _dead_letter_settled(dead_letter: DeadLetter, *, by: str, user) -> None:
