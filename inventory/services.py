@@ -20,7 +20,7 @@ from clients.models import ApiClient
 from donutsite.context import request_id
 from inventory import selectors
 from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
-from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
+from inventory.models import SKU_VALIDATOR, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 from inventory.signals import restock_opened, restock_sold_out
 from notifications.alerts import alert_raise
 from notifications.subscriptions import back_in_stock_announce, back_in_stock_withdraw, subscription_create
@@ -507,9 +507,9 @@ def product_set_stock(
                 f"No product has the SKU {sku!r}.{hint} To add one, pass --create with --name and --price."
             )
         longest = Product._meta.get_field("sku").max_length
-        if not sku or sku != sku.strip() or len(sku) > longest or "/" in sku:
+        if not sku or sku != sku.strip() or len(sku) > longest or not SKU_VALIDATOR.regex.search(sku):
             # As the admin's form takes a SKU: a trailing space would be sold, yet never found by `?sku=`, and
-            # a "/" would make the product's URLs unreachable (SKU_VALIDATOR).
+            # a "/" would make the product's URLs unreachable (the model's SKU_VALIDATOR).
             raise InvalidAdjustment(
                 f"A new SKU needs 1 to {longest} characters, no space at either end and no '/': {sku!r}."
             )
