@@ -306,7 +306,9 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
             severity="info",
             title=f"{product.sku} sold out",
             text=f"The last {product.name} just sold; a restock is open.",
-            dedupe_key=f"sold_out:{product.sku}",
+            # One group for every SKU: a rush sells out dozens in minutes, and a message each would bury
+            # the alerts that need someone. The summary names them all.
+            dedupe_key="sold_out",
             context={"sku": product.sku},
         )
     return SaleOutcome(sale=sale, lines=lines)

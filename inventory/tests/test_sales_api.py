@@ -4,9 +4,13 @@ import logging
 
 import pytest
 from django.db.models import Sum
+from django.test import override_settings
+from django.utils import timezone
 
 from inventory.models import Product, Restock, Sale, StockMovement
 from inventory.selectors import ledger_differences
+from notifications.alerts import alert_groups_flush
+from notifications.models import AlertDelivery, AlertGroup
 from testsupport.api import buy
 from testsupport.data import make_api_client, make_product
 
@@ -354,3 +358,25 @@ def test_the_schema_and_docs_are_served_without_a_cdn(client):
     assert "/api/v1/restocks/" in paths and "/api/v1/products/{sku}/" in paths
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower()
+
+
+@override_settings(SLACK_WEBHOOK_URL="http://127.0.0.1:9/slack", SLACK_MIN_SEVERITY="info")
+def test_a_rush_selling_out_many_skus_tells_slack_once_then_sums_up_the_rest(client_app):
+    # In a rush every SKU sells out within minutes: one message per SKU would bury a dead letter.
+    skus = ["GLAZED", "BOSTON", "MATCHA", "LEMON", "VIRAL"]
+    for sku in skus:
+        make_product(sku, on_hand=1)
+
+    for sku in skus:
+        assert buy(client_app, (sku, 1)).status_code == 201
+
+    slack = AlertDelivery.objects.filter(channel=AlertDelivery.Channel.SLACK)
+    assert [d.alert.title for d in slack] == ["GLAZED sold out"], "the first sell-out is told at once"
+    assert Restock.objects.filter(product__sku__in=skus).count() == 5, "each still has its restock"
+
+    AlertGroup.objects.update(window_ends_at=timezone.now(), flush_at=timezone.now())
+    alert_groups_flush()
+
+    summary = slack.get(alert__is_summary=True).alert
+    assert summary.title == "+4 more (new: BOSTON, MATCHA, LEMON, VIRAL): GLAZED sold out"
+    assert summary.severity == "info"
