@@ -199,6 +199,9 @@ TRUSTED_PROXY_COUNT = env.int("DJANGO_TRUSTED_PROXY_COUNT", default=0)
 # 429 for that pair until it passes (donutsite/login_throttle.py; `manage.py admin_login_unlock`).
 ADMIN_LOGIN_MAX_FAILURES = env.int("ADMIN_LOGIN_MAX_FAILURES", default=5)
 ADMIN_LOGIN_WINDOW_SECONDS = env.int("ADMIN_LOGIN_WINDOW_SECONDS", default=900)
+# An admin login (the only sessions there are) lasts a working shift, not Django's two weeks: it can set
+# stock and redrive orders, and a browser left logged in should not hold that for a fortnight.
+SESSION_COOKIE_AGE = env.int("ADMIN_SESSION_HOURS", default=12) * 3600
 
 # /metrics (ops/metrics.py): a Bearer token, or client addresses/networks (REMOTE_ADDR only, never
 # a proxy's own address). With neither set the endpoint answers 404.

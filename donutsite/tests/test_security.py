@@ -4,14 +4,17 @@ import os
 import secrets
 import subprocess
 import sys
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.contrib.sessions.models import Session
 from django.core.management import call_command
 from django.test import override_settings
+from django.utils import timezone
 
 from donutsite.checks import timing_problems
 
@@ -283,6 +286,15 @@ def test_ops_lift_a_lockout_with_a_command(client, staff):
     assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 429
     call_command("admin_login_unlock", "--all", stdout=out)
     assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 302
+
+
+def test_an_admin_login_lasts_a_shift_not_two_weeks(client, staff):
+    response = login(client, "correct horse battery")
+
+    assert response.status_code == 302
+    assert response.cookies["sessionid"]["max-age"] == 12 * 3600, "the browser drops it after 12 hours"
+    left = Session.objects.get().expire_date - timezone.now()
+    assert timedelta(hours=12) - timedelta(minutes=1) < left <= timedelta(hours=12), "nor does the server"
 
 
 def test_a_login_posted_without_next_lands_on_the_admin(client, staff):
