@@ -1,6 +1,7 @@
 """.env.example lists every variable the app reads (README's "Configuration", docs/production.md): each
 name settings.py or gunicorn.conf.py reads from the environment is in it, as `NAME=` or `# NAME=`, and
-it names nothing that neither the app nor docker-compose.yml reads."""
+it names nothing that neither the app nor docker-compose.yml reads. The README's table has a row for each
+of them and for those `make run` (scripts/run.sh) reads, and for nothing else."""
 
 import ast
 import re
@@ -9,6 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 READERS = ("donutsite/settings.py", "gunicorn.conf.py")
 LISTED = re.compile(r"^(?:# )?([A-Z][A-Z0-9_]*)=\S*$", re.MULTILINE)
+# scripts/run.sh reads a variable as ${NAME:-default} (or ${NAME:-} to test whether it is set).
+RUN_SH_READ = re.compile(r"\$\{([A-Z][A-Z0-9_]*):-")
+README_ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*) \|", re.MULTILINE)
 
 
 def _is_environ(node: ast.AST) -> bool:
@@ -44,6 +48,30 @@ def listed() -> set[str]:
     return set(LISTED.findall((ROOT / ".env.example").read_text()))
 
 
+def compose_variables() -> set[str]:
+    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "docker-compose.yml").read_text()))
+
+
+def make_run_variables() -> set[str]:
+    """Names scripts/run.sh takes from the environment: read before the script sets them itself (its own
+    working variables, such as REDIS_DIR, are set first)."""
+    lines = (ROOT / "scripts" / "run.sh").read_text().splitlines()
+    code = [line for line in lines if not line.lstrip().startswith("#")]
+    names = set()
+    for name in set(RUN_SH_READ.findall("\n".join(code))):
+        first = next(line for line in code if re.search(rf"\b{name}\b", line))
+        if "${" + name + ":-" in first:
+            names.add(name)
+    return names
+
+
+def readme_table() -> dict[str, str]:
+    """The README's "Configuration" table: variable -> its default column."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    return dict(README_ROW.findall(section))
+
+
 def test_the_reader_finds_each_way_settings_read_the_environment():
     found = app_variables()
     # env.str, env.bool, env.list, env.db, os.environ.get in settings.py; os.environ.get in gunicorn.conf.py
@@ -57,6 +85,18 @@ def test_env_example_lists_every_variable_the_app_reads():
 
 
 def test_env_example_lists_only_variables_something_reads():
-    compose = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "docker-compose.yml").read_text()))
+    assert sorted(listed() - app_variables() - compose_variables()) == []
 
-    assert sorted(listed() - app_variables() - compose) == []
+
+def test_the_readers_find_what_make_run_takes_from_the_environment():
+    assert {"RUN_REDIS_PORT", "CELERY_BROKER_URL", "FLOWER_BASIC_AUTH"} <= make_run_variables()
+    assert "REDIS_DIR" not in make_run_variables(), "set by the script before it is read"
+    assert {"DJANGO_SECRET_KEY", "FACTORY_TIMEOUT_SECONDS", "RUN_REDIS_PORT"} <= set(readme_table())
+
+
+def test_the_readme_table_has_every_variable_env_example_lists_and_make_run_reads():
+    assert sorted((listed() | make_run_variables()) - set(readme_table())) == []
+
+
+def test_the_readme_table_names_only_variables_something_reads():
+    assert sorted(set(readme_table()) - app_variables() - compose_variables() - make_run_variables()) == []
