@@ -40,6 +40,27 @@ def read_by(path: Path) -> set[str]:
     return names
 
 
+def literal_defaults(path: Path) -> dict[str, object]:
+    """Names read with a literal default (env.int("X", default=5), os.environ.get("X", 30)) -> that default.
+    A default computed from something else (DEBUG, the CPU count, BASE_DIR) is left out."""
+    defaults = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and _first_name(node)):
+            continue
+        func = node.func
+        given = [keyword.value for keyword in node.keywords if keyword.arg == "default"]
+        if isinstance(func, ast.Attribute) and func.attr == "get" and _is_environ(func.value):
+            given = node.args[1:2]
+        elif getattr(getattr(func, "value", None), "id", None) != "env":
+            continue
+        if given:
+            try:
+                defaults[_first_name(node)] = ast.literal_eval(given[0])
+            except ValueError:
+                pass
+    return defaults
+
+
 def app_variables() -> set[str]:
     return set().union(*(read_by(ROOT / path) for path in READERS))
 
@@ -100,3 +121,37 @@ def test_the_readme_table_has_every_variable_env_example_lists_and_make_run_read
 
 def test_the_readme_table_names_only_variables_something_reads():
     assert sorted(set(readme_table()) - app_variables() - compose_variables() - make_run_variables()) == []
+
+
+def _as_written(default: object) -> str:
+    """A default as .env.example and the README write it: 1/0 for booleans, lists comma-separated."""
+    if isinstance(default, bool):
+        return "1" if default else "0"
+    if isinstance(default, list):
+        return ",".join(default)
+    return str(default)
+
+
+def _same(written: str, default: object) -> bool:
+    if isinstance(default, float) and not isinstance(default, bool):
+        return written != "" and float(written) == default
+    return written == _as_written(default)
+
+
+def test_env_example_and_the_readme_give_each_literal_default_the_code_has():
+    defaults = {name: value for path in READERS for name, value in literal_defaults(ROOT / path).items()}
+    assert defaults["FACTORY_TIMEOUT_SECONDS"] == 8.0 and defaults["GUNICORN_TIMEOUT"] == 30
+    # A commented-out line shows the default; an uncommented one is an example to keep or change.
+    commented = dict(re.findall(r"^# ([A-Z][A-Z0-9_]*)=(\S*)$", (ROOT / ".env.example").read_text(), re.M))
+    table = readme_table()
+    wrong = []
+    for name, default in sorted(defaults.items()):
+        if name in commented and not _same(commented[name], default):
+            wrong.append(f".env.example: {name}={commented[name]}, the code's default is {default!r}")
+        cell = table[name].strip()
+        shown = re.match(r"`([^`]*)`", cell)
+        if shown is None and _as_written(default) != "":
+            wrong.append(f"README: {name} default {cell!r}, the code's is {default!r}")
+        if shown is not None and not _same(shown.group(1), default):
+            wrong.append(f"README: {name} default {cell!r}, the code's is {default!r}")
+    assert wrong == []
