@@ -127,3 +127,41 @@ def test_every_command_compose_runs_exists(compose, role):
     result = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
 
     assert result.returncode == 0, f"{role}: {' '.join(argv)}\n{result.stderr[-2000:]}"
+
+
+def make_run_workers() -> dict[str, list[str]]:
+    """The Celery workers make run starts (scripts/run.sh's Procfile): name -> argv, `celery` first."""
+    procfile = (ROOT / "scripts" / "run.sh").read_text().split("<<PROCS\n", 1)[1].split("\nPROCS\n", 1)[0]
+    workers = {}
+    for line in procfile.splitlines():
+        name, _, command = line.partition(": ")
+        argv = shlex.split(command)
+        if argv[0].endswith("celery") and argv[1:4] == ["-A", "donutsite", "worker"]:
+            workers[name] = ["celery", *argv[1:]]
+    return workers
+
+
+def test_every_queue_but_dead_letter_has_a_worker_in_compose_and_in_make_run(compose):
+    from celery import current_app
+    from django.conf import settings
+
+    from donutsite.celery import routed_queue
+
+    current_app.loader.import_default_modules()  # every app's tasks, as a worker's autodiscovery finds them
+    ours = {name for name in current_app.tasks if not name.startswith("celery.")}
+    assert {"factory.restock_place", "inventory.idempotency_keys_purge", "notifications.deliver"} <= ours
+    assert {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} <= ours, "beat sends no unknown task"
+    sent_to = {routed_queue(task) for task in ours} | {routed_queue(settings.SHORTAGE_ROUTE)}
+    assert "factory_urgent" in sent_to and "dead_letter" not in sent_to
+
+    declared = set(settings.CELERY_TASK_QUEUES_NAMES)
+    compose_workers = {name: s["command"] for name, s in compose["services"].items() if is_worker(s)}
+    for layout, workers in (("compose", compose_workers), ("make run", make_run_workers())):
+        consumed = set().union(*(queues_of(command) for command in workers.values()))
+        assert consumed == declared - {"dead_letter"}, layout
+        assert sent_to <= consumed, layout
+    # The two layouts start the same workers, with the same node names and queues.
+    assert make_run_workers().keys() == compose_workers.keys()
+    for name, command in make_run_workers().items():
+        assert queues_of(command) == queues_of(compose_workers[name]), name
+        assert command[command.index("-n") + 1] == compose_workers[name][compose_workers[name].index("-n") + 1]
