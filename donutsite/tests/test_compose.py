@@ -165,3 +165,32 @@ def test_every_queue_but_dead_letter_has_a_worker_in_compose_and_in_make_run(com
     for name, command in make_run_workers().items():
         assert queues_of(command) == queues_of(compose_workers[name]), name
         assert command[command.index("-n") + 1] == compose_workers[name][compose_workers[name].index("-n") + 1]
+
+
+def test_check_deploy_passes_in_the_environment_compose_gives_web():
+    """What `docker compose up` hands web: .env.example's values with the secrets filled in, under the
+    environment docker-compose.yml sets (the database and Redis URLs, the blanked compose-only secrets)."""
+    dotenv = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
+    secrets = {name for name, value in dotenv.items() if value == ""}
+    assert {"DJANGO_SECRET_KEY", "FACTORY_API_KEY", "FLOWER_BASIC_AUTH"} <= secrets
+    dotenv |= {name: f"filled-{name.lower()}-" + "x7" * 20 for name in secrets} | {"FLOWER_BASIC_AUTH": "ops:pw"}
+    # ${VAR:?message} is the value; ${VAR:-default} the value, or the default while it is unset or empty.
+    reference = re.compile(r"\$\{([A-Z_]+):([?-])([^}]*)\}")
+    text = reference.sub(
+        lambda m: dotenv.get(m[1]) or (m[3] if m[2] == "-" else ""), (ROOT / "docker-compose.yml").read_text()
+    )
+    web = yaml.safe_load(text)["services"]["web"]
+    env = {**dotenv, **{name: str(value) for name, value in web["environment"].items()}}
+    assert env["DATABASE_URL"].startswith("mysql://donuts:filled-") and env["MYSQL_ROOT_PASSWORD"] == ""
+
+    result = subprocess.run(
+        [str(BIN / "python"), "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={**env, "PATH": os.environ["PATH"], "DJANGO_ENV_FILE": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
