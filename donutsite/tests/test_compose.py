@@ -160,11 +160,15 @@ def test_every_queue_but_dead_letter_has_a_worker_in_compose_and_in_make_run(com
         consumed = set().union(*(queues_of(command) for command in workers.values()))
         assert consumed == declared - {"dead_letter"}, layout
         assert sent_to <= consumed, layout
-    # The two layouts start the same workers, with the same node names and queues.
+    # The two layouts start the same workers, with the same node names and queues, and compose's
+    # healthcheck pings each worker's own node.
     assert make_run_workers().keys() == compose_workers.keys()
     for name, command in make_run_workers().items():
+        node = compose_workers[name][compose_workers[name].index("-n") + 1]
         assert queues_of(command) == queues_of(compose_workers[name]), name
-        assert command[command.index("-n") + 1] == compose_workers[name][compose_workers[name].index("-n") + 1]
+        assert command[command.index("-n") + 1] == node, name
+        probe = compose["services"][name]["healthcheck"]["test"]
+        assert probe[probe.index("--destination") + 1] == node, name
 
 
 def test_check_deploy_passes_in_the_environment_compose_gives_web():
