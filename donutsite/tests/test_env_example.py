@@ -1,10 +1,11 @@
 """.env.example lists every variable the app reads (README's "Configuration", docs/production.md): each
-name settings.py or gunicorn.conf.py reads from the environment is in it, as `NAME=` or `# NAME=`, and
-it names nothing that neither the app nor docker-compose.yml reads. The README's table has a row for each
-of them and for those `make run` (scripts/run.sh) reads, and for nothing else."""
+name settings.py, gunicorn.conf.py or any other shipped module reads from the environment is in it, as
+`NAME=` or `# NAME=`, and it names nothing that neither the app nor docker-compose.yml reads. The README's
+table has a row for each of them and for those `make run` (scripts/run.sh) reads, and for nothing else."""
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,8 +62,17 @@ def literal_defaults(path: Path) -> dict[str, object]:
     return defaults
 
 
+def shipped_modules() -> list[Path]:
+    """Every tracked Python module of the app: not tests, the test harness, the benches or migrations."""
+    names = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+    left_out = re.compile(r"(^|/)(tests|testsupport|bench|migrations)/|(^|/)conftest\.py$")
+    return [ROOT / name for name in names.stdout.split() if not left_out.search(name)]
+
+
 def app_variables() -> set[str]:
-    return set().union(*(read_by(ROOT / path) for path in READERS))
+    modules = shipped_modules()
+    assert {ROOT / name for name in READERS} <= set(modules)
+    return set().union(*(read_by(path) for path in modules))
 
 
 def listed() -> set[str]:
@@ -98,6 +108,9 @@ def test_the_reader_finds_each_way_settings_read_the_environment():
     # env.str, env.bool, env.list, env.db, os.environ.get in settings.py; os.environ.get in gunicorn.conf.py
     assert {"DJANGO_SECRET_KEY", "DJANGO_DEBUG", "METRICS_ALLOWED_IPS", "DATABASE_URL"} <= found
     assert {"DJANGO_ENV_FILE", "GUNICORN_BIND", "GUNICORN_ACCESS_LOG"} <= found
+    modules = shipped_modules()
+    assert ROOT / "factory/management/commands/run_legacy_factory.py" in modules
+    assert not any({"tests", "testsupport", "bench", "migrations"} & set(path.parts) for path in modules)
     assert len(found) > 60
 
 
