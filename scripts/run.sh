@@ -16,6 +16,7 @@ export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 export DJANGO_SECRET_KEY="${DJANGO_SECRET_KEY:-$(cat var/secret-key)}"
 export PORT="${PORT:-8000}" FLOWER_PORT="${FLOWER_PORT:-5555}"
 export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:$PORT}"
+export FLOWER_URL="${FLOWER_URL:-http://127.0.0.1:$FLOWER_PORT}"  # linked from alerts
 # /metrics is off unless someone may read it: on this machine, this machine may.
 export METRICS_ALLOWED_IPS="${METRICS_ALLOWED_IPS:-127.0.0.1}"
 
@@ -77,7 +78,7 @@ if [ ! -e .env ] || [ "$(head -n 1 .env)" = "$ENV_MARK" ]; then
         echo "$ENV_MARK"
         for name in DJANGO_DEBUG DJANGO_SECRET_KEY DATABASE_URL CELERY_BROKER_URL REDIS_URL PUBLIC_BASE_URL \
             METRICS_ALLOWED_IPS FACTORY_API_URL FACTORY_API_KEY FACTORY_CALLBACK_SECRET SLACK_WEBHOOK_URL \
-            FCM_ENDPOINT FCM_PROJECT_ID FCM_ACCESS_TOKEN FLOWER_BASIC_AUTH; do
+            FCM_ENDPOINT FCM_PROJECT_ID FCM_ACCESS_TOKEN FLOWER_BASIC_AUTH FLOWER_URL; do
             [ -z "${!name:-}" ] || printf '%s=%s\n' "$name" "${!name}"
         done
     } > .env
