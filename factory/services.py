@@ -26,7 +26,7 @@ from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_ne
 from factory.retries import dead_letter_copy_remove, dead_letter_dedupe_key
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import ON_HAND_MAX, products_lock, restocks_open
-from notifications.alerts import alert_group_settle, alert_raise, alerts_acknowledge
+from notifications.alerts import alert_group_settle, alert_key_lock, alert_raise, alerts_acknowledge
 from notifications.subscriptions import back_in_stock_announce
 
 logger = logging.getLogger(__name__)
@@ -736,9 +736,13 @@ def _dead_letter_settled(dead_letter: DeadLetter, *, by: str, user) -> None:
 def _dead_letter_resolved(dead_letter: DeadLetter, user) -> None:
     """After commit, its copy out of the dead-letter queue; and once no dead letter of its task waits any
     more, the alerts of that task's dead letters acknowledged. Alerts are grouped per task (one row
-    counts the dead letters its window held back), so the alert stays open while any of them waits."""
+    counts the dead letters its window held back), so the alert stays open while any of them waits.
+    Takes the alert key's lock before asking: two resolutions at once (redrives of the task's last dead
+    letters from two places, a redrive and a late receipt) would each see the other's dead letter, not
+    committed yet, as waiting, and neither would close the alert; the later one now sees the earlier."""
+    dedupe_key = dead_letter_dedupe_key(dead_letter.task_name)
+    alert_key_lock(dedupe_key)
     if not DeadLetter.objects.unresolved().filter(task_name=dead_letter.task_name).exclude(pk=dead_letter.pk).exists():
-        dedupe_key = dead_letter_dedupe_key(dead_letter.task_name)
         alerts_acknowledge(dedupe_key, user=user, kind="dead_letter")
         alert_group_settle(dedupe_key)  # and the dead letters its window held back: no summary of them
     transaction.on_commit(partial(dead_letter_copy_remove, dead_letter.pk))

@@ -89,13 +89,21 @@ def _count_in(group: AlertGroup, *, fact: str, critical: bool, now) -> None:
 
 def _group_locked(dedupe_key: str) -> AlertGroup:
     """The dedupe key's group, created if new, under the lock of its AlertLock stripe."""
+    alert_key_lock(dedupe_key)
+    group, _ = AlertGroup.objects.select_related("leader").get_or_create(dedupe_key=dedupe_key)
+    return group
+
+
+def alert_key_lock(dedupe_key: str) -> None:
+    """Lock the dedupe key's AlertLock stripe until the transaction ends: what raising, grouping and
+    settling the key's alerts are serialized by. A caller that decides from other rows whether the key's
+    alerts are over (factory: no dead letter of the task waits any more) takes it before it reads them,
+    so of two such transactions at once the later one sees what the earlier one committed."""
     stripe = zlib.crc32(dedupe_key.encode()) % AlertLock.STRIPES
     if not AlertLock.objects.select_for_update().filter(pk=stripe).exists():
         # The migration creates the stripes; this only heals a table someone emptied.
         AlertLock.objects.bulk_create([AlertLock(id=stripe)], ignore_conflicts=True)
         AlertLock.objects.select_for_update().filter(pk=stripe).exists()
-    group, _ = AlertGroup.objects.select_related("leader").get_or_create(dedupe_key=dedupe_key)
-    return group
 
 
 def _summarize(group: AlertGroup, *, settled: bool = False) -> Alert:

@@ -521,3 +521,44 @@ def test_dead_letters_all_redriven_before_their_summary_are_named_without_a_page
     AlertGroup.objects.update(flush_at=timezone.now())
     assert alert_groups_flush() == 1
     assert Alert.objects.filter(is_summary=True, severity="critical").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_last_two_dead_letters_redriven_at_once_close_their_alert_without_a_page(queues, settings, monkeypatch):
+    # Two people (the dashboard's "Redrive all" and `manage.py redrive`, say) redrive a task's last two dead
+    # letters at the same moment. Each redrive asks whether another dead letter of the task still waits
+    # before it closes the alert; neither may take the other's, not committed yet, for one still waiting.
+    from factory import services
+    from notifications.alerts import alert_groups_flush
+    from notifications.models import AlertGroup
+
+    settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:9/slack"
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
+    first, second = make_dead_letter(), make_dead_letter()  # the second is held back by the first's window
+    asked, go = {first.pk: threading.Event(), second.pk: threading.Event()}, threading.Event()
+    resolved = services._dead_letter_resolved
+
+    def resolved_then_wait(dead_letter, user):  # asked, its redrive not committed yet
+        resolved(dead_letter, user)
+        asked[dead_letter.pk].set()
+        go.wait(10)
+
+    monkeypatch.setattr(services, "_dead_letter_resolved", resolved_then_wait)
+    outcomes = {}
+
+    one = thread_keeping(outcomes, "one", lambda: run("redrive", str(first.pk)))
+    one.start()
+    assert asked[first.pk].wait(10)
+    other = thread_keeping(outcomes, "other", lambda: run("redrive", str(second.pk)))
+    other.start()
+    asked[second.pk].wait(1)  # it asks too, or waits for the first redrive to commit
+    go.set()
+    one.join(10)
+    other.join(10)
+
+    assert not isinstance(outcomes["one"], Exception), outcomes["one"]
+    assert not isinstance(outcomes["other"], Exception), outcomes["other"]
+    assert fresh(first).is_resolved and fresh(second).is_resolved
+    assert not Alert.objects.filter(kind="dead_letter", acknowledged_at__isnull=True).exists(), "nothing waits"
+    AlertGroup.objects.update(flush_at=timezone.now())  # the window's end
+    assert alert_groups_flush() == 0, "no critical '+1 more' page about dead letters already redriven"
