@@ -396,6 +396,39 @@ def test_the_minute_sweep_makes_the_dead_letter_queue_count_the_open_dead_letter
 
 
 @pytest.mark.django_db(transaction=True)
+def test_two_minute_sweeps_at_once_park_one_copy_per_dead_letter(queues, monkeypatch):
+    # Two beats started together (a second beat is a deploy mistake) send the minute sweep at the same
+    # moment: both read the queue before either parks, and each parked every missing copy.
+    from factory import retries
+
+    missing = [make_dead_letter() for _ in range(3)]
+    broker().delete(DEAD_LETTER_QUEUE)  # written while the broker was away: no copies
+    read, go = threading.Event(), threading.Event()
+    copies = retries._dead_letter_copies
+
+    def read_then_wait(redis):  # the first sweep has read the queue and not parked yet
+        found = copies(redis)
+        if not read.is_set():
+            read.set()
+            go.wait(10)
+        return found
+
+    monkeypatch.setattr(retries, "_dead_letter_copies", read_then_wait)
+    outcomes = {}
+    first = thread_keeping(outcomes, "first", lambda: dead_letter_copies_sync(settle_seconds=0))
+    first.start()
+    assert read.wait(10)
+    outcomes["second"] = dead_letter_copies_sync(settle_seconds=0)
+    go.set()
+    first.join(10)
+
+    assert not isinstance(outcomes["first"], Exception), outcomes["first"]
+    assert sorted(args[0] for _, args in queued(DEAD_LETTER_QUEUE)) == sorted(d.restock_id for d in missing), (
+        "Flower counts each open dead letter once"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("message_id", ["dead-letter-\u00b2", 12, ["dead-letter-1"]], ids=repr)
 def test_a_message_in_the_dead_letter_queue_that_is_not_our_copy_is_left_alone(queues, message_id):
     # Anything with the broker's address can push there; the minute sweep must not crash on it.
