@@ -558,11 +558,22 @@ def _overdue_reason(restock: Restock, order: FactoryOrder | None, grace: timedel
 
 
 def _overdue_alert(restock: Restock, reason: str) -> bool:
+    """Raise the restock's one overdue alert, claimed on its order row, if the restock is still as the sweep
+    saw it. A receipt (its callback, or the poll this sweep sent) writes that order row before it
+    acknowledges the restock's overdue alerts: one that wrote it first has committed by the time the claim
+    gets the row, and the restock is found settled; one that comes later waits for the claim's commit, and
+    then finds the alert and closes it. Raised after a receipt, the alert would stay open for good, and be
+    escalated to the ops phones. The restock's row is only read: a worker recording the factory's answer
+    holds a shared lock on it (its attempt's foreign key) that it then upgrades."""
     with transaction.atomic():
         _order_row(restock.pk)
         first = FactoryOrder.objects.filter(restock_id=restock.pk, overdue_alerted_at__isnull=True).update(
             overdue_alerted_at=timezone.now()
         )
+        if first and not Restock.objects.filter(pk=restock.pk, status=restock.status).exists():
+            # Received, placed or failed since the sweep looked: the next sweep judges it afresh.
+            transaction.set_rollback(True)
+            return False
         if first:
             alert_raise(
                 kind="restock_overdue",

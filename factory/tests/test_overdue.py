@@ -121,3 +121,74 @@ def test_a_restock_within_its_grace_says_nothing(grace):
     reconcile()
 
     assert overdue_alerts() == []
+
+
+def test_a_receipt_arriving_while_the_sweep_alerts_leaves_no_alert_open(grace, monkeypatch):
+    # The callback (or the poll the sweep just sent) receives the restock between the sweep choosing it as
+    # overdue and raising its alert: the receipt found no alert to close, so one raised after it would stay
+    # open for ever, and be pushed to the ops phones when escalated, about donuts already on the shelf.
+    from factory import services
+
+    restock = placed_restock(late_by=grace + timedelta(minutes=1), polled=True)
+    alert = services._overdue_alert
+
+    def received_just_before(late, reason):
+        restock_receive(order_id="F-000123", reference=late.reference, event="order.completed", quantity_produced=120)
+        return alert(late, reason)
+
+    monkeypatch.setattr(services, "_overdue_alert", received_just_before)
+
+    reconcile()
+
+    assert Restock.objects.get(pk=restock.pk).status == "fulfilled"
+    assert not Alert.objects.filter(kind="restock_overdue", acknowledged_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_receipt_still_committing_while_the_sweep_alerts_leaves_no_alert_open(grace, monkeypatch):
+    # The same, with the receipt's transaction still open when the sweep reaches the restock: the sweep
+    # waits for it, then finds the restock received.
+    import threading
+
+    from django.db import connections
+
+    from factory import services
+
+    restock = placed_restock(late_by=grace + timedelta(minutes=1), polled=True)
+    inside, go = threading.Event(), threading.Event()
+    order_row = services._order_row
+    receiving = threading.local()
+
+    def order_row_then_wait(restock_id):  # the receipt holds the product's and the restock's rows
+        if getattr(receiving, "now", False):
+            inside.set()
+            go.wait(10)
+        return order_row(restock_id)
+
+    def receive():
+        receiving.now = True
+        try:
+            restock_receive(
+                order_id="F-000123", reference=restock.reference, event="order.completed", quantity_produced=120
+            )
+        finally:
+            connections.close_all()
+
+    def sweep():
+        try:
+            reconcile()
+        finally:
+            connections.close_all()
+
+    monkeypatch.setattr(services, "_order_row", order_row_then_wait)
+    receipt, sweeping = threading.Thread(target=receive), threading.Thread(target=sweep)
+    receipt.start()
+    assert inside.wait(10)
+    sweeping.start()
+    sweeping.join(1)  # it reaches the restock the receipt holds, and waits
+    go.set()
+    receipt.join(10)
+    sweeping.join(10)
+
+    assert Restock.objects.get(pk=restock.pk).status == "fulfilled"
+    assert not Alert.objects.filter(kind="restock_overdue", acknowledged_at__isnull=True).exists()
