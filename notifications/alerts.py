@@ -195,7 +195,11 @@ def alerts_escalate() -> int:
         created_at__lte=cutoff,
     ).values_list("pk", flat=True):
         with transaction.atomic():
-            if not Alert.objects.filter(pk=alert_id, escalated_at__isnull=True).update(escalated_at=timezone.now()):
+            # Asked again, row by row: acknowledged since the list was read (by ops, or by an overdue
+            # restock's receipt), it pages nobody.
+            if not Alert.objects.filter(pk=alert_id, escalated_at__isnull=True, acknowledged_at__isnull=True).update(
+                escalated_at=timezone.now()
+            ):
                 continue
             delivery, created = AlertDelivery.objects.get_or_create(
                 alert_id=alert_id,
