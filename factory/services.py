@@ -698,7 +698,7 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
         _dead_letter_resolved(locked, user)
         # Any other dead letter of the restock (it failed again after an earlier redrive of this one) is
         # about the same work, sent again now: resolved too, not left waiting for a restock that is pending.
-        for other in DeadLetter.objects.unresolved().select_for_update().filter(restock_id=locked.restock_id):
+        for other in _restock_dead_letters_lock(locked.restock_id):
             _dead_letter_settled(other, by=by, user=user)
         # Records the dispatch; the sweep resends it if the broker is away.
         transaction.on_commit(partial(restock_dispatch, locked.restock_id))
@@ -731,8 +731,17 @@ def _task_redrive(dead_letter: DeadLetter, *, by: str, user, dry_run: bool) -> b
 def _dead_letters_settled_by_factory(restock_id: int, order_id: str) -> None:
     """The factory has the restock's order after all: its dead letters are resolved, nothing is left to
     redrive. Locks them; call with the product's and the restock's rows locked."""
-    for dead_letter in DeadLetter.objects.unresolved().select_for_update().filter(restock_id=restock_id):
+    for dead_letter in _restock_dead_letters_lock(restock_id):
         _dead_letter_settled(dead_letter, by=f"settled by the factory (order {order_id})", user=None)
+
+
+def _restock_dead_letters_lock(restock_id: int) -> list[DeadLetter]:
+    """Lock the restock's dead letters and return its unresolved ones. The lock goes through the restock
+    index alone: with `redriven_at IS NULL` in the query, MariaDB filters the restock's rows by the
+    redriven_at index and locks every unresolved dead letter on the way, so each factory completion
+    during a rush after an outage held all of them, and deadlocked with a redrive marking one."""
+    locked = DeadLetter.objects.select_for_update().filter(restock_id=restock_id).order_by("pk")
+    return [dead_letter for dead_letter in locked if not dead_letter.is_resolved]
 
 
 def _dead_letter_settled(dead_letter: DeadLetter, *, by: str, user) -> None:

@@ -491,6 +491,49 @@ def test_a_late_completion_arriving_during_a_redrive_waits_for_it_instead_of_dea
 
 
 @pytest.mark.django_db(transaction=True)
+def test_another_products_completion_during_a_redrive_neither_deadlocks_with_it_nor_fails(client, queues, monkeypatch):
+    # After a factory outage dozens of dead letters wait while the rush goes on and the factory completes
+    # other products' orders. `redrive --all` then must not die of a deadlock with one of those
+    # completions, which have no dead letter of their own and so no business with these.
+    from factory import services
+    from factory.tests.test_callback import placed_restock
+
+    # What an outage leaves once ops began redriving: most of its dead letters resolved, a few waiting.
+    for _ in range(40):
+        make_dead_letter(redriven_days_ago=0)
+    dead_letter, *waiting = [make_dead_letter() for _ in range(5)]
+    other = placed_restock("RUSH01", quantity=20)
+    locked, go = threading.Event(), threading.Event()
+    reopen = services._restock_reopen
+
+    def reopen_after_the_callback_came(restock_id):  # the redrive holds the dead letter's row
+        locked.set()
+        go.wait(5)
+        return reopen(restock_id)
+
+    monkeypatch.setattr(services, "_restock_reopen", reopen_after_the_callback_came)
+    outcomes = {}
+
+    redrive = thread_keeping(outcomes, "redrive", lambda: run("redrive", str(dead_letter.pk)))
+    redrive.start()
+    assert locked.wait(5)
+    completion = thread_keeping(outcomes, "callback", lambda: callback(client, other))
+    completion.start()
+    completion.join(1)
+    go.set()
+    redrive.join(10)
+    completion.join(10)
+
+    assert not isinstance(outcomes["redrive"], Exception), outcomes["redrive"]
+    assert outcomes["redrive"].endswith("1 dead letter sent again; 0 had " + NOTHING)
+    assert restock_of(dead_letter).status == "pending" and fresh(dead_letter).is_resolved
+    assert not isinstance(outcomes["callback"], Exception), outcomes["callback"]
+    assert outcomes["callback"].status_code == 200
+    assert Restock.objects.get(pk=other.pk).status == "fulfilled"
+    assert DeadLetter.objects.unresolved().count() == len(waiting), "the completion settled none of the others"
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_sale_that_needs_a_restock_during_the_redrive_of_its_failed_one_still_sells(queues, monkeypatch):
     # The redrive reopens the product's failed restock while a sale takes the product to its reorder
     # point: the sale must find the reopened restock (one open restock per product), not insert a second
