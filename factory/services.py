@@ -649,15 +649,20 @@ def dead_letters_redrive(dead_letters, *, by: str, user=None, dry_run: bool = Fa
     """Redrive each dead letter, oldest first (dead_letter_redrive); `on_each(dead_letter, sent)` lets the
     caller log each one (the admin's history). Each redrive commits on its own and sends after that."""
     result = Redrive(dry_run=dry_run)
+    # A dry run reopens nothing, so it notes the products it would reopen a restock of: the real run then
+    # finds each such product with an open restock and has nothing to do for its other failed ones.
+    planned: set[int] = set()
     for dead_letter in sorted(dead_letters, key=lambda d: d.pk):
-        sent = dead_letter_redrive(dead_letter, by=by, user=user, dry_run=dry_run)
+        sent = dead_letter_redrive(dead_letter, by=by, user=user, dry_run=dry_run, planned=planned)
         {True: result.sent, False: result.nothing, None: result.unsent}[sent].append(dead_letter)
         if on_each is not None:
             on_each(dead_letter, sent)
     return result
 
 
-def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run: bool = False) -> bool | None:
+def dead_letter_redrive(
+    dead_letter: DeadLetter, *, by: str, user=None, dry_run: bool = False, planned: set[int] | None = None
+) -> bool | None:
     """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
     a fresh attempt budget; its calls keep their numbers). Locks the product's row, the restock's, then
     the dead letter's.
@@ -668,12 +673,13 @@ def dead_letter_redrive(dead_letter: DeadLetter, *, by: str, user=None, dry_run:
     a person did it) and its copy taken out of the dead-letter queue. A restock's work is sent after
     commit (the sweep resends it if the broker is away); the work of a dead letter of no restock, which no
     sweep resends, is sent first and the dead letter resolved only once the broker took it: None when it
-    did not (the dead letter waits as before). With dry_run, says what it would do and changes nothing.
+    did not (the dead letter waits as before). With dry_run, says what it would do and changes nothing;
+    `planned` carries the products a dry run of several would already have reopened a restock of.
     """
     if not dead_letter.restock_id:  # set when it is written, never changed
         return _task_redrive(dead_letter, by=by, user=user, dry_run=dry_run)
     if dry_run:
-        return _restock_reopenable(dead_letter.restock_id)
+        return _restock_reopenable(dead_letter.restock_id, set() if planned is None else planned)
     product_id = Restock.objects.filter(pk=dead_letter.restock_id).values_list("product_id", flat=True).first()
     with transaction.atomic():
         # The product, the restock, then its dead letter, in the order the receipt takes them: a late
@@ -788,13 +794,19 @@ def _restock_place_again(restock_id: int) -> bool:
     return bool(again)
 
 
-def _restock_reopenable(restock_id: int) -> bool:
+def _restock_reopenable(restock_id: int, planned: set[int]) -> bool:
+    """Would _restock_reopen reopen it, after the restocks of the `planned` products were reopened (then
+    this one's product is added to them)?"""
     restock = Restock.objects.filter(pk=restock_id).values("status", "product_id").first()
-    return (
+    reopenable = (
         restock is not None
         and restock["status"] == Restock.Status.FAILED
+        and restock["product_id"] not in planned
         and not Restock.objects.open().filter(product_id=restock["product_id"]).exists()
     )
+    if reopenable:
+        planned.add(restock["product_id"])
+    return reopenable
 
 
 def _restock_reopen(restock_id: int) -> bool:

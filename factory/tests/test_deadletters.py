@@ -219,6 +219,32 @@ def test_redrive_dry_run_changes_nothing_and_sends_nothing(queues):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_redrive_dry_run_of_an_outage_says_what_the_redrive_then_does(queues):
+    # A factory outage in a rush: each sale that found a product short after its restock failed opened
+    # another, which failed too, so one product has several failed restocks, each with its dead letter.
+    # One open restock per product: the redrive sends the first and has nothing to do for the rest, and
+    # the dry run ops read first must promise the same, not one order per dead letter.
+    from testsupport.data import make_failed_restock, make_product
+
+    viral, glazed = make_product("VIRAL", on_hand=0), make_product("GLAZED", on_hand=0)
+    for product in (viral, viral, viral, glazed, glazed):
+        make_failed_restock(product)
+
+    planned = run("redrive", "--all", "--dry-run")
+    done = run("redrive", "--all")
+
+    assert done.splitlines()[-1] == "2 dead letters sent again; 3 had " + NOTHING.strip()
+    assert planned.splitlines()[-1] == (
+        "Dry run: 2 dead letters would be sent again; 3 had nothing to do (redriven or settled already). "
+        "Nothing changed."
+    )
+    assert [line.rsplit(": ", 1)[1] for line in planned.splitlines()[:-1]] == [
+        "would be sent again" if outcome == "sent again" else outcome
+        for outcome in (line.rsplit(": ", 1)[1] for line in done.splitlines()[:-1])
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_redrive_all_skips_resolved_dead_letters(queues):
     waiting = [make_dead_letter(), make_dead_letter()]
     resolved = make_dead_letter(redriven_days_ago=1)
