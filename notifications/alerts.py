@@ -171,14 +171,19 @@ def alert_group_settle(dedupe_key: str) -> None:
     """Everything the dedupe key's group held back was settled (ops resolved every dead letter it counts).
     Its summary goes out now, as an info line that is born acknowledged: every fact is still named where
     ops read (Slack, the admin), and nobody's phone is paged about work already done. The window goes on;
-    alerts after this count afresh. Call it in the transaction that settled them."""
-    if not AlertGroup.objects.filter(dedupe_key=dedupe_key, suppressed_count__gt=0).exists():
+    alerts after this count afresh, and as news: what was named before was settled, so a critical one
+    about the same SKU again is summarized within ALERT_CRITICAL_FLUSH_SECONDS, not held silently until the
+    window ends behind an alert ops acknowledged. Call it in the transaction that settled them."""
+    # Without the lock first: every order the factory accepts settles its warnings' group, and there is
+    # mostly nothing to settle.
+    held = AlertGroup.objects.filter(dedupe_key=dedupe_key).values_list("suppressed_count", "facts").first()
+    if held is None or not any(held):
         return
     group = _group_locked(dedupe_key)
-    if not group.suppressed_count:
-        return
-    _summarize(group, settled=True)
-    group.save(update_fields=["suppressed_count", "new_facts", "flush_at"])
+    if group.suppressed_count:
+        _summarize(group, settled=True)
+    group.facts = []
+    group.save(update_fields=["suppressed_count", "new_facts", "flush_at", "facts"])
 
 
 def alerts_escalate() -> int:

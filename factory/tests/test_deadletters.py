@@ -664,3 +664,28 @@ def test_the_last_two_dead_letters_redriven_at_once_close_their_alert_without_a_
     assert not Alert.objects.filter(kind="dead_letter", acknowledged_at__isnull=True).exists(), "nothing waits"
     AlertGroup.objects.update(flush_at=timezone.now())  # the window's end
     assert alert_groups_flush() == 0, "no critical '+1 more' page about dead letters already redriven"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_letter_after_ops_redrove_every_one_pages_as_news_not_at_the_windows_end(queues, settings):
+    # The factory failed VIRAL's restock; ops were paged, fixed it and redrove it. A minute later the
+    # factory fails VIRAL again: that is news, paged like a dead letter about a new SKU (within
+    # ALERT_CRITICAL_FLUSH_SECONDS), not held silently until the end of the window of an alert ops
+    # acknowledged (ALERT_GROUP_WINDOW_SECONDS, 5 minutes).
+    from notifications.alerts import alert_groups_flush
+    from testsupport.data import make_failed_restock, make_product
+
+    settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:9/slack"
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0  # "soon" is now, so the test need not wait for it
+    viral = make_product("VIRAL", on_hand=0)
+    make_failed_restock(viral)
+    run("redrive", "--all")
+    assert not Alert.objects.filter(acknowledged_at__isnull=True).exists(), "handled"
+
+    make_failed_restock(viral)  # it failed again
+    alert_groups_flush()  # the sweep
+
+    page = Alert.objects.get(severity="critical", acknowledged_at__isnull=True)
+    assert "VIRAL" in page.title
+    assert sorted(page.deliveries.values_list("channel", flat=True)) == ["fcm", "log", "slack"]
