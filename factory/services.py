@@ -123,16 +123,20 @@ def _route(shortage: bool) -> str | None:
 def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> str:
     """Order a pending restock from the factory, once.
 
-    Claims it in one short transaction (locks the restock row while it is pending, then a conditional
-    update of its order row: claim free or stale, one more call counted); no lock or transaction is held
-    during the HTTP call. Calls the factory with the restock's stable reference and records the attempt
-    and its outcome. Returns what happened; raises FactoryUnavailable (retry) or FactoryRejected (dead
-    letter).
+    Claims it in one short transaction (locks the restock row while it is pending and its order row, then
+    a conditional update of the order row: claim free or stale, one more call counted); no lock or
+    transaction is held during the HTTP call. Calls the factory with the restock's stable reference and
+    records the attempt and its outcome. Returns what happened; raises FactoryUnavailable (retry) or
+    FactoryRejected (dead letter).
     """
     with transaction.atomic():
         # The restock's row lock keeps it pending (no fail or redrive in between) while its order is claimed.
         if not Restock.objects.select_for_update().pending().filter(pk=restock_id).exists():
             return "skipped"  # not pending any more
+        # The order row locked for the update below before the insert that makes sure it exists: that
+        # insert finding the row takes a shared lock, and upgrading it for the update deadlocked with a
+        # hand-over noting the same row in between (restock_dispatch).
+        FactoryOrder.objects.select_for_update().filter(restock_id=restock_id).exists()
         _order_row(restock_id)
         claimed = (
             FactoryOrder.objects.unclaimed()

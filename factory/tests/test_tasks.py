@@ -565,3 +565,65 @@ def test_an_overdue_order_is_asked_about_once_however_many_sweeps_sent_a_poll_me
     assert len(factory.requests) == 1, factory.requests
     assert outcomes[0] == "in_production"
     assert Restock.objects.get(pk=restock.pk).status == "placed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_and_the_hand_over_noting_the_same_order_row_neither_deadlocks(factory, queues, monkeypatch, caplog):
+    # In a rush the sweep (or a sale) hands a pending restock to the queue and a worker takes the message
+    # at once: the hand-over notes the order row just as the worker's claim updates it. Neither may die
+    # of a deadlock (the worker's call then waited for a retry, or the hand-over went unnoted and was sent
+    # again), which the rush did every few seconds.
+    import threading
+
+    from django.db import connections
+
+    from factory import services
+    from factory.services import restock_dispatch
+
+    restock = pending_restock(attempt_count=0)
+    factory.answer(202, {**ORDER, "reference": restock.reference})
+    sent, note = threading.Event(), threading.Event()
+    in_claim, claim = threading.Event(), threading.Event()
+    order_row, publish = services._order_row, services.task_publish
+    outcomes = {}
+
+    def publish_then_wait(*args, **kwargs):  # the hand-over: its message left, its note comes next
+        published = publish(*args, **kwargs)
+        sent.set()
+        note.wait(5)
+        return published
+
+    def order_row_then_wait(restock_id):  # the worker, inside its claim
+        order_row(restock_id)
+        if threading.current_thread() is worker:
+            in_claim.set()
+            claim.wait(5)
+
+    def keep(name, fn):
+        def run_and_keep():
+            try:
+                outcomes[name] = fn()
+            except Exception as exc:
+                outcomes[name] = exc
+            finally:
+                connections.close_all()
+
+        return threading.Thread(target=run_and_keep)
+
+    monkeypatch.setattr(services, "task_publish", publish_then_wait)
+    monkeypatch.setattr(services, "_order_row", order_row_then_wait)
+    hand_over = keep("hand-over", lambda: restock_dispatch(restock.pk))
+    worker = keep("worker", lambda: restock_place(restock.pk))
+    hand_over.start()
+    assert sent.wait(5)
+    worker.start()
+    assert in_claim.wait(5)
+    note.set()
+    hand_over.join(1)  # its note reaches the order row the claim holds, and waits
+    claim.set()
+    worker.join(10)
+    hand_over.join(10)
+
+    assert outcomes == {"worker": "placed", "hand-over": True}
+    assert (order_of(restock).attempt_count, order_of(restock).dispatch_count) == (1, 1)
+    assert "noting it failed" not in caplog.text
