@@ -110,9 +110,10 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     # The full error, the times and the traceback are on the change page.
     list_display = ("id", "task_name", "restock_column", "short_message", "attempts", "age", "resolved", "redrives")
     list_filter = ("task_name", "exception_type", AgeFilter, ResolvedFilter)
-    list_select_related = ("restock",)
+    list_select_related = ("restock__product",)
     # "restock__id__exact" compares the id as text, so searching for a task id does not fail on the integer.
-    search_fields = ("task_id", "correlation_id", "restock__id__exact")
+    # A SKU written exactly, as the alert names it ("gave up on GLAZED"), finds its product's dead letters.
+    search_fields = ("task_id", "correlation_id", "restock__id__exact", "restock__product__sku__exact")
     actions = ["redrive"]
     change_form_template = "admin/factory/deadletter/change_form.html"
 
@@ -149,7 +150,8 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def restock_column(self, dead_letter):
         if dead_letter.restock_id is None:
             return EMPTY
-        return restock_link(dead_letter.restock_id, f"restock {dead_letter.restock_id} ({dead_letter.restock.status})")
+        restock = dead_letter.restock
+        return restock_link(restock.pk, f"restock {restock.pk} of {restock.product.sku} ({restock.status})")
 
     @admin.display(description="Error")
     def short_message(self, dead_letter):

@@ -69,7 +69,8 @@ def test_the_dead_letter_list_shows_each_one_with_its_restock(admin_client, queu
     assert response.status_code == 200
     html = response.content.decode()
     restock_url = reverse("admin:inventory_restock_change", args=[dead_letter.restock_id])
-    assert f'<a href="{restock_url}">restock {dead_letter.restock_id} (failed)</a>' in html
+    sku = Restock.objects.get(pk=dead_letter.restock_id).product.sku
+    assert f'<a href="{restock_url}">restock {dead_letter.restock_id} of {sku} (failed)</a>' in html
     assert "factory.client.FactoryRejected" in html
     assert "409 Conflict: &lt;reference&gt;" in html, "the message is shown, escaped"
     assert "<reference>" not in html
@@ -112,6 +113,24 @@ def test_dead_letters_are_found_by_task_id_correlation_id_or_restock_id(admin_cl
     assert found(other.correlation_id) == [other.pk]
     assert found(str(one.restock_id)) == [one.pk]
     assert found("no-such-thing") == []
+
+
+@pytest.mark.django_db
+def test_dead_letters_are_found_by_the_sku_their_alert_names(admin_client, queues):
+    # "Dead letter: factory.restock_place gave up on GLAZED": after an outage dozens wait, a few per SKU,
+    # and ops look for the one the page named without opening each.
+    from testsupport.data import make_failed_restock, make_product
+
+    glazed = make_product("GLAZED", on_hand=0)
+    first, second = make_failed_restock(glazed)[1], make_failed_restock(glazed)[1]
+    make_failed_restock(make_product("VIRAL", on_hand=0))
+
+    response = admin_client.get(DEAD_LETTERS, {"q": "GLAZED"})
+
+    assert listed(response) == [first.pk, second.pk]
+    html = response.content.decode()
+    assert f">restock {first.restock_id} of GLAZED (failed)</a>" in html
+    assert "VIRAL" not in html
 
 
 # One dead letter
