@@ -328,8 +328,13 @@ def restock_receive(
         _dead_letters_settled_by_factory(restock.pk, order_id)
         if not received:
             _nothing_received(restock, product, order_id, cancelled=cancelled)
-        elif product.needs_reorder and product.is_active:
-            restocks_open([product], reason=Restock.Reason.REORDER_POINT)
+        else:
+            # The factory delivers this SKU again: its cancellation warning is over, not pushed to the ops
+            # phones ALERT_ESCALATE_AFTER_SECONDS later (the Slack message stays as the record).
+            alerts_acknowledge(_cancelled_dedupe_key(product.sku))
+            alert_group_settle(_cancelled_dedupe_key(product.sku))
+            if product.needs_reorder and product.is_active:
+                restocks_open([product], reason=Restock.Reason.REORDER_POINT)
         if was_sold_out and received and product.is_active:  # a retired product is not for sale: no push
             back_in_stock_announce(product.sku)
     logger.info("restock %s %s: +%s %s", restock.pk, restock.status, received, product.sku)
@@ -351,9 +356,13 @@ def _nothing_received(restock: Restock, product: Product, order_id: str, *, canc
         text=f"Restock {restock.pk} (factory order {order_id}, {restock.quantity} ordered) brought nothing; "
         f"{product.sku} has {product.on_hand}. A new restock opens with the next sale that needs one; if "
         "the factory keeps cancelling, ask it why.",
-        dedupe_key=f"factory_cancelled:{product.sku}",
+        dedupe_key=_cancelled_dedupe_key(product.sku),
         context={"sku": product.sku, "restock": restock.pk, "order_id": order_id, "on_hand": product.on_hand},
     )
+
+
+def _cancelled_dedupe_key(sku: str) -> str:
+    return f"factory_cancelled:{sku}"
 
 
 def _over_quantity_capped(restock: Restock, order_id: str, *, reported: int) -> int:

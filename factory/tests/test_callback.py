@@ -111,6 +111,38 @@ def test_an_order_that_brought_nothing_closes_its_restock_tells_ops_and_orders_n
     assert refused.json()["shortages"][0]["restock"]["id"] == Restock.objects.open().get().pk
 
 
+def test_a_delivery_after_a_cancellation_closes_its_warning_so_no_phone_is_paged_about_it(client, settings):
+    # In the rush the factory cancelled one order of each of 18 SKUs within a minute, then delivered all
+    # of them again for a quarter of an hour: 15 minutes after the burst, 18 pushes reached the ops phones
+    # about cancellations long over. A delivery of the SKU ends its warning, as the factory accepting an
+    # order again ends "The factory failed N calls in a row".
+    from notifications.alerts import alerts_escalate
+
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
+    settings.ALERT_ESCALATE_AFTER_SECONDS = 0  # the escalation's wait, over
+    cancelled = placed_restock("GLAZED")
+    callback(client, cancelled, event="order.cancelled", produced=0)
+    delivered = Restock.objects.create(product=cancelled.product, quantity=120, reason="shortage", status="placed")
+    FactoryOrder.objects.create(restock=delivered, order_id="F-000124")
+
+    body = {
+        "event": "order.completed",
+        "order_id": "F-000124",
+        "reference": delivered.reference,
+        "sku": "GLAZED",
+        "quantity": 120,
+        "quantity_produced": 120,
+        "completed_at": "2026-11-22T03:10:12Z",
+    }
+
+    assert callback(client, delivered, body=json.dumps(body).encode()).status_code == 200
+
+    assert stock(delivered) == 120
+    warning = Alert.objects.get(kind="factory_cancelled")
+    assert warning.acknowledged_at is not None
+    assert alerts_escalate() == 0, "nothing pushed to the phones"
+
+
 def test_partial_production_below_the_reorder_point_opens_a_new_restock(client):
     restock = placed_restock(quantity=100, reorder_point=10, reorder_quantity=100)
 
