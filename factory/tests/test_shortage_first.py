@@ -67,8 +67,8 @@ def test_a_shortage_reaches_the_factory_while_the_routine_restocks_wait_behind_a
         timeout=30,
         what="the shortage's restock to reach the factory past the backlog",
     )
-    shortage.refresh_from_db()
-    assert shortage.status == "placed"
+    # The worker records the factory's answer a moment after the factory has the order.
+    wait_until(lambda: Restock.objects.get(pk=shortage.pk).status == "placed", timeout=10, what="the shortage placed")
     assert sorted(queued_restocks()) == waiting, "the routine restocks are still waiting for their worker"
     assert not set(factory_references(system)) & {r.reference for r in routine.values()}
 
