@@ -1,9 +1,11 @@
 """Probes for an orchestrator or load balancer.
 
 /healthz: the process answers (touches nothing else, so a database outage never gets web processes
-restarted). /readyz: this process can do its work now: the database answers `SELECT 1` and the broker
-answers a Redis PING; 503 naming the failed check otherwise, and 503 "shutting_down" from the moment
-the process got SIGTERM, so traffic drains away while gunicorn finishes the requests in flight.
+restarted). /readyz: this process can do its work now: the database answers `SELECT 1` (503 naming it
+otherwise), and 503 "shutting_down" from the moment the process got SIGTERM, so traffic drains away
+while gunicorn finishes the requests in flight. The broker's Redis PING is reported too, but a broker
+that fails it leaves the process ready ("degraded"): the web sells without it (hand-overs wait for the
+sweep), and a probe that took every web process out of rotation would close the shop instead.
 
 Plain Django views, not DRF: no authentication, no throttling. SecurityMiddleware leaves both on plain
 HTTP (SECURE_REDIRECT_EXEMPT in settings). The Host header is still checked against ALLOWED_HOSTS.
@@ -41,10 +43,19 @@ def healthz(request):
 @require_safe
 def readyz(request):
     if _shutting_down.is_set():
-        return JsonResponse({"status": "shutting_down"}, status=503)
+        return _not_ready({"status": "shutting_down"})
     checks = {"database": _check("database", database_ping), "broker": _check("broker", broker_ping)}
-    ready = all(result == "ok" for result in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    if checks["database"] != "ok":
+        return _not_ready({"status": "unavailable", "checks": checks})
+    return JsonResponse({"status": "ok" if checks["broker"] == "ok" else "degraded", "checks": checks})
+
+
+def _not_ready(body: dict) -> JsonResponse:
+    response = JsonResponse(body, status=503)
+    # The check's own warning is the record; Django's "Service Unavailable" error line would make every
+    # probe during an outage an error event of its own (Sentry).
+    response._has_been_logged = True
+    return response
 
 
 def _check(name, probe) -> str:

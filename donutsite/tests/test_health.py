@@ -4,6 +4,7 @@
 
 import http.client
 import json
+import logging
 import os
 import re
 import signal
@@ -40,14 +41,17 @@ def test_readyz_is_ok_when_the_database_and_the_broker_answer(client):
 
 
 @pytest.mark.django_db
-def test_readyz_is_503_naming_the_broker_when_it_is_down(client):
+def test_readyz_stays_ready_naming_the_broker_when_it_is_down(client, caplog):
+    # Without the broker the web still sells (hand-overs wait for the sweep): a probe that took every web
+    # process out of rotation would close the shop over what it is built to ride out.
     started = time.monotonic()
     with override_settings(CELERY_BROKER_URL=DEAD_PORT_BROKER):
         response = client.get("/readyz")
 
-    assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "checks": {"database": "ok", "broker": "failed"}}
+    assert response.status_code == 200
+    assert response.json() == {"status": "degraded", "checks": {"database": "ok", "broker": "failed"}}
     assert time.monotonic() - started < 3
+    assert [r.name for r in caplog.records if r.levelno >= logging.WARNING] == ["donutsite.health"]
 
 
 @pytest.fixture
@@ -69,6 +73,9 @@ def test_readyz_is_503_naming_the_database_when_it_is_unreachable(client, unreac
     # A real connection failure, kept in the log rather than shown to whoever asks.
     [failure] = [r for r in caplog.records if r.name == "donutsite.health"]
     assert "OperationalError" in failure.getMessage() and "OperationalError" not in response.content.decode()
+    # That warning is the record: Django's "Service Unavailable" error line would make each probe during an
+    # outage an error event (Sentry) of its own.
+    assert [r.name for r in caplog.records if r.levelno >= logging.WARNING] == ["donutsite.health"]
 
 
 def test_the_probes_and_the_metrics_scrape_are_exempt_from_the_https_redirect(db):
