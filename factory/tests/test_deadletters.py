@@ -7,7 +7,6 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connections
 from django.utils import timezone
 
 from factory.models import DeadLetter, FactoryOrder
@@ -17,6 +16,7 @@ from inventory.models import Restock
 from notifications.models import Alert, AlertDelivery
 from testsupport.data import make_dead_letter
 from testsupport.queues import broker, queued
+from testsupport.threads import thread_keeping
 
 # Helpers shared with test_admin.py
 
@@ -33,19 +33,32 @@ def run(*args):
     return out.getvalue()
 
 
-def thread_keeping(outcomes: dict, name: str, fn) -> threading.Thread:
-    """A thread (not started) that runs `fn` on connections of its own and keeps what it returned or raised
-    in outcomes[name]."""
+def redrive_while_a_callback_arrives(client, monkeypatch, dead_letter, restock) -> dict:
+    """Redrive the dead letter and, while the redrive holds its locks (paused where it reopens the
+    restock), send `restock`'s completion callback; both run to their end. Their outcomes, under
+    "redrive" and "callback"."""
+    from factory import services
 
-    def run_and_keep():
-        try:
-            outcomes[name] = fn()
-        except Exception as exc:
-            outcomes[name] = exc
-        finally:
-            connections.close_all()
+    locked, go = threading.Event(), threading.Event()
+    reopen = services._restock_reopen
 
-    return threading.Thread(target=run_and_keep)
+    def reopen_after_the_callback_came(restock_id):
+        locked.set()
+        go.wait(5)
+        return reopen(restock_id)
+
+    monkeypatch.setattr(services, "_restock_reopen", reopen_after_the_callback_came)
+    outcomes = {}
+    redrive = thread_keeping(outcomes, "redrive", lambda: run("redrive", str(dead_letter.pk)))
+    redrive.start()
+    assert locked.wait(5)
+    completion = thread_keeping(outcomes, "callback", lambda: callback(client, restock))
+    completion.start()
+    completion.join(1)  # it reaches the redrive's locks and waits
+    go.set()
+    redrive.join(10)
+    completion.join(10)
+    return outcomes
 
 
 def restock_of(dead_letter) -> Restock:
@@ -485,30 +498,9 @@ def test_a_late_completion_of_a_dead_lettered_restock_resolves_its_dead_letter(c
 
 @pytest.mark.django_db(transaction=True)
 def test_a_late_completion_arriving_during_a_redrive_waits_for_it_instead_of_deadlocking(client, queues, monkeypatch):
-    from factory import services
-
     dead_letter = make_dead_letter()
-    restock = restock_of(dead_letter)
-    locked, go = threading.Event(), threading.Event()
-    reopen = services._restock_reopen
 
-    def reopen_after_the_callback_came(restock_id):  # the redrive holds its locks; the callback arrives
-        locked.set()
-        go.wait(5)
-        return reopen(restock_id)
-
-    monkeypatch.setattr(services, "_restock_reopen", reopen_after_the_callback_came)
-    outcomes = {}
-
-    redrive = thread_keeping(outcomes, "redrive", lambda: run("redrive", str(dead_letter.pk)))
-    redrive.start()
-    assert locked.wait(5)
-    completion = thread_keeping(outcomes, "callback", lambda: callback(client, restock))
-    completion.start()
-    completion.join(0.5)  # it reaches the redrive's locks and waits
-    go.set()
-    redrive.join(10)
-    completion.join(10)
+    outcomes = redrive_while_a_callback_arrives(client, monkeypatch, dead_letter, restock_of(dead_letter))
 
     assert not isinstance(outcomes["redrive"], Exception), outcomes["redrive"]
     assert not isinstance(outcomes["callback"], Exception), outcomes["callback"]
@@ -521,7 +513,6 @@ def test_another_products_completion_during_a_redrive_neither_deadlocks_with_it_
     # After a factory outage dozens of dead letters wait while the rush goes on and the factory completes
     # other products' orders. `redrive --all` then must not die of a deadlock with one of those
     # completions, which have no dead letter of their own and so no business with these.
-    from factory import services
     from factory.tests.test_callback import placed_restock
 
     # What an outage leaves once ops began redriving: most of its dead letters resolved, a few waiting.
@@ -529,26 +520,8 @@ def test_another_products_completion_during_a_redrive_neither_deadlocks_with_it_
         make_dead_letter(redriven_days_ago=0)
     dead_letter, *waiting = [make_dead_letter() for _ in range(5)]
     other = placed_restock("RUSH01", quantity=20)
-    locked, go = threading.Event(), threading.Event()
-    reopen = services._restock_reopen
 
-    def reopen_after_the_callback_came(restock_id):  # the redrive holds the dead letter's row
-        locked.set()
-        go.wait(5)
-        return reopen(restock_id)
-
-    monkeypatch.setattr(services, "_restock_reopen", reopen_after_the_callback_came)
-    outcomes = {}
-
-    redrive = thread_keeping(outcomes, "redrive", lambda: run("redrive", str(dead_letter.pk)))
-    redrive.start()
-    assert locked.wait(5)
-    completion = thread_keeping(outcomes, "callback", lambda: callback(client, other))
-    completion.start()
-    completion.join(1)
-    go.set()
-    redrive.join(10)
-    completion.join(10)
+    outcomes = redrive_while_a_callback_arrives(client, monkeypatch, dead_letter, other)
 
     assert not isinstance(outcomes["redrive"], Exception), outcomes["redrive"]
     assert outcomes["redrive"].endswith("1 dead letter sent again; 0 had " + NOTHING)

@@ -575,10 +575,9 @@ def test_a_claim_and_the_hand_over_noting_the_same_order_row_neither_deadlocks(f
     # again), which the rush did every few seconds.
     import threading
 
-    from django.db import connections
-
     from factory import services
     from factory.services import restock_dispatch
+    from testsupport.threads import thread_keeping
 
     restock = pending_restock(attempt_count=0)
     factory.answer(202, {**ORDER, "reference": restock.reference})
@@ -599,21 +598,10 @@ def test_a_claim_and_the_hand_over_noting_the_same_order_row_neither_deadlocks(f
             in_claim.set()
             claim.wait(5)
 
-    def keep(name, fn):
-        def run_and_keep():
-            try:
-                outcomes[name] = fn()
-            except Exception as exc:
-                outcomes[name] = exc
-            finally:
-                connections.close_all()
-
-        return threading.Thread(target=run_and_keep)
-
     monkeypatch.setattr(services, "task_publish", publish_then_wait)
     monkeypatch.setattr(services, "_order_row", order_row_then_wait)
-    hand_over = keep("hand-over", lambda: restock_dispatch(restock.pk))
-    worker = keep("worker", lambda: restock_place(restock.pk))
+    hand_over = thread_keeping(outcomes, "hand-over", lambda: restock_dispatch(restock.pk))
+    worker = thread_keeping(outcomes, "worker", lambda: restock_place(restock.pk))
     hand_over.start()
     assert sent.wait(5)
     worker.start()
