@@ -46,6 +46,14 @@ def _order_row(restock_id: int) -> None:
     FactoryOrder.objects.bulk_create([FactoryOrder(restock_id=restock_id)], ignore_conflicts=True)
 
 
+def _order_row_locked(restock_id: int) -> None:
+    """_order_row, with the row locked until the transaction ends, for a caller that updates it next. The
+    insert that finds the row takes only a shared lock, and upgrading that for the update deadlocked with
+    a hand-over noting the same row in between (restock_dispatch)."""
+    FactoryOrder.objects.select_for_update().filter(restock_id=restock_id).exists()
+    _order_row(restock_id)
+
+
 def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
     """Hand a pending restock to the factory queue and note on its FactoryOrder that it left.
 
@@ -133,11 +141,7 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
         # The restock's row lock keeps it pending (no fail or redrive in between) while its order is claimed.
         if not Restock.objects.select_for_update().pending().filter(pk=restock_id).exists():
             return "skipped"  # not pending any more
-        # The order row locked for the update below before the insert that makes sure it exists: that
-        # insert finding the row takes a shared lock, and upgrading it for the update deadlocked with a
-        # hand-over noting the same row in between (restock_dispatch).
-        FactoryOrder.objects.select_for_update().filter(restock_id=restock_id).exists()
-        _order_row(restock_id)
+        _order_row_locked(restock_id)
         claimed = (
             FactoryOrder.objects.unclaimed()
             .not_waiting()
@@ -320,7 +324,7 @@ def restock_receive(
         restock.quantity_received = received
         restock.closed_at = timezone.now()
         restock.save(update_fields=["status", "quantity_received", "closed_at", "updated_at"])
-        _order_row(restock.pk)
+        _order_row_locked(restock.pk)
         FactoryOrder.objects.filter(restock_id=restock.pk).update(order_id=order_id, claimed_at=None)
         # Settled: an overdue alert about it is closed, and so is its dead letter, if the factory had the order
         # after all (a late callback, or the poll, for a restock that gave up): nothing is left to redrive.
@@ -579,7 +583,7 @@ def _overdue_alert(restock: Restock, reason: str) -> bool:
     escalated to the ops phones. The restock's row is only read: a worker recording the factory's answer
     holds a shared lock on it (its attempt's foreign key) that it then upgrades."""
     with transaction.atomic():
-        _order_row(restock.pk)
+        _order_row_locked(restock.pk)
         first = FactoryOrder.objects.filter(restock_id=restock.pk, overdue_alerted_at__isnull=True).update(
             overdue_alerted_at=timezone.now()
         )
@@ -831,7 +835,7 @@ def _restock_reopen(restock_id: int) -> bool:
     except IntegrityError:
         return False  # the product has another open restock, which already covers the need
     if reopened:
-        _order_row(restock_id)
+        _order_row_locked(restock_id)
         _order_run_afresh(restock_id, last_error="", redriven_at=timezone.now())
     return bool(reopened)
 
