@@ -26,7 +26,7 @@ from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_ne
 from factory.retries import dead_letter_copy_remove, dead_letter_dedupe_key
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import ON_HAND_MAX, products_lock, restocks_open
-from notifications.alerts import alert_group_settle, alert_key_lock, alert_raise, alerts_acknowledge
+from notifications.alerts import alert_key_lock, alert_raise, alerts_acknowledge, alerts_settle
 from notifications.subscriptions import back_in_stock_announce
 
 logger = logging.getLogger(__name__)
@@ -178,10 +178,9 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
         )
         _order_placed(restock.pk, result.order.order_id)
         # The factory answers again: its "failed N calls in a row" warning is over, not escalated to the
-        # ops phones ALERT_ESCALATE_AFTER_SECONDS later about a trouble that has passed.
-        alerts_acknowledge(FACTORY_DEGRADED)
-        # And the failed calls its window held back: their summary goes out settled, not as an open warning.
-        alert_group_settle(FACTORY_DEGRADED)
+        # ops phones ALERT_ESCALATE_AFTER_SECONDS later about a trouble that has passed; and the failed
+        # calls its window held back: their summary goes out settled, not as an open warning.
+        alerts_settle(FACTORY_DEGRADED)
     logger.info("restock %s placed as factory order %s", restock.pk, result.order.order_id)
     return "placed"
 
@@ -335,8 +334,7 @@ def restock_receive(
         else:
             # The factory delivers this SKU again: its cancellation warning is over, not pushed to the ops
             # phones ALERT_ESCALATE_AFTER_SECONDS later (the Slack message stays as the record).
-            alerts_acknowledge(_cancelled_dedupe_key(product.sku))
-            alert_group_settle(_cancelled_dedupe_key(product.sku))
+            alerts_settle(_cancelled_dedupe_key(product.sku))
             if product.needs_reorder and product.is_active:
                 restocks_open([product], reason=Restock.Reason.REORDER_POINT)
         if was_sold_out and received and product.is_active:  # a retired product is not for sale: no push
@@ -786,8 +784,8 @@ def _dead_letter_resolved(dead_letter: DeadLetter, user) -> None:
     dedupe_key = dead_letter_dedupe_key(dead_letter.task_name)
     alert_key_lock(dedupe_key)
     if not DeadLetter.objects.unresolved().filter(task_name=dead_letter.task_name).exclude(pk=dead_letter.pk).exists():
-        alerts_acknowledge(dedupe_key, user=user, kind="dead_letter")
-        alert_group_settle(dedupe_key)  # and the dead letters its window held back: no summary of them
+        # And the dead letters its window held back: no summary of them.
+        alerts_settle(dedupe_key, user=user, kind="dead_letter")
     transaction.on_commit(partial(dead_letter_copy_remove, dead_letter.pk))
 
 

@@ -167,7 +167,14 @@ def alert_groups_flush() -> int:
     return sent
 
 
-def alert_group_settle(dedupe_key: str) -> None:
+def alerts_settle(dedupe_key: str, *, user=None, **filters) -> None:
+    """What the dedupe key's alerts were about is over: its open alerts acknowledged (`filters` narrow
+    them), and what its group held back settled (_group_settle). Call it in the transaction that ended it."""
+    alerts_acknowledge(dedupe_key, user=user, **filters)
+    _group_settle(dedupe_key)
+
+
+def _group_settle(dedupe_key: str) -> None:
     """Everything the dedupe key's group held back was settled (ops resolved every dead letter it counts).
     Its summary goes out now, as an info line that is born acknowledged: every fact is still named where
     ops read (Slack, the admin), and nobody's phone is paged about work already done. The window goes on;
