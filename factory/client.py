@@ -139,7 +139,7 @@ class FactoryClient:
             ]
         except (ValueError, KeyError, TypeError) as exc:
             raise FactoryUnavailable(f"garbled search answer: {exc}", status_code=200, latency_ms=latency_ms) from exc
-        return next((order for order in orders if order.reference == reference), None)
+        return orders[0] if orders else None
 
     def _send(self, method, path, **kwargs) -> tuple[requests.Response, int]:
         started = time.monotonic()
