@@ -14,6 +14,8 @@ the app does not use would reach on the same machine (docs/benchmarks.md, "Sales
          view, no DRF, answering a canned 409: what a refusal costs with Django and one round trip
   refuse-drf   the same read behind the DRF stack (authentication, throttle, parser, renderer), the 409
          returned by the view instead of raised: the floor of the app's phase e
+  refuse-view-key  refuse-view with a fresh Idempotency-Key per request, its refusal stored under the key
+         by the app's own INSERT: what phase f costs with Django, one read and one durable INSERT
 
 `sql` and `proc` write real sales, lines and ledger rows, so the bench's invariants cover them.
 `drf` answers 200, not 201: it sells nothing.
@@ -164,6 +166,9 @@ def refuse_view(request):
     if client is None:
         return JsonResponse({"code": "not_authenticated"}, status=401)
     row = _soldout_read(item["sku"])
+    if key := request.headers.get("Idempotency-Key"):
+        shortages = [{"sku": item["sku"], "requested": item["quantity"], "available": row[3]}]
+        services._key_store(client, key, "0" * 64, refusal={"shortages": shortages})
     return _refusal({**SOLD_OUT, "available": row[3]})
 
 

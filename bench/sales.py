@@ -72,6 +72,7 @@ FLOORS = {
     "proc-c": ("floor: DRF + procedure, spread", "spread", "/bench/floor/proc/"),
     "refuse-view": ("floor: sold-out read, plain view", "soldout", "/bench/floor/refuse-view/"),
     "refuse-drf": ("floor: sold-out read, DRF", "soldout", "/bench/floor/refuse-drf/"),
+    "refuse-view-key": ("floor: sold-out read + key row, plain view", "soldout-keys", "/bench/floor/refuse-view/"),
 }
 
 PHASE_TITLES = {
