@@ -22,7 +22,7 @@ from datetime import timedelta
 import redis
 from celery import current_app
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.http import Http404, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -192,6 +192,7 @@ class DonutCollector:
         for status in Restock.Status.values:
             restocks.add_metric([status], by_status.get(status, 0))
         yield restocks
+        yield from self._open_restock_ages()
 
         lead = HistogramMetricFamily(
             "donut_restock_lead_time_seconds",
@@ -211,6 +212,32 @@ class DonutCollector:
             buckets, total = _histogram(row, RESTOCK_LEAD_BUCKETS, scale=1)
             lead.add_metric([row["status"]], buckets, total)
         yield lead
+
+    def _open_restock_ages(self):
+        # A restock the factory never accepted, or a completion that never came, shows here at once; the
+        # overdue alert waits FACTORY_OVERDUE_GRACE_SECONDS past the expected time.
+        now = timezone.now()
+        oldest = {
+            row["status"]: row
+            for row in Restock.objects.open()
+            .order_by()
+            .values("status")
+            .annotate(opened=Min("created_at"), expected=Min("expected_at"))
+        }
+        pending = oldest.get(Restock.Status.PENDING)
+        placed = oldest.get(Restock.Status.PLACED)
+        yield GaugeMetricFamily(
+            "donut_restock_oldest_pending_seconds",
+            "Seconds since the oldest restock not yet accepted by the factory was opened; 0 when none is.",
+            value=(now - pending["opened"]).total_seconds() if pending else 0,
+        )
+        late = (now - placed["expected"]).total_seconds() if placed and placed["expected"] else 0
+        yield GaugeMetricFamily(
+            "donut_restock_most_late_seconds",
+            "Seconds past its expected completion of the latest placed restock (a lost or slow factory "
+            "callback); 0 when none is late.",
+            value=max(late, 0),
+        )
 
     def _factory(self, since):
         rows = FactoryAttempt.objects.order_by().values("outcome").annotate(n=Count("pk"))

@@ -34,6 +34,8 @@ EXPECTED = {
     "donut_stockouts",
     "donut_restocks",
     "donut_restock_lead_time_seconds",
+    "donut_restock_oldest_pending_seconds",
+    "donut_restock_most_late_seconds",
     "donut_factory_call_latency_seconds",
     "donut_factory_calls",
     "donut_factory_retries",
@@ -465,6 +467,23 @@ def test_a_stopped_beat_shows_as_sweeps_growing_old_in_metrics_and_the_probe(set
     for nonsense in ("nan", "inf", "-5", "0"):  # nan passed every check, a negative age failed every one
         with pytest.raises(CommandError, match="positive number of seconds"):
             call_command("sweeps_alive", "--max-age", nonsense)
+
+
+def test_the_oldest_unaccepted_restock_and_the_latest_completion_show_before_the_overdue_alert():
+    assert value(scrape(), "donut_restock_oldest_pending_seconds") == 0
+    assert value(scrape(), "donut_restock_most_late_seconds") == 0
+    now = timezone.now()
+    for opened_ago in (90, 10):
+        Restock.objects.filter(pk=make_restock().pk).update(created_at=now - timedelta(seconds=opened_ago))
+    # Placed: one whose completion is 200 s late (its callback lost), one 50 s late, one not due yet.
+    for expected_in in (-200, -50, 600):
+        make_restock(status="placed", placed_at=now, expected_at=now + timedelta(seconds=expected_in))
+    make_restock(status="fulfilled", expected_at=now - timedelta(hours=1))  # closed: not late
+
+    samples = scrape()
+
+    assert 90 <= value(samples, "donut_restock_oldest_pending_seconds") < 120
+    assert 200 <= value(samples, "donut_restock_most_late_seconds") < 230
 
 
 def test_a_scrape_reads_indexes_not_every_restock_call_and_delivery_ever_made(monkeypatch):
