@@ -2,8 +2,10 @@ import gc
 import logging
 import os
 import threading
+import warnings
 
 from celery import Celery
+from celery.exceptions import CPendingDeprecationWarning
 from celery.signals import (
     before_task_publish,
     setup_logging,
@@ -89,6 +91,17 @@ def gc_freeze(**kwargs):
     shortage's way to the factory, made the slowest of 50 (docs/benchmarks.md, "Restock latency"). Frozen:
     about 26 ms. A prefork child freezes what it has after its own start."""
     gc.freeze()
+
+
+@worker_ready.connect
+def connection_loss_warning_ignore(**kwargs):
+    """Celery warns at every broker connection loss that version 6 will cancel running tasks by default;
+    the settings choose not to, on purpose (CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS
+    says why). Filtered once the worker is up: its logging setup puts an "always" filter for Celery's
+    warnings in front of any made before."""
+    warnings.filterwarnings(
+        "ignore", r"\s*In Celery 5\.1 we introduced an optional breaking change", CPendingDeprecationWarning
+    )
 
 
 # The request id travels in a message header of our own: Celery's correlation_id is the task id.

@@ -311,7 +311,11 @@ CELERY_TASK_PUBLISH_RETRY = False
 # times out is resent by the reconcile or notifications sweep within seconds).
 BROKER_PUBLISH_TIMEOUT_SECONDS = env.float("BROKER_PUBLISH_TIMEOUT_SECONDS", default=0.1)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A task running when the broker connection drops runs to its end; its ack is lost, so the broker hands the
+# message out again and the task finds its work done (every task is idempotent). Cancelling it instead
+# killed a prefork child in the middle of a Slack or FCM send that had already reached them: the delivery
+# was never marked sent, and the sweep posted it a second time. (The threads pool cannot cancel at all.)
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 RECONCILE_INTERVAL_SECONDS = env.float("RECONCILE_INTERVAL_SECONDS", default=5.0)
 CELERY_BEAT_SCHEDULE = {
     "reconcile": {

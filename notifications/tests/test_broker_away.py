@@ -4,10 +4,12 @@ The rows wait; once the broker is back the notifications sweep sends them, throu
 the Slack and FCM stand-ins."""
 
 import socket
+import time
 
 import pytest
 import redis
 from celery import current_app
+from django.conf import settings
 from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
@@ -19,7 +21,7 @@ from notifications.models import AlertDelivery, Device, Subscription
 from notifications.subscriptions import back_in_stock_announce
 from notifications.tasks import sweep_task
 from testsupport.data import make_api_client
-from testsupport.processes import System, free_port, wait_until
+from testsupport.processes import OUTPUT, System, free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -109,3 +111,48 @@ def test_alerts_and_back_in_stock_pushes_raised_while_the_broker_is_away_are_del
     pushes = [r["body"]["message"] for r in fcm.received]
     assert sorted(m.get("topic") or m.get("token") for m in pushes) == ["customer-phone-1", "ops-alerts"]
     assert Subscription.objects.get().due_at is None
+
+
+def test_an_alert_being_sent_when_the_broker_dies_is_finished_and_sent_once(slack, fcm, channels, monkeypatch):
+    """Redis dies while the notifications worker (prefork) is inside a Slack send. The send finishes and the
+    delivery is marked sent, so no sweep sends it again: ops get the alert once. (Cancelling the running
+    task at the connection loss, as Celery can, killed the send after Slack had it: the row stayed claimed
+    and the sweep posted it a second time once the claim ran out.)"""
+    from testsupport.chaos import RedisServer
+
+    broker = RedisServer(OUTPUT / "alert_send_broker_loss")
+    broker.start()
+    system = System(broker_url=broker.url(0), log_dir=OUTPUT / "alert_send_broker_loss")
+    system.env.update(channels)
+    system.env["REDIS_URL"] = broker.url(1)
+    monkeypatch.setitem(current_app.conf, "broker_write_url", broker.url(0))
+    breakers["broker"].close()
+    # Slack holds its answer (well inside SLACK_TIMEOUT_SECONDS): the send is in flight when Redis dies.
+    slack.latency_seconds = settings.SLACK_TIMEOUT_SECONDS / 2
+    try:
+        worker = system.start_worker("-Q", "notifications")
+        with transaction.atomic():
+            alert = alert_raise(kind="dead_letter", severity="critical", title="Dead letter on MAPLE")
+        in_flight = AlertDelivery.objects.filter(alert=alert, channel="slack", claimed_at__isnull=False)
+        wait_until(in_flight.exists, timeout=15, what="the worker sending to Slack")
+
+        broker.kill()
+        wait_until(lambda: "Connection to broker lost" in worker.output(), timeout=10, what="the worker noticing")
+        broker.start()
+        wait_until(lambda: slack.received, timeout=10, what="Slack answering")
+        wait_until(
+            AlertDelivery.objects.filter(alert=alert, channel="slack", status="sent").exists,
+            timeout=15,
+            what=f"the delivery marked sent (left unsent, the sweep posts it again); log:\n{worker.output()[-3000:]}",
+        )
+        # Whatever claims there were have run out; the sweep sends whatever is still owed.
+        AlertDelivery.objects.update(resend_at=timezone.now() - timezone.timedelta(seconds=1), claimed_at=None)
+        sweep_task()
+        time.sleep(slack.latency_seconds + 1)  # long enough for a second post to arrive, if one were sent
+
+        posts = [(r["time"], r["body"]["text"][:80]) for r in slack.received]
+        assert len(posts) == 1, f"{posts}\n{worker.output()[-3000:]}"
+        assert worker.popen.poll() is None, worker.output()[-3000:]
+    finally:
+        system.stop()
+        broker.kill()
