@@ -7,8 +7,10 @@ import time
 import pytest
 from django.conf import settings
 from django.test import override_settings
+from django.urls import get_resolver
 from rest_framework.test import APIClient
 
+from donutsite.errors import Conflict, DomainError
 from donutsite.openapi import ERROR_EXAMPLES
 from factory.models import FactoryOrder
 from factory.signatures import sign
@@ -51,6 +53,29 @@ def test_every_documented_error_response_has_an_example_per_code(schema):
                         assert example["value"]["code"] and example["value"]["message"]
                         documented.add(example["value"]["code"])
     assert set(ERROR_EXAMPLES) <= documented
+
+
+# DomainErrors that never reach the API: the admin and the commands show them as messages.
+NOT_API_ERRORS = {"invalid_adjustment"}
+
+
+def _domain_error_codes() -> set[str]:
+    """The code of every DomainError the apps define (the URLconf imports every view, and so every error)."""
+    get_resolver().url_patterns
+    codes, todo = set(), [DomainError]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls not in (DomainError, Conflict):  # bases, never raised as they are
+            codes.add(cls.code)
+    return codes
+
+
+def test_every_error_the_api_can_answer_has_its_example():
+    """A new DomainError needs its example in donutsite/openapi.py; without it a response that names its
+    code in the view's description silently shows the status's usual codes instead."""
+    missing = _domain_error_codes() - NOT_API_ERRORS - set(ERROR_EXAMPLES)
+    assert not missing, f"add these codes to ERROR_EXAMPLES (donutsite/openapi.py): {sorted(missing)}"
 
 
 def _errors(client_app) -> dict:
