@@ -2,7 +2,9 @@
 example body is what the API answers when that error happens."""
 
 import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -20,6 +22,7 @@ from testsupport.data import make_product
 
 pytestmark = pytest.mark.django_db
 
+ROOT = Path(__file__).resolve().parents[2]
 SALES = "/api/v1/sales/"
 # Bodies whose message carries run-time detail (a parser's position, a wait): same code and fields.
 SAME_SHAPE_ONLY = {"malformed_json", "throttled"}
@@ -76,6 +79,17 @@ def test_every_error_the_api_can_answer_has_its_example():
     code in the view's description silently shows the status's usual codes instead."""
     missing = _domain_error_codes() - NOT_API_ERRORS - set(ERROR_EXAMPLES)
     assert not missing, f"add these codes to ERROR_EXAMPLES (donutsite/openapi.py): {sorted(missing)}"
+
+
+def test_the_readmes_error_table_has_every_code_with_its_status():
+    """README's table of error codes is what client developers read: a new code belongs there too."""
+    readme = (ROOT / "README.md").read_text()
+    listed = set()
+    for statuses, cell in re.findall(r"^\| ([0-9][0-9 /]*) \| (`.+?) \|", readme, re.M):
+        statuses, codes = [int(s) for s in statuses.split(" / ")], re.findall(r"`([a-z_]+)`", cell)
+        listed |= {(code, statuses[0]) for code in codes} if len(statuses) == 1 else set(zip(codes, statuses))
+    missing = {(code, status) for code, (status, _) in ERROR_EXAMPLES.items()} - listed
+    assert not missing, f"README's error table lacks (code, status): {sorted(missing)}"
 
 
 def _errors(client_app) -> dict:
