@@ -373,7 +373,10 @@ NOTIFICATIONS_RESEND_AFTER_SECONDS = env.int("NOTIFICATIONS_RESEND_AFTER_SECONDS
 # A delivery Slack or FCM keeps failing transiently is sent again by the sweep until its alert is this old.
 NOTIFICATIONS_GIVE_UP_AFTER_SECONDS = env.int("NOTIFICATIONS_GIVE_UP_AFTER_SECONDS", default=86400)
 FLOWER_URL = env.str("FLOWER_URL", default="http://127.0.0.1:5555" if DEBUG else "")
-for _name in ("SLACK_MIN_SEVERITY", "FCM_MIN_SEVERITY"):
+# Each channel's lowest severity, found by its name so that a new channel's is checked too: the registry
+# ranks it in the transaction of every alert's event, where a bad value would fail that event (the sale
+# taking the last donut) instead of the start.
+for _name in [name for name in globals() if name.endswith("_MIN_SEVERITY")]:
     if globals()[_name] not in ("info", "warning", "critical"):
         raise ImproperlyConfigured(f"{_name} must be info, warning or critical.")
 

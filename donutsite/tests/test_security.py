@@ -102,6 +102,16 @@ def test_production_refuses_to_start_with_what_the_factory_refuses_in_an_order(n
     assert name in result.stderr
 
 
+@pytest.mark.parametrize("name", sorted(name for name in dir(settings) if name.endswith("_MIN_SEVERITY")))
+def test_a_channels_misspelt_minimum_severity_is_refused_at_start(name):
+    # Found by name, as settings.py checks them: the registry would otherwise fail inside the transaction
+    # of an alert's event (the sale that takes the last donut) when it ranks the value.
+    result = manage("check", env={**PRODUCTION, name: "critcal"})
+
+    assert result.returncode != 0
+    assert f"{name} must be info, warning or critical" in result.stderr
+
+
 @pytest.mark.parametrize(("asked", "debug"), [(None, "False"), ("0", "False"), ("1", "True")])
 def test_debug_is_off_unless_asked_for(asked, debug):
     # In a process of its own: pytest-django forces DEBUG off in this one, whatever the settings say.
