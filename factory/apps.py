@@ -5,7 +5,7 @@ def _restock_opened(sender, *, restock_id: int, reason: str = "", **kwargs) -> N
     from factory.services import restock_dispatch
     from inventory.models import Restock
 
-    restock_dispatch(restock_id, shortage=reason == Restock.Reason.SHORTAGE)
+    restock_dispatch(restock_id, shortage=reason in Restock.URGENT_REASONS)
 
 
 def _restock_sold_out(sender, *, restock_id: int, **kwargs) -> None:

@@ -145,6 +145,9 @@ class Restock(models.Model):
         REORDER_POINT = "reorder_point"
         MANUAL = "manual"
 
+    # A restock opened for one of these is sent to the factory's urgent queue the first time (a buyer was
+    # refused); the others queue behind it, and are hurried there only if their product sells out first.
+    URGENT_REASONS = (Reason.SHORTAGE,)
     OPEN_STATUSES = (Status.PENDING, Status.PLACED)
 
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="restocks")

@@ -298,7 +298,7 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
     restocks = restocks_open(low, reason=Restock.Reason.REORDER_POINT) if low else {}
     for product in (p for p in low if p.on_hand == 0):
         restock = restocks[product.pk]
-        if restock.reason != Restock.Reason.SHORTAGE and restock.status == Restock.Status.PENDING:
+        if restock.reason not in Restock.URGENT_REASONS and restock.status == Restock.Status.PENDING:
             transaction.on_commit(partial(restock_sold_out.send, sender=Restock, restock_id=restock.pk))
         back_in_stock_withdraw(product.sku)
         alert_raise(

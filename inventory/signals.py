@@ -3,8 +3,8 @@
 from django.dispatch import Signal
 
 # A restock was opened and its transaction committed: its order should go to the factory. Sent with
-# restock_id= and reason= (a Restock.Reason); the factory app hands the restock to its queue, a
-# shortage's to the urgent one, and notes it (factory.services.restock_dispatch).
+# restock_id= and reason= (a Restock.Reason); the factory app hands the restock to its queue, the urgent
+# one for Restock.URGENT_REASONS, and notes it (factory.services.restock_dispatch).
 restock_opened = Signal()
 
 # A sale took the last of a product whose open restock has not been sent to the factory yet (a routine
