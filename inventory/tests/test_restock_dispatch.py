@@ -94,6 +94,24 @@ def test_reorder_point_and_manual_restocks_go_behind_the_urgent_queue(factory_qu
     assert factory_queue("factory_urgent") == []
 
 
+# The queue each reason's first send takes. A reason added to Restock.Reason fails below until someone
+# decides (Restock.URGENT_REASONS) and writes it here.
+FIRST_QUEUE = {"shortage": "factory_urgent", "reorder_point": "factory", "manual": "factory"}
+
+
+@pytest.mark.parametrize("reason", Restock.Reason.values)
+def test_each_reasons_first_send_takes_its_queue(factory_queue, reason):
+    assert reason in FIRST_QUEUE, f"decide which queue a {reason!r} restock's first send takes"
+    with transaction.atomic():
+        product = make_product(on_hand=50)
+        restock = restocks_open([product], reason=reason)[product.pk]
+
+    assert factory_queue(FIRST_QUEUE[reason]) == [restock.pk]
+    assert {queue: factory_queue(queue) for queue in RESTOCK_QUEUES if queue != FIRST_QUEUE[reason]} == {
+        queue: [] for queue in RESTOCK_QUEUES if queue != FIRST_QUEUE[reason]
+    }
+
+
 def test_a_rolled_back_transaction_enqueues_nothing(factory_queue):
     product = make_product("VIRAL", on_hand=0)
 
