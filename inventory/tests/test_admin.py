@@ -132,6 +132,15 @@ def test_saving_the_product_form_does_not_undo_a_stock_change_made_meanwhile(adm
     assert ledger_differences() == []
 
 
+def test_the_product_form_has_every_field_ops_may_edit(admin_client):
+    """ProductAdmin.get_fields names the form's fields by hand (in the order ops read them): a field added
+    to Product is not editable in the admin until it is placed there."""
+    form = admin_client.get(reverse("admin:inventory_product_add")).context["adminform"].form
+    editable = {field.name for field in Product._meta.fields if field.editable and not field.auto_created}
+
+    assert editable - set(form.fields) == set(), "place these in ProductAdmin.get_fields"
+
+
 def test_a_product_added_in_the_admin_starts_with_no_stock(admin_client):
     response = admin_client.post(
         reverse("admin:inventory_product_add"),
