@@ -1,6 +1,11 @@
 """ApiClient moved from inventory to clients: a database migrated before the move keeps its clients, their
 keys, permissions granted on them, and every row that points at a client."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
@@ -50,3 +55,25 @@ def test_clients_and_what_points_at_them_survive_the_move():
 @pytest.mark.django_db
 def test_the_models_match_the_migrations():
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_make_runs_sqlite_database_migrates_and_matches_the_models(tmp_path):
+    """make run's database is SQLite unless DATABASE_URL is set, and every other test runs on MariaDB: only
+    this sees a migration that names MariaDB's collation instead of donutsite.db.EXACT_COLLATION."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_ENV_FILE": "",
+        "DJANGO_DEBUG": "1",
+        "DJANGO_SECRET_KEY": "test-only-not-secret",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+    }
+    for command in (["migrate"], ["makemigrations", "--check", "--dry-run"]):
+        result = subprocess.run(
+            [sys.executable, "manage.py", *command, "--verbosity=0"],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, f"{' '.join(command)}: {result.stdout[-1000:]}{result.stderr[-2000:]}"

@@ -4,6 +4,8 @@
 import django.core.validators
 from django.db import migrations, models
 
+from donutsite.db import EXACT_COLLATION
+
 
 class Migration(migrations.Migration):
 
@@ -15,6 +17,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='product',
             name='sku',
-            field=models.CharField(db_collation='utf8mb4_bin', max_length=64, unique=True, validators=[django.core.validators.RegexValidator('^[^/]*\\Z', "A SKU cannot contain “/”: it is part of the product's address in the API.")]),
+            field=models.CharField(db_collation=EXACT_COLLATION, max_length=64, unique=True, validators=[django.core.validators.RegexValidator('^[^/]*\\Z', "A SKU cannot contain “/”: it is part of the product's address in the API.")]),
         ),
     ]
