@@ -170,6 +170,9 @@ def _refusal_read(items, product_ids) -> list[dict]:
     """The shortages of this order, read in one plain statement (no lock), if it is a refusal that
     opens nothing: some line is short and every short product has an open restock. Empty when the
     order must take the locks: it may sell, a shortage needs a restock opened, or a product is retired.
+    A refusal `_sell` makes before it looks at stock (a retired product) must be sent to the locks here
+    too, or this read answers out_of_stock in its place; test_sold_out's property test compares the two
+    paths only over the product fields it varies.
 
     Hand-written (names from the models): in a sold-out rush this statement is most of what a request
     does, and building it through the ORM cost more CPU than running it (docs/benchmarks.md, "Sales")."""
