@@ -243,3 +243,14 @@ def test_channel_timeouts_that_could_outlast_the_tasks_soft_limit_are_refused(se
     settings.SLACK_TIMEOUT_SECONDS = 3
     settings.FCM_TIMEOUT_SECONDS = limits.TASK_SOFT_TIME_LIMIT - limits.RUN_SECONDS
     assert any("FCM_TIMEOUT_SECONDS" in p for p in checks.timing_problems())
+
+
+@pytest.mark.parametrize("channel", [c for c in AlertDelivery.Channel.values if c != AlertDelivery.Channel.LOG])
+def test_each_channel_that_calls_out_has_a_timeout_held_under_the_soft_limit(settings, channel):
+    """A channel added to AlertDelivery.Channel fails here until it has its <CHANNEL>_TIMEOUT_SECONDS and
+    notifications/checks.py refuses one that could outlast the tasks' soft time limit."""
+    name = f"{channel.upper()}_TIMEOUT_SECONDS"
+    assert hasattr(settings, name), f"the {channel} channel needs its {name} setting"
+    setattr(settings, name, limits.TASK_SOFT_TIME_LIMIT)
+
+    assert any(name in problem for problem in checks.timing_problems()), f"checks.timing_problems ignores {name}"
