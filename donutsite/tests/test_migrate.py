@@ -1,0 +1,115 @@
+"""`manage.py migrate` during a deploy, with the old release still selling: a schema change that waits for
+its table lock must not hold the shop's queries on that table behind it (donutsite/management/commands/
+migrate.py). Real MariaDB, a real `manage.py migrate` process, and the API answering from another thread."""
+
+import os
+import subprocess
+import threading
+
+import pytest
+from django.db import connection, connections, transaction
+from django.db.migrations.executor import MigrationExecutor
+
+from inventory.models import Restock
+from testsupport.data import make_product
+from testsupport.processes import BIN, ROOT, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# inventory 0010 adds an index on the restocks table: a CREATE INDEX, online once it has its lock.
+BEFORE = [("inventory", "0009_sku_without_slash")]
+INDEX = "inventory_restock_closed_at_20d0e85e"
+
+
+def migrate_to(targets):
+    executor = MigrationExecutor(connection)
+    executor.migrate(targets)
+
+
+@pytest.fixture
+def restocks_without_the_index():
+    migrate_to(BEFORE)
+    yield
+    migrate_to(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+
+def index_exists() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW INDEX FROM inventory_restock WHERE Key_name = %s", [INDEX])
+        return cursor.fetchone() is not None
+
+
+def ddl_waiting_for_its_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 1 FROM information_schema.processlist WHERE state = 'Waiting for table metadata lock' "
+            "AND info LIKE %s",
+            [f"%{INDEX}%"],
+        )
+        return cursor.fetchone() is not None
+
+
+def migrate_process(*args: str) -> subprocess.Popen:
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_ENV_FILE": "",
+        "DATABASE_URL": f"mysql://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 3306}/"
+        f"{db['NAME']}",
+        "DATABASE_READ_TIMEOUT_SECONDS": "0",  # as compose's migrate service runs
+    }
+    return subprocess.Popen(  # noqa: S603 - our own command
+        [str(BIN / "python"), "manage.py", "migrate", "--noinput", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def in_thread(target) -> threading.Thread:
+    def run():
+        try:
+            target()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_migration_waiting_for_a_table_lock_does_not_hold_the_shop_behind_it(restocks_without_the_index, client_app):
+    Restock.objects.create(product=make_product(sku="GLAZED"), quantity=12, reason="manual")
+    report_open, report_may_end = threading.Event(), threading.Event()
+
+    def long_report():
+        # Any transaction that has read the table (a slow admin page, check_ledger, a worker's) holds its
+        # metadata lock until it ends.
+        with transaction.atomic():
+            Restock.objects.count()
+            report_open.set()
+            report_may_end.wait(60)
+
+    report = in_thread(long_report)
+    assert report_open.wait(30)
+    migrate = migrate_process("inventory", "0010", "--lock-wait-seconds", "1")
+    try:
+        wait_until(ddl_waiting_for_its_lock, timeout=60, what="the CREATE INDEX to wait for its lock")
+
+        answers = []
+        shop = in_thread(lambda: answers.append(client_app.get("/api/v1/restocks/")))
+        shop.join(60)  # a hang detector: without the fix it waits for the report, which waits for this
+        answered_during_the_report = not shop.is_alive()
+    finally:
+        report_may_end.set()
+        report.join(60)
+        output, _ = migrate.communicate(timeout=120)
+
+    assert answered_during_the_report, "the API waited behind the migration for the report to end"
+    assert answers[0].status_code == 200 and answers[0].json()["results"][0]["quantity"] == 12
+    # ...and the migration still went through once the report ended.
+    assert migrate.returncode == 0, output
+    assert "waited 1 s for a table lock" in output
+    assert index_exists()
