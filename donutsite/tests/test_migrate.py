@@ -1,6 +1,7 @@
 """`manage.py migrate` during a deploy, with the old release still selling: a schema change that waits for
-its table lock must not hold the shop's queries on that table behind it (donutsite/management/commands/
-migrate.py). Real MariaDB, a real `manage.py migrate` process, and the API answering from another thread."""
+its table lock must not hold the shop's queries on that table behind it, and two migrates at once apply
+each migration once (donutsite/management/commands/migrate.py). Real MariaDB, real `manage.py migrate`
+processes, and the API answering from another thread."""
 
 import os
 import subprocess
@@ -39,14 +40,18 @@ def index_exists() -> bool:
         return cursor.fetchone() is not None
 
 
-def ddl_waiting_for_its_lock() -> bool:
+def waiting(state: str, statement: str) -> int:
+    """How many connections to the test database wait in `state` running a statement that names `statement`."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT 1 FROM information_schema.processlist WHERE state = 'Waiting for table metadata lock' "
-            "AND info LIKE %s",
-            [f"%{INDEX}%"],
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE db = DATABASE() AND state = %s AND info LIKE %s",
+            [state, f"%{statement}%"],
         )
-        return cursor.fetchone() is not None
+        return cursor.fetchone()[0]
+
+
+def ddl_waiting_for_its_lock() -> bool:
+    return waiting("Waiting for table metadata lock", INDEX) > 0
 
 
 def migrate_process(*args: str) -> subprocess.Popen:
@@ -80,20 +85,29 @@ def in_thread(target) -> threading.Thread:
     return thread
 
 
-def test_a_migration_waiting_for_a_table_lock_does_not_hold_the_shop_behind_it(restocks_without_the_index, client_app):
-    Restock.objects.create(product=make_product(sku="GLAZED"), quantity=12, reason="manual")
-    report_open, report_may_end = threading.Event(), threading.Event()
+class LongReport:
+    """A transaction that has read the restocks table and stays open until ended: any such transaction (a
+    slow admin page, check_ledger, a worker's) holds the table's metadata lock until it ends."""
 
-    def long_report():
-        # Any transaction that has read the table (a slow admin page, check_ledger, a worker's) holds its
-        # metadata lock until it ends.
+    def __init__(self):
+        self._open, self._may_end = threading.Event(), threading.Event()
+        self._thread = in_thread(self._run)
+        assert self._open.wait(30)
+
+    def _run(self):
         with transaction.atomic():
             Restock.objects.count()
-            report_open.set()
-            report_may_end.wait(60)
+            self._open.set()
+            self._may_end.wait(60)
 
-    report = in_thread(long_report)
-    assert report_open.wait(30)
+    def end(self):
+        self._may_end.set()
+        self._thread.join(60)
+
+
+def test_a_migration_waiting_for_a_table_lock_does_not_hold_the_shop_behind_it(restocks_without_the_index, client_app):
+    Restock.objects.create(product=make_product(sku="GLAZED"), quantity=12, reason="manual")
+    report = LongReport()
     migrate = migrate_process("inventory", "0010", "--lock-wait-seconds", "1")
     try:
         wait_until(ddl_waiting_for_its_lock, timeout=60, what="the CREATE INDEX to wait for its lock")
@@ -103,8 +117,7 @@ def test_a_migration_waiting_for_a_table_lock_does_not_hold_the_shop_behind_it(r
         shop.join(60)  # a hang detector: without the fix it waits for the report, which waits for this
         answered_during_the_report = not shop.is_alive()
     finally:
-        report_may_end.set()
-        report.join(60)
+        report.end()
         output, _ = migrate.communicate(timeout=120)
 
     assert answered_during_the_report, "the API waited behind the migration for the report to end"
@@ -112,4 +125,28 @@ def test_a_migration_waiting_for_a_table_lock_does_not_hold_the_shop_behind_it(r
     # ...and the migration still went through once the report ended.
     assert migrate.returncode == 0, output
     assert "waited 1 s for a table lock" in output
+    assert index_exists()
+
+
+def test_two_migrates_at_once_apply_each_migration_once(restocks_without_the_index):
+    # The report holds the first migrate's CREATE INDEX until the second has started too, so that both are
+    # under way at once whatever the machine's speed.
+    report = LongReport()
+    first, second = migrate_process("--lock-wait-seconds", "60"), None
+    try:
+        wait_until(ddl_waiting_for_its_lock, timeout=60, what="the first migrate's CREATE INDEX to wait")
+        second = migrate_process("--lock-wait-seconds", "60")
+        # The second waits too: for the first's turn, or (with nothing keeping them apart) for the same index.
+        wait_until(
+            lambda: waiting("User lock", "GET_LOCK") + waiting("Waiting for table metadata lock", INDEX) == 2,
+            timeout=60,
+            what="the second migrate to wait",
+        )
+    finally:
+        report.end()
+        outputs = [process.communicate(timeout=120)[0] for process in (first, second) if process]
+
+    assert (first.returncode, second.returncode) == (0, 0), outputs
+    assert "Applying inventory.0010_metrics_indexes... OK" in outputs[0]
+    assert "another migrate" in outputs[1] and "No migrations to apply" in outputs[1]
     assert index_exists()

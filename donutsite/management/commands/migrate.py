@@ -6,6 +6,11 @@ it waits, MariaDB and MySQL queue every later query on that table behind it, sal
 `lock_wait_timeout` (a day by default). Here each statement waits at most --lock-wait-seconds; one that
 gives up did nothing, so after a pause in which the queued queries pass it is sent again, up to
 --lock-attempts times, and then migrate fails naming it (the deploy stops before any new code starts).
+
+Two migrates at once (a second `docker compose up`, a one-off `run migrate` beside it, init containers)
+would apply the same migrations side by side: the slower one fails ("Duplicate key name"), or worse, each
+applies half of a migration and neither records it. One migrate per database runs at a time: the others
+wait for its named lock, then find what it applied.
 """
 
 import itertools
@@ -17,6 +22,10 @@ from django.db import OperationalError, connections
 
 LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT: a metadata (or row) lock not granted in time
 PAUSE_SECONDS = 1.0
+# Each GET_LOCK waits this long at most, under the connection's read timeout; it is asked again until
+# ONE_AT_A_TIME_SECONDS have passed.
+ONE_AT_A_TIME_POLL_SECONDS = 5
+ONE_AT_A_TIME_SECONDS = 3600
 
 
 class Command(DjangoMigrate):
@@ -44,7 +53,9 @@ class Command(DjangoMigrate):
             cursor.execute("SELECT @@SESSION.lock_wait_timeout")
             (before,) = cursor.fetchone()
             cursor.execute("SET SESSION lock_wait_timeout = %s", [options["lock_wait_seconds"]])
+        name = f"migrate:{connection.settings_dict['NAME']}"[:64]  # server-wide: one per database
         try:
+            self._one_at_a_time(connection, name)
             retry = LockWaitRetry(self, options["lock_wait_seconds"], options["lock_attempts"])
             with connection.execute_wrapper(retry):
                 return super().handle(*args, **options)
@@ -53,6 +64,23 @@ class Command(DjangoMigrate):
             if connection.connection is not None:
                 with connection.cursor() as cursor:
                     cursor.execute("SET SESSION lock_wait_timeout = %s", [before])
+                    cursor.execute("SELECT RELEASE_LOCK(%s)", [name])
+
+    def _one_at_a_time(self, connection, name: str) -> None:
+        """Take the named lock of this database's migrations (released with the connection, should this
+        process die), waiting for another migrate that holds it."""
+        deadline = time.monotonic() + ONE_AT_A_TIME_SECONDS
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", [name, name])
+            taken, holder = cursor.fetchone()
+            if taken == 1:
+                return
+            self.stderr.write(f"another migrate (connection {holder}) is running; waiting for it to finish")
+            while time.monotonic() < deadline:
+                cursor.execute("SELECT GET_LOCK(%s, %s)", [name, ONE_AT_A_TIME_POLL_SECONDS])
+                if cursor.fetchone()[0] == 1:
+                    return
+        raise CommandError(f"another migrate held {name!r} for {ONE_AT_A_TIME_SECONDS} s; is it stuck?")
 
 
 class LockWaitRetry:
