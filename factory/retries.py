@@ -23,6 +23,7 @@ one piece of work (a sweep's resend beside a retry) give up once, with one dead 
 Notification deliveries are retried by Celery's own autoretry options (notifications/tasks.py).
 """
 
+import inspect
 import json
 import logging
 import random
@@ -112,6 +113,21 @@ class RetryingTask(Task):
     # The decision
 
     def __call__(self, *args, **kwargs):
+        try:
+            inspect.signature(self.run).bind(*args, **kwargs)
+        except TypeError as exc:
+            # A message this release's task cannot take: sent by another release while a deploy runs old and
+            # new processes side by side. Not the work's failure, so no dead letter (which would give the
+            # work up and page ops): the message is dropped, and the work's row, still as it was, is sent
+            # again by its sweep.
+            logger.error(
+                "%s%r%r: a message this task cannot take (%s); dropped, the sweep sends the work again",
+                self.name,
+                args,
+                kwargs,
+                exc,
+            )
+            return None
         try:
             return super().__call__(*args, **kwargs)
         except (*self.retry_on, *ALWAYS_TRANSIENT) as exc:

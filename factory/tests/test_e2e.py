@@ -210,6 +210,34 @@ def test_a_worker_killed_during_the_factory_call_still_orders_exactly_once(syste
     assert Product.objects.get(sku="BOSTON").on_hand == 5
 
 
+def test_a_message_from_another_release_that_the_task_cannot_take_gives_nothing_up(system, fresh):
+    """During a deploy old and new workers run each other's messages. One whose arguments this release's
+    task does not take (a newer release's extra argument) is not the restock's failure: no dead letter, no
+    page; the restock stays pending and the sweep sends it again."""
+    from celery import current_app
+
+    restock = Restock.objects.create(
+        product=make_product("CRULLER", on_hand=0), quantity=8, reason=Restock.Reason.MANUAL
+    )
+    message = current_app.send_task("factory.restock_place", args=[restock.pk, "shortage"])
+    wait_until(
+        lambda: (
+            f"[{message.id}] succeeded" in system.processes[f"worker{system.workers}"].output()
+            or restock_of("CRULLER").status != "pending"
+        ),
+        timeout=30,
+        what="the worker to take the message",
+    )
+
+    assert restock_of("CRULLER").status == "pending"
+    assert not DeadLetter.objects.exists() and factory_orders(system, restock) == []
+    with override_settings(OUTBOX_RESEND_AFTER_SECONDS=0):
+        call_command("reconcile")
+    wait_for_status("CRULLER", "fulfilled")
+    assert len(factory_orders(system, restock)) == 1
+    assert Product.objects.get(sku="CRULLER").on_hand == 8
+
+
 def test_a_callback_with_a_bad_signature_changes_nothing(system, fresh):
     make_product("MATCHA", on_hand=0, reorder_quantity=4)
     system.start_factory("--production-seconds", "0.5", "--callback-secret", "not-our-secret")
