@@ -127,6 +127,9 @@ class RestockOut(serializers.ModelSerializer):
     class Meta:
         model = Restock
         fields = ["id", "sku", "quantity", "status", "reason", "expected_at", "quantity_received", "created_at"]
+        # Every answer sends each of them (null included): required in the schema, where a model default
+        # would make one optional.
+        extra_kwargs = {name: {"required": True} for name in fields}
 
 
 class PageField(serializers.IntegerField):

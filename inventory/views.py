@@ -41,6 +41,13 @@ class ListPagination(PageNumberPagination):
 
     page_size = 50
 
+    def get_paginated_response_schema(self, schema):
+        # Every page sends all four keys (`next` and `previous` are null at the ends): DRF's schema
+        # requires only two, and a generated client made the links optional as well as nullable.
+        paginated = super().get_paginated_response_schema(schema)
+        paginated["required"] = ["count", "next", "previous", "results"]
+        return paginated
+
 
 def _filters(serializer_class, request) -> dict:
     # A plain dict, not the QueryDict: DRF reads a blank value in a QueryDict as "not given", so `?status=`

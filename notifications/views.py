@@ -25,6 +25,9 @@ class DeviceOut(serializers.ModelSerializer):
     class Meta:
         model = Device
         fields = ["id", "platform", "user_ref", "is_active", "created_at", "updated_at"]
+        # Every answer sends each of them (null included): required in the schema, where a model default
+        # would make one optional.
+        extra_kwargs = {name: {"required": True} for name in fields}
 
 
 class DeviceRegisterView(APIView):

@@ -36,3 +36,13 @@ def test_a_token_over_the_documented_length_is_refused_whitespace_and_all(client
 
     assert response.status_code == 400 and set(response.json()["errors"]) == {"token"}
     assert not Device.objects.exists()
+
+
+def test_every_key_a_device_answer_sends_is_required_in_its_schema(client_app, client):
+    # A client generated from the schema makes a property left out of `required` optional (`is_active?`).
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+
+    response = client_app.post("/api/v1/devices/", {"token": "fcm-token-abcdef", "platform": "ios"}, format="json")
+
+    assert response.status_code == 201
+    assert set(schema["components"]["schemas"]["DeviceOut"]["required"]) == set(response.json())
