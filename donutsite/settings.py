@@ -188,6 +188,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # Every error response gets example bodies, one per code (donutsite/openapi.py).
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "donutsite.openapi.error_examples"],
+    # A restock's status is one enum wherever it appears (a restock, and the one an out_of_stock names);
+    # without a name, two serializers sharing it got a made-up one ("Status785Enum").
+    "ENUM_NAME_OVERRIDES": {"RestockOutStatusEnum": "inventory.models.Restock.Status"},
 }
 
 # How many reverse proxies of ours sit in front of gunicorn (production: the TLS proxy, 1). The client's

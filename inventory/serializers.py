@@ -162,7 +162,7 @@ class ProductFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
 
 class RestockRefOut(serializers.Serializer):
     id = serializers.IntegerField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=Restock.Status.choices)
     expected_at = serializers.DateTimeField(allow_null=True)
 
 

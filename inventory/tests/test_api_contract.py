@@ -146,3 +146,21 @@ def test_every_key_a_list_always_sends_is_required_in_its_schema(client_app, sch
 
     assert set(components[f"Paginated{component}List"]["required"]) == set(page)
     assert set(components[component]["required"]) == set(page["results"][0])
+
+
+def test_an_out_of_stock_restock_status_is_the_documented_restock_status_enum(client_app, schema):
+    # A generated client gets one RestockStatus type for a restock listed and for the one a refusal names,
+    # not a free string it must compare with the enum's values by hand.
+    make_product("GLAZED", on_hand=1)
+    components = schema["components"]["schemas"]
+
+    refused = client_app.post("/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 5}]}, format="json")
+
+    assert refused.status_code == 409
+    status = components["RestockRefOut"]["properties"]["status"]
+    assert (
+        status
+        == components["RestockOut"]["properties"]["status"]
+        == {"$ref": "#/components/schemas/RestockOutStatusEnum"}
+    )
+    assert refused.json()["shortages"][0]["restock"]["status"] in components["RestockOutStatusEnum"]["enum"]
