@@ -78,8 +78,8 @@ ERROR_EXAMPLES: dict[str, tuple[int, dict]] = {
 VALIDATION_ERRORS: dict[str, dict] = {
     "sale_create": ERROR_EXAMPLES["validation_error"][1]["errors"],
     "sale_list": {"created_after": ["Date has wrong format. Use one of these formats instead: YYYY-MM-DD."]},
-    "v1_restocks_list": {"status": ['"lost" is not a valid choice.']},
-    "v1_products_list": {"page": ["Ensure this value is greater than or equal to 1."]},
+    "restock_list": {"status": ['"lost" is not a valid choice.']},
+    "product_list": {"page": ["Ensure this value is greater than or equal to 1."]},
     "device_register": {"platform": ['"nokia" is not a valid choice.']},
     "product_subscribe": {"device_id": ["Must be a whole number."]},
     "factory_callback": {"event": ['"order.shipped" is not a valid choice.']},

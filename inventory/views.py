@@ -183,6 +183,7 @@ class ProductListView(generics.ListAPIView):
     pagination_class = ListPagination
 
     @extend_schema(
+        operation_id="product_list",
         parameters=[ProductFilterIn],
         responses={
             200: ProductOut(many=True),
@@ -219,6 +220,7 @@ class RestockListView(generics.ListAPIView):
     pagination_class = ListPagination
 
     @extend_schema(
+        operation_id="restock_list",
         parameters=[RestockFilterIn],
         responses={
             200: RestockOut(many=True),

@@ -172,8 +172,8 @@ def test_each_operations_validation_example_is_what_it_answers(schema, client_ap
     answers = {
         "sale_create": client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 101}]}, format="json"),
         "sale_list": client_app.get(SALES, {"created_after": "yesterday"}),
-        "v1_restocks_list": client_app.get("/api/v1/restocks/", {"status": "lost"}),
-        "v1_products_list": anonymous.get("/api/v1/products/", {"page": 0}),
+        "restock_list": client_app.get("/api/v1/restocks/", {"status": "lost"}),
+        "product_list": anonymous.get("/api/v1/products/", {"page": 0}),
         "device_register": client_app.post(
             "/api/v1/devices/", {"token": "fcm-token-abcdef", "platform": "nokia"}, format="json"
         ),

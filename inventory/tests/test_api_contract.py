@@ -164,3 +164,11 @@ def test_an_out_of_stock_restock_status_is_the_documented_restock_status_enum(cl
         == {"$ref": "#/components/schemas/RestockOutStatusEnum"}
     )
     assert refused.json()["shortages"][0]["restock"]["status"] in components["RestockOutStatusEnum"]["enum"]
+
+
+def test_every_operation_id_is_entity_and_verb(schema):
+    # Generators name a client's methods after them: productList() beside productGet(), not v1ProductsList().
+    operation_ids = [op["operationId"] for path in schema["paths"].values() for op in path.values()]
+
+    assert [op_id for op_id in operation_ids if not re.fullmatch(r"[a-z]+_[a-z]+", op_id)] == []
+    assert {"product_list", "restock_list"} <= set(operation_ids)
