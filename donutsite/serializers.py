@@ -62,7 +62,11 @@ class ErrorOut(serializers.Serializer):
 
 class ValidationErrorOut(ErrorOut):
     # `malformed_json` and domain refusals answer 400 without `errors`.
-    errors = serializers.DictField(required=False, help_text="Field name -> list of problems (`validation_error`).")
+    errors = serializers.DictField(
+        required=False,
+        help_text="Field name -> list of problems (`validation_error`); for a list of objects, such as a sale's "
+        "`items`, a problem of one item is under its index instead: index -> field name -> list of problems.",
+    )
 
 
 # What any authenticated endpoint may answer besides its own responses.

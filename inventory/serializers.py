@@ -19,9 +19,10 @@ class SaleItemIn(NoUnknownFieldsMixin, serializers.Serializer):
 
 
 class SaleIn(NoUnknownFieldsMixin, serializers.Serializer):
-    # The bounds are validators rather than min_length/max_length so that the schema states them
-    # (minItems/maxItems): drf-spectacular reads a list's validators only.
-    items = serializers.ListSerializer(
+    # A ListField, not a ListSerializer: a problem with the list itself (empty, too long, not a list) is a
+    # list of messages under `items` like any field's, not under `items.non_field_errors`; an item's own
+    # problems stay under its index. The bounds are validators so that the message can give the count.
+    items = serializers.ListField(
         child=SaleItemIn(),
         allow_empty=False,
         validators=[

@@ -301,6 +301,22 @@ def test_bad_bodies_get_a_clear_400_and_sell_nothing(client_app, body):
 
 
 @pytest.mark.parametrize(
+    "items",
+    [None, [], {"sku": "GLAZED", "quantity": 1}, [{"sku": f"S{i}", "quantity": 1} for i in range(21)]],
+    ids=["null", "empty", "not-a-list", "21-skus"],
+)
+def test_a_problem_with_the_whole_list_of_items_is_a_list_of_messages_under_items(client_app, items):
+    # As for duplicate SKUs or no `items` at all: a client shows errors["items"] as messages, and reads a
+    # dict there only as the items' own problems by index. DRF's list serializer put these under
+    # errors["items"]["non_field_errors"], a key no item index or field name is.
+    response = client_app.post(SALES, {"items": items}, format="json")
+
+    assert response.status_code == 400
+    messages = response.json()["errors"]["items"]
+    assert isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages), messages
+
+
+@pytest.mark.parametrize(
     "raw, content_type, status, code",
     [
         (b'{"items": [', "application/json", 400, "malformed_json"),
