@@ -4,7 +4,8 @@ rather than {"code": "string", "message": "string"}.
 
 A drf-spectacular postprocessing hook (settings.SPECTACULAR_SETTINGS): an error response whose
 description names codes in backticks gets those codes' examples; one that names none gets the usual
-codes of its status."""
+codes of its status. Every 429 also states its Retry-After header, which the exception handler sends
+with each."""
 
 import re
 
@@ -104,6 +105,11 @@ def error_examples(result, generator, request, public):
             for status, response in operation.get("responses", {}).items():
                 if not status.isdigit() or not 400 <= int(status) < 500:
                     continue
+                if status == "429":
+                    response.setdefault("headers", {}).setdefault(
+                        "Retry-After",
+                        {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."},
+                    )
                 content = response.get("content", {}).get("application/json")
                 if content is None or "examples" in content:  # a view's own examples win
                     continue

@@ -125,9 +125,6 @@ class SaleCreateView(generics.GenericAPIView):
                 description="Present when this is the stored first answer to a request with the same "
                 "Idempotency-Key and body: the sale, or the out_of_stock refusal (even if stock came back since).",
             ),
-            OpenApiParameter(
-                "Retry-After", int, OpenApiParameter.HEADER, response=[429], description="Seconds to wait."
-            ),
         ],
         responses={
             201: SaleOut,

@@ -193,3 +193,19 @@ def test_each_operations_validation_example_is_what_it_answers(schema, client_ap
     for operation_id, response in answers.items():
         assert response.status_code == 400, operation_id
         assert examples[operation_id]["validation_error"]["value"] == response.json(), operation_id
+
+
+def test_every_documented_429_states_the_retry_after_header_it_is_sent_with(schema, client_app):
+    # A generated client reads a response's headers from the schema: with Retry-After on the sale's 429
+    # only, a client backing off had it on POST /api/v1/sales/ and nowhere else.
+    without = [
+        f"{method.upper()} {path}"
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if "429" in operation["responses"] and "Retry-After" not in operation["responses"]["429"].get("headers", {})
+    ]
+    with override_settings(API_THROTTLE_RATE="1/minute"):
+        answers = [client_app.get("/api/v1/restocks/") for _ in range(3)]
+
+    assert without == []
+    assert answers[-1].status_code == 429 and answers[-1]["Retry-After"].isdigit()
