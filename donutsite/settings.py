@@ -173,6 +173,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "donutsite.drf.exception_handler",
     "DEFAULT_METADATA_CLASS": "donutsite.drf.MetadataWithoutActions",
     "UNAUTHENTICATED_USER": None,
+    # Every time in one shape, microseconds included (isoformat() drops them when they are 0, and a time
+    # the factory gives in whole seconds lost its fraction): one parser reads them all. UTC (TIME_ZONE).
+    "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import NOT_PROVIDED, F, Sum
 from django.utils import timezone
+from rest_framework.fields import DateTimeField
 from rest_framework.utils import encoders
 
 from clients.models import ApiClient
@@ -236,12 +237,17 @@ _SQL_REFUSAL_READ = _refusal_read_sql()
 
 
 def _shortage(sku, requested, available, restock_id, restock_status, expected_at) -> dict:
+    if expected_at is not None:
+        expected_at = _TIME.to_representation(expected_at)  # as every serializer writes a time
     return {
         "sku": sku,
         "requested": requested,
         "available": available,
         "restock": {"id": restock_id, "status": restock_status, "expected_at": expected_at},
     }
+
+
+_TIME = DateTimeField()
 
 
 def _refusal(client, shortages, idempotency_key, request_hash) -> SaleOutcome:

@@ -172,3 +172,26 @@ def test_every_operation_id_is_entity_and_verb(schema):
 
     assert [op_id for op_id in operation_ids if not re.fullmatch(r"[a-z]+_[a-z]+", op_id)] == []
     assert {"product_list", "restock_list"} <= set(operation_ids)
+
+
+def test_every_time_a_client_is_sent_has_one_shape(client_app):
+    # One parser for every timestamp: Swift's ISO8601DateFormatter, say, takes fractional seconds only when
+    # told to, and then only with them. A sale's created_at had microseconds, and a restock's expected_at
+    # (whole seconds, as the factory sends it) had none, in the list and in an out_of_stock alike.
+    glazed = make_product("GLAZED", on_hand=1)
+    Restock.objects.create(
+        product=glazed, quantity=10, reason="shortage", status="placed", expected_at="2026-12-06T13:15:45Z"
+    )
+    sold = client_app.post("/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json")
+    refused = client_app.post("/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json")
+    restock = client_app.get("/api/v1/restocks/").json()["results"][0]
+
+    times = [
+        sold.json()["created_at"],
+        refused.json()["shortages"][0]["restock"]["expected_at"],
+        restock["expected_at"],
+        restock["created_at"],
+    ]
+
+    assert [t for t in times if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t)] == []
+    assert times[1] == times[2] == "2026-12-06T13:15:45.000000Z"
