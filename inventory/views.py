@@ -95,6 +95,10 @@ class SaleCreateView(generics.GenericAPIView):
 
     @extend_schema(
         operation_id="sale_create",
+        description="Buy 1-20 SKUs, 1-100 of each, all or nothing: 201 with the sale, or 409 `out_of_stock` "
+        "naming each short SKU with what is available and its restock (nothing is sold; subscribe a device "
+        "to the SKU to hear when it is back). With an `Idempotency-Key`, a retry of the same body gets the "
+        "first answer again.",
         request=SaleIn,
         examples=[
             # Swagger's "Try it out" starts from this body: SKUs of the demo catalogue (manage.py seed_demo).

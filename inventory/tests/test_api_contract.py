@@ -195,3 +195,12 @@ def test_every_time_a_client_is_sent_has_one_shape(client_app):
 
     assert [t for t in times if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", t)] == []
     assert times[1] == times[2] == "2026-12-06T13:15:45.000000Z"
+
+
+def test_swagger_describes_the_sale_itself(schema):
+    # Swagger showed the view's docstring ("POST: sell; GET: the client's own sales ...") as the sale's
+    # description: nothing about all or nothing, the 409 or the key.
+    description = schema["paths"]["/api/v1/sales/"]["post"]["description"]
+
+    assert "GET" not in description
+    assert all(word in description for word in ("all or nothing", "out_of_stock", "Idempotency-Key"))
