@@ -338,7 +338,7 @@ def restock_receive(
             if product.needs_reorder and product.is_active:
                 restocks_open([product], reason=Restock.Reason.REORDER_POINT)
         if was_sold_out and received and product.is_active:  # a retired product is not for sale: no push
-            back_in_stock_announce(product.sku)
+            back_in_stock_announce(product.sku, product.name)
     logger.info("restock %s %s: +%s %s", restock.pk, restock.status, received, product.sku)
     return restock, True
 

@@ -462,7 +462,7 @@ def stock_adjust(*, product: Product, quantity: int, reason: str, user=None) -> 
         if locked.needs_reorder and locked.is_active:  # nothing is ordered for a product not for sale
             restocks_open([locked], reason=Restock.Reason.REORDER_POINT)
         if was_sold_out and quantity > 0 and locked.is_active:
-            back_in_stock_announce(locked.sku)
+            back_in_stock_announce(locked.sku, locked.name)
         elif locked.on_hand == 0:
             back_in_stock_withdraw(locked.sku)
     product.on_hand = locked.on_hand
@@ -563,7 +563,7 @@ def product_update(*, product: Product, fields: list[str]) -> None:
         if product.is_active and product.needs_reorder:
             restocks_open([product], reason=Restock.Reason.REORDER_POINT)
         if product.is_active and not locked.is_active and locked.on_hand > 0:
-            back_in_stock_announce(locked.sku)
+            back_in_stock_announce(locked.sku, product.name)
         elif locked.is_active and not product.is_active:
             back_in_stock_withdraw(locked.sku)
 

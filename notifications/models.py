@@ -169,6 +169,8 @@ class Subscription(models.Model):
     # moves it ahead while it sends (a claim), clears it once FCM accepted, and puts it back to now when
     # the send failed transiently; the sweep resends what has been owed for a while.
     due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The product's name when its comeback was announced: the push says it ("Maple Bar is back"), not the SKU.
+    product_name = models.CharField(max_length=200, blank=True, db_default="")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["device", "sku"], name="one_subscription_per_device_sku")]

@@ -31,14 +31,17 @@ def subscription_create(*, client, device_id: int, sku: str) -> tuple[Subscripti
     return row_create_or_update(Subscription, {"device": device, "sku": sku}, {"notified_at": None})
 
 
-def back_in_stock_announce(sku: str) -> int:
-    """The SKU is back: every unused subscription to it is owed a push. Call it in the transaction of the
-    receipt that brought the stock back; the pushes go out after commit, and the sweep resends any that
-    did not (broker away, FCM failing). Returns how many subscriptions are owed a push."""
+def back_in_stock_announce(sku: str, name: str) -> int:
+    """The SKU, called `name` in the shop, is back: every unused subscription to it is owed a push. Call it
+    in the transaction of the receipt that brought the stock back; the pushes go out after commit, and the
+    sweep resends any that did not (broker away, FCM failing). Returns how many subscriptions are owed a
+    push."""
     if not fcm_configured():
         logger.info("back in stock %s: FCM is not configured; subscribers not told", sku)
         return 0
-    owed = Subscription.objects.filter(sku=sku, notified_at__isnull=True).update(due_at=timezone.now())
+    owed = Subscription.objects.filter(sku=sku, notified_at__isnull=True).update(
+        due_at=timezone.now(), product_name=name
+    )
     if owed:
         transaction.on_commit(partial(back_in_stock_dispatch, sku))
     return owed
@@ -93,9 +96,11 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = 
         # FCM gave this process no answer lately (channel_pause): the pushes stay owed, for the sweep.
         logger.info("back in stock %s: FCM gave this process no answer lately; left to the sweep", sku)
         return 0
+    owed = Subscription.objects.filter(sku=sku, due_at__lte=timezone.now(), notified_at__isnull=True)
+    name = owed.exclude(product_name="").values_list("product_name", flat=True).first() or sku
     message = Message(
         title="Back in stock",
-        text=f"{sku} is back. Grab one before the next video goes viral!",
+        text=f"{name} is back. Grab one before the next video goes viral!",
         severity=Severity.INFO,
         kind="back_in_stock",
         data={"kind": "back_in_stock", "sku": sku},

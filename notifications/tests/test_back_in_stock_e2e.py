@@ -32,7 +32,7 @@ def test_more_pushes_than_one_task_may_send_all_go_out_once_without_the_sweep(fc
     try:
         system.start_worker("-Q", "notifications")  # no beat: nothing sweeps
         with override_settings(**channels), transaction.atomic():
-            assert back_in_stock_announce("VIRAL") == SUBSCRIBERS
+            assert back_in_stock_announce("VIRAL", "Viral Glazed") == SUBSCRIBERS
         started = time.monotonic()
         wait_until(
             lambda: not Subscription.objects.filter(notified_at__isnull=True).exists(),

@@ -74,7 +74,7 @@ def test_alerts_and_back_in_stock_pushes_raised_while_the_broker_is_away_are_del
 
     with transaction.atomic():  # as the receipt that brings VIRAL back from zero does
         alert = alert_raise(kind="dead_letter", severity="critical", title="Dead letter on MAPLE")
-        back_in_stock_announce("VIRAL")
+        back_in_stock_announce("VIRAL", "Viral Glazed")
     # Committed; each message after commit met a refused connection, or one that never answered.
 
     assert set(AlertDelivery.objects.filter(alert=alert).values_list("channel", "status")) == {

@@ -217,7 +217,7 @@ def test_an_ops_phone_added_twice_in_the_admin_is_pushed_once(channels_at, fcm, 
 def announce(sku):
     """What a receipt that brings `sku` back does in its transaction (the message after commit is left out)."""
     with transaction.atomic():
-        return subscriptions.back_in_stock_announce(sku)
+        return subscriptions.back_in_stock_announce(sku, "Viral Glazed")
 
 
 def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm):

@@ -17,7 +17,7 @@ from django.utils import timezone
 from notifications import alerts, checks, limits, subscriptions
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from notifications.tasks import back_in_stock_task, deliver_task, sweep_task
-from testsupport.data import critical_alert
+from testsupport.data import critical_alert, make_product
 
 pytestmark = pytest.mark.django_db
 
@@ -140,12 +140,27 @@ def test_nothing_is_escalated_without_fcm(settings):
 def test_back_in_stock_pushes_each_subscriber_once(channels_at, fcm, client_app):
     device = Device.objects.create(client=client_app.api_client, token="customer-phone-1", platform="ios")
     Subscription.objects.create(device=device, sku="VIRAL")
-    subscriptions.back_in_stock_announce("VIRAL")
+    subscriptions.back_in_stock_announce("VIRAL", "Viral Glazed")
 
     assert back_in_stock_task("VIRAL") == 1
     assert back_in_stock_task("VIRAL") == 0
 
     assert [r["body"]["message"]["token"] for r in fcm.received] == ["customer-phone-1"]
+
+
+def test_a_back_in_stock_push_names_the_product_as_the_shop_does_not_its_sku(channels_at, fcm, client_app):
+    from inventory.services import stock_adjust
+
+    maple = make_product("MPL-0042", on_hand=0, name="Maple Bar")
+    device = Device.objects.create(client=client_app.api_client, token="customer-phone-1", platform="ios")
+    Subscription.objects.create(device=device, sku="MPL-0042")
+    stock_adjust(product=maple, quantity=12, reason="a tray came in")
+
+    assert back_in_stock_task("MPL-0042") == 1
+
+    (push,) = [r["body"]["message"] for r in fcm.received]
+    assert push["notification"]["body"] == "Maple Bar is back. Grab one before the next video goes viral!"
+    assert push["data"]["sku"] == "MPL-0042"  # what the app opens
 
 
 def test_ops_acknowledge_alerts_in_the_admin(admin_client, channels_at):
