@@ -118,8 +118,13 @@ def _summarize(group: AlertGroup, *, settled: bool = False) -> Alert:
     context["sku" if "sku" in context else "covers"] = covers
     if new:
         context["new"] = new
-    base = leader.title if leader else group.dedupe_key
-    title = f"+{count} more (new: {new}): {base}" if new else f"+{count} more: {base}"
+    # What it is about first, then the SKUs: a phone's lock screen shows the first 40-60 characters, and
+    # the first alert's title would name its own SKU as if the summary were about it.
+    title = f"{_kind_label(leader.kind if leader else group.dedupe_key)}: +{count} more"
+    if new:
+        title += f" (new: {new})"
+    elif "sku" in context:
+        title += f" ({covers})"
     summary = Alert.objects.create(
         kind=leader.kind if leader else "summary",
         severity=Severity.INFO if settled or not leader else leader.severity,
@@ -137,6 +142,11 @@ def _summarize(group: AlertGroup, *, settled: bool = False) -> Alert:
     group.new_facts = []
     group.flush_at = None
     return summary
+
+
+def _kind_label(kind: str) -> str:
+    """An alert kind as a person reads it: "dead_letter" -> "Dead letter"."""
+    return kind.replace("_", " ").capitalize()
 
 
 def _ago(leader: Alert | None) -> str:

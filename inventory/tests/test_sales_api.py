@@ -394,5 +394,5 @@ def test_a_rush_selling_out_many_skus_tells_slack_once_then_sums_up_the_rest(cli
     alert_groups_flush()
 
     summary = slack.get(alert__is_summary=True).alert
-    assert summary.title == "+4 more (new: BOSTON, MATCHA, LEMON, VIRAL): GLAZED sold out"
+    assert summary.title == "Sold out: +4 more (new: BOSTON, MATCHA, LEMON, VIRAL)"
     assert summary.severity == "info"

@@ -59,7 +59,7 @@ def test_a_storm_sends_one_alert_then_one_summary_with_the_right_count():
     assert alerts.alert_groups_flush() == 1
 
     summary = Alert.objects.get(is_summary=True)
-    assert summary.title == "+499 more: Dead letter"
+    assert summary.title == "Dead letter: +499 more"
     assert summary.context["grouped"] == 499
     assert channels(summary) == ["fcm", "log", "slack"]
     assert AlertDelivery.objects.count() == 6, "500 failures, 2 messages per channel"
@@ -98,7 +98,7 @@ def test_a_closed_window_with_held_alerts_is_summarized_before_a_new_leader():
 
     raise_alert()
 
-    assert Alert.objects.get(is_summary=True).title == "+1 more: Dead letter"
+    assert Alert.objects.get(is_summary=True).title == "Dead letter: +1 more"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -184,7 +184,7 @@ def test_a_critical_alert_about_a_new_sku_is_summarized_soon_naming_every_sku(se
     assert alerts.alert_groups_flush() == 1
 
     summary = Alert.objects.get(is_summary=True)
-    assert summary.title == "+1 more (new: MAPLE): Dead letter: factory.restock_place gave up on VIRAL"
+    assert summary.title == "Dead letter: +1 more (new: MAPLE)"
     assert "Covers: VIRAL, MAPLE." in summary.text
     assert (summary.context["sku"], summary.context["new"]) == ("VIRAL, MAPLE", "MAPLE")
     assert channels(summary) == ["fcm", "log", "slack"]

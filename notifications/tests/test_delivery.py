@@ -14,7 +14,8 @@ from notifications import alerts, deliveries, errors, subscriptions
 from notifications.channels import registry
 from notifications.limits import RETRY_AFTER_MAX_SECONDS
 from notifications.models import Alert, AlertDelivery, Device, Subscription
-from testsupport.data import critical_alert, make_api_client, make_product
+from testsupport.data import critical_alert, make_api_client, make_failed_restock, make_product
+from testsupport.fake_slack_fcm import SlackStandIn
 from testsupport.queues import broker, queued
 
 pytestmark = pytest.mark.django_db
@@ -399,6 +400,28 @@ def test_a_grouped_alerts_messages_name_every_sku_it_covers(channels_at, slack, 
     assert "MAPLE" in posted["text"] and "VIRAL, MAPLE" in str(posted["blocks"])
     push = fcm.received[0]["body"]["message"]["notification"]
     assert "MAPLE" in push["title"] and "VIRAL, MAPLE" in push["body"]
+
+
+LOCK_SCREEN = 40  # characters of a push title a phone's lock screen shows, at the least
+
+
+def test_a_dead_letter_storms_summary_says_on_the_lock_screen_what_failed_and_for_which_skus(
+    channels_at, slack, fcm, settings
+):
+    # Thirty restocks fail for good within a minute. The first paged on its own; the summary that follows
+    # must say, in what a phone shows of its title, that these are dead letters and which SKUs are new,
+    # and must not name the first alert's SKU as if the summary were about it.
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0
+    for i in range(30):
+        make_failed_restock(make_product(f"RUSH{i:02d}", on_hand=0))
+    assert alerts.alert_groups_flush() == 1  # the next sweep
+
+    summary = Alert.objects.get(is_summary=True)
+    assert send_all(summary) == {"log": "sent", "slack": "sent", "fcm": "sent"}
+    title = fcm.received[0]["body"]["message"]["notification"]["title"]
+    assert title[:LOCK_SCREEN] == "Dead letter: +29 more (new: RUSH01, RUSH"
+    assert "RUSH00" not in title, "the first dead letter paged on its own; the summary is about the others"
+    assert SlackStandIn.title_of(slack.received[0]).startswith(":rotating_light: Dead letter: +29 more (new: RUSH01")
 
 
 def test_a_channel_that_stopped_answering_is_not_waited_on_again_by_every_delivery(channels_at, slack, fcm, settings):
