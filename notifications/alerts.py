@@ -75,14 +75,19 @@ MAX_FACTS = 50  # named in a summary; more are counted, not listed
 
 
 def _count_in(group: AlertGroup, *, fact: str, critical: bool, now) -> None:
-    """Hold an alert back in the group's open window: count it, and note its fact if no message named it."""
+    """Hold an alert back in the group's open window: count it, and note its fact if no message named it.
+    A new fact that is critical, or the first since the group settled, is summarized within
+    ALERT_CRITICAL_FLUSH_SECONDS; other new facts wait for the window's end."""
     Alert.objects.filter(pk=group.leader_id).update(suppressed_count=F("suppressed_count") + 1)
     group.suppressed_count += 1
     group.flush_at = group.flush_at or group.window_ends_at
     if fact not in group.facts and len(group.facts) < MAX_FACTS:
+        # With no fact left, everything named before was settled: this is a new episode (a second factory
+        # outage), as urgent as a new critical fact whatever its severity.
+        news = critical or not group.facts
         group.facts.append(fact)
         group.new_facts.append(fact)
-        if critical:
+        if news:
             group.flush_at = min(group.flush_at, now + timedelta(seconds=settings.ALERT_CRITICAL_FLUSH_SECONDS))
     group.save(update_fields=["suppressed_count", "flush_at", "facts", "new_facts"])
 

@@ -228,6 +228,39 @@ def test_the_factory_answering_again_also_settles_the_warnings_its_window_held_b
     assert not open_warnings.exists(), "nothing left for alerts_escalate to push to the phones"
 
 
+def test_a_second_outage_minutes_after_the_first_is_told_at_the_next_sweep_not_at_the_old_windows_end(
+    factory, settings
+):
+    # The factory fails, its warning goes out, the factory answers again (the warning is settled). A few
+    # minutes later, inside the first warning's group window, it fails again: ops must hear of it as soon as
+    # a new critical fact would be (ALERT_CRITICAL_FLUSH_SECONDS, plus one sweep), not when the first
+    # outage's window ends (ALERT_GROUP_WINDOW_SECONDS after it began).
+    settings.FACTORY_FAILURE_STREAK_ALERT = 2
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0  # "soon" is the next sweep
+    settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:9/slack"
+    first = pending_restock()
+    second = Restock.objects.create(product=make_product("MAPLE", on_hand=0), quantity=120, reason="shortage")
+    for _ in range(2):
+        factory.answer(500, {"error": "boom"})
+        with pytest.raises(Exception):  # noqa: B017 - FactoryUnavailable, retried by the task
+            restock_place(first.pk)
+    factory.answer(202, {**ORDER, "reference": first.reference})
+    assert restock_place(first.pk) == "placed"
+    assert not Alert.objects.filter(kind="factory_degraded", acknowledged_at__isnull=True).exists(), "settled"
+
+    for _ in range(2):  # the second outage
+        factory.answer(503, {"error": "down again"})
+        with pytest.raises(Exception):  # noqa: B017 - FactoryUnavailable, retried by the task
+            restock_place(second.pk)
+    group = AlertGroup.objects.get(dedupe_key="factory_degraded")
+    assert group.window_ends_at > timezone.now(), "still inside the first outage's window"
+    assert alert_groups_flush() == 1, "the next sweep tells ops"
+
+    told = Alert.objects.get(kind="factory_degraded", acknowledged_at__isnull=True)
+    assert (told.severity, told.title) == ("warning", "Factory degraded: +1 more (new: MAPLE)")
+    assert "slack" in told.deliveries.values_list("channel", flat=True)
+
+
 def placed_restock() -> Restock:
     restock = pending_restock()
     Restock.objects.filter(pk=restock.pk).update(status="placed")
