@@ -125,7 +125,9 @@ def _summarize(group: AlertGroup, *, settled: bool = False) -> Alert:
         context["new"] = new
     # What it is about first, then the SKUs: a phone's lock screen shows the first 40-60 characters, and
     # the first alert's title would name its own SKU as if the summary were about it.
-    title = f"{_kind_label(leader.kind if leader else group.dedupe_key)}: +{count} more"
+    # Settled, the stand-down comes before the SKUs, which a long list would cut off.
+    title = _kind_label(leader.kind if leader else group.dedupe_key) + (" (all settled since)" if settled else "")
+    title += f": +{count} more"
     if new:
         title += f" (new: {new})"
     elif "sku" in context:
@@ -133,7 +135,7 @@ def _summarize(group: AlertGroup, *, settled: bool = False) -> Alert:
     summary = Alert.objects.create(
         kind=leader.kind if leader else "summary",
         severity=Severity.INFO if settled or not leader else leader.severity,
-        title=(f"{title} (all settled since)" if settled else title)[:200],
+        title=title[:200],
         text=f"{count} more alert(s) like this one since {_ago(leader)}. Covers: {covers}."
         + (f" New since the last message: {new}." if new else "")
         + (" Every one of them was settled before this summary was due." if settled else ""),

@@ -424,6 +424,28 @@ def test_a_dead_letter_storms_summary_says_on_the_lock_screen_what_failed_and_fo
     assert SlackStandIn.title_of(slack.received[0]).startswith(":rotating_light: Dead letter: +29 more (new: RUSH01")
 
 
+def test_a_settled_storms_summary_says_so_before_its_sku_list(channels_at, slack, settings):
+    # The factory failed calls for thirty SKUs' restocks, then answered again: the warnings its window held
+    # back are summarized at once as settled. Slack's header must say so, however many SKUs the list has.
+    for i in range(30):
+        with transaction.atomic():
+            alerts.alert_raise(
+                kind="factory_degraded",
+                severity="warning",
+                title="The factory failed 5 calls in a row",
+                dedupe_key="factory_degraded",
+                context={"sku": f"RUSH{i:02d}"},
+            )
+    with transaction.atomic():
+        alerts.alerts_settle("factory_degraded")
+
+    summary = Alert.objects.get(is_summary=True)
+    assert send_all(summary) == {"log": "sent", "slack": "sent"}
+    header = SlackStandIn.title_of(slack.received[0])
+    assert header.startswith(":information_source: Factory degraded (all settled since): +29 more (new: RUSH01")
+    assert summary.acknowledged_at is not None
+
+
 def test_a_channel_that_stopped_answering_is_not_waited_on_again_by_every_delivery(channels_at, slack, fcm, settings):
     """Slack hung holds a notifications process for its whole timeout per delivery: with a rush's sold-out
     alerts pending, each process spent every few seconds on Slack again, and a critical page to FCM waited
