@@ -72,6 +72,7 @@ def alert_raise(
 
 
 MAX_FACTS = 50  # named in a summary; more are counted, not listed
+GROUP_CONTEXT_KEYS = ("task",)  # what a summary keeps of its first alert's context: the same for the whole group
 
 
 def _count_in(group: AlertGroup, *, fact: str, critical: bool, now) -> None:
@@ -119,8 +120,12 @@ def _summarize(group: AlertGroup, *, settled: bool = False) -> Alert:
     count = group.suppressed_count
     covers = ", ".join(group.facts)
     new = ", ".join(group.new_facts)
-    context = {**(leader.context if leader else {}), "grouped": count}
-    context["sku" if "sku" in context else "covers"] = covers
+    leader_context = leader.context if leader else {}
+    # Only what holds for the whole group: the first alert's restock, dead letter, error or request id would
+    # read (and link) as the summary's own.
+    context = {key: leader_context[key] for key in GROUP_CONTEXT_KEYS if key in leader_context}
+    context["grouped"] = count
+    context["sku" if "sku" in leader_context else "covers"] = covers
     if new:
         context["new"] = new
     # What it is about first, then the SKUs: a phone's lock screen shows the first 40-60 characters, and

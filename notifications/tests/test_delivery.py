@@ -424,6 +424,22 @@ def test_a_dead_letter_storms_summary_says_on_the_lock_screen_what_failed_and_fo
     assert SlackStandIn.title_of(slack.received[0]).startswith(":rotating_light: Dead letter: +29 more (new: RUSH01")
 
 
+def test_a_storms_summary_shows_no_restock_or_dead_letter_of_its_first_alert_as_its_own(channels_at, slack, settings):
+    # The summary of VIRAL's and MAPLE's dead letters showed "Restock 1", "Dead letter 1", VIRAL's request
+    # id and a "Restock" link, all VIRAL's: one click took ops to one restock of the two.
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0
+    first, _ = make_failed_restock(make_product("VIRAL", on_hand=0))
+    make_failed_restock(make_product("MAPLE", on_hand=0))
+    assert alerts.alert_groups_flush() == 1
+
+    summary = Alert.objects.get(is_summary=True)
+    assert send_all(summary)["slack"] == "sent"
+    blocks = slack.received[0]["body"]["blocks"]
+    fields = [field["text"] for block in blocks for field in block.get("fields", [])]
+    assert fields == ["*SKU*\nVIRAL, MAPLE", "*Grouped*\n1", "*New*\nMAPLE", "*Task*\nfactory.restock_place"]
+    assert f"/admin/inventory/restock/{first.pk}/" not in str(blocks)
+
+
 def test_a_settled_storms_summary_says_so_before_its_sku_list(channels_at, slack, settings):
     # The factory failed calls for thirty SKUs' restocks, then answered again: the warnings its window held
     # back are summarized at once as settled. Slack's header must say so, however many SKUs the list has.
