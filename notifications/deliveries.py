@@ -7,6 +7,7 @@ alerts (no loops); they show on the delivery rows in the admin.
 import logging
 from datetime import timedelta
 from functools import partial
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db import transaction
@@ -80,6 +81,13 @@ def message_for(alert: Alert) -> Message:
     links = {"Alert in the admin": f"{settings.PUBLIC_BASE_URL}/admin/notifications/alert/{alert.pk}/change/"}
     if context.get("restock_id"):
         links["Restock"] = f"{settings.PUBLIC_BASE_URL}/admin/inventory/restock/{context['restock_id']}/change/"
+    # Where the fix is done: the dead letter's page has the Redrive button; a summary's, the open ones.
+    if context.get("dead_letter_id"):
+        dead_letter = f"/admin/factory/deadletter/{context['dead_letter_id']}/change/"
+        links["Dead letter (redrive)"] = settings.PUBLIC_BASE_URL + dead_letter
+    elif alert.kind == "dead_letter" and context.get("task"):
+        query = urlencode({"resolved": "no", "task_name__exact": context["task"]})
+        links["Open dead letters (redrive)"] = f"{settings.PUBLIC_BASE_URL}/admin/factory/deadletter/?{query}"
     if settings.FLOWER_URL:
         links["Flower"] = settings.FLOWER_URL
     return Message(

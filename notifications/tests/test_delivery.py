@@ -1,5 +1,6 @@
 """Delivering alerts and back-in-stock pushes to real local stand-ins for Slack and FCM."""
 
+import re
 import signal
 from contextlib import contextmanager
 from datetime import timedelta
@@ -438,6 +439,28 @@ def test_a_storms_summary_shows_no_restock_or_dead_letter_of_its_first_alert_as_
     fields = [field["text"] for block in blocks for field in block.get("fields", [])]
     assert fields == ["*SKU*\nVIRAL, MAPLE", "*Grouped*\n1", "*New*\nMAPLE", "*Task*\nfactory.restock_place"]
     assert f"/admin/inventory/restock/{first.pk}/" not in str(blocks)
+
+
+def test_a_dead_letters_messages_link_to_where_it_is_redriven(channels_at, slack, settings, admin_client):
+    # The alert says "redrive it from the admin": its message links the dead letter's page (the Redrive
+    # button), and a storm's summary the open dead letters of its task, each page answering.
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0
+    _, viral = make_failed_restock(make_product("VIRAL", on_hand=0))
+    _, maple = make_failed_restock(make_product("MAPLE", on_hand=0))
+    assert alerts.alert_groups_flush() == 1
+    for alert in Alert.objects.order_by("pk"):
+        assert send_all(alert)["slack"] == "sent"
+
+    links = [
+        re.findall(r"<(http[^|>]+)\|([^>]+)>", block["elements"][0]["text"])
+        for block in (record["body"]["blocks"][-1] for record in slack.received)
+    ]
+    page = dict((label, url) for url, label in links[0])["Dead letter (redrive)"]
+    assert page.endswith(f"/admin/factory/deadletter/{viral.pk}/change/")
+    assert "Redrive" in admin_client.get(page.replace(settings.PUBLIC_BASE_URL, "")).content.decode()
+    listing = dict((label, url) for url, label in links[1])["Open dead letters (redrive)"].replace("&amp;", "&")
+    shown = admin_client.get(listing.replace(settings.PUBLIC_BASE_URL, "")).context["cl"].result_list
+    assert sorted(d.pk for d in shown) == sorted([viral.pk, maple.pk])
 
 
 def test_a_settled_storms_summary_says_so_before_its_sku_list(channels_at, slack, settings):
