@@ -112,7 +112,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     list_filter = ("task_name", "exception_type", AgeFilter, ResolvedFilter)
     list_select_related = ("restock__product",)
     # "restock__id__exact" compares the id as text, so searching for a task id does not fail on the integer.
-    # A SKU written exactly, as the alert names it ("gave up on GLAZED"), finds its product's dead letters.
+    # A SKU written exactly, as the alert names it ("Dead letter: GLAZED (...)"), finds its product's dead letters.
     search_fields = ("task_id", "correlation_id", "restock__id__exact", "restock__product__sku__exact")
     actions = ["redrive"]
     change_form_template = "admin/factory/deadletter/change_form.html"

@@ -215,7 +215,10 @@ def dead_letter_record(
         alert_raise(
             kind="dead_letter",
             severity="critical",
-            title=f"Dead letter: {task_name} gave up" + (f" on {context['sku']}" if context.get("sku") else ""),
+            # The SKU first: a phone's lock screen shows 40-60 characters, and the task's name is 21.
+            title=f"Dead letter: {context['sku']} ({task_name} gave up)"
+            if context.get("sku")
+            else f"Dead letter: {task_name} gave up",
             text=f"{dead_letter.exception_type.rsplit('.', 1)[-1]}: {dead_letter.exception_message[:500]}\n"
             "Redrive it from the admin or with `manage.py redrive` once the cause is fixed.",
             dedupe_key=dead_letter_dedupe_key(task_name),

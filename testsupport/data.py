@@ -126,7 +126,7 @@ def critical_alert(**context):
         return alert_raise(
             kind="dead_letter",
             severity="critical",
-            title="Dead letter: factory.restock_place gave up on VIRAL",
+            title="Dead letter: VIRAL (factory.restock_place gave up)",
             text="OutOfAttempts: 6 attempts; last: 503",
             context={"sku": "VIRAL", "restock_id": 42, "attempts": 6, **context},
         )

@@ -117,7 +117,7 @@ def test_dead_letters_are_found_by_task_id_correlation_id_or_restock_id(admin_cl
 
 @pytest.mark.django_db
 def test_dead_letters_are_found_by_the_sku_their_alert_names(admin_client, queues):
-    # "Dead letter: factory.restock_place gave up on GLAZED": after an outage dozens wait, a few per SKU,
+    # "Dead letter: GLAZED (factory.restock_place gave up)": after an outage dozens wait, a few per SKU,
     # and ops look for the one the page named without opening each.
     from testsupport.data import make_failed_restock, make_product
 

@@ -167,7 +167,7 @@ def test_a_kind_can_be_switched_off():
 
 def raise_dead_letter(sku, severity="critical"):
     return raise_alert(
-        severity=severity, title=f"Dead letter: factory.restock_place gave up on {sku}", context={"sku": sku}
+        severity=severity, title=f"Dead letter: {sku} (factory.restock_place gave up)", context={"sku": sku}
     )
 
 

@@ -50,7 +50,7 @@ def test_a_critical_alert_reaches_slack_and_the_ops_phones(channels_at, slack, f
     assert send_all(alert) == {"log": "sent", "slack": "sent", "fcm": "sent"}
 
     posted = slack.received[0]["body"]
-    assert "Dead letter: factory.restock_place gave up on VIRAL" in posted["text"]
+    assert "Dead letter: VIRAL (factory.restock_place gave up)" in posted["text"]
     block_text = str(posted["blocks"])
     assert "VIRAL" in block_text and "42" in block_text and "http://flower.example" in block_text
     assert f"/admin/notifications/alert/{alert.pk}/change/" in block_text
@@ -389,7 +389,7 @@ def test_a_grouped_alerts_messages_name_every_sku_it_covers(channels_at, slack, 
             alerts.alert_raise(
                 kind="dead_letter",
                 severity="critical",
-                title=f"Dead letter: factory.restock_place gave up on {sku}",
+                title=f"Dead letter: {sku} (factory.restock_place gave up)",
                 dedupe_key="dead_letter:factory.restock_place",
                 context={"sku": sku},
             )
@@ -423,6 +423,14 @@ def test_a_dead_letter_storms_summary_says_on_the_lock_screen_what_failed_and_fo
     assert title[:LOCK_SCREEN] == "Dead letter: +29 more (new: RUSH01, RUSH"
     assert "RUSH00" not in title, "the first dead letter paged on its own; the summary is about the others"
     assert SlackStandIn.title_of(slack.received[0]).startswith(":rotating_light: Dead letter: +29 more (new: RUSH01")
+
+
+def test_a_dead_letters_push_names_its_sku_on_the_lock_screen(channels_at, fcm):
+    make_failed_restock(make_product("STRAWBERRY", on_hand=0))
+
+    assert send_all(Alert.objects.get())["fcm"] == "sent"
+    title = fcm.received[0]["body"]["message"]["notification"]["title"]
+    assert "STRAWBERRY" in title[:LOCK_SCREEN], title
 
 
 def test_a_storms_summary_shows_no_restock_or_dead_letter_of_its_first_alert_as_its_own(channels_at, slack, settings):

@@ -123,7 +123,7 @@ def test_the_dashboard_shows_stock_badges_restocks_dead_letters_and_alerts(admin
     assert 'value="Redrive all"' in html
     assert "Open restocks (1)" in html
     assert "3\xa0hours" in html, "the open restock's age"
-    assert "Dead letter: factory.restock_place gave up on DEAD-&lt;b&gt;BOSTON&lt;/b&gt;" in html, "alerts, escaped"
+    assert "Dead letter: DEAD-&lt;b&gt;BOSTON&lt;/b&gt; (factory.restock_place gave up)" in html, "alerts, escaped"
     assert "<b>BOSTON</b>" not in html
     titles = [svg.find(f"{SVG}title").text for svg in svgs(html)]
     assert titles == [

@@ -95,7 +95,7 @@ def _drive_the_browser(base_url: str) -> dict:
         expect(count).to_be_visible()
         results["count_before"] = count.inner_text()
         expect(page.locator("#open-restocks")).to_contain_text("No open restocks.")
-        expect(page.locator("#alerts")).to_contain_text("Dead letter: factory.restock_place gave up on JAM")
+        expect(page.locator("#alerts")).to_contain_text("Dead letter: JAM (factory.restock_place gave up)")
         page.screenshot(path=SCREENSHOTS / "3-dashboard.png", full_page=True)
 
         # Pick another product's stock chart through the form.
