@@ -257,7 +257,10 @@ def restock_park(restock_id: int, *, until) -> None:
 
 def restock_fail(restock_id: int, *, reason: str) -> bool:
     """Out of attempts or refused for good: the restock is failed until someone redrives it. False if it
-    was no longer pending (settled, or failed already by another message for it)."""
+    was no longer pending (settled, or failed already by another message for it). Its overdue warning is
+    closed: its dead letter pages ops about it now, and the warning, escalated to the phones later, would
+    page them twice, with a "parked until" long past. The order row is locked before, as by the receipt,
+    so an overdue alert being raised meanwhile is committed (and closed here) or sees the restock failed."""
     with transaction.atomic():
         updated = (
             Restock.objects.pending()
@@ -265,7 +268,9 @@ def restock_fail(restock_id: int, *, reason: str) -> bool:
             .update(status=Restock.Status.FAILED, closed_at=timezone.now())
         )
         if updated:
+            _order_row_locked(restock_id)
             FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None, last_error=reason[:2000])
+            alerts_acknowledge(overdue_dedupe_key(restock_id))
     if updated:
         logger.error("restock %s failed: %s", restock_id, reason)
     return bool(updated)

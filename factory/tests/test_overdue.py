@@ -7,8 +7,9 @@ import pytest
 from django.utils import timezone
 
 from factory.models import FactoryOrder
-from factory.services import reconcile, restock_receive
+from factory.services import reconcile, restock_fail, restock_receive
 from inventory.models import Restock
+from notifications.alerts import alerts_escalate
 from notifications.models import Alert, AlertDelivery
 from testsupport.data import make_product
 
@@ -113,6 +114,29 @@ def test_a_restock_still_being_retried_or_parked_alerts_once_past_its_grace(grac
     [alert] = overdue_alerts()
     assert "LEMON" in alert.title and "not accepted by the factory yet" in alert.text
     assert "429: slow down" in alert.text
+
+
+def test_a_restock_that_fails_for_good_after_its_overdue_warning_is_not_paged_again_by_the_warning(grace, settings):
+    # Parked by the factory's Retry-After, then out of attempts: its dead letter pages ops at once. Its
+    # overdue warning, left open, was pushed to the phones ALERT_ESCALATE_AFTER_SECONDS later, a second page
+    # about the same restock saying it was "parked until" a time long past.
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
+    now = timezone.now()
+    restock = pending_restock(
+        "MAPLE",
+        opened_ago=grace + timedelta(minutes=1),
+        attempt_count=1,
+        last_error="429: slow down",
+        next_attempt_at=now + timedelta(seconds=900),
+    )
+    reconcile()
+    [warning] = overdue_alerts()
+
+    assert restock_fail(restock.pk, reason="OutOfAttempts: 6 attempts; last: 502")
+    Alert.objects.update(created_at=now - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS + 1))
+
+    assert alerts_escalate() == 0, "the escalation sweep pushes nothing about it"
+    assert not AlertDelivery.objects.filter(alert=warning, channel="fcm").exists()
 
 
 def test_a_restock_within_its_grace_says_nothing(grace):
