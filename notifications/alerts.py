@@ -191,28 +191,59 @@ def alert_groups_flush() -> int:
 
 def alerts_settle(dedupe_key: str, *, user=None, **filters) -> None:
     """What the dedupe key's alerts were about is over: its open alerts acknowledged (`filters` narrow
-    them), and what its group held back settled (_group_settle). Call it in the transaction that ended it."""
+    them), and what its group held back settled (_group_settle). When that sends no settled summary and
+    critical pages were among the open alerts, one info line says it is over (_stand_down): the pages
+    stay the last word in Slack otherwise. Call it in the transaction that ended it."""
+    paged = list(
+        Alert.objects.filter(
+            dedupe_key=dedupe_key, acknowledged_at__isnull=True, severity=Severity.CRITICAL, **filters
+        ).values_list("kind", "title", "context")
+    )
     alerts_acknowledge(dedupe_key, user=user, **filters)
-    _group_settle(dedupe_key)
+    if not _group_settle(dedupe_key) and paged:
+        _stand_down(dedupe_key, paged, user=user)
 
 
-def _group_settle(dedupe_key: str) -> None:
+def _stand_down(dedupe_key: str, paged: list[tuple[str, str, dict]], *, user) -> None:
+    """An info line, born acknowledged, naming what the settled critical pages were about."""
+    kind = paged[0][0]
+    skus = [sku.strip() for _, _, context in paged for sku in str(context.get("sku") or "").split(",")]
+    about = ", ".join(dict.fromkeys(sku for sku in skus if sku)) or paged[0][1]
+    by = f" by {user.get_username()}" if user is not None else ""
+    stand_down = Alert.objects.create(
+        kind=kind,
+        severity=Severity.INFO,
+        title=f"{_kind_label(kind)} (all settled): {about}"[:200],
+        text=f"Settled{by}: the {len(paged)} open page(s) about this are closed; nothing left to do.",
+        dedupe_key=dedupe_key,
+        context={"sku": about} if any(skus) else {},
+        is_summary=True,
+        acknowledged_at=timezone.now(),
+        acknowledged_by=user,
+    )
+    deliveries_create(stand_down)
+
+
+def _group_settle(dedupe_key: str) -> bool:
     """Everything the dedupe key's group held back was settled (ops resolved every dead letter it counts).
     Its summary goes out now, as an info line that is born acknowledged: every fact is still named where
     ops read (Slack, the admin), and nobody's phone is paged about work already done. The window goes on;
     alerts after this count afresh, and as news: what was named before was settled, so a critical one
     about the same SKU again is summarized within ALERT_CRITICAL_FLUSH_SECONDS, not held silently until the
-    window ends behind an alert ops acknowledged. Call it in the transaction that settled them."""
+    window ends behind an alert ops acknowledged. Call it in the transaction that settled them. Returns
+    whether it sent that summary."""
     # Without the lock first: every order the factory accepts settles its warnings' group, and there is
     # mostly nothing to settle.
     held = AlertGroup.objects.filter(dedupe_key=dedupe_key).values_list("suppressed_count", "facts").first()
     if held is None or not any(held):
-        return
+        return False
     group = _group_locked(dedupe_key)
-    if group.suppressed_count:
+    summarized = bool(group.suppressed_count)
+    if summarized:
         _summarize(group, settled=True)
     group.facts = []
     group.save(update_fields=["suppressed_count", "new_facts", "flush_at", "facts"])
+    return summarized
 
 
 def alerts_escalate() -> int:

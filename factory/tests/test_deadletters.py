@@ -91,7 +91,7 @@ def test_redrive_reopens_the_restock_and_sends_it_to_the_factory_queue(queues, m
     out = run("redrive", str(dead_letter.pk))
 
     assert queued(DEAD_LETTER_QUEUE) == [], "resolved: Flower's dead_letter count drops"
-    alert = Alert.objects.get(kind="dead_letter")
+    alert = Alert.objects.get(kind="dead_letter", is_summary=False)
     assert alert.acknowledged_at is not None, "the alert is closed where ops look"
     restock = restock_of(dead_letter)
     order = restock.factory_order
@@ -570,6 +570,30 @@ def test_a_sale_that_needs_a_restock_during_the_redrive_of_its_failed_one_still_
     assert not isinstance(outcomes["sale"], Exception), outcomes["sale"]
     assert outcomes["sale"].sale is not None
     assert list(Restock.objects.open().filter(product=product).values_list("pk", flat=True)) == [failed.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dead_letters_redriven_after_their_pages_are_told_over_in_slack(queues, settings):
+    # VIRAL's dead letter paged, MAPLE's came in the summary 30 s later; ops redrive both. Slack's last word
+    # about them was the two critical pages: whoever was paged must read there that it is over.
+    from notifications.alerts import alert_groups_flush
+    from testsupport.data import make_failed_restock, make_product
+
+    settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:9/slack"
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0  # the summary at the next sweep
+    make_failed_restock(make_product("VIRAL", on_hand=0))
+    make_failed_restock(make_product("MAPLE", on_hand=0))
+    assert alert_groups_flush() == 1
+    assert Alert.objects.filter(severity="critical").count() == 2, "the page and its summary"
+
+    run("redrive", "--all")
+
+    over = Alert.objects.exclude(severity="critical").get()
+    assert (over.severity, over.title) == ("info", "Dead letter (all settled): VIRAL, MAPLE")
+    assert "nothing left to do" in over.text and over.acknowledged_at is not None
+    assert sorted(AlertDelivery.objects.filter(alert=over).values_list("channel", flat=True)) == ["log", "slack"]
+    assert alert_groups_flush() == 0
 
 
 @pytest.mark.django_db(transaction=True)
