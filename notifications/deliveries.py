@@ -90,9 +90,16 @@ def message_for(alert: Alert) -> Message:
         links["Open dead letters (redrive)"] = f"{settings.PUBLIC_BASE_URL}/admin/factory/deadletter/?{query}"
     if settings.FLOWER_URL:
         links["Flower"] = settings.FLOWER_URL
+    title, text = alert.title, alert.text
+    if alert.escalated_at and not alert.acknowledged_at:
+        # Pushed to the phones long after Slack heard of it: say so, and what stops it, in what a lock
+        # screen shows; the same title alone reads as news.
+        minutes = round((alert.escalated_at - alert.created_at).total_seconds() / 60)
+        title = f"Unacknowledged: {title}"
+        text = f"No one acknowledged this {alert.severity} in {minutes} min: acknowledge it in the admin. {text}"
     return Message(
-        title=alert.title,
-        text=alert.text,
+        title=title,
+        text=text,
         severity=alert.severity,
         kind=alert.kind,
         alert_id=alert.pk,

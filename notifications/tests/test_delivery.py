@@ -425,6 +425,30 @@ def test_a_dead_letter_storms_summary_says_on_the_lock_screen_what_failed_and_fo
     assert SlackStandIn.title_of(slack.received[0]).startswith(":rotating_light: Dead letter: +29 more (new: RUSH01")
 
 
+def test_an_escalated_warnings_push_says_nobody_acknowledged_it(channels_at, slack, fcm, settings):
+    # Slack heard of the overdue restock; ALERT_ESCALATE_AFTER_SECONDS later, unacknowledged, it is pushed to
+    # the phones. The same title alone read as a new event, and the body's two lines never said what to do.
+    with transaction.atomic():
+        warning = alerts.alert_raise(
+            kind="restock_overdue",
+            severity="warning",
+            title="Restock of BOSTON is overdue (pending)",
+            text="Restock 81 of 100 BOSTON: not accepted by the factory yet.",
+            context={"sku": "BOSTON", "restock_id": 81},
+        )
+    assert send_all(warning)["slack"] == "sent"
+    Alert.objects.filter(pk=warning.pk).update(
+        created_at=timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS + 1)
+    )
+    assert alerts.alerts_escalate() == 1  # the sweep
+
+    assert send_all(warning)["fcm"] == "sent"
+    push = fcm.received[0]["body"]["message"]["notification"]
+    assert push["title"] == "Unacknowledged: Restock of BOSTON is overdue (pending)"
+    assert push["body"].startswith("No one acknowledged this warning in 15 min: acknowledge it in the admin.")
+    assert SlackStandIn.title_of(slack.received[0]) == ":warning: Restock of BOSTON is overdue (pending)"
+
+
 def test_a_dead_letters_push_names_its_sku_on_the_lock_screen(channels_at, fcm):
     make_failed_restock(make_product("STRAWBERRY", on_hand=0))
 
