@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
+from django.db import transaction
 from django.utils.html import format_html
 
 from donutsite.admin import ModelAdmin
-from notifications.alerts import alert_acknowledge
+from notifications.alerts import alerts_acknowledge_by_hand
 from notifications.deliveries import alert_resend
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 
@@ -64,12 +65,11 @@ class AlertAdmin(ModelAdmin):
     # Each is written to the alert's history, which says who did it and when.
     @admin.action(description="Acknowledge selected alerts", permissions=["change"])
     def acknowledge(self, request, queryset):
-        acknowledged = 0
-        for alert in queryset:
-            if alert_acknowledge(alert, user=request.user):
-                acknowledged += 1
-                self.log_change(request, alert, "Acknowledged.")
-        self.message_user(request, f"{acknowledged} alert(s) acknowledged.", messages.SUCCESS)
+        with transaction.atomic():
+            taken = alerts_acknowledge_by_hand(list(queryset), user=request.user)
+        for alert in taken:
+            self.log_change(request, alert, "Acknowledged.")
+        self.message_user(request, f"{len(taken)} alert(s) acknowledged.", messages.SUCCESS)
 
     @admin.action(description="Send selected alerts again", permissions=["change"])
     def resend(self, request, queryset):

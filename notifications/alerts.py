@@ -286,6 +286,33 @@ def alert_acknowledge(alert: Alert, *, user) -> bool:
     )
 
 
+def alerts_acknowledge_by_hand(alerts, *, user) -> list[Alert]:
+    """Someone in ops took these alerts (the admin's action): each is acknowledged (one acknowledged already
+    is left as it was), and if that took a warning or a critical one, one info line tells Slack who did, so
+    the others paged with them do not start on the same thing. Returns the alerts this acknowledged."""
+    taken = [alert for alert in alerts if alert_acknowledge(alert, user=user)]
+    paged = [alert for alert in taken if alert.severity != Severity.INFO]
+    if paged:
+        titles = [alert.title for alert in paged]
+        line = Alert.objects.create(
+            kind="acknowledged",
+            severity=Severity.INFO,
+            title=(
+                f"Acknowledged by {user.get_username()}: {titles[0]}"
+                + (f" and {len(titles) - 1} more" if len(titles) > 1 else "")
+            )[:200],
+            text="In the admin"
+            + (": " + "; ".join(titles[:MAX_FACTS]) if len(titles) > 1 else "")
+            + ("; ..." if len(titles) > MAX_FACTS else "")
+            + ".",
+            dedupe_key=f"acknowledged:{paged[0].pk}",
+            acknowledged_at=timezone.now(),
+            acknowledged_by=user,
+        )
+        deliveries_create(line)
+    return taken
+
+
 def alerts_acknowledge(dedupe_key: str, *, user=None, **filters) -> int:
     """Acknowledge every open alert of a dedupe key (what it was about is over); `filters` narrow them."""
     return Alert.objects.filter(dedupe_key=dedupe_key, acknowledged_at__isnull=True, **filters).update(

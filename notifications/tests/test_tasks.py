@@ -173,6 +173,26 @@ def test_ops_acknowledge_alerts_in_the_admin(admin_client, channels_at):
     assert alert.acknowledged_at is not None and alert.acknowledged_by.username == "admin"
 
 
+def test_an_acknowledgement_in_the_admin_tells_slack_who_took_it_and_pages_nobody(
+    admin_client, channels_at, slack, fcm, queued, django_capture_on_commit_callbacks
+):
+    paged = critical_alert()
+    for delivery_id in queued():
+        run(deliver_task, delivery_id)
+    slack.clear()
+    fcm.clear()
+    sold_out = alerts.alert_raise(kind="sold_out", severity="info", title="GLAZED sold out", dedupe_key="sold_out")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(ALERTS, {"action": "acknowledge", "_selected_action": [paged.pk, sold_out.pk]})
+    for delivery_id in queued():
+        run(deliver_task, delivery_id)
+
+    assert len(slack.received) == 1, "one line for the action; the info alert taken with it is not news"
+    assert "Acknowledged by admin: Dead letter: VIRAL (factory.restock_place gave up)" in slack.received[0]["raw"]
+    assert fcm.received == [], "nobody's phone is paged to say a page was taken"
+
+
 def test_staff_who_may_only_look_at_alerts_cannot_acknowledge_or_resend_them(
     client, channels_at, queued, django_capture_on_commit_callbacks
 ):
