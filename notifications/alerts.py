@@ -247,34 +247,72 @@ def _group_settle(dedupe_key: str) -> bool:
 
 
 def alerts_escalate() -> int:
-    """Warnings nobody acknowledged in time are pushed to FCM too."""
+    """Warnings nobody acknowledged in time are pushed to FCM too. Several in one sweep (a factory outage
+    leaves every open restock overdue together) are one push naming them all, not a push each. Returns how
+    many warnings were escalated."""
     if not fcm_configured():
         return 0
-    cutoff = timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS)
-    escalated = 0
-    for alert_id in Alert.objects.filter(
-        severity=Severity.WARNING,
-        acknowledged_at__isnull=True,
-        escalated_at__isnull=True,
-        group_leader__isnull=True,
-        created_at__lte=cutoff,
-    ).values_list("pk", flat=True):
-        with transaction.atomic():
-            # Asked again, row by row: acknowledged since the list was read (by ops, or by an overdue
-            # restock's receipt), it pages nobody.
-            if not Alert.objects.filter(pk=alert_id, escalated_at__isnull=True, acknowledged_at__isnull=True).update(
+    due = _escalation_due()
+    with transaction.atomic():
+        # Asked again, row by row: acknowledged since the list was read (by ops, or by an overdue
+        # restock's receipt), it pages nobody.
+        escalated = [
+            alert_id
+            for alert_id in due
+            if Alert.objects.filter(pk=alert_id, escalated_at__isnull=True, acknowledged_at__isnull=True).update(
                 escalated_at=timezone.now()
-            ):
-                continue
-            delivery, created = AlertDelivery.objects.get_or_create(
-                alert_id=alert_id,
-                channel=AlertDelivery.Channel.FCM,
-                defaults={"resend_at": timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)},
             )
-            if created:
-                transaction.on_commit(partial(delivery_dispatch, delivery.pk))
-                escalated += 1
-    return escalated
+        ]
+        if len(escalated) == 1:
+            _push_to_phones(escalated[0])
+        elif escalated:
+            _push_to_phones(_escalations_summary(escalated).pk)
+    return len(escalated)
+
+
+def _escalation_due() -> list[int]:
+    cutoff = timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS)
+    return list(
+        Alert.objects.filter(
+            severity=Severity.WARNING,
+            acknowledged_at__isnull=True,
+            escalated_at__isnull=True,
+            group_leader__isnull=True,
+            created_at__lte=cutoff,
+        ).values_list("pk", flat=True)
+    )
+
+
+def _push_to_phones(alert_id: int) -> None:
+    delivery, created = AlertDelivery.objects.get_or_create(
+        alert_id=alert_id,
+        channel=AlertDelivery.Channel.FCM,
+        defaults={"resend_at": timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)},
+    )
+    if created:
+        transaction.on_commit(partial(delivery_dispatch, delivery.pk))
+
+
+def _escalations_summary(alert_ids: list[int]) -> Alert:
+    """One alert for the phones naming the warnings escalated together; born acknowledged and escalated (it
+    is the push, not something more to acknowledge: each warning still is)."""
+    warnings = list(Alert.objects.filter(pk__in=alert_ids).order_by("pk"))
+    skus = [str(w.context.get("sku")) for w in warnings if w.context.get("sku")]
+    about = ", ".join(dict.fromkeys(skus)) or ", ".join(dict.fromkeys(_kind_label(w.kind) for w in warnings))
+    minutes = round(settings.ALERT_ESCALATE_AFTER_SECONDS / 60)
+    now = timezone.now()
+    return Alert.objects.create(
+        kind="unacknowledged",
+        severity=Severity.WARNING,
+        title=f"Unacknowledged: {len(warnings)} warnings ({about})"[:200],
+        text=f"No one acknowledged these in {minutes} min: acknowledge them in the admin. "
+        + "; ".join(w.title for w in warnings[:MAX_FACTS])
+        + ("; ..." if len(warnings) > MAX_FACTS else ""),
+        dedupe_key=f"unacknowledged:{warnings[0].pk}",
+        is_summary=True,
+        acknowledged_at=now,
+        escalated_at=now,
+    )
 
 
 def alert_acknowledge(alert: Alert, *, user) -> bool:

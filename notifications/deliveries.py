@@ -88,6 +88,9 @@ def message_for(alert: Alert) -> Message:
     elif alert.kind == "dead_letter" and context.get("task"):
         query = urlencode({"resolved": "no", "task_name__exact": context["task"]})
         links["Open dead letters (redrive)"] = f"{settings.PUBLIC_BASE_URL}/admin/factory/deadletter/?{query}"
+    elif alert.kind == "unacknowledged":  # warnings escalated together: the ones still open
+        query = urlencode({"severity__exact": "warning", "acknowledged_at__isempty": "1"})
+        links["Open warnings"] = f"{settings.PUBLIC_BASE_URL}/admin/notifications/alert/?{query}"
     if settings.FLOWER_URL:
         links["Flower"] = settings.FLOWER_URL
     title, text = alert.title, alert.text

@@ -140,23 +140,23 @@ def test_an_unacknowledged_warning_is_escalated_to_fcm_once():
     assert channels(seen) == ["log", "slack"] and channels(fresh) == ["log", "slack"]
 
 
-@pytest.mark.django_db(transaction=True)  # each escalation sends its push after its own commit
 @override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60)
 def test_a_warning_acknowledged_while_the_sweep_escalates_is_not_pushed_to_the_phones(monkeypatch):
     # Ops acknowledge a warning (or its receipt does, for an overdue restock) after the sweep has listed the
     # warnings to escalate and before it reaches that one: nobody's phone is paged about it.
     first, second = raise_alert("x", "warning"), raise_alert("y", "warning")
     Alert.objects.update(created_at=timezone.now() - timedelta(seconds=61))
-    dispatch = alerts.delivery_dispatch
+    listed = alerts._escalation_due
 
-    def acknowledge_the_other_then_dispatch(delivery_id):  # after the first escalation committed
-        alerts.Alert.objects.filter(escalated_at__isnull=True).update(acknowledged_at=timezone.now())
-        return dispatch(delivery_id)
+    def listed_then_one_acknowledged():
+        due = listed()
+        Alert.objects.filter(pk=second.pk).update(acknowledged_at=timezone.now())
+        return due
 
-    monkeypatch.setattr(alerts, "delivery_dispatch", acknowledge_the_other_then_dispatch)
+    monkeypatch.setattr(alerts, "_escalation_due", listed_then_one_acknowledged)
 
     assert alerts.alerts_escalate() == 1
-    assert sorted([channels(first), channels(second)]) == [["fcm", "log", "slack"], ["log", "slack"]]
+    assert [channels(first), channels(second)] == [["fcm", "log", "slack"], ["log", "slack"]]
 
 
 @override_settings(ALERTS_DISABLED_KINDS=["dead_letter"])

@@ -425,6 +425,35 @@ def test_a_dead_letter_storms_summary_says_on_the_lock_screen_what_failed_and_fo
     assert SlackStandIn.title_of(slack.received[0]).startswith(":rotating_light: Dead letter: +29 more (new: RUSH01")
 
 
+def test_warnings_escalated_in_one_sweep_are_one_push_naming_them_all(channels_at, slack, fcm, settings):
+    # A factory outage leaves every open restock overdue at once; ALERT_ESCALATE_AFTER_SECONDS later they all
+    # escalate in one sweep. A push each made the phones ring as many times within 50 ms.
+    warnings = []
+    for sku in ("BOSTON", "MAPLE", "VIRAL"):
+        with transaction.atomic():
+            warnings.append(
+                alerts.alert_raise(
+                    kind="restock_overdue",
+                    severity="warning",
+                    title=f"Restock of {sku} is overdue (pending)",
+                    context={"sku": sku},
+                    dedupe_key=f"restock_overdue:{sku}",
+                )
+            )
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS + 1))
+
+    assert alerts.alerts_escalate() == 3
+    assert alerts.alerts_escalate() == 0, "each warning is escalated once"
+    for alert in Alert.objects.all():
+        send_all(alert)
+
+    (push,) = [r["body"]["message"]["notification"] for r in fcm.received]
+    assert push["title"] == "Unacknowledged: 3 warnings (BOSTON, MAPLE, VIRAL)"
+    assert push["body"].startswith("No one acknowledged these in 15 min: acknowledge them in the admin.")
+    assert all(Alert.objects.get(pk=w.pk).acknowledged_at is None for w in warnings), "each still to be taken"
+    assert len(slack.received) == 3, "Slack had each warning; the push adds nothing there"
+
+
 def test_an_escalated_warnings_push_says_nobody_acknowledged_it(channels_at, slack, fcm, settings):
     # Slack heard of the overdue restock; ALERT_ESCALATE_AFTER_SECONDS later, unacknowledged, it is pushed to
     # the phones. The same title alone read as a new event, and the body's two lines never said what to do.
