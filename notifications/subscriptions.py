@@ -96,7 +96,8 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = 
         # FCM gave this process no answer lately (channel_pause): the pushes stay owed, for the sweep.
         logger.info("back in stock %s: FCM gave this process no answer lately; left to the sweep", sku)
         return 0
-    owed = Subscription.objects.filter(sku=sku, due_at__lte=timezone.now(), notified_at__isnull=True)
+    started = timezone.now()
+    owed = Subscription.objects.filter(sku=sku, due_at__lte=started, notified_at__isnull=True)
     name = owed.exclude(product_name="").values_list("product_name", flat=True).first() or sku
     message = Message(
         title="Back in stock",
@@ -105,15 +106,11 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = 
         kind="back_in_stock",
         data={"kind": "back_in_stock", "sku": sku},
     )
-    started, stop_at = timezone.now(), time.monotonic() + run_seconds
+    stop_at = time.monotonic() + run_seconds
     sent, after = 0, 0
     while True:
         batch = list(
-            Subscription.objects.filter(
-                sku=sku, due_at__lte=started, notified_at__isnull=True, device__is_active=True, pk__gt=after
-            )
-            .select_related("device")
-            .order_by("pk")[:batch_size]
+            owed.filter(device__is_active=True, pk__gt=after).select_related("device").order_by("pk")[:batch_size]
         )
         if not batch:
             return sent
@@ -124,9 +121,7 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = 
                 # for the sweep. If the broker refuses the new run, the sweep still sends them. Those
                 # left are made due now, as the sweep does: owed since the hand-over, so the sweep does
                 # not start a second chain of runs beside this one.
-                Subscription.objects.filter(sku=sku, due_at__lte=started, notified_at__isnull=True).update(
-                    due_at=timezone.now()
-                )
+                owed.update(due_at=timezone.now())
                 back_in_stock_dispatch(sku)
                 return sent
             outcome = _push(channel, message, subscription)
