@@ -161,6 +161,11 @@ def _kind_label(kind: str) -> str:
     return kind.replace("_", " ").capitalize()
 
 
+def _listed(titles: list[str]) -> str:
+    """Alerts' titles in one line of text: the first MAX_FACTS, then "..." for the rest."""
+    return "; ".join(titles[:MAX_FACTS]) + ("; ..." if len(titles) > MAX_FACTS else "")
+
+
 def _ago(leader: Alert | None) -> str:
     if leader is None:
         return "the last message"
@@ -306,8 +311,7 @@ def _escalations_summary(alert_ids: list[int]) -> Alert:
         severity=Severity.WARNING,
         title=f"Unacknowledged: {len(warnings)} warnings ({about})"[:200],
         text=f"No one acknowledged these in {minutes} min: acknowledge them in the admin. "
-        + "; ".join(w.title for w in warnings[:MAX_FACTS])
-        + ("; ..." if len(warnings) > MAX_FACTS else ""),
+        + _listed([w.title for w in warnings]),
         dedupe_key=f"unacknowledged:{warnings[0].pk}",
         is_summary=True,
         acknowledged_at=now,
@@ -339,10 +343,7 @@ def alerts_acknowledge_by_hand(alerts, *, user) -> list[Alert]:
                 f"Acknowledged by {user.get_username()}: {titles[0]}"
                 + (f" and {len(titles) - 1} more" if len(titles) > 1 else "")
             )[:200],
-            text="In the admin"
-            + (": " + "; ".join(titles[:MAX_FACTS]) if len(titles) > 1 else "")
-            + ("; ..." if len(titles) > MAX_FACTS else "")
-            + ".",
+            text="In the admin" + (f": {_listed(titles)}" if len(titles) > 1 else "") + ".",
             dedupe_key=f"acknowledged:{paged[0].pk}",
             acknowledged_at=timezone.now(),
             acknowledged_by=user,
