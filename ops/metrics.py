@@ -234,8 +234,8 @@ class DonutCollector:
         late = (now - placed["expected"]).total_seconds() if placed and placed["expected"] else 0
         yield GaugeMetricFamily(
             "donut_restock_most_late_seconds",
-            "Seconds past its expected completion of the latest placed restock (a lost or slow factory "
-            "callback); 0 when none is late.",
+            "Seconds the placed restock furthest past its expected completion is late (a lost or slow "
+            "factory callback); 0 when none is late.",
             value=max(late, 0),
         )
 
