@@ -66,7 +66,9 @@ def alert_raise(
         group.flush_at = None
         group.facts = [fact]
         group.new_facts = []
-        group.save(update_fields=["leader", "window_ends_at", "suppressed_count", "flush_at", "facts", "new_facts"])
+        group.save(
+            update_fields=["leader", "window_ends_at", "suppressed_count", "flush_at", "facts", "new_facts", "settled"]
+        )
         deliveries_create(alert)
     return alert
 
@@ -77,20 +79,22 @@ GROUP_CONTEXT_KEYS = ("task",)  # what a summary keeps of its first alert's cont
 
 def _count_in(group: AlertGroup, *, fact: str, critical: bool, now) -> None:
     """Hold an alert back in the group's open window: count it, and note its fact if no message named it.
-    A new fact that is critical, or the first since the group settled, is summarized within
+    A new fact that is critical, or the first alert since the group settled, is summarized within
     ALERT_CRITICAL_FLUSH_SECONDS; other new facts wait for the window's end."""
     Alert.objects.filter(pk=group.leader_id).update(suppressed_count=F("suppressed_count") + 1)
     group.suppressed_count += 1
     group.flush_at = group.flush_at or group.window_ends_at
+    # Everything before was settled: this is a new episode (a second factory outage), as urgent as a new
+    # critical fact whatever its severity.
+    news = group.settled or not group.facts
+    group.settled = False
     if fact not in group.facts and len(group.facts) < MAX_FACTS:
-        # With no fact left, everything named before was settled: this is a new episode (a second factory
-        # outage), as urgent as a new critical fact whatever its severity.
-        news = critical or not group.facts
+        news = news or critical
         group.facts.append(fact)
         group.new_facts.append(fact)
-        if news:
-            group.flush_at = min(group.flush_at, now + timedelta(seconds=settings.ALERT_CRITICAL_FLUSH_SECONDS))
-    group.save(update_fields=["suppressed_count", "flush_at", "facts", "new_facts"])
+    if news:
+        group.flush_at = min(group.flush_at, now + timedelta(seconds=settings.ALERT_CRITICAL_FLUSH_SECONDS))
+    group.save(update_fields=["suppressed_count", "flush_at", "facts", "new_facts", "settled"])
 
 
 def _group_locked(dedupe_key: str) -> AlertGroup:
@@ -112,10 +116,11 @@ def alert_key_lock(dedupe_key: str) -> None:
         AlertLock.objects.select_for_update().filter(pk=stripe).exists()
 
 
-def _summarize(group: AlertGroup, *, settled: bool = False) -> Alert:
+def _summarize(group: AlertGroup) -> Alert:
     """One alert for what the group held back since its last message, naming every fact of the window and
-    which of them are new (`settled`: all of it was resolved already, an acknowledged info line). Resets the
-    count; the caller decides whether the window goes on."""
+    which of them are new (an acknowledged info line when the group is settled: all of it was resolved
+    already). Resets the count; the caller decides whether the window goes on."""
+    settled = group.settled
     leader = group.leader
     count = group.suppressed_count
     covers = ", ".join(group.facts)
@@ -153,6 +158,7 @@ def _summarize(group: AlertGroup, *, settled: bool = False) -> Alert:
     group.suppressed_count = 0
     group.new_facts = []
     group.flush_at = None
+    group.settled = False
     return summary
 
 
@@ -189,7 +195,17 @@ def alert_groups_flush() -> int:
                 group.leader = None
                 group.window_ends_at = None
                 group.facts = []
-            group.save(update_fields=["suppressed_count", "new_facts", "flush_at", "leader", "window_ends_at", "facts"])
+            group.save(
+                update_fields=[
+                    "suppressed_count",
+                    "new_facts",
+                    "flush_at",
+                    "leader",
+                    "window_ends_at",
+                    "facts",
+                    "settled",
+                ]
+            )
             sent += 1
     return sent
 
@@ -204,8 +220,8 @@ def alerts_settle(dedupe_key: str, *, user=None, **filters) -> None:
             dedupe_key=dedupe_key, acknowledged_at__isnull=True, severity=Severity.CRITICAL, **filters
         ).values_list("kind", "title", "context")
     )
-    alerts_acknowledge(dedupe_key, user=user, **filters)
-    if not _group_settle(dedupe_key) and paged:
+    closed = alerts_acknowledge(dedupe_key, user=user, **filters)
+    if not _group_settle(dedupe_key, at_once=closed > 0) and paged:
         _stand_down(dedupe_key, paged, user=user)
 
 
@@ -229,25 +245,32 @@ def _stand_down(dedupe_key: str, paged: list[tuple[str, str, dict]], *, user) ->
     deliveries_create(stand_down)
 
 
-def _group_settle(dedupe_key: str) -> bool:
+def _group_settle(dedupe_key: str, *, at_once: bool) -> bool:
     """Everything the dedupe key's group held back was settled (ops resolved every dead letter it counts).
-    Its summary goes out now, as an info line that is born acknowledged: every fact is still named where
-    ops read (Slack, the admin), and nobody's phone is paged about work already done. The window goes on;
-    alerts after this count afresh, and as news: what was named before was settled, so a critical one
-    about the same SKU again is summarized within ALERT_CRITICAL_FLUSH_SECONDS, not held silently until the
-    window ends behind an alert ops acknowledged. Call it in the transaction that settled them. Returns
-    whether it sent that summary."""
+    Its summary is an info line born acknowledged: every fact is still named where ops read (Slack, the
+    admin), and nobody's phone is paged about work already done. It goes out now when the settling closed
+    an open alert (`at_once`: the pages' last word); otherwise nobody was told of what it counts, and it
+    waits for the window's end, so a factory that fails a streak and answers again, again and again, is one
+    line per window instead of one per recovery. The window goes on; alerts after this count afresh, and as
+    news: what was named before was settled, so a critical one about the same SKU again is summarized within
+    ALERT_CRITICAL_FLUSH_SECONDS, not held silently until the window ends behind an alert ops acknowledged.
+    Call it in the transaction that settled them. Returns whether it sent that summary."""
     # Without the lock first: every order the factory accepts settles its warnings' group, and there is
     # mostly nothing to settle.
-    held = AlertGroup.objects.filter(dedupe_key=dedupe_key).values_list("suppressed_count", "facts").first()
-    if held is None or not any(held):
+    held = AlertGroup.objects.filter(dedupe_key=dedupe_key).values_list("suppressed_count", "facts", "settled").first()
+    if held is None or not (held[0] or held[1]) or (held[2] and not at_once):
         return False
     group = _group_locked(dedupe_key)
-    summarized = bool(group.suppressed_count)
+    group.settled = bool(group.suppressed_count)
+    if group.settled and not at_once:
+        group.flush_at = group.window_ends_at
+        group.save(update_fields=["flush_at", "settled"])
+        return False
+    summarized = group.settled
     if summarized:
-        _summarize(group, settled=True)
+        _summarize(group)
     group.facts = []
-    group.save(update_fields=["suppressed_count", "new_facts", "flush_at", "facts"])
+    group.save(update_fields=["suppressed_count", "new_facts", "flush_at", "facts", "settled"])
     return summarized
 
 

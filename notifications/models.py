@@ -82,6 +82,11 @@ class AlertGroup(models.Model):
     flush_at = models.DateTimeField(null=True, db_index=True)
     facts = models.JSONField(default=list, help_text="What the window's alerts are about (SKUs), in order.")
     new_facts = models.JSONField(default=list, help_text="Facts no message has named yet.")
+    # Settled before anyone was told of them (a factory that fails a streak and answers again, again and
+    # again): the summary owed is an info line at the window's end, not a Slack line per recovery.
+    settled = models.BooleanField(
+        default=False, db_default=False, help_text="Everything held back so far was settled; its summary is owed."
+    )
 
     def __str__(self):
         return self.dedupe_key

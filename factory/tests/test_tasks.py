@@ -261,6 +261,68 @@ def test_a_second_outage_minutes_after_the_first_is_told_at_the_next_sweep_not_a
     assert "slack" in told.deliveries.values_list("channel", flat=True)
 
 
+def test_a_flapping_factory_is_one_line_per_window_not_one_per_recovery(factory, settings):
+    # A factory failing about two calls in three fails a streak and answers again every few seconds: each
+    # answer settled what the streak held back with a "(all settled since)" line at once, ~30 in 100 s of
+    # Slack about trouble nobody had been told of. The first recovery still says so at once (it closes the
+    # warning ops saw); the later ones are one line when the window ends.
+    settings.FACTORY_FAILURE_STREAK_ALERT = 2
+
+    def flap(restock: Restock) -> None:
+        for _ in range(3):  # a streak: its 2nd and 3rd failed calls raise the warning
+            factory.answer(500, {"error": "boom"})
+            with pytest.raises(Exception):  # noqa: B017 - FactoryUnavailable, retried by the task
+                restock_place(restock.pk)
+        factory.answer(202, {**ORDER, "reference": restock.reference})
+        assert restock_place(restock.pk) == "placed"
+
+    flap(pending_restock())
+    told = list(Alert.objects.filter(kind="factory_degraded").order_by("pk").values_list("title", flat=True))
+    assert told == ["The factory failed 2 calls in a row", "Factory degraded (all settled since): +1 more (GLAZED)"]
+    for sku in ("MAPLE", "BOSTON", "CRULLER", "MATCHA"):
+        flap(Restock.objects.create(product=make_product(sku, on_hand=0), quantity=120, reason="shortage"))
+    assert Alert.objects.filter(kind="factory_degraded").count() == 2, "nothing more while it flaps"
+
+    AlertGroup.objects.filter(dedupe_key="factory_degraded").update(
+        window_ends_at=timezone.now() - timedelta(seconds=1), flush_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert alert_groups_flush() == 1  # the window closes
+
+    last = Alert.objects.filter(kind="factory_degraded").latest("pk")
+    assert last.title == "Factory degraded (all settled since): +8 more (new: MAPLE, BOSTON, CRULLER, MATCHA)"
+    assert (last.severity, last.acknowledged_at is not None) == ("info", True)
+    assert not Alert.objects.filter(kind="factory_degraded", acknowledged_at__isnull=True).exists()
+
+
+def test_a_flap_that_does_not_recover_is_told_as_a_second_outage(factory, settings):
+    # After a recovery that waits for the window's end, the next streak is still news: summarized as a
+    # warning within ALERT_CRITICAL_FLUSH_SECONDS if the factory does not answer again by then.
+    settings.FACTORY_FAILURE_STREAK_ALERT = 2
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0  # "soon" is the next sweep
+    first = pending_restock()
+    second, third = (
+        Restock.objects.create(product=make_product(sku, on_hand=0), quantity=120, reason="shortage")
+        for sku in ("MAPLE", "BOSTON")
+    )
+    for restock, calls in ((first, 3), (second, 3)):
+        for _ in range(calls):
+            factory.answer(500, {"error": "boom"})
+            with pytest.raises(Exception):  # noqa: B017 - FactoryUnavailable, retried by the task
+                restock_place(restock.pk)
+        factory.answer(202, {**ORDER, "reference": restock.reference})
+        assert restock_place(restock.pk) == "placed"
+    assert Alert.objects.filter(kind="factory_degraded").count() == 2, "the second recovery's line waits"
+
+    for _ in range(2):  # down again, and it stays down
+        factory.answer(503, {"error": "down again"})
+        with pytest.raises(Exception):  # noqa: B017 - FactoryUnavailable, retried by the task
+            restock_place(third.pk)
+    assert alert_groups_flush() == 1, "the next sweep tells ops"
+
+    told = Alert.objects.get(kind="factory_degraded", acknowledged_at__isnull=True)
+    assert told.severity == "warning" and told.title == "Factory degraded: +3 more (new: MAPLE, BOSTON)"
+
+
 def placed_restock() -> Restock:
     restock = pending_restock()
     Restock.objects.filter(pk=restock.pk).update(status="placed")
