@@ -599,7 +599,7 @@ def _overdue_alert(restock: Restock, reason: str) -> bool:
                 kind="restock_overdue",
                 severity="warning",
                 title=f"Restock of {restock.product.sku} is overdue ({restock.status})",
-                text=f"Restock {restock.pk} of {restock.quantity} {restock.product.sku}: {reason}. "
+                text=f"Restock {restock.pk} ({restock.quantity} of {restock.product.sku}): {reason}. "
                 "This alert is acknowledged when the restock is received or cancelled.",
                 dedupe_key=overdue_dedupe_key(restock.pk),
                 context={

@@ -49,6 +49,8 @@ def test_a_placed_restock_still_open_after_the_factory_was_asked_alerts_once_and
     [alert] = overdue_alerts()
     assert alert.severity == "warning" and "GLAZED" in alert.title
     assert "F-000123" in alert.text and "did not report" in alert.text
+    # "Restock 12 of 120 GLAZED" read as the 12th of 120 restocks.
+    assert alert.text.startswith(f"Restock {restock.pk} (120 of GLAZED): ")
     assert alert.context["sku"] == "GLAZED" and alert.context["restock_id"] == restock.pk
     assert AlertDelivery.objects.filter(alert=alert).exists(), "it goes out like any alert"
     assert alert.acknowledged_at is None

@@ -462,7 +462,7 @@ def test_an_escalated_warnings_push_says_nobody_acknowledged_it(channels_at, sla
             kind="restock_overdue",
             severity="warning",
             title="Restock of BOSTON is overdue (pending)",
-            text="Restock 81 of 100 BOSTON: not accepted by the factory yet.",
+            text="Restock 81 (100 of BOSTON): not accepted by the factory yet.",
             context={"sku": "BOSTON", "restock_id": 81},
         )
     assert send_all(warning)["slack"] == "sent"
