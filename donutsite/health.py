@@ -1,11 +1,13 @@
 """Probes for an orchestrator or load balancer.
 
 /healthz: the process answers (touches nothing else, so a database outage never gets web processes
-restarted). /readyz: this process can do its work now: the database answers `SELECT 1` (503 naming it
-otherwise), and 503 "shutting_down" from the moment the process got SIGTERM, so traffic drains away
-while gunicorn finishes the requests in flight. The broker's Redis PING is reported too, but a broker
-that fails it leaves the process ready ("degraded"): the web sells without it (hand-overs wait for the
-sweep), and a probe that took every web process out of rotation would close the shop instead.
+restarted). /readyz: this process can do its work now: the database answers `SELECT 1` and has every
+migration this code knows (503 naming the check otherwise: new code started on the old schema, before
+`migrate` ran, would answer 500s), and 503 "shutting_down" from the moment the process got SIGTERM, so
+traffic drains away while gunicorn finishes the requests in flight. The broker's Redis PING is reported
+too, but a broker that fails it leaves the process ready ("degraded"): the web sells without it
+(hand-overs wait for the sweep), and a probe that took every web process out of rotation would close
+the shop instead.
 
 Plain Django views, not DRF: no authentication, no throttling. SecurityMiddleware leaves both on plain
 HTTP (SECURE_REDIRECT_EXEMPT in settings). The Host header is still checked against ALLOWED_HOSTS.
@@ -18,6 +20,7 @@ import threading
 import redis
 from django.conf import settings
 from django.db import connections
+from django.db.migrations.executor import MigrationExecutor
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
@@ -27,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 BROKER_TIMEOUT_SECONDS = 1.0
 _shutting_down = threading.Event()
+_schema_current = threading.Event()  # once it is, it stays: migrations are not undone under a running release
 
 
 # csrf_exempt: these change nothing and read no cookie; without it a POST is refused by the CSRF check
@@ -45,7 +49,9 @@ def readyz(request):
     if _shutting_down.is_set():
         return _not_ready({"status": "shutting_down"})
     checks = {"database": _check("database", database_ping), "broker": _check("broker", broker_ping)}
-    if checks["database"] != "ok":
+    if checks["database"] == "ok":
+        checks["schema"] = _schema_check()
+    if checks["database"] != "ok" or checks["schema"] != "ok":
         return _not_ready({"status": "unavailable", "checks": checks})
     return JsonResponse({"status": "ok" if checks["broker"] == "ok" else "degraded", "checks": checks})
 
@@ -64,6 +70,29 @@ def _check(name, probe) -> str:
     except Exception as exc:  # any failure means "not ready"; the details go to the log, not to the caller
         logger.warning("readyz: %s check failed: %r", name, exc)
         return "failed"
+    return "ok"
+
+
+def _schema_check() -> str:
+    """ "ok" once the database has every migration this code knows; "behind" while some are not applied."""
+    if _schema_current.is_set():
+        return "ok"
+    try:
+        executor = MigrationExecutor(connections["default"])
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:  # as _check: the details go to the log
+        logger.warning("readyz: schema check failed: %r", exc)
+        return "failed"
+    if pending:
+        migration, _ = pending[0]
+        logger.warning(
+            "readyz: the database lacks %d migration(s) of this code, the first %s.%s: run manage.py migrate",
+            len(pending),
+            migration.app_label,
+            migration.name,
+        )
+        return "behind"
+    _schema_current.set()
     return "ok"
 
 

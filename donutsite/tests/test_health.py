@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 
 import pytest
@@ -37,7 +38,7 @@ def test_readyz_is_ok_when_the_database_and_the_broker_answer(client):
     response = client.get("/readyz")
 
     assert response.status_code == 200, response.content
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok", "schema": "ok"}}
 
 
 @pytest.mark.django_db
@@ -49,9 +50,28 @@ def test_readyz_stays_ready_naming_the_broker_when_it_is_down(client, caplog):
         response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "degraded", "checks": {"database": "ok", "broker": "failed"}}
+    assert response.json() == {"status": "degraded", "checks": {"database": "ok", "broker": "failed", "schema": "ok"}}
     assert time.monotonic() - started < 3
     assert [r.name for r in caplog.records if r.levelno >= logging.WARNING] == ["donutsite.health"]
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_while_the_database_lacks_a_migration_of_this_code(client, monkeypatch, caplog):
+    # New code started on the old schema (`docker compose up --no-deps web` before `migrate`) answered 500s
+    # on every request that read a new column, while its probe said ready.
+    monkeypatch.setattr(health, "_schema_current", threading.Event())
+    with connections["default"].cursor() as cursor:
+        cursor.execute("DELETE FROM django_migrations WHERE app = 'notifications' ORDER BY id DESC LIMIT 1")
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {"database": "ok", "broker": "ok", "schema": "behind"},
+    }
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "donutsite.health"]
+    assert "lacks 1 migration(s)" in warning and "run manage.py migrate" in warning
 
 
 @pytest.fixture
