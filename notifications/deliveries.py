@@ -82,15 +82,17 @@ def message_for(alert: Alert) -> Message:
     if context.get("restock_id"):
         links["Restock"] = f"{settings.PUBLIC_BASE_URL}/admin/inventory/restock/{context['restock_id']}/change/"
     # Where the fix is done: the dead letter's page has the Redrive button; a summary's, the open ones.
+    # A tap on the push opens it (the app reads `url` from the data), else the alert.
+    opens = links["Alert in the admin"]
     if context.get("dead_letter_id"):
         dead_letter = f"/admin/factory/deadletter/{context['dead_letter_id']}/change/"
-        links["Dead letter (redrive)"] = settings.PUBLIC_BASE_URL + dead_letter
+        opens = links["Dead letter (redrive)"] = settings.PUBLIC_BASE_URL + dead_letter
     elif alert.kind == "dead_letter" and context.get("task"):
         query = urlencode({"resolved": "no", "task_name__exact": context["task"]})
-        links["Open dead letters (redrive)"] = f"{settings.PUBLIC_BASE_URL}/admin/factory/deadletter/?{query}"
+        opens = links["Open dead letters (redrive)"] = f"{settings.PUBLIC_BASE_URL}/admin/factory/deadletter/?{query}"
     elif alert.kind == "unacknowledged":  # warnings escalated together: the ones still open
         query = urlencode({"severity__exact": "warning", "acknowledged_at__isempty": "1"})
-        links["Open warnings"] = f"{settings.PUBLIC_BASE_URL}/admin/notifications/alert/?{query}"
+        opens = links["Open warnings"] = f"{settings.PUBLIC_BASE_URL}/admin/notifications/alert/?{query}"
     if settings.FLOWER_URL:
         links["Flower"] = settings.FLOWER_URL
     title, text = alert.title, alert.text
@@ -108,7 +110,7 @@ def message_for(alert: Alert) -> Message:
         alert_id=alert.pk,
         facts=facts,
         links=links,
-        data={"alert_id": str(alert.pk), "kind": alert.kind, "severity": alert.severity},
+        data={"alert_id": str(alert.pk), "kind": alert.kind, "severity": alert.severity, "url": opens},
     )
 
 

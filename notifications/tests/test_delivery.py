@@ -57,6 +57,10 @@ def test_a_critical_alert_reaches_slack_and_the_ops_phones(channels_at, slack, f
     pushes = [r["body"]["message"] for r in fcm.received]
     assert [m.get("topic") or m.get("token") for m in pushes] == ["ops-alerts", phone.token]
     assert all(m["data"]["alert_id"] == str(alert.pk) and m["notification"]["title"] for m in pushes)
+    # What a tap opens: no dead letter is named, so the alert's page.
+    assert {m["data"]["url"] for m in pushes} == {
+        f"{settings.PUBLIC_BASE_URL}/admin/notifications/alert/{alert.pk}/change/"
+    }
     assert fcm.received[0]["headers"]["authorization"] == "Bearer fcm-test-token"
     sent = AlertDelivery.objects.get(alert=alert, channel="slack")
     assert sent.status == "sent" and sent.latency_ms is not None
@@ -500,6 +504,17 @@ def test_a_storms_summary_shows_no_restock_or_dead_letter_of_its_first_alert_as_
     fields = [field["text"] for block in blocks for field in block.get("fields", [])]
     assert fields == ["*SKU*\nVIRAL, MAPLE", "*Grouped*\n1", "*New*\nMAPLE", "*Task*\nfactory.restock_place"]
     assert f"/admin/inventory/restock/{first.pk}/" not in str(blocks)
+
+
+def test_a_dead_letters_push_opens_its_redrive_page(channels_at, fcm, settings):
+    # The push carried no link: the phone showed "redrive it from the admin" and nothing to tap to get there.
+    _, dead_letter = make_failed_restock(make_product("VIRAL", on_hand=0))
+    alert = Alert.objects.get(kind="dead_letter")
+
+    assert send_all(alert)["fcm"] == "sent"
+
+    [push] = [r["body"]["message"] for r in fcm.received]
+    assert push["data"]["url"] == f"{settings.PUBLIC_BASE_URL}/admin/factory/deadletter/{dead_letter.pk}/change/"
 
 
 def test_a_dead_letters_messages_link_to_where_it_is_redriven(channels_at, slack, settings, admin_client):
