@@ -11,6 +11,9 @@ Access (never public): a request passes with `Authorization: Bearer <METRICS_TOK
 REMOTE_ADDR inside METRICS_ALLOWED_IPS (addresses or networks). X-Forwarded-For is ignored on
 purpose: anyone can send it. Behind a reverse proxy REMOTE_ADDR is the proxy, so never list the
 proxy's own address; use the token. With neither setting the endpoint does not exist (404).
+Wrong tokens are counted per client address together with the API's bad keys (donutsite/ratelimit.py,
+FAILED_AUTH_THROTTLE_RATE): over the rate, every bearer request from that address is 429 until the
+window ends, the right token too.
 """
 
 import hashlib
@@ -32,8 +35,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.utils import floatToGoString
+from rest_framework.exceptions import Throttled
 
-from donutsite import dependencies, sale_counters
+from donutsite import dependencies, ratelimit, sale_counters
 from donutsite.sweeps import sweep_ages
 from factory.models import DeadLetter, DeadLetterQuerySet, FactoryAttempt
 from inventory.models import Product, Restock
@@ -370,7 +374,14 @@ def metrics_view(request):
             return _refuse("permission_denied", "Metrics are not served to this address.", 403)
         if not given:
             return _refuse("not_authenticated", "Send Authorization: Bearer <token>.", 401, CHALLENGE)
+        # Wrong tokens count with the API's bad keys, per client address; checked before the comparison,
+        # so that a locked-out guesser gets 429 for the right token too and cannot tell it from the others.
+        try:
+            ratelimit.failed_auth_check(request)
+        except Throttled as exc:
+            return _refuse("throttled", str(exc.detail), 429, {"Retry-After": str(exc.wait)})
         if not _token_matches(given, token):
+            ratelimit.failed_auth_count(request)
             return _refuse("authentication_failed", "Invalid token.", 401, CHALLENGE)
     if request.method not in ("GET", "HEAD"):
         return _refuse("method_not_allowed", f'Method "{request.method}" not allowed.', 405, {"Allow": "GET, HEAD"})

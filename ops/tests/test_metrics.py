@@ -145,6 +145,23 @@ def test_with_addresses_only_any_other_address_is_forbidden(client, settings):
     assert response.json()["code"] == "permission_denied"
 
 
+def test_wrong_tokens_from_one_address_are_limited_like_bad_api_keys(client, settings):
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    settings.FAILED_AUTH_THROTTLE_RATE = "3/minute"
+    guesser, prometheus = {"REMOTE_ADDR": "203.0.113.7"}, {"REMOTE_ADDR": "192.0.2.9"}
+
+    guesses = [client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer guess-{n}", **guesser) for n in range(4)]
+    right_one = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}", **guesser)
+
+    assert [r.status_code for r in guesses] == [401, 401, 401, 429]
+    assert guesses[-1].json()["code"] == "throttled"
+    assert 0 < int(guesses[-1]["Retry-After"]) <= 60
+    assert right_one.status_code == 429, "else a 200 among the 429s would tell the guesser the token"
+    assert b"donut_" not in right_one.content
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}", **prometheus).status_code == 200
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer guess", **prometheus).status_code == 401
+
+
 def test_only_get_is_served(client):
     response = client.post("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
 
