@@ -332,6 +332,38 @@ def test_unparseable_bodies_are_refused_cleanly(client_app, raw, content_type, s
     assert response.json()["code"] == code
 
 
+SALE_BODY = '{"items": [{"sku": "GLAZ\u00c9D", "quantity": 1}]}'
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8", '"utf-8"', "utf8", "latin-1", "utf-16", "bogus", ""])
+def test_a_json_body_is_read_as_utf8_whatever_charset_it_names(client_app, charset):
+    # JSON is UTF-8 (RFC 8259 defines no charset parameter): a proxy or a log reader reads these bytes as
+    # UTF-8 whatever the header says. Decoded in the charset named, "charset=latin-1" bought "GLAZÃ\x89D".
+    glazed = make_product("GLAZ\u00c9D", on_hand=5)
+
+    response = client_app.generic(
+        "POST", SALES, SALE_BODY.encode(), content_type=f"application/json; charset={charset}"
+    )
+
+    assert response.status_code == 201, response.content
+    assert on_hand(glazed) == 4
+
+
+@pytest.mark.parametrize("raw, charset", [("latin-1", "latin-1"), ("utf-16", "utf-16")])
+def test_a_json_body_that_is_not_utf8_is_malformed_whatever_charset_it_names(client_app, raw, charset):
+    # DRF decoded these in the charset named and sold GLAZÉD: an order a proxy reading UTF-8 never saw.
+    glazed = make_product("GLAZ\u00c9D", on_hand=5)
+
+    response = client_app.generic(
+        "POST", SALES, SALE_BODY.encode(raw), content_type=f"application/json; charset={charset}"
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "malformed_json"
+    assert on_hand(glazed) == 5
+    assert not Sale.objects.exists()
+
+
 @pytest.mark.parametrize(
     "raw",
     [
