@@ -26,7 +26,9 @@ from inventory.serializers import (
     sale_representation,
 )
 
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+# Printable ASCII, no spaces, no comma: servers and proxies join two header lines into one value with a
+# comma, so "a,b" may be two keys, and which one the client meant is anyone's guess.
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,255}$")
 
 _errors = CLIENT_ERRORS
 # The catalogue is public, but a request that does send a key is authenticated and rate limited.
@@ -113,9 +115,10 @@ class SaleCreateView(generics.GenericAPIView):
                 "Idempotency-Key",
                 str,
                 OpenApiParameter.HEADER,
-                description="Up to 255 printable characters; a retry with the same key and body replays "
-                "the first answer (header `Idempotent-Replayed: true`). Empty is the same as none.",
-                pattern=r"^[\x21-\x7e]{0,255}$",  # IDEMPOTENCY_KEY, or empty
+                description="Up to 255 printable characters, no comma (two Idempotency-Key headers arrive "
+                "joined by one, and are refused); a retry with the same key and body replays the first answer "
+                "(header `Idempotent-Replayed: true`). Empty is the same as none.",
+                pattern=r"^[\x21-\x2b\x2d-\x7e]{0,255}$",  # IDEMPOTENCY_KEY, or empty
             ),
             OpenApiParameter(
                 "Location", str, OpenApiParameter.HEADER, response=[201], required=True, description="The sale."
@@ -141,7 +144,9 @@ class SaleCreateView(generics.GenericAPIView):
     def post(self, request):
         key = request.headers.get("Idempotency-Key", "")
         if key and not IDEMPOTENCY_KEY.match(key):
-            raise serializers.ValidationError({"Idempotency-Key": ["1 to 255 printable ASCII characters."]})
+            raise serializers.ValidationError(
+                {"Idempotency-Key": ["1 to 255 printable ASCII characters, no comma; send the header once."]}
+            )
         items = [services.SaleItem(item["sku"], item["quantity"]) for item in sale_items_validate(request.data)]
         outcome = services.sale_create(client=request.auth, items=items, idempotency_key=key)
         if not outcome.replayed:  # a replay sold nothing new

@@ -280,6 +280,25 @@ def test_idempotency_keys_differing_only_in_case_are_three_purchases(web, key):
     assert Product.objects.get(sku="GLAZED").on_hand == 47
 
 
+def test_two_idempotency_keys_in_one_request_are_refused_and_sell_nothing(web, key):
+    # gunicorn joins repeated header lines with a comma: this sold under the one key "k-1,k-2", which
+    # neither retry (with k-1 or k-2 alone) would have replayed.
+    body = json.dumps({"items": [{"sku": "GLAZED", "quantity": 1}]}).encode()
+    two = {**auth(key), "Idempotency-Key": "k-1", "idempotency-key": "k-2"}
+
+    same_twice = {**two, "idempotency-key": "k-1"}
+
+    refused = [request(web, "POST", "/api/v1/sales/", body, headers) for headers in (two, same_twice)]
+    one = request(web, "POST", "/api/v1/sales/", body, {**auth(key), "Idempotency-Key": "k-1"})
+
+    assert [(a.status, a.json().get("code")) for a in refused] == [(400, "validation_error")] * 2
+    assert all(list(a.json()["errors"]) == ["Idempotency-Key"] for a in refused)
+    assert one.status == 201 and one.headers.get("Idempotent-Replayed") is None, "k-1 was never used"
+    assert Sale.objects.count() == 1
+    assert Product.objects.get(sku="GLAZED").on_hand == 49
+    server_log_is_clean(web)
+
+
 @pytest.mark.parametrize(
     "path", ["/api/v1/products/glazed/", "/api/v1/products/GLA%00ZED/", "/api/v1/products/GLAZED%20/"]
 )
