@@ -23,6 +23,7 @@ api_v1 = [
     ),
     path("api/v1/devices/", notification_views.DeviceRegisterView.as_view(), name="device-register"),
     path("api/v1/restocks/", inventory_views.RestockListView.as_view(), name="restock-list"),
+    path("api/v1/restocks/<int:restock_id>/", inventory_views.RestockDetailView.as_view(), name="restock-detail"),
     path("api/v1/factory/callbacks/", factory_views.FactoryCallbackView.as_view(), name="factory-callback"),
 ]
 

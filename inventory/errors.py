@@ -10,6 +10,10 @@ class SaleNotFound(NotFound):
     message = "No such sale."
 
 
+class RestockNotFound(NotFound):
+    message = "No such restock."
+
+
 class OutOfStock(Conflict):
     code = "out_of_stock"
     message = "Not enough stock; nothing was sold. A restock is on its way."

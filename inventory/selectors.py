@@ -75,6 +75,11 @@ def sale_list(*, client: ApiClient, created_after: date | None = None, created_b
     return qs
 
 
+def restock_get(*, restock_id: int) -> Restock | None:
+    """One restock, or None. Restocks are catalogue information: any client may read any of them."""
+    return Restock.objects.select_related("product").filter(pk=restock_id).first()
+
+
 def restock_list(*, sku: str | None = None, status: str | None = None):
     qs = Restock.objects.select_related("product").order_by("-pk")
     if sku:

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from donutsite import sale_counters
 from donutsite.serializers import CLIENT_ERRORS, QUERY_ERRORS, NoUnknownFieldsMixin, StrictIntegerField
 from inventory import selectors, services
-from inventory.errors import SaleNotFound
+from inventory.errors import RestockNotFound, SaleNotFound
 from inventory.serializers import (
     ErrorOut,
     OutOfStockOut,
@@ -240,6 +240,33 @@ class RestockListView(generics.ListAPIView):
     def get_queryset(self):
         filters = _filters(RestockFilterIn, self.request)
         return selectors.restock_list(sku=filters.get("sku"), status=filters.get("status"))
+
+
+class RestockDetailView(APIView):
+    @extend_schema(
+        operation_id="restock_get",
+        description="One restock: the one an `out_of_stock` refusal names for a short SKU, say, to see whether it "
+        "is placed, when the factory expects it, and whether it was fulfilled.",
+        responses={
+            200: RestockOut,
+            401: _errors[401],
+            404: OpenApiResponse(
+                ErrorOut,
+                description="No restock has this id (`not_found`).",
+                examples=[
+                    OpenApiExample(
+                        "not_found", value={"code": "not_found", "message": "No such restock."}, status_codes=["404"]
+                    )
+                ],
+            ),
+            429: _errors[429],
+        },
+    )
+    def get(self, request, restock_id: int):
+        restock = selectors.restock_get(restock_id=restock_id)
+        if restock is None:
+            raise RestockNotFound()
+        return Response(RestockOut(restock).data)
 
 
 class SubscriptionIn(NoUnknownFieldsMixin, serializers.Serializer):

@@ -106,6 +106,8 @@ def _name_real_things(case, shop) -> None:
         case.path_parameters["sku"] = SKUS[0]
     if operation == "sale_get" and case.path_parameters:
         case.path_parameters["sale_id"] = shop["sale"].pk
+    if operation == "restock_get" and case.path_parameters:
+        case.path_parameters["restock_id"] = shop["restocks"][0].pk
     if operation == "product_subscribe" and isinstance(case.body, dict) and "device_id" in case.body:
         case.body["device_id"] = shop["device"].pk
 

@@ -143,3 +143,27 @@ def test_an_unknown_format_is_a_json_404_also_under_make_runs_debug(client_app, 
     response = client_app.get("/api/v1/products/", {"format": "xml"})
 
     assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+def test_a_client_follows_the_restock_an_out_of_stock_names(client_app):
+    make_product("GLAZED", on_hand=1)
+    refused = client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 5}]}, format="json")
+    restock_id = refused.json()["shortages"][0]["restock"]["id"]
+    other = APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Api-Key {make_api_client()[1]}")
+
+    response = client_app.get(f"/api/v1/restocks/{restock_id}/")
+
+    assert refused.status_code == 409 and response.status_code == 200, response.content
+    assert response.json() == client_app.get("/api/v1/restocks/").json()["results"][0], "the same shape as listed"
+    restock = response.json()
+    assert (restock["id"], restock["sku"], restock["reason"]) == (restock_id, "GLAZED", "shortage")
+    assert other.get(f"/api/v1/restocks/{restock_id}/").json() == response.json(), "catalogue information"
+
+
+def test_an_unknown_restock_is_a_404_and_reading_one_needs_a_key(client_app):
+    unknown = client_app.get("/api/v1/restocks/999999/")
+    anonymous = APIClient().get("/api/v1/restocks/999999/")
+
+    assert unknown.status_code == 404 and unknown.json() == {"code": "not_found", "message": "No such restock."}
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "not_authenticated"
