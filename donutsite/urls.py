@@ -21,7 +21,15 @@ api_v1 = [
         inventory_views.ProductSubscribeView.as_view(),
         name="product-subscribe",
     ),
+    path(
+        "api/v1/products/<str:sku>/subscriptions/<int:device_id>/",
+        inventory_views.ProductUnsubscribeView.as_view(),
+        name="product-unsubscribe",
+    ),
     path("api/v1/devices/", notification_views.DeviceRegisterView.as_view(), name="device-register"),
+    path(
+        "api/v1/devices/<int:device_id>/", notification_views.DeviceUnregisterView.as_view(), name="device-unregister"
+    ),
     path("api/v1/restocks/", inventory_views.RestockListView.as_view(), name="restock-list"),
     path("api/v1/restocks/<int:restock_id>/", inventory_views.RestockDetailView.as_view(), name="restock-detail"),
     path("api/v1/factory/callbacks/", factory_views.FactoryCallbackView.as_view(), name="factory-callback"),

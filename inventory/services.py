@@ -24,7 +24,12 @@ from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock
 from inventory.models import SKU_VALIDATOR, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 from inventory.signals import restock_opened, restock_sold_out
 from notifications.alerts import alert_raise
-from notifications.subscriptions import back_in_stock_announce, back_in_stock_withdraw, subscription_create
+from notifications.subscriptions import (
+    back_in_stock_announce,
+    back_in_stock_withdraw,
+    subscription_create,
+    subscription_delete,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -573,3 +578,12 @@ def product_subscribe(*, client, sku: str, device_id: int):
     created). Raises UnknownSku, or UnknownDevice for a device that is not the client's."""
     product = selectors.product_get(sku=sku)
     return subscription_create(client=client, device_id=device_id, sku=product.sku)
+
+
+def product_unsubscribe(*, client, sku: str, device_id: int) -> None:
+    """Unsubscribe one of the client's devices from a SKU, a push still owed included. Safe to repeat: a
+    SKU we sell that the device is not subscribed to changes nothing. A subscribed SKU need not be on sale
+    any more (a retired product). Raises UnknownDevice for a device that is not the client's, or UnknownSku
+    for a SKU neither subscribed to nor sold."""
+    if not subscription_delete(client=client, device_id=device_id, sku=sku):
+        selectors.product_get(sku=sku)

@@ -304,3 +304,25 @@ class ProductSubscribeView(APIView):
         return Response(
             SubscriptionOut(subscription).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
+
+
+class ProductUnsubscribeView(APIView):
+    @extend_schema(
+        operation_id="product_unsubscribe",
+        responses={
+            204: OpenApiResponse(description="The device is not subscribed to this SKU (any more)."),
+            401: _errors[401],
+            404: OpenApiResponse(
+                ErrorOut,
+                description="Not your device (`unknown_device`), or a SKU we do not sell that the device is not "
+                "subscribed to either (`unknown_sku`).",
+            ),
+            429: _errors[429],
+        },
+        description="Unsubscribe one of your devices from this SKU: no push when it is back in stock, including "
+        "one owed and not yet sent. Not subscribed (never, or unsubscribed before) answers 204 too, so a retry "
+        "is safe. A SKU taken off sale can still be unsubscribed from.",
+    )
+    def delete(self, request, sku: str, device_id: int):
+        services.product_unsubscribe(client=request.auth, sku=sku, device_id=device_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

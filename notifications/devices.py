@@ -1,8 +1,13 @@
 """Devices: phones with an FCM token, an ops phone (alerts) or a client's customer's (back-in-stock)."""
 
+from django.db import transaction
+from django.utils import timezone
+
 from donutsite.rows import row_create_or_update
 from notifications.errors import UnknownDevice
-from notifications.models import Device
+from notifications.models import Device, Subscription
+
+UNREGISTERED_REASON = "Unregistered by its client."
 
 
 def device_register(
@@ -27,6 +32,25 @@ def device_get(*, client, device_id: int) -> Device:
     if device is None:
         raise UnknownDevice()
     return device
+
+
+def device_unregister(*, client, device_id: int) -> None:
+    """The client's device is to be pushed no more: it is deactivated and its subscriptions are deleted,
+    pushes still owed included. A push is claimed by its subscription row, so neither a run already under
+    way nor the sweep pushes the device after this commits (a push claimed before it may still land).
+    The row stays, as for a token FCM unregistered: registering the token again makes it active again,
+    with no subscriptions. Unregistering it again changes nothing more. Raises UnknownDevice for a device
+    that is not the client's.
+
+    One short transaction: the device row (its UPDATE locks it), then its subscriptions.
+    """
+    with transaction.atomic():
+        found = Device.objects.filter(pk=device_id, client=client).update(
+            is_active=False, deactivated_reason=UNREGISTERED_REASON, updated_at=timezone.now()
+        )
+        if not found:
+            raise UnknownDevice()
+        Subscription.objects.filter(device_id=device_id).delete()
 
 
 def device_deactivate(device_id: int, *, reason: str) -> None:

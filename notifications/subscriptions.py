@@ -31,6 +31,17 @@ def subscription_create(*, client, device_id: int, sku: str) -> tuple[Subscripti
     return row_create_or_update(Subscription, {"device": device, "sku": sku}, {"notified_at": None})
 
 
+def subscription_delete(*, client, device_id: int, sku: str) -> bool:
+    """Unsubscribe one of the client's active devices from `sku`, a push still owed for it included (a run
+    under way finds nothing to claim). Returns whether the device was subscribed. Raises UnknownDevice for
+    a device not the client's."""
+    device = device_get(client=client, device_id=device_id)
+    if sku != sku.rstrip(" "):
+        return False  # utf8mb4_bin ignores trailing spaces: "VIRAL " would unsubscribe VIRAL
+    deleted, _ = Subscription.objects.filter(device=device, sku=sku).delete()
+    return deleted > 0
+
+
 def back_in_stock_announce(sku: str, name: str) -> int:
     """The SKU, called `name` in the shop, is back: every unused subscription to it is owed a push. Call it
     in the transaction of the receipt that brought the stock back; the pushes go out after commit, and the

@@ -4,8 +4,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from donutsite.serializers import CLIENT_ERRORS, NoUnknownFieldsMixin, StrictCharField
-from notifications.devices import device_register
+from donutsite.serializers import CLIENT_ERRORS, ErrorOut, NoUnknownFieldsMixin, StrictCharField
+from notifications.devices import device_register, device_unregister
 from notifications.models import Device
 
 
@@ -49,3 +49,22 @@ class DeviceRegisterView(APIView):
         body.is_valid(raise_exception=True)
         device, created = device_register(client=request.auth, **body.validated_data)
         return Response(DeviceOut(device).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class DeviceUnregisterView(APIView):
+    @extend_schema(
+        operation_id="device_unregister",
+        responses={
+            204: OpenApiResponse(description="Unregistered, now or before: the device is pushed no more."),
+            401: CLIENT_ERRORS[401],
+            404: OpenApiResponse(ErrorOut, description="Not a device this client registered (`unknown_device`)."),
+            429: CLIENT_ERRORS[429],
+        },
+        description="Unregister one of your devices (a user signed out, or uninstalled the app): it gets no more "
+        "pushes, and its back-in-stock subscriptions are deleted, pushes still owed included. A device already "
+        "unregistered answers 204 again, so a retry is safe. Registering its token again makes it active again "
+        "(200, the same id), with no subscriptions.",
+    )
+    def delete(self, request, device_id: int):
+        device_unregister(client=request.auth, device_id=device_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -102,8 +102,10 @@ def _name_real_things(case, shop) -> None:
         del items[len(SKUS) :]  # one line per SKU at most
         for item, sku in zip(items, SKUS, strict=False):
             item["sku"] = sku
-    if operation in ("product_get", "product_subscribe") and case.path_parameters:
+    if operation in ("product_get", "product_subscribe", "product_unsubscribe") and case.path_parameters:
         case.path_parameters["sku"] = SKUS[0]
+    if operation in ("product_unsubscribe", "device_unregister") and case.path_parameters:
+        case.path_parameters["device_id"] = shop["device"].pk
     if operation == "sale_get" and case.path_parameters:
         case.path_parameters["sale_id"] = shop["sale"].pk
     if operation == "restock_get" and case.path_parameters:

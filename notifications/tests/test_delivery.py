@@ -378,6 +378,62 @@ def test_a_push_that_fails_while_its_sku_sells_out_again_waits_for_the_next_retu
     assert (owed.notified_at, owed.due_at) == (None, None), "not resent while VIRAL is at 0; still owed next time"
 
 
+def removal_url(removal: str, device: Device) -> str:
+    """A client app taking back a device's comeback push: the user signs out, or taps "notify me" off."""
+    if removal == "unregister":
+        return f"/api/v1/devices/{device.pk}/"
+    return f"/api/v1/products/VIRAL/subscriptions/{device.pk}/"
+
+
+@pytest.mark.parametrize("removal", ["unregister", "unsubscribe"])
+def test_a_push_taken_back_while_the_comeback_is_being_pushed_is_not_sent(
+    channels_at, fcm, client_app, monkeypatch, removal
+):
+    make_product("VIRAL", on_hand=0)
+    first, second = (
+        Device.objects.create(client=client_app.api_client, token=f"customer-{i}", platform="ios") for i in range(2)
+    )
+    for device in (first, second):
+        Subscription.objects.create(device=device, sku="VIRAL")
+    announce("VIRAL")
+    fcm_channel = registry.channel_get("fcm")
+    send = fcm_channel.send_to_token
+    taken_back = []
+
+    def taken_back_while_sending(token, message):
+        if not taken_back:  # the run has read both subscriptions and is pushing the first
+            taken_back.append(client_app.delete(removal_url(removal, second)))
+        return send(token, message)
+
+    monkeypatch.setattr(fcm_channel, "send_to_token", taken_back_while_sending)
+
+    assert subscriptions.back_in_stock_send("VIRAL") == 1
+    assert taken_back[0].status_code == 204
+    assert [r["body"]["message"]["token"] for r in fcm.received] == ["customer-0"]
+    assert subscriptions.back_in_stock_send("VIRAL") == 0
+
+
+@pytest.mark.parametrize("removal", ["unregister", "unsubscribe"])
+def test_a_push_owed_and_taken_back_is_never_resent_by_the_sweep(channels_at, fcm, client_app, removal):
+    make_product("VIRAL", on_hand=0)
+    first, second = (
+        Device.objects.create(client=client_app.api_client, token=f"customer-{i}", platform="ios") for i in range(2)
+    )
+    for device in (first, second):
+        Subscription.objects.create(device=device, sku="VIRAL")
+    announce("VIRAL")
+    fcm.fail_next(503)  # FCM away: the run ends, both pushes still owed
+    assert subscriptions.back_in_stock_send("VIRAL") == 0
+
+    assert client_app.delete(removal_url(removal, second)).status_code == 204
+    Subscription.objects.update(due_at=timezone.now() - timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS))
+
+    assert subscriptions.back_in_stock_resend() == 1, "the first device's push is still owed"
+    assert subscriptions.back_in_stock_send("VIRAL") == 1
+    assert [r["body"]["message"]["token"] for r in fcm.received] == ["customer-0"] * 2, "refused, accepted"
+    assert subscriptions.back_in_stock_resend() == 0, "nothing left owed"
+
+
 def test_without_fcm_nothing_is_owed(settings):
     settings.FCM_PROJECT_ID = ""
     Subscription.objects.create(device=Device.objects.create(token="customer-token-1", platform="ios"), sku="VIRAL")

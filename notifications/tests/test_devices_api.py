@@ -168,3 +168,102 @@ def test_a_double_tap_on_notify_me_or_register_answers_every_tap(client_app):
         assert not [r for r in subscribed if isinstance(r, Exception)], subscribed
         assert [created for _, created in subscribed].count(True) == 1
     assert Device.objects.count() == 10 and Subscription.objects.count() == 10
+
+
+def subscribe(http, device_id, sku="VIRAL"):
+    return http.post(f"/api/v1/products/{sku}/subscriptions/", {"device_id": device_id}, format="json")
+
+
+def test_a_client_unregisters_its_device_with_its_subscriptions_and_a_retry_is_204_too(client_app):
+    make_product("VIRAL", on_hand=0)
+    make_product("GLAZED", on_hand=0)
+    device_id = register(client_app, user_ref="user-1").json()["id"]
+    kept = register(client_app, token="fcm-token-kept").json()["id"]
+    for sku in ("VIRAL", "GLAZED"):
+        subscribe(client_app, device_id, sku)
+    subscribe(client_app, kept)
+
+    first = client_app.delete(f"/api/v1/devices/{device_id}/")
+    retry = client_app.delete(f"/api/v1/devices/{device_id}/")
+
+    assert (first.status_code, first.content, retry.status_code, retry.content) == (204, b"", 204, b"")
+    assert not Device.objects.get(pk=device_id).is_active
+    assert list(Subscription.objects.values_list("device_id", flat=True)) == [kept], "its subscriptions went with it"
+    refused = subscribe(client_app, device_id)
+    assert refused.status_code == 404 and refused.json()["code"] == "unknown_device"
+    again = register(client_app)
+    assert again.status_code == 200 and again.json()["id"] == device_id and again.json()["is_active"] is True
+    assert not Subscription.objects.filter(device_id=device_id).exists(), "registered again, subscribed to nothing"
+
+
+def test_unregistering_someone_elses_device_is_the_same_404_as_an_unknown_one(client_app):
+    make_product("VIRAL", on_hand=0)
+    other_client, _ = make_api_client()
+    theirs = Device.objects.create(token="their-token-123", platform="ios", client=other_client)
+    Subscription.objects.create(device=theirs, sku="VIRAL")
+
+    not_mine = client_app.delete(f"/api/v1/devices/{theirs.pk}/")
+    unknown = client_app.delete("/api/v1/devices/999999/")
+
+    assert not_mine.status_code == unknown.status_code == 404
+    assert not_mine.json() == unknown.json() and unknown.json()["code"] == "unknown_device"
+    theirs.refresh_from_db()
+    assert theirs.is_active and theirs.subscriptions.count() == 1
+
+
+def test_unregistering_needs_an_api_key(client_app):
+    device_id = register(client_app).json()["id"]
+
+    response = APIClient().delete(f"/api/v1/devices/{device_id}/")
+
+    assert response.status_code == 401 and Device.objects.get().is_active
+
+
+def test_a_device_unsubscribes_from_one_sku_and_a_retry_is_204_too(client_app):
+    make_product("VIRAL", on_hand=0)
+    make_product("GLAZED", on_hand=0)
+    device_id = register(client_app).json()["id"]
+    subscribe(client_app, device_id, "VIRAL")
+    subscribe(client_app, device_id, "GLAZED")
+    url = f"/api/v1/products/VIRAL/subscriptions/{device_id}/"
+
+    first = client_app.delete(url)
+    retry = client_app.delete(url)
+
+    assert (first.status_code, first.content, retry.status_code, retry.content) == (204, b"", 204, b"")
+    assert list(Subscription.objects.values_list("sku", flat=True)) == ["GLAZED"]
+    assert Device.objects.get().is_active
+    assert subscribe(client_app, device_id, "VIRAL").status_code == 201, "and can subscribe again"
+
+
+def test_unsubscribing_a_sku_taken_off_sale_works_and_one_never_sold_is_404(client_app):
+    make_product("MAPLE", on_hand=0, is_active=False)  # retired after the device subscribed
+    make_product("VIRAL", on_hand=0)
+    device = Device.objects.create(client=client_app.api_client, token="fcm-token-abcdef", platform="ios")
+    Subscription.objects.create(device=device, sku="MAPLE")
+    Subscription.objects.create(device=device, sku="VIRAL")
+
+    retired = client_app.delete(f"/api/v1/products/MAPLE/subscriptions/{device.pk}/")
+    never_sold = client_app.delete(f"/api/v1/products/NOPE/subscriptions/{device.pk}/")
+    padded = client_app.delete(f"/api/v1/products/VIRAL%20/subscriptions/{device.pk}/")
+    other_case = client_app.delete(f"/api/v1/products/viral/subscriptions/{device.pk}/")
+
+    assert retired.status_code == 204
+    assert never_sold.status_code == 404 and never_sold.json()["code"] == "unknown_sku"
+    assert padded.status_code == 404 and padded.json()["code"] == "unknown_sku"
+    assert other_case.status_code == 404 and other_case.json()["did_you_mean"] == {"viral": "VIRAL"}
+    assert list(Subscription.objects.values_list("sku", flat=True)) == ["VIRAL"], "only MAPLE's went"
+
+
+def test_unsubscribing_someone_elses_device_is_404_and_changes_nothing(client_app):
+    make_product("VIRAL", on_hand=0)
+    other_client, _ = make_api_client()
+    theirs = Device.objects.create(token="their-token-123", platform="ios", client=other_client)
+    Subscription.objects.create(device=theirs, sku="VIRAL")
+
+    not_mine = client_app.delete(f"/api/v1/products/VIRAL/subscriptions/{theirs.pk}/")
+    unknown = client_app.delete("/api/v1/products/VIRAL/subscriptions/999999/")
+
+    assert not_mine.status_code == unknown.status_code == 404
+    assert not_mine.json() == unknown.json() and unknown.json()["code"] == "unknown_device"
+    assert Subscription.objects.filter(device=theirs).count() == 1
