@@ -4,8 +4,9 @@ rather than {"code": "string", "message": "string"}.
 
 A drf-spectacular postprocessing hook (settings.SPECTACULAR_SETTINGS): an error response whose
 description names codes in backticks gets those codes' examples; one that names none gets the usual
-codes of its status. Every 429 also states its Retry-After header, which the exception handler sends
-with each."""
+codes of its status. Every operation also gets the 503 `service_unavailable` that any request meeting a
+database outage answers (donutsite/unavailable.py), unless it documents one itself. Every 429 and 503
+states its Retry-After header, which the exception handler sends with each."""
 
 import re
 
@@ -72,6 +73,14 @@ ERROR_EXAMPLES: dict[str, tuple[int, dict]] = {
         429,
         {"code": "throttled", "message": "Request was throttled. Expected available in 1 second."},
     ),
+    "service_unavailable": (
+        503,
+        {
+            "code": "service_unavailable",
+            "message": "The service is briefly unavailable; retry (with the same Idempotency-Key) after Retry-After "
+            "seconds.",
+        },
+    ),
 }
 
 # validation_error's `errors` for each operation, as that operation answers one typical mistake (the
@@ -94,7 +103,21 @@ _BY_STATUS = {
     409: ["out_of_stock"],
     422: ["idempotency_key_reused"],
     429: ["throttled"],
+    503: ["service_unavailable"],
 }
+
+# Statuses whose answers carry Retry-After (donutsite/drf.py).
+_RETRY_AFTER = {"429", "503"}
+
+
+def _unavailable() -> dict:
+    # A new one for each operation: error_examples adds the header and examples to it.
+    return {
+        "description": "The database is briefly unreachable (`service_unavailable`): retry after Retry-After "
+        "seconds, a sale with the same Idempotency-Key.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+
 
 _NAMED = re.compile(r"`([a-z_]+)`")
 
@@ -102,10 +125,11 @@ _NAMED = re.compile(r"`([a-z_]+)`")
 def error_examples(result, generator, request, public):
     for path in result.get("paths", {}).values():
         for method, operation in path.items():
-            for status, response in operation.get("responses", {}).items():
-                if not status.isdigit() or not 400 <= int(status) < 500:
+            operation.setdefault("responses", {}).setdefault("503", _unavailable())
+            for status, response in operation["responses"].items():
+                if not status.isdigit() or not 400 <= int(status) < 600:
                     continue
-                if status == "429":
+                if status in _RETRY_AFTER:
                     response.setdefault("headers", {}).setdefault(
                         "Retry-After",
                         {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."},
