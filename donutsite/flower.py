@@ -10,6 +10,11 @@ to control workers, 403) and refuses to start without a login (FLOWER_BASIC_AUTH
 `--auth`; each basic login user:password, none empty), also on its Prometheus page /metrics, which
 Flower itself leaves open: whoever reaches it may watch the queues, never act on them. Redrives go
 through the admin or `manage.py redrive`, which record who did what.
+
+It never asks a worker for its configuration (Celery's `conf` inspection), which Flower shows on each
+worker's Config tab and in /api/workers: the answer is every Django setting, and Celery masks only names
+with KEY, SECRET, PASS, TOKEN and the like in them, so the broker and Redis URLs (with REDIS_PASSWORD in
+them under compose: the broker runs any task it is given) and the Slack webhook were shown whole.
 """
 
 import os
@@ -26,6 +31,13 @@ def widen_queue_list() -> None:
         return sorted(set(consumed(self)) | declared)
 
     BaseHandler.get_active_queue_names = get_active_queue_names
+
+
+def hide_worker_settings() -> None:
+    """Flower's inspection leaves out `conf`; the worker's stats, queues and tasks are still shown."""
+    from flower.inspector import Inspector
+
+    Inspector.inspect_methods = tuple(method for method in Inspector.inspect_methods if method != "conf")
 
 
 def guard_metrics() -> None:
@@ -59,6 +71,7 @@ def main() -> None:
     from celery.bin.celery import main as celery_main
 
     widen_queue_list()
+    hide_worker_settings()
     guard_metrics()
     sys.argv = flower_argv(sys.argv[1:], os.environ)
     celery_main()

@@ -11,7 +11,7 @@ import pytest
 import redis
 from celery import current_app
 
-from testsupport.processes import BIN, Process, free_port, wait_until
+from testsupport.processes import BIN, Process, System, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -120,3 +120,41 @@ def test_with_workers_online_flower_still_lists_the_queues_none_of_them_consume(
     widen_queue_list()
 
     assert BaseHandler.get_active_queue_names(online) == sorted(current_app.conf.task_queues_names)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_flower_shows_no_worker_settings_so_a_viewer_gets_no_secret_from_them(django_db_blocker):
+    """A worker answers Celery's `conf` inspection with every Django setting. Celery masks only names
+    with KEY, SECRET, PASS, TOKEN... in them: the broker and Redis URLs (compose puts REDIS_PASSWORD in
+    them, and the broker runs any task it is given) and the Slack webhook went out whole, and Flower
+    showed them on each worker's Config tab and in /api/workers to anyone with its read-only login."""
+    webhook = "https://hooks.slack.com/services/T0000/B0000/webhook-secret-4f2a"
+    system = System(broker_url=current_app.conf.broker_url)
+    system.env["SLACK_WEBHOOK_URL"] = webhook
+    port = free_port()
+    env = {**system.env, "FLOWER_BASIC_AUTH": "ops:s3cret"}
+    flower = None
+    try:
+        system.start_worker()
+        flower = Process(
+            "flower", [str(BIN / "python"), "-m", "donutsite.flower", f"--port={port}", "--address=127.0.0.1"], env
+        )
+        base = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: "worker1@" in str(get(f"{base}/api/workers?refresh=1", "ops:s3cret")[1]),
+            timeout=60,
+            what="Flower to see the worker",
+        )
+        status, workers = get(f"{base}/api/workers?refresh=1", "ops:s3cret")
+        name = next(name for name in workers if name.startswith("worker1@"))
+        page_status, page = get(f"{base}/worker/{name}", "ops:s3cret")
+
+        assert status == 200 and page_status == 200
+        assert workers[name]["stats"], "Flower still shows what the worker does"
+        for shown in (json.dumps(workers), page.decode()):
+            assert "webhook-secret-4f2a" not in shown
+            assert current_app.conf.broker_url not in shown
+    finally:
+        if flower is not None:
+            flower.stop()
+        system.stop()
