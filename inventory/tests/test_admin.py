@@ -296,6 +296,25 @@ def test_a_bad_adjustment_form_is_shown_again_and_changes_nothing(admin_client, 
     assert StockMovement.objects.filter(product=glazed).count() == 1
 
 
+@pytest.mark.parametrize(
+    "ids",
+    ["9" * 5000, "99999999999999999999999", "-1", "1e3"],
+    ids=["5000-digits", "past-bigint", "negative", "exponent"],
+)
+def test_an_adjust_link_naming_no_product_says_so(admin_client, ids):
+    # The ids come from the URL (the action's redirect), so a hand-edited or cut one reaches the view:
+    # a number past what int() reads or the id column holds answered a 500.
+    glazed = make_product("GLAZED", on_hand=10)
+
+    alone = admin_client.get(f"{ADJUST}?ids={ids}", follow=True)
+    beside = admin_client.get(f"{ADJUST}?ids={ids},{glazed.pk}")
+
+    assert alone.status_code == 200
+    assert alone.redirect_chain[-1][0] == PRODUCTS
+    assert shown_messages(alone) == ["Pick at least one product to adjust."]
+    assert beside.status_code == 200 and b"GLAZED" in beside.content
+
+
 def test_staff_without_change_permission_cannot_adjust(client):
     glazed = make_product("GLAZED", on_hand=10)
     viewer = User.objects.create_user("viewer", password="x", is_staff=True)
