@@ -52,11 +52,19 @@ def product_get(*, sku: str) -> Product:
 
 
 def _unknown_sku(unknown: list[str]) -> UnknownSku:
-    """The refusal, with the SKU meant when one differs from ours only in case (`did_you_mean`)."""
-    by_fold = {sku.casefold(): sku for sku in Product.objects.filter(is_active=True).values_list("sku", flat=True)}
-    meant = {sku: by_fold[sku.casefold()] for sku in unknown if sku.casefold() in by_fold}
+    """The refusal, with the SKU meant when exactly one of ours differs from it only in case
+    (`did_you_mean`). When several do (GLAZED and glazed are two products), the message names them all
+    and `did_you_mean` none: a client correcting by it would buy whichever came last."""
+    by_fold: dict[str, list[str]] = {}
+    for ours in Product.objects.filter(is_active=True).order_by("sku").values_list("sku", flat=True):
+        by_fold.setdefault(ours.casefold(), []).append(ours)
+    close = {sku: by_fold[sku.casefold()] for sku in unknown if sku.casefold() in by_fold}
+    meant = {sku: ours[0] for sku, ours in close.items() if len(ours) == 1}
     details = {"skus": unknown, **({"did_you_mean": meant} if meant else {})}
-    hint = "".join(f" Did you mean {ours} for {sku}?" for sku, ours in meant.items())
+    hint = "".join(
+        f" Did you mean {ours[0]} for {sku}?" if len(ours) == 1 else f" {sku} could be {' or '.join(ours)}."
+        for sku, ours in close.items()
+    )
     return UnknownSku(f"Unknown SKU: {', '.join(unknown)}.{hint}", details=details)
 
 

@@ -253,6 +253,22 @@ def test_unknown_sku_is_404_and_sells_nothing(client_app):
     assert on_hand(glazed) == 5
 
 
+def test_a_sku_two_of_ours_differ_from_only_in_case_suggests_neither(client_app):
+    # GLAZED and glazed are two products: a client that corrects "Glazed" by did_you_mean must not be
+    # steered to whichever of them the database listed last.
+    make_product("GLAZED", on_hand=5, price="1.50")
+    make_product("glazed", on_hand=5, price="9.99")
+    make_product("MAPLE", on_hand=5)
+
+    response = buy(client_app, ("Glazed", 1), ("maple", 1))
+
+    assert response.status_code == 404 and response.json()["code"] == "unknown_sku"
+    assert response.json()["skus"] == ["Glazed", "maple"]
+    assert response.json()["did_you_mean"] == {"maple": "MAPLE"}
+    assert "Glazed could be GLAZED or glazed" in response.json()["message"]
+    assert Sale.objects.count() == 0
+
+
 def test_a_product_retired_after_its_id_was_cached_is_not_sold(client_app):
     retiring = make_product("RETIRING", on_hand=5)
     assert buy(client_app, ("RETIRING", 1)).status_code == 201
