@@ -230,10 +230,17 @@ if IDEMPOTENCY_KEY_TTL_HOURS < 24:
 
 # The legacy factory (its API as we call it: factory/client.py) and how patiently we call it.
 FACTORY_API_URL = env.str("FACTORY_API_URL", default="http://127.0.0.1:8081")
+DEV_FACTORY_CALLBACK_SECRET = "dev-callback-secret"  # noqa: S105 - make run's and the simulator's, public
 FACTORY_API_KEY = env.str("FACTORY_API_KEY", default="dev-factory-key" if DEBUG else "")
-FACTORY_CALLBACK_SECRET = env.str("FACTORY_CALLBACK_SECRET", default="dev-callback-secret" if DEBUG else "")
+FACTORY_CALLBACK_SECRET = env.str("FACTORY_CALLBACK_SECRET", default=DEV_FACTORY_CALLBACK_SECRET if DEBUG else "")
 if not (FACTORY_API_KEY and FACTORY_CALLBACK_SECRET):
     raise ImproperlyConfigured("FACTORY_API_KEY and FACTORY_CALLBACK_SECRET must be set outside development.")
+if not DEBUG and FACTORY_CALLBACK_SECRET == DEV_FACTORY_CALLBACK_SECRET:
+    # Anyone who reads this repository could sign callbacks, crediting donuts that never arrived.
+    raise ImproperlyConfigured(
+        "FACTORY_CALLBACK_SECRET is the development default, public in this repository: agree a secret of "
+        "your own with the factory."
+    )
 # Refused (unsigned, forged, stale) callbacks: one alert per window, and an address refused this often
 # in a window gets 429 until it ends (factory/refusals.py).
 CALLBACK_REFUSAL_WINDOW_SECONDS = env.int("CALLBACK_REFUSAL_WINDOW_SECONDS", default=300)

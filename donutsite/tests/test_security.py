@@ -83,6 +83,15 @@ def test_production_refuses_to_start_without_its_secrets(missing):
     assert missing in result.stderr
 
 
+def test_production_refuses_the_development_callback_secret():
+    # It is written in this repository (settings, the simulator): whoever reads it could sign a callback
+    # crediting any open restock's donuts, which the API would then sell though none arrived.
+    result = manage("check", env={**PRODUCTION, "FACTORY_CALLBACK_SECRET": "dev-callback-secret"})
+
+    assert result.returncode != 0
+    assert "FACTORY_CALLBACK_SECRET" in result.stderr and "development" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
