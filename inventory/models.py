@@ -7,7 +7,11 @@ from donutsite.db import EXACT_COLLATION
 
 # The SKU is a segment of the product's URLs in the API (/api/v1/products/<sku>/): with a "/" in it the
 # product would be listed but unreachable, and nobody could subscribe to it.
-SKU_VALIDATOR = RegexValidator(r"^[^/]*\Z", "A SKU cannot contain “/”: it is part of the product's address in the API.")
+# What a sale's body takes (inventory.serializers: printable ASCII, no space), and no "/", which is part of
+# the product's address in the API: a SKU outside it could be stocked and never bought.
+SKU_VALIDATOR = RegexValidator(
+    r"^[!-.0-~]*\Z", "A SKU is printable ASCII with no space and no “/”: what the API can sell and address."
+)
 
 
 class Product(models.Model):

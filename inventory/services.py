@@ -524,10 +524,10 @@ def product_set_stock(
             )
         longest = Product._meta.get_field("sku").max_length
         if not sku or sku != sku.strip() or len(sku) > longest or not SKU_VALIDATOR.regex.search(sku):
-            # As the admin's form takes a SKU: a trailing space would be sold, yet never found by `?sku=`, and
-            # a "/" would make the product's URLs unreachable (the model's SKU_VALIDATOR).
+            # As the admin's form takes a SKU (the model's SKU_VALIDATOR): what a sale's body takes, and no
+            # "/", which would make the product's URLs unreachable.
             raise InvalidAdjustment(
-                f"A new SKU needs 1 to {longest} characters, no space at either end and no '/': {sku!r}."
+                f"A new SKU needs 1 to {longest} printable ASCII characters, no space and no '/': {sku!r}."
             )
         if not name or price is None:
             raise InvalidAdjustment(f"A new product ({sku}) needs a name and a price.")
