@@ -173,10 +173,15 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
             status_code=result.status_code,
             latency_ms=result.latency_ms,
         )
-        Restock.objects.pending().filter(pk=restock.pk).update(
-            status=Restock.Status.PLACED, expected_at=result.order.estimated_ready_at, placed_at=timezone.now()
+        placed = (
+            Restock.objects.pending()
+            .filter(pk=restock.pk)
+            .update(status=Restock.Status.PLACED, expected_at=result.order.estimated_ready_at, placed_at=timezone.now())
         )
         _order_placed(restock.pk, result.order.order_id)
+        if placed:
+            # A failed restock that a new need reopened keeps its dead letters until the factory takes it.
+            _dead_letters_settled_by_factory(restock.pk, result.order.order_id)
         # The factory answers again: its "failed N calls in a row" warning is over, not escalated to the
         # ops phones ALERT_ESCALATE_AFTER_SECONDS later about a trouble that has passed; and the failed
         # calls its window held back: their summary goes out settled, not as an open warning.
@@ -627,6 +632,18 @@ def reconcile() -> dict:
     return {"restocks_resent": resent, "overdue_polled": len(overdue), "overdue_alerted": restocks_overdue_alert()}
 
 
+@dataclass(frozen=True)
+class Superseded:
+    """dead_letter_redrive's answer for a failed restock that a newer restock of its product took over:
+    nothing was sent (it is false, like "nothing to do"), and the dead letter is settled."""
+
+    restock_id: int  # the newest restock of the product
+    status: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
 @dataclass
 class Redrive:
     """What one redrive run did (or, with dry_run, would do): the one wording every caller shows."""
@@ -635,31 +652,48 @@ class Redrive:
     sent: list[DeadLetter] = field(default_factory=list)
     nothing: list[DeadLetter] = field(default_factory=list)
     unsent: list[DeadLetter] = field(default_factory=list)  # the broker did not take it: still waiting
+    superseded: list[tuple[DeadLetter, Superseded]] = field(default_factory=list)
 
     NOTHING_TO_DO = "nothing to do (redriven or settled already)"
     NOT_SENT = "not sent, the broker did not take it: still waiting, redrive it again"
 
     @staticmethod
-    def outcome(sent: bool | None, *, dry_run: bool = False) -> str:
-        """sent: True, False (nothing to do) or None (not sent), as dead_letter_redrive returns it."""
+    def outcome(sent: bool | Superseded | None, *, dry_run: bool = False) -> str:
+        """sent: True, False (nothing to do), Superseded or None (not sent), as dead_letter_redrive returns it."""
         if sent is None:
             return Redrive.NOT_SENT
+        if isinstance(sent, Superseded):
+            return (
+                f"superseded by restock {sent.restock_id} ({sent.status}) of the same product: "
+                f"{Redrive._settled(dry_run)}, nothing sent"
+            )
         if sent:
             return "would be sent again" if dry_run else "sent again"
         return Redrive.NOTHING_TO_DO
 
+    @staticmethod
+    def _settled(dry_run: bool) -> str:
+        return "would be settled" if dry_run else "settled"
+
     def outcome_of_one(self) -> str:
         """The outcome of a run of one dead letter."""
+        if self.superseded:
+            return self.outcome(self.superseded[0][1], dry_run=self.dry_run)
         return self.outcome(True if self.sent else None if self.unsent else False, dry_run=self.dry_run)
 
     def summary(self) -> str:
-        if not self.sent and not self.nothing and not self.unsent:
+        if not self.sent and not self.nothing and not self.unsent and not self.superseded:
             return "There were no dead letters to redrive."
         sent, nothing = len(self.sent), len(self.nothing)
         text = (
             f"{sent} dead letter{'s' if sent != 1 else ''} {self.outcome(True, dry_run=self.dry_run)}; "
             f"{nothing} had {self.NOTHING_TO_DO}."
         )
+        if self.superseded:
+            text += (
+                f" {len(self.superseded)} superseded by a newer restock of its product: "
+                f"{self._settled(self.dry_run)}, nothing sent."
+            )
         if self.unsent:
             text += f" {len(self.unsent)} {self.NOT_SENT}."
         return f"Dry run: {text} Nothing changed." if self.dry_run else text
@@ -674,7 +708,10 @@ def dead_letters_redrive(dead_letters, *, by: str, user=None, dry_run: bool = Fa
     planned: set[int] = set()
     for dead_letter in sorted(dead_letters, key=lambda d: d.pk):
         sent = dead_letter_redrive(dead_letter, by=by, user=user, dry_run=dry_run, planned=planned)
-        {True: result.sent, False: result.nothing, None: result.unsent}[sent].append(dead_letter)
+        if isinstance(sent, Superseded):
+            result.superseded.append((dead_letter, sent))
+        else:
+            {True: result.sent, False: result.nothing, None: result.unsent}[sent].append(dead_letter)
         if on_each is not None:
             on_each(dead_letter, sent)
     return result
@@ -682,13 +719,16 @@ def dead_letters_redrive(dead_letters, *, by: str, user=None, dry_run: bool = Fa
 
 def dead_letter_redrive(
     dead_letter: DeadLetter, *, by: str, user=None, dry_run: bool = False, planned: set[int] | None = None
-) -> bool | None:
+) -> bool | Superseded | None:
     """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
     a fresh attempt budget; its calls keep their numbers). Locks the product's row, the restock's, then
     the dead letter's.
     Returns False, sending nothing, when there is nothing to do: the restock is no longer failed
     (redriven already, or settled since), or its product has another open restock by now; a dead letter
-    of no restock was sent again already. So a repeat is harmless. Either way the dead letter (with any
+    of no restock was sent again already. Returns Superseded, sending nothing, for a failed restock whose
+    product has a newer restock, whatever became of it: that one took the need over (open, it covers it;
+    received, it met it), and reopening this one would order the same donuts again; its dead letters are
+    settled as superseded. So a repeat is harmless. Either way the dead letter (with any
     other of its reopened restock's) is resolved where ops look: its alerts acknowledged (by `user` when
     a person did it) and its copy taken out of the dead-letter queue. A restock's work is sent after
     commit (the sweep resends it if the broker is away); the work of a dead letter of no restock, which no
@@ -710,6 +750,20 @@ def dead_letter_redrive(
             products_lock([product_id])
         list(Restock.objects.select_for_update().filter(pk=dead_letter.restock_id).values_list("pk"))
         locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
+        newer = _restock_superseded_by(locked.restock_id)
+        if newer is not None:
+            logger.info(
+                "dead letter %s: restock %s was superseded by restock %s; settled, nothing sent",
+                locked.pk,
+                locked.restock_id,
+                newer.restock_id,
+            )
+            settled_by = f"superseded by restock {newer.restock_id} ({by})"
+            if locked.redriven_at is None:
+                _dead_letter_settled(locked, by=settled_by, user=user)
+            for other in _restock_dead_letters_lock(locked.restock_id):  # about the same work
+                _dead_letter_settled(other, by=settled_by, user=user)
+            return newer
         if not _restock_reopen(locked.restock_id):
             logger.info(
                 "dead letter %s: restock %s is no longer failed, or its product has another open restock; "
@@ -814,9 +868,26 @@ def _restock_place_again(restock_id: int) -> bool:
     return bool(again)
 
 
-def _restock_reopenable(restock_id: int, planned: set[int]) -> bool:
+def _restock_superseded_by(restock_id: int) -> Superseded | None:
+    """A failed restock's product has a newer restock: that one took the need over. Call with the product's
+    row locked (no restock is opened meanwhile)."""
+    restock = Restock.objects.failed().filter(pk=restock_id).values("product_id").first()
+    newer = (
+        restock
+        and Restock.objects.filter(product_id=restock["product_id"], pk__gt=restock_id)
+        .order_by("-pk")
+        .values("pk", "status")
+        .first()
+    )
+    return Superseded(newer["pk"], newer["status"]) if newer else None
+
+
+def _restock_reopenable(restock_id: int, planned: set[int]) -> bool | Superseded:
     """Would _restock_reopen reopen it, after the restocks of the `planned` products were reopened (then
-    this one's product is added to them)?"""
+    this one's product is added to them)? Superseded if a newer restock of its product took it over."""
+    newer = _restock_superseded_by(restock_id)
+    if newer is not None:
+        return newer
     restock = Restock.objects.filter(pk=restock_id).values("status", "product_id").first()
     reopenable = (
         restock is not None

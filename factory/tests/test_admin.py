@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import admin
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
@@ -210,6 +211,30 @@ def test_the_redrive_button_sends_one_dead_letter_again(admin_client, queues):
 
     assert shown_messages(again) == [f"Dead letter {dead_letter.pk}: nothing to do (redriven or settled already)."]
     assert len(queued("factory")) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redriving_a_dead_letter_whose_restock_a_newer_one_superseded_says_so_and_sends_nothing(admin_client, queues):
+    dead_letter, waiting = make_dead_letter(), make_dead_letter()
+    failed = Restock.objects.get(pk=dead_letter.restock_id)
+    newer = Restock.objects.create(product_id=failed.product_id, quantity=50, reason="shortage", status="fulfilled")
+    outcome = f"superseded by restock {newer.pk} (fulfilled) of the same product: settled, nothing sent"
+
+    one = admin_client.post(redrive_url(dead_letter), follow=True)
+    both = admin_client.post(
+        DEAD_LETTERS, {"action": "redrive", "_selected_action": [dead_letter.pk, waiting.pk]}, follow=True
+    )
+
+    assert (one.status_code, both.status_code) == (200, 200)
+    assert shown_messages(one) == [f"Dead letter {dead_letter.pk}: {outcome}."]
+    assert shown_messages(both) == [
+        "1 dead letter sent again; 0 had nothing to do (redriven or settled already). "
+        "1 superseded by a newer restock of its product: settled, nothing sent."
+    ], "a second redrive says what the first one did"
+    assert Restock.objects.get(pk=failed.pk).status == "failed"
+    assert queued("factory") == [("factory.restock_place", [waiting.restock_id])], "only the other one"
+    history = LogEntry.objects.filter(object_id=str(dead_letter.pk)).order_by("pk")
+    assert [entry.change_message for entry in history][0] == f"Redrive from the admin: {outcome}."
 
 
 @pytest.mark.django_db(transaction=True)

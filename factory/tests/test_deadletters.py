@@ -9,6 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from factory.management.commands.redrive import _os_user
 from factory.models import DeadLetter, FactoryOrder
 from factory.retries import DEAD_LETTER_QUEUE, _park_copy, dead_letter_copies_sync, dead_letter_copy_id
 from factory.tests.test_callback import callback
@@ -196,19 +197,34 @@ def test_redrive_leaves_a_restock_that_was_settled_meanwhile(queues):
     assert out.endswith(": nothing to do (redriven or settled already)\n0 dead letters sent again; 1 had " + NOTHING)
 
 
+SUPERSEDED = "1 superseded by a newer restock of its product: settled, nothing sent."
+
+
 @pytest.mark.django_db(transaction=True)
-def test_redrive_leaves_a_product_that_has_a_newer_open_restock(queues):
+@pytest.mark.parametrize("newer_status", ["pending", "placed", "fulfilled", "cancelled", "failed"])
+def test_redriving_a_restock_superseded_by_a_newer_one_settles_it_and_orders_nothing(queues, newer_status):
+    # Stock ran short again after the failure, and a sale opened a fresh restock for the same product (as
+    # sales did before a new need reopened the failed restock). Whatever became of the newer one, it took
+    # the need over: reopening the old one would order the same donuts a second time (or, while the newer
+    # one is open, break one open restock per product), and ops must read what happened to the dead letter.
     dead_letter = make_dead_letter()
     failed = restock_of(dead_letter)
-    # Stock ran short again after the failure, and a sale opened a fresh restock for the same product.
-    newer = Restock.objects.create(product_id=failed.product_id, quantity=50, reason=Restock.Reason.SHORTAGE)
+    newer = Restock.objects.create(product_id=failed.product_id, quantity=50, reason="shortage", status=newer_status)
 
     out = run("redrive", str(dead_letter.pk))
 
-    assert restock_of(dead_letter).status == "failed", "two open restocks for one product would order twice"
-    assert Restock.objects.get(pk=newer.pk).status == "pending"
-    assert queued("factory") == []
-    assert out.endswith("0 dead letters sent again; 1 had " + NOTHING)
+    assert restock_of(dead_letter).status == "failed"
+    assert Restock.objects.get(pk=newer.pk).status == newer_status
+    assert queued("factory") == [], "nothing ordered"
+    dead_letter = fresh(dead_letter)
+    assert dead_letter.is_resolved and dead_letter.redrive_count == 0, "settled, though nothing was sent"
+    assert dead_letter.redriven_by == f"superseded by restock {newer.pk} (manage.py redrive ({_os_user()}))"
+    assert queued(DEAD_LETTER_QUEUE) == [] and not Alert.objects.filter(acknowledged_at__isnull=True).exists()
+    assert out.splitlines() == [
+        f"dead letter {dead_letter.pk}: {RESTOCK_PLACE}({failed.pk},), restock {failed.pk} (failed): "
+        f"superseded by restock {newer.pk} ({newer_status}) of the same product: settled, nothing sent",
+        f"0 dead letters sent again; 0 had {NOTHING.strip()} {SUPERSEDED}",
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -246,15 +262,23 @@ def test_redrive_dry_run_of_an_outage_says_what_the_redrive_then_does(queues):
     planned = run("redrive", "--all", "--dry-run")
     done = run("redrive", "--all")
 
-    assert done.splitlines()[-1] == "2 dead letters sent again; 3 had " + NOTHING.strip()
+    superseded = "3 superseded by a newer restock of its product"
+    assert (
+        done.splitlines()[-1]
+        == f"2 dead letters sent again; 0 had {NOTHING.strip()} {superseded}: settled, nothing sent."
+    )
     assert planned.splitlines()[-1] == (
-        "Dry run: 2 dead letters would be sent again; 3 had nothing to do (redriven or settled already). "
-        "Nothing changed."
+        "Dry run: 2 dead letters would be sent again; 0 had nothing to do (redriven or settled already). "
+        f"{superseded}: would be settled, nothing sent. Nothing changed."
     )
     assert [line.rsplit(": ", 1)[1] for line in planned.splitlines()[:-1]] == [
-        "would be sent again" if outcome == "sent again" else outcome
+        {"sent again": "would be sent again", "settled, nothing sent": "would be settled, nothing sent"}[outcome]
         for outcome in (line.rsplit(": ", 1)[1] for line in done.splitlines()[:-1])
     ]
+    assert sorted(Restock.objects.open().values_list("product__sku", flat=True)) == ["GLAZED", "VIRAL"]
+    assert Restock.objects.open().filter(pk__in=[max(viral.restocks.values_list("pk", flat=True))]).exists(), (
+        "the newest restock of each product is the one sent again"
+    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -204,11 +204,12 @@ class Shop(RuleBasedStateMachine):
         reopenable = (
             restock.status == Restock.Status.FAILED
             and not Restock.objects.open().filter(product_id=restock.product_id).exists()
+            and not Restock.objects.filter(product_id=restock.product_id, pk__gt=restock.pk).exists()
         )
 
         sent = dead_letter_redrive(dead_letter, by="hypothesis")
 
-        assert sent == reopenable
+        assert bool(sent) == reopenable
         status = Restock.objects.get(pk=restock.pk).status
         assert status == (Restock.Status.PENDING if reopenable else restock.status)
 
