@@ -8,6 +8,12 @@ def _restock_opened(sender, *, restock_id: int, reason: str = "", **kwargs) -> N
     restock_dispatch(restock_id, shortage=reason in Restock.URGENT_REASONS)
 
 
+def _restock_reopened(sender, *, restock_id: int, **kwargs) -> None:
+    from factory.services import restock_run_afresh
+
+    restock_run_afresh(restock_id)
+
+
 def _restock_sold_out(sender, *, restock_id: int, **kwargs) -> None:
     from factory.services import restock_hurry
 
@@ -19,8 +25,9 @@ class FactoryConfig(AppConfig):
 
     def ready(self):
         from factory import checks  # noqa: F401 - registers the deploy check
-        from inventory.signals import restock_opened, restock_sold_out
+        from inventory.signals import restock_opened, restock_reopened, restock_sold_out
 
         # inventory announces a committed restock; sending it to the factory is this app's job.
         restock_opened.connect(_restock_opened, dispatch_uid="factory.restock_dispatch")
+        restock_reopened.connect(_restock_reopened, dispatch_uid="factory.restock_run_afresh")
         restock_sold_out.connect(_restock_sold_out, dispatch_uid="factory.restock_hurry")

@@ -909,9 +909,17 @@ def _restock_reopen(restock_id: int) -> bool:
     except IntegrityError:
         return False  # the product has another open restock, which already covers the need
     if reopened:
-        _order_row_locked(restock_id)
-        _order_run_afresh(restock_id, last_error="", redriven_at=timezone.now())
+        restock_run_afresh(restock_id)
     return bool(reopened)
+
+
+def restock_run_afresh(restock_id: int) -> None:
+    """A failed restock pending again (a redrive, or inventory reopening it for a new need through its
+    restock_reopened signal): its order row gets a fresh attempt budget, noted as redriven now. Its dead
+    letters are the caller's: a redrive resolves them; a new need leaves them until the factory takes the
+    order (restock_place). Call in the transaction that reopened it, with the restock's row locked."""
+    _order_row_locked(restock_id)
+    _order_run_afresh(restock_id, last_error="", redriven_at=timezone.now())
 
 
 def _order_run_afresh(restock_id: int, **fields) -> None:

@@ -22,7 +22,7 @@ from donutsite.context import request_id
 from inventory import selectors
 from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
 from inventory.models import SKU_VALIDATOR, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
-from inventory.signals import restock_opened, restock_sold_out
+from inventory.signals import restock_opened, restock_reopened, restock_sold_out
 from notifications.alerts import alert_raise
 from notifications.subscriptions import (
     back_in_stock_announce,
@@ -401,21 +401,39 @@ def restocks_open(products: list[Product], *, reason: str) -> dict[int, Restock]
     """The open restock of each product, opening one where there is none.
 
     The caller holds the products' row locks (products_lock), which serializes this check-then-insert
-    per product; the unique `open_product` column backs it in the database. After commit, each new
-    restock is announced (signals.restock_opened), and the factory app hands it to its queue. A new
-    restock keeps the current request id, which follows it to the factory call (X-Request-ID), its
-    dead letter and its alerts.
+    per product; the unique `open_product` column backs it in the database. Where the product's latest
+    restock failed, that one is reopened instead of a new one inserted (_restock_reopen_failed). After
+    commit, each restock opened is announced (signals.restock_opened), and the factory app hands it to
+    its queue. A new restock keeps the current request id, which follows it to the factory call
+    (X-Request-ID), its dead letter and its alerts.
     """
     by_product = {r.product_id: r for r in Restock.objects.open().filter(product__in=products)}
     for product in products:
         if product.pk in by_product:
             continue
-        restock = Restock.objects.create(
+        restock = _restock_reopen_failed(product, reason=reason) or Restock.objects.create(
             product=product, quantity=product.reorder_quantity, reason=reason, correlation_id=request_id.get()
         )
         by_product[product.pk] = restock
         transaction.on_commit(partial(restock_opened.send, sender=Restock, restock_id=restock.pk, reason=reason))
     return by_product
+
+
+def _restock_reopen_failed(product: Product, *, reason: str) -> Restock | None:
+    """The product's latest restock, pending again for this need, if it failed. A call that timed out or
+    failed may have created its order at the factory, and only its reference (quantity and SKU unchanged)
+    has the factory answer with that order (200) rather than make a second one under a new reference. It
+    takes the need's reason (its queue); the factory app gives it a fresh attempt budget in this
+    transaction (signals.restock_reopened). Call with the product's row locked, as every change of a
+    failed restock is made."""
+    latest = Restock.objects.filter(product=product).order_by("-pk").first()
+    if latest is None or latest.status != Restock.Status.FAILED:
+        return None
+    Restock.objects.failed().filter(pk=latest.pk).update(status=Restock.Status.PENDING, closed_at=None, reason=reason)
+    latest.status, latest.closed_at, latest.reason = Restock.Status.PENDING, None, reason
+    restock_reopened.send(sender=Restock, restock_id=latest.pk)
+    logger.info("restock %s of %s failed; reopened for a new need (%s)", latest.pk, product.sku, reason)
+    return latest
 
 
 def idempotency_keys_purge(*, batch_size: int = 5_000) -> int:

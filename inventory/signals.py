@@ -7,6 +7,12 @@ from django.dispatch import Signal
 # one for Restock.URGENT_REASONS, and notes it (factory.services.restock_dispatch).
 restock_opened = Signal()
 
+# A failed restock was reopened for a new need (services.restocks_open), sent inside the transaction that
+# reopened it: the factory app gives its order row a fresh attempt budget in that same transaction, as a
+# redrive does (factory.services.restock_run_afresh). Sent with restock_id=; restock_opened follows after
+# commit, as for a new restock.
+restock_reopened = Signal()
+
 # A sale took the last of a product whose open restock has not been sent to the factory yet (a routine
 # one, queued behind the others): it is as urgent as a shortage's now. Sent after commit with restock_id=;
 # the factory app sends it again on the urgent queue (factory.services.restock_hurry).

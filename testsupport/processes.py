@@ -227,10 +227,14 @@ class System:
             return json.loads(response.read())
 
     def factory_configure(self, **config) -> None:
+        self.factory_post("/_sim/config", config)
+
+    def factory_post(self, path: str, body: dict):
         request = urllib.request.Request(  # noqa: S310 - local
-            self.factory_url + "/_sim/config",
-            data=json.dumps(config).encode(),
+            self.factory_url + path,
+            data=json.dumps(body).encode(),
             method="POST",
             headers={"Content-Type": "application/json"},
         )
-        urllib.request.urlopen(request, timeout=5).read()  # noqa: S310 - local
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - local
+            return json.loads(response.read())

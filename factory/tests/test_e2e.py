@@ -62,6 +62,7 @@ def fresh(system, standins):
 
 FAULTLESS = {
     "error_rate": 0.0,
+    "error_after_create_rate": 0.0,
     "rate_limit_rate": 0.0,
     "hang_rate": 0.0,
     "latency_ms": [0, 0],
@@ -158,6 +159,36 @@ def test_a_factory_always_failing_dead_letters_alerts_ops_and_a_redrive_fills_th
     assert Product.objects.get(sku="LEMON").on_hand == 12
     dead.refresh_from_db()
     assert dead.redriven_at is not None
+
+
+def test_an_order_the_factory_made_before_every_call_failed_is_not_ordered_again_by_the_next_shortage(system, fresh):
+    # The factory stores the order and then answers 5xx, every time: the restock runs out of attempts and
+    # fails with its order at the factory. The next shortage, before anyone asked the factory about it,
+    # must not order the same donuts again under a new reference.
+    make_product("GLAZED", on_hand=0, reorder_quantity=10)
+    system.factory_configure(error_rate=1.0, error_after_create_rate=1.0, production_seconds=600)
+
+    assert buy_over_http(system, fresh, "GLAZED", 1)[0] == 409
+    failed = wait_for_status("GLAZED", "failed")
+    assert [o["status"] for o in factory_orders(system, failed)] == ["accepted"], "the factory has it"
+    system.factory_configure(error_rate=0.0)
+
+    status, body = buy_over_http(system, fresh, "GLAZED", 1)
+    assert status == 409
+    wait_until(
+        lambda: Restock.objects.filter(product__sku="GLAZED", status="placed").exists(),
+        timeout=30,
+        what="the GLAZED restock to be placed",
+    )
+    orders = [o for o in system.factory_get("/_sim/orders")["results"] if o["sku"] == "GLAZED"]
+    assert [o["reference"] for o in orders] == [failed.reference], "one order for one need"
+    assert body["shortages"][0]["restock"]["id"] == failed.pk, "the shortage names the restock it reopened"
+    system.factory_post(f"/_sim/orders/{orders[0]['order_id']}/complete", {"callback": "send"})
+    wait_for_status("GLAZED", "fulfilled")
+    assert Product.objects.get(sku="GLAZED").on_hand == 10
+    assert list(Restock.objects.filter(product__sku="GLAZED").values_list("pk", flat=True)) == [failed.pk]
+    assert FactoryAttempt.objects.filter(restock=failed).last().outcome == "replayed", "the factory's own answer"
+    assert not DeadLetter.objects.unresolved().exists(), "the factory took it: nothing left to redrive"
 
 
 def test_duplicate_callbacks_grow_stock_once(system, fresh):

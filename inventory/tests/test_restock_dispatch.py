@@ -55,6 +55,35 @@ def test_a_shortage_hands_its_restock_to_the_urgent_queue(factory_queue):
     assert order.dispatched_at is not None and order.dispatch_count == 1
 
 
+def test_a_shortage_after_the_products_restock_failed_sends_that_restock_again_with_a_fresh_budget(factory_queue):
+    # Its calls failed or timed out, and one may have created the order at the factory: only its
+    # reference has the factory answer with that order instead of making a second one.
+    from testsupport.data import make_failed_restock
+
+    product = make_product("VIRAL", on_hand=0, reorder_quantity=80)
+    failed, dead_letter = make_failed_restock(product)  # 50 ordered, when the reorder quantity was 50
+    FactoryOrder.objects.filter(restock=failed).update(attempt_count=6)  # the whole budget spent
+    client, _ = make_api_client()
+
+    with pytest.raises(OutOfStock) as refused:
+        sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+
+    assert refused.value.details["shortages"][0]["restock"] == {
+        "id": failed.pk,
+        "status": "pending",
+        "expected_at": None,
+    }
+    assert list(Restock.objects.values_list("pk", "status", "quantity", "reason")) == [
+        (failed.pk, "pending", 50, "shortage")
+    ], "no second restock, and the same order as before"
+    assert factory_queue("factory_urgent") == [failed.pk], "sent at once, on the shortage's queue"
+    order = FactoryOrder.objects.get(restock=failed)
+    assert (order.attempt_count, order.attempts_this_run) == (6, 0), "a fresh budget: not given up at its first failure"
+    assert order.redriven_at is not None and order.dispatch_count == 1
+    dead_letter.refresh_from_db()
+    assert not dead_letter.is_resolved, "it waits until the factory takes the order"
+
+
 def test_a_sale_that_takes_the_last_one_hurries_its_queued_restock_to_the_urgent_queue(factory_queue):
     product = make_product("LOW", on_hand=3, reorder_point=5)
     with transaction.atomic():
