@@ -137,7 +137,7 @@ def redrive_all_view(request):
     if result.sent:
         messages.success(request, text)
     else:
-        (messages.warning if result.nothing or result.unsent else messages.info)(request, text)
+        (messages.warning if result.nothing or result.superseded or result.unsent else messages.info)(request, text)
     return redirect(reverse("dashboard"))
 
 
