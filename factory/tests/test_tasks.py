@@ -117,6 +117,26 @@ def test_a_retry_after_longer_than_the_broker_may_hold_parks_the_restock_in_the_
     assert FactoryAttempt.objects.get(restock=restock).outcome == "rate_limited"
 
 
+def test_a_parked_restock_is_sent_by_the_first_sweep_once_its_retry_after_is_over(factory, queues, settings):
+    # A park leaves no message on its way, so OUTBOX_RESEND_AFTER_SECONDS (the wait for one that may still
+    # be) does not apply: the reconcile sweep, every RECONCILE_INTERVAL_SECONDS, sends it once the factory's
+    # Retry-After is over, not a minute later. A message held for it in Redis (a countdown or an eta) would
+    # outlive the visibility timeout and be handed out again: the park is the database's for that reason.
+    from factory.services import reconcile
+
+    settings.OUTBOX_RESEND_AFTER_SECONDS = 60
+    factory.answer(429, {"error": "slow down"}, {"Retry-After": "20"})
+    restock = pending_restock(dispatched_at=timezone.now())
+    assert run(restock_place_task, restock.pk) is None
+    parked_until = order_of(restock).next_attempt_at
+
+    assert reconcile()["restocks_resent"] == 0, "not before the factory's Retry-After is over"
+    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # ... and now it is
+    assert reconcile()["restocks_resent"] == 1
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
+    assert parked_until > timezone.now() + timedelta(seconds=settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)
+
+
 def test_the_last_allowed_attempt_failing_dead_letters_fails_the_restock_and_alerts_ops(factory, queues, settings):
     factory.answer(503, {"error": "down"})
     restock = pending_restock(attempt_count=settings.FACTORY_MAX_ATTEMPTS - 1)
