@@ -183,12 +183,12 @@ def test_an_order_the_factory_made_before_every_call_failed_is_not_ordered_again
     orders = [o for o in system.factory_get("/_sim/orders")["results"] if o["sku"] == "GLAZED"]
     assert [o["reference"] for o in orders] == [failed.reference], "one order for one need"
     assert body["shortages"][0]["restock"]["id"] == failed.pk, "the shortage names the restock it reopened"
+    assert not DeadLetter.objects.unresolved().exists(), "the factory took it: nothing left to redrive"
     system.factory_post(f"/_sim/orders/{orders[0]['order_id']}/complete", {"callback": "send"})
     wait_for_status("GLAZED", "fulfilled")
     assert Product.objects.get(sku="GLAZED").on_hand == 10
     assert list(Restock.objects.filter(product__sku="GLAZED").values_list("pk", flat=True)) == [failed.pk]
     assert FactoryAttempt.objects.filter(restock=failed).last().outcome == "replayed", "the factory's own answer"
-    assert not DeadLetter.objects.unresolved().exists(), "the factory took it: nothing left to redrive"
 
 
 def test_duplicate_callbacks_grow_stock_once(system, fresh):
