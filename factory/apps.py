@@ -14,6 +14,12 @@ def _restock_reopened(sender, *, restock_id: int, **kwargs) -> None:
     restock_run_afresh(restock_id)
 
 
+def _restock_reopen_asked(sender, *, restock_id: int, **kwargs) -> bool:
+    from factory.services import restock_reopenable
+
+    return restock_reopenable(restock_id)
+
+
 def _restock_sold_out(sender, *, restock_id: int, **kwargs) -> None:
     from factory.services import restock_hurry
 
@@ -25,9 +31,10 @@ class FactoryConfig(AppConfig):
 
     def ready(self):
         from factory import checks  # noqa: F401 - registers the deploy check
-        from inventory.signals import restock_opened, restock_reopened, restock_sold_out
+        from inventory.signals import restock_opened, restock_reopen_asked, restock_reopened, restock_sold_out
 
         # inventory announces a committed restock; sending it to the factory is this app's job.
         restock_opened.connect(_restock_opened, dispatch_uid="factory.restock_dispatch")
         restock_reopened.connect(_restock_reopened, dispatch_uid="factory.restock_run_afresh")
+        restock_reopen_asked.connect(_restock_reopen_asked, dispatch_uid="factory.restock_reopenable")
         restock_sold_out.connect(_restock_sold_out, dispatch_uid="factory.restock_hurry")

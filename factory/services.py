@@ -913,6 +913,14 @@ def _restock_reopen(restock_id: int) -> bool:
     return bool(reopened)
 
 
+def restock_reopenable(restock_id: int) -> bool:
+    """Whether a failed restock may be sent again for a new need under its reference: not when the factory
+    refused its last call for good (400, 401, 409). Then no order of ours is under that reference (a resend of
+    an order the factory has is answered 200), and the same call would be refused again."""
+    last = FactoryAttempt.objects.filter(restock_id=restock_id).order_by("-number", "-pk").first()
+    return last is None or last.outcome != FactoryAttempt.Outcome.PERMANENT
+
+
 def restock_run_afresh(restock_id: int) -> None:
     """A failed restock pending again (a redrive, or inventory reopening it for a new need through its
     restock_reopened signal): its order row gets a fresh attempt budget, noted as redriven now. Its dead

@@ -22,7 +22,7 @@ from donutsite.context import request_id
 from inventory import selectors
 from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
 from inventory.models import SKU_VALIDATOR, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
-from inventory.signals import restock_opened, restock_reopened, restock_sold_out
+from inventory.signals import restock_opened, restock_reopen_asked, restock_reopened, restock_sold_out
 from notifications.alerts import alert_raise
 from notifications.subscriptions import (
     back_in_stock_announce,
@@ -424,10 +424,12 @@ def _restock_reopen_failed(product: Product, *, reason: str) -> Restock | None:
     failed may have created its order at the factory, and only its reference (quantity and SKU unchanged)
     has the factory answer with that order (200) rather than make a second one under a new reference. It
     takes the need's reason (its queue); the factory app gives it a fresh attempt budget in this
-    transaction (signals.restock_reopened). Call with the product's row locked, as every change of a
-    failed restock is made."""
+    transaction (signals.restock_reopened). Not one the factory refused (signals.restock_reopen_asked).
+    Call with the product's row locked, as every change of a failed restock is made."""
     latest = Restock.objects.filter(product=product).order_by("-pk").first()
     if latest is None or latest.status != Restock.Status.FAILED:
+        return None
+    if any(answer is False for _, answer in restock_reopen_asked.send(sender=Restock, restock_id=latest.pk)):
         return None
     Restock.objects.failed().filter(pk=latest.pk).update(status=Restock.Status.PENDING, closed_at=None, reason=reason)
     latest.status, latest.closed_at, latest.reason = Restock.Status.PENDING, None, reason

@@ -13,6 +13,13 @@ restock_opened = Signal()
 # commit, as for a new restock.
 restock_reopened = Signal()
 
+# Asked before a failed restock is reopened for a new need (services.restocks_open), with restock_id=: a
+# receiver that answers False keeps it failed, and a new restock (a new reference) is opened instead. The
+# factory app answers False when the factory refused the restock's last call (400, 401, 409): nothing of
+# ours is under that reference, and the same call would be refused again, for every need after it
+# (factory.services.restock_reopenable).
+restock_reopen_asked = Signal()
+
 # A sale took the last of a product whose open restock has not been sent to the factory yet (a routine
 # one, queued behind the others): it is as urgent as a shortage's now. Sent after commit with restock_id=;
 # the factory app sends it again on the urgent queue (factory.services.restock_hurry).

@@ -13,7 +13,7 @@ from django.db import OperationalError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from factory.models import FactoryOrder
+from factory.models import FactoryAttempt, FactoryOrder
 from inventory.errors import OutOfStock
 from inventory.models import Restock
 from inventory.services import SaleItem, restocks_open, sale_create
@@ -82,6 +82,26 @@ def test_a_shortage_after_the_products_restock_failed_sends_that_restock_again_w
     assert order.redriven_at is not None and order.dispatch_count == 1
     dead_letter.refresh_from_db()
     assert not dead_letter.is_resolved, "it waits until the factory takes the order"
+
+
+def test_a_shortage_after_the_factory_refused_the_products_restock_opens_a_new_one(factory_queue):
+    # A 409 (its reference taken by another order) or a 400: the same call is refused again, and reopening
+    # it for every need after it left the product with no way to be ordered again.
+    from testsupport.data import make_failed_restock
+
+    product = make_product("VIRAL", on_hand=0, reorder_quantity=80)
+    refused, _ = make_failed_restock(product)
+    FactoryAttempt.objects.create(restock=refused, number=1, outcome="permanent", status_code=409, latency_ms=40)
+    client, _ = make_api_client()
+
+    with pytest.raises(OutOfStock) as short:
+        sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+
+    new = Restock.objects.get(status="pending")
+    assert new.pk != refused.pk and new.quantity == 80
+    assert short.value.details["shortages"][0]["restock"]["id"] == new.pk
+    assert Restock.objects.get(pk=refused.pk).status == "failed"
+    assert factory_queue("factory_urgent") == [new.pk]
 
 
 def test_a_sale_that_takes_the_last_one_hurries_its_queued_restock_to_the_urgent_queue(factory_queue):
