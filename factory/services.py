@@ -913,12 +913,18 @@ def _restock_reopen(restock_id: int) -> bool:
     return bool(reopened)
 
 
+# The factory's refusals of the order itself: its body (400) or its reference, another order's (409).
+ORDER_REFUSED = (400, 409)
+
+
 def restock_reopenable(restock_id: int) -> bool:
     """Whether a failed restock may be sent again for a new need under its reference: not when the factory
-    refused its last call for good (400, 401, 409). Then no order of ours is under that reference (a resend of
-    an order the factory has is answered 200), and the same call would be refused again."""
+    refused its last call's order (ORDER_REFUSED). Then no order of ours is under that reference (a resend of
+    an order the factory has is answered 200), and the same call would be refused again. Any other refusal
+    (a wrong key's 401, a 404 from a wrong URL) says nothing of the order an earlier call may have made:
+    only this reference finds it."""
     last = FactoryAttempt.objects.filter(restock_id=restock_id).order_by("-number", "-pk").first()
-    return last is None or last.outcome != FactoryAttempt.Outcome.PERMANENT
+    return last is None or not (last.outcome == FactoryAttempt.Outcome.PERMANENT and last.status_code in ORDER_REFUSED)
 
 
 def restock_run_afresh(restock_id: int) -> None:

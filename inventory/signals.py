@@ -15,8 +15,8 @@ restock_reopened = Signal()
 
 # Asked before a failed restock is reopened for a new need (services.restocks_open), with restock_id=: a
 # receiver that answers False keeps it failed, and a new restock (a new reference) is opened instead. The
-# factory app answers False when the factory refused the restock's last call (400, 401, 409): nothing of
-# ours is under that reference, and the same call would be refused again, for every need after it
+# factory app answers False when the factory refused the restock's last call's order (400, 409): nothing
+# of ours is under that reference, and the same call would be refused again, for every need after it
 # (factory.services.restock_reopenable).
 restock_reopen_asked = Signal()
 

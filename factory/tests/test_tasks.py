@@ -9,6 +9,7 @@ import pytest
 import redis
 from celery import current_app
 from celery.exceptions import Retry
+from django.db import transaction
 from django.utils import timezone
 
 from factory.client import FactoryRejected
@@ -18,7 +19,7 @@ from factory.services import dead_letters_redrive, restock_place
 from factory.tasks import restock_place_task, restock_poll_task
 from inventory.models import Product, Restock
 from inventory.selectors import ledger_differences
-from inventory.services import restocks_open
+from inventory.services import products_lock, restocks_open
 from notifications.alerts import alert_groups_flush
 from notifications.models import Alert, AlertGroup
 from testsupport.data import make_product
@@ -730,3 +731,31 @@ def test_a_claim_and_the_hand_over_noting_the_same_order_row_neither_deadlocks(f
     assert outcomes == {"worker": "placed", "hand-over": True}
     assert (order_of(restock).attempt_count, order_of(restock).dispatch_count) == (1, 1)
     assert "noting it failed" not in caplog.text
+
+
+def test_a_need_after_a_401_sends_the_failed_restock_again_under_its_reference(factory, queues):
+    # Its first call timed out or failed after the factory stored the order; the next was refused for a
+    # wrong key (rotated at the factory, say), which says nothing of that order. Once the key is right,
+    # the next need must send the same reference, which the factory answers with the order it has (200):
+    # a new restock under a new reference was a second order for the same donuts.
+    factory.answer(503, {"error": "stored, then fell over"})
+    restock = pending_restock()
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+    factory.answer(401, {"error": "bad key"})
+    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the retry is due
+    with pytest.raises(FactoryRejected) as raised:
+        run(restock_place_task, restock.pk, retries=1)
+    fail(restock_place_task, raised.value, restock.pk)
+    assert Restock.objects.get(pk=restock.pk).status == "failed"
+
+    with transaction.atomic():  # the next shortage, with the key fixed
+        product = products_lock([restock.product_id])[restock.product_id]
+        opened = restocks_open([product], reason="shortage")[product.pk]
+    factory.answer(200, {**ORDER, "reference": restock.reference, "order_id": "F-000900"})
+    assert run(restock_place_task, opened.pk) == "placed"
+
+    sent = [json.loads(request["body"])["reference"] for request in factory.requests]
+    assert sent == [restock.reference] * 3, "one reference: one order at the factory"
+    assert list(Restock.objects.values_list("pk", "status")) == [(restock.pk, "placed")]
+    assert not DeadLetter.objects.unresolved().exists()
