@@ -51,6 +51,11 @@ def product_get(*, sku: str) -> Product:
     return product
 
 
+def product_exists(*, sku: str) -> bool:
+    """Whether a product has exactly this SKU, on sale or retired."""
+    return sku in Product.objects.filter(sku=sku).values_list("sku", flat=True)  # exact: the collation pads
+
+
 def _unknown_sku(unknown: list[str]) -> UnknownSku:
     """The refusal, with the SKU meant when exactly one of ours differs from it only in case
     (`did_you_mean`). When several do (GLAZED and glazed are two products), the message names them all

@@ -602,8 +602,8 @@ def product_subscribe(*, client, sku: str, device_id: int):
 
 def product_unsubscribe(*, client, sku: str, device_id: int) -> None:
     """Unsubscribe one of the client's devices from a SKU, a push still owed included. Safe to repeat: a
-    SKU we sell that the device is not subscribed to changes nothing. A subscribed SKU need not be on sale
-    any more (a retired product). Raises UnknownDevice for a device that is not the client's, or UnknownSku
-    for a SKU neither subscribed to nor sold."""
-    if not subscription_delete(client=client, device_id=device_id, sku=sku):
-        selectors.product_get(sku=sku)
+    SKU we have that the device is not subscribed to changes nothing, a retired one too (a retry after its
+    subscription went). Raises UnknownDevice for a device that is not the client's, or UnknownSku for a SKU
+    neither subscribed to nor ours."""
+    if not subscription_delete(client=client, device_id=device_id, sku=sku) and not selectors.product_exists(sku=sku):
+        selectors.product_get(sku=sku)  # the refusal, with did_you_mean
