@@ -181,12 +181,35 @@ class RetryingTask(Task):
         )
 
 
+def _dead_letter_failed_again(dead_letter, *, exc, traceback, attempts, now):
+    """The open dead letter of work that failed again: the latest error and when, the attempts added up. Its
+    alert (still open, or acknowledged by whoever took it) and its copy in the dead-letter queue stand."""
+    dead_letter.exception_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    dead_letter.exception_message = str(exc)[:5000]
+    dead_letter.traceback = traceback[-20000:]
+    dead_letter.attempts += attempts
+    dead_letter.last_failed_at = now
+    dead_letter.save(update_fields=["exception_type", "exception_message", "traceback", "attempts", "last_failed_at"])
+    logger.error(
+        "DEAD LETTER %s: %s%r failed again, %s attempt(s) in all: %s: %s",
+        dead_letter.pk,
+        dead_letter.task_name,
+        tuple(dead_letter.args),
+        dead_letter.attempts,
+        dead_letter.exception_type,
+        dead_letter.exception_message,
+    )
+    return dead_letter
+
+
 def dead_letter_record(
     *, task_name, task_id, args, kwargs, queue, exc, traceback, attempts, correlation_id="", context=None, claim=None
 ):
     """Store a dead letter durably with its critical alert (one transaction), park a copy of the message
     in the dead-letter queue, and log it. `claim`, when given, runs first in that transaction and settles
-    the work as given up; if it finds nothing left to settle, nothing is written and None is returned."""
+    the work as given up; if it finds nothing left to settle, nothing is written and None is returned.
+    Work that fails again while its dead letter is still open (a new need reopened the failed restock) is
+    that dead letter brought up to date (_dead_letter_failed_again): one per work, one page, one copy."""
     from factory.models import DeadLetter
     from notifications.alerts import alert_raise
 
@@ -197,6 +220,15 @@ def dead_letter_record(
         if claim is not None and not claim():
             logger.info("%s%r: already settled by another message; no second dead letter", task_name, tuple(args))
             return None
+        still_open = context.get("restock_id") and (
+            DeadLetter.objects.unresolved()
+            .select_for_update()
+            .filter(task_name=task_name, restock_id=context["restock_id"])
+            .order_by("pk")
+            .first()
+        )
+        if still_open:
+            return _dead_letter_failed_again(still_open, exc=exc, traceback=traceback, attempts=attempts, now=now)
         dead_letter = DeadLetter.objects.create(
             task_name=task_name,
             task_id=task_id or "",

@@ -13,7 +13,7 @@ from django.db import OperationalError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from factory.models import FactoryAttempt, FactoryOrder
+from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
 from inventory.errors import OutOfStock
 from inventory.models import Restock
 from inventory.services import SaleItem, restocks_open, sale_create
@@ -22,7 +22,7 @@ from testsupport.data import make_api_client, make_product
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-RESTOCK_QUEUES = ("factory", "factory_urgent")
+RESTOCK_QUEUES = ("factory", "factory_urgent", "dead_letter")
 
 
 @pytest.fixture
@@ -82,6 +82,44 @@ def test_a_shortage_after_the_products_restock_failed_sends_that_restock_again_w
     assert order.redriven_at is not None and order.dispatch_count == 1
     dead_letter.refresh_from_db()
     assert not dead_letter.is_resolved, "it waits until the factory takes the order"
+
+
+def test_a_reopened_restock_that_fails_again_keeps_its_one_dead_letter_up_to_date(factory_queue):
+    # A factory outage: each need reopened the failed restock and each run gave up again, leaving a dead
+    # letter, a page and a copy in Flower's dead_letter queue per need for one restock of one product.
+    from factory.client import FactoryUnavailable
+    from factory.retries import dead_letter_record
+    from factory.services import restock_fail
+    from notifications.models import Alert
+    from testsupport.data import make_failed_restock
+
+    product = make_product("VIRAL", on_hand=0)
+    failed, dead_letter = make_failed_restock(product)
+    client, _ = make_api_client()
+    with pytest.raises(OutOfStock):
+        sale_create(client=client, items=[SaleItem("VIRAL", 1)])  # reopens it
+    pages = Alert.objects.filter(kind="dead_letter").count()
+
+    again = dead_letter_record(
+        claim=lambda: restock_fail(failed.pk, reason="OutOfAttempts: 5 attempts"),
+        task_name="factory.restock_place",
+        task_id="task-again",
+        args=[failed.pk],
+        kwargs={},
+        queue="factory_urgent",
+        exc=FactoryUnavailable("503 Service Unavailable"),
+        traceback="",
+        attempts=5,
+        context={"restock_id": failed.pk, "sku": "VIRAL"},
+    )
+
+    assert Restock.objects.get(pk=failed.pk).status == "failed"
+    assert again.pk == dead_letter.pk and DeadLetter.objects.count() == 1
+    dead_letter.refresh_from_db()
+    assert dead_letter.exception_type == "factory.client.FactoryUnavailable" and dead_letter.attempts == 6
+    assert dead_letter.last_failed_at > dead_letter.first_failed_at
+    assert Alert.objects.filter(kind="dead_letter").count() == pages, "its page is still the one"
+    assert factory_queue("dead_letter") == [failed.pk], "one copy for Flower"
 
 
 def test_a_shortage_after_the_factory_refused_the_products_restock_opens_a_new_one(factory_queue):
