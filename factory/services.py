@@ -938,9 +938,15 @@ def restock_run_afresh(restock_id: int) -> None:
 
 def _order_run_afresh(restock_id: int, **fields) -> None:
     """A restock pending again gets a fresh attempt budget (its calls keep their numbers: the next is N+1)
-    and nothing that held its last run: no claim, no dispatch noted, no wait for a retry."""
+    and nothing that held its last run: no claim, no dispatch noted, no wait for a retry, and no overdue
+    alert yet (the last run's was closed when it failed: this run is told of once, as the first was)."""
     FactoryOrder.objects.filter(restock_id=restock_id).update(
-        attempts_before_redrive=F("attempt_count"), claimed_at=None, dispatched_at=None, next_attempt_at=None, **fields
+        attempts_before_redrive=F("attempt_count"),
+        claimed_at=None,
+        dispatched_at=None,
+        next_attempt_at=None,
+        overdue_alerted_at=None,
+        **fields,
     )
 
 

@@ -10,7 +10,7 @@ from factory.models import FactoryOrder
 from factory.services import reconcile, restock_fail, restock_receive
 from inventory.models import Restock
 from notifications.alerts import alerts_escalate
-from notifications.models import Alert, AlertDelivery
+from notifications.models import Alert, AlertDelivery, AlertGroup
 from testsupport.data import make_product
 
 pytestmark = pytest.mark.django_db
@@ -218,3 +218,35 @@ def test_a_receipt_still_committing_while_the_sweep_alerts_leaves_no_alert_open(
 
     assert Restock.objects.get(pk=restock.pk).status == "fulfilled"
     assert not Alert.objects.filter(kind="restock_overdue", acknowledged_at__isnull=True).exists()
+
+
+def test_a_failed_restock_sent_again_alerts_again_if_it_stays_open_past_its_grace(grace):
+    # Told once per restock: a restock that was overdue, failed, and was sent again (a new need reopened it,
+    # or a redrive) was never told about again, however long its new run stayed pending.
+    from inventory.services import SaleItem, sale_create
+    from testsupport.data import make_api_client
+
+    now = timezone.now()
+    restock = pending_restock(
+        "MAPLE",
+        opened_ago=grace + timedelta(minutes=20),
+        attempt_count=1,
+        last_error="429: slow down",
+        next_attempt_at=now - grace - timedelta(seconds=1),
+        dispatched_at=None,
+        claimed_at=now,
+    )
+    reconcile()
+    assert restock_fail(restock.pk, reason="OutOfAttempts: 6 attempts")
+    client, _ = make_api_client()
+    with pytest.raises(Exception):  # noqa: B017 - OutOfStock; the need reopens the failed restock
+        sale_create(client=client, items=[SaleItem("MAPLE", 1)])
+    long_ago = timezone.now() - grace - timedelta(seconds=1)
+    FactoryOrder.objects.filter(restock=restock).update(redriven_at=long_ago, dispatched_at=long_ago, claimed_at=now)
+    AlertGroup.objects.update(window_ends_at=long_ago)  # the first alert's window is over
+
+    reconcile()
+
+    first, second = sorted(overdue_alerts(), key=lambda alert: alert.pk)
+    assert first.acknowledged_at is not None, "closed when it failed"
+    assert second.acknowledged_at is None and "MAPLE" in second.title
