@@ -38,6 +38,12 @@ _public_errors = {
 }
 
 
+def _not_found(description: str, message: str) -> OpenApiResponse:
+    """A detail view's 404 in the schema, with the answer it gives as its example."""
+    example = OpenApiExample("not_found", value={"code": "not_found", "message": message}, status_codes=["404"])
+    return OpenApiResponse(ErrorOut, description=f"{description} (`not_found`).", examples=[example])
+
+
 class ListPagination(PageNumberPagination):
     """Every list: 50 a page, `?page=N`; a page past the last is a 404 (`not_found`)."""
 
@@ -164,15 +170,7 @@ class SaleDetailView(APIView):
         responses={
             200: SaleOut,
             401: _errors[401],
-            404: OpenApiResponse(
-                ErrorOut,
-                description="No sale of yours has this id (`not_found`).",
-                examples=[
-                    OpenApiExample(
-                        "not_found", value={"code": "not_found", "message": "No such sale."}, status_codes=["404"]
-                    )
-                ],
-            ),
+            404: _not_found("No sale of yours has this id", "No such sale."),
             429: _errors[429],
         },
     )
@@ -250,15 +248,7 @@ class RestockDetailView(APIView):
         responses={
             200: RestockOut,
             401: _errors[401],
-            404: OpenApiResponse(
-                ErrorOut,
-                description="No restock has this id (`not_found`).",
-                examples=[
-                    OpenApiExample(
-                        "not_found", value={"code": "not_found", "message": "No such restock."}, status_codes=["404"]
-                    )
-                ],
-            ),
+            404: _not_found("No restock has this id", "No such restock."),
             429: _errors[429],
         },
     )
