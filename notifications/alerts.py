@@ -214,13 +214,19 @@ def alerts_settle(dedupe_key: str, *, user=None, **filters) -> None:
     """What the dedupe key's alerts were about is over: its open alerts acknowledged (`filters` narrow
     them), and what its group held back settled (_group_settle). When that sends no settled summary and
     critical pages were among the open alerts, one info line says it is over (_stand_down): the pages
-    stay the last word in Slack otherwise. Call it in the transaction that ended it."""
-    paged = list(
-        Alert.objects.filter(
-            dedupe_key=dedupe_key, acknowledged_at__isnull=True, severity=Severity.CRITICAL, **filters
-        ).values_list("kind", "title", "context")
-    )
-    closed = alerts_acknowledge(dedupe_key, user=user, **filters)
+    stay the last word in Slack otherwise. Call it in the transaction that ended it. With open alerts, takes
+    the key's lock before their rows, as alert_raise does (it counts on the leader's row under that lock):
+    the other order deadlocked a worker recording an accepted order with one recording a failed call."""
+    paged, closed = [], 0
+    # Without the lock when nothing is open: every order the factory accepts settles its warning.
+    if Alert.objects.filter(dedupe_key=dedupe_key, acknowledged_at__isnull=True, **filters).exists():
+        alert_key_lock(dedupe_key)
+        paged = list(
+            Alert.objects.filter(
+                dedupe_key=dedupe_key, acknowledged_at__isnull=True, severity=Severity.CRITICAL, **filters
+            ).values_list("kind", "title", "context")
+        )
+        closed = alerts_acknowledge(dedupe_key, user=user, **filters)
     if not _group_settle(dedupe_key, at_once=closed > 0) and paged:
         _stand_down(dedupe_key, paged, user=user)
 

@@ -227,3 +227,68 @@ def test_the_escalation_sweep_reads_an_index_not_every_alert_ever_raised():
 
     assert Alert.objects.get(pk=due.pk).escalated_at is not None
     assert (search["key"], search["type"]) == ("alert_escalation_due", "range"), search
+
+
+def _waiting_for_a_lock(connection_id: int) -> bool:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = %s AND trx_state = %s",
+            [connection_id, "LOCK WAIT"],
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_accepted_order_settling_the_factory_warning_while_a_failed_call_raises_it_deadlocks_neither():
+    # A rush on a flapping factory: one worker records the factory accepting an order (its "failed N calls in
+    # a row" warning settled), another a failed call (that warning raised again) at the same moment. Settling
+    # took the warning's row before the key's lock and raising the other way round: one of them deadlocked,
+    # and the accepted order's record was rolled back after the factory had it.
+    AlertLock.objects.bulk_create([AlertLock(id=i) for i in range(AlertLock.STRIPES)], ignore_conflicts=True)
+    warning = raise_alert("factory_degraded", "warning", "The factory failed 5 calls in a row", context={"sku": "A"})
+    raising_holds_the_key, settling_connection = threading.Event(), []
+    errors = []
+
+    def failed_call():
+        try:
+            with transaction.atomic():
+                alerts.alert_key_lock("factory_degraded")  # alert_raise's first step
+                raising_holds_the_key.set()
+                for _ in range(500):  # until the settling transaction waits for a lock (deadlocked or queued)
+                    if settling_connection and _waiting_for_a_lock(settling_connection[0]):
+                        break
+                    threading.Event().wait(0.02)
+                alerts.alert_raise(
+                    kind="factory_degraded",
+                    severity="warning",
+                    title="The factory failed 5 calls in a row",
+                    dedupe_key="factory_degraded",
+                    context={"sku": "B"},
+                )
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def accepted_order():
+        try:
+            raising_holds_the_key.wait()
+            with transaction.atomic():
+                with connections["default"].cursor() as cursor:
+                    cursor.execute("SELECT CONNECTION_ID()")
+                    settling_connection.append(cursor.fetchone()[0])
+                alerts.alerts_settle("factory_degraded")
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=failed_call), threading.Thread(target=accepted_order)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    warning.refresh_from_db()
+    assert warning.acknowledged_at is not None
