@@ -725,7 +725,8 @@ def dead_letter_redrive(
     the dead letter's.
     Returns False, sending nothing, when there is nothing to do: the restock is no longer failed
     (redriven already, or settled since), or its product has another open restock by now; a dead letter
-    of no restock was sent again already. Returns Superseded, sending nothing, for a failed restock whose
+    of no restock was sent again already; a restock a new need reopened keeps its open dead letter (it
+    resolves when the factory takes the order). Returns Superseded, sending nothing, for a failed restock whose
     product has a newer restock, whatever became of it: that one took the need over (open, it covers it;
     received, it met it), and reopening this one would order the same donuts again; its dead letters are
     settled as superseded. So a repeat is harmless. Either way the dead letter (with any
@@ -764,6 +765,17 @@ def dead_letter_redrive(
             for other in _restock_dead_letters_lock(locked.restock_id):  # about the same work
                 _dead_letter_settled(other, by=settled_by, user=user)
             return newer
+        if locked.redriven_at is None and Restock.objects.pending().filter(pk=locked.restock_id).exists():
+            # Pending with its dead letter open: a new need reopened it (a redrive resolves them), and it is on
+            # its way again. Nothing to send; the dead letter stays open until the factory takes the order, and
+            # is brought up to date if it fails again: settled here, that failure was a second dead letter.
+            logger.info(
+                "dead letter %s: restock %s was reopened by a new need and is being sent again; left open until "
+                "the factory takes it",
+                locked.pk,
+                locked.restock_id,
+            )
+            return False
         if not _restock_reopen(locked.restock_id):
             logger.info(
                 "dead letter %s: restock %s is no longer failed, or its product has another open restock; "

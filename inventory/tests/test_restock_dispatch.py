@@ -122,6 +122,53 @@ def test_a_reopened_restock_that_fails_again_keeps_its_one_dead_letter_up_to_dat
     assert factory_queue("dead_letter") == [failed.pk], "one copy for Flower"
 
 
+def test_a_redrive_during_the_outage_leaves_a_reopened_restocks_dead_letter_open_and_it_stays_the_one(factory_queue):
+    # Ops press "Redrive all" while the factory is still down. A need had reopened the failed restock, so it
+    # is pending and on its way again: the redrive has nothing to send, but it settled the dead letter as if
+    # its work were done. The restock then failed again against the down factory, and a second dead letter
+    # with a second page came for the same restock (6 restocks of 40 in a rush, redriven from the admin).
+    from io import StringIO
+
+    from factory.client import FactoryUnavailable
+    from factory.retries import dead_letter_record
+    from factory.services import restock_fail
+    from notifications.models import Alert
+    from testsupport.data import make_failed_restock
+
+    product = make_product("VIRAL", on_hand=0)
+    failed, dead_letter = make_failed_restock(product)
+    client, _ = make_api_client()
+    with pytest.raises(OutOfStock):
+        sale_create(client=client, items=[SaleItem("VIRAL", 1)])  # reopens it
+    out = StringIO()
+    call_command("redrive", "--all", stdout=out)
+
+    dead_letter.refresh_from_db()
+    assert not dead_letter.is_resolved, "it is still failing: it waits until the factory takes the order"
+    assert (
+        out.getvalue().splitlines()[-1]
+        == "0 dead letters sent again; 1 had nothing to do (redriven or settled already)."
+    )
+    assert factory_queue("factory_urgent") == [failed.pk], "nothing sent twice"
+    pages = Alert.objects.filter(kind="dead_letter").count()
+
+    dead_letter_record(
+        claim=lambda: restock_fail(failed.pk, reason="OutOfAttempts: 5 attempts"),
+        task_name="factory.restock_place",
+        task_id="task-again",
+        args=[failed.pk],
+        kwargs={},
+        queue="factory_urgent",
+        exc=FactoryUnavailable("503 Service Unavailable"),
+        traceback="",
+        attempts=5,
+        context={"restock_id": failed.pk, "sku": "VIRAL"},
+    )
+
+    assert list(DeadLetter.objects.values_list("pk", flat=True)) == [dead_letter.pk], "one dead letter per restock"
+    assert Alert.objects.filter(kind="dead_letter").count() == pages, "no second page"
+
+
 def test_a_shortage_after_the_factory_refused_the_products_restock_opens_a_new_one(factory_queue):
     # A 409 (its reference taken by another order) or a 400: the same call is refused again, and reopening
     # it for every need after it left the product with no way to be ordered again.
