@@ -18,6 +18,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from factory.models import DeadLetter
+from inventory.models import Restock
 from ops import charts, selectors
 
 VIEW_PERMISSIONS = (
@@ -132,8 +133,16 @@ def redrive_all_view(request):
     )
     text = result.summary()
     left = unresolved.count()
-    if left:
-        text += f" {left} still waiting: click Redrive all again."
+    # Open until the factory takes the order, however often they are redriven: another click changes nothing.
+    on_their_way = unresolved.filter(restock__status=Restock.Status.PENDING).count()
+    if on_their_way:
+        text += (
+            f" {on_their_way} about a restock a new need is sending again: open until the factory takes it."
+            if on_their_way == 1
+            else f" {on_their_way} about restocks new needs are sending again: open until the factory takes them."
+        )
+    if left - on_their_way:
+        text += f" {left - on_their_way} still waiting: click Redrive all again."
     if result.sent:
         messages.success(request, text)
     else:

@@ -322,6 +322,23 @@ def test_redrive_all_reopens_every_failed_restock_and_says_so(admin_client, queu
     assert sorted(queued_restocks()) == [first.pk, second.pk], "each reopened restock is sent to the factory again"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_redrive_all_during_an_outage_says_a_reopened_restocks_dead_letter_waits_for_the_factory(admin_client, queues):
+    # A new need reopened the failed restock, which is failing again against a factory still down: its dead
+    # letter stays open until the factory takes the order, and clicking again would change nothing.
+    restock, dead_letter = make_failed_restock()
+    Restock.objects.filter(pk=restock.pk).update(status=Restock.Status.PENDING, closed_at=None)
+
+    response = admin_client.post(REDRIVE_ALL, follow=True)
+
+    assert shown_messages(response) == [
+        "0 dead letters sent again; 1 had nothing to do (redriven or settled already). 1 about a restock a new "
+        "need is sending again: open until the factory takes it."
+    ]
+    dead_letter.refresh_from_db()
+    assert not dead_letter.is_resolved
+
+
 @pytest.mark.django_db
 def test_redrive_all_with_nothing_to_redrive_says_so(admin_client):
     response = admin_client.post(REDRIVE_ALL, follow=True)
