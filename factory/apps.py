@@ -15,9 +15,9 @@ def _restock_reopened(sender, *, restock_id: int, **kwargs) -> None:
 
 
 def _restock_reopen_asked(sender, *, restock_id: int, **kwargs) -> bool:
-    from factory.services import restock_reopenable
+    from factory.services import restock_order_refused
 
-    return restock_reopenable(restock_id)
+    return not restock_order_refused(restock_id)
 
 
 def _restock_sold_out(sender, *, restock_id: int, **kwargs) -> None:
@@ -36,5 +36,5 @@ class FactoryConfig(AppConfig):
         # inventory announces a committed restock; sending it to the factory is this app's job.
         restock_opened.connect(_restock_opened, dispatch_uid="factory.restock_dispatch")
         restock_reopened.connect(_restock_reopened, dispatch_uid="factory.restock_run_afresh")
-        restock_reopen_asked.connect(_restock_reopen_asked, dispatch_uid="factory.restock_reopenable")
+        restock_reopen_asked.connect(_restock_reopen_asked, dispatch_uid="factory.restock_order_refused")
         restock_sold_out.connect(_restock_sold_out, dispatch_uid="factory.restock_hurry")

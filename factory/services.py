@@ -929,14 +929,14 @@ def _restock_reopen(restock_id: int) -> bool:
 ORDER_REFUSED = (400, 409)
 
 
-def restock_reopenable(restock_id: int) -> bool:
-    """Whether a failed restock may be sent again for a new need under its reference: not when the factory
-    refused its last call's order (ORDER_REFUSED). Then no order of ours is under that reference (a resend of
-    an order the factory has is answered 200), and the same call would be refused again. Any other refusal
-    (a wrong key's 401, a 404 from a wrong URL) says nothing of the order an earlier call may have made:
-    only this reference finds it."""
+def restock_order_refused(restock_id: int) -> bool:
+    """Whether the factory refused a failed restock's order itself at its last call (ORDER_REFUSED): then no
+    order of ours is under its reference (a resend of an order the factory has is answered 200), and the
+    same call would be refused again, so a new need opens a new restock instead of reopening it. Any other
+    refusal (a wrong key's 401, a 404 from a wrong URL) says nothing of the order an earlier call may have
+    made: only this reference finds it."""
     last = FactoryAttempt.objects.filter(restock_id=restock_id).order_by("-number", "-pk").first()
-    return last is None or not (last.outcome == FactoryAttempt.Outcome.PERMANENT and last.status_code in ORDER_REFUSED)
+    return last is not None and last.outcome == FactoryAttempt.Outcome.PERMANENT and last.status_code in ORDER_REFUSED
 
 
 def restock_run_afresh(restock_id: int) -> None:

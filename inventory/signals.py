@@ -17,7 +17,7 @@ restock_reopened = Signal()
 # receiver that answers False keeps it failed, and a new restock (a new reference) is opened instead. The
 # factory app answers False when the factory refused the restock's last call's order (400, 409): nothing
 # of ours is under that reference, and the same call would be refused again, for every need after it
-# (factory.services.restock_reopenable).
+# (factory.services.restock_order_refused).
 restock_reopen_asked = Signal()
 
 # A sale took the last of a product whose open restock has not been sent to the factory yet (a routine
