@@ -84,34 +84,46 @@ def test_a_shortage_after_the_products_restock_failed_sends_that_restock_again_w
     assert not dead_letter.is_resolved, "it waits until the factory takes the order"
 
 
-def test_a_reopened_restock_that_fails_again_keeps_its_one_dead_letter_up_to_date(factory_queue):
-    # A factory outage: each need reopened the failed restock and each run gave up again, leaving a dead
-    # letter, a page and a copy in Flower's dead_letter queue per need for one restock of one product.
+def reopened_by_a_shortage():
+    """A failed VIRAL restock with its open dead letter, reopened by a sale that found VIRAL short."""
+    from testsupport.data import make_failed_restock
+
+    failed, dead_letter = make_failed_restock(make_product("VIRAL", on_hand=0))
+    client, _ = make_api_client()
+    with pytest.raises(OutOfStock):
+        sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+    return failed, dead_letter
+
+
+def fails_again(restock):
+    """The restock's run gives up again, as restock_place's task does after its last attempt."""
     from factory.client import FactoryUnavailable
     from factory.retries import dead_letter_record
     from factory.services import restock_fail
-    from notifications.models import Alert
-    from testsupport.data import make_failed_restock
 
-    product = make_product("VIRAL", on_hand=0)
-    failed, dead_letter = make_failed_restock(product)
-    client, _ = make_api_client()
-    with pytest.raises(OutOfStock):
-        sale_create(client=client, items=[SaleItem("VIRAL", 1)])  # reopens it
-    pages = Alert.objects.filter(kind="dead_letter").count()
-
-    again = dead_letter_record(
-        claim=lambda: restock_fail(failed.pk, reason="OutOfAttempts: 5 attempts"),
+    return dead_letter_record(
+        claim=lambda: restock_fail(restock.pk, reason="OutOfAttempts: 5 attempts"),
         task_name="factory.restock_place",
         task_id="task-again",
-        args=[failed.pk],
+        args=[restock.pk],
         kwargs={},
         queue="factory_urgent",
         exc=FactoryUnavailable("503 Service Unavailable"),
         traceback="",
         attempts=5,
-        context={"restock_id": failed.pk, "sku": "VIRAL"},
+        context={"restock_id": restock.pk, "sku": restock.product.sku},
     )
+
+
+def test_a_reopened_restock_that_fails_again_keeps_its_one_dead_letter_up_to_date(factory_queue):
+    # A factory outage: each need reopened the failed restock and each run gave up again, leaving a dead
+    # letter, a page and a copy in Flower's dead_letter queue per need for one restock of one product.
+    from notifications.models import Alert
+
+    failed, dead_letter = reopened_by_a_shortage()
+    pages = Alert.objects.filter(kind="dead_letter").count()
+
+    again = fails_again(failed)
 
     assert Restock.objects.get(pk=failed.pk).status == "failed"
     assert again.pk == dead_letter.pk and DeadLetter.objects.count() == 1
@@ -129,17 +141,9 @@ def test_a_redrive_during_the_outage_leaves_a_reopened_restocks_dead_letter_open
     # with a second page came for the same restock (6 restocks of 40 in a rush, redriven from the admin).
     from io import StringIO
 
-    from factory.client import FactoryUnavailable
-    from factory.retries import dead_letter_record
-    from factory.services import restock_fail
     from notifications.models import Alert
-    from testsupport.data import make_failed_restock
 
-    product = make_product("VIRAL", on_hand=0)
-    failed, dead_letter = make_failed_restock(product)
-    client, _ = make_api_client()
-    with pytest.raises(OutOfStock):
-        sale_create(client=client, items=[SaleItem("VIRAL", 1)])  # reopens it
+    failed, dead_letter = reopened_by_a_shortage()
     out = StringIO()
     call_command("redrive", "--all", stdout=out)
 
@@ -152,18 +156,7 @@ def test_a_redrive_during_the_outage_leaves_a_reopened_restocks_dead_letter_open
     assert factory_queue("factory_urgent") == [failed.pk], "nothing sent twice"
     pages = Alert.objects.filter(kind="dead_letter").count()
 
-    dead_letter_record(
-        claim=lambda: restock_fail(failed.pk, reason="OutOfAttempts: 5 attempts"),
-        task_name="factory.restock_place",
-        task_id="task-again",
-        args=[failed.pk],
-        kwargs={},
-        queue="factory_urgent",
-        exc=FactoryUnavailable("503 Service Unavailable"),
-        traceback="",
-        attempts=5,
-        context={"restock_id": failed.pk, "sku": "VIRAL"},
-    )
+    fails_again(failed)
 
     assert list(DeadLetter.objects.values_list("pk", flat=True)) == [dead_letter.pk], "one dead letter per restock"
     assert Alert.objects.filter(kind="dead_letter").count() == pages, "no second page"
