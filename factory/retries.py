@@ -181,15 +181,14 @@ class RetryingTask(Task):
         )
 
 
-def _dead_letter_failed_again(dead_letter, *, exc, traceback, attempts, now):
-    """The open dead letter of work that failed again: the latest error and when, the attempts added up. Its
-    alert (still open, or acknowledged by whoever took it) and its copy in the dead-letter queue stand."""
-    dead_letter.exception_type = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    dead_letter.exception_message = str(exc)[:5000]
-    dead_letter.traceback = traceback[-20000:]
+def _dead_letter_failed_again(dead_letter, *, failure: dict, attempts: int):
+    """The open dead letter of work that failed again: the latest `failure` (its error and when), the attempts
+    added up. Its alert (still open, or acknowledged by whoever took it) and its copy in the dead-letter
+    queue stand."""
+    for name, value in failure.items():
+        setattr(dead_letter, name, value)
     dead_letter.attempts += attempts
-    dead_letter.last_failed_at = now
-    dead_letter.save(update_fields=["exception_type", "exception_message", "traceback", "attempts", "last_failed_at"])
+    dead_letter.save(update_fields=[*failure, "attempts"])
     logger.error(
         "DEAD LETTER %s: %s%r failed again, %s attempt(s) in all: %s: %s",
         dead_letter.pk,
@@ -216,6 +215,12 @@ def dead_letter_record(
     context = context or {}
 
     now = timezone.now()
+    failure = {
+        "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "exception_message": str(exc)[:5000],
+        "traceback": traceback[-20000:],
+        "last_failed_at": now,
+    }
     with transaction.atomic():
         if claim is not None and not claim():
             logger.info("%s%r: already settled by another message; no second dead letter", task_name, tuple(args))
@@ -228,19 +233,16 @@ def dead_letter_record(
             .first()
         )
         if still_open:
-            return _dead_letter_failed_again(still_open, exc=exc, traceback=traceback, attempts=attempts, now=now)
+            return _dead_letter_failed_again(still_open, failure=failure, attempts=attempts)
         dead_letter = DeadLetter.objects.create(
             task_name=task_name,
             task_id=task_id or "",
             args=args,
             kwargs=kwargs,
             queue=queue,
-            exception_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-            exception_message=str(exc)[:5000],
-            traceback=traceback[-20000:],
+            **failure,
             attempts=attempts,
             first_failed_at=now,
-            last_failed_at=now,
             correlation_id=correlation_id[:64],
             restock_id=context.get("restock_id"),
         )
