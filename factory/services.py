@@ -760,10 +760,8 @@ def dead_letter_redrive(
                 newer.restock_id,
             )
             settled_by = f"superseded by restock {newer.restock_id} ({by})"
-            if locked.redriven_at is None:
-                _dead_letter_settled(locked, by=settled_by, user=user)
-            for other in _restock_dead_letters_lock(locked.restock_id):  # about the same work
-                _dead_letter_settled(other, by=settled_by, user=user)
+            for open_one in _restock_dead_letters_lock(locked.restock_id):  # this one, if open, and any other
+                _dead_letter_settled(open_one, by=settled_by, user=user)
             return newer
         if locked.redriven_at is None and Restock.objects.pending().filter(pk=locked.restock_id).exists():
             # Pending with its dead letter open: a new need reopened it (a redrive resolves them), and it is on
