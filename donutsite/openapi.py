@@ -10,6 +10,8 @@ states its Retry-After header, which the exception handler sends with each."""
 
 import re
 
+from donutsite import unavailable
+
 _OUT_OF_STOCK = {
     "code": "out_of_stock",
     "message": "Not enough stock; nothing was sold. A restock is on its way.",
@@ -73,14 +75,7 @@ ERROR_EXAMPLES: dict[str, tuple[int, dict]] = {
         429,
         {"code": "throttled", "message": "Request was throttled. Expected available in 1 second."},
     ),
-    "service_unavailable": (
-        503,
-        {
-            "code": "service_unavailable",
-            "message": "The service is briefly unavailable; retry (with the same Idempotency-Key) after Retry-After "
-            "seconds.",
-        },
-    ),
+    unavailable.CODE: (503, {"code": unavailable.CODE, "message": unavailable.MESSAGE}),
 }
 
 # validation_error's `errors` for each operation, as that operation answers one typical mistake (the
