@@ -385,17 +385,21 @@ def removal_url(removal: str, device: Device) -> str:
     return f"/api/v1/products/VIRAL/subscriptions/{device.pk}/"
 
 
+def two_devices_owed_the_viral_push(api_client) -> tuple[Device, Device]:
+    """Two of the client's devices subscribed to VIRAL, which is back: each is owed its push."""
+    make_product("VIRAL", on_hand=0)
+    devices = [Device.objects.create(client=api_client, token=f"customer-{i}", platform="ios") for i in range(2)]
+    for device in devices:
+        Subscription.objects.create(device=device, sku="VIRAL")
+    announce("VIRAL")
+    return devices[0], devices[1]
+
+
 @pytest.mark.parametrize("removal", ["unregister", "unsubscribe"])
 def test_a_push_taken_back_while_the_comeback_is_being_pushed_is_not_sent(
     channels_at, fcm, client_app, monkeypatch, removal
 ):
-    make_product("VIRAL", on_hand=0)
-    first, second = (
-        Device.objects.create(client=client_app.api_client, token=f"customer-{i}", platform="ios") for i in range(2)
-    )
-    for device in (first, second):
-        Subscription.objects.create(device=device, sku="VIRAL")
-    announce("VIRAL")
+    first, second = two_devices_owed_the_viral_push(client_app.api_client)
     fcm_channel = registry.channel_get("fcm")
     send = fcm_channel.send_to_token
     taken_back = []
@@ -415,13 +419,7 @@ def test_a_push_taken_back_while_the_comeback_is_being_pushed_is_not_sent(
 
 @pytest.mark.parametrize("removal", ["unregister", "unsubscribe"])
 def test_a_push_owed_and_taken_back_is_never_resent_by_the_sweep(channels_at, fcm, client_app, removal):
-    make_product("VIRAL", on_hand=0)
-    first, second = (
-        Device.objects.create(client=client_app.api_client, token=f"customer-{i}", platform="ios") for i in range(2)
-    )
-    for device in (first, second):
-        Subscription.objects.create(device=device, sku="VIRAL")
-    announce("VIRAL")
+    first, second = two_devices_owed_the_viral_push(client_app.api_client)
     fcm.fail_next(503)  # FCM away: the run ends, both pushes still owed
     assert subscriptions.back_in_stock_send("VIRAL") == 0
 
