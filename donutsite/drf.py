@@ -1,5 +1,7 @@
 """The one DRF exception handler: every error leaves as {"code", "message", ...details}."""
 
+from dataclasses import dataclass, field
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -36,14 +38,15 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
-    response = _error_response(exc)
-    if response is not None and _counts_sale_outcomes(context):
-        if response.headers.get("Idempotent-Replayed") == "true":
-            pass  # a replay of an earlier answer: that one was counted
-        elif response.data.get("code") == "out_of_stock":
-            sale_counters.count_sale_outcome("out_of_stock", stockouts=len(response.data.get("shortages", ())))
-        elif 400 <= response.status_code < 500 and response.status_code != 409:
-            sale_counters.count_sale_outcome("rejected")
+    answer = error_answer(exc)
+    if answer is None:
+        return None  # a real bug: let Django log it and answer 500
+    if _counts_sale_outcomes(context):
+        sale_outcome_count(answer)
+    response = Response(answer.body, status=answer.status, headers=answer.headers)
+    if answer.routine:
+        # Django's own mark (django.utils.log.log_response) that the answer needs no warning line.
+        response._has_been_logged = True
     return response
 
 
@@ -54,22 +57,38 @@ def _counts_sale_outcomes(context) -> bool:
     return getattr(view, "counts_sale_outcomes", False) and request is not None and request.method == "POST"
 
 
-def _error_response(exc):
+def sale_outcome_count(answer: "ErrorAnswer") -> None:
+    """Count a refused sale in /metrics: out_of_stock (with its short products) or rejected; a replay of
+    an earlier answer is not counted again (that one was)."""
+    if answer.headers.get("Idempotent-Replayed") == "true":
+        return
+    if answer.body.get("code") == "out_of_stock":
+        sale_counters.count_sale_outcome("out_of_stock", stockouts=len(answer.body.get("shortages", ())))
+    elif 400 <= answer.status < 500 and answer.status != 409:
+        sale_counters.count_sale_outcome("rejected")
+
+
+@dataclass
+class ErrorAnswer:
+    status: int
+    body: dict
+    headers: dict = field(default_factory=dict)
+    routine: bool = False  # logged by nobody: an answer a rush gives thousands of times a second
+
+
+def error_answer(exc) -> ErrorAnswer | None:
+    """The answer to an exception a view raised, in the one error shape; None for a bug (a 500)."""
     if isinstance(exc, DomainError):
         set_rollback()
-        response = Response(error_body(exc.code, exc.message, **exc.details), status=exc.status, headers=exc.headers)
-        if exc.routine:
-            # Django's own mark (django.utils.log.log_response) that the answer needs no warning line.
-            response._has_been_logged = True
-        return response
+        return ErrorAnswer(exc.status, error_body(exc.code, exc.message, **exc.details), exc.headers, exc.routine)
 
     if isinstance(exc, DATABASE_ERRORS):  # the database restarts or a connection was cut: retry soon
         set_rollback()
         body, headers = database_unavailable(exc)
-        return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
+        return ErrorAnswer(status.HTTP_503_SERVICE_UNAVAILABLE, body, headers)
 
     if not isinstance(exc, exceptions.APIException):
-        return None  # a real bug: let Django log it and answer 500
+        return None
 
     set_rollback()
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
@@ -83,8 +102,8 @@ def _error_response(exc):
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
         # DRF would answer 403 without a WWW-Authenticate header; clients expect 401.
         headers["WWW-Authenticate"] = "Api-Key"
-        return Response(body, status=status.HTTP_401_UNAUTHORIZED, headers=headers)
-    return Response(body, status=exc.status_code, headers=headers)
+        return ErrorAnswer(status.HTTP_401_UNAUTHORIZED, body, headers)
+    return ErrorAnswer(exc.status_code, body, headers)
 
 
 class MetadataWithoutActions(SimpleMetadata):
