@@ -1,0 +1,182 @@
+"""POST /api/v1/sales/ answers the usual request (a cached API key, JSON in and out, a valid body) without
+DRF's request and response machinery (SaleCreateView._post_plain), and anything else through DRF's
+dispatch. Whatever the request and the shop's state, a client cannot tell the two apart: the same
+answers, headers, stock, sales, keys, restocks, rate limit and /metrics counts."""
+
+import json
+import re
+from collections import Counter
+from unittest import mock
+
+import pytest
+import redis
+from django.conf import settings
+from django.test import Client
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from clients import auth, throttles
+from donutsite import sale_counters
+from inventory import selectors, services
+from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
+from inventory.views import SaleCreateView
+from notifications.models import Alert
+from testsupport.data import make_api_client, make_product
+
+SALES = "/api/v1/sales/"
+
+BODIES = {
+    "one": {"items": [{"sku": "GLAZED", "quantity": 1}]},
+    "two": {"items": [{"sku": "GLAZED", "quantity": 2}, {"sku": "BOSTON", "quantity": 1}]},
+    "zero": {"items": [{"sku": "GLAZED", "quantity": 0}]},
+    "unknown": {"items": [{"sku": "CRULLER", "quantity": 1}]},
+    "retired": {"items": [{"sku": "RETIRED", "quantity": 1}]},
+    "malformed": "{",
+    "twice": '{"items": [{"sku": "GLAZED", "quantity": 1, "quantity": 2}]}',
+    "empty": "",
+}
+
+request = st.fixed_dictionaries(
+    {
+        "auth": st.sampled_from(["key", "key", "key", "lowercase scheme", "spaces", "bad key", "none", "bearer"]),
+        "content_type": st.sampled_from(
+            ["application/json"] * 3 + ["application/json; charset=utf-8", "Application/JSON", "text/plain"]
+        ),
+        "accept": st.sampled_from([None, None, "*/*", "application/json", "text/html", "application/json; indent=2"]),
+        "query": st.sampled_from(["", "", "", "format=json", "format=api", "page=2"]),
+        "key": st.sampled_from([None, None, "k", "k", "", "a,b", "é"]),
+        "body": st.sampled_from(["one", "one", "two", "two", *BODIES]),
+    }
+)
+shop = st.fixed_dictionaries(
+    {
+        "stock": st.tuples(st.integers(0, 2), st.integers(0, 2)),
+        "restock_open": st.tuples(st.booleans(), st.booleans()),
+        "rate": st.sampled_from(["1000/day", "1000/day", "2/day"]),  # the GET below takes one
+    }
+)
+
+
+def _shop_open(s) -> None:
+    for model in (Alert, StockMovement, SaleLine, IdempotencyKey, Sale, Restock, Product):
+        model.objects.all().delete()
+    selectors.forget_product_ids()
+    services._short_products.clear()
+    auth._cache.clear()
+    throttles._batches.clear()
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    for sku, on_hand, restock_open in zip(("GLAZED", "BOSTON"), s["stock"], s["restock_open"], strict=True):
+        product = make_product(sku, on_hand=on_hand)
+        if restock_open:
+            Restock.objects.create(product=product, quantity=5, reason=Restock.Reason.SHORTAGE)
+    make_product("RETIRED", on_hand=5, is_active=False)
+
+
+def _send(http: Client, api_key: str, r):
+    headers = {}
+    if r["auth"] != "none":
+        headers["Authorization"] = {
+            "key": f"Api-Key {api_key}",
+            "lowercase scheme": f"api-key {api_key}",
+            "spaces": f"Api-Key   {api_key} ",
+            "bad key": "Api-Key nope",
+            "bearer": f"Bearer {api_key}",
+        }[r["auth"]]
+    if r["accept"] is not None:
+        headers["Accept"] = r["accept"]
+    if r["key"] is not None:
+        headers["Idempotency-Key"] = r["key"]
+    body = BODIES[r["body"]]
+    data = body if isinstance(body, str) else json.dumps(body)
+    path = SALES + (f"?{r['query']}" if r["query"] else "")
+    return http.post(path, data=data, content_type=r["content_type"], headers=headers)
+
+
+def _ids_out(text: str) -> str:
+    # Ids and times differ between two runs (auto-increment goes on, the clock too): not the answer.
+    return re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "T", re.sub(r'("id": ?|/sales/)\d+', r"\1N", text))
+
+
+def _seen(response) -> tuple:
+    headers = {name: value for name, value in response.items() if name not in ("X-Request-ID", "Content-Length")}
+    if "Retry-After" in headers:
+        headers["Retry-After"] = int(headers["Retry-After"]) > 0  # the seconds left in the window, which move
+    headers = {name: _ids_out(value) for name, value in headers.items()}
+    return response.status_code, _ids_out(response.content.decode()), headers
+
+
+def _answers_and_effects(api_key, s, r) -> tuple:
+    _shop_open(s)
+    http = Client()
+    # The key in this process's cache, as after a client's first request (which DRF's dispatch answers).
+    assert http.get(SALES, headers={"Authorization": f"Api-Key {api_key}"}).status_code == 200
+    counted = Counter()
+
+    def count(outcome, *, stockouts=0):
+        counted.update({outcome: 1, "stockouts": stockouts})
+
+    with (
+        mock.patch.object(settings, "API_THROTTLE_RATE", s["rate"]),
+        mock.patch.object(sale_counters, "count_sale_outcome", count),
+    ):
+        answers = [_seen(_send(http, api_key, r)) for _ in range(2)]  # a request and its retry
+    effects = {
+        "stock": dict(Product.objects.values_list("sku", "on_hand")),
+        "sales": sorted(SaleLine.objects.values_list("product__sku", "quantity")),
+        "keys": sorted(
+            (k.key, k.sale_id is not None, _ids_out(json.dumps(k.refusal))) for k in IdempotencyKey.objects.all()
+        ),
+        "restocks": sorted(Restock.objects.values_list("product__sku", "status", "reason")),
+        "counted": {outcome: n for outcome, n in counted.items() if n},
+    }
+    return answers, effects
+
+
+# transaction=True: requests commit as under a server, and the shop is set up again for each path.
+@pytest.mark.django_db(transaction=True)
+def test_the_plain_post_answers_as_drf_would(queues):
+    _, api_key = make_api_client()
+    plain_answered = []
+    post_plain = SaleCreateView._post_plain
+
+    def recording(view, http_request):
+        response = post_plain(view, http_request)
+        plain_answered.append(response is not None)
+        return response
+
+    @hypothesis_settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(s=shop, r=request)
+    def same_answers(s, r):
+        with mock.patch.object(SaleCreateView, "_post_plain", recording):
+            plain = _answers_and_effects(api_key, s, r)
+        with mock.patch.object(SaleCreateView, "_post_plain", lambda view, http_request: None):
+            drf_only = _answers_and_effects(api_key, s, r)
+        assert plain == drf_only
+
+    same_answers()
+
+    assert any(plain_answered), "some requests were answered by the plain POST"
+    assert not all(plain_answered), "and some by DRF's dispatch"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sold_out_rush_is_answered_by_the_plain_post(client_app):
+    """The path the rush takes (docs/benchmarks.md, "Sales"): after a client's first request, its
+    refusals and sales are the plain POST's."""
+    product = make_product("VIRAL", on_hand=1)
+    Restock.objects.create(product=product, quantity=50, reason=Restock.Reason.SHORTAGE)
+    plain_answered = []
+    post_plain = SaleCreateView._post_plain
+
+    def recording(view, http_request):
+        response = post_plain(view, http_request)
+        plain_answered.append(response is not None)
+        return response
+
+    body = {"items": [{"sku": "VIRAL", "quantity": 1}]}
+    with mock.patch.object(SaleCreateView, "_post_plain", recording):
+        statuses = [client_app.post(SALES, body, format="json").status_code for _ in range(4)]
+
+    assert statuses == [201, 409, 409, 409]
+    assert plain_answered == [False, True, True, True], "the first request put the key in the cache"
