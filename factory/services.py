@@ -644,6 +644,21 @@ class Superseded:
         return False
 
 
+class SentAlready:
+    """dead_letter_redrive's answer for a restock a new need reopened: it is pending and on its way to the
+    factory again, so nothing is sent (it is false, like "nothing to do"), and its dead letter is neither
+    redriven nor settled: it stays open until the factory takes the order."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "SENT_ALREADY"
+
+
+SENT_ALREADY = SentAlready()
+
+
 @dataclass
 class Redrive:
     """What one redrive run did (or, with dry_run, would do): the one wording every caller shows."""
@@ -653,15 +668,21 @@ class Redrive:
     nothing: list[DeadLetter] = field(default_factory=list)
     unsent: list[DeadLetter] = field(default_factory=list)  # the broker did not take it: still waiting
     superseded: list[tuple[DeadLetter, Superseded]] = field(default_factory=list)
+    sent_already: list[DeadLetter] = field(default_factory=list)  # a new need reopened its restock
 
     NOTHING_TO_DO = "nothing to do (redriven or settled already)"
     NOT_SENT = "not sent, the broker did not take it: still waiting, redrive it again"
+    ON_ITS_WAY = "already sent again (a new need reopened its restock): left open until the factory takes it"
+    ON_THEIR_WAY = "already sent again (new needs reopened their restocks): left open until the factory takes them"
 
     @staticmethod
-    def outcome(sent: bool | Superseded | None, *, dry_run: bool = False) -> str:
-        """sent: True, False (nothing to do), Superseded or None (not sent), as dead_letter_redrive returns it."""
+    def outcome(sent: bool | Superseded | SentAlready | None, *, dry_run: bool = False) -> str:
+        """sent: True, False (nothing to do), Superseded, SENT_ALREADY or None (not sent), as
+        dead_letter_redrive returns it."""
         if sent is None:
             return Redrive.NOT_SENT
+        if sent is SENT_ALREADY:
+            return Redrive.ON_ITS_WAY
         if isinstance(sent, Superseded):
             return (
                 f"superseded by restock {sent.restock_id} ({sent.status}) of the same product: "
@@ -679,10 +700,12 @@ class Redrive:
         """The outcome of a run of one dead letter."""
         if self.superseded:
             return self.outcome(self.superseded[0][1], dry_run=self.dry_run)
+        if self.sent_already:
+            return self.outcome(SENT_ALREADY, dry_run=self.dry_run)
         return self.outcome(True if self.sent else None if self.unsent else False, dry_run=self.dry_run)
 
     def summary(self) -> str:
-        if not self.sent and not self.nothing and not self.unsent and not self.superseded:
+        if not (self.sent or self.nothing or self.unsent or self.superseded or self.sent_already):
             return "There were no dead letters to redrive."
         sent, nothing = len(self.sent), len(self.nothing)
         text = (
@@ -694,6 +717,9 @@ class Redrive:
                 f" {len(self.superseded)} superseded by a newer restock of its product: "
                 f"{self._settled(self.dry_run)}, nothing sent."
             )
+        if self.sent_already:
+            many = len(self.sent_already) != 1
+            text += f" {len(self.sent_already)} {self.ON_THEIR_WAY if many else self.ON_ITS_WAY}."
         if self.unsent:
             text += f" {len(self.unsent)} {self.NOT_SENT}."
         return f"Dry run: {text} Nothing changed." if self.dry_run else text
@@ -710,6 +736,8 @@ def dead_letters_redrive(dead_letters, *, by: str, user=None, dry_run: bool = Fa
         sent = dead_letter_redrive(dead_letter, by=by, user=user, dry_run=dry_run, planned=planned)
         if isinstance(sent, Superseded):
             result.superseded.append((dead_letter, sent))
+        elif sent is SENT_ALREADY:
+            result.sent_already.append(dead_letter)
         else:
             {True: result.sent, False: result.nothing, None: result.unsent}[sent].append(dead_letter)
         if on_each is not None:
@@ -719,14 +747,15 @@ def dead_letters_redrive(dead_letters, *, by: str, user=None, dry_run: bool = Fa
 
 def dead_letter_redrive(
     dead_letter: DeadLetter, *, by: str, user=None, dry_run: bool = False, planned: set[int] | None = None
-) -> bool | Superseded | None:
+) -> bool | Superseded | SentAlready | None:
     """Send a dead letter's work back to its original queue; a failed restock is reopened first (pending,
     a fresh attempt budget; its calls keep their numbers). Locks the product's row, the restock's, then
     the dead letter's.
     Returns False, sending nothing, when there is nothing to do: the restock is no longer failed
     (redriven already, or settled since), or its product has another open restock by now; a dead letter
-    of no restock was sent again already; a restock a new need reopened keeps its open dead letter (it
-    resolves when the factory takes the order). Returns Superseded, sending nothing, for a failed restock whose
+    of no restock was sent again already. Returns SENT_ALREADY (false too), sending nothing, for a restock
+    a new need reopened: it is on its way again, and its dead letter stays open (it resolves when the
+    factory takes the order). Returns Superseded, sending nothing, for a failed restock whose
     product has a newer restock, whatever became of it: that one took the need over (open, it covers it;
     received, it met it), and reopening this one would order the same donuts again; its dead letters are
     settled as superseded. So a repeat is harmless. Either way the dead letter (with any
@@ -740,6 +769,8 @@ def dead_letter_redrive(
     if not dead_letter.restock_id:  # set when it is written, never changed
         return _task_redrive(dead_letter, by=by, user=user, dry_run=dry_run)
     if dry_run:
+        if _restock_sent_already(dead_letter):
+            return SENT_ALREADY
         return _restock_reopenable(dead_letter.restock_id, set() if planned is None else planned)
     product_id = Restock.objects.filter(pk=dead_letter.restock_id).values_list("product_id", flat=True).first()
     with transaction.atomic():
@@ -763,7 +794,7 @@ def dead_letter_redrive(
             for open_one in _restock_dead_letters_lock(locked.restock_id):  # this one, if open, and any other
                 _dead_letter_settled(open_one, by=settled_by, user=user)
             return newer
-        if locked.redriven_at is None and Restock.objects.pending().filter(pk=locked.restock_id).exists():
+        if _restock_sent_already(locked):
             # Pending with its dead letter open: a new need reopened it (a redrive resolves them), and it is on
             # its way again. Nothing to send; the dead letter stays open until the factory takes the order, and
             # is brought up to date if it fails again: settled here, that failure was a second dead letter.
@@ -773,7 +804,7 @@ def dead_letter_redrive(
                 locked.pk,
                 locked.restock_id,
             )
-            return False
+            return SENT_ALREADY
         if not _restock_reopen(locked.restock_id):
             logger.info(
                 "dead letter %s: restock %s is no longer failed, or its product has another open restock; "
@@ -793,6 +824,11 @@ def dead_letter_redrive(
         # Records the dispatch; the sweep resends it if the broker is away.
         transaction.on_commit(partial(restock_dispatch, locked.restock_id))
     return True
+
+
+def _restock_sent_already(dead_letter: DeadLetter) -> bool:
+    """An open dead letter of a pending restock: a new need reopened it (a redrive resolves its dead letters)."""
+    return dead_letter.redriven_at is None and Restock.objects.pending().filter(pk=dead_letter.restock_id).exists()
 
 
 def _task_redrive(dead_letter: DeadLetter, *, by: str, user, dry_run: bool) -> bool | None:

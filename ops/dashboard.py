@@ -18,6 +18,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from factory.models import DeadLetter
+from factory.services import Redrive
 from inventory.models import Restock
 from ops import charts, selectors
 
@@ -134,19 +135,20 @@ def redrive_all_view(request):
     text = result.summary()
     left = unresolved.count()
     # Open until the factory takes the order, however often they are redriven: another click changes nothing.
-    on_their_way = unresolved.filter(restock__status=Restock.Status.PENDING).count()
-    if on_their_way:
-        text += (
-            f" {on_their_way} about a restock a new need is sending again: open until the factory takes it."
-            if on_their_way == 1
-            else f" {on_their_way} about restocks new needs are sending again: open until the factory takes them."
-        )
-    if left - on_their_way:
-        text += f" {left - on_their_way} still waiting: click Redrive all again."
+    # The summary counts those of this click; those past its batch are told apart, not asked to click again.
+    on_their_way = unresolved.filter(restock__status=Restock.Status.PENDING)
+    past_this_batch = on_their_way.exclude(pk__in=[dead_letter.pk for dead_letter in result.sent_already]).count()
+    if past_this_batch:
+        outcome = Redrive.ON_ITS_WAY if past_this_batch == 1 else Redrive.ON_THEIR_WAY
+        text += f" {past_this_batch} more {outcome}."
+    still_waiting = left - on_their_way.count()
+    if still_waiting:
+        text += f" {still_waiting} still waiting: click Redrive all again."
     if result.sent:
         messages.success(request, text)
     else:
-        (messages.warning if result.nothing or result.superseded or result.unsent else messages.info)(request, text)
+        warn = result.nothing or result.superseded or result.unsent or result.sent_already
+        (messages.warning if warn else messages.info)(request, text)
     return redirect(reverse("dashboard"))
 
 

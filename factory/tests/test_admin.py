@@ -14,8 +14,10 @@ from django.utils import timezone
 from factory.admin import FactoryRestockAdmin
 from factory.models import DeadLetter, FactoryAttempt
 from inventory.admin import RestockAdmin
+from inventory.errors import OutOfStock
 from inventory.models import Restock
-from testsupport.data import make_dead_letter
+from inventory.services import SaleItem, sale_create
+from testsupport.data import make_api_client, make_dead_letter, make_failed_restock
 from testsupport.queues import queued
 
 DEAD_LETTERS = reverse("admin:factory_deadletter_changelist")
@@ -235,6 +237,31 @@ def test_redriving_a_dead_letter_whose_restock_a_newer_one_superseded_says_so_an
     assert queued("factory") == [("factory.restock_place", [waiting.restock_id])], "only the other one"
     history = LogEntry.objects.filter(object_id=str(dead_letter.pk)).order_by("pk")
     assert [entry.change_message for entry in history][0] == f"Redrive from the admin: {outcome}."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redriving_a_dead_letter_whose_restock_a_new_need_reopened_says_it_went_again_already(admin_client, queues):
+    # A shortage reopened the failed restock: it is pending, on its way to the factory again, and its dead
+    # letter stays open until the factory takes the order. A redrive sends nothing more, and says so: it
+    # is neither redriven nor settled.
+    restock, dead_letter = make_failed_restock()
+    client, _ = make_api_client()
+    with pytest.raises(OutOfStock):
+        sale_create(client=client, items=[SaleItem(restock.product.sku, 1)])
+    outcome = "already sent again (a new need reopened its restock): left open until the factory takes it"
+
+    one = admin_client.post(redrive_url(dead_letter), follow=True)
+    selected = admin_client.post(DEAD_LETTERS, {"action": "redrive", "_selected_action": [dead_letter.pk]}, follow=True)
+
+    assert shown_messages(one) == [f"Dead letter {dead_letter.pk}: {outcome}."]
+    assert shown_messages(selected) == [
+        f"0 dead letters sent again; 0 had nothing to do (redriven or settled already). 1 {outcome}."
+    ]
+    assert not DeadLetter.objects.get(pk=dead_letter.pk).is_resolved
+    assert Restock.objects.get(pk=restock.pk).status == "pending"
+    assert queued("factory_urgent") == [("factory.restock_place", [restock.pk])], "sent once, by the shortage"
+    history = LogEntry.objects.filter(object_id=str(dead_letter.pk)).order_by("pk")
+    assert [entry.change_message for entry in history] == [f"Redrive from the admin: {outcome}."] * 2
 
 
 @pytest.mark.django_db(transaction=True)

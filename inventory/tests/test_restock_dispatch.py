@@ -144,14 +144,23 @@ def test_a_redrive_during_the_outage_leaves_a_reopened_restocks_dead_letter_open
     from notifications.models import Alert
 
     failed, dead_letter = reopened_by_a_shortage()
-    out = StringIO()
+    dry_run, out = StringIO(), StringIO()
+    call_command("redrive", "--all", "--dry-run", stdout=dry_run)
     call_command("redrive", "--all", stdout=out)
 
     dead_letter.refresh_from_db()
     assert not dead_letter.is_resolved, "it is still failing: it waits until the factory takes the order"
-    assert (
-        out.getvalue().splitlines()[-1]
-        == "0 dead letters sent again; 1 had nothing to do (redriven or settled already)."
+    # Neither redriven nor settled: its restock is pending, and its dead letter open.
+    assert out.getvalue().splitlines() == [
+        f"dead letter {dead_letter.pk}: factory.restock_place({failed.pk},), restock {failed.pk} (pending): "
+        "already sent again (a new need reopened its restock): left open until the factory takes it",
+        "0 dead letters sent again; 0 had nothing to do (redriven or settled already). "
+        "1 already sent again (a new need reopened its restock): left open until the factory takes it.",
+    ]
+    assert dry_run.getvalue().splitlines()[-1] == (
+        "Dry run: 0 dead letters would be sent again; 0 had nothing to do (redriven or settled already). "
+        "1 already sent again (a new need reopened its restock): left open until the factory takes it. "
+        "Nothing changed."
     )
     assert factory_queue("factory_urgent") == [failed.pk], "nothing sent twice"
     pages = Alert.objects.filter(kind="dead_letter").count()

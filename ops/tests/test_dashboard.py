@@ -332,11 +332,32 @@ def test_redrive_all_during_an_outage_says_a_reopened_restocks_dead_letter_waits
     response = admin_client.post(REDRIVE_ALL, follow=True)
 
     assert shown_messages(response) == [
-        "0 dead letters sent again; 1 had nothing to do (redriven or settled already). 1 about a restock a new "
-        "need is sending again: open until the factory takes it."
+        "0 dead letters sent again; 0 had nothing to do (redriven or settled already). "
+        "1 already sent again (a new need reopened its restock): left open until the factory takes it."
     ]
     dead_letter.refresh_from_db()
     assert not dead_letter.is_resolved
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redrive_all_tells_reopened_restocks_past_its_batch_apart_from_those_to_click_again_for(
+    admin_client, queues, monkeypatch
+):
+    monkeypatch.setattr("ops.dashboard.REDRIVE_BATCH", 1)
+    for _ in range(2):  # two restocks new needs reopened
+        restock, _ = make_failed_restock()
+        Restock.objects.filter(pk=restock.pk).update(status=Restock.Status.PENDING, closed_at=None)
+    waiting, _ = make_failed_restock()
+
+    response = admin_client.post(REDRIVE_ALL, follow=True)
+
+    assert shown_messages(response) == [
+        "0 dead letters sent again; 0 had nothing to do (redriven or settled already). "
+        "1 already sent again (a new need reopened its restock): left open until the factory takes it. "
+        "1 more already sent again (a new need reopened its restock): left open until the factory takes it. "
+        "1 still waiting: click Redrive all again."
+    ]
+    assert Restock.objects.get(pk=waiting.pk).status == "failed", "past the batch"
 
 
 @pytest.mark.django_db
