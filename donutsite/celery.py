@@ -1,10 +1,11 @@
 import gc
+import inspect
 import logging
 import os
 import threading
 import warnings
 
-from celery import Celery
+from celery import Celery, Task
 from celery.exceptions import CPendingDeprecationWarning
 from celery.signals import (
     before_task_publish,
@@ -26,7 +27,30 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "donutsite.settings")
 # worker_alive` with no arguments pings these.
 WORKER_NODES = ("factory@%h", "urgent@%h", "notifications@%h")
 
-app = Celery("donutsite")
+
+class ArgumentCheckedTask(Task):
+    """Every task's base (the app's task_cls; factory.retries.RetryingTask builds on it). While a deploy runs
+    old and new processes side by side, a worker may get a message sent by another release, with arguments
+    its task does not take. That is no failure of the work, and a TypeError would only add a traceback: the
+    message is dropped with one line naming the task and the arguments, and the work is left to the sweep
+    that watches it (each task's work is a row a sweep resends, or a sweep of its own)."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            inspect.signature(self.run).bind(*args, **kwargs)
+        except TypeError as exc:
+            logging.getLogger(__name__).error(
+                "%s%r%r: a message this task cannot take (%s); dropped, its work is left to the sweep",
+                self.name,
+                args,
+                kwargs,
+                exc,
+            )
+            return None
+        return super().__call__(*args, **kwargs)
+
+
+app = Celery("donutsite", task_cls=ArgumentCheckedTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name) for name in app.conf.task_queues_names]
 app.autodiscover_tasks()

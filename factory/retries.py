@@ -23,7 +23,6 @@ one piece of work (a sweep's resend beside a retry) give up once, with one dead 
 Notification deliveries are retried by Celery's own autoretry options (notifications/tasks.py).
 """
 
-import inspect
 import json
 import logging
 import random
@@ -32,12 +31,12 @@ import traceback as tb
 from datetime import timedelta
 from functools import partial
 
-from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
+from donutsite.celery import ArgumentCheckedTask
 from donutsite.context import request_id
 
 logger = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ def next_wait(attempt: int, exc: BaseException) -> float:
     return max(backoff, retry_after_clamped(getattr(exc, "retry_after", 0)))
 
 
-class RetryingTask(Task):
+class RetryingTask(ArgumentCheckedTask):
     # on_failure below logs the final failure as one DEAD LETTER line; donutsite.logging then keeps
     # Celery's own traceback record for it at DEBUG.
     logs_own_failure = True
@@ -114,21 +113,9 @@ class RetryingTask(Task):
 
     def __call__(self, *args, **kwargs):
         try:
-            inspect.signature(self.run).bind(*args, **kwargs)
-        except TypeError as exc:
-            # A message this release's task cannot take: sent by another release while a deploy runs old and
-            # new processes side by side. Not the work's failure, so no dead letter (which would give the
-            # work up and page ops): the message is dropped, and the work's row, still as it was, is sent
-            # again by its sweep.
-            logger.error(
-                "%s%r%r: a message this task cannot take (%s); dropped, the sweep sends the work again",
-                self.name,
-                args,
-                kwargs,
-                exc,
-            )
-            return None
-        try:
+            # ArgumentCheckedTask drops a message this task cannot take (another release's) with no dead
+            # letter, which would give the work up and page ops: its row, still as it was, is sent again by its
+            # sweep.
             return super().__call__(*args, **kwargs)
         except (*self.retry_on, *ALWAYS_TRANSIENT) as exc:
             try:
