@@ -255,6 +255,7 @@ def test_factory_down_then_redrive_fills_every_shelf(system):
     shop.figures["redrive"] = {
         "sent_again": output.count(": sent again"),
         "nothing_to_do": output.count(": nothing to do"),
+        "already_sent_again": output.count(": already sent again"),  # a new need reopened its restock
     }
 
     def then():
