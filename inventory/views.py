@@ -129,8 +129,8 @@ class SaleCreateView(generics.GenericAPIView):
                 "Idempotency-Key",
                 str,
                 OpenApiParameter.HEADER,
-                description="Up to 255 printable characters, no comma (two Idempotency-Key headers arrive "
-                "joined by one, and are refused); a retry with the same key and body replays the first answer "
+                description="Up to 255 printable ASCII characters, no space, no comma (two Idempotency-Key headers "
+                "arrive joined by one, and are refused); a retry with the same key and body replays the first answer "
                 "(header `Idempotent-Replayed: true`). Empty is the same as none.",
                 pattern=r"^[\x21-\x2b\x2d-\x7e]{0,255}$",  # IDEMPOTENCY_KEY, or empty
             ),
@@ -159,7 +159,7 @@ class SaleCreateView(generics.GenericAPIView):
         key = request.headers.get("Idempotency-Key", "")
         if key and not IDEMPOTENCY_KEY.match(key):
             raise serializers.ValidationError(
-                {"Idempotency-Key": ["1 to 255 printable ASCII characters, no comma; send the header once."]}
+                {"Idempotency-Key": ["1 to 255 printable ASCII characters, no space, no comma; send the header once."]}
             )
         data, headers = _sale(request.auth, sale_items_validate(request.data), key)
         return Response(data, status=status.HTTP_201_CREATED, headers=headers)

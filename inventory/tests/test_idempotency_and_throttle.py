@@ -168,6 +168,19 @@ def test_a_malformed_key_is_a_400(client_app, key):
         assert Product.objects.get(sku="GLAZED").on_hand == 10
 
 
+def test_a_key_with_a_space_is_told_that_spaces_are_not_allowed(client_app):
+    # A space is printable ASCII: "printable ASCII characters, no comma" would leave a client with
+    # "order 42" as a key no wiser about why it was refused.
+    make_product("GLAZED", on_hand=10)
+
+    response = client_app.post(
+        SALES, {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json", headers={"Idempotency-Key": "order 42"}
+    )
+
+    assert response.status_code == 400
+    assert "no space" in response.json()["errors"]["Idempotency-Key"][0]
+
+
 @pytest.fixture
 def fresh_throttle_counts():
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
