@@ -20,7 +20,7 @@ from notifications.channels.registry import channel_get, channel_sending, channe
 from notifications.devices import device_deactivate
 from notifications.errors import ChannelError, DeliveryRetry, TokenUnregistered
 from notifications.limits import CLAIM_LEASE, RETRY_AFTER_MAX_SECONDS
-from notifications.models import Alert, AlertDelivery, Device
+from notifications.models import Alert, AlertDelivery, Device, Severity
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,10 @@ def message_for(alert: Alert) -> Message:
     if settings.FLOWER_URL:
         links["Flower"] = settings.FLOWER_URL
     title, text = alert.title, alert.text
+    if alert.kind == "dead_letter" and alert.is_summary and alert.severity == Severity.CRITICAL:
+        # Each dead letter's own page says what to do; the summary of the others (critical: not settled
+        # yet) only counted them, and it pages the phones as loudly.
+        text += "\nRedrive them from the admin or with `manage.py redrive --all` once the cause is fixed."
     if alert.escalated_at and not alert.acknowledged_at:
         # Pushed to the phones long after Slack heard of it: say so, and what stops it, in what a lock
         # screen shows; the same title alone reads as news.

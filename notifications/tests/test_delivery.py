@@ -593,6 +593,28 @@ def test_a_dead_letters_messages_link_to_where_it_is_redriven(channels_at, slack
     assert sorted(d.pk for d in shown) == sorted([viral.pk, maple.pk])
 
 
+def test_a_dead_letter_storms_summary_says_what_to_do_and_a_settled_one_does_not(channels_at, slack, fcm, settings):
+    # Each dead letter's page says "Redrive it ... once the cause is fixed"; the summary of the others
+    # paged the phones with only "1 more alert(s) like this one ...", which tells ops nothing to do.
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0
+    make_failed_restock(make_product("VIRAL", on_hand=0))
+    make_failed_restock(make_product("MAPLE", on_hand=0))
+    assert alerts.alert_groups_flush() == 1
+    summary = Alert.objects.get(is_summary=True)
+
+    assert send_all(summary) == {"log": "sent", "slack": "sent", "fcm": "sent"}
+    push = fcm.received[0]["body"]["message"]["notification"]["body"]
+    assert "Redrive them" in push and "manage.py redrive --all" in push
+    assert "Redrive them" in slack.received[0]["body"]["text"]
+
+    make_failed_restock(make_product("LEMON", on_hand=0))
+    with transaction.atomic():
+        alerts.alerts_settle("dead_letter:factory.restock_place")  # every one redriven
+    settled = Alert.objects.filter(is_summary=True).latest("pk")
+    assert settled.severity == "info" and send_all(settled)["slack"] == "sent"
+    assert "Redrive" not in slack.received[-1]["body"]["text"], "settled: nothing left to do"
+
+
 def test_a_settled_storms_summary_says_so_before_its_sku_list(channels_at, slack, settings):
     # The factory failed calls for thirty SKUs' restocks, then answered again: the warnings its window held
     # back are summarized at once as settled. Slack's header must say so, however many SKUs the list has.
