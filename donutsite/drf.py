@@ -97,6 +97,10 @@ def error_answer(exc) -> ErrorAnswer | None:
         headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
     if isinstance(exc, exceptions.ValidationError):
         body = error_body(code, "The request is invalid; see `errors`.", errors=exc.detail)
+    elif isinstance(exc, exceptions.UnsupportedMediaType):
+        # DRF names the type sent, not the one we take: `curl -d` without a Content-Type sends a form. Every
+        # API view parses JSON only (the factory's callbacks take any type, so never answer this).
+        body = error_body(code, f"{exc.detail} Send the body as JSON, with `Content-Type: application/json`.")
     else:
         body = error_body(code, str(exc.detail))
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):

@@ -348,6 +348,20 @@ def test_unparseable_bodies_are_refused_cleanly(client_app, raw, content_type, s
     assert response.json()["code"] == code
 
 
+def test_a_form_sent_by_mistake_is_told_to_send_json(client_app):
+    # `curl -d '{"items": ...}'` without -H sends the JSON as a form: the 415 must say what to send, not
+    # only what was sent ("Unsupported media type "application/x-www-form-urlencoded" in request.").
+    response = client_app.generic(
+        "POST",
+        SALES,
+        b'{"items": [{"sku": "GLAZED", "quantity": 1}]}',
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["message"]
+
+
 SALE_BODY = '{"items": [{"sku": "GLAZ\u00c9D", "quantity": 1}]}'
 
 
