@@ -348,8 +348,9 @@ class ProductSubscribeView(APIView):
                 ErrorOut, description="A SKU we do not sell (`unknown_sku`), or not your device (`unknown_device`)."
             ),
         },
-        description="Ask for one push when this SKU is back in stock. The device is one this client registered "
-        "with POST /api/v1/devices/.",
+        description="Ask for one push when this SKU is back in stock, from none (a delivery, a stock adjustment, "
+        "or back on sale): subscribed while some are left, the push comes once it has sold out and come back. "
+        "The device is one this client registered with POST /api/v1/devices/.",
     )
     def post(self, request, sku: str):
         body = SubscriptionIn(data=request.data)
