@@ -20,6 +20,18 @@ export FLOWER_URL="${FLOWER_URL:-http://127.0.0.1:$FLOWER_PORT}"  # linked from 
 # /metrics is off unless someone may read it: on this machine, this machine may.
 export METRICS_ALLOWED_IPS="${METRICS_ALLOWED_IPS:-127.0.0.1}"
 
+# A port taken (most often by a make run still running, here or in another checkout) would end in a
+# traceback halfway through the start, after the migrations and the demo data: say so before anything.
+PORTS="$PORT $FLOWER_PORT"
+[ -n "${FACTORY_API_URL:-}" ] || PORTS="$PORTS 8081"
+[ -n "${SLACK_WEBHOOK_URL:-}" ] || [ -n "${FCM_PROJECT_ID:-}" ] || PORTS="$PORTS 8091 8092"
+for port in $PORTS; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "run: port $port is taken (is make run already running, here or in another checkout?); stop it first" >&2
+        exit 1
+    fi
+done
+
 # Redis: make run's own redis-server (port RUN_REDIS_PORT, data in var/redis, so `make clean` clears
 # queues, dead-letter copies, kombu bindings and login lockouts), not the databases of a Redis that other
 # projects and test runs share. Set CELERY_BROKER_URL and REDIS_URL to use another one.
@@ -96,13 +108,16 @@ sys.exit(0 if api_client_for_key(open('var/demo-api-key').read().strip()) else 1
     $PY manage.py create_api_key "demo-$(date +%s)" | tail -n 1 > var/demo-api-key
 fi
 KEY=$(cat var/demo-api-key)
-# An admin login, like the demo key: the password is made once, kept in var/, and set again at each start.
+# An admin login, like the demo key: the password is made once and kept in var/. It is set again at a start
+# only if it differs: setting it makes a new hash, which would end every admin session at each start.
 [ -s var/admin-password ] || head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > var/admin-password
 ADMIN_PASSWORD=$(cat var/admin-password) $PY manage.py shell -v 0 -c "
 import os; from django.contrib.auth import get_user_model
 user, _ = get_user_model().objects.get_or_create(username='admin')
 user.is_staff = user.is_superuser = user.is_active = True
-user.set_password(os.environ['ADMIN_PASSWORD']); user.save()"
+if not user.check_password(os.environ['ADMIN_PASSWORD']):
+    user.set_password(os.environ['ADMIN_PASSWORD'])
+user.save()"
 
 # runserver serves each request on a new thread, and each thread opens its own database connection: kept
 # for CONN_MAX_AGE, they pile up (140 on MariaDB under 8 parallel clients, then "Too many connections").
