@@ -15,7 +15,6 @@ from django.test import Client
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 
 from clients import auth, throttles
 from donutsite import sale_counters
@@ -26,7 +25,6 @@ from notifications.models import Alert
 from testsupport.data import make_api_client, make_product
 
 SALES = "/api/v1/sales/"
-RENDERERS = {False: SaleCreateView.renderer_classes, True: [JSONRenderer, BrowsableAPIRenderer]}
 
 BODIES = {
     "one": {"items": [{"sku": "GLAZED", "quantity": 1}]},
@@ -56,7 +54,6 @@ shop = st.fixed_dictionaries(
         "stock": st.tuples(st.integers(0, 2), st.integers(0, 2)),
         "restock_open": st.tuples(st.booleans(), st.booleans()),
         "rate": st.sampled_from(["1000/day", "1000/day", "2/day"]),  # the GET below takes one
-        "browsable": st.booleans(),  # make run's DEBUG adds the browsable API's HTML renderer
     }
 )
 
@@ -106,10 +103,7 @@ def _seen(response) -> tuple:
     if "Retry-After" in headers:
         headers["Retry-After"] = int(headers["Retry-After"]) > 0  # the seconds left in the window, which move
     headers = {name: _ids_out(value) for name, value in headers.items()}
-    body = response.content.decode()
-    if headers["Content-Type"].startswith("text/html"):
-        body = "the browsable API's page"  # DRF's alone (the plain POST answers JSON); it holds a CSRF token
-    return response.status_code, _ids_out(body), headers
+    return response.status_code, _ids_out(response.content.decode()), headers
 
 
 def _answers_and_effects(api_key, s, r) -> tuple:
@@ -124,7 +118,6 @@ def _answers_and_effects(api_key, s, r) -> tuple:
 
     with (
         mock.patch.object(settings, "API_THROTTLE_RATE", s["rate"]),
-        mock.patch.object(SaleCreateView, "renderer_classes", RENDERERS[s["browsable"]]),
         mock.patch.object(sale_counters, "count_sale_outcome", count),
     ):
         answers = [_seen(_send(http, api_key, r)) for _ in range(2)]  # a request and its retry
