@@ -1,9 +1,11 @@
 """POST /api/v1/sales/ answers the usual request (a cached API key, JSON in and out, a valid body) without
 DRF's request and response machinery (SaleCreateView._post_plain), and anything else through DRF's
 dispatch. Whatever the request and the shop's state, a client cannot tell the two apart: the same
-answers, headers, stock, sales, keys, restocks, rate limit and /metrics counts."""
+answers, headers (in their order), stock, sales, keys, restocks, rate limit and failed-key counts in
+Redis, /metrics counts and log lines."""
 
 import json
+import logging
 import re
 from collections import Counter
 from unittest import mock
@@ -99,28 +101,52 @@ def _ids_out(text: str) -> str:
 
 
 def _seen(response) -> tuple:
-    headers = {name: value for name, value in response.items() if name not in ("X-Request-ID", "Content-Length")}
-    if "Retry-After" in headers:
-        headers["Retry-After"] = int(headers["Retry-After"]) > 0  # the seconds left in the window, which move
-    headers = {name: _ids_out(value) for name, value in headers.items()}
+    headers = [
+        # The seconds left in the window move; that there are some is the answer.
+        (name, int(value) > 0 if name == "Retry-After" else _ids_out(value))
+        for name, value in response.items()
+        if name not in ("X-Request-ID", "Content-Length")
+    ]
     return response.status_code, _ids_out(response.content.decode()), headers
+
+
+def _redis_seen() -> dict:
+    """The rate limit's counters (throttle tokens, failed keys, anonymous requests), without their windows'
+    start times, which move."""
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    return {re.sub(r"^(throttle:\d+):\d+$", r"\1", key.decode()): r.get(key) for key in r.scan_iter()}
+
+
+class _LogLines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        exc_type = record.exc_info[0].__name__ if record.exc_info else None
+        self.lines.append((record.name, record.levelname, re.sub(r"\d+", "N", record.getMessage()), exc_type))
 
 
 def _answers_and_effects(api_key, s, r) -> tuple:
     _shop_open(s)
-    http = Client()
-    # The key in this process's cache, as after a client's first request (which DRF's dispatch answers).
-    assert http.get(SALES, headers={"Authorization": f"Api-Key {api_key}"}).status_code == 200
+    http = Client(raise_request_exception=False)  # a 500 is an answer to compare like any other
     counted = Counter()
 
     def count(outcome, *, stockouts=0):
         counted.update({outcome: 1, "stockouts": stockouts})
 
+    log = _LogLines()
     with (
         mock.patch.object(settings, "API_THROTTLE_RATE", s["rate"]),
         mock.patch.object(sale_counters, "count_sale_outcome", count),
     ):
-        answers = [_seen(_send(http, api_key, r)) for _ in range(2)]  # a request and its retry
+        # The key in this process's cache, as after a client's first request (which DRF's dispatch answers).
+        assert http.get(SALES, headers={"Authorization": f"Api-Key {api_key}"}).status_code == 200
+        logging.getLogger().addHandler(log)
+        try:
+            answers = [_seen(_send(http, api_key, r)) for _ in range(2)]  # a request and its retry
+        finally:
+            logging.getLogger().removeHandler(log)
     effects = {
         "stock": dict(Product.objects.values_list("sku", "on_hand")),
         "sales": sorted(SaleLine.objects.values_list("product__sku", "quantity")),
@@ -129,6 +155,8 @@ def _answers_and_effects(api_key, s, r) -> tuple:
         ),
         "restocks": sorted(Restock.objects.values_list("product__sku", "status", "reason")),
         "counted": {outcome: n for outcome, n in counted.items() if n},
+        "redis": _redis_seen(),
+        "log": log.lines,
     }
     return answers, effects
 
@@ -138,6 +166,7 @@ def _answers_and_effects(api_key, s, r) -> tuple:
 def test_the_plain_post_answers_as_drf_would(queues):
     _, api_key = make_api_client()
     plain_answered = []
+    statuses = set()
     post_plain = SaleCreateView._post_plain
 
     def recording(view, http_request):
@@ -153,11 +182,13 @@ def test_the_plain_post_answers_as_drf_would(queues):
         with mock.patch.object(SaleCreateView, "_post_plain", lambda view, http_request: None):
             drf_only = _answers_and_effects(api_key, s, r)
         assert plain == drf_only
+        statuses.update(status for status, _, _ in plain[0])
 
     same_answers()
 
     assert any(plain_answered), "some requests were answered by the plain POST"
     assert not all(plain_answered), "and some by DRF's dispatch"
+    assert 429 in statuses, "and some refused by the rate limit"
 
 
 @pytest.mark.django_db(transaction=True)
