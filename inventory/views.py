@@ -189,7 +189,7 @@ class SaleCreateView(generics.GenericAPIView):
             return None
         try:
             items = sale_items_validate(JSONParser().parse(io.BytesIO(request.body)))
-        except APIException:
+        except (APIException, ValueError):  # ValueError: a Content-Length that is no number (DRF reads no body)
             return None
         drf_request = Request(request)
         drf_request.user, drf_request.auth = auth.ClientUser(client), client
