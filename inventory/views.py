@@ -205,10 +205,13 @@ class SaleCreateView(generics.GenericAPIView):
             drf.sale_outcome_count(answer)
             body, headers, status_code, routine = answer.body, answer.headers, answer.status, answer.routine
         response = HttpResponse(_JSON.render(body), status=status_code, content_type=_JSON.media_type)
-        headers = {**headers, **self.default_response_headers}
-        if vary := headers.pop("Vary", None):
-            patch_vary_headers(response, [vary])
         for name, value in headers.items():
+            response[name] = value
+        # Then the view's own, as DRF's finalize_response adds them: Vary (`Accept` under DEBUG) added to.
+        view_headers = self.default_response_headers
+        if vary := view_headers.pop("Vary", None):
+            patch_vary_headers(response, [vary])
+        for name, value in view_headers.items():
             response[name] = value
         if routine:
             response._has_been_logged = True  # as DRF's exception handler marks it: no warning line

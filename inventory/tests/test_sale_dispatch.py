@@ -17,6 +17,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 
 from clients import auth, throttles
 from donutsite import sale_counters
@@ -59,6 +60,8 @@ shop = st.fixed_dictionaries(
         "stock": st.tuples(st.integers(0, 2), st.integers(0, 2)),
         "restock_open": st.tuples(st.booleans(), st.booleans()),
         "rate": st.sampled_from(["1000/day", "1000/day", "2/day"]),  # the GET below takes one
+        # DEBUG adds the browsable API's renderer (settings.py), and with it `Vary: Accept`.
+        "debug": st.sampled_from([False, False, True]),
     }
 )
 
@@ -111,7 +114,10 @@ def _seen(response) -> tuple:
         for name, value in response.items()
         if name not in ("X-Request-ID", "Content-Length")
     ]
-    return response.status_code, _ids_out(response.content.decode()), headers
+    body = response.content.decode()
+    if response["Content-Type"].startswith("text/html"):
+        body = "the browsable API's page"  # DRF's either way, with a CSRF token of its own each time
+    return response.status_code, _ids_out(body), headers
 
 
 def _redis_seen() -> dict:
@@ -140,8 +146,10 @@ def _answers_and_effects(api_key, s, r) -> tuple:
         counted.update({outcome: 1, "stockouts": stockouts})
 
     log = _LogLines()
+    renderers = [JSONRenderer, BrowsableAPIRenderer] if s["debug"] else [JSONRenderer]
     with (
         mock.patch.object(settings, "API_THROTTLE_RATE", s["rate"]),
+        mock.patch.object(SaleCreateView, "renderer_classes", renderers),
         mock.patch.object(sale_counters, "count_sale_outcome", count),
     ):
         # The key in this process's cache, as after a client's first request (which DRF's dispatch answers).
