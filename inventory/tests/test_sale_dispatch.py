@@ -108,13 +108,13 @@ def _ids_out(text: str) -> str:
 
 
 def _seen(response) -> tuple:
+    # The seconds left in the rate limit's window move; that there are some is the answer.
     headers = [
-        # The seconds left in the window move; that there are some is the answer.
         (name, int(value) > 0 if name == "Retry-After" else _ids_out(value))
         for name, value in response.items()
         if name not in ("X-Request-ID", "Content-Length")
     ]
-    body = response.content.decode()
+    body = re.sub(r"available in \d+ seconds?", "available in N seconds", response.content.decode())
     if response["Content-Type"].startswith("text/html"):
         body = "the browsable API's page"  # DRF's either way, with a CSRF token of its own each time
     return response.status_code, _ids_out(body), headers
@@ -124,7 +124,8 @@ def _redis_seen() -> dict:
     """The rate limit's counters (throttle tokens, failed keys, anonymous requests), without their windows'
     start times, which move."""
     r = redis.Redis.from_url(settings.REDIS_URL)
-    return {re.sub(r"^(throttle:\d+):\d+$", r"\1", key.decode()): r.get(key) for key in r.scan_iter()}
+    keys = [*r.scan_iter("throttle:*"), *r.scan_iter(f"{settings.CACHES['default']['KEY_PREFIX']}:limit:*")]
+    return {re.sub(r"^(throttle:\d+):\d+$", r"\1", key.decode()): r.get(key) for key in keys}
 
 
 class _LogLines(logging.Handler):
