@@ -33,11 +33,6 @@ def error_body(code: str, message: str, **details) -> dict:
 
 
 def exception_handler(exc, context):
-    # Django's own, which DRF's default handler also turns into its own (an unknown ?format= raises Http404).
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
     answer = error_answer(exc)
     if answer is None:
         return None  # a real bug: let Django log it and answer 500
@@ -87,6 +82,11 @@ def error_answer(exc) -> ErrorAnswer | None:
         body, headers = database_unavailable(exc)
         return ErrorAnswer(status.HTTP_503_SERVICE_UNAVAILABLE, body, headers)
 
+    # Django's own, which DRF's default handler also turns into its own (an unknown ?format= raises Http404).
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     if not isinstance(exc, exceptions.APIException):
         return None
 

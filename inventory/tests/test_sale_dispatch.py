@@ -13,6 +13,9 @@ from unittest import mock
 import pytest
 import redis
 from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import OperationalError
+from django.http import Http404
 from django.test import Client
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -224,3 +227,29 @@ def test_a_sold_out_rush_is_answered_by_the_plain_post(client_app):
 
     assert statuses == [201, 409, 409, 409]
     assert plain_answered == [False, True, True, True], "the first request put the key in the cache"
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        RuntimeError("a bug"),  # 500, logged with its traceback
+        OperationalError(2013, "Lost connection to server during query"),  # 503 service_unavailable
+        Http404("No such thing."),  # Django's own: DRF's not_found, counted as a rejected sale
+        DjangoPermissionDenied(),
+    ],
+    ids=type,
+)
+@pytest.mark.django_db(transaction=True)
+def test_what_the_sale_raises_is_answered_as_drf_would(queues, raised):
+    """Exceptions no state of the property test's shop makes the sale raise (so it is patched to): the
+    plain POST answers, counts and logs each as DRF's dispatch and exception handler do."""
+    _, api_key = make_api_client()
+    shop = {"stock": (2, 2), "restock_open": (False, False), "rate": "1000/day", "debug": False}
+    request = {"auth": "key", "content_type": "application/json", "accept": None, "query": "", "key": None}
+    request |= {"body": "one", "length": None}
+    with mock.patch.object(services, "sale_create", side_effect=raised):
+        plain = _answers_and_effects(api_key, shop, request)
+        with mock.patch.object(SaleCreateView, "_post_plain", lambda view, http_request: None):
+            drf_only = _answers_and_effects(api_key, shop, request)
+
+    assert plain == drf_only
