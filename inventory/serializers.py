@@ -18,11 +18,22 @@ class SaleItemIn(NoUnknownFieldsMixin, serializers.Serializer):
     quantity = StrictIntegerField(min_value=1, max_value=100)
 
 
+class CountedFirstListField(serializers.ListField):
+    """A ListField whose validators (its bounds) run before its items are judged one by one, as well as
+    after: DRF judges every item first, and a 2.4 MB body of a million bare numbers took 35 s of CPU to
+    refuse item by item. An empty list keeps DRF's own message."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, list) and data:
+            self.run_validators(data)
+        return super().to_internal_value(data)
+
+
 class SaleIn(NoUnknownFieldsMixin, serializers.Serializer):
     # A ListField, not a ListSerializer: a problem with the list itself (empty, too long, not a list) is a
     # list of messages under `items` like any field's, not under `items.non_field_errors`; an item's own
     # problems stay under its index. The bounds are validators so that the message can give the count.
-    items = serializers.ListField(
+    items = CountedFirstListField(
         child=SaleItemIn(),
         allow_empty=False,
         validators=[
