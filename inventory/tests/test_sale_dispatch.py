@@ -20,10 +20,12 @@ from django.test import Client
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 
 from clients import auth, throttles
 from donutsite import sale_counters
+from donutsite.parsers import JSONParser
 from inventory import selectors, services
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 from inventory.views import SaleCreateView
@@ -177,12 +179,9 @@ def _answers_and_effects(api_key, s, r) -> tuple:
     return answers, effects
 
 
-# transaction=True: requests commit as under a server, and the shop is set up again for each path.
-@pytest.mark.django_db(transaction=True)
-def test_the_plain_post_answers_as_drf_would(queues):
-    _, api_key = make_api_client()
-    plain_answered = []
-    statuses = set()
+def plain_post_recorded(plain_answered: list):
+    """The plain POST, patched in to note in `plain_answered` whether it answered each POST (True) or left
+    it to DRF's dispatch (False)."""
     post_plain = SaleCreateView._post_plain
 
     def recording(view, http_request):
@@ -190,10 +189,20 @@ def test_the_plain_post_answers_as_drf_would(queues):
         plain_answered.append(response is not None)
         return response
 
+    return mock.patch.object(SaleCreateView, "_post_plain", recording)
+
+
+# transaction=True: requests commit as under a server, and the shop is set up again for each path.
+@pytest.mark.django_db(transaction=True)
+def test_the_plain_post_answers_as_drf_would(queues):
+    _, api_key = make_api_client()
+    plain_answered = []
+    statuses = set()
+
     @hypothesis_settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(s=shop, r=request)
     def same_answers(s, r):
-        with mock.patch.object(SaleCreateView, "_post_plain", recording):
+        with plain_post_recorded(plain_answered):
             plain = _answers_and_effects(api_key, s, r)
         with mock.patch.object(SaleCreateView, "_post_plain", lambda view, http_request: None):
             drf_only = _answers_and_effects(api_key, s, r)
@@ -214,15 +223,9 @@ def test_a_sold_out_rush_is_answered_by_the_plain_post(client_app):
     product = make_product("VIRAL", on_hand=1)
     Restock.objects.create(product=product, quantity=50, reason=Restock.Reason.SHORTAGE)
     plain_answered = []
-    post_plain = SaleCreateView._post_plain
-
-    def recording(view, http_request):
-        response = post_plain(view, http_request)
-        plain_answered.append(response is not None)
-        return response
 
     body = {"items": [{"sku": "VIRAL", "quantity": 1}]}
-    with mock.patch.object(SaleCreateView, "_post_plain", recording):
+    with plain_post_recorded(plain_answered):
         statuses = [client_app.post(SALES, body, format="json").status_code for _ in range(4)]
 
     assert statuses == [201, 409, 409, 409]
@@ -253,3 +256,37 @@ def test_what_the_sale_raises_is_answered_as_drf_would(queues, raised):
             drf_only = _answers_and_effects(api_key, shop, request)
 
     assert plain == drf_only
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_over_its_rate_costs_no_parse_of_a_big_body(client_app, settings):
+    """DRF refuses a client over its rate before it parses the body; the plain POST parses first, so it
+    leaves a body bigger than any sale to DRF."""
+    settings.API_THROTTLE_RATE = "1/day"
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    make_product("GLAZED", on_hand=10)
+    assert client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json").status_code == 201
+    big = json.dumps({"items": [{"sku": "GLAZED", "quantity": 1}] * 20}) + " " * 1_000_000
+    parse = mock.Mock(wraps=JSONParser().parse)
+
+    with mock.patch.object(JSONParser, "parse", lambda parser, *args, **kwargs: parse(*args, **kwargs)):
+        refused = client_app.post(SALES, big, content_type="application/json")
+
+    assert refused.status_code == 429
+    assert parse.call_count == 0, "refused without reading a megabyte of JSON"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_plain_post_leaves_every_post_to_drf_under_other_authentication_or_permissions(client_app):
+    make_product("GLAZED", on_hand=10)
+    plain_answered = []
+    body = {"items": [{"sku": "GLAZED", "quantity": 1}]}
+
+    with (
+        plain_post_recorded(plain_answered),
+        mock.patch.object(SaleCreateView, "authentication_classes", [SessionAuthentication, auth.ApiKeyAuthentication]),
+    ):
+        statuses = [client_app.post(SALES, body, format="json").status_code for _ in range(3)]
+
+    assert statuses == [201, 201, 201]
+    assert plain_answered == [False, False, False]
