@@ -10,10 +10,9 @@ log reader could see another order than the one sold (`"quantity": 1, "quantity"
 And it reads UTF-8 whatever charset the `Content-Type` names, as the factory's callbacks are read: JSON
 is UTF-8, and RFC 8259 defines no charset parameter ("adding one really has no effect on compliant
 recipients"), so a proxy or a log reader reads the bytes as UTF-8. DRF decoded them in the charset named:
-a Latin-1 or UTF-16 body sold what those never saw. Bytes that are not UTF-8 are `malformed_json`.
+a Latin-1 or UTF-16 body sold what those never saw. Bytes that are not UTF-8 are `malformed_json`, and so
+is an escape of half a character (`"\\ud800"`), which no UTF-8 can carry.
 """
-
-import codecs
 
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
@@ -33,13 +32,26 @@ def no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     return obj
 
 
+def _no_lone_surrogates(data) -> None:
+    """Raise ValueError if a string of `data` holds half of a UTF-16 pair (`"\\ud800"`): it is no
+    character, cannot be written as UTF-8, and answering with it (an unknown field's name in the error)
+    raised UnicodeEncodeError, a 500."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a \\u escape is half of a character (a lone surrogate)") from None
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         # DRF's parse (strict constants), UTF-8 whatever the charset, with the duplicate-key check added.
         try:
-            decoded_stream = codecs.getreader("utf-8")(stream)
+            text = stream.read().decode("utf-8")
             parse_constant = json.strict_constant if self.strict else None
-            return json.load(decoded_stream, parse_constant=parse_constant, object_pairs_hook=no_duplicate_keys)
+            data = json.loads(text, parse_constant=parse_constant, object_pairs_hook=no_duplicate_keys)
+            if "\\u" in text:  # only an escape can make half a character: UTF-8 bytes cannot
+                _no_lone_surrogates(data)
+            return data
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply.") from None
         except ValueError as exc:

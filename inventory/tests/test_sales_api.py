@@ -425,6 +425,36 @@ def test_a_body_naming_a_key_twice_is_malformed_json_and_sells_nothing(client_ap
     assert (on_hand(glazed), on_hand(boston)) == (5, 5)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"items": [{"sku": "GLAZED", "quantity": 1}], "\\ud800": 1}',  # an unknown field: its name was echoed
+        b'{"items": [{"sku": "GLAZ\\udfffED", "quantity": 1}]}',
+    ],
+    ids=["in-a-name", "in-a-value"],
+)
+def test_half_a_character_escaped_is_malformed_json(client_app, raw):
+    glazed = make_product("GLAZED", on_hand=5)
+
+    response = client_app.generic("POST", SALES, raw, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "malformed_json"
+    assert "lone surrogate" in response.json()["message"]
+    assert on_hand(glazed) == 5
+
+
+def test_a_whole_character_escaped_as_a_pair_is_read_as_that_character(client_app):
+    make_product("GLAZED", on_hand=5)
+    raw = b'{"items": [{"sku": "GLAZED", "quantity": 1}], "\\ud83c\\udf69": 1}'  # a donut emoji, escaped
+
+    response = client_app.generic("POST", SALES, raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "validation_error", "an unknown field, read as the emoji it names"
+    assert "\U0001f369" in response.json()["errors"]
+
+
 def test_an_order_of_twenty_skus_is_accepted(client_app):
     for i in range(20):
         make_product(f"S{i}", on_hand=1)
