@@ -78,6 +78,10 @@ class ApiMiddleware:
                 if header.lower() not in ("content-type", "content-length"):
                     replacement[header] = value
             replacement.cookies = response.cookies
+            if getattr(response, "_has_been_logged", False):
+                # Django's mark (django.utils.log.log_response): a 500 was logged with its traceback, and
+                # logged a second time, without it, once this answer lost the mark.
+                replacement._has_been_logged = True
             return replacement
         return response
 

@@ -1,6 +1,12 @@
 """An API URL that matches no route answers like every other API error (found by test_schema_fuzz)."""
 
+import logging
+from unittest import mock
+
 import pytest
+
+from inventory import services
+from testsupport.data import make_product
 
 pytestmark = pytest.mark.django_db
 
@@ -24,6 +30,19 @@ def test_a_json_error_keeps_the_headers_the_middleware_below_set(client, setting
     assert response["Allow"] == "GET, HEAD, OPTIONS"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Referrer-Policy"] == "same-origin"
+
+
+def test_a_500_under_the_api_is_logged_once_with_its_traceback(client_app, caplog):
+    make_product("GLAZED", on_hand=5)
+    client_app.raise_request_exception = False
+
+    with mock.patch.object(services, "sale_create", side_effect=RuntimeError("a bug")):
+        response = client_app.post("/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json")
+
+    assert response.status_code == 500 and response.json()["code"] == "server_error"
+    logged = [r for r in caplog.records if r.name == "django.request" and r.levelno >= logging.ERROR]
+    assert len(logged) == 1, [r.getMessage() for r in logged]
+    assert logged[0].exc_info and "a bug" in str(logged[0].exc_info[1])
 
 
 def test_a_url_outside_the_api_keeps_the_html_404(client):
