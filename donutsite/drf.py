@@ -1,4 +1,5 @@
-"""The one DRF exception handler: every error leaves as {"code", "message", ...details}."""
+"""The one error answer: every error leaves as {"code", "message", ...details}, through DRF's exception
+handler below or, for the sales view's plain POST (inventory/views.py), through error_answer itself."""
 
 from dataclasses import dataclass, field
 
