@@ -102,6 +102,10 @@ def error_answer(exc) -> ErrorAnswer | None:
         # DRF names the type sent, not the one we take: `curl -d` without a Content-Type sends a form. Every
         # API view parses JSON only (the factory's callbacks take any type, so never answer this).
         body = error_body(code, f"{exc.detail} Send the body as JSON, with `Content-Type: application/json`.")
+    elif isinstance(exc, exceptions.NotAcceptable) and exc.available_renderers:
+        # DRF says only that the Accept header cannot be met; a client needs what can.
+        offered = ", ".join(dict.fromkeys(renderer.media_type for renderer in exc.available_renderers))
+        body = error_body(code, f"{exc.detail} This answers {offered}.")
     else:
         body = error_body(code, str(exc.detail))
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):

@@ -72,7 +72,9 @@ class AdminLoginThrottleMiddleware:
             failures, wait = ratelimit.count(name)
             if failures >= settings.ADMIN_LOGIN_MAX_FAILURES:
                 response = HttpResponse(
-                    "Too many failed logins for this account from your address. Try again later.",
+                    "Too many failed logins for this account from your address. Try again in "
+                    f"{max(1, -(-wait // 60))} minute(s), or ask another admin to run "
+                    "`manage.py admin_login_unlock <username>`.",
                     status=429,
                     content_type="text/plain",
                 )

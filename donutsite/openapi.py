@@ -85,7 +85,7 @@ VALIDATION_ERRORS: dict[str, dict] = {
     "sale_list": {"created_after": ["Date has wrong format. Use one of these formats instead: YYYY-MM-DD."]},
     "restock_list": {"status": ['"lost" is not a valid choice.']},
     "product_list": {"page": ["Ensure this value is greater than or equal to 1."]},
-    "device_register": {"platform": ['"nokia" is not a valid choice.']},
+    "device_register": {"platform": ['"nokia" is not a platform we push to: android, ios, web.']},
     "product_subscribe": {"device_id": ["Must be a whole number."]},
     "factory_callback": {"event": ['"order.shipped" is not a valid choice.']},
 }

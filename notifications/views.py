@@ -17,7 +17,10 @@ class DeviceIn(NoUnknownFieldsMixin, serializers.Serializer):
         min_length=8,
         validators=[RegexValidator(r"^[\x21-\x7e]+\Z", "Printable ASCII characters, no spaces (an FCM token).")],
     )
-    platform = serializers.ChoiceField(choices=Device.Platform.choices)
+    platform = serializers.ChoiceField(
+        choices=Device.Platform.choices,
+        error_messages={"invalid_choice": f'"{{input}}" is not a platform we push to: {", ".join(Device.Platform)}.'},
+    )
     user_ref = StrictCharField(max_length=100, required=False, default="", allow_blank=True)
 
 

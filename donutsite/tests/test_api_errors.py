@@ -131,3 +131,17 @@ def test_a_chunked_body_a_server_cannot_dechunk_is_a_411_not_an_empty_body():
 
     assert answers == ["411 Length Required"]
     assert json.loads(body)["code"] == "length_required"
+
+
+@pytest.mark.parametrize(
+    ("path", "accept", "offered"),
+    [
+        ("/api/v1/products/", "application/xml", "application/json"),
+        ("/api/schema/", "text/html", "application/vnd.oai.openapi"),
+    ],
+)
+def test_a_406_says_what_the_url_answers(client, path, accept, offered):
+    response = client.get(path, HTTP_ACCEPT=accept)
+
+    assert response.status_code == 406 and response.json()["code"] == "not_acceptable"
+    assert f"This answers {offered}" in response.json()["message"]

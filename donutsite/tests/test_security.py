@@ -234,6 +234,8 @@ def test_admin_logins_are_throttled_after_repeated_failures(client, staff):
     assert statuses == [200] * settings.ADMIN_LOGIN_MAX_FAILURES, "a failed login shows the form again"
     assert blocked.status_code == 429
     assert 0 < int(blocked["Retry-After"]) <= settings.ADMIN_LOGIN_WINDOW_SECONDS
+    minutes = -(-int(blocked["Retry-After"]) // 60)
+    assert f"Try again in {minutes} minute(s), or ask another admin" in blocked.content.decode()
     assert "_auth_user_id" not in client.session, "the right password from the locked address is refused too"
 
 
