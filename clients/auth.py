@@ -19,9 +19,8 @@ def api_client_for_key(key: str, *, before_lookup=None) -> ApiClient | None:
     raise) only when the database must be asked."""
     key_hash = ApiClient.hash_key(key)
     now = time.monotonic()
-    hit = _cache.get(key_hash)
-    if hit and hit[0] > now:
-        return hit[1]
+    if (cached := _cached(key_hash, now)) is not None:
+        return cached
     if before_lookup is not None:
         before_lookup()
     client = ApiClient.objects.filter(key_hash=key_hash, is_active=True).first()
@@ -39,8 +38,12 @@ def api_client_cached(request) -> ApiClient | None:
     None: no database, no Redis, nothing counted. What ApiKeyAuthentication would authenticate with no
     work at all (inventory.views.SaleCreateView's plain POST); on None, it decides."""
     key = _api_key(request.headers.get("Authorization", ""))
-    hit = key and _cache.get(ApiClient.hash_key(key))
-    return hit[1] if hit and hit[0] > time.monotonic() else None
+    return _cached(ApiClient.hash_key(key), time.monotonic()) if key else None
+
+
+def _cached(key_hash: str, now: float) -> ApiClient | None:
+    hit = _cache.get(key_hash)
+    return hit[1] if hit and hit[0] > now else None
 
 
 def _api_key(header: str) -> str:
