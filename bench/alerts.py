@@ -259,7 +259,7 @@ class Bench:
             try:
                 raise FactoryUnavailable("factory: HTTP 503 Service Unavailable", status_code=503, latency_ms=12)
             except FactoryUnavailable as cause:
-                raise OutOfAttempts(f"6 attempts; last: {cause}") from cause
+                raise OutOfAttempts(f"6 failed attempts; last: {cause}") from cause
         except OutOfAttempts as failure:
             exc = failure
             trace = "".join(traceback.format_exception(failure))

@@ -259,6 +259,7 @@ if not re.fullmatch(r"[A-Za-z0-9._:-]{1,44}", FACTORY_REFERENCE_PREFIX):
     )
 FACTORY_TIMEOUT_SECONDS = env.float("FACTORY_TIMEOUT_SECONDS", default=8.0)
 FACTORY_CONNECT_TIMEOUT_SECONDS = min(3.0, FACTORY_TIMEOUT_SECONDS)
+# Failed calls per restock before it is dead-lettered; a 429 (the factory asking us to wait) is not one.
 FACTORY_MAX_ATTEMPTS = env.int("FACTORY_MAX_ATTEMPTS", default=6)
 FACTORY_RETRY_BACKOFF_SECONDS = env.float("FACTORY_RETRY_BACKOFF_SECONDS", default=1.0)
 FACTORY_RETRY_BACKOFF_MAX_SECONDS = env.float("FACTORY_RETRY_BACKOFF_MAX_SECONDS", default=15.0)

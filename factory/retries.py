@@ -3,10 +3,14 @@
 A task built on `RetryingTask` declares which errors are transient (`retry_on`) and where its attempts
 are counted (`attempts_used`, read from the database, the one budget). For each transient error:
 
-- out of attempts (FACTORY_MAX_ATTEMPTS counted in the database, across messages and resends):
-  `OutOfAttempts`, which dead-letters the work; the reason never depends on which message ran;
-- otherwise the next attempt waits capped exponential backoff with full jitter, and at least the
-  outside system's Retry-After (clamped to FACTORY_RETRY_AFTER_MAX_SECONDS);
+- out of attempts (FACTORY_MAX_ATTEMPTS failed calls counted in the database, across messages and
+  resends): `OutOfAttempts`, which dead-letters the work; the reason never depends on which message ran.
+  A call the outside system turned away with a rate limit (`attempts_spared`: a 429, which says when to
+  come back) is no failure: the system is up and asked us to wait, and a burst of them in a rush must
+  not give work up and page ops;
+- otherwise the next attempt waits capped exponential backoff with full jitter, growing with every call
+  (rate limited ones too), and at least the outside system's Retry-After (clamped to
+  FACTORY_RETRY_AFTER_MAX_SECONDS);
 - a wait the broker may hold (up to FACTORY_RETRY_BACKOFF_MAX_SECONDS, below the visibility timeout)
   is a Celery retry with a countdown, noted through the `retry_scheduled` hook;
 - a longer wait is handed to the `park` hook, which keeps it in the database for the reconcile sweep.
@@ -83,14 +87,19 @@ class RetryingTask(ArgumentCheckedTask):
     acks_late = True
     reject_on_worker_lost = True
     retry_on: tuple[type[BaseException], ...] = ()
-    # The budget is the database's attempt count (attempts_used); Celery's retry count is not a budget.
+    # The budget is the database's count of failed attempts (attempts_used less attempts_spared); Celery's
+    # retry count is not a budget.
     max_retries = None
 
     # Hooks a task declares
 
     def attempts_used(self, args, kwargs) -> int:
-        """Attempts recorded in the database for this work in its current run (the budget)."""
+        """Attempts recorded in the database for this work in its current run."""
         return 1
+
+    def attempts_spared(self, args, kwargs) -> int:
+        """Of attempts_used, those the outside system rate limited: not counted against the budget."""
+        return 0
 
     def retry_scheduled(self, args, kwargs, at) -> None:
         """The broker will run the work again at `at`."""
@@ -120,6 +129,7 @@ class RetryingTask(ArgumentCheckedTask):
         except (*self.retry_on, *ALWAYS_TRANSIENT) as exc:
             try:
                 attempt = self.attempts_used(args, kwargs)
+                spared = self.attempts_spared(args, kwargs)
             except DatabaseError as db_exc:
                 # The database is away (often the very error being handled): the budget cannot be read,
                 # so this try is not counted against it and the broker holds the work until it is back.
@@ -128,8 +138,9 @@ class RetryingTask(ArgumentCheckedTask):
                     "%s%r: failed (%s), attempts unknown (%r); retrying in %.1f s", self.name, args, exc, db_exc, wait
                 )
                 raise self.retry(exc=exc, countdown=wait) from exc
-            if attempt >= settings.FACTORY_MAX_ATTEMPTS:
-                raise OutOfAttempts(f"{attempt} attempts; last: {exc}") from exc
+            if attempt - spared >= settings.FACTORY_MAX_ATTEMPTS:
+                rate_limited = f" (and {spared} rate limited)" if spared else ""
+                raise OutOfAttempts(f"{attempt - spared} failed attempts{rate_limited}; last: {exc}") from exc
             wait = next_wait(attempt, exc)
             until = timezone.now() + timedelta(seconds=wait)
             # Longer than the broker may safely hold a message (visibility timeout): the database keeps it.

@@ -221,6 +221,15 @@ def _record_failure(restock: Restock, exc: FactoryError) -> None:
 FACTORY_DEGRADED = "factory_degraded"  # the alert's kind and dedupe key
 
 
+def _streak_outlook(exc: FactoryError) -> str:
+    if isinstance(exc, FactoryRateLimited):
+        return (
+            "The factory is rate limiting us: restocks wait as it asks (a rate limit uses up none of their "
+            "attempts); one still not accepted after the grace is told as overdue."
+        )
+    return "Restocks are retrying with backoff; they dead-letter if it goes on."
+
+
 def _alert_if_failing_in_a_row(restock: Restock, exc: FactoryError) -> None:
     """Several failed calls in a row, whichever restocks they were for, mean the factory is in trouble."""
     streak = settings.FACTORY_FAILURE_STREAK_ALERT
@@ -231,7 +240,7 @@ def _alert_if_failing_in_a_row(restock: Restock, exc: FactoryError) -> None:
             kind=FACTORY_DEGRADED,
             severity="warning",
             title=f"The factory failed {streak} calls in a row",
-            text=f"Last answer: {exc}. Restocks are retrying with backoff; they dead-letter if it goes on.",
+            text=f"Last answer: {exc}. {_streak_outlook(exc)}",
             dedupe_key=FACTORY_DEGRADED,
             context={"sku": restock.product.sku, "restock_id": restock.pk, "error": str(exc)[:300]},
             correlation_id=restock.correlation_id,
@@ -243,6 +252,15 @@ def restock_attempts_used(restock_id: int) -> int:
     (factory/retries.py)."""
     order = FactoryOrder.objects.filter(restock_id=restock_id).first()
     return order.attempts_this_run if order else 0
+
+
+def restock_attempts_rate_limited(restock_id: int) -> int:
+    """Of restock_attempts_used, the calls the factory answered 429 (rate limited): spared by the budget."""
+    order = FactoryOrder.objects.filter(restock_id=restock_id).first()
+    if order is None:
+        return 0
+    this_run = FactoryAttempt.objects.filter(restock_id=restock_id, number__gt=order.attempts_before_redrive)
+    return this_run.filter(outcome=FactoryAttempt.Outcome.RATE_LIMITED).count()
 
 
 def restock_dead_letter_context(restock_id: int) -> dict:

@@ -23,6 +23,9 @@ class RestockPlaceTask(RetryingTask):
     def attempts_used(self, args, kwargs) -> int:
         return services.restock_attempts_used(args[0])
 
+    def attempts_spared(self, args, kwargs) -> int:
+        return services.restock_attempts_rate_limited(args[0])
+
     def retry(self, *args, **kwargs):
         # Celery sends a retry back to the queue the message came from; a shortage's first attempt came
         # from the urgent queue, and its retries belong behind it with the routine work.

@@ -127,6 +127,6 @@ def critical_alert(**context):
             kind="dead_letter",
             severity="critical",
             title="Dead letter: VIRAL (factory.restock_place gave up)",
-            text="OutOfAttempts: 6 attempts; last: 503",
+            text="OutOfAttempts: 6 failed attempts; last: 503",
             context={"sku": "VIRAL", "restock_id": 42, "attempts": 6, **context},
         )

@@ -24,7 +24,7 @@ trace.logger.info("Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_val
                   {"name": "factory.reconcile", "id": "r1", "runtime": 0.01, "return_value": None})
 strategy.logger.info("Task %(name)s[%(id)s] received", {"name": "factory.restock_place", "id": "p1"})
 try:
-    raise factory.retries.OutOfAttempts("6 attempts; last: refused")
+    raise factory.retries.OutOfAttempts("6 failed attempts; last: refused")
 except Exception:
     trace.logger.error("Task %(name)s[%(id)s] %(description)s: %(exc)s",
                        {"name": "factory.restock_place", "id": "p1", "description": "raised unexpected",
@@ -74,4 +74,4 @@ def test_log_level_debug_shows_the_routine_lines_again():
 
     assert "DEBUG celery.beat [-] Scheduler: Sending due task reconcile (factory.reconcile)" in out
     assert "Task notifications.sweep[s1] received" in out
-    assert "OutOfAttempts: 6 attempts; last: refused" in out
+    assert "OutOfAttempts: 6 failed attempts; last: refused" in out

@@ -161,6 +161,31 @@ def test_a_factory_always_failing_dead_letters_alerts_ops_and_a_redrive_fills_th
     assert dead.redriven_at is not None
 
 
+def test_a_factory_rate_limiting_past_the_budget_then_accepting_orders_once_and_pages_nobody(system, fresh, standins):
+    # A rush: the factory answers 429 for more calls than FACTORY_MAX_ATTEMPTS allows failures. The restock
+    # waits as asked, is not given up, and is ordered once the factory takes orders again.
+    make_product("COCOA", on_hand=0, reorder_quantity=10)
+    system.factory_configure(rate_limit_rate=1.0, retry_after_seconds=1)
+    budget = int(System.TIMING["FACTORY_MAX_ATTEMPTS"])
+
+    buy_over_http(system, fresh, "COCOA", 1)
+    wait_until(
+        lambda: FactoryAttempt.objects.filter(restock__product__sku="COCOA", outcome="rate_limited").count() > budget,
+        timeout=60,
+        what=f"more than {budget} rate-limited calls",
+    )
+    system.factory_configure(rate_limit_rate=0.0)
+    restock = wait_for_status("COCOA", "fulfilled")
+
+    outcomes = list(FactoryAttempt.objects.filter(restock=restock).values_list("outcome", flat=True))
+    assert outcomes[-1] == "accepted" and set(outcomes[:-1]) == {"rate_limited"} and len(outcomes) > budget + 1
+    assert len(factory_orders(system, restock)) == 1 and Product.objects.get(sku="COCOA").on_hand == 10
+    assert not DeadLetter.objects.filter(restock=restock).exists()
+    slack, fcm = standins
+    assert not [r for r in slack.received if "Dead letter" in r["body"]["text"]]
+    assert not [r for r in fcm.received if r["body"]["message"]["data"]["kind"] == "dead_letter"]
+
+
 def test_an_order_the_factory_made_before_every_call_failed_is_not_ordered_again_by_the_next_shortage(system, fresh):
     # The factory stores the order and then answers 5xx, every time: the restock runs out of attempts and
     # fails with its order at the factory. The next shortage, before anyone asked the factory about it,

@@ -134,7 +134,7 @@ def test_a_restock_that_fails_for_good_after_its_overdue_warning_is_not_paged_ag
     reconcile()
     [warning] = overdue_alerts()
 
-    assert restock_fail(restock.pk, reason="OutOfAttempts: 6 attempts; last: 502")
+    assert restock_fail(restock.pk, reason="OutOfAttempts: 6 failed attempts; last: 502")
     Alert.objects.update(created_at=now - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS + 1))
 
     assert alerts_escalate() == 0, "the escalation sweep pushes nothing about it"

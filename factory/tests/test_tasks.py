@@ -209,6 +209,19 @@ def test_failed_calls_in_a_row_warn_ops_that_the_factory_is_in_trouble(factory, 
     assert alert.severity == "warning" and alert.context["sku"] == "GLAZED"
 
 
+def test_rate_limits_in_a_row_warn_ops_without_threatening_dead_letters(factory, settings):
+    settings.FACTORY_FAILURE_STREAK_ALERT = 2
+    restock = pending_restock()
+
+    for _ in range(2):
+        factory.answer(429, {"error": "slow down"}, {"Retry-After": "1"})
+        with pytest.raises(Exception):  # noqa: B017 - FactoryRateLimited, retried by the task
+            restock_place(restock.pk)
+
+    text = Alert.objects.get(kind="factory_degraded").text
+    assert "429" in text and "rate limit" in text and "dead-letter" not in text
+
+
 def test_the_factory_answering_again_closes_its_failing_in_a_row_warning(factory, settings):
     # Left open, it was pushed to the ops phones ALERT_ESCALATE_AFTER_SECONDS later, long after the trouble.
     settings.FACTORY_FAILURE_STREAK_ALERT = 2
@@ -525,6 +538,57 @@ def test_a_redriven_restock_gets_a_fresh_budget_and_its_calls_are_numbered_on(fa
     numbers = list(FactoryAttempt.objects.filter(restock=restock).values_list("number", "outcome"))
     last_run = settings.FACTORY_MAX_ATTEMPTS
     assert numbers == [(last_run, "transient"), (last_run + 1, "transient"), (last_run + 2, "accepted")]
+
+
+def calls_made(restock, outcomes) -> None:
+    """The restock's calls so far in this run, as the worker that made them recorded them."""
+    FactoryOrder.objects.create(restock=restock, attempt_count=len(outcomes))
+    for number, outcome in enumerate(outcomes, 1):
+        FactoryAttempt.objects.create(restock=restock, number=number, outcome=outcome, latency_ms=5)
+
+
+def test_a_factory_rate_limiting_a_restock_past_the_budget_does_not_give_it_up(factory, queues, settings):
+    # "Under load it answers 429 or 503 in bursts": a 429 is the factory up and asking us to wait, not a
+    # failure. A rush's burst of them must not dead-letter restocks and page ops by the dozen.
+    restock = pending_restock()
+    calls_made(restock, ["rate_limited"] * (settings.FACTORY_MAX_ATTEMPTS + 2))
+    factory.answer(429, {"error": "slow down"}, {"Retry-After": "1"})
+
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+
+    assert Restock.objects.get(pk=restock.pk).status == "pending"
+    assert not DeadLetter.objects.exists() and not Alert.objects.filter(kind="dead_letter").exists()
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
+
+
+def test_failed_calls_between_rate_limits_still_use_up_the_budget(factory, queues, settings):
+    restock = pending_restock()
+    calls_made(restock, ["transient", "rate_limited", "rate_limited"] * (settings.FACTORY_MAX_ATTEMPTS - 1))
+    factory.answer(503, {"error": "down"})
+
+    with pytest.raises(OutOfAttempts) as raised:
+        run(restock_place_task, restock.pk)
+
+    assert str(raised.value).startswith(f"{settings.FACTORY_MAX_ATTEMPTS} failed attempts (and ")
+    assert "rate limited" in str(raised.value) and "503" in str(raised.value)
+
+
+def test_waits_between_rate_limited_calls_grow_as_between_failed_ones(factory, queues, settings, monkeypatch):
+    from factory import retries
+
+    monkeypatch.setattr(retries.random, "uniform", lambda low, high: high)  # the longest wait jitter may pick
+    restock = pending_restock()
+    calls_made(restock, ["rate_limited"] * 5)
+    factory.answer(429, {"error": "slow down"}, {"Retry-After": "1"})
+    before = timezone.now()
+
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+
+    # The sixth call: backoff 1 s x 2**6, capped at 15 s; not the 1 s the factory asked for, again and again.
+    cap = timedelta(seconds=settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)
+    assert before + cap <= order_of(restock).next_attempt_at <= timezone.now() + cap
 
 
 def test_an_enormous_retry_after_parks_no_longer_than_the_cap(factory, queues, settings):
