@@ -1,7 +1,8 @@
 """How calls to outside systems are retried: the one place that decides.
 
 A task built on `RetryingTask` declares which errors are transient (`retry_on`) and where its attempts
-are counted (`attempts_used`, read from the database, the one budget). For each transient error:
+are counted (`attempts_used`, less `attempts_spared`: read from the database, the one budget). For each
+transient error:
 
 - out of attempts (FACTORY_MAX_ATTEMPTS failed calls counted in the database, across messages and
   resends): `OutOfAttempts`, which dead-letters the work; the reason never depends on which message ran.
