@@ -10,3 +10,9 @@ in. SQLite's BINARY is its default and exact.
 from django.conf import settings
 
 EXACT_COLLATION = "utf8mb4_bin" if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.mysql" else "BINARY"
+
+
+def exact_lookup_possible(value: str) -> bool:
+    """Whether a lookup of `value` in an EXACT_COLLATION column finds only `value`: one ending in a space
+    would find the same without it (PAD SPACE), and no key or SKU ends in one, so it must find nothing."""
+    return not value.endswith(" ")

@@ -6,6 +6,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import Coalesce
 
 from clients.models import ApiClient
+from donutsite.db import exact_lookup_possible
 from inventory.errors import UnknownSku
 from inventory.models import Product, Restock, Sale
 
@@ -44,16 +45,15 @@ def product_list():
 
 
 def product_get(*, sku: str) -> Product:
-    product = Product.objects.filter(sku=sku, is_active=True).first()
-    # utf8mb4_bin pads with spaces ("GLAZED " = "GLAZED"): the exact check is ours.
-    if product is None or product.sku != sku:
+    product = Product.objects.filter(sku=sku, is_active=True).first() if exact_lookup_possible(sku) else None
+    if product is None:
         raise _unknown_sku([sku])
     return product
 
 
 def product_exists(*, sku: str) -> bool:
     """Whether a product has exactly this SKU, on sale or retired."""
-    return sku in Product.objects.filter(sku=sku).values_list("sku", flat=True)  # exact: the collation pads
+    return exact_lookup_possible(sku) and Product.objects.filter(sku=sku).exists()
 
 
 def _unknown_sku(unknown: list[str]) -> UnknownSku:
@@ -96,8 +96,7 @@ def restock_get(*, restock_id: int) -> Restock | None:
 def restock_list(*, sku: str | None = None, status: str | None = None):
     qs = Restock.objects.select_related("product").order_by("-pk")
     if sku:
-        # utf8mb4_bin ignores trailing spaces in comparisons; no SKU we sell ends in one.
-        qs = qs.filter(product__sku=sku) if sku == sku.rstrip(" ") else qs.none()
+        qs = qs.filter(product__sku=sku) if exact_lookup_possible(sku) else qs.none()
     if status:
         qs = qs.filter(status=status)
     return qs

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from donutsite.celery import task_publish
+from donutsite.db import exact_lookup_possible
 from donutsite.rows import row_create_or_update
 from notifications.channels.base import Message
 from notifications.channels.registry import channel_get, channel_paused, channel_sending, fcm_configured
@@ -36,8 +37,8 @@ def subscription_delete(*, client, device_id: int, sku: str) -> bool:
     under way finds nothing to claim). Returns whether the device was subscribed. Raises UnknownDevice for
     a device not the client's."""
     device = device_get(client=client, device_id=device_id)
-    if sku != sku.rstrip(" "):
-        return False  # utf8mb4_bin ignores trailing spaces: "VIRAL " would unsubscribe VIRAL
+    if not exact_lookup_possible(sku):
+        return False  # "VIRAL " would unsubscribe VIRAL
     deleted, _ = Subscription.objects.filter(device=device, sku=sku).delete()
     return deleted > 0
 

@@ -167,3 +167,13 @@ def test_an_unknown_restock_is_a_404_and_reading_one_needs_a_key(client_app):
 
     assert unknown.status_code == 404 and unknown.json() == {"code": "not_found", "message": "No such restock."}
     assert anonymous.status_code == 401 and anonymous.json()["code"] == "not_authenticated"
+
+
+def test_restocks_filtered_by_sku_list_only_that_sku_as_written(client_app):
+    make_product("GLAZED", on_hand=0)
+    client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json")  # opens its restock
+
+    listed = {sku: client_app.get("/api/v1/restocks/", {"sku": sku}).json()["results"] for sku in ("GLAZED", "GLAZED ")}
+
+    assert [r["sku"] for r in listed["GLAZED"]] == ["GLAZED"]
+    assert listed["GLAZED "] == [], "the column ignores trailing spaces; the filter must not"
