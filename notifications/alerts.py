@@ -66,8 +66,18 @@ def alert_raise(
         group.flush_at = None
         group.facts = [fact]
         group.new_facts = []
+        group.began_at = None
         group.save(
-            update_fields=["leader", "window_ends_at", "suppressed_count", "flush_at", "facts", "new_facts", "settled"]
+            update_fields=[
+                "leader",
+                "window_ends_at",
+                "suppressed_count",
+                "flush_at",
+                "facts",
+                "new_facts",
+                "settled",
+                "began_at",
+            ]
         )
         deliveries_create(alert)
     return alert
@@ -85,8 +95,10 @@ def _count_in(group: AlertGroup, *, fact: str, critical: bool, now) -> None:
     group.suppressed_count += 1
     group.flush_at = group.flush_at or group.window_ends_at
     # Everything before was settled: this is a new episode (a second factory outage), as urgent as a new
-    # critical fact whatever its severity.
+    # critical fact whatever its severity. Without facts, what was settled was told too: this one began it.
     news = group.settled or not group.facts
+    if not group.facts:
+        group.began_at = now
     group.settled = False
     if fact not in group.facts and len(group.facts) < MAX_FACTS:
         news = news or critical
@@ -94,7 +106,7 @@ def _count_in(group: AlertGroup, *, fact: str, critical: bool, now) -> None:
         group.new_facts.append(fact)
     if news:
         group.flush_at = min(group.flush_at, now + timedelta(seconds=settings.ALERT_CRITICAL_FLUSH_SECONDS))
-    group.save(update_fields=["suppressed_count", "flush_at", "facts", "new_facts", "settled"])
+    group.save(update_fields=["suppressed_count", "flush_at", "facts", "new_facts", "settled", "began_at"])
 
 
 def _group_locked(dedupe_key: str) -> AlertGroup:
@@ -146,7 +158,7 @@ def _summarize(group: AlertGroup) -> Alert:
         kind=leader.kind if leader else "summary",
         severity=Severity.INFO if settled or not leader else leader.severity,
         title=title[:200],
-        text=f"{count} more alert(s) like this one since {_ago(leader)}. Covers: {covers}."
+        text=f"{_since(group, count)} Covers: {covers}."
         + (f" New since the last message: {new}." if new else "")
         + (" Every one of them was settled before this summary was due." if settled else ""),
         dedupe_key=group.dedupe_key,
@@ -172,10 +184,19 @@ def _listed(titles: list[str]) -> str:
     return "; ".join(titles[:MAX_FACTS]) + ("; ..." if len(titles) > MAX_FACTS else "")
 
 
-def _ago(leader: Alert | None) -> str:
-    if leader is None:
-        return "the last message"
-    return f"{leader.created_at:%H:%M:%S} UTC (alert {leader.pk})"
+def _since(group: AlertGroup, count: int) -> str:
+    """How many the summary counts and since when: the alert that began the trouble, or, when the trouble
+    began after everything before was settled, its start (the settled leader is another trouble's)."""
+    if group.began_at:
+        return (
+            f"{count} alert(s) like this one since {group.began_at:%H:%M:%S} UTC, none sent on its own: "
+            "it began again after everything before it was settled."
+        )
+    if group.leader is None:
+        return f"{count} more alert(s) like this one since the last message."
+    return (
+        f"{count} more alert(s) like this one since {group.leader.created_at:%H:%M:%S} UTC (alert {group.leader.pk})."
+    )
 
 
 def alert_groups_flush() -> int:
@@ -195,6 +216,7 @@ def alert_groups_flush() -> int:
                 group.leader = None
                 group.window_ends_at = None
                 group.facts = []
+                group.began_at = None
             group.save(
                 update_fields=[
                     "suppressed_count",
@@ -204,6 +226,7 @@ def alert_groups_flush() -> int:
                     "window_ends_at",
                     "facts",
                     "settled",
+                    "began_at",
                 ]
             )
             sent += 1

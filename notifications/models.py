@@ -87,6 +87,11 @@ class AlertGroup(models.Model):
     settled = models.BooleanField(
         default=False, db_default=False, help_text="Everything held back so far was settled; its summary is owed."
     )
+    # A trouble that began after everything before it was settled (a second factory outage inside the first
+    # one's window) has no alert of its own: its summary says when it began instead of naming the leader.
+    began_at = models.DateTimeField(
+        null=True, help_text="When what is held back began, if after everything before was settled."
+    )
 
     def __str__(self):
         return self.dedupe_key

@@ -9,6 +9,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from notifications import alerts
+from notifications.deliveries import message_for
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock
 from testsupport.plans import plans
 
@@ -207,6 +208,36 @@ def test_a_new_sku_in_a_warning_group_waits_for_the_window():
     assert alerts.alert_groups_flush() == 1
     assert Alert.objects.get(is_summary=True).context["sku"] == "VIRAL, MAPLE"
     assert AlertGroup.objects.get().leader is None, "the window closed: the next alert leads a new group"
+
+
+@override_settings(**BOTH_CHANNELS, ALERT_CRITICAL_FLUSH_SECONDS=0)
+def test_a_second_outages_summary_says_when_it_began_not_the_settled_first_outages_alert(monkeypatch):
+    # The first outage's dead letters paged (VIRAL) and were summarized (MAPLE); ops redrove them all. Two
+    # minutes later, inside the same window, the factory fails again: its summary is the first message about
+    # it, and must say when this trouble began, not point ops at VIRAL's page, settled two minutes before.
+    first = raise_dead_letter("VIRAL")
+    raise_dead_letter("MAPLE")
+    assert alerts.alert_groups_flush() == 1
+    with transaction.atomic():
+        alerts.alerts_settle("dead_letter:factory.restock_place")  # every one redriven
+    assert not Alert.objects.filter(acknowledged_at__isnull=True).exists()
+
+    began = timezone.now().replace(microsecond=0) + timedelta(minutes=2)
+    monkeypatch.setattr(timezone, "now", lambda: began)
+    raise_dead_letter("LEMON")
+    raise_dead_letter("VIRAL")
+    assert AlertGroup.objects.get().window_ends_at > began, "inside the first outage's window"
+    assert alerts.alert_groups_flush() == 1
+
+    summary = Alert.objects.filter(is_summary=True, acknowledged_at__isnull=True).get()
+    slack = message_for(summary)
+    assert slack.title == "Dead letter: +2 more (new: LEMON, VIRAL)"
+    assert slack.text.startswith(
+        f"2 alert(s) like this one since {began:%H:%M:%S} UTC, none sent on its own: "
+        "it began again after everything before it was settled. Covers: LEMON, VIRAL."
+    )
+    assert f"alert {first.pk}" not in slack.text and f"{first.created_at:%H:%M:%S}" not in slack.text
+    assert (slack.facts["SKU"], slack.facts["New"], slack.facts["Grouped"]) == ("LEMON, VIRAL", "LEMON, VIRAL", "2")
 
 
 @override_settings(FCM_PROJECT_ID="donuts", FCM_ACCESS_TOKEN="t")
