@@ -137,6 +137,10 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
     claimable = AlertDelivery.objects.filter(pk=delivery_id, status=AlertDelivery.Status.PENDING).filter(
         Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - CLAIM_LEASE)
     )
+    if _behind_an_earlier_alert(delivery_id) and claimable.update(
+        resend_at=now + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
+    ):
+        return "later"
     paused = channels_paused()
     claimed = claimable.exclude(channel__in=paused).update(
         attempts=F("attempts") + 1,
@@ -194,6 +198,26 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
         # sweep would otherwise push the ops topic again, to every ops phone, at each resend.
         _ops_phones_push(channel, message, delivery.alert_id)
     return "sent"
+
+
+def _behind_an_earlier_alert(delivery_id: int) -> bool:
+    """A summary waits, on its channel, for the earlier alerts of its key that the channel failed and that are
+    still owed (a page Slack failed, retried later): posted first, "+1 more" reads as about a page nobody has
+    seen. Owed to the sweep. One merely queued is not waited for: its message was queued before the summary's."""
+    delivery = (
+        AlertDelivery.objects.filter(pk=delivery_id, alert__is_summary=True)
+        .values("channel", "alert_id", "alert__dedupe_key")
+        .first()
+    )
+    return delivery is not None and (
+        AlertDelivery.objects.filter(
+            channel=delivery["channel"],
+            status=AlertDelivery.Status.PENDING,
+            alert__dedupe_key=delivery["alert__dedupe_key"],
+            alert_id__lt=delivery["alert_id"],
+            attempts__gt=0,
+        ).exists()
+    )
 
 
 def _ops_phones_push(channel, message: Message, alert_id: int) -> None:

@@ -615,6 +615,31 @@ def test_a_dead_letter_storms_summary_says_what_to_do_and_a_settled_one_does_not
     assert "Redrive" not in slack.received[-1]["body"]["text"], "settled: nothing left to do"
 
 
+def test_a_summary_is_not_posted_before_the_page_it_counts_when_slack_failed_that_page(channels_at, slack, settings):
+    # Slack failed VIRAL's page; 30 s later the summary naming MAPLE is due and Slack answers again. Its task
+    # ran before the page's retry: Slack showed "+1 more (new: MAPLE)" first, about a page nobody had seen.
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0
+    make_failed_restock(make_product("VIRAL", on_hand=0))
+    page = AlertDelivery.objects.get(alert=Alert.objects.get(), channel="slack")
+    slack.fail_next(503)
+    with pytest.raises(errors.DeliveryRetry):
+        deliveries.delivery_send(page.pk)
+    make_failed_restock(make_product("MAPLE", on_hand=0))
+    assert alerts.alert_groups_flush() == 1
+    summary = AlertDelivery.objects.get(alert__is_summary=True, channel="slack")
+
+    deliveries.delivery_send(summary.pk)  # its task, before the page's retry
+    assert deliveries.delivery_send(page.pk) == "sent"  # the page's retry
+    AlertDelivery.objects.filter(pk=summary.pk).update(resend_at=timezone.now())  # the sweep, if it waited
+    deliveries.delivery_send(summary.pk)
+
+    posted = [SlackStandIn.title_of(r) for r in slack.received if r["status"] == 200]
+    assert posted == [
+        ":rotating_light: Dead letter: VIRAL (factory.restock_place gave up)",
+        ":rotating_light: Dead letter: +1 more (new: MAPLE)",
+    ]
+
+
 def test_a_settled_storms_summary_says_so_before_its_sku_list(channels_at, slack, settings):
     # The factory failed calls for thirty SKUs' restocks, then answered again: the warnings its window held
     # back are summarized at once as settled. Slack's header must say so, however many SKUs the list has.
