@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from inventory.models import Product, Restock, Sale, StockMovement
 from inventory.selectors import ledger_differences
+from inventory.services import SaleItem, sale_create
 from notifications.alerts import alert_groups_flush
 from notifications.models import AlertDelivery, AlertGroup
 from testsupport.api import buy
@@ -168,6 +169,25 @@ def test_a_client_sees_only_its_own_sales(client_app):
 
     assert own.status_code == 200 and own.json()["id"] == sale_id
     assert other.status_code == 404 and other.json()["code"] == "not_found"
+
+
+def test_a_sale_read_back_lists_its_lines_as_the_sale_answered(client_app):
+    # Products made in another order than they are bought: on MariaDB the lines came back in the order
+    # of their products' ids (the unique index on sale and product, which it reads once the table holds
+    # more than a handful of lines), not as they were bought.
+    for sku in ("CRULLER", "BOSTON", "GLAZED", "APPLE"):
+        make_product(sku, on_hand=1000)
+    other, _ = make_api_client()
+    for _ in range(30):
+        sale_create(client=other, items=[SaleItem(sku, 1) for sku in ("APPLE", "GLAZED", "BOSTON", "CRULLER")])
+    sold = buy(client_app, ("GLAZED", 1), ("APPLE", 2), ("CRULLER", 3), ("BOSTON", 1))
+    assert sold.status_code == 201, sold.content
+
+    one = client_app.get(f"{SALES}{sold.json()['id']}/")
+    listed = client_app.get(SALES)
+
+    assert one.json() == sold.json()
+    assert listed.json()["results"] == [sold.json()]
 
 
 def test_the_catalogue_is_public_and_read_only(client):
