@@ -145,11 +145,12 @@ class RestockOut(serializers.ModelSerializer):
 
 
 class PageField(serializers.IntegerField):
-    """`?page=`: ASCII digits only. DRF's IntegerField also takes "2.0" (and " 2", "2_0"), which the
-    paginator then refused as a 404 `not_found` instead of a 400 naming the parameter."""
+    """`?page=`: ASCII digits only (after a minus sign, which min_value then refuses as below 1, not as
+    no integer). DRF's IntegerField also takes "2.0" (and " 2", "2_0"), which the paginator then refused
+    as a 404 `not_found` instead of a 400 naming the parameter."""
 
     def to_internal_value(self, data):
-        if not (isinstance(data, str) and data.isascii() and data.isdigit()):
+        if not (isinstance(data, str) and data.isascii() and data.removeprefix("-").isdigit()):
             self.fail("invalid")
         return super().to_internal_value(data)
 

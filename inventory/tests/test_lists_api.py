@@ -92,6 +92,14 @@ def test_bad_sale_filters_are_a_400_naming_the_field(client_app, params, field):
     assert response.json()["code"] == "validation_error" and field in response.json()["errors"]
 
 
+@pytest.mark.parametrize("page", ["0", "-1", "-20"])
+def test_a_page_below_one_is_told_pages_start_at_one(client, page):
+    response = client.get("/api/v1/products/", {"page": page})
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"page": ["Ensure this value is greater than or equal to 1."]}
+
+
 def test_listing_sales_needs_a_key():
     response = APIClient().get(SALES)
 
