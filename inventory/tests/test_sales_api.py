@@ -172,9 +172,8 @@ def test_a_client_sees_only_its_own_sales(client_app):
 
 
 def test_a_sale_read_back_lists_its_lines_as_the_sale_answered(client_app):
-    # Products made in another order than they are bought: on MariaDB the lines came back in the order
-    # of their products' ids (the unique index on sale and product, which it reads once the table holds
-    # more than a handful of lines), not as they were bought.
+    # Products made in another order than they are bought, and enough lines that MariaDB reads a sale's
+    # lines through the unique (sale, product) index, in the products' id order, unless told otherwise.
     for sku in ("CRULLER", "BOSTON", "GLAZED", "APPLE"):
         make_product(sku, on_hand=1000)
     other, _ = make_api_client()
