@@ -5,7 +5,7 @@ de-chunks it and marks `wsgi.input_terminated`) was read as empty and a sale ans
 required". `ChunkedBody` reads such a body up to DATA_UPLOAD_MAX_MEMORY_SIZE + 1 bytes and hands
 Django a body with its length. `BodySizeMiddleware` answers a body over the limit, chunked or not,
 with `413 request_too_large` before anything parses it (Django would raise RequestDataTooBig, an
-HTML 400 page). Behind a server that does not de-chunk (`make run`'s runserver), a chunked body is
+HTML 400 page). Behind a server that does not de-chunk (Django's runserver), a chunked body is
 `411 length_required` rather than read as empty.
 """
 

@@ -105,7 +105,7 @@ def test_a_get_without_the_trailing_slash_is_served_too(client):
 
 
 def test_a_chunked_body_a_server_cannot_dechunk_is_a_411_not_an_empty_body():
-    """runserver (make run) hands Django chunked bytes without a length; gunicorn de-chunks (test_hostile)."""
+    """runserver hands Django chunked bytes without a length; gunicorn de-chunks (test_hostile)."""
     import io
     import json
 

@@ -55,7 +55,7 @@ request = st.fixed_dictionaries(
         "query": st.sampled_from(["", "", "", "format=json", "format=api", "page=2"]),
         "key": st.sampled_from([None, None, "k", "k", "", "a,b", "é"]),
         "body": st.sampled_from(["one", "one", "two", "two", *BODIES]),
-        # A Content-Length that is no number reaches Django under runserver (make run) and the test client;
+        # A Content-Length that is no number reaches Django under runserver and the test client;
         # gunicorn refuses it.
         "length": st.sampled_from([None, None, None, "abc"]),
     }
