@@ -16,12 +16,15 @@ _cache: dict[str, tuple[float, ApiClient]] = {}
 
 def api_client_for_key(key: str, *, before_lookup=None) -> ApiClient | None:
     """The active client of `key`, from the cache or the database; `before_lookup()` runs (and may
-    raise) only when the database must be asked."""
+    raise) only for a key this process has not found before (a guess, maybe). A key it found is looked up
+    again when its entry expires (so a revocation takes effect within CACHE_SECONDS) without it: phones
+    behind one carrier NAT share an address, and one sending a revoked key must not lock the app's good
+    key out there."""
     key_hash = ApiClient.hash_key(key)
     now = time.monotonic()
     if (cached := _cached(key_hash, now)) is not None:
         return cached
-    if before_lookup is not None:
+    if before_lookup is not None and key_hash not in _cache:
         before_lookup()
     client = ApiClient.objects.filter(key_hash=key_hash, is_active=True).first()
     if client is None:
@@ -64,8 +67,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             ratelimit.failed_auth_check(request)
             ratelimit.failed_auth_count(request)
             raise exceptions.AuthenticationFailed("Send `Authorization: Api-Key <key>`.")
-        # 429 while this address keeps sending bad keys; checked only before a database lookup, so a
-        # key seen in the last CACHE_SECONDS costs no Redis round trip.
+        # 429 while this address keeps sending bad keys; checked only before the database lookup of a key
+        # this process has not found before, so a known key costs no Redis round trip and is not locked out.
         client = api_client_for_key(key, before_lookup=lambda: ratelimit.failed_auth_check(request))
         if client is None:
             ratelimit.failed_auth_count(request)

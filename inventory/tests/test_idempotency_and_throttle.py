@@ -204,6 +204,26 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(client_app, fresh_thro
     assert Product.objects.get(sku="GLAZED").on_hand == 6
 
 
+@override_settings(FAILED_AUTH_THROTTLE_RATE="3/minute")
+def test_bad_keys_from_an_address_do_not_lock_out_a_client_this_server_knows_there(
+    client, fresh_throttle_counts, monkeypatch
+):
+    # Phones behind one carrier NAT share an address: one with a revoked key must not lock the app's good key
+    # out. Only a key never found before (a guess) waits for the address's window; a known one is looked up.
+    from clients import auth
+
+    monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)  # every cached key has expired: looked up again
+    _, known = make_api_client()
+    _, unseen = make_api_client()
+    restocks = [client.get("/api/v1/restocks/", HTTP_AUTHORIZATION=f"Api-Key {known}").status_code]
+
+    restocks += [client.get("/api/v1/restocks/", HTTP_AUTHORIZATION="Api-Key revoked").status_code for _ in range(4)]
+    restocks.append(client.get("/api/v1/restocks/", HTTP_AUTHORIZATION=f"Api-Key {known}").status_code)
+    restocks.append(client.get("/api/v1/restocks/", HTTP_AUTHORIZATION=f"Api-Key {unseen}").status_code)
+
+    assert restocks == [200, 401, 401, 401, 429, 200, 429]
+
+
 @pytest.fixture
 def private_redis(settings, tmp_path):
     """A redis-server of the test's own, so that counting its commands counts only this test's."""
