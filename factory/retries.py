@@ -59,8 +59,9 @@ class OutOfAttempts(Exception):  # noqa: N818 - reads better in a dead letter th
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
-    """Capped exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311 - jitter, not a secret
+    """Capped exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)]. The exponent
+    is bounded: rate-limited calls spend no attempt, so a run's count has no limit, and 2**1024 is no float."""
+    return random.uniform(0, min(cap, base * 2 ** min(attempt, 64)))  # noqa: S311 - jitter, not a secret
 
 
 def retry_after_clamped(seconds) -> float:

@@ -543,8 +543,10 @@ def test_a_redriven_restock_gets_a_fresh_budget_and_its_calls_are_numbered_on(fa
 def calls_made(restock, outcomes) -> None:
     """The restock's calls so far in this run, as the worker that made them recorded them."""
     FactoryOrder.objects.create(restock=restock, attempt_count=len(outcomes))
-    for number, outcome in enumerate(outcomes, 1):
-        FactoryAttempt.objects.create(restock=restock, number=number, outcome=outcome, latency_ms=5)
+    FactoryAttempt.objects.bulk_create(
+        FactoryAttempt(restock=restock, number=number, outcome=outcome, latency_ms=5)
+        for number, outcome in enumerate(outcomes, 1)
+    )
 
 
 def test_a_factory_rate_limiting_a_restock_past_the_budget_does_not_give_it_up(factory, queues, settings):
@@ -559,6 +561,24 @@ def test_a_factory_rate_limiting_a_restock_past_the_budget_does_not_give_it_up(f
 
     assert Restock.objects.get(pk=restock.pk).status == "pending"
     assert not DeadLetter.objects.exists() and not Alert.objects.filter(kind="dead_letter").exists()
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
+
+
+def test_a_restock_rate_limited_for_hours_is_still_retried_not_dead_lettered(factory, queues, settings):
+    # A 429 spends no attempt, so the calls of one run are no longer bounded by FACTORY_MAX_ATTEMPTS: a
+    # factory rate limiting a restock for a few hours (a call every few seconds) makes it 1100 calls. The
+    # backoff of its next call must still be a wait, not an error that dead-letters it and pages ops.
+    restock = pending_restock()
+    calls_made(restock, ["rate_limited"] * 1100)
+    factory.answer(429, {"error": "slow down"}, {"Retry-After": "1"})
+
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+
+    assert Restock.objects.get(pk=restock.pk).status == "pending"
+    assert order_of(restock).next_attempt_at <= timezone.now() + timedelta(
+        seconds=settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS
+    )
     assert queues("factory") == [("factory.restock_place", [restock.pk])]
 
 
