@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 
 from factory import services
 from factory.models import DeadLetter, FactoryAttempt
-from inventory.admin import ReadOnlyAdmin, RestockAdmin, ViewOnly
+from inventory.admin import ReadOnlyAdmin, RestockAdmin
 from inventory.models import Restock
 
 EMPTY = "—"
@@ -38,6 +38,29 @@ def restock_link(restock_id, label=None):
         return EMPTY
     url = reverse("admin:inventory_restock_change", args=[restock_id])
     return format_html('<a href="{}">{}</a>', url, label or f"restock {restock_id}")
+
+
+CALLS_SHOWN = 50
+
+
+def factory_calls(restock_id) -> str:
+    """The restock's latest CALLS_SHOWN calls to the factory as a table, oldest first, after how many earlier
+    ones the call list holds: a restock the factory rate limits for hours (a 429 spends no attempt) makes
+    thousands, and a page rendering every one would be megabytes."""
+    calls = FactoryAttempt.objects.filter(restock_id=restock_id).order_by("-number", "-pk")
+    latest = list(calls[:CALLS_SHOWN])[::-1]
+    if len(latest) < CALLS_SHOWN:
+        return attempts_table(latest)
+    total = calls.count()
+    url = reverse("admin:factory_factoryattempt_changelist")
+    return format_html(
+        '<p>{} earlier calls are not shown: <a href="{}?q={}">all {}</a>.</p>{}',
+        total - len(latest),
+        url,
+        restock_id,
+        total,
+        attempts_table(latest),
+    )
 
 
 def attempts_table(attempts) -> str:
@@ -194,7 +217,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Factory calls")
     def factory_attempts(self, dead_letter):
-        return attempts_table(FactoryAttempt.objects.filter(restock_id=dead_letter.restock_id).order_by("number", "pk"))
+        return factory_calls(dead_letter.restock_id)
 
     # Redrive: the action for many, a button on the change page for one
 
@@ -281,22 +304,10 @@ class FactoryAttemptAdmin(ReadOnlyAdmin):
 # factory app extends inventory's registration instead.
 
 
-class FactoryAttemptInline(ViewOnly, admin.TabularInline):
-    model = FactoryAttempt
-    verbose_name = "call to the factory"
-    verbose_name_plural = "calls to the factory"
-    fields = ("number", "outcome", "status_code", "latency_ms", "error", "created_at")
-    readonly_fields = fields
-    ordering = ("number", "pk")
-    extra = 0
-    can_delete = False
-
-
 class FactoryRestockAdmin(RestockAdmin):
     list_display = (*RestockAdmin.list_display, "factory_order_id", "dispatched_at", "attempts")
     list_select_related = (*RestockAdmin.list_select_related, "factory_order")
     search_fields = (*RestockAdmin.search_fields, "factory_order__order_id")
-    inlines = [*RestockAdmin.inlines, FactoryAttemptInline]
     readonly_fields = (
         *RestockAdmin.readonly_fields,
         "factory_order_id",
@@ -304,6 +315,7 @@ class FactoryRestockAdmin(RestockAdmin):
         "attempts",
         "last_error",
         "dead_letters_link",
+        "factory_calls",
     )
 
     @staticmethod
@@ -329,6 +341,10 @@ class FactoryRestockAdmin(RestockAdmin):
     def last_error(self, restock):
         order = self._order(restock)
         return (order and order.last_error) or EMPTY
+
+    @admin.display(description="Calls to the factory, latest last")
+    def factory_calls(self, restock):
+        return factory_calls(restock.pk)
 
     @admin.display(description="Dead letters")
     def dead_letters_link(self, restock):

@@ -55,7 +55,7 @@ ALWAYS_TRANSIENT = (SoftTimeLimitExceeded, OperationalError, InterfaceError)
 
 
 class OutOfAttempts(Exception):  # noqa: N818 - reads better in a dead letter than OutOfAttemptsError
-    """The work used up FACTORY_MAX_ATTEMPTS calls (counted in the database, not per message)."""
+    """The work used up FACTORY_MAX_ATTEMPTS failed calls (counted in the database, not per message)."""
 
 
 def backoff_seconds(attempt: int, *, base: float, cap: float) -> float:
