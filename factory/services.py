@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from donutsite.celery import task_publish
+from donutsite.context import request_id, request_id_bound
 from factory import refusals, signatures
 from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable, RemoteOrder
 from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
@@ -643,11 +644,24 @@ def overdue_dedupe_key(restock_id: int) -> str:
 def reconcile() -> dict:
     """One sweep (beat runs it; also `manage.py reconcile`): everything that must happen even if a
     message or a callback was lost, and a word to ops about restocks that stay late."""
-    resent = sum(restock_dispatch(restock_id) for restock_id in restocks_due())
+    resent = 0
+    for restock_id in restocks_due():
+        with _under_restock_id(restock_id):
+            resent += restock_dispatch(restock_id)
     overdue = restocks_overdue()
     for restock_id in overdue:
-        current_app.send_task(RESTOCK_POLL_TASK, args=[restock_id])
+        with _under_restock_id(restock_id):
+            current_app.send_task(RESTOCK_POLL_TASK, args=[restock_id])
     return {"restocks_resent": resent, "overdue_polled": len(overdue), "overdue_alerted": restocks_overdue_alert()}
+
+
+def _under_restock_id(restock_id: int):
+    """The request id of the sale (or command) that opened the restock, for what the sweep sends for it: a
+    parked restock's next call, a late one's poll. Under the sweep's own id, grepping the sale's id lost the
+    restock at its first park: its next calls, the order placed and a poll's receipt were logged under an id
+    no one had."""
+    correlation_id = Restock.objects.filter(pk=restock_id).values_list("correlation_id", flat=True).first()
+    return request_id_bound(correlation_id or request_id.get())
 
 
 @dataclass(frozen=True)

@@ -8,23 +8,27 @@ import re
 import sys
 import threading
 import uuid
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import redis
 from celery import current_app
+from django.utils import timezone
 
 from donutsite.celery import request_id_forget, request_id_from_message
 from donutsite.context import request_id, request_id_bound
 from donutsite.logging import JsonFormatter, RequestIdFilter
 from factory.client import FactoryRejected
-from factory.models import DeadLetter
+from factory.models import DeadLetter, FactoryOrder
+from factory.services import reconcile
 from factory.tasks import restock_place_task
 from inventory.models import Restock
 from notifications.alerts import alert_raise
 from notifications.models import Alert
 from testsupport.data import make_api_client, make_product
 from testsupport.processes import System, wait_until
+from testsupport.queues import broker as queue_broker
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -198,6 +202,41 @@ def test_a_task_without_a_valid_id_gets_a_new_one(header):
     finally:
         restock_place_task.pop_request()
     assert request_id.get() == ""
+
+
+def _messages_headers(queue: str) -> list[dict]:
+    """The headers of each message waiting in a queue of the test broker, oldest first."""
+    return [json.loads(raw)["headers"] for raw in reversed(queue_broker().lrange(queue, 0, -1))]
+
+
+@pytest.mark.django_db
+def test_the_sweep_sends_a_parked_restock_and_an_overdue_poll_under_the_id_of_the_sale_behind_them(queues):
+    # A 429 with a long Retry-After parks a restock, and the sweep sends it once the wait is over; a placed
+    # one whose callback is late, the sweep asks the factory about. Sent under the sweep's own id, their
+    # factory calls, the order placed and the receipt were logged under an id no one had: grepping the
+    # sale's id lost the restock at its first park (docs/operations.md, "Reading a trace").
+    now = timezone.now()
+    parked = Restock.objects.create(
+        product=make_product("PARKED", on_hand=0), quantity=5, reason="shortage", correlation_id="sale-4"
+    )
+    FactoryOrder.objects.create(restock=parked, next_attempt_at=now, last_error="429: slow down")
+    late = Restock.objects.create(
+        product=make_product("LATE", on_hand=0),
+        quantity=5,
+        reason="shortage",
+        correlation_id="sale-5",
+        status="placed",
+        placed_at=now - timedelta(hours=1),
+        expected_at=now - timedelta(hours=1),
+    )
+    FactoryOrder.objects.create(restock=late, order_id="F-000042")
+
+    with request_id_bound("sweep-1"):
+        done = reconcile()
+
+    assert (done["restocks_resent"], done["overdue_polled"]) == (1, 1)
+    sent = {(h["task"], ast.literal_eval(h["argsrepr"])[0]): h["request_id"] for h in _messages_headers("factory")}
+    assert sent == {("factory.restock_place", parked.pk): "sale-4", ("factory.restock_poll", late.pk): "sale-5"}
 
 
 # --- end to end -------------------------------------------------------------------------------------------
