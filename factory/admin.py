@@ -49,9 +49,9 @@ def factory_calls(restock_id) -> str:
     thousands, and a page rendering every one would be megabytes."""
     calls = FactoryAttempt.objects.filter(restock_id=restock_id).order_by("-number", "-pk")
     latest = list(calls[:CALLS_SHOWN])[::-1]
-    if len(latest) < CALLS_SHOWN:
+    total = calls.count() if len(latest) == CALLS_SHOWN else len(latest)
+    if total == len(latest):
         return attempts_table(latest)
-    total = calls.count()
     url = reverse("admin:factory_factoryattempt_changelist")
     return format_html(
         '<p>{} earlier calls are not shown: <a href="{}?q={}">all {}</a>.</p>{}',

@@ -74,6 +74,19 @@ def test_a_restock_with_thousands_of_calls_shows_its_latest_and_links_the_rest(a
     assert f'2950 earlier calls are not shown: <a href="{ATTEMPTS}?q={restock_id}">all 3000</a>' in html
 
 
+@pytest.mark.django_db
+def test_a_restock_with_exactly_as_many_calls_as_shown_has_none_hidden(admin_client, queues):
+    dead_letter = make_dead_letter()
+    FactoryAttempt.objects.bulk_create(
+        FactoryAttempt(restock_id=dead_letter.restock_id, number=n, outcome="transient", latency_ms=5)
+        for n in range(1, 51)
+    )
+
+    html = admin_client.get(change_url(dead_letter)).content.decode()
+
+    assert len(call_rows(html)) == 50 and "not shown" not in html
+
+
 @pytest.fixture
 def viewer(client, db):
     """Staff who may look at dead letters but not redrive them."""
