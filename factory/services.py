@@ -257,11 +257,11 @@ def restock_attempts_used(restock_id: int) -> int:
 
 def restock_attempts_rate_limited(restock_id: int) -> int:
     """Of restock_attempts_used, the calls the factory answered 429 (rate limited): spared by the budget."""
-    order = FactoryOrder.objects.filter(restock_id=restock_id).first()
-    if order is None:
-        return 0
-    this_run = FactoryAttempt.objects.filter(restock_id=restock_id, number__gt=order.attempts_before_redrive)
-    return this_run.filter(outcome=FactoryAttempt.Outcome.RATE_LIMITED).count()
+    return FactoryAttempt.objects.filter(
+        restock_id=restock_id,
+        outcome=FactoryAttempt.Outcome.RATE_LIMITED,
+        number__gt=F("restock__factory_order__attempts_before_redrive"),  # this run's: since the last redrive
+    ).count()
 
 
 def restock_dead_letter_context(restock_id: int) -> dict:

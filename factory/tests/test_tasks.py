@@ -594,6 +594,22 @@ def test_failed_calls_between_rate_limits_still_use_up_the_budget(factory, queue
     assert "rate limited" in str(raised.value) and "503" in str(raised.value)
 
 
+def test_rate_limits_before_a_redrive_spare_none_of_the_new_runs_failures(factory, queues, settings):
+    # Five 429s and a refusal, then ops redrove it: a fresh budget, in which the earlier 429s spare nothing.
+    restock = pending_restock()
+    calls_made(restock, ["rate_limited"] * 5 + ["permanent"])
+    FactoryOrder.objects.filter(restock=restock).update(attempts_before_redrive=6, attempt_count=6 + 5)
+    FactoryAttempt.objects.bulk_create(
+        FactoryAttempt(restock=restock, number=n, outcome="transient", latency_ms=5) for n in range(7, 12)
+    )
+    factory.answer(503, {"error": "down"})
+
+    with pytest.raises(OutOfAttempts) as raised:
+        run(restock_place_task, restock.pk)
+
+    assert str(raised.value).startswith(f"{settings.FACTORY_MAX_ATTEMPTS} failed attempts; last: 503")
+
+
 def test_waits_between_rate_limited_calls_grow_as_between_failed_ones(factory, queues, settings, monkeypatch):
     from factory import retries
 
