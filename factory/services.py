@@ -447,7 +447,8 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
     A failed restock is asked about too: a call that failed may have created the order (an error after
     the factory stored it), and with its callback lost, production the factory finished would never be
     received. Found finished, it is received (which resolves its dead letter); found still being made, it is
-    placed (_restock_found_placed); unknown, it stays failed."""
+    placed (_restock_found_placed); unknown, it stays failed. An answer about another order (its reference
+    or SKU not this restock's) is refused with CallbackMismatch, and the next sweep asks again."""
     restock = Restock.objects.select_related("product").get(pk=restock_id)
     if restock.status not in (Restock.Status.PLACED, Restock.Status.FAILED):
         return "not placed"
@@ -468,6 +469,14 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
             return "placed again"
         logger.warning("restock %s: the factory knows no order %s", restock.pk, restock.reference)
         return "unknown at the factory"
+    # Only an answer about this restock's order is used: a factory that answers our id with another order
+    # (one that reused ids, a stand-in restarted) would otherwise have its estimate or its receipt credited
+    # here, by the order id alone when no restock has the other order's reference.
+    if (order.reference, order.sku) != (restock.reference, restock.product.sku):
+        raise CallbackMismatch(
+            f"Factory order {order.order_id} is {order.reference} for {order.sku}, "
+            f"not {restock.reference} for {restock.product.sku}."
+        )
     if order.status not in RemoteOrder.FINISHED:
         if restock.status == Restock.Status.FAILED and _restock_found_placed(restock, order):
             logger.warning(
@@ -476,9 +485,6 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
         elif order.estimated_ready_at:
             Restock.objects.filter(pk=restock.pk).update(expected_at=order.estimated_ready_at)
         return order.status
-    # The answer must be about this restock, as a callback with it would find it (by reference, else by order id).
-    if _restock_for(order_id=order.order_id, reference=order.reference).pk != restock.pk:
-        raise CallbackMismatch(f"Factory order {order.order_id} is {order.reference}, not {restock.reference}.")
     restock_receive(
         order_id=order.order_id,
         reference=order.reference,

@@ -379,13 +379,35 @@ def test_polling_an_overdue_order_receives_what_the_factory_made_when_the_callba
 
 def test_polling_an_order_still_in_production_updates_when_it_is_expected(factory):
     restock = placed_restock()
-    factory.answer(200, {**ORDER, "status": "in_production", "estimated_ready_at": "2026-11-22T04:00:00Z"})
+    factory.answer(
+        200,
+        {
+            **ORDER,
+            "reference": restock.reference,
+            "status": "in_production",
+            "estimated_ready_at": "2026-11-22T04:00:00Z",
+        },
+    )
 
     assert run(restock_poll_task, restock.pk) == "in_production"
 
     restock.refresh_from_db()
     assert restock.status == "placed" and restock.expected_at.isoformat() == "2026-11-22T04:00:00+00:00"
     assert order_of(restock).last_polled_at is not None
+
+
+def test_polling_answered_with_another_orders_production_leaves_when_it_is_expected(factory, caplog):
+    # The factory answered our order id with another restock's order, still in production: its estimate is
+    # not when this restock's donuts arrive.
+    restock = placed_restock()
+    other = another_restock()
+    factory.answer(200, {**ORDER, "reference": other.reference, "status": "in_production"})
+
+    assert "asked again by the next sweep" in run(restock_poll_task, restock.pk)
+
+    assert Restock.objects.get(pk=restock.pk).expected_at is None
+    [warning] = [r for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert warning.levelname == "WARNING" and other.reference in warning.getMessage()
 
 
 def test_a_placed_order_the_factory_does_not_know_is_placed_again_under_its_reference(
@@ -452,10 +474,15 @@ def another_restock() -> Restock:
             200,
             {**ORDER, "reference": another_restock().reference, "sku": "GLAZED", "status": "completed"},
         ),
+        # Another client's order under our order id, same SKU: a factory that reused an id (the simulator
+        # restarted). No restock has its reference, so it was taken for ours by the order id alone.
+        lambda restock: (200, {**ORDER, "reference": "other-shop-7", "sku": "GLAZED", "status": "completed"}),
     ],
-    ids=["refused", "another-skus-order", "another-restocks-order"],
+    ids=["refused", "another-skus-order", "another-restocks-order", "another-clients-order"],
 )
-def test_a_poll_the_factory_refuses_or_contradicts_is_left_to_the_sweep_without_a_dead_letter(factory, queues, answer):
+def test_a_poll_the_factory_refuses_or_contradicts_is_left_to_the_sweep_without_a_dead_letter(
+    factory, queues, answer, caplog
+):
     """A poll changes nothing by itself: an answer it cannot use is asked again by the next sweep, and an
     order that stays overdue has its overdue alert. A critical dead letter per sweep would page ops over
     and over about a read, naming no restock."""
@@ -464,6 +491,8 @@ def test_a_poll_the_factory_refuses_or_contradicts_is_left_to_the_sweep_without_
     factory.answer(status, {**body, "quantity_produced": 5} if status == 200 else body)
 
     assert "asked again by the next sweep" in run(restock_poll_task, restock.pk)
+
+    assert [r.levelname for r in caplog.records if "cannot be used" in r.getMessage()] == ["WARNING"]
 
     assert not DeadLetter.objects.exists() and not Alert.objects.filter(kind="dead_letter").exists()
     assert Restock.objects.get(pk=restock.pk).status == "placed"
@@ -722,8 +751,12 @@ def test_a_failed_restock_the_factory_is_still_making_is_placed_and_not_ordered_
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("other", [{"quantity": 999}, {"sku": "OTHER"}], ids=["quantity", "sku"])
-def test_a_failed_restock_whose_reference_names_another_order_stays_failed(factory, queues, settings, other):
+@pytest.mark.parametrize(
+    ("other", "outcome"),
+    [({"quantity": 999}, "in_production"), ({"sku": "OTHER"}, "asked again by the next sweep")],
+    ids=["quantity", "sku"],
+)
+def test_a_failed_restock_whose_reference_names_another_order_stays_failed(factory, queues, settings, other, outcome):
     # The order a 409 named: our reference with another SKU or quantity is not the order we asked for.
     from testsupport.data import make_dead_letter
 
@@ -733,7 +766,7 @@ def test_a_failed_restock_whose_reference_names_another_order_stays_failed(facto
     order = {**ORDER, "reference": restock.reference, "sku": restock.product.sku, "quantity": restock.quantity}
     factory.answer(200, {"results": [{**order, **other, "status": "in_production"}]})
 
-    assert run(restock_poll_task, restock.pk) == "in_production"
+    assert run(restock_poll_task, restock.pk).endswith(outcome)
 
     assert Restock.objects.get(pk=restock.pk).status == "failed"
     assert not DeadLetter.objects.get().is_resolved
