@@ -39,8 +39,8 @@ check-deploy: install
 		PUBLIC_BASE_URL=https://donuts.example.com FACTORY_API_KEY=check FACTORY_CALLBACK_SECRET=check \
 		$(BIN)/python manage.py check --deploy --fail-level WARNING
 
-# var/ holds make run's Redis data (queues, dead-letter copies, login lockouts), keys and logins; .env
-# goes only if make run wrote it.
+# var/ holds make run's Redis data (queues, dead-letter copies, login lockouts), the factory simulator's
+# orders, keys and logins; .env goes only if make run wrote it.
 clean:
 	[ ! -f .env ] || [ "$$(head -n 1 .env)" != "# Written by make run (scripts/run.sh) at every start; make clean deletes it." ] || rm -f .env
 	rm -rf $(VENV) db.sqlite3 var staticfiles test-output

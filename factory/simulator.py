@@ -11,6 +11,11 @@ process (`manage.py run_legacy_factory`) or in-process from a test:
 Besides the contract (`/v1/...`) it serves control endpoints under `/_sim/` (no auth, loopback clients
 only unless `control_from_anywhere`): `GET /_sim/orders`, `GET|POST /_sim/config`, `GET /_sim/stats`,
 `POST /_sim/orders/{id}/complete`, `POST /_sim/orders/{id}/cancel`, `POST /_sim/orders/{id}/callback`.
+
+With a `state_file` (`--state-file`) it behaves as the real factory across its restarts: the orders, their
+references, the numbering and the counters are written there at every change and read back at the next
+start, which finishes the production and sends the callbacks that were under way. Without one a restart
+forgets every order and numbers from F-000001 again, so an id the app kept names another order, or none.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import http.client
 import ipaddress
 import itertools
 import json
+import os
 import random
 import re
 import socket
@@ -37,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -187,6 +194,24 @@ class _Order:
     callback_lost: bool = False
     deliveries: list[_Delivery] = field(default_factory=list)
 
+    _MOMENTS = ("created_at", "estimated_ready_at", "completed_at")
+
+    def state(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for name in self._MOMENTS:
+            data[name] = data[name] and data[name].isoformat()
+        data["callback_body"] = self.callback_body and self.callback_body.decode()
+        return data
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> _Order:
+        data = dict(data)
+        for name in cls._MOMENTS:
+            data[name] = data[name] and datetime.fromisoformat(data[name])
+        data["callback_body"] = data["callback_body"] and data["callback_body"].encode()
+        data["deliveries"] = [_Delivery(**delivery) for delivery in data["deliveries"]]
+        return cls(**data)
+
     @property
     def finished(self) -> bool:
         return self.status in ("completed", "cancelled")
@@ -306,8 +331,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class LegacyFactory:
-    """The legacy factory's order API in memory. `start()` binds (port 0 picks a free port) and returns
-    the base URL; `stop()` shuts it down and wakes hanging handlers. Safe to use as a context manager."""
+    """The legacy factory's order API in memory, and in `state_file` if given. `start()` binds (port 0 picks
+    a free port) and returns the base URL; `stop()` shuts it down and wakes hanging handlers. Safe to use as
+    a context manager."""
 
     def __init__(
         self,
@@ -320,6 +346,7 @@ class LegacyFactory:
         seed: int | None = None,
         control_from_anywhere: bool = False,
         log: Callable[[str], None] | None = _stdout_log,
+        state_file: str | os.PathLike | None = None,
     ):
         self.config = config or FaultConfig()
         self.host = host
@@ -332,10 +359,15 @@ class LegacyFactory:
         self._random = random.Random(seed)
         self._orders: dict[str, _Order] = {}
         self._by_reference: dict[str, _Order] = {}
-        self._next_id = itertools.count(1)
+        self._last_order_number = 0
         self._post_statuses: Counter[str] = Counter()
         self._callback_counts: Counter[str] = Counter()
         self._stopping = threading.Event()
+        self.state_file = Path(state_file) if state_file is not None else None
+        if self.state_file is not None:
+            self._load()
+            with self._lock:
+                self._save()  # a state file that cannot be written stops the start, not the first order
         self._scheduler = _Scheduler(self._log)
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
         self._server: ThreadingHTTPServer | None = None
@@ -356,6 +388,7 @@ class LegacyFactory:
             shown_host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{shown_host}:{self.port}"
         self._scheduler.start()
+        self._resume()
         self._server_thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="factory-http", daemon=True
         )
@@ -420,6 +453,7 @@ class LegacyFactory:
                 raise _Conflict(f"order {order_id} is {order.status}, it has no callback yet")
             copy = self._add_delivery(order)
             view = order.control_view()
+            self._save()
         self._scheduler.call_later(0, lambda: self._send_async(order_id, copy, 1))
         return view
 
@@ -449,6 +483,7 @@ class LegacyFactory:
             if path == "/v1/orders" and method == "POST":
                 with self._lock:
                     self._post_statuses["hang" if response.hang else str(response.status)] += 1
+                    self._save()
             return response
         return _error(404, "not found")
 
@@ -502,20 +537,19 @@ class LegacyFactory:
                     f"with sku {existing.sku} and quantity {existing.quantity}",
                 )
             created = _now()
-            production = self.config.production_seconds
+            self._last_order_number += 1
             order = _Order(
-                order_id=f"F-{next(self._next_id):06d}",
+                order_id=f"F-{self._last_order_number:06d}",
                 created_at=created,
-                estimated_ready_at=created + timedelta(seconds=production),
+                estimated_ready_at=created + timedelta(seconds=self.config.production_seconds),
                 **fields,
             )
             self._orders[order.order_id] = order
             self._by_reference[order.reference] = order
             public = order.public()
-        order_id = order.order_id
-        self._scheduler.call_later(production * ACCEPTED_SHARE, lambda: self._start_production(order_id))
-        self._scheduler.call_later(production, lambda: self._production_done(order_id))
-        return _json(202, public, note=f"created {order_id} ref={order.reference}")
+            self._save()
+        self._schedule_production(order)
+        return _json(202, public, note=f"created {order.order_id} ref={order.reference}")
 
     def _list_orders(self, query: str) -> _Response:
         params = parse_qs(query, keep_blank_values=True)
@@ -541,11 +575,21 @@ class LegacyFactory:
 
     # production and callbacks
 
+    def _schedule_production(self, order: _Order) -> None:
+        """Its steps at the times it was given, from now: an order read back after a restart has less time
+        left, or none, and the production setting of the new start does not change it."""
+        production = (order.estimated_ready_at - order.created_at).total_seconds()
+        left = (order.estimated_ready_at - _now()).total_seconds()
+        order_id = order.order_id
+        self._scheduler.call_later(left - production * (1 - ACCEPTED_SHARE), lambda: self._start_production(order_id))
+        self._scheduler.call_later(left, lambda: self._production_done(order_id))
+
     def _start_production(self, order_id: str) -> None:
         with self._lock:
             order = self._orders[order_id]
             if order.status == "accepted":
                 order.status = "in_production"
+                self._save()
 
     def _production_done(self, order_id: str) -> None:
         with self._lock:
@@ -606,6 +650,7 @@ class LegacyFactory:
                     copies.append(self._add_delivery(order))
                     self._callback_counts["duplicated"] += 1
             view = order.control_view()
+            self._save()
         self._log(f"order {order_id} {view['status']} quantity_produced={produced} callback={callback}")
         if callback == "lose":
             self._log(f"callback {order_id} lost (never sent)")
@@ -674,6 +719,7 @@ class LegacyFactory:
                     retry_in = min(
                         config.callback_retry_base_seconds * 2 ** (attempt - 1), config.callback_retry_max_seconds
                     )
+            self._save()
         outcome = status if status is not None else error
         if delivered:
             then = "delivered"
@@ -684,6 +730,58 @@ class LegacyFactory:
         self._log(f"callback {order_id} copy {copy} attempt {attempt} POST {url} -> {outcome}, {then}")
         if retry_in is not None:
             self._scheduler.call_later(retry_in, lambda: self._send_async(order_id, copy, attempt + 1))
+
+    # the state file
+
+    def _load(self) -> None:
+        """Read what an earlier start wrote. A file that is there but cannot be read stops this start:
+        starting empty would give out again the ids of orders the app still holds."""
+        try:
+            state = json.loads(self.state_file.read_text())
+            orders = [_Order.from_state(data) for data in state["orders"]]
+            last_order_number = int(state["last_order_number"])
+            post_statuses, callback_counts = Counter(state["post_orders"]), Counter(state["callbacks"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"cannot read the state file {self.state_file}: {type(exc).__name__}: {exc}") from None
+        self._orders = {order.order_id: order for order in orders}
+        self._by_reference = {order.reference: order for order in orders}
+        self._last_order_number = last_order_number
+        self._post_statuses, self._callback_counts = post_statuses, callback_counts
+
+    def _save(self) -> None:
+        """Caller holds the lock. The whole state goes to a temporary file renamed over the state file, so a
+        start reads it as it was before or after a change, never halfway. A stopped simulator writes
+        nothing: the file is the next start's."""
+        if self.state_file is None or self._stopping.is_set():
+            return
+        state = {
+            "last_order_number": self._last_order_number,
+            "orders": [order.state() for order in self._orders.values()],
+            "post_orders": dict(self._post_statuses),
+            "callbacks": dict(self._callback_counts),
+        }
+        partial = self.state_file.with_name(f"{self.state_file.name}.partial")
+        partial.write_text(json.dumps(state))
+        os.replace(partial, self.state_file)
+
+    def _resume(self) -> None:
+        """The production and callback deliveries an earlier start left under way go on (a callback at its
+        next attempt, now: the retry it waited for was that start's)."""
+        with self._lock:
+            orders = list(self._orders.values())
+            owed = [
+                (order.order_id, delivery.copy, len(delivery.attempts) + 1)
+                for order in orders
+                for delivery in order.deliveries
+                if delivery.state == "pending"
+            ]
+        for order in orders:
+            if not order.finished:
+                self._schedule_production(order)
+        for order_id, copy, attempt in owed:
+            self._scheduler.call_later(0, lambda o=order_id, c=copy, a=attempt: self._send_async(o, c, a))
 
     # control endpoints
 

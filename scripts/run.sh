@@ -67,7 +67,9 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/1}"
 # The factory: the local simulator unless FACTORY_API_URL points elsewhere.
 if [ -z "${FACTORY_API_URL:-}" ]; then
     export FACTORY_API_URL=http://127.0.0.1:8081
-    echo "factory: $PY manage.py run_legacy_factory --port 8081 --production-seconds 3" >> "$PROCFILE"
+    # Its orders are kept in var/ (make clean deletes them), so after a restart the order ids the app's rows
+    # hold name the same orders, as at the real factory, and production under way finishes with its callback.
+    echo "factory: $PY manage.py run_legacy_factory --port 8081 --production-seconds 3 --state-file var/factory-simulator.json" >> "$PROCFILE"
 fi
 
 # Alerts: local stand-ins for Slack and FCM unless real ones are configured.

@@ -1,6 +1,7 @@
 """The legacy factory simulator against its contract (v1, as the factory's contract defines it), over real HTTP.
 
-No database: the simulator keeps its state in memory, and callbacks go to a tiny local receiver.
+No database: the simulator keeps its state in memory (and in a state file where a test gives one), and
+callbacks go to a tiny local receiver.
 """
 
 import collections
@@ -20,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from factory.signatures import check
 from factory.simulator import FaultConfig, LegacyFactory
@@ -86,8 +88,10 @@ def fast_config(**overrides):
 def make_sim():
     started = []
 
-    def make(**overrides):
-        sim = LegacyFactory(fast_config(**overrides), api_key=KEY, callback_secret=SECRET, seed=1234)
+    def make(state_file=None, **overrides):
+        sim = LegacyFactory(
+            fast_config(**overrides), api_key=KEY, callback_secret=SECRET, seed=1234, state_file=state_file
+        )
         sim.start()
         started.append(sim)
         return sim
@@ -592,12 +596,82 @@ def test_control_endpoints_refuse_clients_that_are_not_local(sim):
     assert sim.handle("GET", "/_sim/stats", {}, b"", "::1").status == 200
 
 
+# --- restarts with a state file -------------------------------------------------------------------------
+
+
+def test_a_restart_with_a_state_file_keeps_the_orders_their_references_and_the_numbering(make_sim, receiver, tmp_path):
+    # As the real factory: an order id answered before a restart names the same order after it, and is
+    # never given to another one (the app's rows keep the ids across make run's restarts).
+    state = tmp_path / "factory.json"
+    before = make_sim(state_file=state, production_seconds=3600)
+    _, _, first = call(before, "POST", "/v1/orders", order_body(receiver, quantity=10))
+    body = order_body(receiver)
+    _, _, second = call(before, "POST", "/v1/orders", body)
+    call(before, "POST", f"/_sim/orders/{first['order_id']}/complete", {"quantity_produced": 7, "callback": "send"})
+    wait_until(lambda: delivered(before, first["order_id"]), "the first order's callback")
+    _, _, first = call(before, "GET", f"/v1/orders/{first['order_id']}")
+    before.stop()
+
+    after = make_sim(state_file=state, production_seconds=3600)
+
+    assert call(after, "GET", f"/v1/orders/{first['order_id']}")[::2] == (200, first)
+    assert call(after, "GET", f"/v1/orders?reference={body['reference']}")[::2] == (200, {"results": [second]})
+    assert call(after, "POST", "/v1/orders", body)[::2] == (200, second), "the same reference is the same order"
+    _, _, third = call(after, "POST", "/v1/orders", order_body(receiver))
+    assert [first["order_id"], second["order_id"], third["order_id"]] == ["F-000001", "F-000002", "F-000003"]
+    assert len(receiver.received()) == 1, "a delivered callback is not sent again"
+    assert after.stats()["orders_created"] == 3
+
+
+def test_production_under_way_at_a_restart_finishes_on_time_with_its_callback(make_sim, receiver, tmp_path):
+    state = tmp_path / "factory.json"
+    before = make_sim(state_file=state, production_seconds=1.0)
+    _, _, order = call(before, "POST", "/v1/orders", order_body(receiver))
+    before.stop()
+
+    after = make_sim(state_file=state, production_seconds=3600)  # the order keeps the time it was given
+
+    wait_until(lambda: delivered(after, order["order_id"]), "the callback after the restart")
+    [request] = receiver.received()
+    assert json.loads(request["body"])["order_id"] == order["order_id"]
+    assert call(after, "GET", f"/v1/orders/{order['order_id']}")[2]["status"] == "completed"
+
+
+def test_a_callback_still_owed_at_a_restart_is_delivered_after_it(make_sim, receiver, tmp_path):
+    state = tmp_path / "factory.json"
+    receiver.statuses.append(500)
+    before = make_sim(state_file=state, production_seconds=3600, callback_retry_base_seconds=3600)
+    _, _, order = call(before, "POST", "/v1/orders", order_body(receiver))
+    call(before, "POST", f"/_sim/orders/{order['order_id']}/complete", {"callback": "send"})
+    wait_until(lambda: sim_order(before, order["order_id"])["callback"]["attempts"], "the failed first attempt")
+    before.stop()
+
+    after = make_sim(state_file=state, production_seconds=3600, callback_retry_base_seconds=3600)
+
+    wait_until(lambda: delivered(after, order["order_id"]), "the callback after the restart")
+    attempts = sim_order(after, order["order_id"])["callback"]["attempts"]
+    assert [(a["attempt"], a["status"]) for a in attempts] == [(1, 500), (2, 200)]
+    assert len(receiver.received()) == 2
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"orders": 3}'], ids=["broken", "not-a-state"])
+def test_a_state_file_that_cannot_be_read_refuses_to_start_rather_than_forget(tmp_path, content):
+    state = tmp_path / "factory.json"
+    state.write_text(content)
+
+    with pytest.raises(ValueError, match="factory.json"):
+        LegacyFactory(state_file=state)
+
+    assert state.read_text() == content
+
+
 # --- the management command ----------------------------------------------------------------------------
 
 
 @pytest.mark.e2e
-def test_command_serves_with_settings_from_the_environment_and_stops_on_sigterm(receiver):
+def test_command_serves_with_settings_from_the_environment_and_stops_on_sigterm(receiver, tmp_path):
     root = Path(__file__).resolve().parents[2]
+    state = tmp_path / "factory.json"
     env = {
         **os.environ,
         "FACTORY_API_KEY": "key-from-env",
@@ -605,7 +679,10 @@ def test_command_serves_with_settings_from_the_environment_and_stops_on_sigterm(
         "PYTHONUNBUFFERED": "1",
     }
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "run_legacy_factory", "--port", "0", "--production-seconds", "0.1"],
+        [
+            *(sys.executable, "manage.py", "run_legacy_factory", "--port", "0", "--production-seconds", "0.1"),
+            *("--state-file", str(state)),
+        ],
         cwd=root,
         env=env,
         stdout=subprocess.PIPE,
@@ -639,3 +716,13 @@ def test_command_serves_with_settings_from_the_environment_and_stops_on_sigterm(
     assert any("callback F-000001 copy 1 attempt 1" in line for line in logged)
     # The callback thread may log its delivery after the SIGTERM handler logged the stop: any order.
     assert any(line.startswith("legacy factory simulator stopping") for line in logged)
+    [order] = json.loads(state.read_text())["orders"]
+    assert (order["order_id"], order["status"]) == ("F-000001", "completed")
+
+
+def test_command_refuses_a_state_file_it_cannot_read(tmp_path):
+    state = tmp_path / "factory.json"
+    state.write_text("{not json")
+
+    with pytest.raises(CommandError, match="cannot read the state file"):
+        call_command("run_legacy_factory", "--port", "0", "--state-file", str(state))

@@ -46,8 +46,8 @@ def _seconds(text: str) -> float:
 class Command(BaseCommand):
     help = (
         "Serve the legacy factory's order API (as its contract describes it) with injectable "
-        "faults, plus /_sim/ control endpoints for localhost. Stdlib only, state in memory; Ctrl-C or "
-        "SIGTERM stops it."
+        "faults, plus /_sim/ control endpoints for localhost. Stdlib only, state in memory (and in "
+        "--state-file, which a restart reads back); Ctrl-C or SIGTERM stops it."
     )
     requires_system_checks = []  # it touches neither the database nor the app's models
 
@@ -101,6 +101,14 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=None, metavar="N", help="seed the fault dice")
         parser.add_argument(
+            "--state-file",
+            default=None,
+            metavar="PATH",
+            help="keep the orders, their references and the numbering in PATH (JSON, written at every change) "
+            "and go on from it at the next start, as the real factory does across its restarts "
+            "(default: none, a restart forgets every order)",
+        )
+        parser.add_argument(
             "--control-from-anywhere",
             action="store_true",
             help="answer /_sim/ to any client, not only localhost (e.g. inside docker compose)",
@@ -125,15 +133,19 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        simulator = LegacyFactory(
-            config,
-            host=options["host"],
-            port=options["port"],
-            api_key=options["api_key"],
-            callback_secret=options["callback_secret"],
-            seed=options["seed"],
-            control_from_anywhere=options["control_from_anywhere"],
-        )
+        try:
+            simulator = LegacyFactory(
+                config,
+                host=options["host"],
+                port=options["port"],
+                api_key=options["api_key"],
+                callback_secret=options["callback_secret"],
+                seed=options["seed"],
+                control_from_anywhere=options["control_from_anywhere"],
+                state_file=options["state_file"],
+            )
+        except (ValueError, OSError) as exc:
+            raise CommandError(str(exc)) from None
         stop = threading.Event()
 
         def request_stop(signum, frame):
@@ -147,7 +159,8 @@ class Command(BaseCommand):
                 raise CommandError(f"cannot listen on {options['host']}:{options['port']}: {exc}") from None
             defaults = FaultConfig().as_dict()
             faults = {k: v for k, v in config.as_dict().items() if v != defaults[k]}
-            self.stdout.write(f"legacy factory simulator listening on {url} faults={faults or 'none'}")
+            state = f" state={simulator.state_file} ({len(simulator.orders())} orders)" if simulator.state_file else ""
+            self.stdout.write(f"legacy factory simulator listening on {url} faults={faults or 'none'}{state}")
             self.stdout.flush()
             while not stop.wait(0.5):
                 pass
