@@ -67,6 +67,11 @@ class FactoryOrder(models.Model):
     restock = models.OneToOneField(Restock, primary_key=True, on_delete=models.CASCADE, related_name="factory_order")
     # The outbox: when the work was last handed to the task queue, and when its next attempt is due.
     dispatched_at = models.DateTimeField(null=True, blank=True, help_text="Last hand-over to the task queue.")
+    # The overdue clock of a pending restock (restocks_overdue_alert): the sweep's resends of a lost message
+    # move dispatched_at, and a grace counted from the last of them would never run out.
+    first_dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="First hand-over to the task queue since the restock was opened or redriven."
+    )
     dispatch_count = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # Set while a worker is calling the factory; a stale claim means that worker died mid-call.

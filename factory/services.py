@@ -79,6 +79,7 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
     try:
         FactoryOrder.objects.filter(restock_id=restock_id).update(
             dispatched_at=now,
+            first_dispatched_at=Coalesce("first_dispatched_at", Value(now)),
             # Not back to now if a worker already took the message, failed and scheduled its retry.
             next_attempt_at=Greatest(Coalesce("next_attempt_at", Value(now)), Value(now)),
             dispatch_count=F("dispatch_count") + 1,
@@ -562,10 +563,11 @@ def restocks_overdue() -> list[int]:
 def restocks_overdue_alert() -> int:
     """Tell ops, once per restock, about one that stays open FACTORY_OVERDUE_GRACE_SECONDS past its
     expected time: a pending one (the factory should accept it at once) past its opening, redrive and
-    last hand-over to the queue, whether it is being retried or parked by the factory's Retry-After (a
-    retry or a park moves its next attempt, not its hand-over); a placed one past the factory's
-    estimate and still unsettled after the sweep asked the factory. Its receipt closes the alert
-    (restock_receive). Returns how many alerts were raised."""
+    first hand-over to the queue since then (one opened while the broker was down has its grace from the
+    broker's return), whether it is being retried, parked by the factory's Retry-After or resent by the
+    sweep as lost (these move its next attempt or its last hand-over, not its first); a placed one past
+    the factory's estimate and still unsettled after the sweep asked the factory. Its receipt closes the
+    alert (restock_receive). Returns how many alerts were raised."""
     now = timezone.now()
     grace = timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS)
     late = now - grace
@@ -573,7 +575,7 @@ def restocks_overdue_alert() -> int:
     pending = Q(status=Restock.Status.PENDING, created_at__lte=late) & (
         Q(factory_order__isnull=True)
         | (
-            (Q(factory_order__dispatched_at__isnull=True) | Q(factory_order__dispatched_at__lte=late))
+            (Q(factory_order__first_dispatched_at__isnull=True) | Q(factory_order__first_dispatched_at__lte=late))
             & (Q(factory_order__redriven_at__isnull=True) | Q(factory_order__redriven_at__lte=late))
         )
     )
@@ -1022,12 +1024,14 @@ def restock_run_afresh(restock_id: int) -> None:
 
 def _order_run_afresh(restock_id: int, **fields) -> None:
     """A restock pending again gets a fresh attempt budget (its calls keep their numbers: the next is N+1)
-    and nothing that held its last run: no claim, no dispatch noted, no wait for a retry, and no overdue
-    alert yet (the last run's was closed when it failed: this run is told of once, as the first was)."""
+    and nothing that held its last run: no claim, no dispatch noted (its first hand-over starts this run's
+    overdue clock), no wait for a retry, and no overdue alert yet (the last run's was closed when it
+    failed: this run is told of once, as the first was)."""
     FactoryOrder.objects.filter(restock_id=restock_id).update(
         attempts_before_redrive=F("attempt_count"),
         claimed_at=None,
         dispatched_at=None,
+        first_dispatched_at=None,
         next_attempt_at=None,
         overdue_alerted_at=None,
         **fields,

@@ -69,3 +69,37 @@ def test_existing_restocks_keep_their_delivery_state_in_factory_orders(old_schem
 
     back = apps.get_model("inventory", "Restock").objects.get(pk=placed.pk)
     assert (back.factory_order_id, back.attempt_count, back.dispatched_at) == ("F-000123", 3, SENT_AT)
+
+
+@pytest.fixture
+def before_the_first_hand_over_was_kept():
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    apps = migrate([(app, "0003_metrics_indexes" if app == "factory" else name) for app, name in latest])
+    yield apps
+    migrate(latest)
+
+
+def test_restocks_pending_at_the_upgrade_count_their_overdue_grace_from_their_last_hand_over(
+    before_the_first_hand_over_was_kept,
+):
+    # The only hand-over noted before: counted from nothing but their opening, those opened during a broker
+    # outage that just ended would be told about as overdue at once.
+    apps = before_the_first_hand_over_was_kept
+    Product = apps.get_model("inventory", "Product")
+    Restock = apps.get_model("inventory", "Restock")
+    FactoryOrder = apps.get_model("factory", "FactoryOrder")
+
+    def restock(sku, status, **order):
+        product = Product.objects.create(sku=sku, name=sku.title(), price="1.50")
+        opened = Restock.objects.create(product=product, quantity=50, reason="shortage", status=status)
+        FactoryOrder.objects.create(restock=opened, **order)
+        return opened.pk
+
+    sent = restock("GLAZED", "pending", dispatched_at=SENT_AT, dispatch_count=3)
+    unsent = restock("MAPLE", "pending", next_attempt_at=SENT_AT)
+    placed = restock("LEMON", "placed", dispatched_at=SENT_AT, dispatch_count=1)
+
+    apps = migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+    first = dict(apps.get_model("factory", "FactoryOrder").objects.values_list("restock_id", "first_dispatched_at"))
+    assert first == {sent: SENT_AT, unsent: None, placed: None}

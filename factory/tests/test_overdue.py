@@ -4,14 +4,15 @@ receipt closes that alert."""
 from datetime import timedelta
 
 import pytest
+from django.db.models import DateTimeField, F
 from django.utils import timezone
 
 from factory.models import FactoryOrder
-from factory.services import reconcile, restock_fail, restock_receive
+from factory.services import dead_letters_redrive, reconcile, restock_dispatch, restock_fail, restock_receive
 from inventory.models import Restock
 from notifications.alerts import alerts_escalate
 from notifications.models import Alert, AlertDelivery, AlertGroup
-from testsupport.data import make_product
+from testsupport.data import make_failed_restock, make_product
 
 pytestmark = pytest.mark.django_db
 
@@ -98,7 +99,8 @@ def test_a_restock_parked_past_its_next_attempt_alerts_with_the_reason(grace):
 @pytest.mark.parametrize("parked", [False, True], ids=["retrying", "parked"])
 def test_a_restock_still_being_retried_or_parked_alerts_once_past_its_grace(grace, parked):
     # Each retry or park pushes its next attempt on: that must not keep ops from hearing of it. A retry
-    # keeps the hand-over time of its message; a park clears it (the sweep sends it when due).
+    # keeps the hand-over time of its message; a park clears it (the sweep sends it when due), not the
+    # time of its first hand-over.
     now = timezone.now()
     opened_ago = grace + timedelta(seconds=1)
     pending_restock(
@@ -108,6 +110,7 @@ def test_a_restock_still_being_retried_or_parked_alerts_once_past_its_grace(grac
         last_error="429: slow down",
         next_attempt_at=now + timedelta(seconds=900 if parked else 5),
         dispatched_at=None if parked else now - opened_ago,
+        first_dispatched_at=now - opened_ago,
     )
 
     reconcile()
@@ -116,6 +119,86 @@ def test_a_restock_still_being_retried_or_parked_alerts_once_past_its_grace(grac
     [alert] = overdue_alerts()
     assert "LEMON" in alert.title and "not accepted by the factory yet" in alert.text
     assert "429: slow down" in alert.text
+
+
+def time_passes(restock: Restock, by: timedelta) -> None:
+    """As if `by` went by: the restock's opening and every time noted on its order row move that far back."""
+    Restock.objects.filter(pk=restock.pk).update(created_at=F("created_at") - by)
+    noted = [field.name for field in FactoryOrder._meta.concrete_fields if isinstance(field, DateTimeField)]
+    FactoryOrder.objects.filter(restock=restock).update(**{name: F(name) - by for name in noted})
+
+
+def test_a_restock_the_sweep_keeps_resending_as_lost_alerts_once_past_the_grace_of_its_first_hand_over(
+    settings, queues
+):
+    # The factory queue is backlogged or its workers are down (the sweep's own worker is up): no worker takes
+    # the message, and the sweep resends it as lost every OUTBOX_RESEND_AFTER_SECONDS. Each resend is a
+    # hand-over too, and a grace counted from the last one, longer than that wait, never ran out: the
+    # product stayed at 0 and ops heard nothing.
+    settings.OUTBOX_RESEND_AFTER_SECONDS, settings.FACTORY_OVERDUE_GRACE_SECONDS = 60, 120
+    restock = Restock.objects.create(product=make_product("BOSTON", on_hand=0), quantity=50, reason="shortage")
+    assert restock_dispatch(restock.pk, shortage=True)
+
+    sweeps = []
+    for _ in range(3):
+        time_passes(restock, timedelta(seconds=61))
+        sweeps.append(reconcile())
+
+    assert [sweep["restocks_resent"] for sweep in sweeps] == [1, 1, 1], "no worker took it: lost, sent again"
+    assert [sweep["overdue_alerted"] for sweep in sweeps] == [0, 1, 0], "told once, 122 s after it first left"
+    [alert] = overdue_alerts()
+    assert "BOSTON" in alert.title and "not accepted by the factory yet" in alert.text
+
+
+def sweeps_after_the_broker_is_back(restock: Restock, broker_down, every: timedelta, count: int) -> list[dict]:
+    """The broker is back; the first sweep, then `count - 1` more, `every` apart."""
+    from donutsite.dependencies import breakers
+
+    broker_down.back()
+    breakers["broker"].close()
+    sweeps = [reconcile()]
+    for _ in range(count - 1):
+        time_passes(restock, every)
+        sweeps.append(reconcile())
+    return sweeps
+
+
+def test_a_restock_opened_while_the_broker_was_down_has_its_grace_from_its_first_hand_over(
+    settings, queues, broker_down
+):
+    # It never left until the broker came back, longer than the grace after its opening: ops are told if
+    # it then stays pending, not at the sweep that has only just sent it.
+    settings.OUTBOX_RESEND_AFTER_SECONDS, settings.FACTORY_OVERDUE_GRACE_SECONDS = 60, 120
+    restock = Restock.objects.create(product=make_product("CRULLER", on_hand=0), quantity=50, reason="shortage")
+    assert not restock_dispatch(restock.pk, shortage=True)
+    time_passes(restock, timedelta(minutes=5))
+
+    sweeps = sweeps_after_the_broker_is_back(restock, broker_down, every=timedelta(seconds=61), count=3)
+
+    assert [sweep["restocks_resent"] for sweep in sweeps] == [1, 1, 1]
+    assert [sweep["overdue_alerted"] for sweep in sweeps] == [0, 0, 1], "told 122 s after it first left"
+    assert "CRULLER" in overdue_alerts()[0].title
+
+
+def test_a_restock_redriven_while_the_broker_was_down_has_its_grace_from_its_first_hand_over_since(
+    settings, queues, broker_down, django_capture_on_commit_callbacks
+):
+    # Its first run left the queue an hour ago; the redrive's run is told of by its own first hand-over.
+    settings.OUTBOX_RESEND_AFTER_SECONDS, settings.FACTORY_OVERDUE_GRACE_SECONDS = 60, 120
+    restock, dead_letter = make_failed_restock(make_product("MAPLE", on_hand=0))
+    sent = timezone.now()
+    FactoryOrder.objects.filter(restock=restock).update(dispatched_at=sent, first_dispatched_at=sent, dispatch_count=1)
+    time_passes(restock, timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dead_letters_redrive([dead_letter], by="ops").sent == [dead_letter]
+    assert FactoryOrder.objects.get(restock=restock).dispatch_count == 1, "the broker is down: not sent"
+    time_passes(restock, timedelta(minutes=5))
+
+    sweeps = sweeps_after_the_broker_is_back(restock, broker_down, every=timedelta(seconds=61), count=3)
+
+    assert [sweep["restocks_resent"] for sweep in sweeps] == [1, 1, 1]
+    assert [sweep["overdue_alerted"] for sweep in sweeps] == [0, 0, 1], "told 122 s after the redrive's run left"
+    assert "MAPLE" in overdue_alerts()[0].title
 
 
 def test_a_restock_that_fails_for_good_after_its_overdue_warning_is_not_paged_again_by_the_warning(grace, settings):
@@ -242,7 +325,9 @@ def test_a_failed_restock_sent_again_alerts_again_if_it_stays_open_past_its_grac
     with pytest.raises(Exception):  # noqa: B017 - OutOfStock; the need reopens the failed restock
         sale_create(client=client, items=[SaleItem("MAPLE", 1)])
     long_ago = timezone.now() - grace - timedelta(seconds=1)
-    FactoryOrder.objects.filter(restock=restock).update(redriven_at=long_ago, dispatched_at=long_ago, claimed_at=now)
+    FactoryOrder.objects.filter(restock=restock).update(
+        redriven_at=long_ago, dispatched_at=long_ago, first_dispatched_at=long_ago, claimed_at=now
+    )
     AlertGroup.objects.update(window_ends_at=long_ago)  # the first alert's window is over
 
     reconcile()

@@ -311,7 +311,7 @@ def test_reconcile_resends_restocks_that_never_left_and_prints_counts(monkeypatc
     broker = Broker()
     monkeypatch.setattr(services, "task_publish", broker.task_publish)
     lost = old_restock("LOST")
-    old_restock("SENT", dispatched_at=timezone.now(), dispatch_count=1)
+    old_restock("SENT", dispatched_at=timezone.now(), first_dispatched_at=timezone.now(), dispatch_count=1)
     fresh = Restock.objects.create(product=make_product("FRESH", on_hand=0), quantity=50, reason="shortage")
 
     out, _ = run("reconcile")
