@@ -51,6 +51,10 @@ keepalive = 5  # gthread only (sync workers close after each response); below a 
 control_socket_disable = True
 
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+# gunicorn's default line, then the request id the app answered with (X-Request-ID): a sale that sells logs
+# no line of the app's, so this is the line `grep <request id>` finds for it ("-" when gunicorn answered
+# on its own, as for a malformed request line).
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" request_id=%({x-request-id}o)s'
 errorlog = "-"
 
 

@@ -10,6 +10,7 @@ import threading
 import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import redis
@@ -316,3 +317,39 @@ def _logged(output: str, trace: str, logger: str) -> bool:
         if isinstance(entry, dict) and entry.get("logger") == logger and entry.get("request_id") == trace:
             return True
     return False
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_the_access_log_line_of_a_sale_carries_its_request_id(tmp_path):
+    """A sale that sells logs no line of the app's (the hot path stays quiet): with the access log on,
+    gunicorn's line for it is the one `grep <request id>` finds, so it must carry the id."""
+    import urllib.request
+
+    from testsupport.processes import Process, free_port
+
+    make_product("TRACE", on_hand=5)
+    _, key = make_api_client()
+    system = System(broker_url=current_app.conf.broker_url, log_dir=tmp_path)
+    port = free_port()
+    env = {**system.env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1", "GUNICORN_ACCESS_LOG": "-"}
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    web = Process("web", [gunicorn, "-c", "gunicorn.conf.py"], env, ready="Booting worker", log_dir=tmp_path)
+    trace = f"e2e-{uuid.uuid4().hex[:12]}"
+    try:
+        request = urllib.request.Request(  # noqa: S310 - local
+            f"http://127.0.0.1:{port}/api/v1/sales/",
+            data=json.dumps({"items": [{"sku": "TRACE", "quantity": 1}]}).encode(),
+            headers={"Authorization": f"Api-Key {key}", "Content-Type": "application/json", "X-Request-ID": trace},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - local
+            assert answer.status == 201
+
+        def sale_line():
+            return next((line for line in web.output().splitlines() if "POST /api/v1/sales/" in line), None)
+
+        line = wait_until(sale_line, timeout=10, what="the sale's access log line")
+        assert '" 201 ' in line
+        assert trace in line
+    finally:
+        web.stop()
