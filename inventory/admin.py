@@ -128,7 +128,7 @@ class ProductAdmin(ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
-            obj.save()  # on_hand is not a form field, so a new product starts at 0
+            services.product_create(product=obj)  # on_hand is not a form field, so a new product starts at 0
         elif form.changed_data:
             # Write only what the form changed: a full save would also write back the on_hand read when
             # the request started, silently undoing any sale that committed in between.

@@ -570,6 +570,16 @@ def product_set_stock(
     return product
 
 
+def product_create(*, product: Product) -> None:
+    """Save a product added by hand (the admin's form). It starts at 0 on hand (stock comes only through
+    the ledger), so at or below any reorder point: one on sale is reordered now, as `set_stock --create`
+    does, rather than after its first buyers were refused. The new row is locked by its own insert."""
+    with transaction.atomic():
+        product.save()
+        if product.is_active and product.needs_reorder:
+            restocks_open([product], reason=Restock.Reason.REORDER_POINT)
+
+
 def product_update(*, product: Product, fields: list[str]) -> None:
     """Save these fields of a product edited by hand (the admin's form); never on-hand, which changes only
     through the ledger. Writing only the named fields keeps a sale that committed meanwhile.

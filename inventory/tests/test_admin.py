@@ -567,6 +567,19 @@ def test_a_product_edited_into_needing_stock_is_reordered_at_once(admin_client, 
     assert Restock.objects.filter(product=maple).count() == 1
 
 
+@pytest.mark.parametrize("is_active, restocks", [("on", [("pending", "reorder_point", 60)]), ("", [])])
+def test_a_product_added_in_the_admin_is_reordered_at_once_if_on_sale(admin_client, is_active, restocks):
+    """A product added in the admin starts at 0, at or below any reorder point: the factory is asked now, as
+    `set_stock --create` does, not after its first buyers were refused. One added off sale waits."""
+    form = {"sku": "PISTACHIO", "name": "Pistachio", "price": "2.80", "reorder_point": 5, "reorder_quantity": 60}
+
+    response = admin_client.post(reverse("admin:inventory_product_add"), {**form, "is_active": is_active})
+
+    assert response.status_code == 302
+    opened = Restock.objects.filter(product__sku="PISTACHIO").values_list("status", "reason", "quantity")
+    assert list(opened) == restocks
+
+
 def test_a_product_edited_above_its_reorder_point_or_retired_orders_nothing(admin_client):
     maple = make_product("MAPLE", on_hand=10, reorder_point=5)
     url = reverse("admin:inventory_product_change", args=[maple.pk])
