@@ -9,8 +9,10 @@ from donutsite.db import EXACT_COLLATION
 # product would be listed but unreachable, and nobody could subscribe to it.
 # What a sale's body takes (inventory.serializers: printable ASCII, no space), and no "/", which is part of
 # the product's address in the API: a SKU outside it could be stocked and never bought.
+# Not "." or "..": clients resolve those path segments (/api/v1/products/../ is /api/v1/) before sending.
 SKU_VALIDATOR = RegexValidator(
-    r"^[!-.0-~]*\Z", "A SKU is printable ASCII with no space and no “/”: what the API can sell and address."
+    r"^(?!\.\.?\Z)[!-.0-~]*\Z",
+    "A SKU is printable ASCII with no space and no “/”, and not “.” or “..”: what the API can sell and address.",
 )
 
 

@@ -547,7 +547,8 @@ def product_set_stock(
             # As the admin's form takes a SKU (the model's SKU_VALIDATOR): what a sale's body takes, and no
             # "/", which would make the product's URLs unreachable.
             raise InvalidAdjustment(
-                f"A new SKU needs 1 to {longest} printable ASCII characters, no space and no '/': {sku!r}."
+                f"A new SKU needs 1 to {longest} printable ASCII characters, no space and no '/', and is not "
+                f"'.' or '..': {sku!r}."
             )
         if not name or price is None:
             raise InvalidAdjustment(f"A new product ({sku}) needs a name and a price.")

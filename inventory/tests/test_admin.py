@@ -22,6 +22,9 @@ PRODUCTS = reverse("admin:inventory_product_changelist")
 ADJUST = reverse("admin:inventory_product_adjust_stock")
 
 
+SKU_RULE = "A SKU is printable ASCII with no space and no “/”, and not “.” or “..”: what the API can sell and address."
+
+
 def adjust_url(*products):
     return f"{ADJUST}?ids={','.join(str(p.pk) for p in products)}"
 
@@ -168,11 +171,14 @@ def test_a_product_added_in_the_admin_starts_with_no_stock(admin_client):
         ("reorder_quantity", 20_000, "Ensure this value is less than or equal to 10000."),
         ("reorder_quantity", 0, "Ensure this value is greater than or equal to 1."),
         ("price", "-1.00", "Ensure this value is greater than or equal to 0."),
-        ("sku", "BOX/6", "A SKU is printable ASCII with no space and no “/”: what the API can sell and address."),
+        ("sku", "BOX/6", SKU_RULE),
         # No sale's body can name these: stocked, never bought.
-        ("sku", "MAPLE BAR", "A SKU is printable ASCII with no space and no “/”: what the API can sell and address."),
-        ("sku", "TAB\tX", "A SKU is printable ASCII with no space and no “/”: what the API can sell and address."),
-        ("sku", "CAFÉ", "A SKU is printable ASCII with no space and no “/”: what the API can sell and address."),
+        ("sku", "MAPLE BAR", SKU_RULE),
+        ("sku", "TAB\tX", SKU_RULE),
+        ("sku", "CAFÉ", SKU_RULE),
+        # A URL's dot segments: clients resolve /api/v1/products/../ to /api/v1/ before sending it.
+        ("sku", ".", SKU_RULE),
+        ("sku", "..", SKU_RULE),
     ],
 )
 def test_a_value_outside_a_products_limits_is_explained_beside_its_field(admin_client, field, value, message):

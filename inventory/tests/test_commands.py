@@ -151,8 +151,8 @@ def test_set_stock_on_an_unknown_sku_names_the_close_ones_and_creates_nothing():
 
 @pytest.mark.parametrize(
     "sku",
-    ["NEW ONE ", " NEWONE", "", "A" * 65, "BOX/6", "NEW ONE", "CAFÉ"],
-    ids=["trailing-space", "leading-space", "empty", "too-long", "slash", "inner-space", "not-ascii"],
+    ["NEW ONE ", " NEWONE", "", "A" * 65, "BOX/6", "NEW ONE", "CAFÉ", ".", ".."],
+    ids=["trailing-space", "leading-space", "empty", "too-long", "slash", "inner-space", "not-ascii", "dot", "dot-dot"],
 )
 def test_set_stock_create_refuses_a_sku_the_admin_would_refuse(sku):
     # A SKU ending in a space would be sold and shown, but `?sku=` on the restock list never finds it (the
