@@ -470,10 +470,7 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
             return "placed again"
         logger.warning("restock %s: the factory knows no order %s", restock.pk, restock.reference)
         return "unknown at the factory"
-    # Only an answer about this restock's order is used: a factory that answers our id with another order
-    # (one that reused ids, a stand-in restarted) would otherwise have its estimate or its receipt credited
-    # here, by the order id alone when no restock has the other order's reference.
-    if (order.reference, order.sku) != (restock.reference, restock.product.sku):
+    if not _is_restocks_order(restock, order, order_id):
         raise CallbackMismatch(
             f"Factory order {order.order_id} is {order.reference} for {order.sku}, "
             f"not {restock.reference} for {restock.product.sku}."
@@ -494,6 +491,18 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
         sku=order.sku,
     )
     return order.status
+
+
+def _is_restocks_order(restock: Restock, order: RemoteOrder, order_id: str) -> bool:
+    """Whether the factory's answer is about this restock's order: its SKU, and its reference, or the
+    reference of the order id the restock holds as it was placed before FACTORY_REFERENCE_PREFIX changed
+    (`<earlier prefix>-<restock id>`; its callback is credited by that id). A factory that answers our id
+    with another order (one that reused ids, a stand-in restarted) would otherwise have its estimate or its
+    receipt credited here."""
+    if order.sku != restock.product.sku:
+        return False
+    placed_earlier = bool(order_id) and order.order_id == order_id and order.reference.endswith(f"-{restock.pk}")
+    return order.reference == restock.reference or placed_earlier
 
 
 def _restock_found_placed(restock: Restock, order: RemoteOrder) -> bool:

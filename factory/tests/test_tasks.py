@@ -396,6 +396,21 @@ def test_polling_an_order_still_in_production_updates_when_it_is_expected(factor
     assert order_of(restock).last_polled_at is not None
 
 
+def test_polling_an_order_placed_before_the_reference_prefix_changed_receives_it(factory, settings):
+    # FACTORY_REFERENCE_PREFIX changed in a deploy while the order was at the factory, which keeps the
+    # reference it was placed under. Its callback is credited by the order id; a poll refusing it left the
+    # restock placed for good, the product never reordered, and ops told the factory reported nothing.
+    restock = placed_restock()
+    placed_under = restock.reference
+    settings.FACTORY_REFERENCE_PREFIX = "donuts-eu"
+    factory.answer(200, {**ORDER, "reference": placed_under, "status": "completed", "quantity_produced": 90})
+
+    assert run(restock_poll_task, restock.pk) == "completed"
+
+    assert Restock.objects.get(pk=restock.pk).status == "fulfilled"
+    assert Product.objects.get(sku="GLAZED").on_hand == 90
+
+
 def test_polling_answered_with_another_orders_production_leaves_when_it_is_expected(factory, caplog):
     # The factory answered our order id with another restock's order, still in production: its estimate is
     # not when this restock's donuts arrive.
@@ -475,8 +490,12 @@ def another_restock() -> Restock:
             {**ORDER, "reference": another_restock().reference, "sku": "GLAZED", "status": "completed"},
         ),
         # Another client's order under our order id, same SKU: a factory that reused an id (the simulator
-        # restarted). No restock has its reference, so it was taken for ours by the order id alone.
-        lambda restock: (200, {**ORDER, "reference": "other-shop-7", "sku": "GLAZED", "status": "completed"}),
+        # restarted). No restock has its reference, so it was taken for ours by the order id alone (its
+        # number is not our restock's: that would be our order under an earlier reference prefix).
+        lambda restock: (
+            200,
+            {**ORDER, "reference": f"other-shop-{restock.pk + 1}", "sku": "GLAZED", "status": "completed"},
+        ),
     ],
     ids=["refused", "another-skus-order", "another-restocks-order", "another-clients-order"],
 )
