@@ -734,8 +734,9 @@ class LegacyFactory:
     # the state file
 
     def _load(self) -> None:
-        """Read what an earlier start wrote. A file that is there but cannot be read stops this start:
-        starting empty would give out again the ids of orders the app still holds."""
+        """Read what an earlier start wrote. A file that is there but cannot be read (cut short, or written by
+        another version of the simulator) stops this start, and the message says how to go on: starting empty
+        would give out again the ids of orders the app still holds."""
         try:
             state = json.loads(self.state_file.read_text())
             orders = [_Order.from_state(data) for data in state["orders"]]
@@ -744,7 +745,10 @@ class LegacyFactory:
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"cannot read the state file {self.state_file}: {type(exc).__name__}: {exc}") from None
+            raise ValueError(
+                f"cannot read the state file {self.state_file} ({type(exc).__name__}: {exc}): delete it to start with "
+                "no orders (the order ids the app holds then name none, or new ones)"
+            ) from None
         self._orders = {order.order_id: order for order in orders}
         self._by_reference = {order.reference: order for order in orders}
         self._last_order_number = last_order_number

@@ -654,12 +654,25 @@ def test_a_callback_still_owed_at_a_restart_is_delivered_after_it(make_sim, rece
     assert len(receiver.received()) == 2
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"orders": 3}'], ids=["broken", "not-a-state"])
+ANOTHER_VERSIONS_STATE = {
+    "last_order_number": 1,
+    "orders": [{"order_id": "F-000001", "reference": "restock-1", "colour": "red"}],
+    "post_orders": {},
+    "callbacks": {},
+}
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"orders": 3}', json.dumps(ANOTHER_VERSIONS_STATE)],
+    ids=["broken", "not-a-state", "another-version"],
+)
 def test_a_state_file_that_cannot_be_read_refuses_to_start_rather_than_forget(tmp_path, content):
+    # The one who runs it is told what to do: the file is left as it is, for them to keep or delete.
     state = tmp_path / "factory.json"
     state.write_text(content)
 
-    with pytest.raises(ValueError, match="factory.json"):
+    with pytest.raises(ValueError, match=r"factory\.json.*delete it to start with no orders"):
         LegacyFactory(state_file=state)
 
     assert state.read_text() == content
