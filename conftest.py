@@ -1,6 +1,7 @@
 from types import SimpleNamespace
 
 import pytest
+import redis
 
 from testsupport.data import make_api_client
 
@@ -35,9 +36,12 @@ def client_app(api_client_and_key):
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     """Per-process caches (SKU ids, API keys, throttle tokens, open circuit breakers) must not leak
-    between tests whose rows were rolled back."""
+    between tests whose rows were rolled back, nor the sweeps' last runs in Redis: an earlier test's
+    factory.reconcile, minutes old, would page ops from the next notifications sweep."""
+    from django.conf import settings
+
     from clients import auth, throttles
-    from donutsite import dependencies
+    from donutsite import dependencies, sweeps
     from inventory import selectors, services
 
     selectors.forget_product_ids()
@@ -46,6 +50,7 @@ def _fresh_caches():
     throttles._batches.clear()
     for breaker in dependencies.breakers.values():
         breaker.close()
+    redis.Redis.from_url(settings.REDIS_URL).delete(sweeps._key())
     yield
 
 

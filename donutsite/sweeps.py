@@ -4,7 +4,8 @@ Beat sends every sweep, and the sweeps are what notice a lost message or an over
 A stopped or wedged beat (or a maintenance worker that no longer runs them) therefore stops all of that
 with no sign of its own: nothing raises the overdue alert about the overdue-alert sweep. So each sweep
 notes when it finished, in a hash on REDIS_URL, and its age is watched from outside (a Prometheus rule on
-donut_sweep_age_seconds, compose's healthcheck of beat). Infrastructure with no app imports."""
+donut_sweep_age_seconds, compose's healthcheck of beat) and by notifications.sweep, which pages ops when
+factory.reconcile stops while beat still runs (its worker died). Infrastructure with no app imports."""
 
 import logging
 import time
@@ -39,3 +40,24 @@ def sweep_ages() -> dict[str, float | None]:
     finished = dependencies.redis_client(settings.REDIS_URL).hgetall(_key())
     now = time.time()
     return {name: now - float(finished[name.encode()]) if name.encode() in finished else None for name in WATCHED}
+
+
+def late_after() -> float:
+    """How long a watched sweep may go without finishing before `sweeps_alive` calls it late: six of beat's
+    intervals, at least 30 s."""
+    return max(30.0, 6 * settings.RECONCILE_INTERVAL_SECONDS)
+
+
+def sweep_last_finished(name: str) -> float | None:
+    """When this sweep last finished, as a Unix time (None: never, as far as Redis knows). Raises
+    redis.RedisError when Redis does not answer."""
+    finished = dependencies.redis_client(settings.REDIS_URL).hget(_key(), name)
+    return None if finished is None else float(finished)
+
+
+def sweep_stop_claim(name: str, last_finished: float) -> bool:
+    """True for the first to claim telling ops of this stop of the sweep (the one after its run that finished
+    at `last_finished`), False after: one page per stop, however many sweeps or workers see it. Raises
+    redis.RedisError when Redis does not answer."""
+    claim = f"{_key()}:{name}:stop-told:{last_finished!r}"
+    return bool(dependencies.redis_client(settings.REDIS_URL).set(claim, 1, nx=True, ex=24 * 3600))

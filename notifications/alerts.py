@@ -5,16 +5,19 @@ count (no row of their own), and one summary naming everything they were about f
 closes, or within ALERT_CRITICAL_FLUSH_SECONDS when a critical one is about something new.
 """
 
+import time
 import zlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from donutsite.context import request_id
+from donutsite.sweeps import late_after, sweep_last_finished, sweep_stop_claim
 from notifications.channels.registry import fcm_configured
 from notifications.deliveries import deliveries_create, delivery_dispatch
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock, Severity
@@ -409,3 +412,50 @@ def alerts_acknowledge(dedupe_key: str, *, user=None, **filters) -> int:
     return Alert.objects.filter(dedupe_key=dedupe_key, acknowledged_at__isnull=True, **filters).update(
         acknowledged_at=timezone.now(), acknowledged_by=user
     )
+
+
+SWEEP_STOPPED = "sweep_stopped"  # the alert's kind
+FACTORY_SWEEP = "factory.reconcile"
+
+
+def factory_sweep_stopped_alert() -> int:
+    """Page ops when factory.reconcile stopped finishing while this sweep, which the same beat sends, went
+    on: the worker that runs it is down or wedged, or it fails at every run. That sweep resends lost
+    restocks and raises the overdue warnings, so with the factory's workers dead in a rush nothing else would
+    tell Slack or the phones. Measured against this sweep's own last run, not the clock: after everything
+    was stopped for a while (a host, or make run, started again) both are old, and the factory worker's
+    first sweep seconds later is no stop to page about. Twice the probe's limit (`sweeps_alive`), so a
+    worker restarted in a rolling update pages nobody. One critical alert per stop; settled, with a
+    stand-down line, once it finishes again. One that never ran (a new Redis) is left to the probe. Call it
+    before this sweep notes its own run. Returns how many alerts were raised."""
+    try:
+        finished = sweep_last_finished(FACTORY_SWEEP)
+        went_on = sweep_last_finished("notifications.sweep")
+        if finished is None or went_on is None:
+            return 0
+        stopped = went_on - finished > 2 * late_after()
+        if stopped and not sweep_stop_claim(FACTORY_SWEEP, finished):
+            return 0  # told already
+    except (redis.RedisError, OSError):
+        return 0  # where the sweeps note their runs is away: /readyz and /metrics tell of that Redis
+    dedupe_key = f"{SWEEP_STOPPED}:{FACTORY_SWEEP}"
+    with transaction.atomic():
+        if not stopped:
+            alerts_settle(dedupe_key)
+            return 0
+        alert_raise(
+            kind=SWEEP_STOPPED,
+            severity=Severity.CRITICAL,
+            title=f"The factory sweep stopped ({FACTORY_SWEEP})",
+            text=f"{FACTORY_SWEEP} last finished at {datetime.fromtimestamp(finished, UTC):%H:%M:%S} UTC, "
+            f"{time.time() - finished:.0f} s ago, while notifications.sweep, which the same beat sends, "
+            "still runs: the worker that runs it (factory@, on the maintenance and factory queues) is down "
+            "or wedged, or the sweep fails at every run (that worker's log says why). Until it runs again "
+            "no lost restock message is resent, no late order polled and no overdue restock told, and the "
+            "restocks on that worker's queues wait. Check with `manage.py worker_alive` (or `docker compose "
+            "ps`) and restart the worker (`docker compose up -d worker`). This alert is acknowledged by "
+            "itself when the sweep runs again.",
+            dedupe_key=dedupe_key,
+            context={"sweep": FACTORY_SWEEP},
+        )
+    return 1

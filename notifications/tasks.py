@@ -4,7 +4,7 @@ from celery import shared_task
 from django.conf import settings
 
 from donutsite.sweeps import sweep_finished
-from notifications.alerts import alert_groups_flush, alerts_escalate
+from notifications.alerts import alert_groups_flush, alerts_escalate, factory_sweep_stopped_alert
 from notifications.deliveries import deliveries_resend_stuck, delivery_send
 from notifications.errors import DeliveryRetry
 from notifications.limits import TASK_SOFT_TIME_LIMIT, TASK_TIME_LIMIT
@@ -35,9 +35,11 @@ def back_in_stock_task(sku: str) -> int:
 
 @shared_task(name="notifications.sweep", soft_time_limit=TASK_SOFT_TIME_LIMIT, time_limit=TASK_TIME_LIMIT)
 def sweep_task() -> dict:
-    """Summaries of closed groups, escalation of unacknowledged warnings, and the resends: deliveries and
-    back-in-stock pushes whose message never left or whose send failed."""
+    """Summaries of closed groups, escalation of unacknowledged warnings, the resends (deliveries and
+    back-in-stock pushes whose message never left or whose send failed), and a page when the factory's
+    sweep stopped (it runs on another worker, which may be dead)."""
     result = {
+        "sweep_stopped": factory_sweep_stopped_alert(),
         "summaries": alert_groups_flush(),
         "escalated": alerts_escalate(),
         "resent": deliveries_resend_stuck(),

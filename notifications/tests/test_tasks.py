@@ -4,17 +4,21 @@ resends what never left and escalates what nobody acknowledged, ops acknowledge 
 
 import ast
 import json
+import time
 from datetime import timedelta
 
 import pytest
 import redis
 from celery import current_app
 from celery.exceptions import Retry
+from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
+from donutsite import sweeps
 from notifications import alerts, checks, limits, subscriptions
+from notifications.deliveries import delivery_send
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from notifications.tasks import back_in_stock_task, deliver_task, sweep_task
 from testsupport.data import critical_alert, make_product
@@ -129,6 +133,57 @@ def test_the_sweep_pushes_a_warning_nobody_acknowledged_to_the_ops_phones(
     assert Alert.objects.get(pk=warning.pk).escalated_at is not None
     assert set(queued()) - queued_before == {pushed.pk}
     assert not AlertDelivery.objects.filter(alert=acknowledged, channel="fcm").exists()
+
+
+def _finished(sweep: str, seconds_ago: float) -> None:
+    """As the sweep would note it, had it last finished that long ago."""
+    redis.Redis.from_url(settings.REDIS_URL).hset(sweeps._key(), sweep, repr(time.time() - seconds_ago))
+
+
+def _sent_everywhere(alert: Alert) -> dict:
+    return {d.channel: delivery_send(d.pk) for d in AlertDelivery.objects.filter(alert=alert)}
+
+
+def test_ops_are_paged_once_when_the_factory_sweep_stops_and_told_when_it_runs_again(channels_at, slack, fcm):
+    # The factory worker (factory@, the maintenance queue) runs factory.reconcile, the sweep that resends
+    # lost restocks and raises the overdue warnings: with the factory's workers dead in a rush, and beat and
+    # the notifications worker up, Slack and the phones heard nothing at all.
+    _finished("factory.reconcile", seconds_ago=10)
+    assert sweep_task()["sweep_stopped"] == 0, "finished lately: nothing to say"
+
+    _finished("factory.reconcile", seconds_ago=90)
+    assert sweep_task()["sweep_stopped"] == 1
+    assert sweep_task()["sweep_stopped"] == 0, "one page per stop, not one per sweep"
+
+    page = Alert.objects.get(kind="sweep_stopped")
+    assert page.severity == "critical"
+    assert _sent_everywhere(page) == {"log": "sent", "slack": "sent", "fcm": "sent"}
+    told = slack.received[0]["body"]["text"]
+    assert "factory.reconcile" in told and "worker_alive" in told and "factory@" in told
+
+    sweeps.sweep_finished("factory.reconcile")  # the worker is back and ran it
+    assert sweep_task()["sweep_stopped"] == 0
+    page.refresh_from_db()
+    assert page.acknowledged_at is not None, "acknowledged by itself: nobody is paged about it later"
+    stand_down = Alert.objects.get(kind="sweep_stopped", is_summary=True)
+    assert stand_down.severity == "info" and "all settled" in stand_down.title
+
+
+def test_no_page_when_everything_starts_again_after_a_long_stop(channels_at):
+    # make run (or the host) stopped for ten minutes: the notifications worker's first sweep may run before
+    # the factory worker's, with the factory sweep's last run ten minutes old. Beat was stopped too.
+    _finished("factory.reconcile", seconds_ago=600)
+    _finished("notifications.sweep", seconds_ago=598)
+
+    assert sweep_task()["sweep_stopped"] == 0
+    assert not Alert.objects.filter(kind="sweep_stopped").exists()
+
+
+def test_a_factory_sweep_that_never_ran_is_left_to_the_probe(channels_at):
+    redis.Redis.from_url(settings.REDIS_URL).hdel(sweeps._key(), "factory.reconcile")
+
+    assert sweep_task()["sweep_stopped"] == 0
+    assert not Alert.objects.filter(kind="sweep_stopped").exists()
 
 
 def test_nothing_is_escalated_without_fcm(settings):

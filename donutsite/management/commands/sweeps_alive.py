@@ -4,10 +4,9 @@ import argparse
 import math
 
 import redis
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from donutsite.sweeps import sweep_ages
+from donutsite.sweeps import late_after, sweep_ages
 
 
 def _seconds(value: str) -> float:
@@ -36,7 +35,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, max_age, **options):
-        max_age = max_age if max_age is not None else max(30.0, 6 * settings.RECONCILE_INTERVAL_SECONDS)
+        max_age = max_age if max_age is not None else late_after()
         try:
             ages = sweep_ages()
         except (redis.RedisError, OSError) as exc:
