@@ -595,8 +595,10 @@ def restocks_overdue_alert() -> int:
     for restock in Restock.objects.filter(not_told & (pending | placed)).select_related("product", "factory_order"):
         order = getattr(restock, "factory_order", None)
         reason = _overdue_reason(restock, order, grace)
-        if reason and _overdue_alert(restock, reason):
-            raised += 1
+        # Under the sale's id, as the sweep's other work for a restock is: grepping it finds the warning.
+        with request_id_bound(restock.correlation_id or request_id.get()):
+            if reason and _overdue_alert(restock, reason):
+                raised += 1
     return raised
 
 

@@ -240,6 +240,29 @@ def test_the_sweep_sends_a_parked_restock_and_an_overdue_poll_under_the_id_of_th
     assert sent == {("factory.restock_place", parked.pk): "sale-4", ("factory.restock_poll", late.pk): "sale-5"}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_overdue_warning_about_a_restock_goes_out_under_the_id_of_the_sale_behind_it(settings):
+    # Raised by the sweep, its delivery (and so the notifications worker's "alert id=... kind=restock_overdue"
+    # line) went under the sweep's own id: grepping the sale's id, as docs/operations.md says, never found
+    # the warning about its restock.
+    broker = queue_broker()
+    broker.delete("notifications")
+    long_ago = timezone.now() - timedelta(seconds=settings.FACTORY_OVERDUE_GRACE_SECONDS + 60)
+    restock = Restock.objects.create(
+        product=make_product("STUCK", on_hand=0), quantity=5, reason="shortage", correlation_id="sale-6"
+    )
+    Restock.objects.filter(pk=restock.pk).update(created_at=long_ago)
+    FactoryOrder.objects.create(restock=restock, dispatched_at=long_ago, first_dispatched_at=long_ago)
+
+    try:
+        with request_id_bound("sweep-2"):
+            assert reconcile()["overdue_alerted"] == 1
+        assert Alert.objects.get(kind="restock_overdue").correlation_id == "sale-6"
+        assert {h["request_id"] for h in _messages_headers("notifications")} == {"sale-6"}
+    finally:
+        broker.delete("notifications")
+
+
 # --- end to end -------------------------------------------------------------------------------------------
 
 
