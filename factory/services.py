@@ -13,7 +13,7 @@ from functools import partial
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F, Q, Value
+from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
@@ -75,21 +75,34 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
         _hand_over_failed(restock_id)
         return False
     logger.info("restock %s handed to the factory queue%s", restock_id, " (shortage first)" if shortage else "")
-    now = timezone.now()
     try:
-        FactoryOrder.objects.filter(restock_id=restock_id).update(
-            dispatched_at=now,
-            first_dispatched_at=Coalesce("first_dispatched_at", Value(now)),
-            # Not back to now if a worker already took the message, failed and scheduled its retry.
-            next_attempt_at=Greatest(Coalesce("next_attempt_at", Value(now)), Value(now)),
-            dispatch_count=F("dispatch_count") + 1,
-        )
+        _hand_over_noted(restock_id)
     except DatabaseError as exc:
         # The message left; only its note did not (a deadlock with the worker already recording the
         # factory's answer, the database going away). This runs after the sale committed, so raising
         # would turn a sale into an error answer. Unnoted, the sweep may send it again: harmless.
         logger.warning("restock %s: sent, but noting it failed (%r)", restock_id, exc)
     return True
+
+
+def _hand_over_noted(restock_id: int) -> None:
+    """Note that a message for the restock left. A worker may have taken it and recorded the factory's answer
+    first: a retry it scheduled keeps its wait (the next attempt is not moved back to now), and a park it
+    made stands. A park is the only wait longer than any retry's backoff with no message in flight; noted over
+    as in flight, it would be resent only as a lost message, OUTBOX_RESEND_AFTER_SECONDS after the time the
+    factory asked for."""
+    now = timezone.now()
+    parked = Q(
+        dispatched_at__isnull=True,
+        next_attempt_at__gt=now + timedelta(seconds=settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS),
+    )
+    # dispatched_at first: MariaDB's SET reads the columns assigned before it as already updated.
+    FactoryOrder.objects.filter(restock_id=restock_id).update(
+        dispatched_at=Case(When(parked, then=Value(None)), default=Value(now), output_field=DateTimeField()),
+        first_dispatched_at=Coalesce("first_dispatched_at", Value(now)),
+        next_attempt_at=Greatest(Coalesce("next_attempt_at", Value(now)), Value(now)),
+        dispatch_count=F("dispatch_count") + 1,
+    )
 
 
 def _hand_over_failed(restock_id: int) -> None:

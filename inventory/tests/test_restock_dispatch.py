@@ -354,3 +354,23 @@ def test_a_dispatch_noted_after_a_worker_already_scheduled_the_retry_keeps_the_r
     assert order.next_attempt_at == retry_at and order.dispatch_count == 1
     restock_dispatch(Restock.objects.create(product=make_product("BOSTON"), quantity=10, reason="manual").pk)
     assert FactoryOrder.objects.get(restock__product__sku="BOSTON").next_attempt_at is not None, "a new one: now"
+
+
+def test_a_dispatch_noted_after_a_worker_already_parked_the_restock_leaves_it_parked(factory_queue):
+    # The sweep sends a restock; a worker takes the message, the factory answers 429 with a long Retry-After
+    # and the worker parks it (no message in flight), all before the sweep notes that the message left.
+    # Noted over as in flight, the park was resent only as a lost message, OUTBOX_RESEND_AFTER_SECONDS past
+    # the time the factory asked for: a rate-limited restock waited a minute longer than it had to.
+    from factory.services import reconcile, restock_dispatch, restock_park
+
+    restock = Restock.objects.create(product=make_product("GLAZED", on_hand=0), quantity=10, reason="shortage")
+    FactoryOrder.objects.create(restock=restock, attempt_count=1)
+    restock_park(restock.pk, until=timezone.now() + timedelta(seconds=30))
+
+    assert restock_dispatch(restock.pk)
+    factory_queue_before = factory_queue()
+    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the 30 s are over
+
+    reconcile()
+
+    assert factory_queue() == [*factory_queue_before, restock.pk], "sent again when the factory asked, not later"
