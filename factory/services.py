@@ -624,12 +624,19 @@ def _overdue_reason(restock: Restock, order: FactoryOrder | None, grace: timedel
             f"placed as factory order {order.order_id or '(unknown)'}, expected by {due:%Y-%m-%d %H:%M} UTC; "
             f"no completion yet, and the factory did not report one when asked at {order.last_polled_at:%H:%M:%S}"
         )
-    if order is not None and order.next_attempt_at and order.dispatched_at is None:
-        reason = f"not accepted by the factory yet; parked until {order.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
-    else:
-        reason = "not accepted by the factory yet"
-    if order is not None and order.last_error:
-        reason += f"; {order.attempts_this_run} call(s), last error: {order.last_error[:300]}"
+    reason = "not accepted by the factory yet"
+    calls = order.attempts_this_run if order is not None else 0
+    if not calls:  # where the on-call should look: it never reached a worker
+        if order is not None and order.first_dispatched_at is not None:
+            return (
+                f"{reason}; no worker has taken it since it was handed to the queue at "
+                f"{order.first_dispatched_at:%H:%M:%S} UTC (the factory queues' backlog, or their workers down)"
+            )
+        return f"{reason}; not handed to the task queue yet (is the broker up?)"
+    if order.next_attempt_at and order.dispatched_at is None:
+        reason += f"; parked until {order.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
+    if order.last_error:
+        reason += f"; {calls} call(s), last error: {order.last_error[:300]}"
     return reason
 
 

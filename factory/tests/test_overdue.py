@@ -148,6 +148,21 @@ def test_a_restock_the_sweep_keeps_resending_as_lost_alerts_once_past_the_grace_
     assert [sweep["overdue_alerted"] for sweep in sweeps] == [0, 1, 0], "told once, 122 s after it first left"
     [alert] = overdue_alerts()
     assert "BOSTON" in alert.title and "not accepted by the factory yet" in alert.text
+    assert "no worker has taken it" in alert.text, "where the on-call should look: the queue and its workers"
+
+
+def test_a_restock_the_broker_never_took_is_told_as_not_handed_to_the_queue(settings, queues, broker_down):
+    # The broker has been down since the sale: the sweep cannot send it either, and past the grace ops hear
+    # of the restock with where to look.
+    settings.FACTORY_OVERDUE_GRACE_SECONDS = 120
+    restock = Restock.objects.create(product=make_product("JELLY", on_hand=0), quantity=50, reason="shortage")
+    assert not restock_dispatch(restock.pk, shortage=True)
+    time_passes(restock, timedelta(seconds=121))
+
+    assert reconcile()["overdue_alerted"] == 1
+
+    [alert] = overdue_alerts()
+    assert "JELLY" in alert.title and "not handed to the task queue yet (is the broker up?)" in alert.text
 
 
 def sweeps_after_the_broker_is_back(restock: Restock, broker_down, every: timedelta, count: int) -> list[dict]:
