@@ -61,3 +61,16 @@ def sweep_stop_claim(name: str, last_finished: float) -> bool:
     redis.RedisError when Redis does not answer."""
     claim = f"{_key()}:{name}:stop-told:{last_finished!r}"
     return bool(dependencies.redis_client(settings.REDIS_URL).set(claim, 1, nx=True, ex=24 * 3600))
+
+
+def sweep_watch_from_now(name: str) -> None:
+    """Watch this sweep from now on, not from its last run: everything was stopped, the watcher too, and the
+    sweep's worker may come up a few runs later than the watcher's. Raises redis.RedisError when Redis does
+    not answer."""
+    dependencies.redis_client(settings.REDIS_URL).hset(_key(), f"{name}:watched-from", repr(time.time()))
+
+
+def sweep_watched_from(name: str) -> float | None:
+    """When `sweep_watch_from_now` last started watching this sweep (None: never). Raises redis.RedisError
+    when Redis does not answer."""
+    return sweep_last_finished(f"{name}:watched-from")

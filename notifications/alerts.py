@@ -17,7 +17,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from donutsite.context import request_id
-from donutsite.sweeps import late_after, sweep_last_finished, sweep_stop_claim
+from donutsite.sweeps import (
+    late_after,
+    sweep_last_finished,
+    sweep_stop_claim,
+    sweep_watch_from_now,
+    sweep_watched_from,
+)
 from notifications.channels.registry import fcm_configured
 from notifications.deliveries import deliveries_create, delivery_dispatch
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock, Severity
@@ -422,9 +428,10 @@ def factory_sweep_stopped_alert() -> int:
     """Page ops when factory.reconcile stopped finishing while this sweep, which the same beat sends, went
     on: the worker that runs it is down or wedged, or it fails at every run. That sweep resends lost
     restocks and raises the overdue warnings, so with the factory's workers dead in a rush nothing else would
-    tell Slack or the phones. Measured against this sweep's own last run, not the clock: after everything
-    was stopped for a while (a host, or make run, started again) both are old, and the factory worker's
-    first sweep seconds later is no stop to page about. Twice the probe's limit (`sweeps_alive`), so a
+    tell Slack or the phones. Measured against this sweep's own last run, not the clock, and from the start
+    again after everything was stopped for a while (a host, or make run, started again: this sweep finds
+    its own last run old too): the factory worker coming up a few sweeps after this one is no stop to page
+    about. Twice the probe's limit (`sweeps_alive`), so a
     worker restarted in a rolling update pages nobody. One critical alert per stop; settled, with a
     stand-down line, once it finishes again. One that never ran (a new Redis) is left to the probe. Call it
     before this sweep notes its own run. Returns how many alerts were raised."""
@@ -433,7 +440,10 @@ def factory_sweep_stopped_alert() -> int:
         went_on = sweep_last_finished("notifications.sweep")
         if finished is None or went_on is None:
             return 0
-        stopped = went_on - finished > 2 * late_after()
+        if time.time() - went_on > 2 * late_after():  # this sweep was stopped too: everything starts again
+            sweep_watch_from_now(FACTORY_SWEEP)
+            return 0
+        stopped = went_on - max(finished, sweep_watched_from(FACTORY_SWEEP) or finished) > 2 * late_after()
         if stopped and not sweep_stop_claim(FACTORY_SWEEP, finished):
             return 0  # told already
     except (redis.RedisError, OSError):

@@ -176,7 +176,21 @@ def test_no_page_when_everything_starts_again_after_a_long_stop(channels_at):
     _finished("notifications.sweep", seconds_ago=598)
 
     assert sweep_task()["sweep_stopped"] == 0
+    assert sweep_task()["sweep_stopped"] == 0, "the next sweep, the factory worker not up yet"
     assert not Alert.objects.filter(kind="sweep_stopped").exists()
+
+    # The factory sweep still has not run 70 s after everything started again (this one ran every 5 s):
+    # that is a stop.
+    _sweeps_earlier_by(70)
+    _finished("notifications.sweep", seconds_ago=5)
+    assert sweep_task()["sweep_stopped"] == 1
+
+
+def _sweeps_earlier_by(seconds: float) -> None:
+    """As if `seconds` went by: every time the sweeps noted is that much earlier."""
+    noted = redis.Redis.from_url(settings.REDIS_URL)
+    for name, at in noted.hgetall(sweeps._key()).items():
+        noted.hset(sweeps._key(), name, repr(float(at) - seconds))
 
 
 def test_a_factory_sweep_that_never_ran_is_left_to_the_probe(channels_at):
