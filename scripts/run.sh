@@ -69,7 +69,8 @@ if [ -z "${FACTORY_API_URL:-}" ]; then
     export FACTORY_API_URL=http://127.0.0.1:8081
     # Its orders are kept in var/ (make clean deletes them), so after a restart the order ids the app's rows
     # hold name the same orders, as at the real factory, and production under way finishes with its callback.
-    echo "factory: $PY manage.py run_legacy_factory --port 8081 --production-seconds 3 --state-file var/factory-simulator.json" >> "$PROCFILE"
+    SIMULATOR_STATE=var/factory-simulator.json
+    echo "factory: $PY manage.py run_legacy_factory --port 8081 --production-seconds 3 --state-file $SIMULATOR_STATE" >> "$PROCFILE"
 fi
 
 # Alerts: local stand-ins for Slack and FCM unless real ones are configured.
@@ -102,6 +103,9 @@ fi
 
 $PY manage.py database_create  # a DATABASE_URL naming a database the server does not have yet
 $PY manage.py migrate --no-input -v 0
+# A new database (db.sqlite3 deleted, another DATABASE_URL) numbers its restocks from 1 again: the simulator's
+# orders from the last one are set aside, or it would answer restock-1 with the old order.
+[ -z "${SIMULATOR_STATE:-}" ] || $PY manage.py simulator_state_for_database "$SIMULATOR_STATE"
 $PY manage.py seed_demo
 # The demo key is kept in var/ (git-ignored) and made again if this database does not know it.
 if ! [ -s var/demo-api-key ] || ! $PY manage.py shell -v 0 -c "
