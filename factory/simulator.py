@@ -483,7 +483,7 @@ class LegacyFactory:
             if path == "/v1/orders" and method == "POST":
                 with self._lock:
                     self._post_statuses["hang" if response.hang else str(response.status)] += 1
-                    self._save()
+                    self._save()  # with the order the POST created, if it did: before its answer leaves
             return response
         return _error(404, "not found")
 
@@ -547,7 +547,6 @@ class LegacyFactory:
             self._orders[order.order_id] = order
             self._by_reference[order.reference] = order
             public = order.public()
-            self._save()
         self._schedule_production(order)
         return _json(202, public, note=f"created {order.order_id} ref={order.reference}")
 
