@@ -51,8 +51,12 @@ def late_after() -> float:
 def sweep_last_finished(name: str) -> float | None:
     """When this sweep last finished, as a Unix time (None: never, as far as Redis knows). Raises
     redis.RedisError when Redis does not answer."""
-    finished = dependencies.redis_client(settings.REDIS_URL).hget(_key(), name)
-    return None if finished is None else float(finished)
+    return _noted(name)
+
+
+def _noted(field: str) -> float | None:
+    noted = dependencies.redis_client(settings.REDIS_URL).hget(_key(), field)
+    return None if noted is None else float(noted)
 
 
 def sweep_stop_claim(name: str, last_finished: float) -> bool:
@@ -73,4 +77,4 @@ def sweep_watch_from_now(name: str) -> None:
 def sweep_watched_from(name: str) -> float | None:
     """When `sweep_watch_from_now` last started watching this sweep (None: never). Raises redis.RedisError
     when Redis does not answer."""
-    return sweep_last_finished(f"{name}:watched-from")
+    return _noted(f"{name}:watched-from")
