@@ -431,19 +431,20 @@ def factory_sweep_stopped_alert() -> int:
     tell Slack or the phones. Measured against this sweep's own last run, not the clock, and from the start
     again after everything was stopped for a while (a host, or make run, started again: this sweep finds
     its own last run old too): the factory worker coming up a few sweeps after this one is no stop to page
-    about. Twice the probe's limit (`sweeps_alive`), so a
-    worker restarted in a rolling update pages nobody. One critical alert per stop; settled, with a
-    stand-down line, once it finishes again. One that never ran (a new Redis) is left to the probe. Call it
-    before this sweep notes its own run. Returns how many alerts were raised."""
+    about. Twice the probe's limit (`sweeps_alive`), so a worker restarted in a rolling update pages nobody.
+    One critical alert per stop; settled, with a stand-down line, once it finishes again. One that never
+    ran (a new Redis) is left to the probe. Call it before this sweep notes its own run. Returns how many
+    alerts were raised."""
+    limit = 2 * late_after()
     try:
         finished = sweep_last_finished(FACTORY_SWEEP)
         went_on = sweep_last_finished("notifications.sweep")
         if finished is None or went_on is None:
             return 0
-        if time.time() - went_on > 2 * late_after():  # this sweep was stopped too: everything starts again
+        if time.time() - went_on > limit:  # this sweep was stopped too: everything starts again
             sweep_watch_from_now(FACTORY_SWEEP)
             return 0
-        stopped = went_on - max(finished, sweep_watched_from(FACTORY_SWEEP) or finished) > 2 * late_after()
+        stopped = went_on - max(finished, sweep_watched_from(FACTORY_SWEEP) or finished) > limit
         if stopped and not sweep_stop_claim(FACTORY_SWEEP, finished):
             return 0  # told already
     except (redis.RedisError, OSError):
