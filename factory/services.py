@@ -609,7 +609,7 @@ def restocks_overdue_alert() -> int:
         order = getattr(restock, "factory_order", None)
         reason = _overdue_reason(restock, order, grace)
         # Under the sale's id, as the sweep's other work for a restock is: grepping it finds the warning.
-        with request_id_bound(restock.correlation_id or request_id.get()):
+        with _under_correlation_id(restock.correlation_id):
             if reason and _overdue_alert(restock, reason):
                 raised += 1
     return raised
@@ -700,6 +700,11 @@ def _under_restock_id(restock_id: int):
     restock at its first park: its next calls, the order placed and a poll's receipt were logged under an id
     no one had."""
     correlation_id = Restock.objects.filter(pk=restock_id).values_list("correlation_id", flat=True).first()
+    return _under_correlation_id(correlation_id)
+
+
+def _under_correlation_id(correlation_id: str | None):
+    """The restock's request id, or the sweep's own when it has none (opened by a command, or before ids)."""
     return request_id_bound(correlation_id or request_id.get())
 
 
