@@ -474,9 +474,13 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
         return "asked already"
     order_id = FactoryOrder.objects.filter(restock_id=restock.pk).values_list("order_id", flat=True).get()
     client = client or FactoryClient()
-    order = client.get_order(order_id) if order_id else None
-    if order is None:
-        order = client.find_order(restock.reference)
+    try:
+        order = client.get_order(order_id) if order_id else None
+        if order is None:
+            order = client.find_order(restock.reference)
+    except FactoryError as exc:
+        _poll_noted(restock, failure=f"asking the factory failed: {exc}")
+        raise
     if order is None:
         if restock.status == Restock.Status.PLACED and _restock_place_again(restock.pk):
             logger.warning("restock %s: the factory knows no order %s; placed again", restock.pk, restock.reference)
@@ -484,17 +488,21 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
         logger.warning("restock %s: the factory knows no order %s", restock.pk, restock.reference)
         return "unknown at the factory"
     if not _is_restocks_order(restock, order, order_id):
-        raise CallbackMismatch(
+        mismatch = CallbackMismatch(
             f"Factory order {order.order_id} is {order.reference} for {order.sku}, "
             f"not {restock.reference} for {restock.product.sku}."
         )
+        _poll_noted(restock, failure=f"the factory's answer was about another order: {mismatch}")
+        raise mismatch
     if order.status not in RemoteOrder.FINISHED:
         if restock.status == Restock.Status.FAILED and _restock_found_placed(restock, order):
             logger.warning(
                 "restock %s: the factory has it as order %s (%s); placed", restock.pk, order.order_id, order.status
             )
-        elif order.estimated_ready_at:
-            Restock.objects.filter(pk=restock.pk).update(expected_at=order.estimated_ready_at)
+        elif restock.status == Restock.Status.PLACED:
+            if order.estimated_ready_at:
+                Restock.objects.filter(pk=restock.pk).update(expected_at=order.estimated_ready_at)
+            _poll_noted(restock)  # answered: an earlier poll's failure no longer stands
         return order.status
     restock_receive(
         order_id=order.order_id,
@@ -504,6 +512,14 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
         sku=order.sku,
     )
     return order.status
+
+
+def _poll_noted(restock: Restock, *, failure: str = "") -> None:
+    """Keep why a placed restock's poll told nothing, or "" once the factory answered: its overdue warning
+    says so, rather than that the factory reported no completion. A failed restock's last_error is its
+    failure's, which its dead letter names, and stays."""
+    if restock.status == Restock.Status.PLACED:
+        FactoryOrder.objects.filter(restock_id=restock.pk).update(last_error=failure[:2000])
 
 
 def _is_restocks_order(restock: Restock, order: RemoteOrder, order_id: str) -> bool:
@@ -620,10 +636,11 @@ def _overdue_reason(restock: Restock, order: FactoryOrder | None, grace: timedel
         due = restock.expected_at or restock.placed_at
         if order is None or order.last_polled_at is None or order.last_polled_at < due + grace:
             return ""  # the sweep asks the factory first (restocks_overdue); a lost callback settles quietly
-        return (
-            f"placed as factory order {order.order_id or '(unknown)'}, expected by {due:%Y-%m-%d %H:%M} UTC; "
-            f"no completion yet, and the factory did not report one when asked at {order.last_polled_at:%H:%M:%S}"
-        )
+        placed = f"placed as factory order {order.order_id or '(unknown)'}, expected by {due:%Y-%m-%d %H:%M} UTC"
+        asked = f"{order.last_polled_at:%H:%M:%S}"
+        if order.last_error:  # the poll told nothing (_poll_noted)
+            return f"{placed}; no completion yet; at {asked} {order.last_error[:300]}"
+        return f"{placed}; no completion yet, and the factory did not report one when asked at {asked}"
     reason = "not accepted by the factory yet"
     calls = order.attempts_this_run if order is not None else 0
     if not calls:  # where the on-call should look: it never reached a worker

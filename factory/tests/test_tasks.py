@@ -15,7 +15,7 @@ from django.utils import timezone
 from factory.client import FactoryRejected
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
 from factory.retries import DEAD_LETTER_QUEUE, OutOfAttempts
-from factory.services import dead_letters_redrive, restock_place
+from factory.services import dead_letters_redrive, restock_place, restocks_overdue_alert
 from factory.tasks import restock_place_task, restock_poll_task
 from inventory.models import Product, Restock
 from inventory.selectors import ledger_differences
@@ -474,6 +474,49 @@ def test_polling_a_busy_factory_is_left_to_the_next_sweep_without_a_dead_letter(
     assert not DeadLetter.objects.exists() and not Alert.objects.filter(kind="dead_letter").exists()
     assert Restock.objects.get(pk=restock.pk).status == "placed"  # the order is still at the factory
     assert queues("factory") == []  # the sweep asks again after FACTORY_OVERDUE_GRACE_SECONDS
+
+
+def overdue_and_polled(restock, factory, *answers) -> str:
+    """The text of the overdue warning raised for `restock`, placed and late, after one poll the factory
+    answered with `answers`."""
+    long_ago = timezone.now() - timedelta(hours=2)
+    Restock.objects.filter(pk=restock.pk).update(placed_at=long_ago, expected_at=long_ago)
+    for status, body in answers:
+        factory.answer(status, body)
+    run(restock_poll_task, restock.pk)
+    restocks_overdue_alert()
+    [alert] = Alert.objects.filter(kind="restock_overdue")
+    return alert.text
+
+
+def test_an_overdue_warning_after_a_poll_the_factory_did_not_answer_says_so(factory):
+    # It said "the factory did not report one when asked": the on-call read it as the factory still making
+    # the donuts, and waited, while the factory could not be reached at all.
+    text = overdue_and_polled(placed_restock(), factory, (503, {"error": "maintenance"}))
+
+    assert "did not report" not in text
+    assert "asking the factory failed: 503: maintenance" in text
+
+
+def test_an_overdue_warning_after_a_poll_answered_with_another_order_says_so(factory):
+    restock = placed_restock()
+    other = another_restock()
+
+    text = overdue_and_polled(restock, factory, (200, {**ORDER, "reference": other.reference}))
+
+    assert "did not report" not in text
+    assert "answer was about another order" in text and other.reference in text
+
+
+def test_an_overdue_warning_after_a_poll_that_found_the_order_in_production_says_the_factory_reported_none(
+    factory,
+):
+    restock = placed_restock()
+    FactoryOrder.objects.filter(restock_id=restock.pk).update(last_error="503: an earlier poll's")
+
+    text = overdue_and_polled(restock, factory, (200, {**ORDER, "reference": restock.reference}))
+
+    assert "the factory did not report one" in text and "earlier poll" not in text
 
 
 def another_restock() -> Restock:
