@@ -20,7 +20,7 @@ _OUT_OF_STOCK = {
             "sku": "VIRAL",
             "requested": 50,
             "available": 5,
-            "restock": {"id": 1, "status": "pending", "expected_at": None},
+            "restock": {"id": 1, "status": "pending", "quantity": 120, "expected_at": None},
         }
     ],
 }

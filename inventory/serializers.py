@@ -176,6 +176,7 @@ class ProductFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
 class RestockRefOut(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=Restock.Status.choices)
+    quantity = serializers.IntegerField(help_text="How many are ordered from the factory.")
     expected_at = serializers.DateTimeField(allow_null=True)
 
 

@@ -189,7 +189,7 @@ def _refusal_read(items, product_ids) -> list[dict]:
         row = rows.get(product_ids[item.sku])
         if row is None or not row[2]:
             return []
-        pk, sku, _, on_hand, restock_id, restock_status, expected_at = row
+        pk, sku, _, on_hand, restock_id, restock_status, restock_quantity, expected_at = row
         if on_hand >= item.quantity:
             _short_products.discard(pk)
             continue
@@ -197,7 +197,9 @@ def _refusal_read(items, product_ids) -> list[dict]:
             return []
         if expected_at is not None:
             expected_at = connection.ops.convert_datetimefield_value(expected_at, None, connection)
-        shortages.append(_shortage(sku, item.quantity, on_hand, restock_id, restock_status, expected_at))
+        shortages.append(
+            _shortage(sku, item.quantity, on_hand, restock_id, restock_status, restock_quantity, expected_at)
+        )
     return shortages
 
 
@@ -228,7 +230,7 @@ def _read_without_ping(sql: str, params: list) -> list[tuple]:
 def _refusal_read_sql() -> str:
     product, restock = Product._meta, Restock._meta
     columns = [f"p.{product.get_field(name).column}" for name in ("id", "sku", "is_active", "on_hand")]
-    columns += [f"r.{restock.get_field(name).column}" for name in ("id", "status", "expected_at")]
+    columns += [f"r.{restock.get_field(name).column}" for name in ("id", "status", "quantity", "expected_at")]
     # open_product is the product's id while the restock is open and NULL after: unique, so this join
     # finds the one open restock, through its index.
     return (
@@ -241,15 +243,11 @@ def _refusal_read_sql() -> str:
 _SQL_REFUSAL_READ = _refusal_read_sql()
 
 
-def _shortage(sku, requested, available, restock_id, restock_status, expected_at) -> dict:
+def _shortage(sku, requested, available, restock_id, restock_status, restock_quantity, expected_at) -> dict:
     if expected_at is not None:
         expected_at = _TIME.to_representation(expected_at)  # as every serializer writes a time
-    return {
-        "sku": sku,
-        "requested": requested,
-        "available": available,
-        "restock": {"id": restock_id, "status": restock_status, "expected_at": expected_at},
-    }
+    restock = {"id": restock_id, "status": restock_status, "quantity": restock_quantity, "expected_at": expected_at}
+    return {"sku": sku, "requested": requested, "available": available, "restock": restock}
 
 
 _TIME = DateTimeField()
@@ -297,10 +295,10 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
             return replay
     if short:
         restocks = restocks_open([p for p, _ in short], reason=Restock.Reason.SHORTAGE)
-        shortages = [
-            _shortage(p.sku, qty, p.on_hand, restocks[p.pk].pk, restocks[p.pk].status, restocks[p.pk].expected_at)
-            for p, qty in short
-        ]
+        shortages = []
+        for p, qty in short:
+            r = restocks[p.pk]
+            shortages.append(_shortage(p.sku, qty, p.on_hand, r.pk, r.status, r.quantity, r.expected_at))
         return _refusal(client, shortages, idempotency_key, request_hash)
 
     sale, lines = _sale_write(client, wanted, idempotency_key)

@@ -71,6 +71,7 @@ def test_a_shortage_after_the_products_restock_failed_sends_that_restock_again_w
     assert refused.value.details["shortages"][0]["restock"] == {
         "id": failed.pk,
         "status": "pending",
+        "quantity": 50,
         "expected_at": None,
     }
     assert list(Restock.objects.values_list("pk", "status", "quantity", "reason")) == [
