@@ -115,11 +115,16 @@ def test_the_reader_finds_each_way_settings_read_the_environment():
 
 
 def test_env_example_lists_every_variable_the_app_reads():
-    assert sorted(app_variables() - listed()) == []
+    missing = sorted(app_variables() - listed())
+    assert not missing, (
+        f"read by the app but not in .env.example: {missing}. Add each there as a comment line saying what it "
+        "does and `# NAME=default`, and a row to README's Configuration table"
+    )
 
 
 def test_env_example_lists_only_variables_something_reads():
-    assert sorted(listed() - app_variables() - compose_variables()) == []
+    unread = sorted(listed() - app_variables() - compose_variables())
+    assert not unread, f"in .env.example but read by neither the app nor docker-compose.yml: {unread}"
 
 
 def test_the_readers_find_what_make_run_takes_from_the_environment():
@@ -129,11 +134,13 @@ def test_the_readers_find_what_make_run_takes_from_the_environment():
 
 
 def test_the_readme_table_has_every_variable_env_example_lists_and_make_run_reads():
-    assert sorted((listed() | make_run_variables()) - set(readme_table())) == []
+    missing = sorted((listed() | make_run_variables()) - set(readme_table()))
+    assert not missing, f"add a row to README's Configuration table (variable, default, meaning) for: {missing}"
 
 
 def test_the_readme_table_names_only_variables_something_reads():
-    assert sorted(set(readme_table()) - app_variables() - compose_variables() - make_run_variables()) == []
+    unread = sorted(set(readme_table()) - app_variables() - compose_variables() - make_run_variables())
+    assert not unread, f"README's Configuration table has rows for variables nothing reads: {unread}"
 
 
 def _as_written(default: object) -> str:
@@ -161,10 +168,13 @@ def test_env_example_and_the_readme_give_each_literal_default_the_code_has():
     for name, default in sorted(defaults.items()):
         if name in commented and not _same(commented[name], default):
             wrong.append(f".env.example: {name}={commented[name]}, the code's default is {default!r}")
+        if name not in table:
+            wrong.append(f"README: {name} has no row in the Configuration table")
+            continue
         cell = table[name].strip()
         shown = re.match(r"`([^`]*)`", cell)
         if shown is None and _as_written(default) != "":
             wrong.append(f"README: {name} default {cell!r}, the code's is {default!r}")
         if shown is not None and not _same(shown.group(1), default):
             wrong.append(f"README: {name} default {cell!r}, the code's is {default!r}")
-    assert wrong == []
+    assert not wrong, "a default changed in the code but not where it is written down:\n" + "\n".join(wrong)
