@@ -687,11 +687,13 @@ def test_failed_calls_between_rate_limits_still_use_up_the_budget(factory, queue
 
 def test_rate_limits_before_a_redrive_spare_none_of_the_new_runs_failures(factory, queues, settings):
     # Five 429s and a refusal, then ops redrove it: a fresh budget, in which the earlier 429s spare nothing.
+    # All but one of that budget failed since.
     restock = pending_restock()
     calls_made(restock, ["rate_limited"] * 5 + ["permanent"])
-    FactoryOrder.objects.filter(restock=restock).update(attempts_before_redrive=6, attempt_count=6 + 5)
+    failed = settings.FACTORY_MAX_ATTEMPTS - 1
+    FactoryOrder.objects.filter(restock=restock).update(attempts_before_redrive=6, attempt_count=6 + failed)
     FactoryAttempt.objects.bulk_create(
-        FactoryAttempt(restock=restock, number=n, outcome="transient", latency_ms=5) for n in range(7, 12)
+        FactoryAttempt(restock=restock, number=n, outcome="transient", latency_ms=5) for n in range(7, 7 + failed)
     )
     factory.answer(503, {"error": "down"})
 
