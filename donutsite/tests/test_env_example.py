@@ -1,7 +1,9 @@
 """.env.example lists every variable the app reads (README's "Configuration", docs/production.md): each
 name settings.py, gunicorn.conf.py or any other shipped module reads from the environment is in it, as
 `NAME=` or `# NAME=`, and it names nothing that neither the app nor docker-compose.yml reads. The README's
-table has a row for each of them and for those `make run` (scripts/run.sh) reads, and for nothing else."""
+table has a row for each of them and for those `make run` (scripts/run.sh) reads, and for nothing else.
+docs/reliability.md's table of the settings that make it hold gives the values the code and the chaos
+scenarios run with."""
 
 import ast
 import re
@@ -178,3 +180,70 @@ def test_env_example_and_the_readme_give_each_literal_default_the_code_has():
         if shown is not None and not _same(shown.group(1), default):
             wrong.append(f"README: {name} default {cell!r}, the code's is {default!r}")
     assert not wrong, "a default changed in the code but not where it is written down:\n" + "\n".join(wrong)
+
+
+def settings_literals() -> dict[str, object]:
+    """Every setting settings.py gives a literal value (CELERY_TASK_ACKS_LATE = True) or reads from the
+    environment with a literal default (FACTORY_MAX_ATTEMPTS = env.int(..., default=6)): name -> value."""
+    values = {}
+    for node in ast.parse((ROOT / "donutsite/settings.py").read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return values | literal_defaults(ROOT / "donutsite/settings.py")
+
+
+def _table_value(written: str) -> object:
+    """A value as the reliability table writes it: on/off, or a number with an optional unit of seconds."""
+    written = written.strip()
+    if written in ("on", "off"):
+        return written == "on"
+    return float(written.removesuffix(" s"))
+
+
+def reliability_table_problems(text: str, values: dict[str, object], scenarios: dict[str, str]) -> list[str]:
+    """docs/reliability.md's "The settings that make it hold": each setting of settings.py it names, with
+    the production value (the code's) and the scenarios' (the chaos harness's TIMING, else the code's)."""
+    section = text.split("\n## The settings that make it hold\n", 1)[1].split("\n## ", 1)[0]
+    problems, checked = [], set()
+    for line in section.splitlines():
+        if not line.startswith("| "):
+            continue
+        named, production, in_scenarios = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        names = re.findall(r"`([^`]+)`", named)
+        written = re.split(r" / |, ", production)
+        written = written * len(names) if len(written) == 1 else written
+        scenario = re.split(r" / |, ", in_scenarios) if in_scenarios != "same" else written
+        scenario = scenario * len(names) if len(scenario) == 1 else scenario
+        if not len(names) == len(written) == len(scenario):
+            continue  # a row whose values do not pair with its names one by one (none of settings.py's)
+        for name, shown, shown_in_scenarios in zip(names, written, scenario, strict=True):
+            if name not in values or isinstance(values[name], str | list | dict):
+                continue
+            code = values[name]
+            expected = {"production": code, "scenarios": scenarios.get(name, code)}
+            for column, cell in (("production", shown), ("scenarios", shown_in_scenarios)):
+                want = expected[column]
+                want = want if isinstance(want, bool) else float(want)
+                if _table_value(cell) != want:
+                    problems.append(f"{name}: {column} {cell!r}, the code's is {expected[column]!r}")
+            checked.add(name)
+    return problems if checked else ["no setting of settings.py found in the table"]
+
+
+def test_the_reliability_settings_table_gives_the_values_the_code_and_the_scenarios_run_with():
+    from testsupport.chaos import ChaosSystem
+
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    values = settings_literals()
+    assert values["CELERY_TASK_ACKS_LATE"] is True and values["FACTORY_MAX_ATTEMPTS"] == 6
+    assert reliability_table_problems(text, values, ChaosSystem.TIMING) == []
+    # The check reads the table: a production value or a scenario's that is not the code's is found.
+    wrong = text.replace("| `FACTORY_MAX_ATTEMPTS` | 6 | 5 |", "| `FACTORY_MAX_ATTEMPTS` | 5 | 6 |")
+    assert wrong != text
+    assert reliability_table_problems(wrong, values, ChaosSystem.TIMING) == [
+        "FACTORY_MAX_ATTEMPTS: production '5', the code's is 6",
+        "FACTORY_MAX_ATTEMPTS: scenarios '6', the code's is '5'",
+    ]
