@@ -393,11 +393,13 @@ def _nothing_received(restock: Restock, product: Product, order_id: str, *, canc
     """A receipt that brought nothing opens no restock of its own: a factory cancelling every order would
     otherwise be sent a new one the moment it cancels the last, for ever. The next sale that needs one
     opens it (a shortage, or a sale down to the reorder point), and ops hear of each such order."""
-    what = "cancelled" if cancelled else "completed with nothing produced"
+    title = f"The factory cancelled a restock of {product.sku}"
+    if not cancelled:
+        title = f"The factory completed a restock of {product.sku} with nothing produced"
     alert_raise(
         kind="factory_cancelled",
         severity="warning",
-        title=f"The factory {what} a restock of {product.sku}",
+        title=title,
         text=f"Restock {restock.pk} (factory order {order_id}, {restock.quantity} ordered) brought nothing; "
         f"{product.sku} has {product.on_hand}. A new restock opens with the next sale that needs one; if "
         "the factory keeps cancelling, ask it why.",
