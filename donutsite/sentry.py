@@ -30,6 +30,9 @@ def sentry_init(*, dsn: str, environment: str, release: str, traces_sample_rate:
             RedisIntegration(),
         ],
         traces_sample_rate=traces_sample_rate,  # no personal data: the SDK leaves it out unless told
+        # No frame's local variables: the SDK scrubs only names on its list, and a database outage's frames
+        # held the client's API key (`key`, `header`) and the database password (the driver's `conn_params`).
+        include_local_variables=False,
         before_send=_with_request_id,
     )
     return True

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import sentry_sdk
 from django.conf import settings
+from django.db import connections
 from django.test import Client
 
 from donutsite.sentry import sentry_init
 from inventory import selectors
+from testsupport.data import make_api_client, make_product
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,6 +90,40 @@ def test_an_unhandled_error_reaches_sentry_with_its_request_id(sentry, monkeypat
     assert event["transaction"] == "/api/v1/products/"
     assert event["environment"] == "test"
     assert "sentry_key=public-key" in sentry.auth[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_outage_reaches_sentry_without_the_api_key_or_the_database_password(sentry):
+    """A sale whose key lookup finds the database refusing: the 503's error log line reaches Sentry, but
+    neither the client's key (the view's and the ORM's local variables) nor the database password (the
+    driver's connection arguments) goes with it to the third party."""
+    assert sentry_init(dsn=sentry.dsn, environment="test", release="", traces_sample_rate=0.0)
+    make_product(sku="GLAZED", on_hand=5)
+    _, key = make_api_client()
+    password = "db-password-from-the-environment"  # noqa: S105 - a test value
+    default = connections["default"]
+    saved = {name: default.settings_dict[name] for name in ("HOST", "PORT", "PASSWORD")}
+    default.close()
+    default.settings_dict.update(HOST="127.0.0.1", PORT=9, PASSWORD=password)  # nothing listens: refused at once
+    try:
+        response = Client().post(
+            "/api/v1/sales/",
+            {"items": [{"sku": "GLAZED", "quantity": 1}]},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Api-Key {key}",
+        )
+    finally:
+        default.close()
+        default.settings_dict.update(saved)
+    sentry_sdk.flush(timeout=10)
+
+    assert response.status_code == 503
+    errors = [event for event in sentry.items if event.get("exception")]
+    assert len(errors) == 1, sentry.items
+    assert errors[0]["exception"]["values"][-1]["type"] == "OperationalError"
+    sent = json.dumps(sentry.items)
+    assert key not in sent
+    assert password not in sent
 
 
 def _initialised(**env) -> str:
