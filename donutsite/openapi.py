@@ -6,11 +6,25 @@ A drf-spectacular postprocessing hook (settings.SPECTACULAR_SETTINGS): an error 
 description names codes in backticks gets those codes' examples; one that names none gets the usual
 codes of its status. Every operation also gets the 503 `service_unavailable` that any request meeting a
 database outage answers (donutsite/unavailable.py), unless it documents one itself. Every 429 and 503
-states its Retry-After header, which the exception handler sends with each."""
+states its Retry-After header, which the exception handler sends with each.
+
+`SchemaView` serves it at /api/schema/."""
 
 import re
 
+from drf_spectacular.views import SpectacularAPIView
+
 from donutsite import unavailable
+
+
+class SchemaView(SpectacularAPIView):
+    """drf-spectacular's schema view without its `?version=`: the API has one version (the /v1/ in its paths),
+    and the view wrote the parameter, unchecked, into the schema's info.version and its Content-Disposition
+    header, where a NUL or a line break was a 500 and a quote added a header parameter of the caller's."""
+
+    def _get_version_parameter(self, request):
+        return None
+
 
 _OUT_OF_STOCK = {
     "code": "out_of_stock",

@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from donutsite.health import healthz, readyz
+from donutsite.openapi import SchemaView
 from factory import views as factory_views
 from inventory import views as inventory_views
 from notifications import views as notification_views
@@ -39,7 +40,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),  # probes: no auth, no SSL redirect, JSON
     path("readyz", readyz, name="readyz"),
     *api_v1,
-    path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path("api/schema/", SchemaView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
     path(
         "api/docs/",
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),

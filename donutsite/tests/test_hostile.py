@@ -692,6 +692,25 @@ CASES = [
 
 
 @pytest.mark.parametrize(
+    "version",
+    ["%00", "a%0D%0Ab", "2%22%3B%20filename*%3DUTF-8%27%27evil.html"],
+    ids=["NUL", "line break", "quote"],
+)
+def test_the_schema_is_the_same_whatever_version_the_query_names(web, key, version):
+    """The API has one version (the /v1/ in its paths). drf-spectacular wrote a `?version=` into the schema
+    and into its Content-Disposition header: a NUL or a line break there was a 500, a quote added a
+    parameter of the caller's."""
+    plain = request(web, "GET", "/api/schema/?format=json")
+    asked = request(web, "GET", f"/api/schema/?format=json&version={version}")
+
+    assert asked.status == plain.status == 200, asked.body[:300]
+    assert json.loads(asked.body)["info"] == json.loads(plain.body)["info"]
+    assert json.loads(plain.body)["info"]["version"] == settings.SPECTACULAR_SETTINGS["VERSION"]
+    assert asked.headers["Content-Disposition"] == plain.headers["Content-Disposition"]
+    server_log_is_clean(web)
+
+
+@pytest.mark.parametrize(
     ("method", "path", "body", "headers", "expected"),
     [case[1:] for case in CASES],
     ids=[case[0] for case in CASES],
