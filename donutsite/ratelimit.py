@@ -128,8 +128,9 @@ class AnonymousRateThrottle(BaseThrottle):
 
 
 def failed_auth_check(request) -> None:
-    """Raise Throttled while the request's address is over FAILED_AUTH_THROTTLE_RATE bad credentials:
-    each costs a database lookup, and guessing keys should be slow. Checked before the lookup."""
+    """Raise Throttled while the request's address is over FAILED_AUTH_THROTTLE_RATE bad credentials: a
+    guesser of /metrics tokens (checked before the comparison) or of API keys (checked once the key is
+    found unknown, so that a good key is never locked out) gets 429, and its noise is bounded."""
     limit, _ = _rate("FAILED_AUTH_THROTTLE_RATE")
     failures, wait = count(f"auth-failed:{client_address(request)}")
     if failures >= limit:
