@@ -261,6 +261,10 @@ FACTORY_TIMEOUT_SECONDS = env.float("FACTORY_TIMEOUT_SECONDS", default=8.0)
 FACTORY_CONNECT_TIMEOUT_SECONDS = min(3.0, FACTORY_TIMEOUT_SECONDS)
 # Failed calls per restock before it is dead-lettered; a 429 (the factory asking us to wait) is not one.
 FACTORY_MAX_ATTEMPTS = env.int("FACTORY_MAX_ATTEMPTS", default=6)
+# ... and no sooner than this many seconds after the first of them: the factory answers 503 in bursts under
+# load, longer than the budget's backoff (some 20 s), and a burst must not page ops. Below the overdue grace,
+# so that a restock the factory keeps failing pages once, as a dead letter, not first as overdue.
+FACTORY_RETRY_FOR_SECONDS = env.int("FACTORY_RETRY_FOR_SECONDS", default=90)
 FACTORY_RETRY_BACKOFF_SECONDS = env.float("FACTORY_RETRY_BACKOFF_SECONDS", default=1.0)
 FACTORY_RETRY_BACKOFF_MAX_SECONDS = env.float("FACTORY_RETRY_BACKOFF_MAX_SECONDS", default=15.0)
 # A factory 429's Retry-After is obeyed up to this many seconds: a restock is never parked longer.

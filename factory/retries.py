@@ -5,7 +5,8 @@ are counted (`attempts_used`, less `attempts_spared`: read from the database, th
 transient error:
 
 - out of attempts (FACTORY_MAX_ATTEMPTS failed calls counted in the database, across messages and
-  resends): `OutOfAttempts`, which dead-letters the work; the reason never depends on which message ran.
+  resends, the first of them at least FACTORY_RETRY_FOR_SECONDS ago: `failing_since`): `OutOfAttempts`,
+  which dead-letters the work; the reason never depends on which message ran.
   A call the outside system turned away with a rate limit (`attempts_spared`: a 429, which says when to
   come back) is no failure: the system is up and asked us to wait, and a burst of them in a rush must
   not give work up and page ops;
@@ -103,6 +104,11 @@ class RetryingTask(ArgumentCheckedTask):
         """Of attempts_used, those the outside system rate limited: not counted against the budget."""
         return 0
 
+    def failing_since(self, args, kwargs):
+        """When the first of the failed attempts counted against the budget was made, or None if unknown
+        (then the count alone decides)."""
+        return None
+
     def retry_scheduled(self, args, kwargs, at) -> None:
         """The broker will run the work again at `at`."""
 
@@ -132,6 +138,7 @@ class RetryingTask(ArgumentCheckedTask):
             try:
                 attempt = self.attempts_used(args, kwargs)
                 spared = self.attempts_spared(args, kwargs)
+                since = self.failing_since(args, kwargs)
             except DatabaseError as db_exc:
                 # The database is away (often the very error being handled): the budget cannot be read,
                 # so this try is not counted against it and the broker holds the work until it is back.
@@ -140,9 +147,13 @@ class RetryingTask(ArgumentCheckedTask):
                     "%s%r: failed (%s), attempts unknown (%r); retrying in %.1f s", self.name, args, exc, db_exc, wait
                 )
                 raise self.retry(exc=exc, countdown=wait) from exc
-            if attempt - spared >= settings.FACTORY_MAX_ATTEMPTS:
+            failing_for = (timezone.now() - since).total_seconds() if since else None
+            if attempt - spared >= settings.FACTORY_MAX_ATTEMPTS and (
+                failing_for is None or failing_for >= settings.FACTORY_RETRY_FOR_SECONDS
+            ):
                 rate_limited = f" (and {spared} rate limited)" if spared else ""
-                raise OutOfAttempts(f"{attempt - spared} failed attempts{rate_limited}; last: {exc}") from exc
+                over = f" in {failing_for:.0f} s" if failing_for is not None else ""
+                raise OutOfAttempts(f"{attempt - spared} failed attempts{over}{rate_limited}; last: {exc}") from exc
             wait = next_wait(attempt, exc)
             until = timezone.now() + timedelta(seconds=wait)
             # Longer than the broker may safely hold a message (visibility timeout): the database keeps it.

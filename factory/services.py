@@ -13,7 +13,7 @@ from functools import partial
 from celery import current_app
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import Case, DateTimeField, F, Q, Value, When
+from django.db.models import Case, DateTimeField, F, Min, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
@@ -242,7 +242,10 @@ def _streak_outlook(exc: FactoryError) -> str:
             "The factory is rate limiting us: restocks wait as it asks (a rate limit uses up none of their "
             "attempts); one still not accepted after the grace is told as overdue."
         )
-    return "Restocks are retrying with backoff; they dead-letter if it goes on."
+    return (
+        "Restocks are retrying with backoff; they dead-letter if it goes on "
+        f"(after {settings.FACTORY_RETRY_FOR_SECONDS} s at least)."
+    )
 
 
 def _alert_if_failing_in_a_row(restock: Restock, exc: FactoryError) -> None:
@@ -276,6 +279,15 @@ def restock_attempts_rate_limited(restock_id: int) -> int:
         outcome=FactoryAttempt.Outcome.RATE_LIMITED,
         number__gt=F("restock__factory_order__attempts_before_redrive"),  # this run's: since the last redrive
     ).count()
+
+
+def restock_failing_since(restock_id: int):
+    """When this run's first failed call to the factory was made (not a 429's), or None before any."""
+    return FactoryAttempt.objects.filter(
+        restock_id=restock_id,
+        outcome=FactoryAttempt.Outcome.TRANSIENT,
+        number__gt=F("restock__factory_order__attempts_before_redrive"),
+    ).aggregate(since=Min("created_at"))["since"]
 
 
 def restock_dead_letter_context(restock_id: int) -> dict:

@@ -26,6 +26,9 @@ class RestockPlaceTask(RetryingTask):
     def attempts_spared(self, args, kwargs) -> int:
         return services.restock_attempts_rate_limited(args[0])
 
+    def failing_since(self, args, kwargs):
+        return services.restock_failing_since(args[0])
+
     def retry(self, *args, **kwargs):
         # Celery sends a retry back to the queue the message came from; a shortage's first attempt came
         # from the urgent queue, and its retries belong behind it with the routine work.

@@ -12,6 +12,8 @@ export DJANGO_DEBUG=0 DJANGO_SECURE_SSL_REDIRECT=0
 export FACTORY_API_KEY="${FACTORY_API_KEY:-test-factory-key}" FACTORY_CALLBACK_SECRET="${FACTORY_CALLBACK_SECRET:-test-callback-secret}"
 # The per-address limits would count every test's requests from 127.0.0.1 together; their own tests set them.
 export ANON_THROTTLE_RATE="${ANON_THROTTLE_RATE:-100000/minute}" FAILED_AUTH_THROTTLE_RATE="${FAILED_AUTH_THROTTLE_RATE:-100000/minute}"
+# A restock's failed calls in a test come within milliseconds; the retry window's own tests set it.
+export FACTORY_RETRY_FOR_SECONDS="${FACTORY_RETRY_FOR_SECONDS:-0}"
 mkdir -p test-output
 # Branch coverage (pyproject.toml [tool.coverage]), its data private to this run: several people run the
 # suite on one machine at once, and the subprocesses' data files are combined from that directory.

@@ -138,6 +138,7 @@ class System:
         "FACTORY_RETRY_BACKOFF_MAX_SECONDS": "2",
         "NOTIFICATIONS_RETRY_BACKOFF_MAX_SECONDS": "2",
         "FACTORY_MAX_ATTEMPTS": "5",  # more than Celery's default budget of 3 retries, on purpose
+        "FACTORY_RETRY_FOR_SECONDS": "2",
         "FACTORY_OVERDUE_GRACE_SECONDS": "1",
         "OUTBOX_RESEND_AFTER_SECONDS": "3",
     }

@@ -681,7 +681,7 @@ def test_failed_calls_between_rate_limits_still_use_up_the_budget(factory, queue
     with pytest.raises(OutOfAttempts) as raised:
         run(restock_place_task, restock.pk)
 
-    assert str(raised.value).startswith(f"{settings.FACTORY_MAX_ATTEMPTS} failed attempts (and ")
+    assert str(raised.value).startswith(f"{settings.FACTORY_MAX_ATTEMPTS} failed attempts in 0 s (and ")
     assert "rate limited" in str(raised.value) and "503" in str(raised.value)
 
 
@@ -700,7 +700,65 @@ def test_rate_limits_before_a_redrive_spare_none_of_the_new_runs_failures(factor
     with pytest.raises(OutOfAttempts) as raised:
         run(restock_place_task, restock.pk)
 
-    assert str(raised.value).startswith(f"{settings.FACTORY_MAX_ATTEMPTS} failed attempts; last: 503")
+    assert str(raised.value).startswith(f"{settings.FACTORY_MAX_ATTEMPTS} failed attempts in 0 s; last: 503")
+
+
+def failed_calls_since(restock, seconds_ago: float, outcomes) -> None:
+    """calls_made, the first of them `seconds_ago`."""
+    calls_made(restock, outcomes)
+    FactoryAttempt.objects.filter(restock=restock).update(created_at=timezone.now() - timedelta(seconds=seconds_ago))
+
+
+def test_a_503_burst_shorter_than_the_retry_window_gives_no_restock_up(factory, queues, settings):
+    # "Under load it answers 429 or 503 in bursts": six calls fail in some 20 s of backoff, and a 30 s
+    # burst in a rush dead-lettered the restocks and paged the ops phones, then cleared by itself.
+    settings.FACTORY_RETRY_FOR_SECONDS = 90
+    restock = pending_restock()
+    failed_calls_since(restock, 30, ["transient"] * (settings.FACTORY_MAX_ATTEMPTS - 1))
+    factory.answer(503, {"error": "busy"})
+
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+
+    assert Restock.objects.get(pk=restock.pk).status == "pending"
+    assert not DeadLetter.objects.exists() and not Alert.objects.filter(kind="dead_letter").exists()
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
+    assert order_of(restock).next_attempt_at <= timezone.now() + timedelta(
+        seconds=settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS
+    ), "retried at the usual backoff"
+
+
+def test_failures_past_the_budget_and_the_retry_window_dead_letter(factory, queues, settings):
+    settings.FACTORY_RETRY_FOR_SECONDS = 90
+    restock = pending_restock()
+    failed_calls_since(restock, 95, ["transient"] * (settings.FACTORY_MAX_ATTEMPTS - 1))
+    factory.answer(503, {"error": "down"})
+
+    with pytest.raises(OutOfAttempts) as raised:
+        run(restock_place_task, restock.pk)
+
+    assert str(raised.value).startswith(f"{settings.FACTORY_MAX_ATTEMPTS} failed attempts in 95 s; last: 503")
+
+
+def test_the_retry_window_starts_at_the_runs_first_failed_call(factory, queues, settings):
+    # Rate limits long before, and a run ops redrove since, do not make the window older than the failures.
+    settings.FACTORY_RETRY_FOR_SECONDS = 90
+    restock = pending_restock()
+    failed_calls_since(restock, 300, ["rate_limited"] * 3 + ["transient"] * 3)
+    failed = settings.FACTORY_MAX_ATTEMPTS - 1
+    FactoryOrder.objects.filter(restock=restock).update(attempts_before_redrive=6, attempt_count=6 + failed)
+    FactoryAttempt.objects.bulk_create(
+        FactoryAttempt(restock=restock, number=n, outcome="transient", latency_ms=5) for n in range(7, 7 + failed)
+    )
+    FactoryAttempt.objects.filter(restock=restock, number__gt=6).update(
+        created_at=timezone.now() - timedelta(seconds=30)
+    )
+    factory.answer(503, {"error": "busy"})
+
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+
+    assert not DeadLetter.objects.exists()
 
 
 def test_waits_between_rate_limited_calls_grow_as_between_failed_ones(factory, queues, settings, monkeypatch):
