@@ -320,7 +320,7 @@ def restock_fail(restock_id: int, *, reason: str) -> bool:
         if updated:
             _order_row_locked(restock_id)
             FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None, last_error=reason[:2000])
-            alerts_acknowledge(overdue_dedupe_key(restock_id))
+            _overdue_alert_close(restock_id)
     if updated:
         logger.error("restock %s failed: %s", restock_id, reason)
     return bool(updated)
@@ -382,7 +382,7 @@ def restock_receive(
         FactoryOrder.objects.filter(restock_id=restock.pk).update(order_id=order_id, claimed_at=None)
         # Settled: an overdue alert about it is closed, and so is its dead letter, if the factory had the order
         # after all (a late callback, or the poll, for a restock that gave up): nothing is left to redrive.
-        alerts_acknowledge(overdue_dedupe_key(restock.pk))
+        _overdue_alert_close(restock.pk)
         _dead_letters_settled_by_factory(restock.pk, order_id)
         if not received:
             _nothing_received(restock, product, order_id, cancelled=cancelled)
@@ -690,12 +690,13 @@ def _overdue_alert(restock: Restock, reason: str) -> bool:
             return False
         if first:
             alert_raise(
-                kind="restock_overdue",
+                kind=RESTOCK_OVERDUE,
                 severity="warning",
                 title=f"Restock of {restock.product.sku} is overdue ({restock.status})",
                 text=f"Restock {restock.pk} ({restock.quantity} of {restock.product.sku}): {reason}. "
                 "This alert is acknowledged when the restock is received or cancelled.",
                 dedupe_key=overdue_dedupe_key(restock.pk),
+                group_key=RESTOCK_OVERDUE,
                 context={
                     "sku": restock.product.sku,
                     "restock_id": restock.pk,
@@ -707,8 +708,25 @@ def _overdue_alert(restock: Restock, reason: str) -> bool:
     return bool(first)
 
 
+RESTOCK_OVERDUE = "restock_overdue"  # the alert's kind, and the group of every restock's overdue warning
+
+
 def overdue_dedupe_key(restock_id: int) -> str:
-    return f"restock_overdue:{restock_id}"
+    return f"{RESTOCK_OVERDUE}:{restock_id}"
+
+
+def _overdue_alert_close(restock_id: int) -> None:
+    """The restock settled (received, cancelled or failed): its overdue warning is acknowledged, so it is not
+    escalated to the ops phones about a restock settled already, and once no restock told as overdue is
+    open any more, so is their group (a summary not sent yet goes out as a settled info line). Only a
+    restock told as overdue takes the group's lock, before the warning's row, as alert_raise does (it counts
+    on the group's first warning under that lock). Call it with the restock's order row locked."""
+    if not FactoryOrder.objects.filter(restock_id=restock_id, overdue_alerted_at__isnull=False).exists():
+        return
+    alert_key_lock(RESTOCK_OVERDUE)
+    alerts_acknowledge(overdue_dedupe_key(restock_id))
+    if not Restock.objects.open().filter(factory_order__overdue_alerted_at__isnull=False).exists():
+        alerts_settle(RESTOCK_OVERDUE)
 
 
 def reconcile() -> dict:

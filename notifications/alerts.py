@@ -36,39 +36,45 @@ def alert_raise(
     title: str,
     text: str = "",
     dedupe_key: str = "",
+    group_key: str = "",
     context: dict | None = None,
     correlation_id: str = "",
 ) -> Alert | None:
     """Record an alert and schedule its deliveries for after commit. Call it inside the event's transaction.
 
-    Locks the AlertLock stripe of its dedupe key, which serializes grouping per key. Inside the key's open
-    window the alert writes no row: it counts on the group and its leader, which is returned. A critical
-    alert about something no message has named yet (a new SKU) brings the group's summary forward to
-    ALERT_CRITICAL_FLUSH_SECONDS from now. Returns None when this kind of alert is switched off. Without
-    a correlation_id it takes the current request's or task's id.
+    Locks the AlertLock stripe of its group key (its dedupe key unless given), which serializes grouping
+    per key. Inside the key's open window the alert writes no row: it counts on the group and its leader,
+    which is returned. With a `group_key` of its own it keeps its row there, with no delivery: acknowledged
+    by its own dedupe key and escalated on its own, as if alone, while Slack reads one message and the
+    summary (restock_overdue: each restock's receipt closes its warning). A critical alert about something
+    no message has named yet (a new SKU) brings the group's summary forward to ALERT_CRITICAL_FLUSH_SECONDS
+    from now. Returns None when this kind of alert is switched off. Without a correlation_id it takes the
+    current request's or task's id.
     """
     if kind in settings.ALERTS_DISABLED_KINDS:
         return None
     context = context or {}
     dedupe_key = (dedupe_key or f"{kind}:{title}")[:200]
+    group_key = (group_key or dedupe_key)[:200]
     fact = str(context.get("sku") or title)[:200]
     now = timezone.now()
+    row = {
+        "kind": kind,
+        "severity": severity,
+        "title": title[:200],
+        "text": text,
+        "dedupe_key": dedupe_key,
+        "context": context,
+        "correlation_id": (correlation_id or request_id.get())[:64],
+    }
     with transaction.atomic():
-        group = _group_locked(dedupe_key)
+        group = _group_locked(group_key)
         if group.leader_id and group.window_ends_at and group.window_ends_at > now:
             _count_in(group, fact=fact, critical=severity == Severity.CRITICAL, now=now)
-            return group.leader
+            return group.leader if group_key == dedupe_key else Alert.objects.create(**row)
         if group.suppressed_count:
             _summarize(group)  # the previous window closed but its summary has not gone out yet
-        alert = Alert.objects.create(
-            kind=kind,
-            severity=severity,
-            title=title[:200],
-            text=text,
-            dedupe_key=dedupe_key,
-            context=context,
-            correlation_id=(correlation_id or request_id.get())[:64],
-        )
+        alert = Alert.objects.create(**row)
         group.leader = alert
         group.window_ends_at = now + timedelta(seconds=settings.ALERT_GROUP_WINDOW_SECONDS)
         group.suppressed_count = 0
@@ -143,6 +149,10 @@ def _summarize(group: AlertGroup) -> Alert:
     already). Resets the count; the caller decides whether the window goes on."""
     settled = group.settled
     leader = group.leader
+    # The alerts it counts have rows of their own (alert_raise's group_key), each acknowledged and escalated
+    # on its own: the summary is only their Slack line. Open, it would be escalated too, naming ones
+    # settled since.
+    own_rows = leader is not None and leader.dedupe_key != group.dedupe_key
     count = group.suppressed_count
     covers = ", ".join(group.facts)
     new = ", ".join(group.new_facts)
@@ -173,7 +183,7 @@ def _summarize(group: AlertGroup) -> Alert:
         dedupe_key=group.dedupe_key,
         context=context,
         is_summary=True,
-        acknowledged_at=timezone.now() if settled else None,
+        acknowledged_at=timezone.now() if settled or own_rows else None,
     )
     deliveries_create(summary)
     group.suppressed_count = 0

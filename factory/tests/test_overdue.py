@@ -1,6 +1,7 @@
 """A restock that stays open long past its expected time tells ops once, naming the SKU and why; its
 receipt closes that alert."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from django.utils import timezone
 from factory.models import FactoryOrder
 from factory.services import dead_letters_redrive, reconcile, restock_dispatch, restock_fail, restock_receive
 from inventory.models import Restock
-from notifications.alerts import alerts_escalate
+from notifications.alerts import alert_groups_flush, alerts_escalate
 from notifications.models import Alert, AlertDelivery, AlertGroup
 from testsupport.data import make_failed_restock, make_product
 
@@ -350,3 +351,110 @@ def test_a_failed_restock_sent_again_alerts_again_if_it_stays_open_past_its_grac
     first, second = sorted(overdue_alerts(), key=lambda alert: alert.pk)
     assert first.acknowledged_at is not None, "closed when it failed"
     assert second.acknowledged_at is None and "MAPLE" in second.title
+
+
+STORM = [f"RUSH{n:02}" for n in range(19)]
+
+
+def parked_by_a_rate_limit(grace, skus) -> list[Restock]:
+    """Restocks of `skus`, each parked by the factory's `429 Retry-After` past its grace: a rush's storm."""
+    now = timezone.now()
+    return [
+        pending_restock(
+            sku,
+            opened_ago=grace + timedelta(minutes=1),
+            attempt_count=1,
+            last_error=f"429: slow down ({sku})",
+            next_attempt_at=now + timedelta(seconds=150),
+            first_dispatched_at=now - grace - timedelta(minutes=1),
+        )
+        for sku in skus
+    ]
+
+
+def slack_messages() -> list[Alert]:
+    return list(Alert.objects.filter(deliveries__channel="slack").order_by("pk"))
+
+
+def received(restocks) -> None:
+    for number, restock in enumerate(restocks):
+        restock_receive(
+            order_id=f"F-{number}", reference=restock.reference, event="order.completed", quantity_produced=50
+        )
+
+
+def window_ends() -> None:
+    AlertGroup.objects.update(window_ends_at=timezone.now() - timedelta(seconds=1), flush_at=timezone.now())
+
+
+def escalation_due(settings) -> None:
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS + 1))
+
+
+@pytest.fixture
+def slack_and_phones(settings):
+    # Configured, nothing leaves: no worker consumes the notifications queue here.
+    settings.SLACK_WEBHOOK_URL = "http://127.0.0.1:9/slack"
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
+
+
+def test_a_storm_of_overdue_restocks_is_one_slack_message_and_a_summary_naming_every_sku(
+    grace, settings, slack_and_phones
+):
+    # The factory answered 429 for a while in a rush: 19 parked restocks passed their grace together, and
+    # Slack got 19 warnings within 10 s, where sold-out and dead letters send one and a summary.
+    restocks = parked_by_a_rate_limit(grace, STORM)
+
+    assert reconcile()["overdue_alerted"] == 19
+
+    [first] = slack_messages()
+    window_ends()
+    assert alert_groups_flush() == 1
+    first, summary = slack_messages()
+    assert summary.severity == "warning" and summary.title.startswith("Restock overdue: +18 more")
+    named = {first.context["sku"], *summary.context["sku"].split(", ")}
+    assert named == set(STORM), "every overdue SKU is named where ops read"
+    # Each restock's own warning, with its reason, stays in the admin.
+    warnings = Alert.objects.filter(kind="restock_overdue", is_summary=False)
+    assert sorted(w.context["sku"] for w in warnings) == STORM
+    assert all(f"429: slow down ({w.context['sku']})" in w.text for w in warnings)
+
+    received(restocks)
+    escalation_due(settings)
+
+    assert alerts_escalate() == 0, "all received: nothing is pushed to the phones"
+    assert not AlertDelivery.objects.filter(channel="fcm").exists()
+    assert not Alert.objects.filter(kind="restock_overdue", acknowledged_at__isnull=True).exists(), "all settled"
+
+
+def test_a_storm_received_before_its_summary_is_summarized_as_settled(grace, settings, slack_and_phones):
+    restocks = parked_by_a_rate_limit(grace, STORM)
+    reconcile()
+
+    received(restocks)
+    window_ends()
+    assert alert_groups_flush() == 1
+
+    first, summary = slack_messages()
+    assert summary.title.startswith("Restock overdue (all settled since): +18 more")
+    assert summary.severity == "info" and summary.acknowledged_at is not None
+    assert {first.context["sku"], *summary.context["sku"].split(", ")} == set(STORM)
+    escalation_due(settings)
+    assert alerts_escalate() == 0
+    assert not Alert.objects.filter(kind="restock_overdue", acknowledged_at__isnull=True).exists()
+
+
+def test_of_a_storm_only_the_restocks_still_open_are_pushed_to_the_phones(grace, settings, slack_and_phones):
+    # The summary counts the whole storm: escalated, it would page about restocks received since.
+    restocks = parked_by_a_rate_limit(grace, STORM)
+    reconcile()
+    window_ends()
+    alert_groups_flush()
+
+    received(restocks[2:])
+    escalation_due(settings)
+
+    assert alerts_escalate() == 2
+    [push] = Alert.objects.filter(deliveries__channel="fcm")
+    assert push.title.startswith("Unacknowledged: 2 warnings (")
+    assert sorted(re.findall(r"RUSH[0-9]+", push.title)) == ["RUSH00", "RUSH01"], "the two still open, only"

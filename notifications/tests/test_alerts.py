@@ -160,6 +160,34 @@ def test_a_warning_acknowledged_while_the_sweep_escalates_is_not_pushed_to_the_p
     assert [channels(first), channels(second)] == [["fcm", "log", "slack"], ["log", "slack"]]
 
 
+@override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60)
+def test_alerts_grouped_under_a_group_key_keep_their_rows_and_are_acknowledged_one_by_one():
+    # Each restock's overdue warning: one Slack line and a summary for a storm, but each warning is closed
+    # by its own restock's receipt, and only the ones still open are pushed to the phones.
+    raised = [
+        raise_alert(f"overdue:{sku}", "warning", title=f"{sku} is late", group_key="overdue", context={"sku": sku})
+        for sku in ("GLAZED", "MAPLE", "LEMON")
+    ]
+
+    assert len({alert.pk for alert in raised}) == 3, "a row each, with its own text"
+    assert [len(channels(alert)) for alert in raised] == [2, 0, 0], "only the first is sent"
+    AlertGroup.objects.filter(dedupe_key="overdue").update(window_ends_at=timezone.now(), flush_at=timezone.now())
+    assert alerts.alert_groups_flush() == 1
+    summary = Alert.objects.get(is_summary=True)
+    assert (summary.title, summary.context["sku"]) == (
+        "Dead letter: +2 more (new: MAPLE, LEMON)",
+        "GLAZED, MAPLE, LEMON",
+    )
+    assert summary.acknowledged_at is not None, "their Slack line: each of them is acknowledged on its own"
+
+    alerts.alerts_acknowledge("overdue:GLAZED")
+    alerts.alerts_acknowledge("overdue:LEMON")
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=61))
+
+    assert alerts.alerts_escalate() == 1
+    assert Alert.objects.filter(deliveries__channel="fcm").get().title == "MAPLE is late"
+
+
 @override_settings(ALERTS_DISABLED_KINDS=["dead_letter"])
 def test_a_kind_can_be_switched_off():
     assert raise_alert() is None
