@@ -983,7 +983,7 @@ def _dead_letters_settled_by_factory(restock_id: int, order_id: str) -> None:
     """The factory has the restock's order after all: its dead letters are resolved, nothing is left to
     redrive. Locks them; call with the product's and the restock's rows locked."""
     for dead_letter in _restock_dead_letters_lock(restock_id):
-        _dead_letter_settled(dead_letter, by=f"settled by the factory (order {order_id})", user=None)
+        _dead_letter_settled(dead_letter, by=f"settled by the factory (order {order_id})", user=None, by_hand=False)
 
 
 def _restock_dead_letters_lock(restock_id: int) -> list[DeadLetter]:
@@ -995,27 +995,28 @@ def _restock_dead_letters_lock(restock_id: int) -> list[DeadLetter]:
     return [dead_letter for dead_letter in locked if not dead_letter.is_resolved]
 
 
-def _dead_letter_settled(dead_letter: DeadLetter, *, by: str, user) -> None:
+def _dead_letter_settled(dead_letter: DeadLetter, *, by: str, user, by_hand: bool = True) -> None:
     """Resolved with nothing sent again (its work was settled some other way): marked, and resolved where
-    ops look. The caller holds its row."""
+    ops look (`by_hand`: in a redrive, not by the factory). The caller holds its row."""
     dead_letter.redriven_at = timezone.now()
     dead_letter.redriven_by = by[:150]
     dead_letter.save(update_fields=["redriven_at", "redriven_by"])
-    _dead_letter_resolved(dead_letter, user)
+    _dead_letter_resolved(dead_letter, user, by_hand=by_hand)
 
 
-def _dead_letter_resolved(dead_letter: DeadLetter, user) -> None:
+def _dead_letter_resolved(dead_letter: DeadLetter, user, *, by_hand: bool = True) -> None:
     """After commit, its copy out of the dead-letter queue; and once no dead letter of its task waits any
     more, the alerts of that task's dead letters acknowledged. Alerts are grouped per task (one row
     counts the dead letters its window held back), so the alert stays open while any of them waits.
     Takes the alert key's lock before asking: two resolutions at once (redrives of the task's last dead
     letters from two places, a redrive and a late receipt) would each see the other's dead letter, not
-    committed yet, as waiting, and neither would close the alert; the later one now sees the earlier."""
+    committed yet, as waiting, and neither would close the alert; the later one now sees the earlier.
+    Settled by the factory (not `by_hand`), the all-clear reaches the phones the dead letters paged."""
     dedupe_key = dead_letter_dedupe_key(dead_letter.task_name)
     alert_key_lock(dedupe_key)
     if not DeadLetter.objects.unresolved().filter(task_name=dead_letter.task_name).exclude(pk=dead_letter.pk).exists():
         # And the dead letters its window held back: no summary of them.
-        alerts_settle(dedupe_key, user=user, kind="dead_letter")
+        alerts_settle(dedupe_key, user=user, by_hand=by_hand, kind="dead_letter")
     transaction.on_commit(partial(dead_letter_copy_remove, dead_letter.pk))
 
 

@@ -143,10 +143,10 @@ def alert_key_lock(dedupe_key: str) -> None:
         AlertLock.objects.select_for_update().filter(pk=stripe).exists()
 
 
-def _summarize(group: AlertGroup) -> Alert:
+def _summarize(group: AlertGroup, *, to_phones: bool = False) -> Alert:
     """One alert for what the group held back since its last message, naming every fact of the window and
     which of them are new (an acknowledged info line when the group is settled: all of it was resolved
-    already). Resets the count; the caller decides whether the window goes on."""
+    already; on FCM too with `to_phones`). Resets the count; the caller decides whether the window goes on."""
     settled = group.settled
     leader = group.leader
     # The alerts it counts have rows of their own (alert_raise's group_key), each acknowledged and escalated
@@ -185,7 +185,7 @@ def _summarize(group: AlertGroup) -> Alert:
         is_summary=True,
         acknowledged_at=timezone.now() if settled or own_rows else None,
     )
-    deliveries_create(summary)
+    deliveries_create(summary, to_phones=to_phones)
     group.suppressed_count = 0
     group.new_facts = []
     group.flush_at = None
@@ -252,29 +252,48 @@ def alert_groups_flush() -> int:
     return sent
 
 
-def alerts_settle(dedupe_key: str, *, user=None, **filters) -> None:
+def alerts_settle(dedupe_key: str, *, user=None, by_hand: bool = False, **filters) -> None:
     """What the dedupe key's alerts were about is over: its open alerts acknowledged (`filters` narrow
     them), and what its group held back settled (_group_settle). When that sends no settled summary and
-    critical pages were among the open alerts, one info line says it is over (_stand_down): the pages
-    stay the last word in Slack otherwise. Call it in the transaction that ended it. With open alerts, takes
+    pages were among the open alerts (critical, or pushed to the phones), one info line says it is over
+    (_stand_down): the pages stay the last word otherwise. Whichever of the two goes out is pushed to the
+    phones too when one of the open alerts reached them (an FCM delivery, or escalated) and the trouble
+    passed by itself; settled `by_hand` (a redrive: that person is at a screen, and Slack tells the
+    others), it is not. Call it in the transaction that ended it. With open alerts, takes
     the key's lock before their rows, as alert_raise does (it counts on the leader's row under that lock):
     the other order deadlocked a worker recording an accepted order with one recording a failed call."""
-    paged, closed = [], 0
+    paged, phoned, closed = [], set(), 0
     # Without the lock when nothing is open: every order the factory accepts settles its warning.
     if Alert.objects.filter(dedupe_key=dedupe_key, acknowledged_at__isnull=True, **filters).exists():
         alert_key_lock(dedupe_key)
-        paged = list(
-            Alert.objects.filter(
-                dedupe_key=dedupe_key, acknowledged_at__isnull=True, severity=Severity.CRITICAL, **filters
-            ).values_list("kind", "title", "context")
+        # Locked as read: a warning escalated between this read and its acknowledgement would have reached
+        # the phones with no all-clear to follow it there.
+        open_alerts = list(
+            Alert.objects.select_for_update()
+            .filter(dedupe_key=dedupe_key, acknowledged_at__isnull=True, **filters)
+            .order_by("pk")
+            .values_list("pk", "kind", "title", "context", "severity", "escalated_at")
         )
+        pushed = set(
+            AlertDelivery.objects.filter(
+                alert_id__in=[row[0] for row in open_alerts], channel=AlertDelivery.Channel.FCM
+            ).values_list("alert_id", flat=True)
+        )
+        phoned = {pk for pk, *_, escalated_at in open_alerts if escalated_at or pk in pushed}
+        paged = [
+            (kind, title, context)
+            for pk, kind, title, context, severity, _ in open_alerts
+            if severity == Severity.CRITICAL or pk in phoned
+        ]
         closed = alerts_acknowledge(dedupe_key, user=user, **filters)
-    if not _group_settle(dedupe_key, at_once=closed > 0) and paged:
-        _stand_down(dedupe_key, paged, user=user)
+    to_phones = bool(phoned) and not by_hand
+    if not _group_settle(dedupe_key, at_once=closed > 0, to_phones=to_phones) and paged:
+        _stand_down(dedupe_key, paged, user=user, to_phones=to_phones)
 
 
-def _stand_down(dedupe_key: str, paged: list[tuple[str, str, dict]], *, user) -> None:
-    """An info line, born acknowledged, naming what the settled critical pages were about."""
+def _stand_down(dedupe_key: str, paged: list[tuple[str, str, dict]], *, user, to_phones: bool) -> None:
+    """An info line, born acknowledged, naming what the settled pages were about; one push with `to_phones`,
+    however many pages it closes."""
     kind = paged[0][0]
     skus = [sku.strip() for _, _, context in paged for sku in str(context.get("sku") or "").split(",")]
     about = ", ".join(dict.fromkeys(sku for sku in skus if sku)) or paged[0][1]
@@ -290,13 +309,14 @@ def _stand_down(dedupe_key: str, paged: list[tuple[str, str, dict]], *, user) ->
         acknowledged_at=timezone.now(),
         acknowledged_by=user,
     )
-    deliveries_create(stand_down)
+    deliveries_create(stand_down, to_phones=to_phones)
 
 
-def _group_settle(dedupe_key: str, *, at_once: bool) -> bool:
+def _group_settle(dedupe_key: str, *, at_once: bool, to_phones: bool = False) -> bool:
     """Everything the dedupe key's group held back was settled (ops resolved every dead letter it counts).
     Its summary is an info line born acknowledged: every fact is still named where ops read (Slack, the
-    admin), and nobody's phone is paged about work already done. It goes out now when the settling closed
+    admin), and nobody's phone is paged about work already done; only the phones an alert it closes
+    reached are told it is over (`to_phones`). It goes out now when the settling closed
     an open alert (`at_once`: the pages' last word); otherwise nobody was told of what it counts, and it
     waits for the window's end, so a factory that fails a streak and answers again, again and again, is one
     line per window instead of one per recovery. The window goes on; alerts after this count afresh, and as
@@ -316,7 +336,7 @@ def _group_settle(dedupe_key: str, *, at_once: bool) -> bool:
         return False
     summarized = group.settled
     if summarized:
-        _summarize(group)
+        _summarize(group, to_phones=to_phones)
     group.facts = []
     group.save(update_fields=["suppressed_count", "new_facts", "flush_at", "facts", "settled"])
     return summarized

@@ -40,11 +40,12 @@ FACT_LABELS = {
 }
 
 
-def deliveries_create(alert: Alert) -> None:
-    """One pending delivery per channel the alert's severity reaches, each handed to the queue after commit.
-    Call it in the alert's transaction: the rows are the record, the message only a hint."""
+def deliveries_create(alert: Alert, *, to_phones: bool = False) -> None:
+    """One pending delivery per channel the alert's severity reaches (and FCM, with `to_phones`), each handed
+    to the queue after commit. Call it in the alert's transaction: the rows are the record, the message only
+    a hint."""
     resend_at = timezone.now() + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
-    for channel in channels_for(alert.severity):
+    for channel in channels_for(alert.severity, to_phones=to_phones):
         delivery = AlertDelivery.objects.create(alert=alert, channel=channel, resend_at=resend_at)
         transaction.on_commit(partial(delivery_dispatch, delivery.pk))
 

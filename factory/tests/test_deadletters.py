@@ -710,3 +710,54 @@ def test_a_dead_letter_after_ops_redrove_every_one_pages_as_news_not_at_the_wind
     page = Alert.objects.get(severity="critical", acknowledged_at__isnull=True)
     assert "VIRAL" in page.title
     assert sorted(page.deliveries.values_list("channel", flat=True)) == ["fcm", "log", "slack"]
+
+
+@pytest.fixture
+def phones(settings):
+    """Slack and FCM stand-ins, with the channels pointed at them: (slack, fcm)."""
+    from notifications.channels import registry
+    from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
+
+    with SlackStandIn() as slack, FcmStandIn(token="fcm-test-token", project_id="donuts") as fcm:
+        settings.SLACK_WEBHOOK_URL = slack.url + "/services/T/B/x"
+        settings.FCM_ENDPOINT, settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = fcm.url, "donuts", "fcm-test-token"
+        registry.channels_forget()
+        try:
+            yield slack, fcm
+        finally:
+            registry.channels_forget()
+
+
+def deliver_everything() -> None:
+    """What the notifications worker does with every delivery owed, oldest first."""
+    from notifications.deliveries import delivery_send
+
+    for delivery_id in AlertDelivery.objects.filter(status="pending").order_by("pk").values_list("pk", flat=True):
+        delivery_send(delivery_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dead_letters_the_factory_settles_tell_the_phones_they_paged_that_it_is_over(client, queues, phones, settings):
+    # The factory answered 503 through a rush: VIRAL's and MAPLE's restocks dead-lettered and paged the ops
+    # phones (VIRAL's page, then the summary naming MAPLE). The factory had the orders after all and completed
+    # them. The stand-down went to Slack only: whoever the pages woke had to open a laptop to learn it was over.
+    from notifications.alerts import alert_groups_flush
+    from testsupport.data import make_failed_restock, make_product
+    from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
+
+    slack, fcm = phones
+    settings.ALERT_CRITICAL_FLUSH_SECONDS = 0  # the summary at the next sweep
+    viral, _ = make_failed_restock(make_product("VIRAL", on_hand=0))
+    maple, _ = make_failed_restock(make_product("MAPLE", on_hand=0))
+    assert alert_groups_flush() == 1
+    deliver_everything()
+    pages = [FcmStandIn.title_of(r) for r in fcm.received if r["body"]["message"].get("topic")]
+    assert pages == ["Dead letter: VIRAL (factory.restock_place gave up)", "Dead letter: +1 more (new: MAPLE)"]
+
+    assert callback(client, viral).status_code == 200
+    assert callback(client, maple).status_code == 200  # the last one: nothing is left to redrive
+    deliver_everything()
+
+    pushed = [FcmStandIn.title_of(r) for r in fcm.received if r["body"]["message"].get("topic")]
+    assert pushed[2:] == ["Dead letter (all settled): VIRAL, MAPLE"], "one all-clear for both pages"
+    assert SlackStandIn.title_of(slack.received[-1]) == ":information_source: Dead letter (all settled): VIRAL, MAPLE"

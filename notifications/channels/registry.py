@@ -25,13 +25,14 @@ _paused_until: dict[str, float] = {}
 logger = logging.getLogger(__name__)
 
 
-def channels_for(severity: str) -> list[str]:
+def channels_for(severity: str, *, to_phones: bool = False) -> list[str]:
     """The channels an alert of this severity goes to: the log always, Slack and FCM when configured and
-    the severity reaches their minimum."""
+    the severity reaches their minimum; FCM whatever the severity with `to_phones` (the all-clear of
+    alerts that reached the phones)."""
     channels = [AlertDelivery.Channel.LOG]
     if settings.SLACK_WEBHOOK_URL and Severity.rank(severity) >= Severity.rank(settings.SLACK_MIN_SEVERITY):
         channels.append(AlertDelivery.Channel.SLACK)
-    if fcm_configured() and Severity.rank(severity) >= Severity.rank(settings.FCM_MIN_SEVERITY):
+    if fcm_configured() and (to_phones or Severity.rank(severity) >= Severity.rank(settings.FCM_MIN_SEVERITY)):
         channels.append(AlertDelivery.Channel.FCM)
     return channels
 

@@ -16,7 +16,7 @@ from notifications.channels import registry
 from notifications.limits import RETRY_AFTER_MAX_SECONDS
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from testsupport.data import critical_alert, make_api_client, make_failed_restock, make_product
-from testsupport.fake_slack_fcm import SlackStandIn
+from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
 from testsupport.queues import broker, queued
 
 pytestmark = pytest.mark.django_db
@@ -534,6 +534,107 @@ def test_an_escalated_warnings_push_says_nobody_acknowledged_it(channels_at, sla
     assert push["title"] == "Unacknowledged: Restock of BOSTON is overdue (pending)"
     assert push["body"].startswith("No one acknowledged this warning in 15 min: acknowledge it in the admin.")
     assert SlackStandIn.title_of(slack.received[0]) == ":warning: Restock of BOSTON is overdue (pending)"
+
+
+def factory_degraded(sku: str) -> Alert:
+    with transaction.atomic():
+        return alerts.alert_raise(
+            kind="factory_degraded",
+            severity="warning",
+            title="The factory failed 5 calls in a row",
+            dedupe_key="factory_degraded",
+            context={"sku": sku},
+        )
+
+
+def escalate_now(settings) -> int:
+    """The sweep ALERT_ESCALATE_AFTER_SECONDS after the warnings were raised."""
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS + 1))
+    return alerts.alerts_escalate()
+
+
+def test_a_warning_escalated_to_the_phones_and_then_settled_tells_them_it_is_over(channels_at, slack, fcm, settings):
+    # The factory failed calls in a row; nobody acknowledged the warning and it was pushed to the phones.
+    # Then the factory answered again and the warning was closed by itself, with no word to the phones (nor
+    # to Slack): the on-call it reached had to open a laptop to learn there was nothing to do.
+    warning = factory_degraded("BOSTON")
+    assert escalate_now(settings) == 1
+    assert send_all(warning) == {"log": "sent", "slack": "sent", "fcm": "sent"}
+
+    with transaction.atomic():
+        alerts.alerts_settle("factory_degraded")  # the factory answers again
+
+    over = Alert.objects.get(acknowledged_at__isnull=False, is_summary=True)
+    assert send_all(over) == {"log": "sent", "slack": "sent", "fcm": "sent"}
+    topic_pushes = [r for r in fcm.received if r["body"]["message"].get("topic")]
+    assert [FcmStandIn.title_of(r) for r in topic_pushes] == [
+        "Unacknowledged: The factory failed 5 calls in a row",
+        "Factory degraded (all settled): BOSTON",
+    ]
+    assert topic_pushes[-1]["body"]["message"]["data"]["severity"] == "info"
+
+
+def test_warnings_escalated_then_settled_with_others_held_back_are_one_all_clear_on_the_phones(
+    channels_at, slack, fcm, settings
+):
+    # The warning reached the phones; the failed calls its window held back are summarized, settled, when the
+    # factory answers again: that summary is the last word, on the phones too, and the only one.
+    warning = factory_degraded("BOSTON")
+    assert escalate_now(settings) == 1
+    send_all(warning)
+    factory_degraded("MAPLE")  # held back by the warning's window
+
+    with transaction.atomic():
+        alerts.alerts_settle("factory_degraded")
+
+    (over,) = Alert.objects.filter(is_summary=True)
+    assert send_all(over) == {"log": "sent", "slack": "sent", "fcm": "sent"}
+    assert FcmStandIn.title_of(fcm.received[-1]).startswith(
+        "Factory degraded (all settled since): +1 more (new: MAPLE)"
+    )
+
+
+def test_a_warning_escalated_with_others_in_one_push_and_then_settled_tells_the_phones_it_is_over(
+    channels_at, fcm, settings
+):
+    # BOSTON's and MAPLE's cancellations reached the phones in one "Unacknowledged: 2 warnings" push (it is the
+    # push's own alert that has the FCM delivery). Then the factory delivers BOSTON again.
+    for sku in ("BOSTON", "MAPLE"):
+        with transaction.atomic():
+            alerts.alert_raise(
+                kind="factory_cancelled",
+                severity="warning",
+                title=f"The factory cancelled a restock of {sku}",
+                dedupe_key=f"factory_cancelled:{sku}",
+                context={"sku": sku},
+            )
+    assert escalate_now(settings) == 2
+    (push,) = Alert.objects.filter(kind="unacknowledged")
+    assert send_all(push)["fcm"] == "sent"
+
+    with transaction.atomic():
+        alerts.alerts_settle("factory_cancelled:BOSTON")
+
+    over = Alert.objects.get(kind="factory_cancelled", is_summary=True)
+    assert send_all(over)["fcm"] == "sent"
+    assert FcmStandIn.title_of(fcm.received[-1]) == "Factory cancelled (all settled): BOSTON"
+
+
+def test_a_settled_warning_that_never_reached_the_phones_sends_them_nothing(channels_at, slack, fcm):
+    # Settled before ALERT_ESCALATE_AFTER_SECONDS: nobody was woken, so nobody's phone hears it is over.
+    warning = factory_degraded("BOSTON")
+    factory_degraded("MAPLE")  # held back: its summary goes out settled
+    send_all(warning)
+
+    with transaction.atomic():
+        alerts.alerts_settle("factory_degraded")
+    for alert in Alert.objects.exclude(pk=warning.pk):
+        assert "fcm" not in send_all(alert)
+
+    assert fcm.received == []
+    assert SlackStandIn.title_of(slack.received[-1]).startswith(
+        ":information_source: Factory degraded (all settled since)"
+    )
 
 
 def test_a_dead_letters_push_names_its_sku_on_the_lock_screen(channels_at, fcm):

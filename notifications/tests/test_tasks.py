@@ -167,6 +167,11 @@ def test_ops_are_paged_once_when_the_factory_sweep_stops_and_told_when_it_runs_a
     assert page.acknowledged_at is not None, "acknowledged by itself: nobody is paged about it later"
     stand_down = Alert.objects.get(kind="sweep_stopped", is_summary=True)
     assert stand_down.severity == "info" and "all settled" in stand_down.title
+    # The page woke someone: the phones hear it is over too, not only Slack.
+    assert _sent_everywhere(stand_down) == {"log": "sent", "slack": "sent", "fcm": "sent"}
+    assert fcm.received[-1]["body"]["message"]["notification"]["title"] == (
+        "Sweep stopped (all settled): The factory sweep stopped (factory.reconcile)"
+    )
 
 
 def test_no_page_when_everything_starts_again_after_a_long_stop(channels_at):
