@@ -716,7 +716,8 @@ def overdue_dedupe_key(restock_id: int) -> str:
 
 
 def _overdue_alert_close(restock_id: int) -> None:
-    """The restock settled (received, cancelled or failed): its overdue warning is acknowledged, so it is not
+    """The restock settled (received, cancelled or failed) or its run ended (placed again): its overdue
+    warning is acknowledged, so it is not
     escalated to the ops phones about a restock settled already, and once no restock told as overdue is
     open any more, so is their group (a summary not sent yet goes out as a settled info line). Only a
     restock told as overdue takes the group's lock, before the warning's row, as alert_raise does (it counts
@@ -1025,7 +1026,9 @@ def _restock_place_again(restock_id: int) -> bool:
     object is the source of truth): it is pending again and sent again under the same reference, with a
     fresh attempt budget. Otherwise it would stay open for ever, and the product, which may have only one
     open restock, could never be ordered again. Safe if the factory had the order after all: an order with
-    that reference is answered as the existing one (200), not made twice."""
+    that reference is answered as the existing one (200), not made twice. Its run's overdue warning is
+    closed, as a failed restock's is: the new run is told of afresh, and a warning left open with the run it
+    was about cleared would be closed by nothing, and escalated to the phones after the restock settled."""
     with transaction.atomic():
         again = (
             Restock.objects.placed()
@@ -1033,6 +1036,8 @@ def _restock_place_again(restock_id: int) -> bool:
             .update(status=Restock.Status.PENDING, placed_at=None, expected_at=None)
         )
         if again:
+            _order_row_locked(restock_id)
+            _overdue_alert_close(restock_id)
             _order_run_afresh(
                 restock_id, order_id="", last_error="the factory knew no such order when asked; placed again"
             )

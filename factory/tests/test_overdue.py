@@ -9,7 +9,14 @@ from django.db.models import DateTimeField, F
 from django.utils import timezone
 
 from factory.models import FactoryOrder
-from factory.services import dead_letters_redrive, reconcile, restock_dispatch, restock_fail, restock_receive
+from factory.services import (
+    dead_letters_redrive,
+    reconcile,
+    restock_dispatch,
+    restock_fail,
+    restock_poll,
+    restock_receive,
+)
 from inventory.models import Restock
 from notifications.alerts import alert_groups_flush, alerts_escalate
 from notifications.models import Alert, AlertDelivery, AlertGroup
@@ -238,6 +245,34 @@ def test_a_restock_that_fails_for_good_after_its_overdue_warning_is_not_paged_ag
 
     assert alerts_escalate() == 0, "the escalation sweep pushes nothing about it"
     assert not AlertDelivery.objects.filter(alert=warning, channel="fcm").exists()
+
+
+class FactoryThatLostTheOrder:
+    """A factory that knows no order of ours, by its id nor by our reference."""
+
+    def get_order(self, order_id):
+        return None
+
+    def find_order(self, reference):
+        return None
+
+
+def test_a_placed_restock_the_factory_lost_is_not_paged_about_by_its_warning_once_received(grace, settings):
+    # Told as overdue while placed, then the factory knew no such order, so it was placed again: its
+    # receipt left that warning open, and the phones were paged about a restock received long before.
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
+    restock = placed_restock(late_by=grace + timedelta(minutes=1), polled=True)
+    reconcile()
+    [warning] = overdue_alerts()
+    FactoryOrder.objects.filter(restock=restock).update(last_polled_at=timezone.now() - grace - timedelta(seconds=1))
+    assert restock_poll(restock.pk, client=FactoryThatLostTheOrder()) == "placed again"
+
+    restock_receive(order_id="F-000456", reference=restock.reference, event="order.completed", quantity_produced=120)
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS + 1))
+
+    assert alerts_escalate() == 0, "received: nothing is pushed to the phones about it"
+    warning.refresh_from_db()
+    assert warning.acknowledged_at is not None
 
 
 def test_a_restock_within_its_grace_says_nothing(grace):
