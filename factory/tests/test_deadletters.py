@@ -557,6 +557,72 @@ def test_another_products_completion_during_a_redrive_neither_deadlocks_with_it_
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_restock_giving_up_after_its_overdue_warning_during_a_redrive_neither_deadlocks_with_it(queues, monkeypatch):
+    # In a rush after an outage ops redrive the dead letters while restocks parked by the factory's 429s,
+    # told as overdue, run out of attempts. restock_overdue and factory.restock_place's dead letters share
+    # an AlertLock stripe: the restock giving up must not hold it while it waits for another restock's
+    # dead letter that the redrive holds, and the redrive then waits for the stripe.
+    from factory import services
+    from factory.retries import dead_letter_record
+    from notifications.alerts import alert_raise
+    from testsupport.data import make_product
+
+    for _ in range(40):
+        make_dead_letter(redriven_days_ago=0)
+    dead_letter, *waiting = [make_dead_letter() for _ in range(5)]
+    late = Restock.objects.create(product=make_product("RUSH01", on_hand=0), quantity=50, reason="shortage")
+    FactoryOrder.objects.create(restock=late, attempt_count=6, overdue_alerted_at=timezone.now())
+    alert_raise(
+        kind="restock_overdue",
+        severity="warning",
+        title="Restock of RUSH01 is overdue (pending)",
+        dedupe_key=services.overdue_dedupe_key(late.pk),
+        group_key=services.RESTOCK_OVERDUE,
+        context={"sku": "RUSH01"},
+    )
+
+    marked, go = threading.Event(), threading.Event()
+    mark = services._mark_redriven
+
+    def mark_then_wait(locked, by):  # the redrive holds its dead letter's row
+        mark(locked, by)
+        marked.set()
+        go.wait(5)
+
+    def give_up():
+        return dead_letter_record(
+            claim=lambda: services.restock_fail(late.pk, reason="OutOfAttempts: 6 failed attempts in 95 s"),
+            task_name=RESTOCK_PLACE,
+            task_id="task-late",
+            args=[late.pk],
+            kwargs={},
+            queue="factory",
+            exc=RuntimeError("6 failed attempts in 95 s"),
+            traceback="",
+            attempts=6,
+            context={"restock_id": late.pk, "sku": "RUSH01"},
+        )
+
+    monkeypatch.setattr(services, "_mark_redriven", mark_then_wait)
+    outcomes = {}
+    redrive = thread_keeping(outcomes, "redrive", lambda: run("redrive", str(dead_letter.pk)))
+    redrive.start()
+    assert marked.wait(5)
+    giving_up = thread_keeping(outcomes, "give up", give_up)
+    giving_up.start()
+    giving_up.join(1)  # it reaches the redrive's locks and waits
+    go.set()
+    redrive.join(10)
+    giving_up.join(10)
+
+    assert not isinstance(outcomes["redrive"], Exception), outcomes["redrive"]
+    assert not isinstance(outcomes["give up"], Exception), outcomes["give up"]
+    assert fresh(dead_letter).is_resolved and restock_of(dead_letter).status == "pending"
+    assert Restock.objects.get(pk=late.pk).status == "failed"
+    assert DeadLetter.objects.filter(restock=late).exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_sale_that_needs_a_restock_during_the_redrive_of_its_failed_one_still_sells(queues, monkeypatch):
     # The redrive reopens the product's failed restock while a sale takes the product to its reorder
     # point: the sale must find the reopened restock (one open restock per product), not insert a second
