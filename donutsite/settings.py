@@ -262,8 +262,9 @@ FACTORY_CONNECT_TIMEOUT_SECONDS = min(3.0, FACTORY_TIMEOUT_SECONDS)
 # Failed calls per restock before it is dead-lettered; a 429 (the factory asking us to wait) is not one.
 FACTORY_MAX_ATTEMPTS = env.int("FACTORY_MAX_ATTEMPTS", default=6)
 # ... and no sooner than this many seconds after the first of them: the factory answers 503 in bursts under
-# load, longer than the budget's backoff (some 20 s), and a burst must not page ops. Below the overdue grace,
-# so that a restock the factory keeps failing pages once, as a dead letter, not first as overdue.
+# load, longer than the budget's backoff (6-36 s seen), and a burst must not page ops. Below the overdue
+# grace, so that a restock the factory keeps failing is mostly given up before it is told overdue (a warning
+# raised first is closed by the dead letter).
 FACTORY_RETRY_FOR_SECONDS = env.int("FACTORY_RETRY_FOR_SECONDS", default=90)
 FACTORY_RETRY_BACKOFF_SECONDS = env.float("FACTORY_RETRY_BACKOFF_SECONDS", default=1.0)
 FACTORY_RETRY_BACKOFF_MAX_SECONDS = env.float("FACTORY_RETRY_BACKOFF_MAX_SECONDS", default=15.0)
