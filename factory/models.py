@@ -143,6 +143,15 @@ class DeadLetterQuerySet(models.QuerySet):
     def resolved(self):
         return self.exclude(self.UNRESOLVED)
 
+    def restock_unresolved_locked(self, restock_id: int) -> list["DeadLetter"]:
+        """Lock the restock's dead letters and return its unresolved ones, oldest first. The lock goes
+        through the restock index alone: with `redriven_at IS NULL` (or the task's name) in the query,
+        MariaDB may read through another index and lock, or wait for, other restocks' unresolved dead
+        letters on the way; a factory completion or a restock giving up in a rush after an outage then
+        deadlocked with a redrive marking one."""
+        locked = self.select_for_update().filter(restock_id=restock_id).order_by("pk")
+        return [dead_letter for dead_letter in locked if not dead_letter.is_resolved]
+
 
 class DeadLetter(models.Model):
     """Work that failed for good, kept durably so that ops can see it and send it again (redrive).

@@ -236,7 +236,14 @@ def dead_letter_record(
         if claim is not None and not claim():
             logger.info("%s%r: already settled by another message; no second dead letter", task_name, tuple(args))
             return None
-        still_open = context.get("restock_id") and _open_dead_letter_locked(task_name, context["restock_id"])
+        still_open = context.get("restock_id") and next(
+            (
+                locked
+                for locked in DeadLetter.objects.restock_unresolved_locked(context["restock_id"])
+                if locked.task_name == task_name
+            ),
+            None,
+        )
         if still_open:
             return _dead_letter_failed_again(still_open, failure=failure, attempts=attempts)
         dead_letter = DeadLetter.objects.create(
@@ -281,18 +288,6 @@ def dead_letter_record(
         dead_letter.exception_message,
     )
     return dead_letter
-
-
-def _open_dead_letter_locked(task_name: str, restock_id: int):
-    """The restock's oldest unresolved dead letter of the task, locked, or None. Locked through the restock's
-    index alone, as factory.services locks a restock's dead letters: filtered by `redriven_at IS NULL` or the
-    task's name too, MariaDB may read through that index and wait for any other restock's dead letter a
-    redrive holds, while this transaction holds the alert stripe a redrive then waits for (restock_fail
-    closes the overdue warning first; restock_overdue and factory.restock_place share a stripe)."""
-    from factory.models import DeadLetter
-
-    locked = DeadLetter.objects.select_for_update().filter(restock_id=restock_id).order_by("pk")
-    return next((d for d in locked if d.task_name == task_name and not d.is_resolved), None)
 
 
 def dead_letter_dedupe_key(task_name: str) -> str:

@@ -917,7 +917,9 @@ def dead_letter_redrive(
                 newer.restock_id,
             )
             settled_by = f"superseded by restock {newer.restock_id} ({by})"
-            for open_one in _restock_dead_letters_lock(locked.restock_id):  # this one, if open, and any other
+            for open_one in DeadLetter.objects.restock_unresolved_locked(
+                locked.restock_id
+            ):  # this one, if open, and any other
                 _dead_letter_settled(open_one, by=settled_by, user=user)
             return newer
         if _restock_sent_already(locked):
@@ -945,7 +947,7 @@ def dead_letter_redrive(
         _dead_letter_resolved(locked, user)
         # Any other dead letter of the restock (it failed again after an earlier redrive of this one) is
         # about the same work, sent again now: resolved too, not left waiting for a restock that is pending.
-        for other in _restock_dead_letters_lock(locked.restock_id):
+        for other in DeadLetter.objects.restock_unresolved_locked(locked.restock_id):
             _dead_letter_settled(other, by=by, user=user)
         # Records the dispatch; the sweep resends it if the broker is away.
         transaction.on_commit(partial(restock_dispatch, locked.restock_id))
@@ -983,17 +985,8 @@ def _task_redrive(dead_letter: DeadLetter, *, by: str, user, dry_run: bool) -> b
 def _dead_letters_settled_by_factory(restock_id: int, order_id: str) -> None:
     """The factory has the restock's order after all: its dead letters are resolved, nothing is left to
     redrive. Locks them; call with the product's and the restock's rows locked."""
-    for dead_letter in _restock_dead_letters_lock(restock_id):
+    for dead_letter in DeadLetter.objects.restock_unresolved_locked(restock_id):
         _dead_letter_settled(dead_letter, by=f"settled by the factory (order {order_id})", user=None, by_hand=False)
-
-
-def _restock_dead_letters_lock(restock_id: int) -> list[DeadLetter]:
-    """Lock the restock's dead letters and return its unresolved ones. The lock goes through the restock
-    index alone: with `redriven_at IS NULL` in the query, MariaDB filters the restock's rows by the
-    redriven_at index and locks every unresolved dead letter on the way, so each factory completion
-    during a rush after an outage held all of them, and deadlocked with a redrive marking one."""
-    locked = DeadLetter.objects.select_for_update().filter(restock_id=restock_id).order_by("pk")
-    return [dead_letter for dead_letter in locked if not dead_letter.is_resolved]
 
 
 def _dead_letter_settled(dead_letter: DeadLetter, *, by: str, user, by_hand: bool = True) -> None:
