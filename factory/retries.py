@@ -7,9 +7,9 @@ transient error:
 - out of attempts (FACTORY_MAX_ATTEMPTS failed calls counted in the database, across messages and
   resends, the first of them at least FACTORY_RETRY_FOR_SECONDS ago: `failing_since`): `OutOfAttempts`,
   which dead-letters the work; the reason never depends on which message ran.
-  A call the outside system turned away with a rate limit (`attempts_spared`: a 429, which says when to
-  come back) is no failure: the system is up and asked us to wait, and a burst of them in a rush must
-  not give work up and page ops;
+  A call the outside system turned away with a rate limit (`attempts_spared`, `rate_limited_on`: a 429,
+  which says when to come back) is no failure, and never the one that gives the work up: the system is up
+  and asked us to wait, and a burst of them in a rush must not give work up and page ops;
 - otherwise the next attempt waits capped exponential backoff with full jitter, growing with every call
   (rate limited ones too), and at least the outside system's Retry-After (clamped to
   FACTORY_RETRY_AFTER_MAX_SECONDS);
@@ -90,6 +90,9 @@ class RetryingTask(ArgumentCheckedTask):
     acks_late = True
     reject_on_worker_lost = True
     retry_on: tuple[type[BaseException], ...] = ()
+    # Of retry_on, a call the outside system rate limited (the errors attempts_spared counts): it never gives
+    # the work up, however long the run has been failing, as the system is up and asked us to wait.
+    rate_limited_on: tuple[type[BaseException], ...] = ()
     # The budget is the database's count of failed attempts (attempts_used less attempts_spared); Celery's
     # retry count is not a budget.
     max_retries = None
@@ -148,9 +151,10 @@ class RetryingTask(ArgumentCheckedTask):
                 )
                 raise self.retry(exc=exc, countdown=wait) from exc
             failing_for = (timezone.now() - since).total_seconds() if since else None
-            if attempt - spared >= settings.FACTORY_MAX_ATTEMPTS and (
+            out_of_attempts = attempt - spared >= settings.FACTORY_MAX_ATTEMPTS and (
                 failing_for is None or failing_for >= settings.FACTORY_RETRY_FOR_SECONDS
-            ):
+            )
+            if out_of_attempts and not isinstance(exc, self.rate_limited_on):
                 rate_limited = f" (and {spared} rate limited)" if spared else ""
                 over = f" in {failing_for:.0f} s" if failing_for is not None else ""
                 raise OutOfAttempts(f"{attempt - spared} failed attempts{over}{rate_limited}; last: {exc}") from exc

@@ -9,7 +9,7 @@ from donutsite.celery import routed_queue
 from donutsite.errors import DomainError
 from donutsite.sweeps import sweep_finished
 from factory import services
-from factory.client import FactoryError, FactoryUnavailable
+from factory.client import FactoryError, FactoryRateLimited, FactoryUnavailable
 from factory.retries import RetryingTask, dead_letter_copies_sync
 
 logger = logging.getLogger(__name__)
@@ -19,6 +19,7 @@ class RestockPlaceTask(RetryingTask):
     """Placing an order: the budget is the restock's factory order attempt count."""
 
     retry_on = (FactoryUnavailable,)
+    rate_limited_on = (FactoryRateLimited,)
 
     def attempts_used(self, args, kwargs) -> int:
         return services.restock_attempts_used(args[0])

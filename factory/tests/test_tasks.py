@@ -761,6 +761,21 @@ def test_the_retry_window_starts_at_the_runs_first_failed_call(factory, queues, 
     assert not DeadLetter.objects.exists()
 
 
+def test_a_rate_limit_once_the_retry_window_is_over_gives_no_restock_up(factory, queues, settings):
+    # A 503 burst used up the budget inside the window, then the factory came back rate limiting us: its
+    # 429 past the window gave the restock up and paged ops, though the factory was up and asked us to wait.
+    settings.FACTORY_RETRY_FOR_SECONDS = 90
+    restock = pending_restock()
+    failed_calls_since(restock, 95, ["transient"] * settings.FACTORY_MAX_ATTEMPTS)
+    factory.answer(429, {"error": "slow down"}, {"Retry-After": "1"})
+
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+
+    assert Restock.objects.get(pk=restock.pk).status == "pending"
+    assert queues("factory") == [("factory.restock_place", [restock.pk])]
+
+
 def test_waits_between_rate_limited_calls_grow_as_between_failed_ones(factory, queues, settings, monkeypatch):
     from factory import retries
 
