@@ -375,7 +375,10 @@ def _escalation_due() -> list[int]:
             escalated_at__isnull=True,
             group_leader__isnull=True,
             created_at__lte=cutoff,
-        ).values_list("pk", flat=True)
+        )
+        # Oldest first, as a settle locks a key's open alerts: a warning and its open summary share a key.
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
 
 

@@ -351,3 +351,53 @@ def test_an_accepted_order_settling_the_factory_warning_while_a_failed_call_rais
     assert errors == []
     warning.refresh_from_db()
     assert warning.acknowledged_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60)
+def test_escalating_a_factory_warning_and_its_summary_while_they_are_settled_deadlocks_neither():
+    # The factory warning and its open summary ("Factory degraded: +N more") share a key. A settle locks the
+    # key's open alerts oldest first; the escalation sweep went newest first (the model's ordering), so an
+    # accepted order settling them while the sweep escalated them deadlocked, and MariaDB rolled one back.
+    AlertLock.objects.bulk_create([AlertLock(id=i) for i in range(AlertLock.STRIPES)], ignore_conflicts=True)
+    first = raise_alert("factory_degraded", "warning", "The factory failed 5 calls in a row")
+    summary = raise_alert("summary-of-it", "warning", "Factory degraded: +3 more")
+    Alert.objects.filter(pk=summary.pk).update(dedupe_key="factory_degraded", is_summary=True)
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=61))
+    settle_holds_the_first, sweep_connection, errors = threading.Event(), [], []
+
+    def settle():  # alerts_settle's order: every open alert of the key, oldest first
+        try:
+            with transaction.atomic():
+                Alert.objects.select_for_update().filter(pk=first.pk).exists()
+                settle_holds_the_first.set()
+                for _ in range(100):  # until the sweep waits for a lock (on the first, or deadlocked)
+                    if sweep_connection and _waiting_for_a_lock(sweep_connection[0]):
+                        break
+                    threading.Event().wait(0.02)
+                Alert.objects.select_for_update().filter(pk=summary.pk).exists()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def escalate():
+        try:
+            settle_holds_the_first.wait()
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT CONNECTION_ID()")
+                sweep_connection.append(cursor.fetchone()[0])
+            alerts.alerts_escalate()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=settle), threading.Thread(target=escalate)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert Alert.objects.filter(pk__in=[first.pk, summary.pk], escalated_at__isnull=False).count() == 2
