@@ -379,7 +379,8 @@ ALERT_GROUP_WINDOW_SECONDS = env.int("ALERT_GROUP_WINDOW_SECONDS", default=300)
 # (plus one sweep interval), not at the window's end.
 ALERT_CRITICAL_FLUSH_SECONDS = env.int("ALERT_CRITICAL_FLUSH_SECONDS", default=30)
 ALERT_ESCALATE_AFTER_SECONDS = env.int("ALERT_ESCALATE_AFTER_SECONDS", default=900)
-ALERTS_DISABLED_KINDS = env.list("ALERTS_DISABLED_KINDS", default=[])  # e.g. sold_out
+# e.g. sold_out; a name that is no alert kind would switch nothing off: notifications/checks.py refuses it.
+ALERTS_DISABLED_KINDS = env.list("ALERTS_DISABLED_KINDS", default=[])
 FACTORY_FAILURE_STREAK_ALERT = env.int("FACTORY_FAILURE_STREAK_ALERT", default=5)
 # Notification deliveries retry with Celery's exponential backoff and full jitter (its countdowns, like the
 # factory's, stay under the visibility timeout: donutsite/checks.py).

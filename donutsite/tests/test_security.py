@@ -121,6 +121,22 @@ def test_a_channels_misspelt_minimum_severity_is_refused_at_start(name):
     assert f"{name} must be info, warning or critical" in result.stderr
 
 
+def test_a_misspelt_disabled_alert_kind_is_refused_at_start():
+    # It would switch nothing off: the sell-outs someone meant to silence would go on posting.
+    result = manage("check", env={**PRODUCTION, "ALERTS_DISABLED_KINDS": "sold_otu,dead_letter"})
+
+    assert result.returncode != 0
+    assert "notifications.E002" in result.stderr
+    assert "ALERTS_DISABLED_KINDS names no alert kind: sold_otu" in result.stderr
+    assert "sold_out" in result.stderr and "dead_letter" in result.stderr, "it lists the kinds it takes"
+
+
+def test_disabled_alert_kinds_the_code_raises_are_taken():
+    result = manage("check", env={**PRODUCTION, "ALERTS_DISABLED_KINDS": "sold_out,factory_cancelled"})
+
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(("asked", "debug"), [(None, "False"), ("0", "False"), ("1", "True")])
 def test_debug_is_off_unless_asked_for(asked, debug):
     # In a process of its own: pytest-django forces DEBUG off in this one, whatever the settings say.
