@@ -1,7 +1,9 @@
 """The alert kinds in notifications.alerts (KINDS: what ALERTS_DISABLED_KINDS takes; OWN_KINDS) are the
-ones the shipped code writes: every literal kind of an alert_raise call or an Alert row it creates."""
+ones the shipped code writes: every literal kind of an alert_raise call or an Alert row it creates. And
+docs/operations.md's table of alerts has a row for each of them, and for no other kind."""
 
 import ast
+import re
 
 from donutsite.tests.test_env_example import ROOT, shipped_modules
 from notifications.alerts import KINDS, OWN_KINDS
@@ -68,3 +70,35 @@ def test_kinds_are_the_ones_alert_raise_is_called_with():
 
 def test_own_kinds_are_the_rows_written_without_alert_raise():
     assert code_kinds()["Alert.objects.create"] == set(OWN_KINDS)
+
+
+# docs/operations.md's "When an alert arrives": each row's first cell names its kind, (kind `dead_letter`).
+ALERT_ROW = re.compile(r"^\| ([^|]*) \|", re.MULTILINE)
+NAMED_KIND = re.compile(r"\(kind `([a-z_]+)`\)")
+
+
+def documented_kinds(text: str) -> list[str]:
+    section = text.split("\n## When an alert arrives\n", 1)[1].split("\n## ", 1)[0]
+    return [kind for cell in ALERT_ROW.findall(section) for kind in NAMED_KIND.findall(cell)]
+
+
+def test_the_alert_table_names_every_kind_the_code_writes_and_no_other():
+    documented = set(documented_kinds((ROOT / "docs" / "operations.md").read_text()))
+    written = set(KINDS) | set(OWN_KINDS)
+    assert not written - documented, (
+        'docs/operations.md, "When an alert arrives": add a row (alert, severity, what it means, what to do, '
+        f"its first cell ending in (kind `...`)) for: {sorted(written - documented)}"
+    )
+    assert not documented - written, (
+        'docs/operations.md, "When an alert arrives": the code writes no alert of these kinds; take their rows '
+        f"out (or correct the kind): {sorted(documented - written)}"
+    )
+
+
+def test_the_alert_table_reader_sees_a_row_come_and_go():
+    text = (ROOT / "docs" / "operations.md").read_text()
+    row = next(line for line in text.splitlines() if "(kind `sold_out`)" in line)
+    assert "sold_out" in documented_kinds(text)
+    assert "sold_out" not in documented_kinds(text.replace(row + "\n", ""))
+    renamed = documented_kinds(text.replace("(kind `sold_out`)", "(kind `sold_outs`)"))
+    assert "sold_outs" in renamed and "sold_out" not in renamed
