@@ -81,6 +81,7 @@ def test_a_post_without_the_trailing_slash_reaches_the_view_also_under_debug(cli
         ("get", "/api/schema/", {"HTTP_ACCEPT": "text/html"}, 406, "not_acceptable"),
         ("post", "/api/docs/", {}, 405, "method_not_allowed"),
         ("get", "/api/docs/", {"HTTP_ACCEPT": "application/xml"}, 406, "not_acceptable"),
+        ("options", "/api/docs/", {}, 405, "method_not_allowed"),
     ],
 )
 def test_the_schema_and_docs_errors_are_json_too(client, method, path, headers, status, code):
@@ -145,3 +146,4 @@ def test_a_406_says_what_the_url_answers(client, path, accept, offered):
 
     assert response.status_code == 406 and response.json()["code"] == "not_acceptable"
     assert f"This answers {offered}" in response.json()["message"]
+
