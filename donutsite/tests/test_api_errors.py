@@ -4,9 +4,12 @@ import logging
 from unittest import mock
 
 import pytest
+from django.urls import get_resolver
+from rest_framework.test import APIClient
 
 from inventory import services
-from testsupport.data import make_product
+from inventory.models import Restock
+from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
 
@@ -147,3 +150,47 @@ def test_a_406_says_what_the_url_answers(client, path, accept, offered):
     assert response.status_code == 406 and response.json()["code"] == "not_acceptable"
     assert f"This answers {offered}" in response.json()["message"]
 
+
+def test_no_api_route_answers_403(client_app, admin_client):
+    """README's error table: `permission_denied` is /metrics' (an address not allowed); under /api/ a key is
+    all or nothing. Every route, every method, as anonymous, a bad key, a client, another client, and an
+    admin's session without its CSRF token (the admin is not /api/)."""
+    make_product("GLAZED", on_hand=5)
+    sale = client_app.post("/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json").json()
+    device = client_app.post("/api/v1/devices/", {"token": "t" * 40, "platform": "android"}, format="json").json()
+    restock = Restock.objects.create(product=make_product("VIRAL", on_hand=0), quantity=10, reason="shortage")
+    paths = [
+        "/api/v1/sales/",
+        f"/api/v1/sales/{sale['id']}/",
+        "/api/v1/products/",
+        "/api/v1/products/GLAZED/",
+        "/api/v1/products/GLAZED/subscriptions/",
+        f"/api/v1/products/GLAZED/subscriptions/{device['id']}/",
+        "/api/v1/devices/",
+        f"/api/v1/devices/{device['id']}/",
+        "/api/v1/restocks/",
+        f"/api/v1/restocks/{restock.pk}/",
+        "/api/v1/factory/callbacks/",
+        "/api/schema/",
+        "/api/docs/",
+    ]
+    routes = [route for route in get_resolver().url_patterns if str(route.pattern).startswith("api/")]
+    assert len(routes) == len(paths), "a new route under /api/: add it to paths"
+    other, bad = APIClient(), APIClient()
+    other.credentials(HTTP_AUTHORIZATION=f"Api-Key {make_api_client()[1]}")
+    bad.credentials(HTTP_AUTHORIZATION="Api-Key not-a-key")
+    admin_client.handler.enforce_csrf_checks = True
+    forbidden = []
+    for who, http in [("anonymous", APIClient()), ("bad key", bad), ("client", client_app), ("other", other)]:
+        for path in paths:
+            for method in ("get", "post", "put", "patch", "delete", "options"):
+                response = getattr(http, method)(path, {"device_id": device["id"]}, format="json")
+                if response.status_code == 403:
+                    forbidden.append((who, method, path, response.json()))
+    for path in paths:
+        for method in ("get", "post", "put", "patch", "delete", "options"):
+            response = getattr(admin_client, method)(path, {}, content_type="application/json")
+            if response.status_code == 403:
+                forbidden.append(("admin session", method, path, response.content[:200]))
+
+    assert forbidden == []
