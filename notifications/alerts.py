@@ -13,7 +13,7 @@ from functools import partial
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from donutsite.context import request_id
@@ -467,6 +467,36 @@ def alerts_acknowledge(dedupe_key: str, *, user=None, **filters) -> int:
     """Acknowledge every open alert of a dedupe key (what it was about is over); `filters` narrow them."""
     return Alert.objects.filter(dedupe_key=dedupe_key, acknowledged_at__isnull=True, **filters).update(
         acknowledged_at=timezone.now(), acknowledged_by=user
+    )
+
+
+PURGE_BATCH = 1000  # alerts a delete: short statements beside the sweeps writing deliveries
+
+
+def alerts_purge(*, older_than_days: int, dry_run: bool = False) -> int:
+    """Delete acknowledged alerts older than N days, with their deliveries. Kept: one with a delivery still
+    owed (pending: the sweep sends it again), one leading a group whose window is open or whose summary is
+    owed (the summary reads it), and one older rows are grouped under (group_leader would delete them with
+    it; it goes once they have). Returns how many alerts it deleted, or would."""
+    purgeable = _purgeable(timezone.now() - timedelta(days=older_than_days))
+    if dry_run:
+        return purgeable.count()
+    deleted = 0
+    while batch := list(purgeable.values_list("pk", flat=True)[:PURGE_BATCH]):
+        # Asked again as it deletes: a resend from the admin since the batch was read keeps its alert.
+        deleted += purgeable.filter(pk__in=batch).delete()[1].get(Alert._meta.label, 0)
+    return deleted
+
+
+def _purgeable(cutoff):
+    owed = AlertDelivery.objects.filter(status=AlertDelivery.Status.PENDING).values("alert_id")
+    read = AlertGroup.objects.filter(Q(window_ends_at__gt=timezone.now()) | Q(suppressed_count__gt=0))
+    return (
+        Alert.objects.filter(created_at__lt=cutoff, acknowledged_at__isnull=False)
+        .exclude(pk__in=owed)
+        .exclude(pk__in=read.filter(leader__isnull=False).values("leader_id"))
+        .exclude(grouped__isnull=False)
+        .order_by("pk")
     )
 
 
