@@ -27,7 +27,14 @@ from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_ne
 from factory.retries import dead_letter_copy_remove, dead_letter_dedupe_key
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import ON_HAND_MAX, products_lock, restocks_open
-from notifications.alerts import alert_key_lock, alert_raise, alerts_acknowledge, alerts_settle
+from notifications.alerts import (
+    alert_key_lock,
+    alert_raise,
+    alerts_acknowledge,
+    alerts_escalated_with,
+    alerts_escalation_stand_down,
+    alerts_settle,
+)
 from notifications.subscriptions import back_in_stock_announce
 
 logger = logging.getLogger(__name__)
@@ -382,7 +389,7 @@ def restock_receive(
         FactoryOrder.objects.filter(restock_id=restock.pk).update(order_id=order_id, claimed_at=None)
         # Settled: an overdue alert about it is closed, and so is its dead letter, if the factory had the order
         # after all (a late callback, or the poll, for a restock that gave up): nothing is left to redrive.
-        _overdue_alert_close(restock.pk)
+        _overdue_alert_close(restock.pk, received=True)
         _dead_letters_settled_by_factory(restock.pk, order_id)
         if not received:
             _nothing_received(restock, product, order_id, cancelled=cancelled)
@@ -715,19 +722,34 @@ def overdue_dedupe_key(restock_id: int) -> str:
     return f"{RESTOCK_OVERDUE}:{restock_id}"
 
 
-def _overdue_alert_close(restock_id: int) -> None:
+def _overdue_alert_close(restock_id: int, *, received: bool = False) -> None:
     """The restock settled (received, cancelled or failed) or its run ended (placed again): its overdue
     warning is acknowledged, so it is not
     escalated to the ops phones about a restock settled already, and once no restock told as overdue is
-    open any more, so is their group (a summary not sent yet goes out as a settled info line). Only a
-    restock told as overdue takes the group's lock, before the warning's row, as alert_raise does (it counts
-    on the group's first warning under that lock). Call it with the restock's order row locked."""
+    open any more, so is their group (a summary not sent yet goes out as a settled info line). `received`
+    (or cancelled), it may be the last of the restocks a push woke the phones about (_overdue_stand_down).
+    Only a restock told as overdue takes the group's lock, before the warning's row, as alert_raise does (it
+    counts on the group's first warning under that lock). Call it with the restock's order row locked."""
     if not FactoryOrder.objects.filter(restock_id=restock_id, overdue_alerted_at__isnull=False).exists():
         return
     alert_key_lock(RESTOCK_OVERDUE)
-    alerts_acknowledge(overdue_dedupe_key(restock_id))
+    dedupe_key = overdue_dedupe_key(restock_id)
+    if alerts_acknowledge(dedupe_key) and received:
+        _overdue_stand_down(dedupe_key)
     if not Restock.objects.open().filter(factory_order__overdue_alerted_at__isnull=False).exists():
         alerts_settle(RESTOCK_OVERDUE)
+
+
+def _overdue_stand_down(dedupe_key: str) -> None:
+    """Its warning was escalated: once every restock that push named is received or cancelled, the phones
+    hear it is over, one push for them all. Not when one failed for good (its dead letter paged, and that
+    page's all-clear is the word about it) or was placed again, nor when someone took one in the admin
+    (alerts_escalated_with). Under RESTOCK_OVERDUE's lock, so the last of two receipts at once sees both."""
+    warnings = alerts_escalated_with(dedupe_key)
+    restock_ids = [w.context.get("restock_id") for w in warnings]
+    settled = (Restock.Status.FULFILLED, Restock.Status.CANCELLED)
+    if warnings and not Restock.objects.filter(pk__in=restock_ids).exclude(status__in=settled).exists():
+        alerts_escalation_stand_down(warnings)
 
 
 def reconcile() -> dict:

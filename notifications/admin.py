@@ -47,6 +47,7 @@ class AlertAdmin(ModelAdmin):
         "acknowledged_at",
         "acknowledged_by",
         "escalated_at",
+        "escalation",
     ]
 
     def has_add_permission(self, request):

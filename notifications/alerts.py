@@ -376,11 +376,42 @@ def alerts_escalate() -> int:
                 escalated_at=timezone.now()
             )
         ]
-        if len(escalated) == 1:
-            _push_to_phones(escalated[0])
-        elif escalated:
-            _push_to_phones(_escalations_summary(escalated).pk)
+        if escalated:
+            push = escalated[0] if len(escalated) == 1 else _escalations_summary(escalated).pk
+            Alert.objects.filter(pk__in=escalated).update(escalation=push)
+            _push_to_phones(push)
     return len(escalated)
+
+
+def alerts_escalated_with(dedupe_key: str) -> list[Alert]:
+    """The warnings of its kind that one push took to the phones with the dedupe key's latest warning
+    (alerts_escalate), itself included, once every one of them is acknowledged and none by a person in the
+    admin (at a screen already, and Slack told the others who took it); none otherwise, or when it was
+    never escalated. Call it after acknowledging that warning, under the lock the others are acknowledged
+    under: of two at once, the later one sees the earlier's."""
+    warning = (
+        Alert.objects.filter(dedupe_key=dedupe_key, is_summary=False)
+        .order_by("-pk")
+        .values("kind", "escalation_id")
+        .first()
+    )
+    if warning is None or warning["escalation_id"] is None:
+        return []
+    warnings = list(
+        Alert.objects.filter(escalation_id=warning["escalation_id"], kind=warning["kind"])
+        .select_related("escalation")
+        .order_by("pk")
+    )
+    if any(w.acknowledged_at is None or w.acknowledged_by_id is not None for w in warnings):
+        return []
+    return warnings
+
+
+def alerts_escalation_stand_down(warnings: list[Alert]) -> None:
+    """The all-clear of the push that took these warnings to the phones: one info line naming them, on
+    Slack and the phones, as alerts_settle's (_stand_down)."""
+    paged = [(w.kind, w.title, w.context) for w in warnings]
+    _stand_down(warnings[0].escalation.dedupe_key, paged, user=None, to_phones=True)
 
 
 def _escalation_due() -> list[int]:

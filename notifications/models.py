@@ -35,6 +35,9 @@ class Alert(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     escalated_at = models.DateTimeField(null=True, blank=True)
+    # The push that took it to the phones (alerts_escalate): itself, or the "Unacknowledged: N warnings" it
+    # went in with. Their all-clear waits for the last of them (alerts_escalated_with).
+    escalation = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-id"]

@@ -2,6 +2,7 @@
 receipt closes that alert."""
 
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -17,10 +18,14 @@ from factory.services import (
     restock_poll,
     restock_receive,
 )
+from factory.tests.test_deadletters import deliver_everything
 from inventory.models import Restock
 from notifications.alerts import alert_groups_flush, alerts_escalate
 from notifications.models import Alert, AlertDelivery, AlertGroup
+from notifications.tests.test_tasks import ALERTS
 from testsupport.data import make_failed_restock, make_product
+from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
+from testsupport.threads import thread_keeping
 
 pytestmark = pytest.mark.django_db
 
@@ -412,9 +417,9 @@ def slack_messages() -> list[Alert]:
 
 
 def received(restocks) -> None:
-    for number, restock in enumerate(restocks):
+    for restock in restocks:
         restock_receive(
-            order_id=f"F-{number}", reference=restock.reference, event="order.completed", quantity_produced=50
+            order_id=f"F-{restock.pk}", reference=restock.reference, event="order.completed", quantity_produced=50
         )
 
 
@@ -493,3 +498,113 @@ def test_of_a_storm_only_the_restocks_still_open_are_pushed_to_the_phones(grace,
     [push] = Alert.objects.filter(deliveries__channel="fcm")
     assert push.title.startswith("Unacknowledged: 2 warnings (")
     assert sorted(re.findall(r"RUSH[0-9]+", push.title)) == ["RUSH00", "RUSH01"], "the two still open, only"
+
+
+def escalated_together(grace, settings, skus) -> list[Restock]:
+    """Overdue restocks of `skus`, told and left unacknowledged until one push took them to the phones."""
+    restocks = parked_by_a_rate_limit(grace, skus)
+    reconcile()
+    escalation_due(settings)
+    assert alerts_escalate() == len(skus)
+    return restocks
+
+
+SKUS = ["GLAZED", "MAPLE", "VIRAL"]
+
+
+def phone_pushes(fcm) -> list[tuple[str, list[str]]]:
+    """What reached the ops phones so far, oldest first (every delivery owed sent, as the worker would): each
+    push's title up to its colon, and the SKUs it names, sorted (restocks go overdue in no set order)."""
+    deliver_everything()
+    titles = [FcmStandIn.title_of(r) for r in fcm.received if r["body"]["message"].get("topic")]
+    return [(title.split(":")[0], sorted(re.findall("|".join(SKUS), title))) for title in titles]
+
+
+def test_the_phones_hear_once_that_the_restocks_they_were_woken_about_were_all_received(grace, settings, phones):
+    # Woken by "Unacknowledged: 3 warnings", the on-call heard nothing more on the phone once those restocks
+    # were received: only the admin told them it was over.
+    slack, fcm = phones
+    glazed, maple, viral = escalated_together(grace, settings, SKUS)
+    woken = ("Unacknowledged", SKUS)
+    assert phone_pushes(fcm) == [woken]
+
+    received([glazed, viral])
+    assert phone_pushes(fcm) == [woken], "MAPLE is still overdue"
+
+    received([maple])
+    assert phone_pushes(fcm) == [woken, ("Restock overdue (all settled)", SKUS)]
+    assert SlackStandIn.title_of(slack.received[-1]).startswith(":information_source: Restock overdue (all settled): ")
+
+
+def test_a_single_escalated_overdue_warning_received_tells_the_phones_it_is_over(grace, settings, phones):
+    _, fcm = phones
+    [glazed] = escalated_together(grace, settings, ["GLAZED"])
+    assert phone_pushes(fcm) == [("Unacknowledged", ["GLAZED"])]
+
+    received([glazed])
+
+    assert phone_pushes(fcm)[1:] == [("Restock overdue (all settled)", ["GLAZED"])]
+
+
+def test_escalated_restocks_someone_took_in_the_admin_are_not_stood_down_on_the_phones(
+    grace, settings, phones, admin_client
+):
+    # Whoever acknowledged GLAZED's warning is at a screen, and Slack told the others who took it.
+    _, fcm = phones
+    glazed, maple = escalated_together(grace, settings, ["GLAZED", "MAPLE"])
+    taken = Alert.objects.get(kind="restock_overdue", context__sku="GLAZED")
+    admin_client.post(ALERTS, {"action": "acknowledge", "_selected_action": [taken.pk]})
+
+    received([glazed, maple])
+
+    assert phone_pushes(fcm) == [("Unacknowledged", ["GLAZED", "MAPLE"])]
+
+
+def test_escalated_restocks_one_of_which_failed_for_good_are_left_to_its_dead_letter(grace, settings, phones):
+    # GLAZED's dead letter paged the phones; its own all-clear, if the factory settles it, is the last word.
+    _, fcm = phones
+    glazed, maple = escalated_together(grace, settings, ["GLAZED", "MAPLE"])
+    assert restock_fail(glazed.pk, reason="OutOfAttempts: 6 failed attempts; last: 502")
+
+    received([maple])
+
+    assert phone_pushes(fcm) == [("Unacknowledged", ["GLAZED", "MAPLE"])]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_last_two_restocks_of_a_push_received_at_once_tell_the_phones_once(
+    grace, settings, phones, queues, monkeypatch
+):
+    # Two workers record the last two receipts in parallel: each must not take the other's warning, not
+    # committed yet, as still open (no all-clear at all), nor both send one.
+    from factory import services
+
+    _, fcm = phones
+    glazed, maple = escalated_together(grace, settings, ["GLAZED", "MAPLE"])
+    checking, go = threading.Event(), threading.Event()
+    escalated_with = services.alerts_escalated_with
+
+    def held_while_the_other_receipt_comes(dedupe_key):
+        warnings = escalated_with(dedupe_key)
+        if not checking.is_set():  # the first receipt has found the other restock's warning open
+            checking.set()
+            go.wait(5)
+        return warnings
+
+    monkeypatch.setattr(services, "alerts_escalated_with", held_while_the_other_receipt_comes)
+    outcomes = {}
+    first = thread_keeping(outcomes, "GLAZED", lambda: received([glazed]))
+    first.start()
+    assert checking.wait(5)
+    second = thread_keeping(outcomes, "MAPLE", lambda: received([maple]))
+    second.start()
+    second.join(1)  # it waits for the overdue warnings' lock
+    go.set()
+    first.join(10)
+    second.join(10)
+
+    assert outcomes == {"GLAZED": None, "MAPLE": None}
+    assert phone_pushes(fcm) == [
+        ("Unacknowledged", ["GLAZED", "MAPLE"]),
+        ("Restock overdue (all settled)", ["GLAZED", "MAPLE"]),
+    ]
