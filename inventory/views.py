@@ -131,8 +131,8 @@ class SaleCreateView(generics.GenericAPIView):
                 OpenApiParameter.HEADER,
                 description="Up to 255 printable ASCII characters, no space, no comma (two Idempotency-Key headers "
                 "arrive joined by one, and are refused); a retry with the same key and body replays the first answer "
-                "(header `Idempotent-Replayed: true`). Empty is the same as none.",
-                pattern=r"^[\x21-\x2b\x2d-\x7e]{0,255}$",  # IDEMPOTENCY_KEY, or empty
+                "(header `Idempotent-Replayed: true`). Sent empty, it is refused like any other malformed key.",
+                pattern=IDEMPOTENCY_KEY.pattern,
             ),
             OpenApiParameter(
                 "Location", str, OpenApiParameter.HEADER, response=[201], required=True, description="The sale."
@@ -156,8 +156,10 @@ class SaleCreateView(generics.GenericAPIView):
         },
     )
     def post(self, request):
-        key = request.headers.get("Idempotency-Key", "")
-        if key and not IDEMPOTENCY_KEY.match(key):
+        key = request.headers.get("Idempotency-Key")
+        # Sent but empty is malformed, not "no key": a client whose key variable was empty would buy twice on
+        # a retry.
+        if key is not None and not IDEMPOTENCY_KEY.match(key):
             raise serializers.ValidationError(
                 {"Idempotency-Key": ["1 to 255 printable ASCII characters, no space, no comma; send the header once."]}
             )
@@ -192,8 +194,8 @@ class SaleCreateView(generics.GenericAPIView):
             or request.META.get("QUERY_STRING")
         ):
             return None
-        key = request.headers.get("Idempotency-Key", "")
-        if key and not IDEMPOTENCY_KEY.match(key):
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not IDEMPOTENCY_KEY.match(key):
             return None
         try:
             raw = request.body
@@ -236,10 +238,10 @@ _JSON = JSONRenderer()
 PLAIN_BODY_MAX_BYTES = 16_384  # a sale of 20 lines with 64-character SKUs is under 2 KB
 
 
-def _sale(client, items: list[dict], key: str) -> tuple[dict, dict]:
+def _sale(client, items: list[dict], key: str | None) -> tuple[dict, dict]:
     """Sell (services.sale_create raises a refusal); the 201's body and headers."""
     items = [services.SaleItem(item["sku"], item["quantity"]) for item in items]
-    outcome = services.sale_create(client=client, items=items, idempotency_key=key)
+    outcome = services.sale_create(client=client, items=items, idempotency_key=key or "")
     if not outcome.replayed:  # a replay sold nothing new
         sale_counters.count_sale_outcome("sold")
     headers = {"Location": f"/api/v1/sales/{outcome.sale.pk}/"}

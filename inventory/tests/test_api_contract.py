@@ -83,7 +83,7 @@ def test_the_schema_states_the_sale_bounds_and_strictness(schema):
 
 @pytest.mark.parametrize(
     "key, accepted",
-    [("order-42", True), ("k" * 255, True), ("has space", False), ("é", False), ("k" * 256, False)],
+    [("order-42", True), ("k" * 255, True), ("", False), ("has space", False), ("é", False), ("k" * 256, False)],
 )
 def test_the_documented_idempotency_key_pattern_is_what_the_api_accepts(client_app, schema, key, accepted):
     make_product("GLAZED", on_hand=5)

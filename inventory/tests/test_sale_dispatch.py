@@ -53,7 +53,7 @@ request = st.fixed_dictionaries(
         ),
         "accept": st.sampled_from([None, None, "*/*", "application/json", "text/html", "application/json; indent=2"]),
         "query": st.sampled_from(["", "", "", "format=json", "format=api", "page=2"]),
-        "key": st.sampled_from([None, None, "k", "k", "", "a,b", "é"]),
+        "key": st.sampled_from([None, None, "k", "k", "", " ", "a,b", "é"]),
         "body": st.sampled_from(["one", "one", "two", "two", *BODIES]),
         # A Content-Length that is no number reaches Django under runserver and the test client;
         # gunicorn refuses it.
@@ -69,6 +69,11 @@ shop = st.fixed_dictionaries(
         "debug": st.sampled_from([False, False, True]),
     }
 )
+
+
+USUAL_SHOP = {"stock": (2, 2), "restock_open": (False, False), "rate": "1000/day", "debug": False}
+USUAL_REQUEST = {"auth": "key", "content_type": "application/json", "accept": None, "query": "", "key": None}
+USUAL_REQUEST |= {"body": "one", "length": None}
 
 
 def _shop_open(s) -> None:
@@ -247,15 +252,31 @@ def test_what_the_sale_raises_is_answered_as_drf_would(queues, raised):
     """Exceptions no state of the property test's shop makes the sale raise (so it is patched to): the
     plain POST answers, counts and logs each as DRF's dispatch and exception handler do."""
     _, api_key = make_api_client()
-    shop = {"stock": (2, 2), "restock_open": (False, False), "rate": "1000/day", "debug": False}
-    request = {"auth": "key", "content_type": "application/json", "accept": None, "query": "", "key": None}
-    request |= {"body": "one", "length": None}
     with mock.patch.object(services, "sale_create", side_effect=raised):
-        plain = _answers_and_effects(api_key, shop, request)
+        plain = _answers_and_effects(api_key, USUAL_SHOP, USUAL_REQUEST)
         with mock.patch.object(SaleCreateView, "_post_plain", lambda view, http_request: None):
-            drf_only = _answers_and_effects(api_key, shop, request)
+            drf_only = _answers_and_effects(api_key, USUAL_SHOP, USUAL_REQUEST)
 
     assert plain == drf_only
+
+
+@pytest.mark.parametrize(
+    "edge, status",
+    [({"key": ""}, 400), ({"key": " "}, 400)],
+    ids=["empty key", "blank key"],
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_request_one_header_off_the_usual_is_answered_as_drf_would(queues, edge, status):
+    """Edges the property test's random requests reach only now and then: each changes one header of a
+    request the plain POST answers."""
+    _, api_key = make_api_client()
+    plain = _answers_and_effects(api_key, USUAL_SHOP, USUAL_REQUEST | edge)
+    with mock.patch.object(SaleCreateView, "_post_plain", lambda view, http_request: None):
+        drf_only = _answers_and_effects(api_key, USUAL_SHOP, USUAL_REQUEST | edge)
+
+    assert plain == drf_only
+    assert [answer[0] for answer in plain[0]] == [status, status]
+    assert plain[1]["sales"] == []
 
 
 @pytest.mark.django_db(transaction=True)
