@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery import current_app
 from django.conf import settings
 
 from factory.models import FactoryOrder
@@ -78,7 +79,7 @@ class Answer:
 
 @pytest.fixture(scope="module")
 def web(django_db_setup, django_db_blocker):
-    running = System(broker_url="redis://127.0.0.1:6379/15", log_dir=OUTPUT.parent / "hostile")
+    running = System(broker_url=current_app.conf.broker_url, log_dir=OUTPUT.parent / "hostile")
     # Behind one proxy, as in production: X-Forwarded-For's last entry is the client.
     running.env.update(
         ANON_THROTTLE_RATE="30/minute", FAILED_AUTH_THROTTLE_RATE="5/minute", DJANGO_TRUSTED_PROXY_COUNT="1"
