@@ -574,6 +574,7 @@ CASES = [
         400,
     ),
     ("idempotency key 256", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Idempotency-Key": "k" * 256}, 400),
+    ("idempotency key empty", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Idempotency-Key": ""}, 400),
     ("request id garbage", "GET", "/api/v1/products/", b"", {"X-Request-ID": "<script>\x01"}, 400),
     ("request id non-ascii", "GET", "/api/v1/products/", b"", {"X-Request-ID": "é" * 10}, 200),
     ("host not allowed", "GET", "/api/v1/products/", b"", {"Host": "evil.example"}, 400),
