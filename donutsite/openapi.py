@@ -78,6 +78,13 @@ ERROR_EXAMPLES: dict[str, tuple[int, dict]] = {
         {"code": "unknown_order", "message": "No restock for order 'F-404' / reference 'restock-999999'."},
     ),
     "out_of_stock": (409, _OUT_OF_STOCK),
+    "unsupported_media_type": (
+        415,
+        {
+            "code": "unsupported_media_type",
+            "message": "Content-Encoding 'gzip' is not supported; send the body uncompressed, without it.",
+        },
+    ),
     "idempotency_key_reused": (
         422,
         {

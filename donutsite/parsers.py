@@ -12,11 +12,39 @@ is UTF-8, and RFC 8259 defines no charset parameter ("adding one really has no e
 recipients"), so a proxy or a log reader reads the bytes as UTF-8. DRF decoded them in the charset named:
 a Latin-1 or UTF-16 body sold what those never saw. Bytes that are not UTF-8 are `malformed_json`, and so
 is an escape of half a character (`"\\ud800"`), which no UTF-8 can carry.
+
+A body sent with a Content-Encoding (gzip, say) is `415 unsupported_media_type` naming it: bodies are read
+as sent, so the compressed bytes were a `malformed_json`, which sent the client looking for a mistake in
+its JSON.
 """
 
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 from rest_framework.utils import json
+
+from donutsite.errors import DomainError
+
+
+class ContentCoded(DomainError):
+    code = "unsupported_media_type"
+    status = 415
+
+    def __init__(self, coding: str):
+        # Accept-Encoding in a 415 says which codings would do (RFC 9110, 15.5.16): none but identity.
+        message = f"Content-Encoding {coding!r} is not supported; send the body uncompressed, without it."
+        super().__init__(message, headers={"Accept-Encoding": "identity"})
+
+
+def content_coded(headers) -> bool:
+    """A body sent compressed (or otherwise coded): a Content-Encoding other than `identity`."""
+    return headers.get("Content-Encoding", "").strip().lower() not in ("", "identity")
+
+
+def content_coded_refuse(parser_context) -> None:
+    """Raise ContentCoded for the request a parser reads (DRF names it in `parser_context`)."""
+    request = (parser_context or {}).get("request")
+    if request is not None and content_coded(request.headers):
+        raise ContentCoded(request.headers["Content-Encoding"])
 
 
 class DuplicateKey(ValueError):
@@ -45,6 +73,7 @@ def _no_lone_surrogates(data) -> None:
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         # DRF's parse (strict constants), UTF-8 whatever the charset, with the duplicate-key check added.
+        content_coded_refuse(parser_context)
         try:
             text = stream.read().decode("utf-8")
             parse_constant = json.strict_constant if self.strict else None

@@ -69,14 +69,17 @@ class ValidationErrorOut(ErrorOut):
     )
 
 
-# What any authenticated endpoint may answer besides its own responses.
+# What any authenticated endpoint that takes a body may answer besides its own responses.
 CLIENT_ERRORS = {
     400: OpenApiResponse(ValidationErrorOut, description="Invalid body (`validation_error`, `malformed_json`)."),
     401: OpenApiResponse(ErrorOut, description="Missing or bad API key."),
+    415: OpenApiResponse(
+        ErrorOut, description="A body that is not JSON, or sent compressed (`unsupported_media_type`)."
+    ),
     429: OpenApiResponse(ErrorOut, description="Rate limited (`throttled`); see Retry-After."),
 }
-# The same for a GET, whose 400 is about its query parameters.
+# The same for a GET, whose 400 is about its query parameters, and which takes no body.
 QUERY_ERRORS = {
-    **CLIENT_ERRORS,
+    **{status: response for status, response in CLIENT_ERRORS.items() if status != 415},
     400: OpenApiResponse(ValidationErrorOut, description="Invalid query parameters (`validation_error`)."),
 }

@@ -11,7 +11,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from donutsite.parsers import no_duplicate_keys
+from donutsite.parsers import content_coded_refuse, no_duplicate_keys
 from donutsite.ratelimit import client_address
 from factory import services
 from factory.client import RemoteOrder
@@ -76,6 +76,7 @@ class CallbackJsonParser(BaseParser):
     media_type = "*/*"
 
     def parse(self, stream, media_type=None, parser_context=None):
+        content_coded_refuse(parser_context)
         try:
             payload = json.loads(stream.read().decode("utf-8"), object_pairs_hook=no_duplicate_keys)
         except (ValueError, RecursionError):  # nested past the recursion limit; UnicodeDecodeError is a ValueError
@@ -108,6 +109,10 @@ class FactoryCallbackView(APIView):
             ),
             401: OpenApiResponse(ErrorOut, description="Bad signature or stale timestamp (`invalid_signature`)."),
             404: OpenApiResponse(ErrorOut, description="No such order (`unknown_order`); the factory retries."),
+            415: OpenApiResponse(
+                ErrorOut,
+                description="A body sent compressed (`unsupported_media_type`): send it without Content-Encoding.",
+            ),
             429: OpenApiResponse(
                 ErrorOut, description="Too many refused callbacks from this address (`throttled`); see Retry-After."
             ),

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from clients import auth
 from donutsite import drf, sale_counters
-from donutsite.parsers import JSONParser
+from donutsite.parsers import JSONParser, content_coded
 from donutsite.serializers import CLIENT_ERRORS, QUERY_ERRORS, NoUnknownFieldsMixin, StrictIntegerField
 from inventory import selectors, services
 from inventory.errors import RestockNotFound, SaleNotFound
@@ -190,6 +190,7 @@ class SaleCreateView(generics.GenericAPIView):
             client is None
             or not self._plain_post_fits
             or request.content_type != "application/json"
+            or content_coded(request.headers)
             or request.headers.get("Accept", "*/*") not in ("*/*", "application/json")
             or request.META.get("QUERY_STRING")
         ):

@@ -4,6 +4,7 @@ Every answer must be JSON with a documented code, and nothing may reach the serv
 traceback. One gunicorn serves the whole module; each test makes its own rows (transaction=True).
 """
 
+import gzip
 import json
 import re
 import socket
@@ -20,7 +21,7 @@ from django.conf import settings
 from factory.models import FactoryOrder
 from factory.signatures import sign
 from inventory.models import Product, Restock, Sale
-from notifications.models import Alert, Device
+from notifications.models import Alert, Device, Subscription
 from testsupport.data import make_api_client, make_product
 from testsupport.processes import OUTPUT, System
 
@@ -175,6 +176,32 @@ def test_a_deeply_nested_signed_callback_is_malformed_json_not_a_500(web, key):
     answer = request(web, "POST", "/api/v1/factory/callbacks/", DEEP, signed(DEEP))
 
     assert (answer.status, answer.code) == (400, "malformed_json")
+    server_log_is_clean(web)
+
+
+def test_a_compressed_body_is_a_415_naming_content_encoding_and_changes_nothing(web, key):
+    # Gzipped, each was a 400 malformed_json, which sent the client looking for a mistake in its JSON;
+    # labelled gzip but sent plain, each was served.
+    device = json.dumps({"token": "token-123", "platform": "android"}).encode()
+    device_id = request(web, "POST", "/api/v1/devices/", device, auth(key)).json()["id"]
+    bodies = {
+        "/api/v1/sales/": {"items": [{"sku": "GLAZED", "quantity": 1}]},
+        "/api/v1/devices/": {"token": "token-456", "platform": "ios"},
+        "/api/v1/products/GLAZED/subscriptions/": {"device_id": device_id},
+    }
+    coded = {**auth(key), "Content-Encoding": "gzip"}
+
+    answers = [
+        request(web, "POST", path, compress(json.dumps(body).encode()), coded)
+        for path, body in bodies.items()
+        for compress in (gzip.compress, bytes)
+    ]
+
+    assert [(a.status, a.code) for a in answers] == [(415, "unsupported_media_type")] * 6
+    assert all("Content-Encoding" in a.json()["message"] for a in answers)
+    assert all(a.headers["Accept-Encoding"] == "identity" for a in answers)
+    assert Product.objects.get(sku="GLAZED").on_hand == 50
+    assert Device.objects.count() == 1 and not Subscription.objects.exists()
     server_log_is_clean(web)
 
 
@@ -556,7 +583,7 @@ CASES = [
         "/api/v1/sales/",
         b"\x1f\x8b\x08\x00",
         {"Authorization": KEY, "Content-Encoding": "gzip"},
-        400,
+        415,
     ),
     # bad headers
     ("no key", "POST", "/api/v1/sales/", SALE, {}, 401),

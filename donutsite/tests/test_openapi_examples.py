@@ -108,6 +108,7 @@ def _errors(client_app) -> dict:
 
     keep(client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 101}]}, format="json"))
     keep(client_app.post(SALES, "{", content_type="application/json"))
+    keep(client_app.post(SALES, "{}", content_type="application/json", headers={"Content-Encoding": "gzip"}))
     keep(anonymous.get(SALES))
     keep(anonymous.get(SALES, HTTP_AUTHORIZATION="Api-Key not-a-key"))
     keep(client_app.get("/api/v1/restocks/", {"page": 99}))

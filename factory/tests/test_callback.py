@@ -1,5 +1,6 @@
 """The factory's completion callback as the factory sends it: signed, repeated, sometimes partial."""
 
+import gzip
 import json
 import time
 
@@ -314,6 +315,29 @@ def test_a_signed_body_the_api_would_not_parse_is_malformed_json_and_changes_not
     response = callback(client, restock, body=encode(_genuine_body(restock, produced=120)))
 
     assert response.status_code == 400 and response.json()["code"] == "malformed_json"
+    assert stock(restock) == 0
+    assert Restock.objects.get(pk=restock.pk).status == "placed"
+
+
+def test_a_signed_compressed_callback_is_a_415_and_changes_nothing(client):
+    """A callback the factory (or a proxy of its) compressed and signed as sent: the factory's log should
+    say what to change, not that its JSON is malformed."""
+    restock = placed_restock(quantity=120)
+    body = gzip.compress(_genuine_body(restock, produced=120).encode())
+    ts = str(int(time.time()))
+
+    response = client.generic(
+        "POST",
+        URL,
+        body,
+        content_type="application/json",
+        headers={"Content-Encoding": "gzip"},
+        HTTP_X_FACTORY_TIMESTAMP=ts,
+        HTTP_X_FACTORY_SIGNATURE=sign(settings.FACTORY_CALLBACK_SECRET, ts, body),
+    )
+
+    assert (response.status_code, response.json()["code"]) == (415, "unsupported_media_type")
+    assert "Content-Encoding" in response.json()["message"]
     assert stock(restock) == 0
     assert Restock.objects.get(pk=restock.pk).status == "placed"
 

@@ -1,5 +1,6 @@
 """The sales API as a client app sees it: statuses, bodies, stock levels, restocks."""
 
+import gzip
 import logging
 
 import pytest
@@ -390,6 +391,47 @@ def test_a_form_sent_by_mistake_is_told_to_send_json(client_app):
 
     assert response.status_code == 415
     assert "Content-Type: application/json" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "coding, raw",
+    [
+        ("gzip", gzip.compress(b'{"items": [{"sku": "GLAZED", "quantity": 1}]}')),
+        ("GZIP", gzip.compress(b'{"items": [{"sku": "GLAZED", "quantity": 1}]}')),
+        ("br", b'{"items": [{"sku": "GLAZED", "quantity": 1}]}'),  # labelled compressed, sent plain
+    ],
+    ids=["gzip", "gzip-uppercase", "br-label-only"],
+)
+def test_a_compressed_body_is_a_415_naming_content_encoding_and_sells_nothing(client_app, coding, raw):
+    # We read a body as sent: gzip bytes were a 400 malformed_json, which sent the client looking for a
+    # mistake in its JSON. The same request again goes the plain POST's way (the API key cached by then).
+    glazed = make_product("GLAZED", on_hand=5)
+
+    answers = [
+        client_app.generic("POST", SALES, raw, content_type="application/json", headers={"Content-Encoding": coding})
+        for _ in range(2)
+    ]
+
+    assert [(a.status_code, a.json().get("code")) for a in answers] == [(415, "unsupported_media_type")] * 2
+    assert all("Content-Encoding" in a.json()["message"] for a in answers)
+    assert all(a["Accept-Encoding"] == "identity" for a in answers)
+    assert on_hand(glazed) == 5
+    assert not Sale.objects.exists()
+
+
+def test_a_body_sent_with_content_encoding_identity_is_sold(client_app):
+    glazed = make_product("GLAZED", on_hand=5)
+
+    response = client_app.generic(
+        "POST",
+        SALES,
+        b'{"items": [{"sku": "GLAZED", "quantity": 1}]}',
+        content_type="application/json",
+        headers={"Content-Encoding": "identity"},
+    )
+
+    assert response.status_code == 201, response.content
+    assert on_hand(glazed) == 4
 
 
 SALE_BODY = '{"items": [{"sku": "GLAZ\u00c9D", "quantity": 1}]}'
