@@ -164,7 +164,7 @@ def test_settings_that_would_let_redis_run_a_task_twice_are_refused():
 
 
 def test_a_worker_will_not_start_with_unsafe_timing():
-    env = {**PRODUCTION, "CELERY_TASK_TIME_LIMIT": "60", "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14"}
+    env = {**PRODUCTION, "CELERY_TASK_TIME_LIMIT": "60", "CELERY_BROKER_URL": settings.CELERY_BROKER_URL}
 
     result = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "celery"), "-A", "donutsite", "worker", "--pool", "solo"],
