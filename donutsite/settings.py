@@ -412,6 +412,7 @@ LOGGING = {
         "request_id": {"()": "donutsite.logging.RequestIdFilter"},
         "quiet_routine": {"()": "donutsite.logging.QuietRoutineFilter"},
         "disallowed_host": {"()": "donutsite.logging.DisallowedHostFilter"},
+        "beat_broker_away": {"()": "donutsite.logging.BeatBrokerAwayFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
@@ -431,6 +432,7 @@ LOGGING = {
         # ours through the root, so every django.request warning was printed twice.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
+        "celery.beat": {"filters": ["beat_broker_away"]},
     },
 }
 

@@ -1,11 +1,14 @@
 """What `make run`'s console shows: routine sweeps only at DEBUG, an expected dead letter as one line,
-each django.request warning once. Run in a child process with make run's settings (DJANGO_DEBUG=1,
-plain lines), because Django's own logging defaults differ between debug and production."""
+each django.request warning once, a sweep that beat could not send while the broker is away as one line.
+Run in a child process with make run's settings (DJANGO_DEBUG=1, plain lines), because Django's own
+logging defaults differ between debug and production."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from testsupport.processes import closed_port_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,16 +42,30 @@ logging.getLogger("django.request").warning("Not Found: %s", "/nowhere")
 """
 
 
-def _console(level: str) -> str:
+# Beat sending its sweeps, as at each tick: the broker refused (make run's Redis stopped), then a task whose
+# arguments no serializer takes (a bug, whatever the broker does).
+BEAT_TICK = """
+import django
+django.setup()
+from celery.beat import ScheduleEntry, Scheduler
+from donutsite.celery import app
+scheduler = Scheduler(app, lazy=True)
+scheduler.apply_entry(ScheduleEntry(name="reconcile", task="factory.reconcile", app=app))
+scheduler.apply_entry(ScheduleEntry(name="broken", task="factory.reconcile", args=(object(),), app=app))
+"""
+
+
+def _console(level: str, script: str = EMIT, **env_vars) -> str:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "donutsite.settings",
         "DJANGO_DEBUG": "1",
         "LOG_FORMAT": "plain",
         "LOG_LEVEL": level,
+        **env_vars,
     }
     done = subprocess.run(
-        [sys.executable, "-c", EMIT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
     )
     return done.stderr + done.stdout
 
@@ -75,3 +92,17 @@ def test_log_level_debug_shows_the_routine_lines_again():
     assert "DEBUG celery.beat [-] Scheduler: Sending due task reconcile (factory.reconcile)" in out
     assert "Task notifications.sweep[s1] received" in out
     assert "OutOfAttempts: 6 failed attempts; last: refused" in out
+
+
+def test_a_sweep_beat_could_not_send_for_the_broker_is_one_warning_line():
+    out = _console("INFO", BEAT_TICK, CELERY_BROKER_URL=closed_port_url())
+
+    refused = [line for line in out.splitlines() if "scheduled task reconcile" in line]
+    assert len(refused) == 1, out
+    assert "WARNING celery.beat" in refused[0] and "broker unavailable" in refused[0]
+    assert "Connection refused" in refused[0]
+    # Celery's ERROR record carried the traceback and the whole stack (some 100 lines a tick): gone.
+    assert "Traceback" not in out.split("scheduled task broken")[0]
+    # Any other failure to send keeps its traceback.
+    assert "ERROR celery.beat [-] Message Error: Couldn't apply scheduled task broken" in out
+    assert "Traceback (most recent call last)" in out.split("scheduled task broken")[1]
