@@ -168,6 +168,13 @@ def test_worker_alive_fails_when_no_worker_answers():
         call_command("worker_alive", "--destination", "nobody@%h", "--timeout", "0.5")
 
 
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "soon"])
+def test_worker_alive_refuses_a_timeout_that_is_no_positive_number(timeout):
+    # A timeout of -1 waited for nothing and reported every live worker silent.
+    with pytest.raises(CommandError, match="--timeout"):
+        call_command("worker_alive", "--timeout", timeout)
+
+
 def test_worker_alive_fails_fast_when_the_broker_is_down(broker_down):
     started = time.monotonic()
     with pytest.raises(CommandError, match="cannot ping"):

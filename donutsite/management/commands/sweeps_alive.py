@@ -1,23 +1,10 @@
 """`manage.py sweeps_alive [--max-age SECONDS]`: a liveness probe for beat and the sweeps it drives."""
 
-import argparse
-import math
-
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
+from donutsite.management import positive_seconds
 from donutsite.sweeps import late_after, sweep_ages
-
-
-def _seconds(value: str) -> float:
-    """A positive, finite number of seconds: `nan` passed every check and a negative age failed every one."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {value!r}") from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {value!r}")
-    return seconds
 
 
 class Command(BaseCommand):
@@ -29,7 +16,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--max-age",
-            type=_seconds,
+            type=positive_seconds,
             default=None,
             help="seconds (default: 6 sweep intervals, 6 x RECONCILE_INTERVAL_SECONDS, at least 30)",
         )

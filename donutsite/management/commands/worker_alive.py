@@ -19,6 +19,7 @@ from celery.utils.nodenames import host_format
 from django.core.management.base import BaseCommand, CommandError
 
 from donutsite.celery import WORKER_NODES
+from donutsite.management import positive_seconds
 
 
 class Command(BaseCommand):
@@ -31,7 +32,7 @@ class Command(BaseCommand):
             # argparse %-formats help: "%h" must be written "%%h".
             help="worker node name (default: " + ", ".join(WORKER_NODES).replace("%", "%%") + ")",
         )
-        parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
+        parser.add_argument("--timeout", type=positive_seconds, default=5.0, help="seconds to wait for the reply")
 
     def handle(self, *args, destination, timeout, **options):
         nodes = [host_format(name) for name in ([destination] if destination else WORKER_NODES)]
