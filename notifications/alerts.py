@@ -473,7 +473,11 @@ def alert_acknowledge(alert: Alert, *, user) -> bool:
 def alerts_acknowledge_by_hand(alerts, *, user) -> list[Alert]:
     """Someone in ops took these alerts (the admin's action): each is acknowledged (one acknowledged already
     is left as it was), and if that took a warning or a critical one, one info line tells Slack who did, so
-    the others paged with them do not start on the same thing. Returns the alerts this acknowledged."""
+    the others paged with them do not start on the same thing. Returns the alerts this acknowledged. Call it
+    in a transaction."""
+    # Locked oldest first, as the escalation sweep and a settle take them: in the admin's order (newest first,
+    # or any column ops sort by), acknowledging warnings as they came due deadlocked with the sweep.
+    list(Alert.objects.select_for_update().filter(pk__in=[alert.pk for alert in alerts]).order_by("pk").values("pk"))
     taken = [alert for alert in alerts if alert_acknowledge(alert, user=user)]
     paged = [alert for alert in taken if alert.severity != Severity.INFO]
     if paged:

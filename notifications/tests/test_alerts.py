@@ -12,6 +12,7 @@ from notifications import alerts
 from notifications.deliveries import message_for
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock
 from testsupport.plans import plans
+from testsupport.threads import thread_keeping
 
 pytestmark = pytest.mark.django_db
 
@@ -401,3 +402,51 @@ def test_escalating_a_factory_warning_and_its_summary_while_they_are_settled_dea
 
     assert errors == []
     assert Alert.objects.filter(pk__in=[first.pk, summary.pk], escalated_at__isnull=False).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60)
+def test_acknowledging_warnings_in_the_admin_while_the_sweep_escalates_them_deadlocks_neither(
+    admin_client, monkeypatch
+):
+    # The admin lists alerts newest first and took the selected ones in that order; the escalation sweep takes
+    # them oldest first. Ops acknowledging two warnings as they came due deadlocked with the sweep.
+    from notifications.tests.test_tasks import ALERTS
+
+    AlertLock.objects.bulk_create([AlertLock(id=i) for i in range(AlertLock.STRIPES)], ignore_conflicts=True)
+    older = raise_alert("forged_callback:a", "warning", "A callback was refused")
+    newer = raise_alert("factory_cancelled:b", "warning", "The factory cancelled a restock")
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=61))
+    outcomes, sweep_connection = {}, []
+
+    def escalate():
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT CONNECTION_ID()")
+            sweep_connection.append(cursor.fetchone()[0])
+        return alerts.alerts_escalate()
+
+    sweep, sweep_started = thread_keeping(outcomes, "sweep", escalate), threading.Event()
+    acknowledge = alerts.alert_acknowledge
+
+    def acknowledge_while_the_sweep_comes(alert, *, user):
+        taken = acknowledge(alert, user=user)
+        if not sweep_started.is_set():  # holding the first alert it took
+            sweep_started.set()
+            sweep.start()
+            for _ in range(100):  # until the sweep waits for a lock
+                if sweep_connection and _waiting_for_a_lock(sweep_connection[0]):
+                    break
+                threading.Event().wait(0.02)
+        return taken
+
+    monkeypatch.setattr(alerts, "alert_acknowledge", acknowledge_while_the_sweep_comes)
+    selected = {"action": "acknowledge", "_selected_action": [older.pk, newer.pk]}
+    admin = thread_keeping(outcomes, "admin", lambda: admin_client.post(ALERTS, selected))
+    admin.start()
+    admin.join(20)
+    sweep.join(20)
+
+    assert outcomes["admin"].status_code == 302, outcomes["admin"]
+    assert outcomes["sweep"] == 0, "both were acknowledged before the sweep could take them"
+    assert Alert.objects.filter(pk__in=[older.pk, newer.pk], acknowledged_at__isnull=False).count() == 2
+    assert not AlertDelivery.objects.filter(channel="fcm").exists(), "nobody's phone woken"
