@@ -511,8 +511,9 @@ PURGE_BATCH = 1000  # alerts a delete: short statements beside the sweeps writin
 def alerts_purge(*, older_than_days: int, dry_run: bool = False) -> int:
     """Delete acknowledged alerts older than N days, with their deliveries. Kept: one with a delivery still
     owed (pending: the sweep sends it again), one leading a group whose window is open or whose summary is
-    owed (the summary reads it), and one older rows are grouped under (group_leader would delete them with
-    it; it goes once they have). Returns how many alerts it deleted, or would."""
+    owed (the summary reads it), one older rows are grouped under (group_leader would delete them with it;
+    it goes once they have), and a warning escalated with others still open. Returns how many alerts it
+    deleted, or would."""
     purgeable = _purgeable(timezone.now() - timedelta(days=older_than_days))
     if dry_run:
         return purgeable.count()
@@ -526,11 +527,15 @@ def alerts_purge(*, older_than_days: int, dry_run: bool = False) -> int:
 def _purgeable(cutoff):
     owed = AlertDelivery.objects.filter(status=AlertDelivery.Status.PENDING).values("alert_id")
     read = AlertGroup.objects.filter(Q(window_ends_at__gt=timezone.now()) | Q(suppressed_count__gt=0))
+    # A push's all-clear waits for every warning it took (alerts_escalated_with): one gone, it would come once
+    # the others are over, though the gone one's restock failed or someone took it in the admin.
+    pushes_open = Alert.objects.filter(escalation__isnull=False, acknowledged_at__isnull=True).values("escalation_id")
     return (
         Alert.objects.filter(created_at__lt=cutoff, acknowledged_at__isnull=False)
         .exclude(pk__in=owed)
         .exclude(pk__in=read.filter(leader__isnull=False).values("leader_id"))
         .exclude(grouped__isnull=False)
+        .exclude(escalation__in=pushes_open)
         .order_by("pk")
     )
 

@@ -4,14 +4,17 @@ receipt closes that alert."""
 import re
 import threading
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db.models import DateTimeField, F
 from django.utils import timezone
 
 from factory.models import FactoryOrder
 from factory.services import (
     dead_letters_redrive,
+    overdue_dedupe_key,
     reconcile,
     restock_dispatch,
     restock_fail,
@@ -566,6 +569,22 @@ def test_escalated_restocks_one_of_which_failed_for_good_are_left_to_its_dead_le
     glazed, maple = escalated_together(grace, settings, ["GLAZED", "MAPLE"])
     assert restock_fail(glazed.pk, reason="OutOfAttempts: 6 failed attempts; last: 502")
 
+    received([maple])
+
+    assert phone_pushes(fcm) == [("Unacknowledged", ["GLAZED", "MAPLE"])]
+
+
+def test_a_push_whose_failed_restock_s_warning_was_purged_gets_no_all_clear_for_the_rest(grace, settings, phones):
+    # GLAZED failed for good, and its warning, acknowledged then, is older than the purge's cutoff; the push
+    # went out a little later, and is not. Purged, it left MAPLE's receipt sure every restock pushed was in.
+    _, fcm = phones
+    glazed, maple = escalated_together(grace, settings, ["GLAZED", "MAPLE"])
+    assert restock_fail(glazed.pk, reason="OutOfAttempts: 6 failed attempts; last: 502")
+    Alert.objects.filter(dedupe_key=overdue_dedupe_key(glazed.pk)).update(
+        created_at=timezone.now() - timedelta(days=31)
+    )
+
+    call_command("purge_alerts", stdout=StringIO())
     received([maple])
 
     assert phone_pushes(fcm) == [("Unacknowledged", ["GLAZED", "MAPLE"])]
