@@ -36,8 +36,12 @@ class Alert(models.Model):
     )
     escalated_at = models.DateTimeField(null=True, blank=True)
     # The push that took it to the phones (alerts_escalate): itself, or the "Unacknowledged: N warnings" it
-    # went in with. Their all-clear waits for the last of them (alerts_escalated_with).
-    escalation = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # went in with. Their all-clear waits for the last of them (alerts_escalated_with). No database constraint:
+    # adding one made MariaDB copy the whole alerts table, every alert write waiting on it; without, the column
+    # and its index are added online. Django sets it NULL when the push is deleted (purge_alerts).
+    escalation = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -15,6 +15,7 @@ class Migration(migrations.Migration):
             name="escalation",
             field=models.ForeignKey(
                 blank=True,
+                db_constraint=False,
                 null=True,
                 on_delete=django.db.models.deletion.SET_NULL,
                 related_name="+",
