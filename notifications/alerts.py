@@ -367,15 +367,17 @@ def alerts_escalate() -> int:
         return 0
     due = _escalation_due()
     with transaction.atomic():
-        # Asked again, row by row: acknowledged since the list was read (by ops, or by an overdue
-        # restock's receipt), it pages nobody.
-        escalated = [
-            alert_id
-            for alert_id in due
-            if Alert.objects.filter(pk=alert_id, escalated_at__isnull=True, acknowledged_at__isnull=True).update(
-                escalated_at=timezone.now()
-            )
-        ]
+        # Asked again as they are locked: acknowledged since the list was read (by ops, or by an overdue
+        # restock's receipt), it pages nobody. One another transaction holds is passed over, never waited
+        # for: it is being acknowledged or settled, or the next sweep escalates it. Waiting, the sweep
+        # deadlocked with whichever worker took two of them in the other order.
+        escalated = list(
+            Alert.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=due, escalated_at__isnull=True, acknowledged_at__isnull=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        Alert.objects.filter(pk__in=escalated).update(escalated_at=timezone.now())
         if escalated:
             push = escalated[0] if len(escalated) == 1 else _escalations_summary(escalated).pk
             Alert.objects.filter(pk__in=escalated).update(escalation=push)
@@ -424,8 +426,6 @@ def _escalation_due() -> list[int]:
             group_leader__isnull=True,
             created_at__lte=cutoff,
         )
-        # Oldest first, as a settle locks a key's open alerts: a warning and its open summary share a key.
-        .order_by("pk")
         .values_list("pk", flat=True)
     )
 

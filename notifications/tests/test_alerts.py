@@ -356,27 +356,31 @@ def test_an_accepted_order_settling_the_factory_warning_while_a_failed_call_rais
 
 @pytest.mark.django_db(transaction=True)
 @override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60)
-def test_escalating_a_factory_warning_and_its_summary_while_they_are_settled_deadlocks_neither():
-    # The factory warning and its open summary ("Factory degraded: +N more") share a key. A settle locks the
-    # key's open alerts oldest first; the escalation sweep went newest first (the model's ordering), so an
-    # accepted order settling them while the sweep escalated them deadlocked, and MariaDB rolled one back.
+@pytest.mark.parametrize("older_first", [True, False], ids=["a settle: oldest first", "a receipt: newest first"])
+def test_the_escalation_sweep_deadlocks_with_nothing_that_takes_warnings_as_it_runs(older_first):
+    # Two warnings come due together while a worker takes both: a settle takes a key's open alerts oldest
+    # first (the factory warning, then its open summary); a receipt takes its restock's overdue warning, then
+    # the older "factory cancelled" one of its SKU. The sweep took them in one order or the other, so one of
+    # the two orders deadlocked with it and MariaDB rolled one back (an accepted order's record with it). It
+    # now passes over a warning another transaction holds: that one is being settled, or is escalated by the
+    # next sweep.
     AlertLock.objects.bulk_create([AlertLock(id=i) for i in range(AlertLock.STRIPES)], ignore_conflicts=True)
-    first = raise_alert("factory_degraded", "warning", "The factory failed 5 calls in a row")
-    summary = raise_alert("summary-of-it", "warning", "Factory degraded: +3 more")
-    Alert.objects.filter(pk=summary.pk).update(dedupe_key="factory_degraded", is_summary=True)
+    older = raise_alert("factory_degraded", "warning", "The factory failed 5 calls in a row")
+    newer = raise_alert("restock_overdue:7", "warning", "Restock of GLAZED is overdue")
     Alert.objects.update(created_at=timezone.now() - timedelta(seconds=61))
-    settle_holds_the_first, sweep_connection, errors = threading.Event(), [], []
+    held, then = (older, newer) if older_first else (newer, older)
+    worker_holds_one, sweep_done, sweep_connection, errors = threading.Event(), threading.Event(), [], []
 
-    def settle():  # alerts_settle's order: every open alert of the key, oldest first
+    def worker():
         try:
             with transaction.atomic():
-                Alert.objects.select_for_update().filter(pk=first.pk).exists()
-                settle_holds_the_first.set()
-                for _ in range(100):  # until the sweep waits for a lock (on the first, or deadlocked)
-                    if sweep_connection and _waiting_for_a_lock(sweep_connection[0]):
+                Alert.objects.select_for_update().filter(pk=held.pk).exists()
+                worker_holds_one.set()
+                for _ in range(100):  # until the sweep is done or waits for a lock (on it, or deadlocked)
+                    if sweep_done.is_set() or sweep_connection and _waiting_for_a_lock(sweep_connection[0]):
                         break
                     threading.Event().wait(0.02)
-                Alert.objects.select_for_update().filter(pk=summary.pk).exists()
+                Alert.objects.select_for_update().filter(pk=then.pk).exists()
         except Exception as exc:
             errors.append(exc)
         finally:
@@ -384,7 +388,7 @@ def test_escalating_a_factory_warning_and_its_summary_while_they_are_settled_dea
 
     def escalate():
         try:
-            settle_holds_the_first.wait()
+            worker_holds_one.wait()
             with connections["default"].cursor() as cursor:
                 cursor.execute("SELECT CONNECTION_ID()")
                 sweep_connection.append(cursor.fetchone()[0])
@@ -392,16 +396,19 @@ def test_escalating_a_factory_warning_and_its_summary_while_they_are_settled_dea
         except Exception as exc:
             errors.append(exc)
         finally:
+            sweep_done.set()
             connections.close_all()
 
-    threads = [threading.Thread(target=settle), threading.Thread(target=escalate)]
+    threads = [threading.Thread(target=worker), threading.Thread(target=escalate)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
 
     assert errors == []
-    assert Alert.objects.filter(pk__in=[first.pk, summary.pk], escalated_at__isnull=False).count() == 2
+    assert Alert.objects.get(pk=then.pk).escalated_at is not None
+    assert Alert.objects.get(pk=held.pk).escalated_at is None, "the next sweep's, if it is still open by then"
+    assert alerts.alerts_escalate() == 1
 
 
 @pytest.mark.django_db(transaction=True)
