@@ -1,6 +1,7 @@
 """The alert kinds in notifications.alerts (KINDS: what ALERTS_DISABLED_KINDS takes; OWN_KINDS) are the
 ones the shipped code writes: every literal kind of an alert_raise call or an Alert row it creates. And
-docs/operations.md's table of alerts has a row for each of them, and for no other kind."""
+docs/operations.md's table of alerts has a row for each of them, and for no other kind, and
+docs/architecture.md's "Raised by" names each; both give a raised kind the severity the code raises it at."""
 
 import ast
 import re
@@ -30,22 +31,43 @@ def _constants(tree: ast.Module) -> dict[str, str]:
     }
 
 
+def _value(node: ast.AST, constants: dict[str, str]) -> str | None:
+    """A keyword's string: "a", a module constant naming one, or Severity.CRITICAL ("critical")."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name):
+        return constants.get(node.id)
+    if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "Severity":
+        return node.attr.lower()
+    return None
+
+
 def written_kinds(source: str) -> dict[str, set[str]]:
     """alert_raise / Alert.objects.create -> the kinds a module passes them as a string or its own constant."""
+    found = {"alert_raise": set(), "Alert.objects.create": set()}
+    for called, given in _calls(source):
+        if called in found and given.get("kind"):
+            found[called].add(given["kind"])
+    return found
+
+
+def raised_severities(source: str) -> dict[str, set[str]]:
+    """kind -> the severities a module's alert_raise calls give it."""
+    found = {}
+    for called, given in _calls(source):
+        if called == "alert_raise" and given.get("kind") and given.get("severity"):
+            found.setdefault(given["kind"], set()).add(given["severity"])
+    return found
+
+
+def _calls(source: str) -> list[tuple[str, dict[str, str | None]]]:
     tree = ast.parse(source)
     constants = _constants(tree)
-    found = {"alert_raise": set(), "Alert.objects.create": set()}
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and _called(node) in found):
-            continue
-        for keyword in node.keywords:
-            if keyword.arg != "kind":
-                continue
-            if isinstance(keyword.value, ast.Constant):
-                found[_called(node)].add(keyword.value.value)
-            elif isinstance(keyword.value, ast.Name) and keyword.value.id in constants:
-                found[_called(node)].add(constants[keyword.value.id])
-    return found
+    return [
+        (_called(node), {keyword.arg: _value(keyword.value, constants) for keyword in node.keywords})
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+    ]
 
 
 def code_kinds() -> dict[str, set[str]]:
@@ -56,30 +78,52 @@ def code_kinds() -> dict[str, set[str]]:
     return found
 
 
+def code_severities() -> dict[str, set[str]]:
+    found = {}
+    for path in shipped_modules():
+        for kind, severities in raised_severities(path.read_text()).items():
+            found.setdefault(kind, set()).update(severities)
+    return found
+
+
 def test_the_reader_finds_literal_and_constant_kinds():
     source = 'SWEPT = "swept"\nalert_raise(kind="a")\nalerts.alert_raise(kind=SWEPT)\nAlert.objects.create(kind="b")\n'
     assert written_kinds(source) == {"alert_raise": {"a", "swept"}, "Alert.objects.create": {"b"}}
     assert ROOT / "factory/services.py" in shipped_modules()
+    source = 'alert_raise(kind="a", severity="info")\nalert_raise(kind="b", severity=Severity.CRITICAL)\n'
+    assert raised_severities(source) == {"a": {"info"}, "b": {"critical"}}
+    assert set(code_severities()) == code_kinds()["alert_raise"], "each raise names its severity as the reader reads it"
 
 
 def test_kinds_are_the_ones_alert_raise_is_called_with():
     raised = code_kinds()["alert_raise"]
     assert not raised - set(KINDS), f"add these to KINDS in notifications/alerts.py: {sorted(raised - set(KINDS))}"
-    assert not set(KINDS) - raised, f"nothing raises these; take them out of KINDS: {sorted(set(KINDS) - raised)}"
+    assert not set(KINDS) - raised, (
+        f"nothing raises these: {sorted(set(KINDS) - raised)}. A kind joins KINDS in the change whose "
+        "alert_raise(kind=...) first raises it (ALERTS_DISABLED_KINDS would switch off nothing); until then "
+        "take it out of KINDS"
+    )
 
 
 def test_own_kinds_are_the_rows_written_without_alert_raise():
     assert code_kinds()["Alert.objects.create"] == set(OWN_KINDS)
 
 
-# docs/operations.md's "When an alert arrives": each row's first cell names its kind, (kind `dead_letter`).
-ALERT_ROW = re.compile(r"^\| ([^|]*) \|", re.MULTILINE)
+# docs/operations.md's "When an alert arrives": each row's first cell names its kind, (kind `dead_letter`),
+# and the second its severity.
+ALERT_ROW = re.compile(r"^\| ([^|]*) \| ([^|]*) \|", re.MULTILINE)
 NAMED_KIND = re.compile(r"\(kind `([a-z_]+)`\)")
 
 
-def documented_kinds(text: str) -> list[str]:
+def documented_severities(text: str) -> dict[str, str]:
     section = text.split("\n## When an alert arrives\n", 1)[1].split("\n## ", 1)[0]
-    return [kind for cell in ALERT_ROW.findall(section) for kind in NAMED_KIND.findall(cell)]
+    return {
+        kind: severity.strip() for alert, severity in ALERT_ROW.findall(section) for kind in NAMED_KIND.findall(alert)
+    }
+
+
+def documented_kinds(text: str) -> list[str]:
+    return list(documented_severities(text))
 
 
 def test_the_alert_table_names_every_kind_the_code_writes_and_no_other():
@@ -102,3 +146,40 @@ def test_the_alert_table_reader_sees_a_row_come_and_go():
     assert "sold_out" not in documented_kinds(text.replace(row + "\n", ""))
     renamed = documented_kinds(text.replace("(kind `sold_out`)", "(kind `sold_outs`)"))
     assert "sold_outs" in renamed and "sold_out" not in renamed
+
+
+def test_the_alert_table_gives_each_kind_the_severity_it_is_raised_at():
+    documented = documented_severities((ROOT / "docs" / "operations.md").read_text())
+    wrong = {
+        kind: f"{documented.get(kind)} (raised at {sorted(raised)})"
+        for kind, raised in code_severities().items()
+        if documented.get(kind) not in raised
+    }
+    assert not wrong, f'docs/operations.md, "When an alert arrives": correct the severity cell of {wrong}'
+
+
+# docs/architecture.md's "Raised by" (Alerts) names each kind with its severity: "a dead letter (`dead_letter`,
+# critical; ...)".
+NAMED_WITH_SEVERITY = re.compile(r"\(`([a-z_]+)`, (info|warning|critical)\b")
+
+
+def architecture_severities(text: str) -> dict[str, str]:
+    paragraph = text.split("\nRaised by ", 1)[1].split("\n\n", 1)[0]
+    return dict(NAMED_WITH_SEVERITY.findall(paragraph))
+
+
+def test_the_architecture_names_each_kind_with_the_severity_it_is_raised_at():
+    documented = architecture_severities((ROOT / "docs" / "architecture.md").read_text())
+    missing = sorted(set(KINDS) - set(documented))
+    assert not missing, (
+        'docs/architecture.md, "Raised by" (Alerts): name what raises each of these and how it settles, '
+        f'as "(`kind`, severity; ...)": {missing}'
+    )
+    wrong = {
+        kind: f"{documented.get(kind)}, raised at {sorted(raised)}"
+        for kind, raised in code_severities().items()
+        if documented.get(kind) not in raised
+    }
+    assert not wrong, f'docs/architecture.md, "Raised by": correct the severity of {wrong}'
+    unknown = sorted(set(documented) - set(KINDS) - set(OWN_KINDS))
+    assert not unknown, f'docs/architecture.md, "Raised by": the code writes no alert of these kinds: {unknown}'
