@@ -2,14 +2,17 @@
 
 import gzip
 import logging
+from decimal import Decimal
 
 import pytest
+from django.core.validators import MaxLengthValidator
 from django.db.models import Sum
 from django.test import override_settings
 from django.utils import timezone
 
 from inventory.models import Product, Restock, Sale, StockMovement
 from inventory.selectors import ledger_differences
+from inventory.serializers import SaleIn
 from inventory.services import SaleItem, sale_create
 from notifications.alerts import alert_groups_flush
 from notifications.models import AlertDelivery, AlertGroup
@@ -49,20 +52,30 @@ def test_a_sale_takes_stock_and_records_lines_and_ledger(client_app):
     assert ledger_differences() == []
 
 
-def test_the_dearest_sale_the_api_accepts_is_sold_and_shown(client_app):
-    # The most a sale can come to: 20 lines of 100 at the highest price a product can have.
-    skus = [f"GOLD{n:02}" for n in range(20)]
-    for sku in skus:
-        make_product(sku, on_hand=300, price="99999999.99")
+def sale_bounds() -> tuple[int, int]:
+    """The most lines a sale may have and the most of each, as SaleIn takes them."""
+    items = SaleIn().fields["items"]
+    lines = next(validator.limit_value for validator in items.validators if isinstance(validator, MaxLengthValidator))
+    return lines, items.child.fields["quantity"].max_value
 
-    response = buy(client_app, *((sku, 100) for sku in skus))
+
+def test_the_dearest_sale_the_api_accepts_is_sold_and_shown(client_app):
+    # The most a sale can come to: as many lines as the API takes (20), each of the most it takes (100), at
+    # the highest price a product can have. Read from SaleIn, so a raised bound is tried against Sale.total.
+    lines, most = sale_bounds()
+    skus = [f"GOLD{n:03}" for n in range(lines)]
+    for sku in skus:
+        make_product(sku, on_hand=3 * most, price="99999999.99")
+
+    response = buy(client_app, *((sku, most) for sku in skus))
 
     assert response.status_code == 201, response.content
-    assert response.json()["total"] == "199999999980.00"
-    assert {line["line_total"] for line in response.json()["lines"]} == {"9999999999.00"}
+    dearest = str(Decimal("99999999.99") * most * lines)  # 199999999980.00
+    assert response.json()["total"] == dearest
+    assert {line["line_total"] for line in response.json()["lines"]} == {str(Decimal("99999999.99") * most)}
     shown = client_app.get(f"{SALES}{response.json()['id']}/").json()
-    assert shown["total"] == "199999999980.00"
-    assert dict(Product.objects.values_list("sku", "on_hand")) == dict.fromkeys(skus, 200)
+    assert shown["total"] == dearest
+    assert dict(Product.objects.values_list("sku", "on_hand")) == dict.fromkeys(skus, 2 * most)
 
 
 def test_the_price_of_the_day_is_kept_on_the_line(client_app):
