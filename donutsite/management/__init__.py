@@ -14,3 +14,19 @@ def positive_seconds(value: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {value!r}")
     return seconds
+
+
+MAX_DAYS = 36_500  # a cutoff before year 1 is an OverflowError traceback
+
+
+def age_in_days(value: str) -> int:
+    """An argparse type: a purge's age in whole days, 0 to a hundred years."""
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of days, not {value!r}") from None
+    if days < 0:
+        raise argparse.ArgumentTypeError("cannot be negative")
+    if days > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"can be at most {MAX_DAYS} (a hundred years)")
+    return days

@@ -97,10 +97,17 @@ def test_purge_never_takes_an_open_alert_down_with_the_old_one_it_was_grouped_un
     assert out == "deleted 0 acknowledged alerts older than 30 days, with their deliveries"
 
 
-@pytest.mark.parametrize(
-    ("days", "message"), [("-1", "cannot be negative"), ("99999999999", "at most 36500")], ids=["negative", "huge"]
-)
+REFUSED_AGES = [("-1", "cannot be negative"), ("99999999999", "at most 36500"), ("3d", "whole number of days")]
+
+
+@pytest.mark.parametrize(("days", "message"), REFUSED_AGES, ids=["negative", "huge", "not a number"])
 def test_purge_refuses_an_age_it_cannot_use(aged, days, message):
     with pytest.raises(CommandError, match=message):
         run("--older-than-days", days)
     assert len(remaining()) == 4
+
+
+@pytest.mark.parametrize(("days", "message"), REFUSED_AGES, ids=["negative", "huge", "not a number"])
+def test_purge_dead_letters_refuses_the_same_ages(days, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("purge_dead_letters", "--older-than-days", days)
