@@ -425,8 +425,7 @@ def _escalation_due() -> list[int]:
             escalated_at__isnull=True,
             group_leader__isnull=True,
             created_at__lte=cutoff,
-        )
-        .values_list("pk", flat=True)
+        ).values_list("pk", flat=True)
     )
 
 
