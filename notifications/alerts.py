@@ -417,7 +417,11 @@ def alerts_escalation_stand_down(warnings: list[Alert]) -> None:
 
 
 def _escalation_due() -> list[int]:
-    cutoff = timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS)
+    # Due within half a sweep: the factory sweep raises its overdue warnings just after beat's tick, the
+    # moment this sweep is sent too, so an exact cutoff fell among them and split one push in two.
+    cutoff = timezone.now() - timedelta(
+        seconds=settings.ALERT_ESCALATE_AFTER_SECONDS - settings.RECONCILE_INTERVAL_SECONDS / 2
+    )
     return list(
         Alert.objects.filter(
             severity=Severity.WARNING,

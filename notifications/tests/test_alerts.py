@@ -161,6 +161,22 @@ def test_a_warning_acknowledged_while_the_sweep_escalates_is_not_pushed_to_the_p
     assert [channels(first), channels(second)] == [["fcm", "log", "slack"], ["log", "slack"]]
 
 
+@override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60, RECONCILE_INTERVAL_SECONDS=5)
+def test_warnings_raised_by_one_sweep_are_escalated_in_one_push_though_the_escalation_due_falls_between_them():
+    # The factory sweep raises every overdue warning in the same few milliseconds after beat's tick, and the
+    # notifications sweep, sent at the same tick, escalates those due by then: its cutoff fell among them, so
+    # one restock woke the phones alone and the others 5 s later (seen under make run).
+    first = raise_alert("overdue:1", "warning", title="GLAZED is late", context={"sku": "GLAZED"})
+    second = raise_alert("overdue:2", "warning", title="MAPLE is late", context={"sku": "MAPLE"})
+    Alert.objects.filter(pk=first.pk).update(created_at=timezone.now() - timedelta(seconds=61))
+    Alert.objects.filter(pk=second.pk).update(created_at=timezone.now() - timedelta(seconds=59))
+
+    assert alerts.alerts_escalate() == 2
+    assert list(Alert.objects.filter(deliveries__channel="fcm").values_list("title", flat=True)) == [
+        "Unacknowledged: 2 warnings (GLAZED, MAPLE)"
+    ]
+
+
 @override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60)
 def test_alerts_grouped_under_a_group_key_keep_their_rows_and_are_acknowledged_one_by_one():
     # Each restock's overdue warning: one Slack line and a summary for a storm, but each warning is closed
