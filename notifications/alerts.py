@@ -312,8 +312,8 @@ def _stand_down(dedupe_key: str, paged: list[tuple[str, str, dict]], *, user, to
     """An info line, born acknowledged, naming what the settled pages were about; one push with `to_phones`,
     however many pages it closes."""
     kind = paged[0][0]
-    skus = [sku.strip() for _, _, context in paged for sku in str(context.get("sku") or "").split(",")]
-    about = ", ".join(dict.fromkeys(sku for sku in skus if sku)) or paged[0][1]
+    skus = _skus_named([context for _, _, context in paged])
+    about = ", ".join(skus) or paged[0][1]
     by = f" by {user.get_username()}" if user is not None else ""
     stand_down = Alert.objects.create(
         kind=kind,
@@ -327,6 +327,12 @@ def _stand_down(dedupe_key: str, paged: list[tuple[str, str, dict]], *, user, to
         acknowledged_by=user,
     )
     deliveries_create(stand_down, to_phones=to_phones)
+
+
+def _skus_named(contexts: list[dict]) -> list[str]:
+    """Each SKU the alerts name, once, in order: a summary's "sku" lists several."""
+    skus = [sku.strip() for context in contexts for sku in str(context.get("sku") or "").split(",")]
+    return list(dict.fromkeys(sku for sku in skus if sku))
 
 
 def _group_settle(dedupe_key: str, *, at_once: bool, to_phones: bool = False) -> bool:
@@ -447,8 +453,8 @@ def _escalations_summary(alert_ids: list[int]) -> Alert:
     """One alert for the phones naming the warnings escalated together; born acknowledged and escalated (it
     is the push, not something more to acknowledge: each warning still is)."""
     warnings = list(Alert.objects.filter(pk__in=alert_ids).order_by("pk"))
-    skus = [str(w.context.get("sku")) for w in warnings if w.context.get("sku")]
-    about = ", ".join(dict.fromkeys(skus)) or ", ".join(dict.fromkeys(_kind_label(w.kind) for w in warnings))
+    about = ", ".join(_skus_named([w.context for w in warnings]))
+    about = about or ", ".join(dict.fromkeys(_kind_label(w.kind) for w in warnings))
     minutes = round(settings.ALERT_ESCALATE_AFTER_SECONDS / 60)
     now = timezone.now()
     return Alert.objects.create(

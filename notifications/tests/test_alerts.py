@@ -178,6 +178,20 @@ def test_warnings_raised_by_one_sweep_are_escalated_in_one_push_though_the_escal
 
 
 @override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60)
+def test_a_grouped_escalation_names_each_sku_once_though_a_summary_among_them_lists_several():
+    # Seen under make run: a factory warning's summary ("Factory degraded: +16 more", its SKU field a list)
+    # escalated with the next factory warning pushed "Unacknowledged: 2 warnings (CINNAMON, CHOCOLATE, MATCHA,
+    # CHOCOLATE)".
+    raise_alert("degraded:summary", "warning", title="Factory degraded: +16 more", context={"sku": "CHOCOLATE, MATCHA"})
+    raise_alert("degraded", "warning", title="The factory failed 5 calls in a row", context={"sku": "MATCHA"})
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=61))
+
+    assert alerts.alerts_escalate() == 2
+    pushed = Alert.objects.filter(deliveries__channel="fcm").get()
+    assert pushed.title == "Unacknowledged: 2 warnings (CHOCOLATE, MATCHA)"
+
+
+@override_settings(**BOTH_CHANNELS, ALERT_ESCALATE_AFTER_SECONDS=60)
 def test_alerts_grouped_under_a_group_key_keep_their_rows_and_are_acknowledged_one_by_one():
     # Each restock's overdue warning: one Slack line and a summary for a storm, but each warning is closed
     # by its own restock's receipt, and only the ones still open are pushed to the phones.
