@@ -67,7 +67,9 @@ class ApiMiddleware:
         response = self.get_response(request)
         if response.status_code >= 400 and not _json_or_browsable(response):
             if isinstance(response, Response) and isinstance(response.data, dict) and "code" in response.data:
-                body = response.data  # our exception handler's, rendered as YAML or HTML by the view's renderer
+                # Our exception handler's, rendered as YAML or HTML by the view's renderer; the HTML one (DRF's
+                # TemplateHTMLRenderer) wrote its template's status_code into it.
+                body = {key: value for key, value in response.data.items() if key != "status_code"}
             else:
                 code, message = _STATUS_CODES.get(response.status_code, ("error", "The request failed."))
                 body = {"code": code, "message": message}

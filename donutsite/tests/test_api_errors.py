@@ -94,6 +94,7 @@ def test_the_schema_and_docs_errors_are_json_too(client, method, path, headers, 
     assert response.status_code == status
     assert response["Content-Type"] == "application/json"
     assert response.json()["code"] == code
+    assert set(response.json()) == {"code", "message"}, "the one error shape, nothing the HTML renderer added"
 
 
 def test_the_schema_and_docs_themselves_are_unchanged(client):
