@@ -261,10 +261,12 @@ def _alert_if_failing_in_a_row(restock: Restock, exc: FactoryError) -> None:
     latest = list(FactoryAttempt.objects.order_by("-pk").values_list("outcome", flat=True)[:streak])
     succeeded = (FactoryAttempt.Outcome.ACCEPTED, FactoryAttempt.Outcome.REPLAYED)
     if len(latest) == streak and not any(outcome in succeeded for outcome in latest):
+        # "Failed" would send the on-call looking for an outage when the factory only asked us to wait.
+        rate_limited = all(outcome == FactoryAttempt.Outcome.RATE_LIMITED for outcome in latest)
         alert_raise(
             kind=FACTORY_DEGRADED,
             severity="warning",
-            title=f"The factory failed {streak} calls in a row",
+            title=f"The factory {'rate limited' if rate_limited else 'failed'} {streak} calls in a row",
             text=f"Last answer: {exc}. {_streak_outlook(exc)}",
             dedupe_key=FACTORY_DEGRADED,
             context={"sku": restock.product.sku, "restock_id": restock.pk, "error": str(exc)[:300]},

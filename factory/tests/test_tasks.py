@@ -207,6 +207,7 @@ def test_failed_calls_in_a_row_warn_ops_that_the_factory_is_in_trouble(factory, 
 
     alert = Alert.objects.get(kind="factory_degraded")
     assert alert.severity == "warning" and alert.context["sku"] == "GLAZED"
+    assert alert.title == "The factory failed 3 calls in a row"
 
 
 def test_rate_limits_in_a_row_warn_ops_without_threatening_dead_letters(factory, settings):
@@ -218,8 +219,9 @@ def test_rate_limits_in_a_row_warn_ops_without_threatening_dead_letters(factory,
         with pytest.raises(Exception):  # noqa: B017 - FactoryRateLimited, retried by the task
             restock_place(restock.pk)
 
-    text = Alert.objects.get(kind="factory_degraded").text
-    assert "429" in text and "rate limit" in text and "dead-letter" not in text
+    alert = Alert.objects.get(kind="factory_degraded")
+    assert alert.title == "The factory rate limited 2 calls in a row", "it failed none: it asked us to wait"
+    assert "429" in alert.text and "rate limit" in alert.text and "dead-letter" not in alert.text
 
 
 def test_the_factory_answering_again_closes_its_failing_in_a_row_warning(factory, settings):
