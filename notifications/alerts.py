@@ -162,8 +162,9 @@ def alert_key_lock(dedupe_key: str) -> None:
 
 def _summarize(group: AlertGroup, *, to_phones: bool = False) -> Alert:
     """One alert for what the group held back since its last message, naming every fact of the window and
-    which of them are new (an acknowledged info line when the group is settled: all of it was resolved
-    already; on FCM too with `to_phones`). Resets the count; the caller decides whether the window goes on."""
+    which of them are new, or settled since for alerts with rows of their own (an acknowledged info line when
+    the group is settled: all of it was resolved already; on FCM too with `to_phones`). Resets the count;
+    the caller decides whether the window goes on."""
     settled = group.settled
     leader = group.leader
     # The alerts it counts have rows of their own (alert_raise's group_key), each acknowledged and escalated
@@ -172,8 +173,13 @@ def _summarize(group: AlertGroup, *, to_phones: bool = False) -> Alert:
     own_rows = leader is not None and leader.dedupe_key != group.dedupe_key
     count = group.suppressed_count
     covers = ", ".join(group.facts)
-    new = ", ".join(group.new_facts)
     leader_context = leader.context if leader else {}
+    named = group.new_facts or (group.facts if "sku" in leader_context else [])
+    # Those rows are settled one by one: named under "new" once settled, one reads as trouble again.
+    open_facts = named if settled or not own_rows else _open_facts(group)
+    still_open = [fact for fact in named if fact in open_facts]
+    settled_since = [fact for fact in named if fact not in open_facts]
+    new = ", ".join(fact for fact in group.new_facts if fact in open_facts)
     # Only what holds for the whole group: the first alert's restock, dead letter, error or request id would
     # read (and link) as the summary's own.
     context = {key: leader_context[key] for key in GROUP_CONTEXT_KEYS if key in leader_context}
@@ -181,21 +187,20 @@ def _summarize(group: AlertGroup, *, to_phones: bool = False) -> Alert:
     context["sku" if "sku" in leader_context else "covers"] = covers
     if new:
         context["new"] = new
+    if settled_since:
+        context["settled"] = ", ".join(settled_since)
     # What it is about first, then the SKUs: a phone's lock screen shows the first 40-60 characters, and
     # the first alert's title would name its own SKU as if the summary were about it.
-    # Settled, the stand-down comes before the SKUs, which a long list would cut off.
+    # Settled, the stand-down comes before the SKUs, which a long list would cut off, and none is "new".
     title = _kind_label(leader.kind if leader else group.dedupe_key) + (" (all settled since)" if settled else "")
-    title += f": +{count} more"
-    if new:
-        title += f" (new: {new})"
-    elif "sku" in context:
-        title += f" ({covers})"
+    title += f": +{count} more" + _named_in_title(still_open, settled_since, new=bool(new) and not settled)
     summary = Alert.objects.create(
         kind=leader.kind if leader else "summary",
         severity=Severity.INFO if settled or not leader else leader.severity,
         title=title[:200],
         text=f"{_since(group, count)} Covers: {covers}."
         + (f" New since the last message: {new}." if new else "")
+        + (f" Settled since: {context['settled']}." if settled_since else "")
         + (" Every one of them was settled before this summary was due." if settled else ""),
         dedupe_key=group.dedupe_key,
         context=context,
@@ -208,6 +213,24 @@ def _summarize(group: AlertGroup, *, to_phones: bool = False) -> Alert:
     group.flush_at = None
     group.settled = False
     return summary
+
+
+def _open_facts(group: AlertGroup) -> set[str]:
+    """The facts of the group's own rows (alert_raise's group_key) since its first alert that are still open.
+    A fact is open while any of its rows is: one SKU's next restock can go overdue after its first one's
+    receipt. Only restock_overdue keeps rows, all in its one group: its kind finds them."""
+    rows = Alert.objects.filter(
+        kind=group.leader.kind, is_summary=False, pk__gte=group.leader_id, acknowledged_at__isnull=True
+    ).values_list("context", "title")
+    return {str(context.get("sku") or title)[:200] for context, title in rows}
+
+
+def _named_in_title(still_open: list[str], settled_since: list[str], *, new: bool) -> str:
+    """The facts a summary's title names, the open ones first: ' (new: LEMON; settled since: JELLY)'."""
+    parts = [("new: " if new else "") + ", ".join(still_open)] if still_open else []
+    if settled_since:
+        parts.append("settled since: " + ", ".join(settled_since))
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _kind_label(kind: str) -> str:

@@ -33,6 +33,7 @@ FACT_LABELS = {
     "grouped": "Grouped",
     "covers": "Covers",
     "new": "New",
+    "settled": "Settled since",
     "error": "Error",
     "task": "Task",
     "dead_letter_id": "Dead letter",

@@ -487,6 +487,29 @@ def test_a_storm_received_before_its_summary_is_summarized_as_settled(grace, set
     assert not Alert.objects.filter(kind="restock_overdue", acknowledged_at__isnull=True).exists()
 
 
+def test_a_storm_s_summary_tells_the_restocks_received_since_from_the_ones_still_open(grace, phones):
+    # Seen under make run: "Restock overdue: +5 more (new: JELLY, MAPLE, ...)" came 70 s after the all-clear
+    # "Restock overdue (all settled): JELLY, MAPLE", and read as if they were overdue again.
+    slack, _ = phones
+    restocks = {}
+    for sku in ("GLAZED", "JELLY", "LEMON", "MAPLE", "MATCHA"):  # a sweep each: the order the summary names them
+        [restocks[sku]] = parked_by_a_rate_limit(grace, [sku])
+        reconcile()
+    received([restocks["JELLY"], restocks["MAPLE"]])
+
+    window_ends()
+    assert alert_groups_flush() == 1
+    deliver_everything()
+
+    summary = slack.received[-1]
+    assert SlackStandIn.title_of(summary) == (
+        ":warning: Restock overdue: +4 more (new: LEMON, MATCHA; settled since: JELLY, MAPLE)"
+    )
+    assert "New since the last message: LEMON, MATCHA. Settled since: JELLY, MAPLE." in summary["body"]["text"]
+    fields = [field["text"] for block in summary["body"]["blocks"] for field in block.get("fields", [])]
+    assert {"*New*\nLEMON, MATCHA", "*Settled since*\nJELLY, MAPLE"} <= set(fields)
+
+
 def test_of_a_storm_only_the_restocks_still_open_are_pushed_to_the_phones(grace, settings, slack_and_phones):
     # The summary counts the whole storm: escalated, it would page about restocks received since.
     restocks = parked_by_a_rate_limit(grace, STORM)

@@ -325,7 +325,7 @@ def test_a_flapping_factory_is_one_line_per_window_not_one_per_recovery(factory,
     assert alert_groups_flush() == 1  # the window closes
 
     last = Alert.objects.filter(kind="factory_degraded").latest("pk")
-    assert last.title == "Factory degraded (all settled since): +8 more (new: MAPLE, BOSTON, CRULLER, MATCHA)"
+    assert last.title == "Factory degraded (all settled since): +8 more (MAPLE, BOSTON, CRULLER, MATCHA)"
     assert (last.severity, last.acknowledged_at is not None) == ("info", True)
     assert not Alert.objects.filter(kind="factory_degraded", acknowledged_at__isnull=True).exists()
 

@@ -219,6 +219,29 @@ def test_alerts_grouped_under_a_group_key_keep_their_rows_and_are_acknowledged_o
     assert Alert.objects.filter(deliveries__channel="fcm").get().title == "MAPLE is late"
 
 
+@override_settings(**BOTH_CHANNELS)
+def test_a_group_key_s_summary_names_a_sku_as_open_while_any_of_its_warnings_is():
+    # JELLY's restock was received and its next one went overdue in the same window: JELLY is overdue again.
+    # Both of MAPLE's were received.
+    def overdue(key, sku):
+        raise_alert(key, "warning", title=f"{sku} is late", group_key="overdue", context={"sku": sku})
+
+    overdue("overdue:1", "GLAZED")
+    overdue("overdue:2", "JELLY")
+    overdue("overdue:3", "MAPLE")
+    alerts.alerts_acknowledge("overdue:2")
+    overdue("overdue:4", "JELLY")
+    overdue("overdue:5", "MAPLE")
+    alerts.alerts_acknowledge("overdue:3")
+    alerts.alerts_acknowledge("overdue:5")
+    AlertGroup.objects.filter(dedupe_key="overdue").update(window_ends_at=timezone.now(), flush_at=timezone.now())
+    assert alerts.alert_groups_flush() == 1
+
+    summary = Alert.objects.get(is_summary=True)
+    assert summary.title == "Dead letter: +4 more (new: JELLY; settled since: MAPLE)"
+    assert (summary.context["new"], summary.context["settled"]) == ("JELLY", "MAPLE")
+
+
 @override_settings(ALERTS_DISABLED_KINDS=["dead_letter"])
 def test_a_kind_can_be_switched_off():
     assert raise_alert() is None

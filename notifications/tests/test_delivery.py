@@ -589,9 +589,7 @@ def test_warnings_escalated_then_settled_with_others_held_back_are_one_all_clear
 
     (over,) = Alert.objects.filter(is_summary=True)
     assert send_all(over) == {"log": "sent", "slack": "sent", "fcm": "sent"}
-    assert FcmStandIn.title_of(fcm.received[-1]).startswith(
-        "Factory degraded (all settled since): +1 more (new: MAPLE)"
-    )
+    assert FcmStandIn.title_of(fcm.received[-1]).startswith("Factory degraded (all settled since): +1 more (MAPLE)")
 
 
 def test_a_warning_escalated_with_others_in_one_push_and_then_settled_tells_the_phones_it_is_over(
@@ -759,7 +757,7 @@ def test_a_settled_storms_summary_says_so_before_its_sku_list(channels_at, slack
     summary = Alert.objects.get(is_summary=True)
     assert send_all(summary) == {"log": "sent", "slack": "sent"}
     header = SlackStandIn.title_of(slack.received[0])
-    assert header.startswith(":information_source: Factory degraded (all settled since): +29 more (new: RUSH01")
+    assert header.startswith(":information_source: Factory degraded (all settled since): +29 more (RUSH01")
     assert summary.acknowledged_at is not None
 
 
