@@ -179,7 +179,7 @@ def _summarize(group: AlertGroup, *, to_phones: bool = False) -> Alert:
     open_facts = named if settled or not own_rows else _open_facts(group)
     still_open = [fact for fact in named if fact in open_facts]
     settled_since = [fact for fact in named if fact not in open_facts]
-    new = ", ".join(fact for fact in group.new_facts if fact in open_facts)
+    new = "" if settled else ", ".join(fact for fact in group.new_facts if fact in open_facts)
     # Only what holds for the whole group: the first alert's restock, dead letter, error or request id would
     # read (and link) as the summary's own.
     context = {key: leader_context[key] for key in GROUP_CONTEXT_KEYS if key in leader_context}
@@ -193,7 +193,7 @@ def _summarize(group: AlertGroup, *, to_phones: bool = False) -> Alert:
     # the first alert's title would name its own SKU as if the summary were about it.
     # Settled, the stand-down comes before the SKUs, which a long list would cut off, and none is "new".
     title = _kind_label(leader.kind if leader else group.dedupe_key) + (" (all settled since)" if settled else "")
-    title += f": +{count} more" + _named_in_title(still_open, settled_since, new=bool(new) and not settled)
+    title += f": +{count} more" + _named_in_title(still_open, settled_since, new=bool(new))
     summary = Alert.objects.create(
         kind=leader.kind if leader else "summary",
         severity=Severity.INFO if settled or not leader else leader.severity,

@@ -326,6 +326,7 @@ def test_a_flapping_factory_is_one_line_per_window_not_one_per_recovery(factory,
 
     last = Alert.objects.filter(kind="factory_degraded").latest("pk")
     assert last.title == "Factory degraded (all settled since): +8 more (MAPLE, BOSTON, CRULLER, MATCHA)"
+    assert "new" not in last.context and "New since" not in last.text, "nothing in an all-settled line is news"
     assert (last.severity, last.acknowledged_at is not None) == ("info", True)
     assert not Alert.objects.filter(kind="factory_degraded", acknowledged_at__isnull=True).exists()
 
