@@ -406,10 +406,9 @@ def alerts_escalate() -> int:
             .order_by("pk")
             .values_list("pk", flat=True)
         )
-        Alert.objects.filter(pk__in=escalated).update(escalated_at=timezone.now())
         if escalated:
             push = escalated[0] if len(escalated) == 1 else _escalations_summary(escalated).pk
-            Alert.objects.filter(pk__in=escalated).update(escalation=push)
+            Alert.objects.filter(pk__in=escalated).update(escalated_at=timezone.now(), escalation=push)
             _push_to_phones(push)
     return len(escalated)
 
