@@ -73,7 +73,7 @@ def alert_raise(
     context = context or {}
     dedupe_key = (dedupe_key or f"{kind}:{title}")[:200]
     group_key = (group_key or dedupe_key)[:200]
-    fact = str(context.get("sku") or title)[:200]
+    fact = _fact(context, title)
     now = timezone.now()
     row = {
         "kind": kind,
@@ -222,7 +222,12 @@ def _open_facts(group: AlertGroup) -> set[str]:
     rows = Alert.objects.filter(
         kind=group.leader.kind, is_summary=False, pk__gte=group.leader_id, acknowledged_at__isnull=True
     ).values_list("context", "title")
-    return {str(context.get("sku") or title)[:200] for context, title in rows}
+    return {_fact(context, title) for context, title in rows}
+
+
+def _fact(context: dict, title: str) -> str:
+    """What an alert is about, as its group names it: its SKU, or its title."""
+    return str(context.get("sku") or title)[:200]
 
 
 def _named_in_title(still_open: list[str], settled_since: list[str], *, new: bool) -> str:
