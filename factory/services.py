@@ -726,10 +726,10 @@ def overdue_dedupe_key(restock_id: int) -> str:
 
 def _overdue_alert_close(restock_id: int, *, received: bool = False) -> None:
     """The restock settled (received, cancelled or failed) or its run ended (placed again): its overdue
-    warning is acknowledged, so it is not
-    escalated to the ops phones about a restock settled already, and once no restock told as overdue is
-    open any more, so is their group (a summary not sent yet goes out as a settled info line). `received`
-    (or cancelled), it may be the last of the restocks a push woke the phones about (_overdue_stand_down).
+    warning is acknowledged, so it is not escalated to the ops phones about a restock settled already, and
+    once no restock told as overdue is open any more, so is their group (a summary not sent yet goes out as a
+    settled info line). `received` (or cancelled), it may be the last of the restocks a push woke the phones
+    about (_overdue_stand_down).
     Only a restock told as overdue takes the group's lock, before the warning's row, as alert_raise does (it
     counts on the group's first warning under that lock). Call it with the restock's order row locked."""
     if not FactoryOrder.objects.filter(restock_id=restock_id, overdue_alerted_at__isnull=False).exists():
@@ -941,9 +941,8 @@ def dead_letter_redrive(
                 newer.restock_id,
             )
             settled_by = f"superseded by restock {newer.restock_id} ({by})"
-            for open_one in DeadLetter.objects.restock_unresolved_locked(
-                locked.restock_id
-            ):  # this one, if open, and any other
+            # This one, if open, and any other.
+            for open_one in DeadLetter.objects.restock_unresolved_locked(locked.restock_id):
                 _dead_letter_settled(open_one, by=settled_by, user=user)
             return newer
         if _restock_sent_already(locked):
