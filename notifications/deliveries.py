@@ -117,6 +117,9 @@ def message_for(alert: Alert) -> Message:
         facts=facts,
         links=links,
         data={"alert_id": str(alert.pk), "kind": alert.kind, "severity": alert.severity, "url": opens},
+        # An info alert asks nothing of anyone: on the phones it is an all-clear (a stand-down, a settled
+        # summary), good news that must not wake the on-call the page before it did.
+        urgent=alert.severity != Severity.INFO,
     )
 
 

@@ -16,3 +16,5 @@ class Message:
     facts: dict[str, str] = field(default_factory=dict)  # shown as label/value pairs (SKU, restock, attempts...)
     links: dict[str, str] = field(default_factory=dict)  # label -> absolute URL (admin page, Flower)
     data: dict[str, str] = field(default_factory=dict)  # machine-readable payload (FCM `data`), strings only
+    # Whether it may wake a sleeping phone (FCM's high priority): an all-clear has nothing to do, so it need not.
+    urgent: bool = True

@@ -1,5 +1,7 @@
 """Firebase Cloud Messaging HTTP v1 adapter (`POST /v1/projects/{id}/messages:send`). HTTP only.
 
+Pages are sent at high priority and a message that need not wake anyone (`Message.urgent`) at normal.
+
 Answers map to typed errors (https://firebase.google.com/docs/reference/fcm/rest/v1/ErrorCode):
 200 -> the message name; 404 UNREGISTERED, 403 SENDER_ID_MISMATCH or 400 about the registration token ->
 TokenUnregistered (only for token sends); 429 QUOTA_EXCEEDED -> transient, Retry-After or at least 60 s as
@@ -58,8 +60,10 @@ def to_fcm_message(message: Message, *, topic: str | None = None, token: str | N
     body = {
         "notification": {"title": _truncate(message.title, TITLE_MAX), "body": _truncate(message.text, BODY_MAX)},
         "data": data,
-        "android": {"priority": "high"},
-        "apns": {"headers": {"apns-priority": "10"}},
+        # High wakes a phone in Doze and sounds at once; normal may wait for the phone to wake, as FCM advises
+        # for what is not time-critical.
+        "android": {"priority": "high" if message.urgent else "normal"},
+        "apns": {"headers": {"apns-priority": "10" if message.urgent else "5"}},
     }
     if topic is not None:
         return {"topic": topic, **body}

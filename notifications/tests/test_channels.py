@@ -272,6 +272,14 @@ def test_fcm_token_send_shape_with_data_as_strings(fcm):
     assert request["status"] == 200 and name.startswith("projects/donuts/messages/")
 
 
+def test_fcm_message_that_need_not_wake_anyone_is_sent_at_normal_priority(fcm):
+    fcm_channel(fcm).send_to_token("device-token-abc", make_message(severity="info", urgent=False))
+
+    [request] = fcm.wait_for(1)
+    assert request["body"]["message"]["android"] == {"priority": "normal"}
+    assert request["body"]["message"]["apns"] == {"headers": {"apns-priority": "5"}}
+
+
 def test_fcm_message_without_alert_id_has_no_alert_id_key(fcm):
     fcm_channel(fcm).send_to_topic("ops-alerts", make_message(alert_id=None))
 

@@ -574,6 +574,33 @@ def test_a_warning_escalated_to_the_phones_and_then_settled_tells_them_it_is_ove
     assert topic_pushes[-1]["body"]["message"]["data"]["severity"] == "info"
 
 
+def priorities(record: dict) -> tuple[str, str]:
+    """How urgently a push asks FCM to deliver it: (Android priority, APNs priority)."""
+    message = record["body"]["message"]
+    return message["android"]["priority"], message["apns"]["headers"]["apns-priority"]
+
+
+def test_an_all_clear_on_the_phones_does_not_wake_them_as_the_page_did(channels_at, slack, fcm, settings):
+    # The escalated warning woke the on-call at 3 am; the all-clear that followed it, good news with nothing to
+    # do, went at the same high priority and woke them again. It goes at normal priority; the pages stay high.
+    Device.objects.create(kind="ops", token="ops-phone-token-1", platform="ios")
+    warning = factory_degraded("BOSTON")
+    assert escalate_now(settings) == 1
+    assert send_all(warning)["fcm"] == "sent"
+    assert send_all(critical_alert())["fcm"] == "sent"
+    paged = len(fcm.received)
+
+    with transaction.atomic():
+        alerts.alerts_settle("factory_degraded")  # the factory answers again
+    over = Alert.objects.get(kind="factory_degraded", is_summary=True)
+    assert send_all(over)["fcm"] == "sent"
+
+    assert [priorities(r) for r in fcm.received[:paged]] == [("high", "10")] * 4, "topic and phone, each page"
+    all_clear = fcm.received[paged:]
+    assert [FcmStandIn.title_of(r) for r in all_clear] == ["Factory degraded (all settled): BOSTON"] * 2
+    assert [priorities(r) for r in all_clear] == [("normal", "5")] * 2
+
+
 def test_warnings_escalated_then_settled_with_others_held_back_are_one_all_clear_on_the_phones(
     channels_at, slack, fcm, settings
 ):
