@@ -25,7 +25,7 @@ from donutsite.sweeps import (
     sweep_watched_from,
 )
 from notifications.channels.registry import fcm_configured
-from notifications.deliveries import deliveries_create, delivery_dispatch
+from notifications.deliveries import deliveries_create, delivery_dispatch, waited_for
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock, Severity
 
 # Every kind alert_raise is called with, and so what ALERTS_DISABLED_KINDS may name (notifications/checks.py).
@@ -482,14 +482,13 @@ def _escalations_summary(alert_ids: list[int]) -> Alert:
     warnings = list(Alert.objects.filter(pk__in=alert_ids).order_by("pk"))
     about = ", ".join(_skus_named([w.context for w in warnings]))
     about = about or ", ".join(dict.fromkeys(_kind_label(w.kind) for w in warnings))
-    minutes = round(settings.ALERT_ESCALATE_AFTER_SECONDS / 60)
     now = timezone.now()
     return Alert.objects.create(
         kind="unacknowledged",
         severity=Severity.WARNING,
         title=f"Unacknowledged: {len(warnings)} warnings ({about})"[:200],
-        text=f"No one acknowledged these in {minutes} min: acknowledge them in the admin. "
-        + _listed([w.title for w in warnings]),
+        text=f"No one acknowledged these in {waited_for(settings.ALERT_ESCALATE_AFTER_SECONDS)}: acknowledge them "
+        "in the admin. " + _listed([w.title for w in warnings]),
         dedupe_key=f"unacknowledged:{warnings[0].pk}",
         is_summary=True,
         acknowledged_at=now,

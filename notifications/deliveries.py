@@ -105,9 +105,9 @@ def message_for(alert: Alert) -> Message:
     if alert.escalated_at and not alert.acknowledged_at:
         # Pushed to the phones long after Slack heard of it: say so, and what stops it, in what a lock
         # screen shows; the same title alone reads as news.
-        minutes = round((alert.escalated_at - alert.created_at).total_seconds() / 60)
+        waited = waited_for((alert.escalated_at - alert.created_at).total_seconds())
         title = f"Unacknowledged: {title}"
-        text = f"No one acknowledged this {alert.severity} in {minutes} min: acknowledge it in the admin. {text}"
+        text = f"No one acknowledged this {alert.severity} in {waited}: acknowledge it in the admin. {text}"
     return Message(
         title=title,
         text=text,
@@ -121,6 +121,12 @@ def message_for(alert: Alert) -> Message:
         # summary), good news that must not wake the on-call the page before it did.
         urgent=alert.severity != Severity.INFO,
     )
+
+
+def waited_for(seconds: float) -> str:
+    """How long a warning waited for someone, as its push says it: "45 s" below two minutes (whole minutes
+    would say "0 min"), else "15 min". Rounded down, so "no one acknowledged it in" that long stays true."""
+    return f"{int(seconds)} s" if seconds < 120 else f"{int(seconds // 60)} min"
 
 
 def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:

@@ -536,6 +536,35 @@ def test_an_escalated_warnings_push_says_nobody_acknowledged_it(channels_at, sla
     assert SlackStandIn.title_of(slack.received[0]) == ":warning: Restock of BOSTON is overdue (pending)"
 
 
+@pytest.mark.parametrize(
+    ("skus", "says"),
+    [
+        (["BOSTON"], "No one acknowledged this warning in 21 s: acknowledge it in the admin."),
+        (["BOSTON", "MAPLE"], "No one acknowledged these in 20 s: acknowledge them in the admin."),
+    ],
+)
+def test_a_warning_escalated_within_a_minute_says_how_long_it_waited(channels_at, fcm, settings, skus, says):
+    # With ALERT_ESCALATE_AFTER_SECONDS under 30 the push said "in 0 min", as if the warning had been pushed at
+    # once, before anyone could have acknowledged it (and under 90, "in 1 min").
+    settings.ALERT_ESCALATE_AFTER_SECONDS = 20
+    for sku in skus:
+        with transaction.atomic():
+            alerts.alert_raise(
+                kind="factory_cancelled",
+                severity="warning",
+                title=f"The factory cancelled a restock of {sku}",
+                dedupe_key=f"factory_cancelled:{sku}",
+                context={"sku": sku},
+            )
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=21))
+    assert alerts.alerts_escalate() == len(skus)
+    for alert in Alert.objects.all():
+        send_all(alert)
+
+    (push,) = [r["body"]["message"]["notification"] for r in fcm.received]
+    assert push["body"].startswith(says)
+
+
 def factory_degraded(sku: str) -> Alert:
     with transaction.atomic():
         return alerts.alert_raise(
