@@ -648,6 +648,28 @@ def test_warnings_escalated_then_settled_with_others_held_back_are_one_all_clear
     assert FcmStandIn.title_of(fcm.received[-1]).startswith("Factory degraded (all settled since): +1 more (MAPLE)")
 
 
+def test_an_all_settled_summary_calls_nothing_new_on_slack_or_the_phones(channels_at, slack, fcm, settings):
+    # Its title says everything it counts was settled: a "New" field, or "New since the last message" in its
+    # text, would read as trouble still to handle.
+    warning = factory_degraded("BOSTON")
+    assert escalate_now(settings) == 1
+    send_all(warning)
+    factory_degraded("MAPLE")  # held back by the warning's window: news when the summary is written
+    slack.clear()
+    fcm.clear()
+
+    with transaction.atomic():
+        alerts.alerts_settle("factory_degraded")
+    assert send_all(Alert.objects.get(is_summary=True)) == {"log": "sent", "slack": "sent", "fcm": "sent"}
+
+    posted = slack.received[0]["body"]
+    fields = [field["text"] for block in posted["blocks"] for field in block.get("fields", [])]
+    assert fields == ["*SKU*\nBOSTON, MAPLE", "*Grouped*\n1"]
+    pushes = [r["body"]["message"]["notification"] for r in fcm.received]
+    assert pushes and pushes[0]["title"] == "Factory degraded (all settled since): +1 more (MAPLE)"
+    assert not [text for text in [posted["text"], *(p["body"] for p in pushes)] if "new" in text.lower()]
+
+
 def test_a_warning_escalated_with_others_in_one_push_and_then_settled_tells_the_phones_it_is_over(
     channels_at, fcm, settings
 ):
