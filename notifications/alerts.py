@@ -196,7 +196,8 @@ def _summarize(group: AlertGroup, *, to_phones: bool = False) -> Alert:
     title += f": +{count} more" + _named_in_title(still_open, settled_since, new=bool(new))
     summary = Alert.objects.create(
         kind=leader.kind if leader else "summary",
-        severity=Severity.INFO if settled or not leader else leader.severity,
+        # Every one it names settled since (its leader, still open, had a line of its own): nothing to do.
+        severity=Severity.INFO if settled or not leader or (settled_since and not still_open) else leader.severity,
         title=title[:200],
         text=f"{_since(group, count)} Covers: {covers}."
         + (f" New since the last message: {new}." if new else "")

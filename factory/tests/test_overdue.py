@@ -510,6 +510,25 @@ def test_a_storm_s_summary_tells_the_restocks_received_since_from_the_ones_still
     assert {"*New*\nLEMON, MATCHA", "*Settled since*\nJELLY, MAPLE"} <= set(fields)
 
 
+def test_a_summary_of_restocks_all_received_since_is_an_info_line(grace, phones):
+    # Its first warning still open, the two held back both received before the window ended: a warning
+    # line (":warning: ... (settled since: LEMON, MAPLE)") asked for action about nothing.
+    slack, _ = phones
+    restocks = {}
+    for sku in ("GLAZED", "LEMON", "MAPLE"):
+        [restocks[sku]] = parked_by_a_rate_limit(grace, [sku])
+        reconcile()
+    received([restocks["LEMON"], restocks["MAPLE"]])
+
+    window_ends()
+    assert alert_groups_flush() == 1
+    deliver_everything()
+
+    assert SlackStandIn.title_of(slack.received[-1]) == (
+        ":information_source: Restock overdue: +2 more (settled since: LEMON, MAPLE)"
+    )
+
+
 def test_of_a_storm_only_the_restocks_still_open_are_pushed_to_the_phones(grace, settings, slack_and_phones):
     # The summary counts the whole storm: escalated, it would page about restocks received since.
     restocks = parked_by_a_rate_limit(grace, STORM)
