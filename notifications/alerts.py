@@ -13,7 +13,7 @@ from functools import partial
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from donutsite.context import request_id
@@ -153,7 +153,14 @@ def alert_key_lock(dedupe_key: str) -> None:
     settling the key's alerts are serialized by. A caller that decides from other rows whether the key's
     alerts are over (factory: no dead letter of the task waits any more) takes it before it reads them,
     so of two such transactions at once the later one sees what the earlier one committed."""
-    stripe = zlib.crc32(dedupe_key.encode()) % AlertLock.STRIPES
+    _stripe_lock(_stripe(dedupe_key))
+
+
+def _stripe(dedupe_key: str) -> int:
+    return zlib.crc32(dedupe_key.encode()) % AlertLock.STRIPES
+
+
+def _stripe_lock(stripe: int) -> None:
     if not AlertLock.objects.select_for_update().filter(pk=stripe).exists():
         # The migration creates the stripes; this only heals a table someone emptied.
         AlertLock.objects.bulk_create([AlertLock(id=stripe)], ignore_conflicts=True)
@@ -542,22 +549,65 @@ def alerts_acknowledge(dedupe_key: str, *, user=None, **filters) -> int:
 
 
 PURGE_BATCH = 1000  # alerts a delete: short statements beside the sweeps writing deliveries
+# Storm groups read at a time, then deleted a stripe (of AlertLock.STRIPES) at a time: about 150 a statement.
+GROUP_PURGE_READ = 10 * PURGE_BATCH
 
 
-def alerts_purge(*, older_than_days: int, dry_run: bool = False) -> int:
-    """Delete acknowledged alerts older than N days, with their deliveries. Kept: one with a delivery still
-    owed (pending: the sweep sends it again), one leading a group whose window is open or whose summary is
-    owed (the summary reads it), one older rows are grouped under (group_leader would delete them with it;
-    it goes once they have), and a warning escalated with others still open. Returns how many alerts it
-    deleted, or would."""
-    purgeable = _purgeable(timezone.now() - timedelta(days=older_than_days))
+def alerts_purge(*, older_than_days: int, dry_run: bool = False) -> tuple[int, int]:
+    """Delete acknowledged alerts older than N days, with their deliveries, then the storm groups over
+    before then (_groups_over). Kept: one with a delivery still owed (pending: the sweep sends it again), one
+    leading a group whose window is open or whose summary is owed (the summary reads it), one older rows
+    are grouped under (group_leader would delete them with it; it goes once they have), and a warning
+    escalated with others still open. Returns how many alerts and groups it deleted, or would."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    purgeable = _purgeable(cutoff)
     if dry_run:
-        return purgeable.count()
+        leaders_going = purgeable.order_by().values("pk")
+        return purgeable.count(), _groups_over(cutoff).filter(Q(leader=None) | Q(leader__in=leaders_going)).count()
     deleted = 0
     while batch := list(purgeable.values_list("pk", flat=True)[:PURGE_BATCH]):
         # Asked again as it deletes: a resend from the admin since the batch was read keeps its alert.
         deleted += purgeable.filter(pk__in=batch).delete()[1].get(Alert._meta.label, 0)
+    return deleted, _groups_purge(cutoff)
+
+
+def _groups_over(cutoff):
+    """Storm groups that hold nothing a fresh row would not: no summary owed (nothing held back, none
+    settled, no flush due) and a window that ended before the cutoff. A group without a window had it
+    ended by its summary (alert_groups_flush), which carries its key: over before the cutoff when no alert
+    of its key is younger. Their leader, if any, is the caller's to judge."""
+    since = Alert.objects.filter(dedupe_key=OuterRef("dedupe_key"), created_at__gte=cutoff)
+    return AlertGroup.objects.filter(
+        Q(window_ends_at__lt=cutoff) | (Q(window_ends_at=None) & ~Exists(since)),
+        suppressed_count=0,
+        settled=False,
+        flush_at=None,
+    )
+
+
+def _groups_purge(cutoff) -> int:
+    """Delete the groups over before the cutoff whose leader is gone (a leader kept is an alert the purge
+    keeps). Each under its key's lock, as alert_raise takes it, and asked again there: a raise on the key at
+    that moment finds the group it had (it waited for the purge to look: a new window is open, so it
+    stays) or none (the purge went first: it creates a fresh one), never one deleted under it. One stripe
+    a transaction: a worker that takes two keys' locks (a restock's overdue warning and their group) in
+    the other order would deadlock with a purge holding several."""
+    over = _groups_over(cutoff).filter(leader=None).order_by("pk")
+    deleted, after = 0, 0
+    while batch := list(over.filter(pk__gt=after).values_list("pk", "dedupe_key")[:GROUP_PURGE_READ]):
+        after = batch[-1][0]
+        stripes = {}
+        for pk, dedupe_key in batch:
+            stripes.setdefault(_stripe(dedupe_key), []).append(pk)
+        for stripe, pks in sorted(stripes.items()):
+            deleted += _groups_delete(over, stripe, pks)
     return deleted
+
+
+def _groups_delete(over, stripe: int, pks: list[int]) -> int:
+    with transaction.atomic():
+        _stripe_lock(stripe)
+        return over.filter(pk__in=pks).delete()[0]
 
 
 def _purgeable(cutoff):

@@ -6,8 +6,9 @@ from notifications.alerts import alerts_purge
 
 class Command(BaseCommand):
     help = (
-        "Delete acknowledged alerts older than N days, with their deliveries. Open alerts stay, and so do those "
-        "with a send still owed or that an open group still reads."
+        "Delete acknowledged alerts older than N days, with their deliveries, and the storm groups that ended "
+        "before then. Open alerts stay, and so do those with a send still owed or that an open group still "
+        "reads, and groups with a summary owed."
     )
 
     def add_arguments(self, parser):
@@ -15,10 +16,11 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Only count; delete nothing.")
 
     def handle(self, *args, older_than_days, dry_run, **options):
-        count = alerts_purge(older_than_days=older_than_days, dry_run=dry_run)
+        count, groups = alerts_purge(older_than_days=older_than_days, dry_run=dry_run)
         what = (
             f"acknowledged alert{'s' if count != 1 else ''} older than {older_than_days} days, "
-            f"with {'their' if count != 1 else 'its'} deliveries"
+            f"with {'their' if count != 1 else 'its'} deliveries, "
+            f"and {groups} storm group{'s' if groups != 1 else ''} that ended before then"
         )
         if dry_run:
             self.stdout.write(f"dry run: would delete {count} {what}; nothing deleted")
