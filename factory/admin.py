@@ -140,6 +140,10 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     actions = ["redrive"]
     change_form_template = "admin/factory/deadletter/change_form.html"
 
+    class Media:
+        # The error, the traceback and the Redrive button: styled there, no style attribute under the CSP.
+        css = {"all": ["factory/admin.css"]}
+
     def get_fieldsets(self, request, obj=None):
         fieldsets = [
             (
@@ -199,12 +203,12 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Error message")
     def error_message(self, dead_letter):
-        return format_html('<div style="white-space:pre-wrap">{}</div>', dead_letter.exception_message or EMPTY)
+        return format_html('<div class="dead-letter-text">{}</div>', dead_letter.exception_message or EMPTY)
 
     @admin.display(description="Traceback")
     def traceback_text(self, dead_letter):
         return format_html(
-            '<pre style="white-space:pre-wrap;max-height:40em;overflow:auto">{}</pre>', dead_letter.traceback or EMPTY
+            '<pre class="dead-letter-text dead-letter-traceback">{}</pre>', dead_letter.traceback or EMPTY
         )
 
     @admin.display(description="Args")

@@ -72,7 +72,7 @@ class StockLevelFilter(admin.SimpleListFilter):
         return queryset
 
 
-_BADGES = {"OUT": "#ba2121", "LOW": "#b76e00", "ok": "#447e36"}
+_BADGES = {"OUT": "stock-out", "LOW": "stock-low", "ok": "stock-ok"}  # classes of inventory/admin.css
 
 
 def stock_level(product: Product) -> str:
@@ -113,6 +113,9 @@ class ProductAdmin(ModelAdmin):
     actions = ["adjust_stock"]
     readonly_fields = ("on_hand", "created_at", "updated_at")
 
+    class Media:
+        css = {"all": ["inventory/admin.css"]}  # the stock badges: no style attribute under the CSP
+
     def get_fields(self, request, obj=None):
         fields = ["sku", "name", "price", "is_active", "on_hand", "reorder_point", "reorder_quantity"]
         return [*fields, "created_at", "updated_at"] if obj else fields
@@ -137,12 +140,7 @@ class ProductAdmin(ModelAdmin):
     @admin.display(description="Stock", ordering="on_hand")
     def stock_badge(self, product):
         level = stock_level(product)
-        return format_html(
-            '<span style="background:{};color:#fff;border-radius:3px;padding:1px 6px;font-size:11px;'
-            'font-weight:bold">{}</span>',
-            _BADGES[level],
-            level,
-        )
+        return format_html('<span class="stock-badge {}">{}</span>', _BADGES[level], level)
 
     @admin.action(description="Adjust stock of selected products", permissions=["change"])
     def adjust_stock(self, request, queryset):

@@ -32,6 +32,10 @@ class AlertAdmin(ModelAdmin):
     date_hierarchy = "created_at"
     inlines = [AlertDeliveryInline]
     actions = ["acknowledge", "resend"]
+
+    class Media:
+        css = {"all": ["notifications/admin.css"]}  # the severity colours: no style attribute under the CSP
+
     readonly_fields = [
         "kind",
         "severity",
@@ -55,8 +59,7 @@ class AlertAdmin(ModelAdmin):
 
     @admin.display(description="severity", ordering="severity")
     def severity_badge(self, alert):
-        colour = {"critical": "#ba2121", "warning": "#c77700", "info": "#417690"}[alert.severity]
-        return format_html('<b style="color:{}">{}</b>', colour, alert.severity.upper())
+        return format_html('<b class="severity-{}">{}</b>', alert.severity, alert.severity.upper())
 
     @admin.display(boolean=True, description="acknowledged")
     def acknowledged(self, alert):
