@@ -55,6 +55,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "donutsite.middleware.RequestIdMiddleware",  # first: every later middleware logs with the id
+    "donutsite.csp.ContentSecurityPolicyMiddleware",  # above everything that can answer with a page
     "donutsite.middleware.ApiMiddleware",  # JSON errors under /api/ from everything below it
     "donutsite.requestbody.BodySizeMiddleware",
     "django.middleware.security.SecurityMiddleware",
