@@ -126,7 +126,7 @@ class RetryingTask(ArgumentCheckedTask):
 
     def dead_letter_claim(self, args, kwargs, reason: str) -> bool:
         """Settle the work as given up, inside the dead letter's transaction. False when another message
-        for the same work already settled it: then no second dead letter is written."""
+        for the same work already settled it, or is still at it: then no (second) dead letter is written."""
         return True
 
     # The decision
@@ -238,7 +238,7 @@ def dead_letter_record(
     }
     with transaction.atomic():
         if claim is not None and not claim():
-            logger.info("%s%r: already settled by another message; no second dead letter", task_name, tuple(args))
+            logger.info("%s%r: settled or still tried by another message; no dead letter", task_name, tuple(args))
             return None
         still_open = context.get("restock_id") and next(
             (

@@ -319,20 +319,23 @@ def restock_fail(restock_id: int, *, reason: str) -> bool:
     was no longer pending (settled, or failed already by another message for it). Its overdue warning is
     closed: its dead letter pages ops about it now, and the warning, escalated to the phones later, would
     page them twice, with a "parked until" long past. The order row is locked before, as by the receipt,
-    so an overdue alert being raised meanwhile is committed (and closed here) or sees the restock failed."""
+    so an overdue alert being raised meanwhile is committed (and closed here) or sees the restock failed.
+    False too while another message's call for it is out (a live claim): that call's answer decides, and
+    gives the restock up itself if it fails. Given up under it, a call the factory then accepted left the
+    restock failed, and ops paged about a dead letter, while the factory made the order. Locks the restock's
+    row, then its order row, as the claim does, so no claim starts while this looks."""
     with transaction.atomic():
-        updated = (
-            Restock.objects.pending()
-            .filter(pk=restock_id)
-            .update(status=Restock.Status.FAILED, closed_at=timezone.now())
-        )
-        if updated:
-            _order_row_locked(restock_id)
-            FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None, last_error=reason[:2000])
-            _overdue_alert_close(restock_id)
-    if updated:
-        logger.error("restock %s failed: %s", restock_id, reason)
-    return bool(updated)
+        if not Restock.objects.select_for_update().pending().filter(pk=restock_id).exists():
+            return False
+        _order_row_locked(restock_id)
+        if not FactoryOrder.objects.unclaimed().filter(restock_id=restock_id).exists():
+            logger.info("restock %s: not given up, another call for it is out and its answer decides", restock_id)
+            return False
+        Restock.objects.filter(pk=restock_id).update(status=Restock.Status.FAILED, closed_at=timezone.now())
+        FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None, last_error=reason[:2000])
+        _overdue_alert_close(restock_id)
+    logger.error("restock %s failed: %s", restock_id, reason)
+    return True
 
 
 def callback_authenticate(*, raw: bytes, timestamp: str | None, signature: str | None, remote_addr: str) -> None:

@@ -379,6 +379,7 @@ def test_a_failed_restock_sent_again_alerts_again_if_it_stays_open_past_its_grac
         claimed_at=now,
     )
     reconcile()
+    FactoryOrder.objects.filter(restock=restock).update(claimed_at=None)  # its last call failed, and is recorded
     assert restock_fail(restock.pk, reason="OutOfAttempts: 6 attempts")
     client, _ = make_api_client()
     with pytest.raises(Exception):  # noqa: B017 - OutOfStock; the need reopens the failed restock

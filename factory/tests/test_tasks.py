@@ -171,6 +171,84 @@ def test_two_messages_giving_up_on_one_restock_leave_one_dead_letter(factory, qu
     assert queues(DEAD_LETTER_QUEUE) == [("factory.restock_place", [restock.pk])]
 
 
+def a_call_held_in_flight(monkeypatch):
+    """The factory client's place_order, held once it is called until the returned `go` is set; `calling` is
+    set when it is. The call itself then goes to the factory stand-in."""
+    import threading
+
+    from factory import services
+
+    calling, go = threading.Event(), threading.Event()
+    real = services.FactoryClient.place_order
+
+    def held(self, **kwargs):
+        calling.set()
+        go.wait(10)
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(services.FactoryClient, "place_order", held)
+    return calling, go
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_giving_up_while_another_is_calling_the_factory_pages_nobody_if_that_call_is_accepted(
+    factory, queues, settings, monkeypatch
+):
+    # A retry and the sweep's resend of it (the queue was backlogged): the retry's last allowed call fails,
+    # and before it gives up the other message claims the restock and calls. Given up meanwhile, the
+    # restock was failed and paged ops as a dead letter while the factory took its order.
+    from testsupport.threads import thread_keeping
+
+    factory.answer(503, {"error": "busy"})
+    restock = pending_restock(attempt_count=settings.FACTORY_MAX_ATTEMPTS - 1)
+    with pytest.raises(OutOfAttempts) as raised:
+        run(restock_place_task, restock.pk)
+    factory.answer(202, {**ORDER, "reference": restock.reference, "order_id": "F-000777"})
+    calling, go = a_call_held_in_flight(monkeypatch)
+    outcomes = {}
+    resend = thread_keeping(outcomes, "resend", lambda: run(restock_place_task, restock.pk))
+    resend.start()
+    assert calling.wait(5)
+
+    fail(restock_place_task, raised.value, restock.pk)  # the retry gives up while the resend's call is out
+    go.set()
+    resend.join(10)
+
+    assert outcomes == {"resend": "placed"}
+    restock.refresh_from_db()
+    assert (restock.status, order_of(restock).order_id) == ("placed", "F-000777")
+    assert not DeadLetter.objects.exists() and not Alert.objects.filter(kind="dead_letter").exists()
+    assert queues(DEAD_LETTER_QUEUE) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_giving_up_while_another_is_calling_leaves_the_dead_letter_to_that_call_if_it_fails(
+    factory, queues, settings, monkeypatch
+):
+    from testsupport.threads import thread_keeping
+
+    factory.answer(503, {"error": "busy"})
+    restock = pending_restock(attempt_count=settings.FACTORY_MAX_ATTEMPTS - 1)
+    with pytest.raises(OutOfAttempts) as raised:
+        run(restock_place_task, restock.pk)
+    factory.answer(503, {"error": "still busy"})
+    calling, go = a_call_held_in_flight(monkeypatch)
+    outcomes = {}
+    resend = thread_keeping(outcomes, "resend", lambda: run(restock_place_task, restock.pk))
+    resend.start()
+    assert calling.wait(5)
+    fail(restock_place_task, raised.value, restock.pk)
+    go.set()
+    resend.join(10)
+
+    assert isinstance(outcomes["resend"], OutOfAttempts)
+    fail(restock_place_task, outcomes["resend"], restock.pk)
+    assert Restock.objects.get(pk=restock.pk).status == "failed"
+    dead_letter = DeadLetter.objects.get()
+    assert "still busy" in dead_letter.exception_message and dead_letter.restock_id == restock.pk
+    assert Alert.objects.filter(kind="dead_letter").count() == 1
+
+
 def test_a_refusal_is_dead_lettered_at_once_without_a_retry(factory, queues):
     factory.answer(409, {"error": "reference already used with another sku"})
     restock = pending_restock()
