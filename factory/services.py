@@ -749,7 +749,9 @@ def _overdue_stand_down(dedupe_key: str) -> None:
     """Its warning was escalated: once every restock that push named is received or cancelled, the phones
     hear it is over, one push for them all. Not when one failed for good (its dead letter paged, and that
     page's all-clear is the word about it) or was placed again, nor when someone took one in the admin
-    (alerts_escalated_with). Under RESTOCK_OVERDUE's lock, so the last of two receipts at once sees both."""
+    (alerts_escalated_with). One that failed, was redriven and is received by now counts as received: its
+    dead letter is resolved, and this push, true by then, is the phones' word on it (the redrive's all-clear
+    was Slack's). Under RESTOCK_OVERDUE's lock, so the last of two receipts at once sees both."""
     warnings = alerts_escalated_with(dedupe_key)
     restock_ids = [w.context.get("restock_id") for w in warnings]
     settled = (Restock.Status.FULFILLED, Restock.Status.CANCELLED)

@@ -617,6 +617,62 @@ def test_escalated_restocks_one_of_which_failed_for_good_are_left_to_its_dead_le
     assert phone_pushes(fcm) == [("Unacknowledged", ["GLAZED", "MAPLE"])]
 
 
+def gives_up(restock) -> None:
+    """The restock's task runs out of attempts: the restock fails and its dead letter pages (critical)."""
+    from factory.client import FactoryUnavailable
+    from factory.retries import dead_letter_record
+
+    dead_letter_record(
+        claim=lambda: restock_fail(restock.pk, reason="OutOfAttempts: 6 failed attempts; last: 502"),
+        task_name="factory.restock_place",
+        task_id=f"task-{restock.pk}",
+        args=[restock.pk],
+        kwargs={},
+        queue="factory",
+        exc=FactoryUnavailable("502 Bad Gateway"),
+        traceback="",
+        attempts=6,
+        context={"restock_id": restock.pk, "sku": restock.product.sku},
+    )
+
+
+def test_a_pushed_restock_redriven_by_hand_then_received_lets_the_push_s_all_clear_name_it(grace, settings, phones):
+    # GLAZED failed for good after the push; ops redrove its dead letter (that all-clear is Slack's: whoever
+    # redrove is at a screen), and the factory then delivered it. The push's all-clear, once MAPLE is in
+    # too, names GLAZED: true by then (its restock received, its dead letter resolved), and the phones' one
+    # word that what the dead letter paged them about is over.
+    from factory.models import DeadLetter
+
+    _, fcm = phones
+    glazed, maple = escalated_together(grace, settings, ["GLAZED", "MAPLE"])
+    gives_up(glazed)
+    dead_letters_redrive(DeadLetter.objects.filter(restock=glazed), by="ops")
+    assert phone_pushes(fcm) == [("Unacknowledged", ["GLAZED", "MAPLE"]), ("Dead letter", ["GLAZED"])]
+
+    received([glazed])
+    assert len(phone_pushes(fcm)) == 2, "MAPLE is still overdue"
+
+    received([maple])
+    assert phone_pushes(fcm)[2:] == [("Restock overdue (all settled)", ["GLAZED", "MAPLE"])]
+    assert not DeadLetter.objects.unresolved().exists()
+    assert set(Restock.objects.filter(pk__in=[glazed.pk, maple.pk]).values_list("status", flat=True)) == {"fulfilled"}
+
+
+def test_a_pushed_restock_redriven_and_still_open_keeps_the_push_s_all_clear_back(grace, settings, phones):
+    # The other order: MAPLE comes in while GLAZED, redriven, is on its way again. "All settled" would be
+    # false on the phones that GLAZED's dead letter paged.
+    from factory.models import DeadLetter
+
+    _, fcm = phones
+    glazed, maple = escalated_together(grace, settings, ["GLAZED", "MAPLE"])
+    gives_up(glazed)
+    dead_letters_redrive(DeadLetter.objects.filter(restock=glazed), by="ops")
+
+    received([maple])
+
+    assert phone_pushes(fcm) == [("Unacknowledged", ["GLAZED", "MAPLE"]), ("Dead letter", ["GLAZED"])]
+
+
 def test_a_push_whose_failed_restock_s_warning_was_purged_gets_no_all_clear_for_the_rest(grace, settings, phones):
     # GLAZED failed for good, and its warning, acknowledged then, is older than the purge's cutoff; the push
     # went out a little later, and is not. Purged, it left MAPLE's receipt sure every restock pushed was in.
