@@ -186,6 +186,11 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
     except FactoryError as exc:
         _record_failure(restock, exc)
         raise
+    except Exception:
+        # Not the factory's answer (a bug, a time limit): nothing to record, but the claim goes, or this
+        # message, giving the restock up, would find its own call still out and leave it (restock_fail).
+        FactoryOrder.objects.filter(restock_id=restock.pk).update(claimed_at=None)
+        raise
 
     with transaction.atomic():
         FactoryAttempt.objects.create(

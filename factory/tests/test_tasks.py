@@ -263,6 +263,24 @@ def test_a_refusal_is_dead_lettered_at_once_without_a_retry(factory, queues):
     assert queues("factory") == []
 
 
+def test_a_bug_during_the_call_still_dead_letters_the_restock(factory, queues, monkeypatch):
+    # Not a factory answer (a bug, a worker's time limit): nothing recorded the call, so its claim was still
+    # live when the message gave up, and the restock waited, claimed, with no dead letter and no page.
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the client")
+
+    monkeypatch.setattr("factory.client.FactoryClient.place_order", broken)
+    restock = pending_restock()
+
+    with pytest.raises(RuntimeError) as raised:
+        run(restock_place_task, restock.pk)
+    fail(restock_place_task, raised.value, restock.pk)
+
+    restock.refresh_from_db()
+    assert restock.status == "failed" and order_of(restock).claimed_at is None
+    assert DeadLetter.objects.get().exception_message == "a bug in the client"
+
+
 def test_an_accepted_order_is_placed(factory, queues):
     factory.answer(202, {**ORDER, "order_id": "F-000777"})
     restock = pending_restock()
