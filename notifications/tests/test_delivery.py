@@ -536,6 +536,28 @@ def test_an_escalated_warnings_push_says_nobody_acknowledged_it(channels_at, sla
     assert SlackStandIn.title_of(slack.received[0]) == ":warning: Restock of BOSTON is overdue (pending)"
 
 
+def test_a_warning_escalated_by_the_sweep_just_before_it_was_due_says_the_minutes_it_was_set_to_wait(
+    channels_at, fcm, settings
+):
+    # The sweep takes the warnings due within half a sweep (alerts_escalate), so about half of them are pushed
+    # a second or two before ALERT_ESCALATE_AFTER_SECONDS: rounded down, "in 14 min" of a 15-minute wait.
+    with transaction.atomic():
+        warning = alerts.alert_raise(
+            kind="factory_cancelled",
+            severity="warning",
+            title="The factory cancelled a restock of BOSTON",
+            dedupe_key="factory_cancelled:BOSTON",
+            context={"sku": "BOSTON"},
+        )
+    early = settings.RECONCILE_INTERVAL_SECONDS / 4
+    Alert.objects.update(created_at=timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS - early))
+    assert alerts.alerts_escalate() == 1
+    send_all(warning)
+
+    push = fcm.received[0]["body"]["message"]["notification"]
+    assert push["body"].startswith("No one acknowledged this warning in 15 min: acknowledge it in the admin.")
+
+
 @pytest.mark.parametrize(
     ("skus", "says"),
     [
