@@ -125,8 +125,10 @@ def message_for(alert: Alert) -> Message:
 
 def waited_for(seconds: float) -> str:
     """How long a warning waited for someone, as its push says it: "45 s" below two minutes (whole minutes
-    would say "0 min"), else "15 min". Rounded down, so "no one acknowledged it in" that long stays true."""
-    return f"{int(seconds)} s" if seconds < 120 else f"{int(seconds // 60)} min"
+    would say "0 min"), else "15 min". Rounded to the nearest: the sweep pushes a warning up to half a sweep
+    before it is due (alerts_escalate), and rounded down about half the 15-minute waits read "14 min"."""
+    rounded = round(seconds)
+    return f"{rounded} s" if rounded < 120 else f"{round(seconds / 60)} min"
 
 
 def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
