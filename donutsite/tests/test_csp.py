@@ -188,6 +188,21 @@ def test_the_admins_own_change_forms_are_allowed_by_their_policy(ops):
         assert_allowed(ops.get(path))
 
 
+def csrf_failure_page():
+    """The admin's login posted without its CSRF cookie (or with a token rotated since, by a login in another
+    tab): Django's own 403 page, styled inline, answers it."""
+    return Client(enforce_csrf_checks=True).post("/admin/login/", {"username": "ops", "password": "x"})
+
+
+def test_the_csrf_failure_page_is_allowed_by_its_policy(db):
+    page = csrf_failure_page()
+
+    assert page.status_code == 403 and "CSRF verification failed" in page.content.decode()
+    assert any(kind == "inline" for _, (kind, _) in loads_of(page)), "its style is inline"
+    assert refusals(page) == []
+    assert_baseline(policy_of(page))
+
+
 def test_the_api_docs_are_allowed_by_their_policy_and_run_no_inline_script(db, client):
     docs = client.get("/api/docs/")
     policy, loads = assert_allowed(docs)
@@ -209,6 +224,7 @@ def test_every_hash_in_the_policy_is_of_something_a_page_holds(ops):
         response = (Client() if path.startswith("/admin/login/") else ops).get(path)
         held |= {sha256_source(value) for _, (kind, value) in loads_of(response) if kind == "inline"}
         hashes |= {s for sources in policy_of(response).values() for s in sources if s.startswith("'sha")}
+    held |= {sha256_source(value) for _, (kind, value) in loads_of(csrf_failure_page()) if kind == "inline"}
 
     assert hashes <= held
 
