@@ -2,7 +2,7 @@
 
 It allows what those pages load and nothing more (donutsite/tests/test_csp.py parses them against it):
 scripts, stylesheets and images from our own static files, no inline script at all (the docs load Swagger
-UI's start-up script from their own URL: urls.py), and one inline style, by its hash. A page can be
+UI's start-up script from their own URL: urls.py), and two inline styles, by their hashes. A page can be
 neither framed (as X-Frame-Options: DENY already says) nor post its forms elsewhere.
 
 Django 5.2 has no CSP of its own, and a fixed policy needs no package (django-csp): a nonce would not
@@ -14,10 +14,13 @@ from django.conf import settings
 # drf-spectacular's swagger_ui.html has one inline <style> (html box-sizing, body margin). Its hash
 # changes when that template does: test_csp then names the page.
 SWAGGER_UI_STYLE = "'sha256-MMpT0iDxyjALd9PdfepImGX3DBfJPXZ4IlDWdPAgtn0='"
+# Django's CSRF failure page (views/templates/csrf_403.html), which an admin form posted with an outdated
+# token gets (a second login tab), has one too: refused, it came unstyled. DEBUG changes only its body.
+CSRF_FAILURE_STYLE = "'sha256-jYJ/qrz4ojqMFEXV4ROer3I8bInDaDsKjQuktj9ESIk='"
 
 POLICY = {
     "default-src": ["'self'"],
-    "style-src": ["'self'", SWAGGER_UI_STYLE],
+    "style-src": ["'self'", SWAGGER_UI_STYLE, CSRF_FAILURE_STYLE],
     # Swagger UI's stylesheet draws its icons and arrows as data: URIs.
     "img-src": ["'self'", "data:"],
     "object-src": ["'none'"],
