@@ -258,7 +258,15 @@ def _listed(titles: list[str]) -> str:
 
 def _since(group: AlertGroup, count: int) -> str:
     """How many the summary counts and since when: the alert that began the trouble, or, when the trouble
-    began after everything before was settled, its start (the settled leader is another trouble's)."""
+    began after everything before was settled, its start (the settled leader is another trouble's). After
+    an earlier summary of the same trouble (a new SKU's critical alert brought one forward), the count
+    starts at that summary, and so does the text: "N since the first alert" read as all of them, fewer
+    than ops had already been told of."""
+    if (last := _last_summary(group)) is not None:
+        return (
+            f"{count} more alert(s) like this one since {last.created_at:%H:%M:%S} UTC "
+            f"(alert {last.pk}, the last message about them)."
+        )
     if group.began_at:
         return (
             f"{count} alert(s) like this one since {group.began_at:%H:%M:%S} UTC, none sent on its own: "
@@ -268,6 +276,19 @@ def _since(group: AlertGroup, count: int) -> str:
         return f"{count} more alert(s) like this one since the last message."
     return (
         f"{count} more alert(s) like this one since {group.leader.created_at:%H:%M:%S} UTC (alert {group.leader.pk})."
+    )
+
+
+def _last_summary(group: AlertGroup) -> Alert | None:
+    """The group's last summary since the trouble it counts began (its leader, or its start after everything
+    before was settled), if one went out."""
+    began = group.began_at or (group.leader.created_at if group.leader else None)
+    if began is None:
+        return None
+    return (
+        Alert.objects.filter(dedupe_key=group.dedupe_key, is_summary=True, created_at__gte=began)
+        .order_by("-pk")
+        .first()
     )
 
 

@@ -322,6 +322,42 @@ def test_a_second_outages_summary_says_when_it_began_not_the_settled_first_outag
     assert (slack.facts["SKU"], slack.facts["New"], slack.facts["Grouped"]) == ("LEMON, VIRAL", "LEMON, VIRAL", "2")
 
 
+@override_settings(**BOTH_CHANNELS, ALERT_CRITICAL_FLUSH_SECONDS=0)
+@pytest.mark.parametrize("second_outage", [False, True], ids=["first outage", "second outage"])
+def test_a_windows_second_summary_counts_since_the_first_summary_and_says_so(monkeypatch, second_outage):
+    # A new SKU's critical alert brought a summary forward; the window's end summarizes what came after it.
+    # Its count starts at that summary, so its text must too: "N since <the window's first alert>" read as
+    # all of them, fewer than ops had already been told of.
+    start = timezone.now().replace(microsecond=0)
+    monkeypatch.setattr(timezone, "now", lambda: start)
+    raise_dead_letter("VIRAL")
+    if second_outage:  # the first outage settled: the next one's summaries say when it began, not its alert
+        with transaction.atomic():
+            alerts.alerts_settle("dead_letter:factory.restock_place")
+        monkeypatch.setattr(timezone, "now", lambda: start + timedelta(seconds=30))
+        raise_dead_letter("LEMON")
+    monkeypatch.setattr(timezone, "now", lambda: start + timedelta(seconds=60))
+    raise_dead_letter("MAPLE")
+    assert alerts.alert_groups_flush() == 1
+    first_summary = Alert.objects.filter(is_summary=True).latest("pk")
+
+    monkeypatch.setattr(timezone, "now", lambda: start + timedelta(seconds=120))
+    raise_dead_letter("MAPLE")
+    raise_dead_letter("VIRAL")
+    AlertGroup.objects.update(window_ends_at=timezone.now(), flush_at=timezone.now())
+    assert alerts.alert_groups_flush() == 1
+
+    slack = message_for(Alert.objects.filter(is_summary=True).latest("pk"))
+    assert slack.title.startswith("Dead letter: +2 more")
+    assert slack.text.startswith(
+        f"2 more alert(s) like this one since {first_summary.created_at:%H:%M:%S} UTC "
+        f"(alert {first_summary.pk}, the last message about them)"
+    ), slack.text
+    assert f"since {start:%H:%M:%S}" not in slack.text and f"since {start + timedelta(seconds=30):%H:%M:%S}" not in (
+        slack.text
+    ), "the count is not since the window's or the outage's first alert"
+
+
 @override_settings(FCM_PROJECT_ID="donuts", FCM_ACCESS_TOKEN="t")
 def test_the_escalation_sweep_reads_an_index_not_every_alert_ever_raised():
     # A year of alerts: acknowledged warnings, info ones nobody acknowledges, escalated ones; and one due.
