@@ -16,7 +16,12 @@ is an escape of half a character (`"\\ud800"`), which no UTF-8 can carry.
 A body sent with a Content-Encoding (gzip, say) is `415 unsupported_media_type` naming it: bodies are read
 as sent, so the compressed bytes were a `malformed_json`, which sent the client looking for a mistake in
 its JSON.
+
+A number with more digits than Python converts (`sys.get_int_max_str_digits()`, 4300) is `malformed_json`
+saying so: Python's own message told the client to call `sys.set_int_max_str_digits()`.
 """
+
+import sys
 
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
@@ -70,6 +75,14 @@ def _no_lone_surrogates(data) -> None:
         raise ValueError("a \\u escape is half of a character (a lone surrogate)") from None
 
 
+def _int(digits: str) -> int:
+    """json's parse_int: Python's refusal of a long number, worded for the client, not the server."""
+    limit = sys.get_int_max_str_digits()
+    if limit and len(digits.lstrip("-")) > limit:
+        raise ValueError(f"a number has more than {limit} digits.")
+    return int(digits)
+
+
 class JSONParser(parsers.JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         # DRF's parse (strict constants), UTF-8 whatever the charset, with the duplicate-key check added.
@@ -77,7 +90,7 @@ class JSONParser(parsers.JSONParser):
         try:
             text = stream.read().decode("utf-8")
             parse_constant = json.strict_constant if self.strict else None
-            data = json.loads(text, parse_constant=parse_constant, object_pairs_hook=no_duplicate_keys)
+            data = json.loads(text, parse_constant=parse_constant, parse_int=_int, object_pairs_hook=no_duplicate_keys)
             if "\\u" in text:  # only an escape can make half a character: UTF-8 bytes cannot
                 _no_lone_surrogates(data)
             return data

@@ -520,6 +520,22 @@ def test_half_a_character_escaped_is_malformed_json(client_app, raw):
     assert on_hand(glazed) == 5
 
 
+@pytest.mark.parametrize("digits", [4301, 100_000])
+def test_a_number_too_long_to_read_is_malformed_json_that_names_no_server_internals(client_app, digits):
+    # Python refuses int("1" * 4301); its message told the client to call sys.set_int_max_str_digits().
+    glazed = make_product("GLAZED", on_hand=5)
+    raw = b'{"items": [{"sku": "GLAZED", "quantity": 1' + b"0" * (digits - 1) + b"}]}"
+
+    response = client_app.generic("POST", SALES, raw, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert response.json() == {
+        "code": "malformed_json",
+        "message": "JSON parse error - a number has more than 4300 digits.",
+    }
+    assert on_hand(glazed) == 5
+
+
 def test_a_whole_character_escaped_as_a_pair_is_read_as_that_character(client_app):
     make_product("GLAZED", on_hand=5)
     raw = b'{"items": [{"sku": "GLAZED", "quantity": 1}], "\\ud83c\\udf69": 1}'  # a donut emoji, escaped
