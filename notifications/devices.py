@@ -27,8 +27,11 @@ def device_register(
     )
 
 
-def device_get(*, client, device_id: int) -> Device:
-    device = Device.objects.filter(pk=device_id, client=client, is_active=True).first()
+def device_get(*, client, device_id: int, active: bool = True) -> Device:
+    """The client's device, active unless `active` is False (taking something back from one that was
+    unregistered, by its app or by FCM: it is still the client's). Raises UnknownDevice otherwise."""
+    devices = Device.objects.filter(pk=device_id, client=client)
+    device = (devices.filter(is_active=True) if active else devices).first()
     if device is None:
         raise UnknownDevice()
     return device

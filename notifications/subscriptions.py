@@ -33,10 +33,12 @@ def subscription_create(*, client, device_id: int, sku: str) -> tuple[Subscripti
 
 
 def subscription_delete(*, client, device_id: int, sku: str) -> bool:
-    """Unsubscribe one of the client's active devices from `sku`, a push still owed for it included (a run
-    under way finds nothing to claim). Returns whether the device was subscribed. Raises UnknownDevice for
-    a device not the client's."""
-    device = device_get(client=client, device_id=device_id)
+    """Unsubscribe one of the client's devices from `sku`, a push still owed for it included (a run under
+    way finds nothing to claim). Returns whether the device was subscribed. Raises UnknownDevice for a
+    device not the client's. An inactive one is still the client's: an app signing out unregisters its device
+    and unsubscribes in either order, and one FCM dropped keeps its subscriptions for when its token is
+    registered again, so "notify me" turned off meanwhile must take."""
+    device = device_get(client=client, device_id=device_id, active=False)
     if not exact_lookup_possible(sku):
         return False  # "VIRAL " would unsubscribe VIRAL
     deleted, _ = Subscription.objects.filter(device=device, sku=sku).delete()

@@ -5,7 +5,7 @@ from rest_framework.test import APIClient
 
 from inventory.services import product_subscribe
 from inventory.tests.test_concurrency import run_together
-from notifications.devices import device_register
+from notifications.devices import device_deactivate, device_register
 from notifications.models import Device, Subscription
 from testsupport.data import make_api_client, make_product
 
@@ -268,3 +268,24 @@ def test_unsubscribing_someone_elses_device_is_404_and_changes_nothing(client_ap
     assert not_mine.status_code == unknown.status_code == 404
     assert not_mine.json() == unknown.json() and unknown.json()["code"] == "unknown_device"
     assert Subscription.objects.filter(device=theirs).count() == 1
+
+
+@pytest.mark.parametrize("how", ["unregistered by its app", "token dropped by FCM"])
+def test_unsubscribing_ones_own_inactive_device_is_204_and_takes_effect(client_app, how):
+    # Signing out unregisters the device and unsubscribes its SKUs, in either order, each retried when its
+    # answer is lost; a device FCM dropped may come back when the app registers its token again. "Notify me"
+    # turned off meanwhile was a 404 unknown_device, for a device that is this client's, and its
+    # subscription stayed for the day the device is active again.
+    make_product("VIRAL", on_hand=0)
+    device_id = register(client_app).json()["id"]
+    subscribe(client_app, device_id, "VIRAL")
+    if how == "unregistered by its app":
+        assert client_app.delete(f"/api/v1/devices/{device_id}/").status_code == 204
+    else:
+        device_deactivate(device_id, reason="UNREGISTERED")
+
+    response = client_app.delete(f"/api/v1/products/VIRAL/subscriptions/{device_id}/")
+
+    assert (response.status_code, response.content) == (204, b""), response.content
+    assert register(client_app).json()["id"] == device_id, "the app registers its token again"
+    assert not Subscription.objects.filter(device_id=device_id).exists(), "no push for VIRAL after all"
