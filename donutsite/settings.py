@@ -414,6 +414,7 @@ LOGGING = {
         "quiet_routine": {"()": "donutsite.logging.QuietRoutineFilter"},
         "disallowed_host": {"()": "donutsite.logging.DisallowedHostFilter"},
         "beat_broker_away": {"()": "donutsite.logging.BeatBrokerAwayFilter"},
+        "permission_denied": {"()": "donutsite.logging.PermissionDeniedFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
@@ -433,6 +434,7 @@ LOGGING = {
         # ours through the root, so every django.request warning was printed twice.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.security.DisallowedHost": {"filters": ["disallowed_host"]},
+        "django.request": {"filters": ["permission_denied"]},
         "celery.beat": {"filters": ["beat_broker_away"]},
     },
 }

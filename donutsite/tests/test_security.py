@@ -386,6 +386,21 @@ def test_restocks_are_catalogue_information_without_any_client_in_them(db):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/admin/dashboard/", "/admin/inventory/product/1/delete/"])
+def test_an_admin_page_refused_to_a_staff_user_is_a_403_and_one_warning_line_without_a_traceback(client, caplog, path):
+    # Django logs a PermissionDenied with the exception: 40 lines of traceback in make run's output per click
+    # of a staff user without the permission, read as a crash. The line naming the path is what ops need.
+    client.force_login(User.objects.create_user("intern", password="intern pass 123", is_staff=True))
+
+    response = client.get(path)
+
+    assert response.status_code == 403
+    [record] = [r for r in caplog.records if r.name == "django.request"]
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert record.getMessage() == f"Forbidden (Permission denied): {path}"
+
+
+@pytest.mark.django_db
 def test_a_host_we_do_not_serve_is_a_400_and_one_warning_line_without_a_traceback(client, caplog):
     # Django logs it as an ERROR with the exception: a log line with a traceback, and a Sentry event, per request.
     response = client.get("/api/v1/products/", HTTP_HOST="evil.example")
