@@ -18,3 +18,20 @@ def thread_keeping(outcomes: dict, name: str, fn) -> threading.Thread:
             connections.close_all()
 
     return threading.Thread(target=run_and_keep)
+
+
+def connection_id() -> int:
+    """This thread's MariaDB connection id, as another connection sees it (waiting_for_a_lock)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT CONNECTION_ID()")
+        return cursor.fetchone()[0]
+
+
+def waiting_for_a_lock(connection_id: int) -> bool:
+    """Whether that connection's transaction waits for a row lock now: a race's other side is in place."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = %s AND trx_state = %s",
+            [connection_id, "LOCK WAIT"],
+        )
+        return cursor.fetchone()[0] > 0

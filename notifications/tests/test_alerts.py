@@ -12,7 +12,7 @@ from notifications import alerts
 from notifications.deliveries import message_for
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock
 from testsupport.plans import plans
-from testsupport.threads import thread_keeping
+from testsupport.threads import thread_keeping, waiting_for_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -378,15 +378,6 @@ def test_the_escalation_sweep_reads_an_index_not_every_alert_ever_raised():
     assert (search["key"], search["type"]) == ("alert_escalation_due", "range"), search
 
 
-def _waiting_for_a_lock(connection_id: int) -> bool:
-    with connections["default"].cursor() as cursor:
-        cursor.execute(
-            "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = %s AND trx_state = %s",
-            [connection_id, "LOCK WAIT"],
-        )
-        return cursor.fetchone()[0] > 0
-
-
 @pytest.mark.django_db(transaction=True)
 def test_an_accepted_order_settling_the_factory_warning_while_a_failed_call_raises_it_deadlocks_neither():
     # A rush on a flapping factory: one worker records the factory accepting an order (its "failed N calls in
@@ -404,7 +395,7 @@ def test_an_accepted_order_settling_the_factory_warning_while_a_failed_call_rais
                 alerts.alert_key_lock("factory_degraded")  # alert_raise's first step
                 raising_holds_the_key.set()
                 for _ in range(500):  # until the settling transaction waits for a lock (deadlocked or queued)
-                    if settling_connection and _waiting_for_a_lock(settling_connection[0]):
+                    if settling_connection and waiting_for_a_lock(settling_connection[0]):
                         break
                     threading.Event().wait(0.02)
                 alerts.alert_raise(
@@ -466,7 +457,7 @@ def test_the_escalation_sweep_deadlocks_with_nothing_that_takes_warnings_as_it_r
                 Alert.objects.select_for_update().filter(pk=held.pk).exists()
                 worker_holds_one.set()
                 for _ in range(100):  # until the sweep is done or waits for a lock (on it, or deadlocked)
-                    if sweep_done.is_set() or sweep_connection and _waiting_for_a_lock(sweep_connection[0]):
+                    if sweep_done.is_set() or sweep_connection and waiting_for_a_lock(sweep_connection[0]):
                         break
                     threading.Event().wait(0.02)
                 Alert.objects.select_for_update().filter(pk=then.pk).exists()
@@ -530,7 +521,7 @@ def test_acknowledging_warnings_in_the_admin_while_the_sweep_escalates_them_dead
             sweep_started.set()
             sweep.start()
             for _ in range(100):  # until the sweep waits for a lock
-                if sweep_connection and _waiting_for_a_lock(sweep_connection[0]):
+                if sweep_connection and waiting_for_a_lock(sweep_connection[0]):
                     break
                 threading.Event().wait(0.02)
         return taken

@@ -7,12 +7,12 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from notifications import alerts
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock
-from testsupport.threads import thread_keeping
+from testsupport.threads import connection_id, thread_keeping, waiting_for_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -228,24 +228,9 @@ def test_a_raise_between_the_purge_reading_the_groups_and_deleting_them_keeps_it
     assert Alert.objects.get(is_summary=True).title == "Dead letter: +1 more"
 
 
-def _waiting_for_a_lock(connection_id: int) -> bool:
-    with connections["default"].cursor() as cursor:
-        cursor.execute(
-            "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = %s AND trx_state = %s",
-            [connection_id, "LOCK WAIT"],
-        )
-        return cursor.fetchone()[0] > 0
-
-
-def _connection_id() -> int:
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SELECT CONNECTION_ID()")
-        return cursor.fetchone()[0]
-
-
 def _until_waiting_or_done(connection: list, done: dict, name: str) -> None:
     for _ in range(250):  # until the other thread waits for a lock (queued or deadlocked), or is done
-        if name in done or connection and _waiting_for_a_lock(connection[0]):
+        if name in done or connection and waiting_for_a_lock(connection[0]):
             return
         threading.Event().wait(0.02)
 
@@ -269,7 +254,7 @@ def test_a_raise_holding_its_key_as_the_purge_comes_for_its_group_keeps_it(monke
 
     def purge():
         raise_read_the_group.wait(10)
-        purge_connection.append(_connection_id())
+        purge_connection.append(connection_id())
         return run()
 
     monkeypatch.setattr(alerts, "_group_locked", group_locked_then_wait)
@@ -298,7 +283,7 @@ def test_a_raise_waiting_for_the_key_the_purge_holds_starts_a_fresh_group(monkey
     stripe_lock = alerts._stripe_lock
 
     def raise_():
-        raise_connection.append(_connection_id())
+        raise_connection.append(connection_id())
         return raise_alert()
 
     raiser = thread_keeping(outcomes, "raise", raise_)
