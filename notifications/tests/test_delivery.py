@@ -541,14 +541,7 @@ def test_a_warning_escalated_by_the_sweep_just_before_it_was_due_says_the_minute
 ):
     # The sweep takes the warnings due within half a sweep (alerts_escalate), so about half of them are pushed
     # a second or two before ALERT_ESCALATE_AFTER_SECONDS: rounded down, "in 14 min" of a 15-minute wait.
-    with transaction.atomic():
-        warning = alerts.alert_raise(
-            kind="factory_cancelled",
-            severity="warning",
-            title="The factory cancelled a restock of BOSTON",
-            dedupe_key="factory_cancelled:BOSTON",
-            context={"sku": "BOSTON"},
-        )
+    warning = factory_cancelled("BOSTON")
     early = settings.RECONCILE_INTERVAL_SECONDS / 4
     Alert.objects.update(created_at=timezone.now() - timedelta(seconds=settings.ALERT_ESCALATE_AFTER_SECONDS - early))
     assert alerts.alerts_escalate() == 1
@@ -570,14 +563,7 @@ def test_a_warning_escalated_within_a_minute_says_how_long_it_waited(channels_at
     # once, before anyone could have acknowledged it (and under 90, "in 1 min").
     settings.ALERT_ESCALATE_AFTER_SECONDS = 20
     for sku in skus:
-        with transaction.atomic():
-            alerts.alert_raise(
-                kind="factory_cancelled",
-                severity="warning",
-                title=f"The factory cancelled a restock of {sku}",
-                dedupe_key=f"factory_cancelled:{sku}",
-                context={"sku": sku},
-            )
+        factory_cancelled(sku)
     Alert.objects.update(created_at=timezone.now() - timedelta(seconds=21))
     assert alerts.alerts_escalate() == len(skus)
     for alert in Alert.objects.all():
@@ -585,6 +571,17 @@ def test_a_warning_escalated_within_a_minute_says_how_long_it_waited(channels_at
 
     (push,) = [r["body"]["message"]["notification"] for r in fcm.received]
     assert push["body"].startswith(says)
+
+
+def factory_cancelled(sku: str) -> Alert:
+    with transaction.atomic():
+        return alerts.alert_raise(
+            kind="factory_cancelled",
+            severity="warning",
+            title=f"The factory cancelled a restock of {sku}",
+            dedupe_key=f"factory_cancelled:{sku}",
+            context={"sku": sku},
+        )
 
 
 def factory_degraded(sku: str) -> Alert:
@@ -698,14 +695,7 @@ def test_a_warning_escalated_with_others_in_one_push_and_then_settled_tells_the_
     # BOSTON's and MAPLE's cancellations reached the phones in one "Unacknowledged: 2 warnings" push (it is the
     # push's own alert that has the FCM delivery). Then the factory delivers BOSTON again.
     for sku in ("BOSTON", "MAPLE"):
-        with transaction.atomic():
-            alerts.alert_raise(
-                kind="factory_cancelled",
-                severity="warning",
-                title=f"The factory cancelled a restock of {sku}",
-                dedupe_key=f"factory_cancelled:{sku}",
-                context={"sku": sku},
-            )
+        factory_cancelled(sku)
     assert escalate_now(settings) == 2
     (push,) = Alert.objects.filter(kind="unacknowledged")
     assert send_all(push)["fcm"] == "sent"
