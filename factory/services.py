@@ -12,7 +12,7 @@ from functools import partial
 
 from celery import current_app
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, transaction
 from django.db.models import Case, DateTimeField, F, Min, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
@@ -184,37 +184,101 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
             request_id=restock.correlation_id,
         )
     except FactoryError as exc:
-        _record_failure(restock, exc)
-        raise
+        _failure_recorded(restock, exc)
+        raise  # the factory's answer, whether or not it could be recorded: the task retries or gives up on it
     except Exception:
         # Not the factory's answer (a bug, a time limit): nothing to record, but the claim goes, or this
         # message, giving the restock up, would find its own call still out and leave it (restock_fail).
-        FactoryOrder.objects.filter(restock_id=restock.pk).update(claimed_at=None)
+        _claim_let_go(restock.pk)
         raise
 
-    with transaction.atomic():
-        FactoryAttempt.objects.create(
-            restock=restock,
-            number=restock.factory_order.attempt_count,
-            outcome=FactoryAttempt.Outcome.REPLAYED if result.replayed else FactoryAttempt.Outcome.ACCEPTED,
-            status_code=result.status_code,
-            latency_ms=result.latency_ms,
-        )
-        placed = (
-            Restock.objects.pending()
-            .filter(pk=restock.pk)
-            .update(status=Restock.Status.PLACED, expected_at=result.order.estimated_ready_at, placed_at=timezone.now())
-        )
-        _order_placed(restock.pk, result.order.order_id)
-        if placed:
-            # A failed restock that a new need reopened keeps its dead letters until the factory takes it.
-            _dead_letters_settled_by_factory(restock.pk, result.order.order_id)
-        # The factory answers again: its "failed N calls in a row" warning is over, not escalated to the
-        # ops phones ALERT_ESCALATE_AFTER_SECONDS later about a trouble that has passed; and the failed
-        # calls its window held back: their summary goes out settled, not as an open warning.
-        alerts_settle(FACTORY_DEGRADED)
+    try:
+        _answer_recorded(partial(_placed_record, restock, result), restock.pk)
+    except DatabaseError:
+        # The factory has the order and we could not write it down. The error is transient for the task,
+        # whose retry sends the same reference and is answered with the same order; the claim goes now, or
+        # that retry would find it held and wait for its lease to run out and the sweep to resend it.
+        _claim_let_go(restock.pk)
+        raise
     logger.info("restock %s placed as factory order %s", restock.pk, result.order.order_id)
     return "placed"
+
+
+def _placed_record(restock: Restock, result) -> None:
+    """The factory took the order (accepted, or answered it again): the call, the restock placed, the order's
+    id, and what the factory answering again settles."""
+    FactoryAttempt.objects.create(
+        restock=restock,
+        number=restock.factory_order.attempt_count,
+        outcome=FactoryAttempt.Outcome.REPLAYED if result.replayed else FactoryAttempt.Outcome.ACCEPTED,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+    )
+    placed = (
+        Restock.objects.pending()
+        .filter(pk=restock.pk)
+        .update(status=Restock.Status.PLACED, expected_at=result.order.estimated_ready_at, placed_at=timezone.now())
+    )
+    _order_placed(restock.pk, result.order.order_id)
+    if placed:
+        # A failed restock that a new need reopened keeps its dead letters until the factory takes it.
+        _dead_letters_settled_by_factory(restock.pk, result.order.order_id)
+    # The factory answers again: its "failed N calls in a row" warning is over, not escalated to the
+    # ops phones ALERT_ESCALATE_AFTER_SECONDS later about a trouble that has passed; and the failed
+    # calls its window held back: their summary goes out settled, not as an open warning.
+    alerts_settle(FACTORY_DEGRADED)
+
+
+# MariaDB's answers to a transaction that met another's row locks: picked as a deadlock's victim (1213), or
+# waited innodb_lock_wait_timeout for a lock (1205). Rolled back, it may run again, and usually finds the
+# lock let go: the other side (a callback, the sweep, an alert) holds it for a short transaction.
+LOCK_CONFLICTS = (1205, 1213)
+RECORD_TRIES = 3
+
+
+def _answer_recorded(record, restock_id: int) -> None:
+    """Run `record`, which writes down the factory's answer to a call, in a transaction of its own, and again
+    when it met another transaction's locks, RECORD_TRIES times in all. Raises the last try's error, and any
+    other database error at once (a dropped connection: the task's own retry covers it). Durable: a
+    deadlock rolls back the whole transaction, so only one of our own may be run again."""
+    for tries_left in reversed(range(RECORD_TRIES)):
+        try:
+            with transaction.atomic(durable=True):
+                record()
+            return
+        except OperationalError as exc:
+            if not tries_left or not exc.args or exc.args[0] not in LOCK_CONFLICTS:
+                raise
+            logger.warning("restock %s: recording the factory's answer met a lock (%s); trying again", restock_id, exc)
+
+
+def _failure_recorded(restock: Restock, exc: FactoryError) -> None:
+    """Record a failed call (_record_failure). A database error that outlasts the tries (a lock held on,
+    a dropped connection) is logged and the claim let go, and the caller raises the factory's error all
+    the same. Raised in its place, the database error was retried as a busy factory's would be, a refusal
+    included (no dead letter, no page), and the claim it left held kept that retry, or the dead letter,
+    back until the claim's lease ran out and the sweep resent the restock. Unrecorded, the call is still
+    counted on the order row (the claim counted it), so the budget sees it; its FactoryAttempt row is lost."""
+    try:
+        _answer_recorded(partial(_record_failure, restock, exc), restock.pk)
+    except DatabaseError as db_exc:
+        logger.warning(
+            "restock %s: the factory's answer (%s) could not be recorded (%r); acting on it unrecorded",
+            restock.pk,
+            exc,
+            db_exc,
+        )
+        _claim_let_go(restock.pk)
+
+
+def _claim_let_go(restock_id: int) -> None:
+    """The call is over and its answer not recorded: the claim goes, so the task's retry may call, and the
+    dead letter giving the restock up may fail it (restock_fail waits while a claim is live). If the database
+    refuses this too, the claim's lease runs out and the sweep resends the restock."""
+    try:
+        FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None)
+    except DatabaseError as exc:
+        logger.warning("restock %s: its claim could not be let go (%r); the sweep resends it later", restock_id, exc)
 
 
 def _order_placed(restock_id: int, order_id: str) -> None:
@@ -226,23 +290,24 @@ def _order_placed(restock_id: int, order_id: str) -> None:
 
 
 def _record_failure(restock: Restock, exc: FactoryError) -> None:
+    """The call failed: the attempt, its claim freed with the error kept, and a word to ops if the factory
+    keeps failing. Run in a transaction (_answer_recorded)."""
     if isinstance(exc, FactoryRateLimited):
         outcome = FactoryAttempt.Outcome.RATE_LIMITED
     elif isinstance(exc, FactoryUnavailable):
         outcome = FactoryAttempt.Outcome.TRANSIENT
     else:
         outcome = FactoryAttempt.Outcome.PERMANENT
-    with transaction.atomic():
-        FactoryAttempt.objects.create(
-            restock=restock,
-            number=restock.factory_order.attempt_count,
-            outcome=outcome,
-            status_code=exc.status_code,
-            latency_ms=exc.latency_ms,
-            error=str(exc)[:2000],
-        )
-        FactoryOrder.objects.filter(restock_id=restock.pk).update(claimed_at=None, last_error=str(exc)[:2000])
-        _alert_if_failing_in_a_row(restock, exc)
+    FactoryAttempt.objects.create(
+        restock=restock,
+        number=restock.factory_order.attempt_count,
+        outcome=outcome,
+        status_code=exc.status_code,
+        latency_ms=exc.latency_ms,
+        error=str(exc)[:2000],
+    )
+    FactoryOrder.objects.filter(restock_id=restock.pk).update(claimed_at=None, last_error=str(exc)[:2000])
+    _alert_if_failing_in_a_row(restock, exc)
 
 
 FACTORY_DEGRADED = "factory_degraded"  # the alert's kind and dedupe key

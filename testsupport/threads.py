@@ -35,3 +35,17 @@ def waiting_for_a_lock(connection_id: int) -> bool:
             [connection_id, "LOCK WAIT"],
         )
         return cursor.fetchone()[0] > 0
+
+
+def lock_waiting_transaction(connection_id: int) -> str | None:
+    """That connection's transaction (its id and start) while it waits for a row lock, else None: another
+    value is another transaction, one run again after the first gave up waiting. InnoDB refreshes the table
+    only once it has gone unread for 0.1 s: poll it more slowly, or the first answer is all there is."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT trx_id, trx_started FROM information_schema.innodb_trx"
+            " WHERE trx_mysql_thread_id = %s AND trx_state = %s",
+            [connection_id, "LOCK WAIT"],
+        )
+        row = cursor.fetchone()
+        return f"{row[0]} {row[1]}" if row else None

@@ -928,6 +928,164 @@ def test_a_database_outage_during_an_attempt_is_retried_not_dead_lettered(factor
     assert queues("factory") == [("factory.restock_place", [restock.pk])]
 
 
+@pytest.fixture
+def short_lock_waits():
+    """This test's connection (the worker's, in these tests) waits 1 s for a row lock, not MariaDB's 50 s."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION innodb_lock_wait_timeout = DEFAULT")
+
+
+def restock_row_held_during_the_call(monkeypatch, restock, *, until=lambda worker_waiting: False):
+    """Another transaction that locks the restock's row (as a callback receiving it does) once the worker
+    has claimed the restock and is calling the factory, and holds it until `until(id of the worker's
+    transaction waiting for it)` is true, or `let_go` is set. Returns (holder thread, let_go, outcomes):
+    start the thread, run the worker in this thread, then set let_go and join."""
+    import threading
+
+    from testsupport.threads import connection_id, lock_waiting_transaction, thread_keeping
+
+    calling, go = a_call_held_in_flight(monkeypatch)
+    worker, let_go, outcomes = connection_id(), threading.Event(), {}
+
+    def hold():
+        assert calling.wait(10)
+        with transaction.atomic():
+            Restock.objects.select_for_update().filter(pk=restock.pk).exists()
+            go.set()
+            while not let_go.wait(0.2):  # InnoDB refreshes innodb_trx only when unread for 0.1 s
+                if until(lock_waiting_transaction(worker)):
+                    return "let go"
+        return "held"
+
+    return thread_keeping(outcomes, "holder", hold), let_go, outcomes
+
+
+def lets_go_at_the_second_wait():
+    """An `until` for restock_row_held_during_the_call: true once a second transaction of the worker waits
+    (its record ran again after the first timed out)."""
+    seen = set()
+
+    def until(waiting):
+        if waiting:
+            seen.add(waiting)
+        return len(seen) >= 2
+
+    return until
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refusal_whose_record_cannot_be_written_is_still_dead_lettered_at_once(
+    factory, queues, monkeypatch, short_lock_waits, caplog
+):
+    # The worker records the factory's 409 while another transaction holds the restock's row for longer
+    # than any try waits. The database's error raised in place of the refusal was retried as a busy
+    # factory, and the claim it left held kept that retry, and the dead letter and its page, back until
+    # the claim's lease ran out and the sweep resent the restock.
+    factory.answer(409, {"error": "reference already used with another sku"})
+    restock = pending_restock()
+    holder, let_go, outcomes = restock_row_held_during_the_call(monkeypatch, restock)
+    holder.start()
+    try:
+        with pytest.raises(FactoryRejected) as raised:
+            run(restock_place_task, restock.pk)
+    finally:
+        let_go.set()
+        holder.join(10)
+    assert outcomes == {"holder": "held"}
+    assert order_of(restock).claimed_at is None and not FactoryAttempt.objects.filter(restock=restock).exists()
+    assert "could not be recorded" in caplog.text
+
+    fail(restock_place_task, raised.value, restock.pk)
+
+    restock.refresh_from_db()
+    assert restock.status == "failed"
+    assert DeadLetter.objects.get().exception_type == "factory.client.FactoryRejected"
+    assert Alert.objects.get(kind="dead_letter").severity == "critical"
+    assert queues("factory") == [] and len(factory.requests) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_call_whose_record_meets_a_lock_is_recorded_when_it_is_let_go(
+    factory, queues, monkeypatch, short_lock_waits
+):
+    # A lock held a little longer than the record's wait (a callback, the sweep, an alert) times the record
+    # out once; it is written at the next try, and the retry waits as the factory asked.
+    factory.answer(429, {"error": "slow down"}, headers={"Retry-After": "7"})
+    restock = pending_restock()
+    holder, let_go, outcomes = restock_row_held_during_the_call(
+        monkeypatch, restock, until=lets_go_at_the_second_wait()
+    )
+    before = timezone.now()
+    holder.start()
+    try:
+        with pytest.raises(Retry):
+            run(restock_place_task, restock.pk)
+    finally:
+        let_go.set()
+        holder.join(10)
+
+    assert outcomes == {"holder": "let go"}
+    attempt = FactoryAttempt.objects.get(restock=restock)
+    assert (attempt.number, attempt.outcome, attempt.status_code) == (1, "rate_limited", 429)
+    order = order_of(restock)
+    assert order.claimed_at is None and order.next_attempt_at >= before + timedelta(seconds=7)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_accepted_order_whose_record_meets_a_lock_is_placed_when_it_is_let_go(
+    factory, queues, monkeypatch, short_lock_waits
+):
+    factory.answer(202, {**ORDER, "order_id": "F-000777"})
+    restock = pending_restock()
+    holder, let_go, outcomes = restock_row_held_during_the_call(
+        monkeypatch, restock, until=lets_go_at_the_second_wait()
+    )
+    holder.start()
+    try:
+        outcome = run(restock_place_task, restock.pk)
+    finally:
+        let_go.set()
+        holder.join(10)
+
+    assert (outcome, outcomes) == ("placed", {"holder": "let go"})
+    restock.refresh_from_db()
+    assert (restock.status, order_of(restock).order_id, order_of(restock).claimed_at) == ("placed", "F-000777", None)
+    assert list(FactoryAttempt.objects.values_list("outcome", flat=True)) == ["accepted"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_accepted_order_whose_record_cannot_be_written_is_answered_again_by_the_retry(
+    factory, queues, monkeypatch, short_lock_waits
+):
+    # The factory has the order and we could not write it down: the database error is retried, and the claim
+    # is let go so that the retry calls at once (not after the claim's lease) and the factory answers it
+    # with the same order.
+    factory.answer(202, {**ORDER, "order_id": "F-000777"})
+    restock = pending_restock()
+    holder, let_go, outcomes = restock_row_held_during_the_call(monkeypatch, restock)
+    holder.start()
+    try:
+        with pytest.raises(Retry):
+            run(restock_place_task, restock.pk)
+    finally:
+        let_go.set()
+        holder.join(10)
+    assert outcomes == {"holder": "held"} and order_of(restock).claimed_at is None
+    assert Restock.objects.get(pk=restock.pk).status == "pending"
+
+    factory.answer(200, {**ORDER, "order_id": "F-000777"})
+    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the retry's time
+    assert run(restock_place_task, restock.pk, retries=1) == "placed"
+
+    assert order_of(restock).order_id == "F-000777"
+    assert list(FactoryAttempt.objects.values_list("outcome", flat=True)) == ["replayed"]
+
+
 def test_a_second_message_never_cuts_a_retrys_wait_short(factory, queues):
     # A duplicate, or the same restock sent again on the urgent route: the factory answered 503, and the
     # retry waits its backoff. The other message must not call before it.
