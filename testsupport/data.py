@@ -12,6 +12,7 @@ from clients.models import ApiClient
 from factory.client import FactoryRejected
 from factory.models import DeadLetter, FactoryOrder
 from factory.retries import dead_letter_record
+from factory.services import restock_dead_letter_context, restock_fail
 from inventory.models import Product, Restock, StockMovement
 from notifications.alerts import alert_raise
 
@@ -119,6 +120,25 @@ def make_failed_restock(product=None) -> tuple[Restock, DeadLetter]:
             context={"restock_id": restock.pk, "sku": product.sku},
         )
     return restock, dead_letter
+
+
+def restock_give_up(restock, exc, *, attempts, queue="factory") -> DeadLetter | None:
+    """The restock's task gives it up, as RestockPlaceTask.on_failure does: restock_fail claims it (failed,
+    its overdue warning closed) and its dead letter and critical alert are written in that transaction,
+    or brought up to date if it still has one open. `exc` is what the task raised, `attempts` the calls
+    its run made, `queue` the one its message came from. None when the claim found nothing to give up."""
+    return dead_letter_record(
+        claim=lambda: restock_fail(restock.pk, reason=f"{type(exc).__qualname__}: {exc}"),
+        task_name=RESTOCK_PLACE,
+        task_id=f"task-{restock.pk}",
+        args=[restock.pk],
+        kwargs={},
+        queue=queue,
+        exc=exc,
+        traceback="",
+        attempts=attempts,
+        context=restock_dead_letter_context(restock.pk),
+    )
 
 
 def critical_alert(**context):

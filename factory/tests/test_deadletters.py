@@ -15,7 +15,7 @@ from factory.retries import DEAD_LETTER_QUEUE, _park_copy, dead_letter_copies_sy
 from factory.tests.test_callback import callback
 from inventory.models import Restock
 from notifications.models import Alert, AlertDelivery
-from testsupport.data import make_dead_letter
+from testsupport.data import make_dead_letter, restock_give_up
 from testsupport.queues import broker, queued
 from testsupport.threads import thread_keeping
 
@@ -151,23 +151,11 @@ def test_redriving_an_older_dead_letter_of_a_restock_resolves_the_one_it_left_si
     # restock is sent again, and the second dead letter, about the very same work, is resolved too, not
     # left open on the dashboard and in /metrics for a restock that is pending.
     from factory.client import FactoryRejected
-    from factory.retries import dead_letter_record
 
     first = make_dead_letter()
     run("redrive", str(first.pk))
     restock = restock_of(first)
-    Restock.objects.filter(pk=restock.pk).update(status="failed", closed_at=timezone.now())
-    second = dead_letter_record(
-        task_name=RESTOCK_PLACE,
-        task_id="task-again",
-        args=[restock.pk],
-        kwargs={},
-        queue="factory",
-        exc=FactoryRejected("409 Conflict", status_code=409),
-        traceback="",
-        attempts=1,
-        context={"restock_id": restock.pk, "sku": restock.product.sku},
-    )
+    second = restock_give_up(restock, FactoryRejected("409 Conflict", status_code=409), attempts=1)
 
     out = run("redrive", str(first.pk))
 
@@ -563,7 +551,7 @@ def test_a_restock_giving_up_after_its_overdue_warning_during_a_redrive_neither_
     # an AlertLock stripe: the restock giving up must not hold it while it waits for another restock's
     # dead letter that the redrive holds, and the redrive then waits for the stripe.
     from factory import services
-    from factory.retries import dead_letter_record
+    from factory.retries import OutOfAttempts
     from notifications.alerts import alert_raise
     from testsupport.data import make_product
 
@@ -590,18 +578,7 @@ def test_a_restock_giving_up_after_its_overdue_warning_during_a_redrive_neither_
         go.wait(5)
 
     def give_up():
-        return dead_letter_record(
-            claim=lambda: services.restock_fail(late.pk, reason="OutOfAttempts: 6 failed attempts in 95 s"),
-            task_name=RESTOCK_PLACE,
-            task_id="task-late",
-            args=[late.pk],
-            kwargs={},
-            queue="factory",
-            exc=RuntimeError("6 failed attempts in 95 s"),
-            traceback="",
-            attempts=6,
-            context={"restock_id": late.pk, "sku": "RUSH01"},
-        )
+        return restock_give_up(late, OutOfAttempts("6 failed attempts in 95 s"), attempts=6)
 
     monkeypatch.setattr(services, "_mark_redriven", mark_then_wait)
     outcomes = {}

@@ -12,6 +12,7 @@ from django.db.models import DateTimeField, F
 from django.utils import timezone
 
 from factory.models import FactoryOrder
+from factory.retries import OutOfAttempts
 from factory.services import (
     dead_letters_redrive,
     overdue_dedupe_key,
@@ -26,7 +27,7 @@ from inventory.models import Restock
 from notifications.alerts import alert_groups_flush, alerts_escalate
 from notifications.models import Alert, AlertDelivery, AlertGroup
 from notifications.tests.test_tasks import ALERTS
-from testsupport.data import make_failed_restock, make_product
+from testsupport.data import make_failed_restock, make_product, restock_give_up
 from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn
 from testsupport.threads import thread_keeping
 
@@ -617,25 +618,6 @@ def test_escalated_restocks_one_of_which_failed_for_good_are_left_to_its_dead_le
     assert phone_pushes(fcm) == [("Unacknowledged", ["GLAZED", "MAPLE"])]
 
 
-def gives_up(restock) -> None:
-    """The restock's task runs out of attempts: the restock fails and its dead letter pages (critical)."""
-    from factory.client import FactoryUnavailable
-    from factory.retries import dead_letter_record
-
-    dead_letter_record(
-        claim=lambda: restock_fail(restock.pk, reason="OutOfAttempts: 6 failed attempts; last: 502"),
-        task_name="factory.restock_place",
-        task_id=f"task-{restock.pk}",
-        args=[restock.pk],
-        kwargs={},
-        queue="factory",
-        exc=FactoryUnavailable("502 Bad Gateway"),
-        traceback="",
-        attempts=6,
-        context={"restock_id": restock.pk, "sku": restock.product.sku},
-    )
-
-
 def test_a_pushed_restock_redriven_by_hand_then_received_lets_the_push_s_all_clear_name_it(grace, settings, phones):
     # GLAZED failed for good after the push; ops redrove its dead letter (that all-clear is Slack's: whoever
     # redrove is at a screen), and the factory then delivered it. The push's all-clear, once MAPLE is in
@@ -645,7 +627,7 @@ def test_a_pushed_restock_redriven_by_hand_then_received_lets_the_push_s_all_cle
 
     _, fcm = phones
     glazed, maple = escalated_together(grace, settings, ["GLAZED", "MAPLE"])
-    gives_up(glazed)
+    restock_give_up(glazed, OutOfAttempts("6 failed attempts; last: 502"), attempts=6)
     dead_letters_redrive(DeadLetter.objects.filter(restock=glazed), by="ops")
     assert phone_pushes(fcm) == [("Unacknowledged", ["GLAZED", "MAPLE"]), ("Dead letter", ["GLAZED"])]
 
@@ -665,7 +647,7 @@ def test_a_pushed_restock_redriven_and_still_open_keeps_the_push_s_all_clear_bac
 
     _, fcm = phones
     glazed, maple = escalated_together(grace, settings, ["GLAZED", "MAPLE"])
-    gives_up(glazed)
+    restock_give_up(glazed, OutOfAttempts("6 failed attempts; last: 502"), attempts=6)
     dead_letters_redrive(DeadLetter.objects.filter(restock=glazed), by="ops")
 
     received([maple])

@@ -21,13 +21,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from donutsite.errors import DomainError
 from factory.client import PlaceResult, RemoteOrder
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
-from factory.retries import dead_letter_record
-from factory.services import dead_letter_redrive, restock_fail, restock_place, restock_receive
+from factory.services import dead_letter_redrive, restock_place, restock_receive
 from inventory import selectors
 from inventory.errors import InvalidAdjustment, OutOfStock
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 from inventory.services import SaleItem, sale_create, stock_adjust
-from testsupport.data import make_api_client, make_product
+from testsupport.data import make_api_client, make_product, restock_give_up
 
 SKUS = ("GLAZED", "BOSTON", "VIRAL")
 QUEUES = ("default", "factory_urgent", "factory", "notifications", "maintenance", "dead_letter")
@@ -175,18 +174,7 @@ class Shop(RuleBasedStateMachine):
             return
         restock = data.draw(st.sampled_from(pending))
 
-        restock_fail(restock.pk, reason="factory said no")
-        dead_letter = dead_letter_record(
-            task_name="factory.restock_place",
-            task_id=f"task-{restock.pk}",
-            args=[restock.pk],
-            kwargs={},
-            queue="factory",
-            exc=RuntimeError("factory said no"),
-            traceback="",
-            attempts=6,
-            context={"restock_id": restock.pk},
-        )
+        dead_letter = restock_give_up(restock, RuntimeError("factory said no"), attempts=6)
 
         assert Restock.objects.get(pk=restock.pk).status == Restock.Status.FAILED
         if redrive_at_once:

@@ -17,7 +17,7 @@ from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
 from inventory.errors import OutOfStock
 from inventory.models import Restock
 from inventory.services import SaleItem, restocks_open, sale_create
-from testsupport.data import make_api_client, make_product
+from testsupport.data import make_api_client, make_product, restock_give_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,23 +97,11 @@ def reopened_by_a_shortage():
 
 
 def fails_again(restock):
-    """The restock's run gives up again, as restock_place's task does after its last attempt."""
+    """The restock's run gives up again on the shortage's queue, as restock_place's task does after its
+    last attempt (5 of them this run)."""
     from factory.client import FactoryUnavailable
-    from factory.retries import dead_letter_record
-    from factory.services import restock_fail
 
-    return dead_letter_record(
-        claim=lambda: restock_fail(restock.pk, reason="OutOfAttempts: 5 attempts"),
-        task_name="factory.restock_place",
-        task_id="task-again",
-        args=[restock.pk],
-        kwargs={},
-        queue="factory_urgent",
-        exc=FactoryUnavailable("503 Service Unavailable"),
-        traceback="",
-        attempts=5,
-        context={"restock_id": restock.pk, "sku": restock.product.sku},
-    )
+    return restock_give_up(restock, FactoryUnavailable("503 Service Unavailable"), attempts=5, queue="factory_urgent")
 
 
 def test_a_reopened_restock_that_fails_again_keeps_its_one_dead_letter_up_to_date(factory_queue):
