@@ -19,7 +19,8 @@ ORDER = {
 
 
 class Scripted:
-    """A local server that answers each request with the next scripted (status, body, headers, delay).
+    """A local server that answers each request with the next scripted (status, body, headers, delay);
+    it serves from the start, and stops at the end of a `with` block or on `stop()`.
 
     `trickle` (seconds per byte) sends the answer a byte at a time from `trickle_from` on ("status": the
     whole answer; "body": the status line and headers at once), as a crawling server would."""
@@ -77,6 +78,17 @@ class Scripted:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop serving and close the port: nobody listens at `url` after this."""
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
 
     def answer(self, status, body=None, headers=None, delay=0.0, trickle=0.0, trickle_from="status"):
         self.answers.append((status, {} if body is None else body, headers or {}, delay, trickle, trickle_from))

@@ -12,9 +12,8 @@ from testsupport.scripted_factory import ORDER, Scripted
 
 @pytest.fixture
 def factory_server():
-    server = Scripted()
-    yield server
-    server.server.shutdown()
+    with Scripted() as server:
+        yield server
 
 
 def place(server, timeout=2.0):
@@ -109,10 +108,6 @@ def test_a_factory_trickling_its_answer_is_cut_off_at_the_deadline_as_transient(
 
 
 def test_the_deadline_holds_through_an_http_proxy_too(monkeypatch):
-    proxy = Scripted()  # requests sends the whole call to the proxy named in HTTP_PROXY
-    proxy.answer(202, ORDER, trickle=0.2, trickle_from="body")
-    monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    monkeypatch.setenv("NO_PROXY", "")
     client = FactoryClient(base_url="http://factory.example", api_key="k-123", timeout=0.3)
     outcome = []
     call = threading.Thread(
@@ -120,11 +115,12 @@ def test_the_deadline_holds_through_an_http_proxy_too(monkeypatch):
             _failure(lambda: client.place_order(reference="r-1", sku="GLAZED", quantity=1, callback_url="http://us/cb"))
         )
     )
-    try:
+    with Scripted() as proxy:  # requests sends the whole call to the proxy named in HTTP_PROXY
+        proxy.answer(202, ORDER, trickle=0.2, trickle_from="body")
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "")
         call.start()
         call.join(timeout=30)  # a hang detector, as above
-    finally:
-        proxy.server.shutdown()
 
     assert not call.is_alive(), "the call through the proxy was still reading the trickle"
     assert proxy.requests[0]["path"] == "http://factory.example/v1/orders"  # it did go through the proxy
@@ -157,8 +153,7 @@ def _failure(call):
 
 def test_nobody_listening_is_transient():
     server = Scripted()
-    server.server.shutdown()
-    server.server.server_close()
+    server.stop()
 
     with pytest.raises(FactoryUnavailable, match="connection failed"):
         place(server)

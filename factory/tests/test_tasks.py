@@ -30,10 +30,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def factory(settings):
-    server = Scripted()
-    settings.FACTORY_API_URL = server.url
-    yield server
-    server.server.shutdown()
+    with Scripted() as server:
+        settings.FACTORY_API_URL = server.url
+        yield server
 
 
 def pending_restock(**order) -> Restock:
