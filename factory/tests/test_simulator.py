@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from django.core.management import CommandError, call_command
 
 from factory.signatures import check
 from factory.simulator import FaultConfig, LegacyFactory
+from testsupport import processes
 
 KEY = "test-factory-key"
 SECRET = "test-callback-secret"
@@ -132,14 +133,8 @@ def order_body(receiver, **overrides):
     return body
 
 
-def wait_until(predicate, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"gave up waiting for {what}")
+# The simulator calls back within milliseconds: testsupport's wait, polled at that pace.
+wait_until = partial(processes.wait_until, timeout=15, interval=0.02)
 
 
 def sim_order(sim, order_id):
@@ -341,7 +336,7 @@ def test_hang_holds_the_request_past_the_client_timeout_while_other_requests_are
 
         # The hang happened after the order was created, so a retry with the same reference is a replay.
         sim.configure(hang_rate=0.0)
-        wait_until(lambda: call(sim, "GET", f"/v1/orders?reference={body['reference']}")[2]["results"], "order")
+        wait_until(lambda: call(sim, "GET", f"/v1/orders?reference={body['reference']}")[2]["results"], what="order")
         status, _, order = call(sim, "POST", "/v1/orders", body)
         assert status == 200
         assert order["reference"] == body["reference"]
@@ -399,7 +394,7 @@ def test_order_moves_through_production_to_completed(make_sim, receiver):
             seen.append(status)
         return status == "completed"
 
-    wait_until(completed, "completion")
+    wait_until(completed, what="completion")
 
     assert seen == ["accepted", "in_production", "completed"]
 
@@ -408,7 +403,7 @@ def test_completed_order_sends_a_signed_callback(sim, receiver):
     body = order_body(receiver, quantity=120)
     _, _, order = call(sim, "POST", "/v1/orders", body)
 
-    wait_until(lambda: receiver.received(), "the callback")
+    wait_until(lambda: receiver.received(), what="the callback")
     [request] = receiver.received()
 
     headers, raw = request["headers"], request["body"]
@@ -430,7 +425,7 @@ def test_completed_order_sends_a_signed_callback(sim, receiver):
         "completed_at": now["completed_at"],
     }
     assert now["quantity_produced"] == 120
-    wait_until(lambda: delivered(sim, order["order_id"]), "delivery recorded")
+    wait_until(lambda: delivered(sim, order["order_id"]), what="delivery recorded")
     assert sim.stats()["callbacks"]["sent"] == 1
 
 
@@ -438,7 +433,7 @@ def test_partial_rate_produces_less_than_ordered(make_sim, receiver):
     sim = make_sim(partial_rate=1.0)
     _, _, order = call(sim, "POST", "/v1/orders", order_body(receiver, quantity=50))
 
-    wait_until(lambda: receiver.received(), "the callback")
+    wait_until(lambda: receiver.received(), what="the callback")
     payload = json.loads(receiver.received()[0]["body"])
 
     assert 1 <= payload["quantity_produced"] < 50
@@ -449,14 +444,14 @@ def test_duplicate_rate_sends_the_same_callback_twice(make_sim, receiver):
     sim = make_sim(duplicate_callback_rate=1.0)
     _, _, order = call(sim, "POST", "/v1/orders", order_body(receiver))
 
-    wait_until(lambda: len(receiver.received()) == 2, "two callbacks")
+    wait_until(lambda: len(receiver.received()) == 2, what="two callbacks")
     first, second = receiver.received()
 
     assert first["body"] == second["body"]
     for request in (first, second):
         h = request["headers"]
         assert check(SECRET, h["X-Factory-Timestamp"], h["X-Factory-Signature"], request["body"]) == ""
-    wait_until(lambda: delivered(sim, order["order_id"]), "both deliveries recorded")
+    wait_until(lambda: delivered(sim, order["order_id"]), what="both deliveries recorded")
     assert sim_order(sim, order["order_id"])["callback"]["copies"] == 2
     assert sim.stats()["callbacks"]["duplicated"] == 1
 
@@ -465,7 +460,9 @@ def test_lost_callback_is_never_sent_but_the_order_completes(make_sim, receiver)
     sim = make_sim(callback_loss_rate=1.0)
     _, _, order = call(sim, "POST", "/v1/orders", order_body(receiver))
 
-    wait_until(lambda: call(sim, "GET", f"/v1/orders/{order['order_id']}")[2]["status"] == "completed", "completion")
+    wait_until(
+        lambda: call(sim, "GET", f"/v1/orders/{order['order_id']}")[2]["status"] == "completed", what="completion"
+    )
 
     assert sim_order(sim, order["order_id"])["callback"] == {"state": "lost", "copies": 0, "attempts": []}
     assert receiver.received() == []
@@ -476,7 +473,7 @@ def test_callback_is_retried_after_the_receiver_answers_500(sim, receiver):
     receiver.statuses.append(500)
     _, _, order = call(sim, "POST", "/v1/orders", order_body(receiver))
 
-    wait_until(lambda: delivered(sim, order["order_id"]), "redelivery")
+    wait_until(lambda: delivered(sim, order["order_id"]), what="redelivery")
 
     first, second = receiver.received()
     assert first["body"] == second["body"]
@@ -492,7 +489,7 @@ def test_callback_is_abandoned_after_max_attempts(make_sim, receiver):
     receiver.statuses.extend([503, 500, 502])
     _, _, order = call(sim, "POST", "/v1/orders", order_body(receiver))
 
-    wait_until(lambda: sim_order(sim, order["order_id"])["callback"]["state"] == "abandoned", "giving up")
+    wait_until(lambda: sim_order(sim, order["order_id"])["callback"]["state"] == "abandoned", what="giving up")
 
     assert len(receiver.received()) == 3
     assert sim.stats()["callbacks"]["abandoned"] == 1
@@ -504,7 +501,7 @@ def test_unreachable_callback_url_is_retried_as_a_connection_error(sim, receiver
     probe.server_close()  # nothing listens there any more
     _, _, order = call(sim, "POST", "/v1/orders", order_body(receiver, callback_url=dead_url))
 
-    wait_until(lambda: len(sim_order(sim, order["order_id"])["callback"]["attempts"]) >= 2, "a retry")
+    wait_until(lambda: len(sim_order(sim, order["order_id"])["callback"]["attempts"]) >= 2, what="a retry")
 
     first = sim_order(sim, order["order_id"])["callback"]["attempts"][0]
     assert first["status"] is None and first["error"]
@@ -525,7 +522,7 @@ def test_sim_complete_and_cancel_finish_production_now(make_sim, receiver):
     assert status == 200
     assert (cancelled["status"], cancelled["quantity_produced"]) == ("cancelled", 0)
 
-    wait_until(lambda: len(receiver.received()) == 2, "both callbacks")
+    wait_until(lambda: len(receiver.received()) == 2, what="both callbacks")
     events = {json.loads(r["body"])["order_id"]: json.loads(r["body"]) for r in receiver.received()}
     assert (events[a["order_id"]]["event"], events[a["order_id"]]["quantity_produced"]) == ("order.completed", 7)
     assert (events[b["order_id"]]["event"], events[b["order_id"]]["quantity_produced"]) == ("order.cancelled", 0)
@@ -557,7 +554,7 @@ def test_sim_callback_resends_a_finished_orders_callback(make_sim, receiver):
     call(sim, "POST", f"/_sim/orders/{order['order_id']}/complete", {"callback": "send"})
     assert call(sim, "POST", path)[0] == 200
 
-    wait_until(lambda: len(receiver.received()) == 2, "the resent callback")
+    wait_until(lambda: len(receiver.received()) == 2, what="the resent callback")
 
 
 def test_sim_config_changes_faults_at_runtime_and_rejects_bad_values(sim, receiver):
@@ -608,7 +605,7 @@ def test_a_restart_with_a_state_file_keeps_the_orders_their_references_and_the_n
     body = order_body(receiver)
     _, _, second = call(before, "POST", "/v1/orders", body)
     call(before, "POST", f"/_sim/orders/{first['order_id']}/complete", {"quantity_produced": 7, "callback": "send"})
-    wait_until(lambda: delivered(before, first["order_id"]), "the first order's callback")
+    wait_until(lambda: delivered(before, first["order_id"]), what="the first order's callback")
     _, _, first = call(before, "GET", f"/v1/orders/{first['order_id']}")
     before.stop()
 
@@ -631,7 +628,7 @@ def test_production_under_way_at_a_restart_finishes_on_time_with_its_callback(ma
 
     after = make_sim(state_file=state, production_seconds=3600)  # the order keeps the time it was given
 
-    wait_until(lambda: delivered(after, order["order_id"]), "the callback after the restart")
+    wait_until(lambda: delivered(after, order["order_id"]), what="the callback after the restart")
     [request] = receiver.received()
     assert json.loads(request["body"])["order_id"] == order["order_id"]
     assert call(after, "GET", f"/v1/orders/{order['order_id']}")[2]["status"] == "completed"
@@ -643,12 +640,12 @@ def test_a_callback_still_owed_at_a_restart_is_delivered_after_it(make_sim, rece
     before = make_sim(state_file=state, production_seconds=3600, callback_retry_base_seconds=3600)
     _, _, order = call(before, "POST", "/v1/orders", order_body(receiver))
     call(before, "POST", f"/_sim/orders/{order['order_id']}/complete", {"callback": "send"})
-    wait_until(lambda: sim_order(before, order["order_id"])["callback"]["attempts"], "the failed first attempt")
+    wait_until(lambda: sim_order(before, order["order_id"])["callback"]["attempts"], what="the failed first attempt")
     before.stop()
 
     after = make_sim(state_file=state, production_seconds=3600, callback_retry_base_seconds=3600)
 
-    wait_until(lambda: delivered(after, order["order_id"]), "the callback after the restart")
+    wait_until(lambda: delivered(after, order["order_id"]), what="the callback after the restart")
     attempts = sim_order(after, order["order_id"])["callback"]["attempts"]
     assert [(a["attempt"], a["status"]) for a in attempts] == [(1, 500), (2, 200)]
     assert len(receiver.received()) == 2
@@ -713,7 +710,7 @@ def test_command_serves_with_settings_from_the_environment_and_stops_on_sigterm(
 
         assert call(remote, "POST", "/v1/orders", order_body(receiver))[0] == 401
         assert call(remote, "POST", "/v1/orders", order_body(receiver), key="key-from-env")[0] == 202
-        [request] = wait_until(lambda: receiver.received(), "the callback from the process")
+        [request] = wait_until(lambda: receiver.received(), what="the callback from the process")
         h = request["headers"]
         assert check("secret-from-env", h["X-Factory-Timestamp"], h["X-Factory-Signature"], request["body"]) == ""
 

@@ -24,6 +24,7 @@ from notifications.models import Alert, AlertDelivery
 from testsupport.api import buy
 from testsupport.data import make_product
 from testsupport.plans import plans
+from testsupport.processes import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -230,9 +231,9 @@ def test_the_counts_reach_redis_within_a_second_without_a_scrape(client_app, set
 
     assert buy(client_app, ("GLAZED", 1)).status_code == 201
 
-    deadline = time.monotonic() + 3
-    while stored.hget(sale_counters.counters_key(), "sold") is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(
+        lambda: stored.hget(sale_counters.counters_key(), "sold"), timeout=3, interval=0.05, what="the sold count"
+    )
     assert stored.hget(sale_counters.counters_key(), "sold") == b"1"  # sent by this process's flusher thread
 
 
