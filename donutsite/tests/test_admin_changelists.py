@@ -10,6 +10,7 @@ from django.urls import reverse
 from donutsite.admin import CheckedChangeList
 from factory.models import DeadLetter
 from notifications.models import Alert
+from testsupport.admin import shown_messages
 from testsupport.data import make_failed_restock, make_product
 
 pytestmark = pytest.mark.django_db
@@ -84,7 +85,7 @@ def test_an_action_posted_with_an_id_that_is_not_one_selects_nothing(admin_clien
     response = admin_client.post(url, {"action": action, "_selected_action": [dead_letter.pk, selected], "index": 0})
 
     assert response.status_code == 302 and response["Location"] == url
-    shown = [str(m) for m in admin_client.get(url).context["messages"]]
+    shown = shown_messages(admin_client.get(url))
     assert shown == ["Items must be selected in order to perform actions on them. No items have been changed."]
     dead_letter.refresh_from_db()
     assert dead_letter.redriven_at is None

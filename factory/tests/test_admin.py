@@ -17,6 +17,7 @@ from inventory.admin import RestockAdmin
 from inventory.errors import OutOfStock
 from inventory.models import Restock
 from inventory.services import SaleItem, sale_create
+from testsupport.admin import shown_messages
 from testsupport.data import make_api_client, make_dead_letter, make_failed_restock
 from testsupport.queues import queued
 
@@ -34,10 +35,6 @@ def redrive_url(dead_letter):
 
 def listed(response) -> list[int]:
     return sorted(obj.pk for obj in response.context["cl"].result_list)
-
-
-def shown_messages(response) -> list[str]:
-    return [str(m) for m in response.context["messages"]]
 
 
 def add_attempts(restock):

@@ -13,7 +13,7 @@ from inventory.admin import ProductAdmin
 from inventory.models import IdempotencyKey, Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create, stock_adjust
-from testsupport.admin import row_for
+from testsupport.admin import row_for, shown_messages
 from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
@@ -31,10 +31,6 @@ def adjust_url(*products):
 
 def on_hand(product):
     return Product.objects.get(pk=product.pk).on_hand
-
-
-def shown_messages(response):
-    return [str(m) for m in response.context["messages"]]
 
 
 def product_form(product, **changes):

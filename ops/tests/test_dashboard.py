@@ -18,6 +18,7 @@ from factory.models import DeadLetter
 from inventory.models import Product, Restock, Sale, StockMovement
 from ops import charts, selectors
 from ops.dashboard import VIEW_PERMISSIONS
+from testsupport.admin import shown_messages
 from testsupport.data import make_api_client, make_failed_restock, make_product
 from testsupport.queues import queued_restocks
 
@@ -29,10 +30,6 @@ SVG = "{http://www.w3.org/2000/svg}"
 def svgs(html: str) -> list[ET.Element]:
     """Every chart on the page, parsed as XML (so each must be well-formed on its own)."""
     return [ET.fromstring(svg) for svg in re.findall(r'<svg\b[^>]*class="chart".*?</svg>', html, re.S)]
-
-
-def shown_messages(response) -> list[str]:
-    return [str(m) for m in response.context["messages"]]
 
 
 @pytest.fixture
