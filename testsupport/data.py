@@ -141,6 +141,12 @@ def restock_give_up(restock, exc, *, attempts, queue="factory") -> DeadLetter | 
     )
 
 
+def raise_alert(key="dead_letter:factory.restock_place", severity="critical", title="Dead letter", **fields):
+    """A dead_letter alert under `key` (its group), raised in a transaction of its own as an event's is."""
+    with transaction.atomic():
+        return alert_raise(kind="dead_letter", severity=severity, title=title, dedupe_key=key, **fields)
+
+
 def critical_alert(**context):
     with transaction.atomic():
         return alert_raise(

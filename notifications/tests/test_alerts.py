@@ -11,6 +11,7 @@ from django.utils import timezone
 from notifications import alerts
 from notifications.deliveries import message_for
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock
+from testsupport.data import raise_alert
 from testsupport.plans import plans
 from testsupport.threads import thread_keeping, waiting_for_a_lock
 
@@ -23,11 +24,6 @@ BOTH_CHANNELS = {
     "SLACK_MIN_SEVERITY": "info",
     "FCM_MIN_SEVERITY": "critical",
 }
-
-
-def raise_alert(key="dead_letter:factory.restock_place", severity="critical", title="Dead letter", **fields):
-    with transaction.atomic():
-        return alerts.alert_raise(kind="dead_letter", severity=severity, title=title, dedupe_key=key, **fields)
 
 
 def channels(alert):

@@ -7,11 +7,11 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import transaction
 from django.utils import timezone
 
 from notifications import alerts
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock
+from testsupport.data import raise_alert
 from testsupport.threads import connection_id, thread_keeping, waiting_for_a_lock
 
 pytestmark = pytest.mark.django_db
@@ -139,14 +139,6 @@ def test_purge_refuses_an_age_it_cannot_use(aged, days, message):
 def test_purge_dead_letters_refuses_the_same_ages(days, message):
     with pytest.raises(CommandError, match=message):
         call_command("purge_dead_letters", "--older-than-days", days)
-
-
-KEY = "dead_letter:factory.restock_place"
-
-
-def raise_alert(key=KEY):
-    with transaction.atomic():
-        return alerts.alert_raise(kind="dead_letter", severity="critical", title="Dead letter", dedupe_key=key)
 
 
 def age_everything(*, days):
