@@ -155,6 +155,20 @@ class PageField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class DayField(serializers.DateField):
+    """`?created_after=` / `?created_before=`: exactly YYYY-MM-DD in ASCII digits, as documented. DRF's
+    DateField reads with date.fromisoformat, which also takes "20261207" and the ISO week date
+    "2026-W49-1" (30 November: not the day it looks like), and then with a regex that takes "2026-12-7"
+    and any Unicode digits; each was answered as if the client had sent some day."""
+
+    _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+    def to_internal_value(self, value):
+        if not (isinstance(value, str) and self._DAY.fullmatch(value)):
+            self.fail("invalid", format="YYYY-MM-DD")
+        return super().to_internal_value(value)
+
+
 class RestockFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
     sku = StrictCharField(max_length=64, required=False)  # as sent: " " is an (unknown) SKU, not a blank
     status = serializers.ChoiceField(choices=Restock.Status.choices, required=False)
@@ -162,10 +176,8 @@ class RestockFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
 
 
 class SaleFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
-    created_after = serializers.DateField(
-        required=False, help_text="YYYY-MM-DD: sales made on or after this day (UTC)."
-    )
-    created_before = serializers.DateField(required=False, help_text="YYYY-MM-DD: sales made before this day (UTC).")
+    created_after = DayField(required=False, help_text="YYYY-MM-DD: sales made on or after this day (UTC).")
+    created_before = DayField(required=False, help_text="YYYY-MM-DD: sales made before this day (UTC).")
     page = PageField(min_value=1, required=False)
 
 
