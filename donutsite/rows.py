@@ -1,7 +1,10 @@
 """Creating a row that many requests may create at the same moment (a double tap on "notify me")."""
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
+
+DEADLOCK = 1213  # MySQL/MariaDB ER_LOCK_DEADLOCK: the victim's statement was rolled back; running it again is safe
+ATTEMPTS = 3
 
 
 def row_create_or_update(model, lookup: dict, defaults: dict):
@@ -12,16 +15,29 @@ def row_create_or_update(model, lookup: dict, defaults: dict):
     is updated. Django's update_or_create instead locks the row (SELECT FOR UPDATE) after its INSERT
     failed, in the same transaction: two losers then each hold the duplicate-key check's shared lock
     and wait for the other's, and MariaDB kills one (deadlock, 1213), a 503 for a harmless repeat. Call
-    it outside a transaction, so that the INSERT's locks end with it."""
-    try:
-        with transaction.atomic():
-            return model.objects.create(**lookup, **defaults), True
-    except IntegrityError as exc:
-        refused = exc
-    updates = dict(defaults)
-    updates.update({f.name: timezone.now() for f in model._meta.concrete_fields if getattr(f, "auto_now", False)})
-    model.objects.filter(**lookup).update(**updates)
-    row = model.objects.filter(**lookup).first()
-    if row is None:  # not the unique key (a foreign key gone meanwhile): a real error
-        raise refused
-    return row, False
+    it outside a transaction, so that the INSERT's locks end with it.
+
+    The row may also go between the refused INSERT and the update (an unsubscribe racing a subscribe:
+    "notify me" toggled twice at once), and INSERTs waiting behind that DELETE can still deadlock with
+    each other; either way the INSERT runs again, as if this request had come just after the other, a
+    few times at most. Each was a 500 or a 503 for a harmless toggle."""
+    refused = None
+    for attempt in range(ATTEMPTS):
+        try:
+            with transaction.atomic():
+                return model.objects.create(**lookup, **defaults), True
+        except IntegrityError as exc:
+            refused = exc
+        except OperationalError as exc:
+            if not exc.args or exc.args[0] != DEADLOCK or attempt == ATTEMPTS - 1:
+                raise
+            continue
+        updates = dict(defaults)
+        updates.update({f.name: timezone.now() for f in model._meta.concrete_fields if getattr(f, "auto_now", False)})
+        model.objects.filter(**lookup).update(**updates)
+        row = model.objects.filter(**lookup).first()
+        if row is not None:
+            return row, False
+        # Not there: deleted since the INSERT met it, or not the unique key (a foreign key gone: a real error,
+        # raised once the INSERT has been refused every time).
+    raise refused

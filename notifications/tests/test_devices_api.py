@@ -3,7 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from inventory.services import product_subscribe
+from inventory.services import product_subscribe, product_unsubscribe
 from inventory.tests.test_concurrency import run_together
 from notifications.devices import device_deactivate, device_register
 from notifications.models import Device, Subscription
@@ -168,6 +168,28 @@ def test_a_double_tap_on_notify_me_or_register_answers_every_tap(client_app):
         assert not [r for r in subscribed if isinstance(r, Exception)], subscribed
         assert [created for _, created in subscribed].count(True) == 1
     assert Device.objects.count() == 10 and Subscription.objects.count() == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_notify_me_toggled_on_and_off_at_once_answers_every_tap(client_app):
+    # A subscribe whose INSERT met the row, racing an unsubscribe that deleted that row before the subscribe
+    # could update it, found nothing to update and raised the IntegrityError (a 500 under make run); INSERTs
+    # queued behind that DELETE sometimes deadlocked instead (a 503). Every tap is answered.
+    client = client_app.api_client
+    device, _ = device_register(client=client, token="fcm-toggle", platform="ios")
+    make_product("VIRAL", on_hand=0)
+
+    def tap(i):
+        if i % 2:
+            return product_unsubscribe(client=client, sku="VIRAL", device_id=device.pk)
+        return product_subscribe(client=client, sku="VIRAL", device_id=device.pk)
+
+    for _ in range(20):
+        product_subscribe(client=client, sku="VIRAL", device_id=device.pk)
+        answers = run_together(8, tap)
+        errors = [(("subscribe", "unsubscribe")[i % 2], a) for i, a in enumerate(answers) if isinstance(a, Exception)]
+        assert not errors, errors
+    assert Subscription.objects.filter(device=device).count() <= 1
 
 
 def subscribe(http, device_id, sku="VIRAL"):
