@@ -27,6 +27,28 @@ class RequestIdMiddleware:
         return response
 
 
+class HeadMiddleware:
+    """A HEAD is answered as the GET would be, headers and Content-Length included, without its body.
+
+    Django's views answer a HEAD with the GET's body and leave dropping it to the server: runserver and
+    the test client do, but gunicorn drops it with a warning per request, and uptime probes send HEADs.
+    Goes above every middleware that can replace the answer (ApiMiddleware's JSON errors), so whatever
+    answer leaves the stack is emptied.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if request.method == "HEAD":
+            if response.streaming:
+                response.streaming_content = []  # a file's closer stays registered: closed with the answer
+            else:
+                response.content = b""  # Content-Length, set from the GET's body below us, is left as it was
+        return response
+
+
 # The code of an API answer that Django or a middleware made without our error shape.
 _STATUS_CODES = {
     400: ("bad_request", "The request is malformed."),

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "donutsite.middleware.RequestIdMiddleware",  # first: every later middleware logs with the id
+    "donutsite.middleware.HeadMiddleware",  # a HEAD's body dropped here, above all that can make one
     "donutsite.csp.ContentSecurityPolicyMiddleware",  # above everything that can answer with a page
     "donutsite.middleware.ApiMiddleware",  # JSON errors under /api/ from everything below it
     "donutsite.requestbody.BodySizeMiddleware",
