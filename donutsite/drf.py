@@ -1,6 +1,7 @@
 """The one error answer: every error leaves as {"code", "message", ...details}, through DRF's exception
 handler below or, for the sales view's plain POST (inventory/views.py), through error_answer itself."""
 
+import re
 from dataclasses import dataclass, field
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -11,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from donutsite import sale_counters
-from donutsite.errors import DomainError
+from donutsite.errors import DomainError, echoed
 from donutsite.unavailable import DATABASE_ERRORS, database_unavailable
 
 # DRF's own exceptions, mapped to our stable codes.
@@ -27,6 +28,10 @@ _DRF_CODES = {
     exceptions.ParseError: "malformed_json",
     exceptions.ValidationError: "validation_error",
 }
+
+
+# DRF's 415 names the Content-Type sent, whole: that part of its message is cut (donutsite.errors.echoed).
+_MEDIA_TYPE_SENT = re.compile(r'(?s)(Unsupported media type ")(.*)(" in request\.)')
 
 
 def error_body(code: str, message: str, **details) -> dict:
@@ -101,7 +106,8 @@ def error_answer(exc) -> ErrorAnswer | None:
     elif isinstance(exc, exceptions.UnsupportedMediaType):
         # DRF names the type sent, not the one we take: `curl -d` without a Content-Type sends a form. Every
         # API view parses JSON only (the factory's callbacks take any type, so never answer this).
-        body = error_body(code, f"{exc.detail} Send the body as JSON, with `Content-Type: application/json`.")
+        sent = _MEDIA_TYPE_SENT.sub(lambda m: m[1] + echoed(m[2]) + m[3], str(exc.detail))
+        body = error_body(code, f"{sent} Send the body as JSON, with `Content-Type: application/json`.")
     elif isinstance(exc, exceptions.NotAcceptable) and exc.available_renderers:
         # DRF says only that the Accept header cannot be met; a client needs what can.
         offered = ", ".join(dict.fromkeys(renderer.media_type for renderer in exc.available_renderers))

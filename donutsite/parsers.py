@@ -27,7 +27,7 @@ from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 from rest_framework.utils import json
 
-from donutsite.errors import DomainError
+from donutsite.errors import DomainError, echoed
 
 
 class ContentCoded(DomainError):
@@ -36,7 +36,7 @@ class ContentCoded(DomainError):
 
     def __init__(self, coding: str):
         # Accept-Encoding in a 415 says which codings would do (RFC 9110, 15.5.16): none but identity.
-        message = f"Content-Encoding {coding!r} is not supported; send the body uncompressed, without it."
+        message = f"Content-Encoding {echoed(coding)!r} is not supported; send the body uncompressed, without it."
         super().__init__(message, headers={"Accept-Encoding": "identity"})
 
 
@@ -61,7 +61,7 @@ def no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
     if len(obj) != len(pairs):
         seen = set()
         twice = next(name for name, _ in pairs if name in seen or seen.add(name))
-        raise DuplicateKey(f"the key {twice!r} appears twice in one object")
+        raise DuplicateKey(f"the key {echoed(twice)!r} appears twice in one object")
     return obj
 
 

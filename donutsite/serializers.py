@@ -5,6 +5,8 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
+from donutsite.errors import echoed
+
 
 class StrictIntegerField(serializers.IntegerField):
     """An integer and nothing else: no "2", no 2.0, no true."""
@@ -33,14 +35,24 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class ChoiceField(serializers.ChoiceField):
+    """DRF's, repeating a value it refuses cut to its first characters (donutsite.errors.echoed)."""
+
+    def fail(self, key, **kwargs):
+        if "input" in kwargs:
+            kwargs["input"] = echoed(kwargs["input"])
+        super().fail(key, **kwargs)
+
+
 class NoUnknownFieldsMixin:
-    """Reject fields we do not know, so a typo ("quantiy") is a 400 instead of being ignored."""
+    """Reject fields we do not know, so a typo ("quantiy") is a 400 instead of being ignored. Each is named
+    as sent, a long name cut (donutsite.errors.echoed)."""
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+                raise serializers.ValidationError({echoed(name): ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
 
 

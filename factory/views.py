@@ -16,11 +16,11 @@ from donutsite.ratelimit import client_address
 from factory import services
 from factory.client import RemoteOrder
 from factory.errors import MalformedCallback
-from inventory.serializers import ErrorOut, StrictCharField, StrictIntegerField, ValidationErrorOut
+from inventory.serializers import ChoiceField, ErrorOut, StrictCharField, StrictIntegerField, ValidationErrorOut
 
 
 class CallbackIn(serializers.Serializer):
-    event = serializers.ChoiceField(choices=[f"order.{status}" for status in RemoteOrder.FINISHED])
+    event = ChoiceField(choices=[f"order.{status}" for status in RemoteOrder.FINISHED])
     order_id = StrictCharField(max_length=64)
     reference = StrictCharField(max_length=64)
     sku = StrictCharField(max_length=64)

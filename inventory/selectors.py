@@ -7,6 +7,7 @@ from django.db.models.functions import Coalesce
 
 from clients.models import ApiClient
 from donutsite.db import exact_lookup_possible
+from donutsite.errors import echoed
 from inventory.errors import UnknownSku
 from inventory.models import Product, Restock, Sale, SaleLine
 
@@ -59,7 +60,9 @@ def product_exists(*, sku: str) -> bool:
 def _unknown_sku(unknown: list[str]) -> UnknownSku:
     """The refusal, with the SKU meant when exactly one of ours differs from it only in case
     (`did_you_mean`). When several do (GLAZED and glazed are two products), the message names them all
-    and `did_you_mean` none: a client correcting by it would buy whichever came last."""
+    and `did_you_mean` none: a client correcting by it would buy whichever came last. A SKU longer than
+    any we sell (one in a URL) is named cut (donutsite.errors.echoed)."""
+    unknown = [echoed(sku) for sku in unknown]
     by_fold: dict[str, list[str]] = {}
     for ours in Product.objects.filter(is_active=True).order_by("sku").values_list("sku", flat=True):
         by_fold.setdefault(ours.casefold(), []).append(ours)

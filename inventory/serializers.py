@@ -4,6 +4,7 @@ from django.core.validators import MaxLengthValidator, MinLengthValidator
 from rest_framework import serializers
 
 from donutsite.serializers import (  # noqa: F401 (the error shapes are re-exported for the apps' views)
+    ChoiceField,
     ErrorOut,
     NoUnknownFieldsMixin,
     StrictCharField,
@@ -171,7 +172,7 @@ class DayField(serializers.DateField):
 
 class RestockFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
     sku = StrictCharField(max_length=64, required=False)  # as sent: " " is an (unknown) SKU, not a blank
-    status = serializers.ChoiceField(choices=Restock.Status.choices, required=False)
+    status = ChoiceField(choices=Restock.Status.choices, required=False)
     page = PageField(min_value=1, required=False)
 
 

@@ -4,7 +4,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from donutsite.serializers import CLIENT_ERRORS, ErrorOut, NoUnknownFieldsMixin, StrictCharField
+from donutsite.serializers import CLIENT_ERRORS, ChoiceField, ErrorOut, NoUnknownFieldsMixin, StrictCharField
 from notifications.devices import device_register, device_unregister
 from notifications.models import Device
 
@@ -17,7 +17,7 @@ class DeviceIn(NoUnknownFieldsMixin, serializers.Serializer):
         min_length=8,
         validators=[RegexValidator(r"^[\x21-\x7e]+\Z", "Printable ASCII characters, no spaces (an FCM token).")],
     )
-    platform = serializers.ChoiceField(
+    platform = ChoiceField(
         choices=Device.Platform.choices,
         error_messages={"invalid_choice": f'"{{input}}" is not a platform we push to: {", ".join(Device.Platform)}.'},
     )

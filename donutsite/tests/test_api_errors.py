@@ -195,3 +195,65 @@ def test_no_api_route_answers_403(client_app, admin_client):
                 forbidden.append(("admin session", method, path, response.content[:200]))
 
     assert forbidden == []
+
+
+# A name or value the client sent, as an error repeats it: its first 64 characters and an ellipsis.
+LONG = "x" * 100_000
+CUT = "x" * 64 + "…"
+
+
+def _sale(body: str) -> dict:
+    return {"path": "/api/v1/sales/", "data": body, "content_type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    "method, request_kwargs, status, code",
+    [
+        ("post", _sale(f'{{"items": [{{"sku": "GLAZED", "quantity": 1}}], "{LONG}": 1}}'), 400, "validation_error"),
+        ("post", _sale(f'{{"items": [{{"sku": "GLAZED", "quantity": 1, "{LONG}": 1}}]}}'), 400, "validation_error"),
+        ("get", {"path": f"/api/v1/restocks/?{LONG}=1"}, 400, "validation_error"),
+        ("get", {"path": f"/api/v1/restocks/?status={LONG}"}, 400, "validation_error"),
+        ("post", _sale(f'{{"items": [], "{LONG}": 1, "{LONG}": 2}}'), 400, "malformed_json"),
+        ("get", {"path": f"/api/v1/products/{LONG}/"}, 404, "unknown_sku"),
+        ("post", {**_sale('{"items": []}'), "HTTP_CONTENT_ENCODING": LONG}, 415, "unsupported_media_type"),
+        (
+            "post",
+            {"path": "/api/v1/sales/", "data": b"{}", "content_type": LONG},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "post",
+            {"path": "/api/v1/devices/", "data": {"token": "token-123", "platform": LONG}, "format": "json"},
+            400,
+            "validation_error",
+        ),
+    ],
+    ids=[
+        "unknown-field",
+        "unknown-item-field",
+        "unknown-query",
+        "bad-choice",
+        "duplicate-key",
+        "unknown-sku",
+        "content-encoding",
+        "content-type",
+        "bad-platform",
+    ],
+)
+def test_a_long_name_or_value_is_echoed_cut_in_an_error(client_app, method, request_kwargs, status, code):
+    make_product("GLAZED", on_hand=5)
+
+    response = getattr(client_app, method)(**request_kwargs)
+
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    assert CUT in response.content.decode(), response.content[:300]
+    assert len(response.content) < 1000, response.content[:300]
+
+
+def test_a_cut_name_keeps_the_shape_of_its_error(client_app):
+    fields = client_app.get(f"/api/v1/restocks/?{LONG}=1&quantiy=1")
+    sku = client_app.get(f"/api/v1/products/{LONG}/")
+
+    assert fields.json()["errors"] == {CUT: ["Unknown field."], "quantiy": ["Unknown field."]}
+    assert sku.json() == {"code": "unknown_sku", "message": f"Unknown SKU: {CUT}.", "skus": [CUT]}
