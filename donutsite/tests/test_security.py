@@ -1,6 +1,7 @@
 """Production settings, secrets, start-up checks and the admin login throttle."""
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import redis
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.contrib.sessions.models import Session
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
@@ -323,6 +324,19 @@ def test_ops_lift_a_lockout_with_a_command(client, staff):
     assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 429
     call_command("admin_login_unlock", "--all", stdout=out)
     assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 302
+
+
+@pytest.mark.parametrize("address", ["notanip", "*", "192.0.2.300", ""])
+def test_unlocking_from_a_malformed_address_is_an_error_naming_it_and_unlocks_nothing(client, staff, address):
+    fail_until_locked(client)
+    out = StringIO()
+
+    with pytest.raises(CommandError, match=f'"{re.escape(address)}" is not an IP address') as refused:
+        call_command("admin_login_unlock", "ops", "--address", address, stdout=out)
+
+    assert refused.value.returncode != 0
+    assert out.getvalue() == ""
+    assert login(client, "correct horse battery").status_code == 429
 
 
 def test_an_admin_login_lasts_a_shift_not_two_weeks(client, staff):

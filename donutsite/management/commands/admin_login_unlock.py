@@ -1,5 +1,7 @@
 """Lift admin login lockouts: `manage.py admin_login_unlock USERNAME [--address ADDR]`, or `--all`."""
 
+import ipaddress
+
 from django.core.management.base import BaseCommand, CommandError
 
 from donutsite import login_throttle, ratelimit
@@ -10,7 +12,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("username", nargs="?", help="the account to unlock")
-        parser.add_argument("--address", help="only from this client address (default: from every address)")
+        parser.add_argument(
+            "--address", help="only from this client IP address, v4 or v6 (default: from every address)"
+        )
         parser.add_argument("--all", action="store_true", help="every account from every address")
 
     def handle(self, *args, username=None, address=None, all=False, **options):
@@ -19,7 +23,18 @@ class Command(BaseCommand):
         if all:
             pattern = "admin-login:*"
         else:
-            counted = ratelimit.address_counted(address) if address else "*"
+            counted = "*" if address is None else ratelimit.address_counted(_ip_address(address))
             pattern = f"admin-login:{login_throttle.account_tag(username)}:{counted}"
         forgotten = ratelimit.forget_matching(pattern)
         self.stdout.write(f"Unlocked {len(forgotten)} account/address pair(s).")
+
+
+def _ip_address(address: str) -> str:
+    """`address` if it is an IP address; a CommandError naming it if not. A lockout is counted under the
+    address a request came from, so anything else unlocked nothing and said "Unlocked 0", and a glob
+    (`*`) or an empty value unlocked the account from every address."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise CommandError(f'"{address}" is not an IP address (such as 192.0.2.1 or 2001:db8::1).') from None
+    return address
