@@ -36,12 +36,14 @@ def client_app(api_client_and_key):
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     """Per-process caches (SKU ids, API keys, throttle tokens, open circuit breakers) must not leak
-    between tests whose rows were rolled back, nor the sweeps' last runs in Redis: an earlier test's
-    factory.reconcile, minutes old, would page ops from the next notifications sweep."""
+    between tests whose rows were rolled back, nor the sweeps' last runs in Redis (an earlier test's
+    factory.reconcile, minutes old, would page ops from the next notifications sweep), nor the
+    per-address counters in Redis (every test's requests come from 127.0.0.1: callbacks refused by
+    earlier tests would have this one's answered 429, depending on the order the tests ran in)."""
     from django.conf import settings
 
     from clients import auth, throttles
-    from donutsite import dependencies, sweeps
+    from donutsite import dependencies, ratelimit, sweeps
     from inventory import selectors, services
 
     selectors.forget_product_ids()
@@ -51,6 +53,7 @@ def _fresh_caches():
     for breaker in dependencies.breakers.values():
         breaker.close()
     redis.Redis.from_url(settings.REDIS_URL).delete(sweeps._key())
+    ratelimit.forget_matching("*")
     yield
 
 
