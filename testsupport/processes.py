@@ -16,7 +16,8 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-OUTPUT = ROOT / "test-output" / "e2e"
+# A directory per pytest-xdist worker: two workers' processes of one name (web, worker1) log apart.
+OUTPUT = ROOT / "test-output" / "e2e" / os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
 def free_port() -> int:
