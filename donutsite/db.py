@@ -1,4 +1,7 @@
-"""A collation that compares strings exactly (case, accents, every code point), on any database we run.
+"""What our code needs to know of the database server: a collation that compares strings exactly, and the
+error numbers of a lock conflict.
+
+A collation that compares strings exactly (case, accents, every code point), on any database we run.
 
 MySQL and MariaDB compare with the table's collation, utf8mb4_unicode_ci by default (compose's too):
 `key-abcdef` equals `Key-AbCdEf` and `GLAZED` equals `glazed` or `GLA\\0ZED`. Columns that identify
@@ -10,6 +13,19 @@ in. SQLite's BINARY is its default and exact.
 from django.conf import settings
 
 EXACT_COLLATION = "utf8mb4_bin" if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.mysql" else "BINARY"
+
+
+# MariaDB's (and MySQL's) answers to a statement that met another transaction's locks: picked as a deadlock's
+# victim (1213: its whole transaction rolled back, so running that again is safe), or not granted a lock
+# within innodb_lock_wait_timeout (1205: only the statement rolled back).
+DEADLOCK = 1213
+LOCK_WAIT_TIMEOUT = 1205
+
+
+def error_code(exc: Exception) -> int | None:
+    """The server's error number of a database error (mysqlclient puts it first in the arguments), or None."""
+    code = exc.args[0] if exc.args else None
+    return code if isinstance(code, int) else None
 
 
 def exact_lookup_possible(value: str) -> bool:

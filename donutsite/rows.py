@@ -3,7 +3,8 @@
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
-DEADLOCK = 1213  # MySQL/MariaDB ER_LOCK_DEADLOCK: the victim's statement was rolled back; running it again is safe
+from donutsite.db import DEADLOCK, error_code
+
 ATTEMPTS = 3
 
 
@@ -29,7 +30,7 @@ def row_create_or_update(model, lookup: dict, defaults: dict):
         except IntegrityError as exc:
             refused = exc
         except OperationalError as exc:
-            if not exc.args or exc.args[0] != DEADLOCK or attempt == ATTEMPTS - 1:
+            if error_code(exc) != DEADLOCK or attempt == ATTEMPTS - 1:
                 raise
             continue
         updates = dict(defaults)

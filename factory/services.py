@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from donutsite.celery import task_publish
 from donutsite.context import request_id, request_id_bound
+from donutsite.db import DEADLOCK, LOCK_WAIT_TIMEOUT, error_code
 from factory import refusals, signatures
 from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable, RemoteOrder
 from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
@@ -229,10 +230,9 @@ def _placed_record(restock: Restock, result) -> None:
     alerts_settle(FACTORY_DEGRADED)
 
 
-# MariaDB's answers to a transaction that met another's row locks: picked as a deadlock's victim (1213), or
-# waited innodb_lock_wait_timeout for a lock (1205). Rolled back, it may run again, and usually finds the
-# lock let go: the other side (a callback, the sweep, an alert) holds it for a short transaction.
-LOCK_CONFLICTS = (1205, 1213)
+# A record that met another transaction's locks (donutsite.db) may run again, and usually finds them let go:
+# the other side (a callback, the sweep, an alert) holds them for a short transaction.
+LOCK_CONFLICTS = (DEADLOCK, LOCK_WAIT_TIMEOUT)
 RECORD_TRIES = 3
 
 
@@ -247,7 +247,7 @@ def _answer_recorded(record, restock_id: int) -> None:
                 record()
             return
         except OperationalError as exc:
-            if not tries_left or not exc.args or exc.args[0] not in LOCK_CONFLICTS:
+            if not tries_left or error_code(exc) not in LOCK_CONFLICTS:
                 raise
             logger.warning("restock %s: recording the factory's answer met a lock (%s); trying again", restock_id, exc)
 

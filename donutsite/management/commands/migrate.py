@@ -20,7 +20,8 @@ from django.core.management.base import CommandError
 from django.core.management.commands.migrate import Command as DjangoMigrate
 from django.db import OperationalError, connections
 
-LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT: a metadata (or row) lock not granted in time
+from donutsite.db import LOCK_WAIT_TIMEOUT, error_code  # a metadata (or row) lock not granted in time
+
 PAUSE_SECONDS = 1.0
 # Each GET_LOCK waits this long at most, under the connection's read timeout; it is asked again until
 # ONE_AT_A_TIME_SECONDS have passed.
@@ -96,7 +97,7 @@ class LockWaitRetry:
             try:
                 return execute(sql, params, many, context)
             except OperationalError as exc:
-                if exc.args[0] != LOCK_WAIT_TIMEOUT or context["connection"].in_atomic_block:
+                if error_code(exc) != LOCK_WAIT_TIMEOUT or context["connection"].in_atomic_block:
                     raise
                 if attempt >= self.attempts:
                     raise CommandError(
