@@ -106,6 +106,35 @@ def lost_channels_raise_connection_errors(**kwargs):
     kombu_redis.Channel._connparams = checked
 
 
+@worker_init.connect
+def stale_pool_watches_skipped(**kwargs):
+    """Celery/kombu 5.7 prefork workers exited ("Unrecoverable error: ValueError('file descriptor is
+    None')") when they reconnected to Redis after their pool processes had been killed together. Celery
+    watches each pool process's exit through a copy of its sentinel fd; when two die at once, the second's
+    exit event can arrive after the first's clean-up closed that copy and a new process's copy took its
+    number, and Celery then drops the watch of that new, live process (its fd becomes None). Every
+    reconnect registers the pool's fds again; kombu 5.7 answers None with a ValueError, expecting Celery to
+    treat it as the stale fd it logs and skips, and Celery 5.7.0 lets it kill the worker. Such a None is
+    now logged and skipped: the pool's check every 5 s still replaces that process when it exits."""
+    from celery.concurrency import asynpool
+
+    iterate = asynpool.iterate_file_descriptors_safely  # looked up by name at each call in asynpool
+    if getattr(iterate, "skips_none", False):
+        return
+
+    def skipping_none(fds_iter, source_data, hub_method, *args, **kwargs):
+        fds = list(fds_iter)
+        if None in fds:
+            logging.getLogger(__name__).warning(
+                "a pool process no longer watched for its exit (fd None) skipped; the pool's periodic check"
+                " replaces it when it exits"
+            )
+        return iterate([fd for fd in fds if fd is not None], source_data, hub_method, *args, **kwargs)
+
+    skipping_none.skips_none = True
+    asynpool.iterate_file_descriptors_safely = skipping_none
+
+
 @worker_ready.connect
 @worker_process_init.connect
 def gc_freeze(**kwargs):
