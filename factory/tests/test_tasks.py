@@ -3,6 +3,7 @@ factory and the real test broker: what a refusal, a busy factory, a long Retry-A
 attempts and a lost callback do to the restock, the queue and ops. (With real workers: test_e2e.py.)"""
 
 import json
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -939,11 +940,12 @@ def short_lock_waits():
         cursor.execute("SET SESSION innodb_lock_wait_timeout = DEFAULT")
 
 
+@contextmanager
 def restock_row_held_during_the_call(monkeypatch, restock, *, until=lambda worker_waiting: False):
     """Another transaction that locks the restock's row (as a callback receiving it does) once the worker
     has claimed the restock and is calling the factory, and holds it until `until(id of the worker's
-    transaction waiting for it)` is true, or `let_go` is set. Returns (holder thread, let_go, outcomes):
-    start the thread, run the worker in this thread, then set let_go and join."""
+    transaction waiting for it)` is true, or the with-block ends. Yields the holder's outcome ("let go" or
+    "held", under "holder"), complete once the block has ended: run the worker inside it."""
     import threading
 
     from testsupport.threads import connection_id, lock_waiting_transaction, thread_keeping
@@ -961,7 +963,13 @@ def restock_row_held_during_the_call(monkeypatch, restock, *, until=lambda worke
                     return "let go"
         return "held"
 
-    return thread_keeping(outcomes, "holder", hold), let_go, outcomes
+    holder = thread_keeping(outcomes, "holder", hold)
+    holder.start()
+    try:
+        yield outcomes
+    finally:
+        let_go.set()
+        holder.join(10)
 
 
 def lets_go_at_the_second_wait():
@@ -987,14 +995,9 @@ def test_a_refusal_whose_record_cannot_be_written_is_still_dead_lettered_at_once
     # the claim's lease ran out and the sweep resent the restock.
     factory.answer(409, {"error": "reference already used with another sku"})
     restock = pending_restock()
-    holder, let_go, outcomes = restock_row_held_during_the_call(monkeypatch, restock)
-    holder.start()
-    try:
-        with pytest.raises(FactoryRejected) as raised:
-            run(restock_place_task, restock.pk)
-    finally:
-        let_go.set()
-        holder.join(10)
+    held = restock_row_held_during_the_call(monkeypatch, restock)
+    with held as outcomes, pytest.raises(FactoryRejected) as raised:
+        run(restock_place_task, restock.pk)
     assert outcomes == {"holder": "held"}
     assert order_of(restock).claimed_at is None and not FactoryAttempt.objects.filter(restock=restock).exists()
     assert "could not be recorded" in caplog.text
@@ -1016,17 +1019,10 @@ def test_a_failed_call_whose_record_meets_a_lock_is_recorded_when_it_is_let_go(
     # out once; it is written at the next try, and the retry waits as the factory asked.
     factory.answer(429, {"error": "slow down"}, headers={"Retry-After": "7"})
     restock = pending_restock()
-    holder, let_go, outcomes = restock_row_held_during_the_call(
-        monkeypatch, restock, until=lets_go_at_the_second_wait()
-    )
     before = timezone.now()
-    holder.start()
-    try:
-        with pytest.raises(Retry):
-            run(restock_place_task, restock.pk)
-    finally:
-        let_go.set()
-        holder.join(10)
+    held = restock_row_held_during_the_call(monkeypatch, restock, until=lets_go_at_the_second_wait())
+    with held as outcomes, pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
 
     assert outcomes == {"holder": "let go"}
     attempt = FactoryAttempt.objects.get(restock=restock)
@@ -1041,15 +1037,9 @@ def test_an_accepted_order_whose_record_meets_a_lock_is_placed_when_it_is_let_go
 ):
     factory.answer(202, {**ORDER, "order_id": "F-000777"})
     restock = pending_restock()
-    holder, let_go, outcomes = restock_row_held_during_the_call(
-        monkeypatch, restock, until=lets_go_at_the_second_wait()
-    )
-    holder.start()
-    try:
+    held = restock_row_held_during_the_call(monkeypatch, restock, until=lets_go_at_the_second_wait())
+    with held as outcomes:
         outcome = run(restock_place_task, restock.pk)
-    finally:
-        let_go.set()
-        holder.join(10)
 
     assert (outcome, outcomes) == ("placed", {"holder": "let go"})
     restock.refresh_from_db()
@@ -1066,14 +1056,8 @@ def test_an_accepted_order_whose_record_cannot_be_written_is_answered_again_by_t
     # with the same order.
     factory.answer(202, {**ORDER, "order_id": "F-000777"})
     restock = pending_restock()
-    holder, let_go, outcomes = restock_row_held_during_the_call(monkeypatch, restock)
-    holder.start()
-    try:
-        with pytest.raises(Retry):
-            run(restock_place_task, restock.pk)
-    finally:
-        let_go.set()
-        holder.join(10)
+    with restock_row_held_during_the_call(monkeypatch, restock) as outcomes, pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
     assert outcomes == {"holder": "held"} and order_of(restock).claimed_at is None
     assert Restock.objects.get(pk=restock.pk).status == "pending"
 
