@@ -199,7 +199,7 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
         # The factory has the order and we could not write it down. The error is transient for the task,
         # whose retry sends the same reference and is answered with the same order; the claim goes now, or
         # that retry would find it held and wait for its lease to run out and the sweep to resend it.
-        _claim_let_go(restock.pk)
+        _claim_let_go(restock.pk, accepted=True)
         raise
     logger.info("restock %s placed as factory order %s", restock.pk, result.order.order_id)
     return "placed"
@@ -271,12 +271,16 @@ def _failure_recorded(restock: Restock, exc: FactoryError) -> None:
         _claim_let_go(restock.pk)
 
 
-def _claim_let_go(restock_id: int) -> None:
+def _claim_let_go(restock_id: int, *, accepted: bool = False) -> None:
     """The call is over and its answer not recorded: the claim goes, so the task's retry may call, and the
     dead letter giving the restock up may fail it (restock_fail waits while a claim is live). If the database
-    refuses this too, the claim's lease runs out and the sweep resends the restock."""
+    refuses this too, the claim's lease runs out and the sweep resends the restock. `accepted`: the factory
+    took the order, so the call the claim counted is no failed one and is taken back; counted, at the last
+    allowed call, the database's error ran the restock out of attempts, and its dead letter failed it and
+    paged ops while the factory made the order."""
+    uncounted = {"attempt_count": F("attempt_count") - 1} if accepted else {}
     try:
-        FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None)
+        FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None, **uncounted)
     except DatabaseError as exc:
         logger.warning("restock %s: its claim could not be let go (%r); the sweep resends it later", restock_id, exc)
 

@@ -1069,6 +1069,28 @@ def test_an_accepted_order_whose_record_cannot_be_written_is_answered_again_by_t
     assert list(FactoryAttempt.objects.values_list("outcome", flat=True)) == ["replayed"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_accepted_order_on_the_last_allowed_call_whose_record_cannot_be_written_is_not_given_up(
+    factory, queues, settings, monkeypatch, short_lock_waits
+):
+    # The factory took the order at the restock's last allowed call, and we could not write it down. The call
+    # stayed counted as a failed one, so the database's error ran the restock out of attempts: its dead letter
+    # failed it and paged ops while the factory made the order.
+    factory.answer(202, {**ORDER, "order_id": "F-000777"})
+    restock = pending_restock(attempt_count=settings.FACTORY_MAX_ATTEMPTS - 1)
+    with restock_row_held_during_the_call(monkeypatch, restock) as outcomes, pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+    assert outcomes == {"holder": "held"}
+    order = order_of(restock)
+    assert (order.attempt_count, order.claimed_at) == (settings.FACTORY_MAX_ATTEMPTS - 1, None)
+    assert Restock.objects.get(pk=restock.pk).status == "pending" and not DeadLetter.objects.exists()
+
+    factory.answer(200, {**ORDER, "order_id": "F-000777"})
+    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the retry's time
+    assert run(restock_place_task, restock.pk, retries=1) == "placed"
+    assert (order_of(restock).order_id, len(factory.requests)) == ("F-000777", 2)
+
+
 def test_a_second_message_never_cuts_a_retrys_wait_short(factory, queues):
     # A duplicate, or the same restock sent again on the urgent route: the factory answered 503, and the
     # retry waits its backoff. The other message must not call before it.
