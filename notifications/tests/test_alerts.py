@@ -13,7 +13,7 @@ from notifications.deliveries import message_for
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock
 from testsupport.data import raise_alert
 from testsupport.plans import plans
-from testsupport.threads import thread_keeping, waiting_for_a_lock
+from testsupport.threads import thread_keeping, until_waiting, waiting_for_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -390,10 +390,8 @@ def test_an_accepted_order_settling_the_factory_warning_while_a_failed_call_rais
             with transaction.atomic():
                 alerts.alert_key_lock("factory_degraded")  # alert_raise's first step
                 raising_holds_the_key.set()
-                for _ in range(500):  # until the settling transaction waits for a lock (deadlocked or queued)
-                    if settling_connection and waiting_for_a_lock(settling_connection[0]):
-                        break
-                    threading.Event().wait(0.02)
+                # until the settling transaction waits for a lock (deadlocked or queued)
+                until_waiting(lambda: settling_connection and waiting_for_a_lock(settling_connection[0]), timeout=10)
                 alerts.alert_raise(
                     kind="factory_degraded",
                     severity="warning",
@@ -452,10 +450,10 @@ def test_the_escalation_sweep_deadlocks_with_nothing_that_takes_warnings_as_it_r
             with transaction.atomic():
                 Alert.objects.select_for_update().filter(pk=held.pk).exists()
                 worker_holds_one.set()
-                for _ in range(100):  # until the sweep is done or waits for a lock (on it, or deadlocked)
-                    if sweep_done.is_set() or sweep_connection and waiting_for_a_lock(sweep_connection[0]):
-                        break
-                    threading.Event().wait(0.02)
+                until_waiting(  # until the sweep is done or waits for a lock (on it, or deadlocked)
+                    lambda: sweep_done.is_set() or sweep_connection and waiting_for_a_lock(sweep_connection[0]),
+                    timeout=2,
+                )
                 Alert.objects.select_for_update().filter(pk=then.pk).exists()
         except Exception as exc:
             errors.append(exc)
@@ -516,10 +514,8 @@ def test_acknowledging_warnings_in_the_admin_while_the_sweep_escalates_them_dead
         if not sweep_started.is_set():  # holding the first alert it took
             sweep_started.set()
             sweep.start()
-            for _ in range(100):  # until the sweep waits for a lock
-                if sweep_connection and waiting_for_a_lock(sweep_connection[0]):
-                    break
-                threading.Event().wait(0.02)
+            # until the sweep waits for a lock
+            until_waiting(lambda: sweep_connection and waiting_for_a_lock(sweep_connection[0]), timeout=2)
         return taken
 
     monkeypatch.setattr(alerts, "alert_acknowledge", acknowledge_while_the_sweep_comes)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from notifications import alerts
 from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock
 from testsupport.data import raise_alert
-from testsupport.threads import connection_id, thread_keeping, waiting_for_a_lock
+from testsupport.threads import connection_id, thread_keeping, until_waiting, waiting_for_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -221,10 +221,8 @@ def test_a_raise_between_the_purge_reading_the_groups_and_deleting_them_keeps_it
 
 
 def _until_waiting_or_done(connection: list, done: dict, name: str) -> None:
-    for _ in range(250):  # until the other thread waits for a lock (queued or deadlocked), or is done
-        if name in done or connection and waiting_for_a_lock(connection[0]):
-            return
-        threading.Event().wait(0.02)
+    """Until the other thread waits for a lock (queued or deadlocked), or is done."""
+    until_waiting(lambda: name in done or connection and waiting_for_a_lock(connection[0]), timeout=5)
 
 
 @pytest.mark.django_db(transaction=True)
