@@ -1,5 +1,7 @@
 """make run creates the MariaDB database DATABASE_URL names when the server does not have it yet."""
 
+import os
+
 import MySQLdb
 import pytest
 from django.conf import settings
@@ -7,7 +9,11 @@ from django.core.management import CommandError
 
 from donutsite.management.commands.database_create import database_create
 
-NAME = "donut_created_by_test"
+# Named after the test database and the pytest worker: one fixed name was dropped and created by every run on the
+# server at once (two pytest workers, two checkouts), each under the other's assertions.
+NAME = "_".join(
+    filter(None, [settings.DATABASES["default"]["NAME"], "created_by_test", os.environ.get("PYTEST_XDIST_WORKER")])
+)
 
 
 def server_cursor():

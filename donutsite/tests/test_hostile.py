@@ -80,7 +80,7 @@ class Answer:
 
 @pytest.fixture(scope="module")
 def web(django_db_setup, django_db_blocker):
-    running = System(broker_url=current_app.conf.broker_url, log_dir=OUTPUT.parent / "hostile")
+    running = System(broker_url=current_app.conf.broker_url, log_dir=OUTPUT / "hostile")  # this pytest worker's
     # Behind one proxy, as in production: X-Forwarded-For's last entry is the client.
     running.env.update(
         ANON_THROTTLE_RATE="30/minute", FAILED_AUTH_THROTTLE_RATE="5/minute", DJANGO_TRUSTED_PROXY_COUNT="1"
