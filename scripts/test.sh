@@ -20,9 +20,16 @@ mkdir -p test-output
 COVERAGE_DIR=$(mktemp -d)
 trap 'rm -rf "$COVERAGE_DIR"' EXIT
 export COVERAGE_FILE="$COVERAGE_DIR/.coverage"
-# A second pytest-xdist worker's Redis databases (testsupport/workers.py), for `-n 2` here or below.
-export CELERY_BROKER_URL_GW1="${TEST_CELERY_BROKER_URL_GW1:-redis://127.0.0.1:6379/12}"
-export REDIS_URL_GW1="${TEST_REDIS_URL_GW1:-redis://127.0.0.1:6379/13}"
+# A second pytest-xdist worker's Redis databases (testsupport/workers.py), for `-n 2` here or below: 12 and 13
+# beside the default 14 and 15. A run given Redis databases of its own (TEST_CELERY_BROKER_URL, TEST_REDIS_URL)
+# names its second worker's too, or that worker is refused: on a shared machine, 12 and 13 are someone else's,
+# and the tests empty their databases.
+GW1_BROKER= GW1_REDIS=
+if [ -z "${TEST_CELERY_BROKER_URL:-}${TEST_REDIS_URL:-}" ]; then
+    GW1_BROKER=redis://127.0.0.1:6379/12 GW1_REDIS=redis://127.0.0.1:6379/13
+fi
+export CELERY_BROKER_URL_GW1="${TEST_CELERY_BROKER_URL_GW1:-${CELERY_BROKER_URL_GW1:-$GW1_BROKER}}"
+export REDIS_URL_GW1="${TEST_REDIS_URL_GW1:-${REDIS_URL_GW1:-$GW1_REDIS}}"
 PYTEST=(.venv/bin/python -m pytest)  # `-m`: the repository on sys.path for `-p testsupport.workers`
 REPORTS=(--cov-report=term-missing:skip-covered --cov-report=xml:test-output/coverage.xml)
 if [ $# -gt 0 ]; then  # a partial run, as asked: it only reports its coverage figure
