@@ -28,8 +28,8 @@ GW1_BROKER= GW1_REDIS=
 if [ -z "${TEST_CELERY_BROKER_URL:-}${TEST_REDIS_URL:-}" ]; then
     GW1_BROKER=redis://127.0.0.1:6379/12 GW1_REDIS=redis://127.0.0.1:6379/13
 fi
-export CELERY_BROKER_URL_GW1="${TEST_CELERY_BROKER_URL_GW1:-${CELERY_BROKER_URL_GW1:-$GW1_BROKER}}"
-export REDIS_URL_GW1="${TEST_REDIS_URL_GW1:-${REDIS_URL_GW1:-$GW1_REDIS}}"
+export CELERY_BROKER_URL_GW1="${TEST_CELERY_BROKER_URL_GW1:-$GW1_BROKER}"
+export REDIS_URL_GW1="${TEST_REDIS_URL_GW1:-$GW1_REDIS}"
 PYTEST=(.venv/bin/python -m pytest)  # `-m`: the repository on sys.path for `-p testsupport.workers`
 REPORTS=(--cov-report=term-missing:skip-covered --cov-report=xml:test-output/coverage.xml)
 if [ $# -gt 0 ]; then  # a partial run, as asked: it only reports its coverage figure

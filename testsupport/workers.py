@@ -19,7 +19,10 @@ def _own_redis_databases(worker: str) -> None:
     for name in ("CELERY_BROKER_URL", "REDIS_URL"):
         own = os.environ.get(f"{name}_{worker.upper()}")
         if not own:
-            raise pytest.UsageError(f"pytest-xdist worker {worker} needs {name}_{worker.upper()} (scripts/test.sh)")
+            raise pytest.UsageError(
+                f"pytest-xdist worker {worker} needs Redis databases of its own: set TEST_{name}_{worker.upper()}"
+                " for scripts/test.sh (CONTRIBUTING.md)"
+            )
         os.environ[name] = own
 
 
