@@ -20,13 +20,13 @@ mkdir -p test-output
 COVERAGE_DIR=$(mktemp -d)
 trap 'rm -rf "$COVERAGE_DIR"' EXIT
 export COVERAGE_FILE="$COVERAGE_DIR/.coverage"
-# A second pytest-xdist worker's Redis databases (testsupport/workers.py), for `-n 2` here or below: 12 and 13
-# beside the default 14 and 15. A run given Redis databases of its own (TEST_CELERY_BROKER_URL, TEST_REDIS_URL)
-# names its second worker's too, or that worker is refused: on a shared machine, 12 and 13 are someone else's,
-# and the tests empty their databases.
+# A second pytest-xdist worker's Redis databases (testsupport/workers.py), for `-n 2` here or below: 2 and 3
+# beside the default 14 and 15 (the benchmarks take 11 to 13, make run's own Redis is apart). A run given Redis
+# databases of its own (TEST_CELERY_BROKER_URL, TEST_REDIS_URL) names its second worker's too, or that worker
+# is refused: on a shared machine, 2 and 3 may be someone else's, and the tests empty their databases.
 GW1_BROKER= GW1_REDIS=
 if [ -z "${TEST_CELERY_BROKER_URL:-}${TEST_REDIS_URL:-}" ]; then
-    GW1_BROKER=redis://127.0.0.1:6379/12 GW1_REDIS=redis://127.0.0.1:6379/13
+    GW1_BROKER=redis://127.0.0.1:6379/2 GW1_REDIS=redis://127.0.0.1:6379/3
 fi
 export CELERY_BROKER_URL_GW1="${TEST_CELERY_BROKER_URL_GW1:-$GW1_BROKER}"
 export REDIS_URL_GW1="${TEST_REDIS_URL_GW1:-$GW1_REDIS}"
