@@ -199,7 +199,7 @@ def restock_place(restock_id: int, *, client: FactoryClient | None = None) -> st
         # The factory has the order and we could not write it down. The error is transient for the task,
         # whose retry sends the same reference and is answered with the same order; the claim goes now, or
         # that retry would find it held and wait for its lease to run out and the sweep to resend it.
-        _claim_let_go(restock.pk, accepted=True)
+        _claim_let_go(restock.pk, spared=True)
         raise
     logger.info("restock %s placed as factory order %s", restock.pk, result.order.order_id)
     return "placed"
@@ -257,8 +257,9 @@ def _failure_recorded(restock: Restock, exc: FactoryError) -> None:
     a dropped connection) is logged and the claim let go, and the caller raises the factory's error all
     the same. Raised in its place, the database error was retried as a busy factory's would be, a refusal
     included (no dead letter, no page), and the claim it left held kept that retry, or the dead letter,
-    back until the claim's lease ran out and the sweep resent the restock. Unrecorded, the call is still
-    counted on the order row (the claim counted it), so the budget sees it; its FactoryAttempt row is lost."""
+    back until the claim's lease ran out and the sweep resent the restock. Unrecorded, a failed call is still
+    counted on the order row (the claim counted it), so the budget sees it; its FactoryAttempt row is lost.
+    A 429 is taken back off that count: recorded, its row spares it from the budget, which this one lacks."""
     try:
         _answer_recorded(partial(_record_failure, restock, exc), restock.pk)
     except DatabaseError as db_exc:
@@ -268,17 +269,18 @@ def _failure_recorded(restock: Restock, exc: FactoryError) -> None:
             exc,
             db_exc,
         )
-        _claim_let_go(restock.pk)
+        _claim_let_go(restock.pk, spared=isinstance(exc, FactoryRateLimited))
 
 
-def _claim_let_go(restock_id: int, *, accepted: bool = False) -> None:
+def _claim_let_go(restock_id: int, *, spared: bool = False) -> None:
     """The call is over and its answer not recorded: the claim goes, so the task's retry may call, and the
     dead letter giving the restock up may fail it (restock_fail waits while a claim is live). If the database
-    refuses this too, the claim's lease runs out and the sweep resends the restock. `accepted`: the factory
-    took the order, so the call the claim counted is no failed one and is taken back; counted, at the last
-    allowed call, the database's error ran the restock out of attempts, and its dead letter failed it and
-    paged ops while the factory made the order."""
-    uncounted = {"attempt_count": F("attempt_count") - 1} if accepted else {}
+    refuses this too, the claim's lease runs out and the sweep resends the restock. `spared`: the call the
+    claim counted is no failed one and is taken back. The factory took the order: counted, at the last allowed
+    call, the database's error ran the restock out of attempts, and its dead letter failed it and paged ops
+    while the factory made the order. Or it rate limited the call, which uses up no attempt: counted, the
+    restock was given up one failed call early."""
+    uncounted = {"attempt_count": F("attempt_count") - 1} if spared else {}
     try:
         FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None, **uncounted)
     except DatabaseError as exc:

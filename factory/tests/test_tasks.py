@@ -1091,6 +1091,29 @@ def test_an_accepted_order_on_the_last_allowed_call_whose_record_cannot_be_writt
     assert (order_of(restock).order_id, len(factory.requests)) == ("F-000777", 2)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_rate_limited_call_whose_record_cannot_be_written_uses_up_no_attempt(
+    factory, queues, settings, monkeypatch, short_lock_waits
+):
+    # The factory answered 429 and we could not write it down. A recorded 429 is spared by the budget (its
+    # attempt row says rate limited); this one stayed counted on the order row with no row to spare it, so
+    # the next failed call gave the restock up one call early, paging ops over a factory that asked us to wait.
+    factory.answer(429, {"error": "slow down"}, headers={"Retry-After": "1"})
+    restock = pending_restock(attempt_count=settings.FACTORY_MAX_ATTEMPTS - 2)
+    with restock_row_held_during_the_call(monkeypatch, restock) as outcomes, pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+    assert outcomes == {"holder": "held"}
+    order = order_of(restock)
+    assert (order.attempt_count, order.claimed_at) == (settings.FACTORY_MAX_ATTEMPTS - 2, None)
+
+    factory.answer(503, {"error": "busy"})
+    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the retry's time
+    with pytest.raises(Retry):  # the budget's last allowed call is still to come
+        run(restock_place_task, restock.pk, retries=1)
+    assert Restock.objects.get(pk=restock.pk).status == "pending" and not DeadLetter.objects.exists()
+    assert order_of(restock).attempt_count == settings.FACTORY_MAX_ATTEMPTS - 1
+
+
 def test_a_second_message_never_cuts_a_retrys_wait_short(factory, queues):
     # A duplicate, or the same restock sent again on the urgent route: the factory answered 503, and the
     # retry waits its backoff. The other message must not call before it.
