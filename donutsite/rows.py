@@ -21,24 +21,37 @@ def row_create_or_update(model, lookup: dict, defaults: dict):
     The row may also go between the refused INSERT and the update (an unsubscribe racing a subscribe:
     "notify me" toggled twice at once), and INSERTs waiting behind that DELETE can still deadlock with
     each other; either way the INSERT runs again, as if this request had come just after the other, a
-    few times at most. Each was a 500 or a 503 for a harmless toggle."""
+    few times at most. Each was a 500 or a 503 for a harmless toggle.
+
+    The UPDATE deadlocks too, with a DELETE of the row (a device unregistered while "notify me" is tapped):
+    MariaDB may find the row through another index (the SKU's), locking it there before its primary key,
+    while the DELETE locks the primary key first. It runs again the same way: the INSERT then meets the row,
+    or, the row gone, creates it."""
     refused = None
     for attempt in range(ATTEMPTS):
         try:
-            with transaction.atomic():
-                return model.objects.create(**lookup, **defaults), True
+            return _row_inserted_or_updated(model, lookup, defaults)
         except IntegrityError as exc:
+            # No row to update: deleted since the INSERT met it, or not the unique key (a foreign key gone:
+            # a real error, raised once the INSERT has been refused every time).
             refused = exc
         except OperationalError as exc:
             if error_code(exc) != DEADLOCK or attempt == ATTEMPTS - 1:
                 raise
-            continue
+    raise refused
+
+
+def _row_inserted_or_updated(model, lookup: dict, defaults: dict):
+    """One try: the INSERT in a transaction of its own, or, refused, the row it met updated and read. Raises
+    the INSERT's IntegrityError when there is no row by then, and a deadlock of either statement."""
+    try:
+        with transaction.atomic():
+            return model.objects.create(**lookup, **defaults), True
+    except IntegrityError:
         updates = dict(defaults)
         updates.update({f.name: timezone.now() for f in model._meta.concrete_fields if getattr(f, "auto_now", False)})
         model.objects.filter(**lookup).update(**updates)
         row = model.objects.filter(**lookup).first()
-        if row is not None:
-            return row, False
-        # Not there: deleted since the INSERT met it, or not the unique key (a foreign key gone: a real error,
-        # raised once the INSERT has been refused every time).
-    raise refused
+        if row is None:
+            raise
+        return row, False
