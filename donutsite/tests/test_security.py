@@ -339,6 +339,19 @@ def test_unlocking_from_a_malformed_address_is_an_error_naming_it_and_unlocks_no
     assert login(client, "correct horse battery").status_code == 429
 
 
+@pytest.mark.parametrize("given", [["--address", "192.0.2.1"], ["ops"], ["ops", "--address", "192.0.2.1"]])
+def test_unlocking_all_with_an_account_or_an_address_is_an_error_and_unlocks_nothing(client, staff, given):
+    # --all with --address unlocked every account from every address, the address silently ignored.
+    fail_until_locked(client, REMOTE_ADDR="192.0.2.1")
+    out = StringIO()
+
+    with pytest.raises(CommandError, match="--all unlocks every account from every address; give it alone"):
+        call_command("admin_login_unlock", "--all", *given, stdout=out)
+
+    assert out.getvalue() == ""
+    assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 429
+
+
 def test_an_admin_login_lasts_a_shift_not_two_weeks(client, staff):
     response = login(client, "correct horse battery")
 

@@ -15,10 +15,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--address", help="only from this client IP address, v4 or v6 (default: from every address)"
         )
-        parser.add_argument("--all", action="store_true", help="every account from every address")
+        parser.add_argument(
+            "--all", action="store_true", help="every account from every address (with no USERNAME nor --address)"
+        )
 
     def handle(self, *args, username=None, address=None, all=False, **options):
-        if all == bool(username):
+        if all and (username or address is not None):
+            # Either was ignored: `--all --address A` unlocked every account from every address.
+            raise CommandError("--all unlocks every account from every address; give it alone.")
+        if not all and not username:
             raise CommandError("Name one account, or pass --all.")
         if all:
             pattern = "admin-login:*"
