@@ -24,6 +24,10 @@ from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from donutsite.dependencies import redis_client, redis_try
 
+# What a request that came with no REMOTE_ADDR (a unix socket's peer) is counted, and logged, under: one
+# bucket for all of them, which admin_login_unlock --address takes by this name.
+UNKNOWN_ADDRESS = "unknown"
+
 
 def client_address(request) -> str:
     hops = settings.TRUSTED_PROXY_COUNT
@@ -35,7 +39,7 @@ def client_address(request) -> str:
                 return address_counted(str(ipaddress.ip_address(forwarded[-hops])))
             except ValueError:
                 pass  # not an address: our proxy did not write it; count it as the proxy's
-    return address_counted(request.META.get("REMOTE_ADDR") or "unknown")
+    return address_counted(request.META.get("REMOTE_ADDR") or UNKNOWN_ADDRESS)
 
 
 def address_counted(address: str) -> str:

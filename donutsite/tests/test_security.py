@@ -326,6 +326,22 @@ def test_ops_lift_a_lockout_with_a_command(client, staff):
     assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 302
 
 
+def test_a_lockout_of_requests_with_no_address_is_lifted_by_the_name_it_is_counted_under(client, staff, caplog):
+    # A request without REMOTE_ADDR (a unix socket's peer) is counted, and logged, under "unknown"; the IP
+    # address check refused that name, so such a lockout could be lifted only from every address at once.
+    fail_until_locked(client, REMOTE_ADDR="")
+    fail_until_locked(client, REMOTE_ADDR="192.0.2.1")
+    assert "from unknown; locked" in caplog.text
+    out = StringIO()
+
+    call_command("admin_login_unlock", "ops", "--address", "unknown", stdout=out)
+
+    assert "Unlocked 1 " in out.getvalue()
+    assert login(client, "correct horse battery", REMOTE_ADDR="").status_code == 302
+    client.logout()
+    assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 429
+
+
 @pytest.mark.parametrize("address", ["notanip", "*", "192.0.2.300", ""])
 def test_unlocking_from_a_malformed_address_is_an_error_naming_it_and_unlocks_nothing(client, staff, address):
     fail_until_locked(client)

@@ -13,7 +13,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username", nargs="?", help="the account to unlock")
         parser.add_argument(
-            "--address", help="only from this client IP address, v4 or v6 (default: from every address)"
+            "--address",
+            help=f'only from this client IP address, v4 or v6, or "{ratelimit.UNKNOWN_ADDRESS}" for requests that '
+            "came with none (default: from every address)",
         )
         parser.add_argument(
             "--all", action="store_true", help="every account from every address (with no USERNAME nor --address)"
@@ -35,11 +37,17 @@ class Command(BaseCommand):
 
 
 def _ip_address(address: str) -> str:
-    """`address` if it is an IP address; a CommandError naming it if not. A lockout is counted under the
-    address a request came from, so anything else unlocked nothing and said "Unlocked 0", and a glob
-    (`*`) or an empty value unlocked the account from every address."""
+    """`address` if it is an IP address, or the name of the bucket of requests that came with none (what the
+    lockout's log line says); a CommandError naming it if not. A lockout is counted under the address a
+    request came from, so anything else unlocked nothing and said "Unlocked 0", and a glob (`*`) or an empty
+    value unlocked the account from every address."""
+    if address == ratelimit.UNKNOWN_ADDRESS:
+        return address
     try:
         ipaddress.ip_address(address)
     except ValueError:
-        raise CommandError(f'"{address}" is not an IP address (such as 192.0.2.1 or 2001:db8::1).') from None
+        raise CommandError(
+            f'"{address}" is not an IP address (such as 192.0.2.1 or 2001:db8::1), '
+            f'nor "{ratelimit.UNKNOWN_ADDRESS}" (requests that came with none).'
+        ) from None
     return address
