@@ -1,11 +1,11 @@
 from django.apps import AppConfig
 
 
-def _restock_opened(sender, *, restock_id: int, reason: str = "", **kwargs) -> None:
+def _restock_opened(sender, *, restock_id: int, reason: str = "", sold_out: bool = False, **kwargs) -> None:
     from factory.services import restock_dispatch
     from inventory.models import Restock
 
-    restock_dispatch(restock_id, shortage=reason in Restock.URGENT_REASONS)
+    restock_dispatch(restock_id, shortage=reason in Restock.URGENT_REASONS or sold_out)
 
 
 def _restock_reopened(sender, *, restock_id: int, **kwargs) -> None:

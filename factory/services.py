@@ -67,7 +67,8 @@ def restock_dispatch(restock_id: int, *, shortage: bool = False) -> bool:
     """Hand a pending restock to the factory queue and note on its FactoryOrder that it left.
 
     Runs after commit (inventory's restock_opened signal, the reconcile sweep, a redrive). `shortage`
-    (only the first send of a restock a shortage opened) takes the shortage route, which
+    (only the first send of a restock a shortage opened, or the sale that took the last of its product
+    opened) takes the shortage route, which
     CELERY_TASK_ROUTES sends to the urgent queue; everything else goes behind it. If the broker is down
     nothing is noted and the sweep sends it later; a resend is harmless because the factory order
     reference is stable per restock.

@@ -4,6 +4,7 @@ import difflib
 import hashlib
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -307,11 +308,10 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
 
     _short_products.update(p.pk for p, _ in wanted if p.on_hand == 0)
     low = [p for p, _ in wanted if p.needs_reorder]
-    restocks = restocks_open(low, reason=Restock.Reason.REORDER_POINT) if low else {}
-    for product in (p for p in low if p.on_hand == 0):
-        restock = restocks[product.pk]
-        if restock.reason not in Restock.URGENT_REASONS and restock.status == Restock.Status.PENDING:
-            transaction.on_commit(partial(restock_sold_out.send, sender=Restock, restock_id=restock.pk))
+    sold_out = [p for p in low if p.on_hand == 0]
+    if low:
+        restocks_open(low, reason=Restock.Reason.REORDER_POINT, sold_out={p.pk for p in sold_out})
+    for product in sold_out:
         back_in_stock_withdraw(product.sku)
         alert_raise(
             kind="sold_out",
@@ -395,7 +395,7 @@ def _idempotent_replay(client, key, request_hash) -> SaleOutcome | None:
     return SaleOutcome(sale=record.sale, lines=lines, replayed=True)
 
 
-def restocks_open(products: list[Product], *, reason: str) -> dict[int, Restock]:
+def restocks_open(products: list[Product], *, reason: str, sold_out: Collection[int] = ()) -> dict[int, Restock]:
     """The open restock of each product, opening one where there is none.
 
     The caller holds the products' row locks (products_lock), which serializes this check-then-insert
@@ -404,17 +404,33 @@ def restocks_open(products: list[Product], *, reason: str) -> dict[int, Restock]
     commit, each restock opened is announced (signals.restock_opened), and the factory app hands it to
     its queue. A new restock keeps the current request id, which follows it to the factory call
     (X-Request-ID), its dead letter and its alerts.
+
+    `sold_out`: the ids of products this transaction took the last of, whose restock is as urgent as a
+    shortage's. One opened here says so in its announcement, so its one send takes the shortage route;
+    one already open, routine and pending, is hurried there after commit (signals.restock_sold_out). Not
+    both for one restock: a restock opened and hurried by one sale was two messages, and with the broker
+    away two "not sent" lines for it in the log.
     """
     by_product = {r.product_id: r for r in Restock.objects.open().filter(product__in=products)}
     for product in products:
-        if product.pk in by_product:
+        restock = by_product.get(product.pk)
+        if restock is not None:
+            if product.pk in sold_out and _restock_routine_pending(restock):
+                transaction.on_commit(partial(restock_sold_out.send, sender=Restock, restock_id=restock.pk))
             continue
         restock = _restock_reopen_failed(product, reason=reason) or Restock.objects.create(
             product=product, quantity=product.reorder_quantity, reason=reason, correlation_id=request_id.get()
         )
         by_product[product.pk] = restock
-        transaction.on_commit(partial(restock_opened.send, sender=Restock, restock_id=restock.pk, reason=reason))
+        announce = partial(
+            restock_opened.send, sender=Restock, restock_id=restock.pk, reason=reason, sold_out=product.pk in sold_out
+        )
+        transaction.on_commit(announce)
     return by_product
+
+
+def _restock_routine_pending(restock: Restock) -> bool:
+    return restock.reason not in Restock.URGENT_REASONS and restock.status == Restock.Status.PENDING
 
 
 def _restock_reopen_failed(product: Product, *, reason: str) -> Restock | None:

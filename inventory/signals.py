@@ -3,8 +3,9 @@
 from django.dispatch import Signal
 
 # A restock was opened and its transaction committed: its order should go to the factory. Sent with
-# restock_id= and reason= (a Restock.Reason); the factory app hands the restock to its queue, the urgent
-# one for Restock.URGENT_REASONS, and notes it (factory.services.restock_dispatch).
+# restock_id=, reason= (a Restock.Reason) and sold_out= (the transaction took the last of its product);
+# the factory app hands the restock to its queue, the urgent one for Restock.URGENT_REASONS or a sold-out
+# product, and notes it (factory.services.restock_dispatch).
 restock_opened = Signal()
 
 # A failed restock was reopened for a new need (services.restocks_open), sent inside the transaction that
@@ -20,7 +21,8 @@ restock_reopened = Signal()
 # (factory.services.restock_order_refused).
 restock_reopen_asked = Signal()
 
-# A sale took the last of a product whose open restock has not been sent to the factory yet (a routine
-# one, queued behind the others): it is as urgent as a shortage's now. Sent after commit with restock_id=;
+# A sale took the last of a product whose open restock, opened before that sale, has not been sent to the
+# factory yet (a routine one, queued behind the others): it is as urgent as a shortage's now. One the sale
+# opened itself is sent urgent at once instead (restock_opened's sold_out=). Sent after commit with restock_id=;
 # the factory app sends it again on the urgent queue (factory.services.restock_hurry).
 restock_sold_out = Signal()

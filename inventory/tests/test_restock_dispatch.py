@@ -193,6 +193,21 @@ def test_a_sale_that_takes_the_last_one_hurries_its_queued_restock_to_the_urgent
     assert Restock.objects.get().reason == "reorder_point", "it stays what it was opened as"
 
 
+def test_a_restock_opened_by_the_sale_that_takes_the_last_one_is_sent_once_on_the_urgent_queue(factory_queue):
+    # It is as urgent as a shortage's from the start: one message on the shortage route, not a routine one
+    # and then a hurried copy of it.
+    make_product("LOW", on_hand=2, reorder_point=1)
+    client, _ = make_api_client()
+
+    sale_create(client=client, items=[SaleItem("LOW", 2)])
+
+    restock = Restock.objects.get()
+    assert factory_queue("factory_urgent") == [restock.pk]
+    assert factory_queue() == [], "no routine copy left behind it"
+    assert FactoryOrder.objects.get(restock=restock).dispatch_count == 1
+    assert restock.reason == "reorder_point", "it stays what it was opened as"
+
+
 def test_a_sold_out_products_restock_already_tried_keeps_its_backoff(factory_queue):
     product = make_product("LOW", on_hand=3, reorder_point=5)
     with transaction.atomic():
@@ -260,6 +275,27 @@ def test_with_the_broker_down_a_sale_still_succeeds_and_keeps_its_restock(factor
     assert not FactoryOrder.objects.filter(restock=restock, dispatched_at__isnull=False).exists(), "never noted as sent"
 
 
+@pytest.mark.parametrize("breaker", ["closed", "open"])
+def test_with_the_broker_away_a_sale_that_takes_the_last_one_logs_its_restock_not_sent_once(
+    factory_queue, broker_down, caplog, breaker
+):
+    # Seen under make run with Redis away: "factory.restock_place[N] not sent: the broker's breaker is
+    # open" twice for one sale, its restock's first send and a hurried copy of it.
+    from donutsite.dependencies import breakers
+
+    make_product("VIRAL", on_hand=1, reorder_point=1)
+    client, _ = make_api_client()
+    if breaker == "open":
+        breakers["broker"].trip(ConnectionError("refused by an earlier request"))
+
+    sale_create(client=client, items=[SaleItem("VIRAL", 1)])
+
+    restock = Restock.objects.get()
+    lines = [r.getMessage() for r in caplog.records if f"factory.restock_place[{restock.pk}]" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert FactoryOrder.objects.get(restock=restock).next_attempt_at is not None, "due for the next sweep"
+
+
 def test_a_restock_the_broker_refused_is_sent_by_the_next_sweep_not_a_minute_later(factory_queue, broker_down):
     from donutsite.dependencies import breakers
 
@@ -295,7 +331,7 @@ def test_a_sale_whose_outbox_note_fails_after_commit_still_answers_the_sale(fact
 
     assert outcome.sale is not None
     restock = Restock.objects.get()
-    assert factory_queue() == [restock.pk], "the message left"
+    assert factory_queue("factory_urgent") == [restock.pk], "the message left (urgent: the sale took the last one)"
     unnoted = FactoryOrder.objects.filter(restock=restock, dispatched_at__isnull=False).exists()
     assert not unnoted, "unnoted: the sweep may send it again, which is harmless"
 
