@@ -218,7 +218,7 @@ def task_publish(name: str, args: list, **options) -> bool:
     fraction of a second instead of kombu's ~6 s of reconnecting. After a failure the broker's circuit
     breaker (donutsite/dependencies.py) skips the broker for WEB_DEPENDENCY_PAUSE_SECONDS, so a request
     that sends several tasks waits for one try at most. Returns False, logged, when the message did not
-    leave. `options` go to send_task (route_name)."""
+    leave (one info line per task; the breaker warns once per outage). `options` go to send_task (route_name)."""
     from django.conf import settings
 
     from donutsite.dependencies import breakers
@@ -232,7 +232,9 @@ def task_publish(name: str, args: list, **options) -> bool:
         with _publish_pool(app.conf.broker_write_url, timeout).acquire(block=True, timeout=timeout) as producer:
             app.send_task(name, args=args, producer=producer, retry=False, **options)
     except Exception as exc:  # any broker failure: the caller's row stays unsent and its sweep resends it
-        logging.getLogger(__name__).warning("%s%s not sent, broker unavailable (%r)", name, args, exc)
+        # One line per task not sent, as while the breaker is open; the outage's warning is the breaker's.
+        logging.getLogger(__name__).info("%s%s not sent, broker unavailable (%r)", name, args, exc)
         breaker.trip(exc)
         return False
+    breaker.answered()
     return True

@@ -6,8 +6,9 @@ Redis or broker costs a request one short try and then nothing while the breaker
 While a breaker is open (WEB_DEPENDENCY_PAUSE_SECONDS after a failure) the callers degrade as
 docs/reliability.md says: the API throttle fails open (requests pass unthrottled), the sale counters
 wait in each process's memory, and a restock's hand-over to the queue is left to the outbox sweep. A
-breaker is per process; it logs a warning when it opens and /metrics shows the scraping process's
-breakers (donut_web_dependency_open).
+breaker is per process; it logs one warning when an outage begins (its first failure since the dependency
+last answered) and one when the dependency answers again, however many pauses the outage lasts, and
+/metrics shows the scraping process's breakers (donut_web_dependency_open).
 """
 
 import logging
@@ -23,6 +24,9 @@ from redis.retry import Retry
 logger = logging.getLogger(__name__)
 
 
+_outage_lock = threading.Lock()
+
+
 class Breaker:
     """Open for WEB_DEPENDENCY_PAUSE_SECONDS after a failure: callers skip the dependency meanwhile."""
 
@@ -30,6 +34,7 @@ class Breaker:
         self.name = name
         self.degraded = degraded  # what its callers do while it is open, for the warning
         self._open_until = 0.0
+        self._failing_since: float | None = None  # the outage's first failure, until the dependency answers
         self.trips = 0  # failures that opened it, in this process
 
     @property
@@ -41,31 +46,50 @@ class Breaker:
         self._open(exc)
         # Redis and the broker are often one server (compose, make run): its failure opens both, so that a
         # request that would use both pays for one short try, not one per dependency.
-        for other in breakers.values():
-            if other is not self and _server(other.name) == _server(self.name):
-                other._open(exc)
+        for other in self._same_server():
+            other._open(exc)
+
+    def _same_server(self) -> list["Breaker"]:
+        return [b for b in breakers.values() if b is not self and _server(b.name) == _server(self.name)]
 
     def _open(self, exc: BaseException) -> None:
-        was_open = self.is_open
         self._open_until = time.monotonic() + settings.WEB_DEPENDENCY_PAUSE_SECONDS
-        if not was_open:
-            logger.warning(
-                "%s unavailable (%r): %s for the next %s s (circuit open)",
-                self.name,
-                exc,
-                self.degraded,
-                settings.WEB_DEPENDENCY_PAUSE_SECONDS,
-            )
+        with _outage_lock:  # a request and the sale counters' thread may fail at once: one line
+            if self._failing_since is not None:
+                return  # the same outage: the try after a pause failed too, already told
+            self._failing_since = time.monotonic()
+        logger.warning(
+            "%s unavailable (%r): %s until it answers again, tried every %s s (circuit open)",
+            self.name,
+            exc,
+            self.degraded,
+            settings.WEB_DEPENDENCY_PAUSE_SECONDS,
+        )
+
+    def answered(self) -> None:
+        """The dependency answered a call. After an outage, one line ends it, at the warning's level so that a
+        log read for warnings shows both ends; the other breakers on its server close with it, as they
+        opened with it (their next call would find the server answering)."""
+        if self._failing_since is None:
+            return
+        for breaker in [self, *self._same_server()]:
+            with _outage_lock:
+                since = breaker._failing_since
+                breaker.close()
+            if since is not None:
+                logger.warning("%s answers again after %.1f s (circuit closed)", breaker.name, time.monotonic() - since)
 
     def close(self) -> None:
+        """Closed, with no outage under way (tests; answered())."""
         self._open_until = 0.0
+        self._failing_since = None
 
 
 breakers = {
     "redis": Breaker(
         "redis",
-        "the API throttle lets requests through and the per-address limits (anonymous requests, bad keys, "
-        "admin logins, callbacks) count nothing",
+        "the API throttle lets requests through, the per-address limits (anonymous requests, bad keys, "
+        "admin logins, callbacks) count nothing, and sale counts wait in this process",
     ),
     "broker": Breaker("broker", "tasks are left to the outbox sweep"),
 }
@@ -96,10 +120,12 @@ def redis_try(call, default):
     if breaker.is_open:
         return default
     try:
-        return call()
+        result = call()
     except (redis.RedisError, OSError) as exc:
         breaker.trip(exc)
         return default
+    breaker.answered()
+    return result
 
 
 _clients: dict[str, redis.Redis] = {}

@@ -23,11 +23,11 @@ SALE_OUTCOMES = ("sold", "out_of_stock", "rejected")
 # sends them to Redis every COUNTERS_FLUSH_SECONDS (so does a scrape, for its own process, and exit).
 # So a sale's answer never waits on Redis for a counter (docs/benchmarks.md, "Sales").
 # Counts wait in memory while Redis is down, and a process killed outright loses at most the last
-# half second's. Short timeouts (donutsite/dependencies.py) and a pause after a failure keep an
-# unreachable Redis cheap.
+# half second's. Short timeouts and the redis breaker's pause after a failure (donutsite/dependencies.py)
+# keep an unreachable Redis cheap; the breaker's warning tells of the outage once, and the flush that
+# sends what waited says how much that was (a warning per failed flush was one every 5 s per process).
 COUNTERS_FLUSH_SECONDS = 0.5
-COUNTERS_PAUSE_SECONDS = 5.0
-_counters_paused_until = 0.0
+_waited: Counter | None = None  # since a flush failed or was skipped: what the flushes after it sent
 _pending: Counter = Counter()
 _pending_lock = threading.Lock()
 _flush_lock = threading.Lock()  # one flush at a time, so a flush that returns has reached Redis
@@ -74,7 +74,7 @@ def count_sale_outcome(outcome: str, *, stockouts: int = 0) -> None:
         _flusher_pid = os.getpid()
     if start_flusher:
         threading.Thread(target=_counters_flush_forever, name="sale-counters", daemon=True).start()
-        atexit.register(counters_flush)
+        atexit.register(counters_flush_at_exit)
 
 
 def counters_flush() -> bool:
@@ -82,11 +82,13 @@ def counters_flush() -> bool:
 
     A batch whose send failed is sent again first, under its own number: a timeout does not say whether
     Redis ran the increments (a Redis slower than WEB_DEPENDENCY_TIMEOUT_SECONDS answers after the
-    client gave up), and Redis skips a batch it already added, so no sale is counted twice."""
-    global _counters_paused_until, _unsent, _batch_number, _sender
+    client gave up), and Redis skips a batch it already added, so no sale is counted twice.
+
+    While the redis breaker is open nothing is tried, and a failure opens it (its one warning per outage
+    says that sale counts wait). The flush that sends counts which waited logs them once."""
+    global _unsent, _batch_number, _sender, _waited
+    breaker = dependencies.breakers["redis"]
     with _flush_lock:
-        if time.monotonic() < _counters_paused_until:
-            return False
         if _sender[1] != os.getpid():
             _sender, _batch_number, _unsent = (uuid.uuid4().hex, os.getpid()), 0, None
         for _ in range(2):  # the batch a failed send left, then what was counted since
@@ -95,9 +97,12 @@ def counters_flush() -> bool:
                     counts = dict(_pending)
                     _pending.clear()
                 if not counts:
-                    return True
+                    break
                 _batch_number += 1
                 _unsent = (_batch_number, counts)
+            if breaker.is_open:
+                _waited = _waited if _waited is not None else Counter()
+                return False
             number, counts = _unsent
             try:
                 # One script: all of the batch or none, and only once.
@@ -111,11 +116,34 @@ def counters_flush() -> bool:
                     *(v for name, n in counts.items() for v in (name, n)),
                 )
             except (redis.RedisError, OSError) as exc:
-                _counters_paused_until = time.monotonic() + COUNTERS_PAUSE_SECONDS
-                logger.warning("metrics: Redis unavailable, %s sale outcomes wait in this process (%r)", counts, exc)
+                breaker.trip(exc)
+                _waited = _waited if _waited is not None else Counter()
                 return False
+            breaker.answered()
+            if _waited is not None:
+                _waited.update(counts)
             _unsent = None
+        if _waited is not None:
+            sent, _waited = dict(_waited), None
+            logger.info("metrics: Redis answers again: sent the %s sale outcomes that waited in this process", sent)
         return True
+
+
+def counters_waiting() -> dict:
+    """This process's counts not in Redis yet: a batch a failed send left, and what was counted since."""
+    with _pending_lock:
+        waiting = Counter(_pending)
+    unsent = _unsent
+    if unsent is not None:
+        waiting.update(unsent[1])
+    return dict(waiting)
+
+
+def counters_flush_at_exit() -> None:
+    """The last flush, as the process exits: what Redis did not take now is never counted, so say what."""
+    if not counters_flush():
+        waiting = counters_waiting()
+        logger.warning("metrics: Redis unavailable as this process exits: %s sale outcomes not counted", waiting)
 
 
 def _counters_flush_forever():

@@ -72,3 +72,28 @@ def test_a_broker_of_another_kind_is_never_taken_for_the_redis_server(settings):
         broker_at(None)
 
     assert not breakers["broker"].is_open
+
+
+def test_a_broker_outage_over_several_pauses_is_one_warning_at_each_end_and_a_line_per_task_not_sent(
+    queues, settings, caplog
+):
+    import time
+
+    settings.WEB_DEPENDENCY_PAUSE_SECONDS = 0.1
+    broker_at(closed_port_url())
+    try:
+        outage_ends, restock_ids = time.monotonic() + 0.6, iter(range(100, 10_000))
+        while time.monotonic() < outage_ends:  # a try after each pause, all failing
+            assert task_publish("factory.restock_place", [next(restock_ids)]) is False
+            time.sleep(0.01)
+    finally:
+        broker_at(None)
+    not_sent = next(restock_ids) - 100
+    time.sleep(0.15)  # the last pause is over
+    assert task_publish("factory.restock_place", [1]) is True
+
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("donutsite")]
+    begins, ends = [message for level, message in lines if level == "WARNING"]
+    assert begins.startswith("broker unavailable") and begins.endswith("(circuit open)"), lines
+    assert ends.startswith("broker answers again after") and ends.endswith("(circuit closed)"), lines
+    assert len([message for _, message in lines if " not sent" in message]) == not_sent, "one line per task"

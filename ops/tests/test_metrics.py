@@ -19,12 +19,12 @@ from rest_framework.test import APIClient
 
 from donutsite import dependencies, sale_counters
 from factory.models import DeadLetter, FactoryAttempt
-from inventory.models import Restock
+from inventory.models import Restock, Sale
 from notifications.models import Alert, AlertDelivery
 from testsupport.api import buy
 from testsupport.data import make_product
 from testsupport.plans import plans
-from testsupport.processes import wait_until
+from testsupport.processes import HungServer, closed_port_url, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -57,11 +57,9 @@ def metrics_on(settings):
     settings.METRICS_ALLOWED_IPS = []
     # Start from no sale counters (only our key: other tests' Redis state is left alone) and no pause;
     # earlier tests' sales are sent first, so that the flusher thread cannot bring them in later.
-    sale_counters._counters_paused_until = 0.0
     sale_counters.counters_flush()
     redis.Redis.from_url(settings.REDIS_URL).delete(sale_counters.counters_key())
     yield
-    sale_counters._counters_paused_until = 0.0
 
 
 def scrape(http=None, **extra):
@@ -246,7 +244,7 @@ def test_counts_made_while_redis_is_down_arrive_when_it_is_back(client_app, sett
     assert sale_counters.counters_flush() is False
 
     settings.REDIS_URL = working_url
-    sale_counters._counters_paused_until = 0.0  # the pause after a failure is over
+    dependencies.breakers["redis"].close()  # the pause after a failure is over
     assert value(scrape(), "donut_sales_total", outcome="sold") == 1
 
 
@@ -303,10 +301,58 @@ def test_counts_redis_took_while_its_answer_was_late_are_not_counted_twice(clien
         assert sale_counters.counters_flush() is False  # no answer in time (or the flusher thread's try)
         time.sleep(0.5)  # the late answer arrives: Redis counted the second sale
     settings.REDIS_URL = working_url
-    dependencies.breakers["redis"].close()
-    sale_counters._counters_paused_until = 0.0  # the pause after a failure is over
+    dependencies.breakers["redis"].close()  # the pause after a failure is over
 
     assert value(scrape(), "donut_sales_total", outcome="sold") == 2
+
+
+@pytest.mark.parametrize("state", ["refused", "hung"])
+def test_a_redis_outage_is_one_warning_when_it_begins_and_one_when_it_ends(client_app, settings, caplog, state):
+    # Seen under make run with Redis away: each web process wrote a sale-counter warning every 5 s, and its
+    # breaker a "circuit open" warning every 5 s under traffic, for as long as the outage lasted.
+    settings.WEB_DEPENDENCY_PAUSE_SECONDS = 0.2  # the pause after a failure, short: many of them below
+    make_product("GLAZED", on_hand=500)
+    working_url = settings.REDIS_URL
+    with HungServer() as hung:
+        settings.REDIS_URL = hung.url() if state == "hung" else closed_port_url()
+        outage_ends = time.monotonic() + 1.5  # about seven pauses, three flush intervals
+        while time.monotonic() < outage_ends:
+            assert buy(client_app, ("GLAZED", 1)).status_code == 201  # the throttle tries Redis now and then
+            sale_counters.counters_flush()
+            time.sleep(0.02)
+        sold_in_the_outage = Sale.objects.count()
+    settings.REDIS_URL = working_url
+    time.sleep(0.3)  # the last pause is over
+    assert sale_counters.counters_flush() is True  # (or the flusher thread's, just before)
+    assert buy(client_app, ("GLAZED", 1)).status_code == 201  # the throttle finds Redis answering
+
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("donutsite")]
+    begins, ends = [message for level, message in lines if level == "WARNING"]
+    assert begins.startswith("redis unavailable") and "sale counts wait in this process" in begins, lines
+    assert ends.startswith("redis answers again after") and ends.endswith("(circuit closed)"), lines
+    counts = [message for _, message in lines if message.startswith("metrics:")]
+    assert counts == [
+        f"metrics: Redis answers again: sent the {{'sold': {sold_in_the_outage}}} sale outcomes that"
+        " waited in this process"
+    ], lines
+    assert value(scrape(), "donut_sales_total", outcome="sold") == sold_in_the_outage + 1
+
+
+def test_a_process_exiting_while_redis_is_down_says_which_sale_outcomes_were_not_counted(client_app, settings, caplog):
+    make_product("GLAZED", on_hand=5)
+    working_url = settings.REDIS_URL
+    settings.REDIS_URL = closed_port_url()
+    assert buy(client_app, ("GLAZED", 1)).status_code == 201
+    assert buy(client_app, ("NOPE", 1)).status_code == 404
+
+    sale_counters.counters_flush_at_exit()
+
+    lost = [r.getMessage() for r in caplog.records if "as this process exits" in r.getMessage()]
+    assert lost == [
+        "metrics: Redis unavailable as this process exits: {'sold': 1, 'rejected': 1} sale outcomes not counted"
+    ]
+    settings.REDIS_URL = working_url
+    dependencies.breakers["redis"].close()
 
 
 def test_while_redis_is_down_metrics_say_the_throttle_fails_open(client_app, settings):
