@@ -5,8 +5,7 @@ from rest_framework.test import APIClient
 
 from inventory.services import product_subscribe, product_unsubscribe
 from inventory.tests.test_concurrency import run_together
-from notifications.devices import device_deactivate, device_register, device_unregister
-from notifications.errors import UnknownDevice
+from notifications.devices import device_deactivate, device_register
 from notifications.models import Device, Subscription
 from testsupport.data import make_api_client, make_product
 
@@ -194,26 +193,6 @@ def test_notify_me_toggled_on_and_off_at_once_answers_every_tap(client_app):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_notify_me_tapped_while_the_app_unregisters_the_device_answers_every_tap(client_app):
-    # A subscribe whose INSERT met the row updates it, and MariaDB may reach that row through the SKU's index
-    # before its primary key, while the unregister's DELETE locks the primary key first: the UPDATE deadlocked
-    # (a 503 for a tap), a few rounds in a hundred. Each tap is a subscription or an unknown_device.
-    client = client_app.api_client
-    make_product("VIRAL", on_hand=0)
-    for _ in range(300):
-        devices = [device_register(client=client, token=f"fcm-{n}", platform="ios")[0].pk for n in range(2)]
-        for device in devices:
-            product_subscribe(client=client, sku="VIRAL", device_id=device)
-
-        def tap(i, devices=devices):
-            if i < len(devices):
-                return device_unregister(client=client, device_id=devices[i])
-            return product_subscribe(client=client, sku="VIRAL", device_id=devices[i % len(devices)])
-
-        errors = [a for a in run_together(8, tap) if isinstance(a, Exception) and not isinstance(a, UnknownDevice)]
-        assert not errors, errors
-
-
 def subscribe(http, device_id, sku="VIRAL"):
     return http.post(f"/api/v1/products/{sku}/subscriptions/", {"device_id": device_id}, format="json")
 
