@@ -48,6 +48,11 @@ def order_of(restock) -> FactoryOrder:
     return FactoryOrder.objects.get(restock=restock)
 
 
+def retry_due(restock) -> None:
+    """The wait before the restock's next call (a retry's backoff, a factory's Retry-After) is over."""
+    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())
+
+
 def run(task, *args, retries=0, queue="factory"):
     """Run a task's body as a worker would for its `retries`-th retry of a message from `queue` (a
     worker's request, not eager mode)."""
@@ -132,7 +137,7 @@ def test_a_parked_restock_is_sent_by_the_first_sweep_once_its_retry_after_is_ove
     parked_until = order_of(restock).next_attempt_at
 
     assert reconcile()["restocks_resent"] == 0, "not before the factory's Retry-After is over"
-    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # ... and now it is
+    retry_due(restock)  # ... and now it is
     assert reconcile()["restocks_resent"] == 1
     assert queues("factory") == [("factory.restock_place", [restock.pk])]
     assert parked_until > timezone.now() + timedelta(seconds=settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)
@@ -722,7 +727,7 @@ def test_a_redriven_restock_gets_a_fresh_budget_and_its_calls_are_numbered_on(fa
     with pytest.raises(Retry):  # not OutOfAttempts: the redrive gave it a whole budget again
         run(restock_place_task, restock.pk)
     factory.answer(202, {**ORDER, "order_id": "F-000778"})
-    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the retry is due
+    retry_due(restock)
     assert run(restock_place_task, restock.pk) == "placed"
 
     numbers = list(FactoryAttempt.objects.filter(restock=restock).values_list("number", "outcome"))
@@ -985,6 +990,16 @@ def lets_go_at_the_second_wait():
     return until
 
 
+def run_with_its_record_refused(monkeypatch, restock, raises):
+    """Run the restock's task while another transaction holds the restock's row through the factory's call and
+    longer than every try of its record waits: the factory's answer cannot be written down. Returns what the
+    task raised (`raises`)."""
+    with restock_row_held_during_the_call(monkeypatch, restock) as outcomes, pytest.raises(raises) as raised:
+        run(restock_place_task, restock.pk)
+    assert outcomes == {"holder": "held"}
+    return raised.value
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_refusal_whose_record_cannot_be_written_is_still_dead_lettered_at_once(
     factory, queues, monkeypatch, short_lock_waits, caplog
@@ -995,14 +1010,11 @@ def test_a_refusal_whose_record_cannot_be_written_is_still_dead_lettered_at_once
     # the claim's lease ran out and the sweep resent the restock.
     factory.answer(409, {"error": "reference already used with another sku"})
     restock = pending_restock()
-    held = restock_row_held_during_the_call(monkeypatch, restock)
-    with held as outcomes, pytest.raises(FactoryRejected) as raised:
-        run(restock_place_task, restock.pk)
-    assert outcomes == {"holder": "held"}
+    refused = run_with_its_record_refused(monkeypatch, restock, FactoryRejected)
     assert order_of(restock).claimed_at is None and not FactoryAttempt.objects.filter(restock=restock).exists()
     assert "could not be recorded" in caplog.text
 
-    fail(restock_place_task, raised.value, restock.pk)
+    fail(restock_place_task, refused, restock.pk)
 
     restock.refresh_from_db()
     assert restock.status == "failed"
@@ -1056,13 +1068,12 @@ def test_an_accepted_order_whose_record_cannot_be_written_is_answered_again_by_t
     # with the same order.
     factory.answer(202, {**ORDER, "order_id": "F-000777"})
     restock = pending_restock()
-    with restock_row_held_during_the_call(monkeypatch, restock) as outcomes, pytest.raises(Retry):
-        run(restock_place_task, restock.pk)
-    assert outcomes == {"holder": "held"} and order_of(restock).claimed_at is None
+    run_with_its_record_refused(monkeypatch, restock, Retry)
+    assert order_of(restock).claimed_at is None
     assert Restock.objects.get(pk=restock.pk).status == "pending"
 
     factory.answer(200, {**ORDER, "order_id": "F-000777"})
-    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the retry's time
+    retry_due(restock)
     assert run(restock_place_task, restock.pk, retries=1) == "placed"
 
     assert order_of(restock).order_id == "F-000777"
@@ -1078,15 +1089,13 @@ def test_an_accepted_order_on_the_last_allowed_call_whose_record_cannot_be_writt
     # failed it and paged ops while the factory made the order.
     factory.answer(202, {**ORDER, "order_id": "F-000777"})
     restock = pending_restock(attempt_count=settings.FACTORY_MAX_ATTEMPTS - 1)
-    with restock_row_held_during_the_call(monkeypatch, restock) as outcomes, pytest.raises(Retry):
-        run(restock_place_task, restock.pk)
-    assert outcomes == {"holder": "held"}
+    run_with_its_record_refused(monkeypatch, restock, Retry)
     order = order_of(restock)
     assert (order.attempt_count, order.claimed_at) == (settings.FACTORY_MAX_ATTEMPTS - 1, None)
     assert Restock.objects.get(pk=restock.pk).status == "pending" and not DeadLetter.objects.exists()
 
     factory.answer(200, {**ORDER, "order_id": "F-000777"})
-    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the retry's time
+    retry_due(restock)
     assert run(restock_place_task, restock.pk, retries=1) == "placed"
     assert (order_of(restock).order_id, len(factory.requests)) == ("F-000777", 2)
 
@@ -1100,14 +1109,12 @@ def test_a_rate_limited_call_whose_record_cannot_be_written_uses_up_no_attempt(
     # the next failed call gave the restock up one call early, paging ops over a factory that asked us to wait.
     factory.answer(429, {"error": "slow down"}, headers={"Retry-After": "1"})
     restock = pending_restock(attempt_count=settings.FACTORY_MAX_ATTEMPTS - 2)
-    with restock_row_held_during_the_call(monkeypatch, restock) as outcomes, pytest.raises(Retry):
-        run(restock_place_task, restock.pk)
-    assert outcomes == {"holder": "held"}
+    run_with_its_record_refused(monkeypatch, restock, Retry)
     order = order_of(restock)
     assert (order.attempt_count, order.claimed_at) == (settings.FACTORY_MAX_ATTEMPTS - 2, None)
 
     factory.answer(503, {"error": "busy"})
-    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the retry's time
+    retry_due(restock)
     with pytest.raises(Retry):  # the budget's last allowed call is still to come
         run(restock_place_task, restock.pk, retries=1)
     assert Restock.objects.get(pk=restock.pk).status == "pending" and not DeadLetter.objects.exists()
@@ -1298,7 +1305,7 @@ def test_a_need_after_a_401_sends_the_failed_restock_again_under_its_reference(f
     with pytest.raises(Retry):
         run(restock_place_task, restock.pk)
     factory.answer(401, {"error": "bad key"})
-    FactoryOrder.objects.filter(restock=restock).update(next_attempt_at=timezone.now())  # the retry is due
+    retry_due(restock)
     with pytest.raises(FactoryRejected) as raised:
         run(restock_place_task, restock.pk, retries=1)
     fail(restock_place_task, raised.value, restock.pk)
