@@ -42,6 +42,6 @@ fi
 # each and measure how it answers; so do the tests marked serial (pytest-xdist would pass a schemathesis
 # test with a failing operation). Coverage adds both up and must keep 90%.
 status=0
-"${PYTEST[@]}" --cov --cov-report= -n 2 --dist loadfile -m "not chaos and not serial" || status=$?
+"${PYTEST[@]}" --cov --cov-report= -n 2 -m "not chaos and not serial" || status=$?
 "${PYTEST[@]}" --cov --cov-append "${REPORTS[@]}" --cov-fail-under=90 -m "chaos or serial" || status=$?
 exit $status
