@@ -36,12 +36,7 @@ def connection_id() -> int:
 
 def waiting_for_a_lock(connection_id: int) -> bool:
     """Whether that connection's transaction waits for a row lock now: a race's other side is in place."""
-    with connections["default"].cursor() as cursor:
-        cursor.execute(
-            "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = %s AND trx_state = %s",
-            [connection_id, "LOCK WAIT"],
-        )
-        return cursor.fetchone()[0] > 0
+    return lock_waiting_transaction(connection_id) is not None
 
 
 def lock_waiting_transaction(connection_id: int) -> str | None:
