@@ -6,6 +6,7 @@ endpoint's answers are counted in a hash on REDIS_URL (donutsite/sale_counters.p
 its counts there in one script call every half second (a batch is added once, however often it is
 sent), not one round trip per sale; the Celery queue depths are LLENs on the broker. Both are read
 with the web's short Redis timeout (donutsite/dependencies.py), so a scrape does not hang on a hung Redis.
+A read that fails leaves its figures out of that scrape, and is logged once per outage, not per scrape.
 
 Access (never public): a request passes with `Authorization: Bearer <METRICS_TOKEN>` or from a
 REMOTE_ADDR inside METRICS_ALLOWED_IPS (addresses or networks). X-Forwarded-For is ignored on
@@ -20,6 +21,8 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import threading
+import time
 from datetime import timedelta
 
 import redis
@@ -50,6 +53,31 @@ RESTOCK_LEAD_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)  # seconds
 FACTORY_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # seconds; the HTTP timeout is 8 s
 ALERT_LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)  # seconds, from the alert's creation to sent
 STOCK_SKU_LIMIT = 1000  # the catalogue has dozens; a runaway one must not make the scrape huge
+
+_unreadable_since: dict[str, float] = {}  # what scrapes in this process cannot read, since when
+_unreadable_lock = threading.Lock()
+
+
+def _read_failed(what: str, exc: BaseException) -> None:
+    """A scrape could not read `what` ("the sale counters from Redis"). Prometheus scrapes every 15 s and
+    each gunicorn process answers some: a warning per scrape buried the rest of the log for the whole
+    outage. So one warning when the reads begin failing, as the circuit breakers do
+    (donutsite/dependencies.py), and _read_answered's one line when they work again; each scrape's answer
+    still shows the figure missing."""
+    with _unreadable_lock:  # two scrapes may fail at once in a threaded worker: one line
+        if what in _unreadable_since:
+            return  # the same outage, already told
+        _unreadable_since[what] = time.monotonic()
+    logger.warning("metrics: cannot read %s (%r): left out of /metrics until it answers again", what, exc)
+
+
+def _read_answered(what: str) -> None:
+    """A scrape read `what`: after an outage, one line ends it, at the warning's level so that a log read for
+    warnings shows both ends."""
+    with _unreadable_lock:
+        since = _unreadable_since.pop(what, None)
+    if since is not None:
+        logger.warning("metrics: reads %s again after %.1f s", what, time.monotonic() - since)
 
 
 def _histogram(row, bounds, scale):
@@ -117,8 +145,9 @@ class DonutCollector:
         try:
             raw = dependencies.redis_client(settings.REDIS_URL).hgetall(sale_counters.counters_key())
         except (redis.RedisError, OSError) as exc:
-            logger.warning("metrics: cannot read the sale counters from Redis (%r)", exc)
+            _read_failed("the sale counters from Redis", exc)
             return []
+        _read_answered("the sale counters from Redis")
         values = {k.decode(): int(v) for k, v in raw.items()}
         sales = CounterMetricFamily(
             "donut_sales",
@@ -142,8 +171,9 @@ class DonutCollector:
         try:
             ages = sweep_ages()
         except (redis.RedisError, OSError) as exc:
-            logger.warning("metrics: cannot read the sweeps' last runs from Redis (%r)", exc)
+            _read_failed("the sweeps' last runs from Redis", exc)
             return []
+        _read_answered("the sweeps' last runs from Redis")
         age = GaugeMetricFamily(
             "donut_sweep_age_seconds",
             "Seconds since the periodic sweep last finished (beat sends it every RECONCILE_INTERVAL_SECONDS); "
@@ -179,8 +209,9 @@ class DonutCollector:
                     pipe.llen(f"{prefix}{name}{sep}{step}" if step else f"{prefix}{name}")
             lengths = pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            logger.warning("metrics: cannot read the queue lengths from the broker (%r)", exc)
+            _read_failed("the queue lengths from the broker", exc)
             return []
+        _read_answered("the queue lengths from the broker")
         depth = GaugeMetricFamily(
             "donut_queue_depth",
             "Messages waiting in a Celery queue on the Redis broker (all priority lists; unacked not counted).",

@@ -355,6 +355,43 @@ def test_a_process_exiting_while_redis_is_down_says_which_sale_outcomes_were_not
     dependencies.breakers["redis"].close()
 
 
+def test_a_scrape_while_redis_and_the_broker_are_away_warns_once_per_outage_and_once_when_they_answer(
+    settings, caplog, monkeypatch
+):
+    # Prometheus scrapes every 15 s, each gunicorn process answering some: with Redis away every scrape
+    # logged "cannot read the sale counters" and the sweeps' line (and the queue lengths' with the broker
+    # away), for the whole outage, burying the lines that matter. /metrics itself still says so each time.
+    scrape()  # all readable: an outage an earlier test left in this process is over
+    caplog.clear()
+    working_url = settings.REDIS_URL
+    settings.REDIS_URL = closed_port_url()
+    monkeypatch.setenv("CELERY_BROKER_URL", closed_port_url())  # Celery's broker_url reads it first
+    for _ in range(5):
+        down = scrape()
+        assert value(down, "donut_metrics_redis_up", source="counters") == 0
+        assert value(down, "donut_metrics_redis_up", source="broker") == 0
+        assert not [s for s in down if s[0] in ("donut_sales_total", "donut_sweep_age_seconds", "donut_queue_depth")]
+    settings.REDIS_URL = working_url
+    monkeypatch.undo()
+    for _ in range(2):
+        back = scrape()
+        assert value(back, "donut_metrics_redis_up", source="counters") == 1
+        assert value(back, "donut_metrics_redis_up", source="broker") == 1
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "ops.metrics" and r.levelname == "WARNING"]
+    assert len(lines) == 6, lines
+    assert [line.split(" (")[0] for line in lines[:3]] == [
+        "metrics: cannot read the sale counters from Redis",
+        "metrics: cannot read the queue lengths from the broker",
+        "metrics: cannot read the sweeps' last runs from Redis",
+    ], lines
+    assert [line.split(" after ")[0] for line in lines[3:]] == [
+        "metrics: reads the sale counters from Redis again",
+        "metrics: reads the queue lengths from the broker again",
+        "metrics: reads the sweeps' last runs from Redis again",
+    ], lines
+
+
 def test_while_redis_is_down_metrics_say_the_throttle_fails_open(client_app, settings):
     make_product("GLAZED", on_hand=5)
     working_url = settings.REDIS_URL
