@@ -21,6 +21,7 @@ _ADAPTERS = {
 }
 _channels: dict[str, object] = {}
 _paused_until: dict[str, float] = {}
+_silent_since: dict[str, float] = {}  # a channel's first send with no answer, until a send goes through
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +54,34 @@ def channels_forget() -> None:
     """Drop the adapters built so far (settings changed, e.g. in tests), and the pauses."""
     _channels.clear()
     _paused_until.clear()
+    _silent_since.clear()
 
 
 def channel_pause(name: str, reason: str) -> None:
     """The channel gave no answer (hung, refused, timed out): this process calls it again only after
     NOTIFICATIONS_RESEND_AFTER_SECONDS, when the sweep resends what waited. Otherwise a hung Slack holds
-    the process for its whole timeout once per delivery, and a critical page to FCM waits behind them."""
-    if not channel_paused(name):
-        logger.warning(
-            "%s gave no answer (%s): its deliveries wait for the sweep for the next %s s",
-            name,
-            reason,
-            settings.NOTIFICATIONS_RESEND_AFTER_SECONDS,
-        )
+    the process for its whole timeout once per delivery, and a critical page to FCM waits behind them.
+
+    One warning when the channel stops answering and channel_answered's one line when a send goes through
+    again, however many pauses the outage lasts: a warning at each pause came every 30 s for hours."""
     _paused_until[name] = time.monotonic() + settings.NOTIFICATIONS_RESEND_AFTER_SECONDS
+    if name in _silent_since:
+        return  # the same outage: the try after a pause got no answer either, already told
+    _silent_since[name] = time.monotonic()
+    logger.warning(
+        "%s gave no answer (%s): this process leaves its deliveries to the sweep and tries it again every %s s",
+        name,
+        reason,
+        settings.NOTIFICATIONS_RESEND_AFTER_SECONDS,
+    )
+
+
+def channel_answered(name: str) -> None:
+    """A send on the channel went through. After an outage, one line ends it, at the warning's level so that
+    a log read for warnings shows both ends."""
+    since = _silent_since.pop(name, None)
+    if since is not None:
+        logger.warning("%s sends again after %.1f s", name, time.monotonic() - since)
 
 
 @contextmanager
@@ -80,6 +95,7 @@ def channel_sending(name: str):
         if exc.transient and exc.status_code is None:
             channel_pause(name, str(exc))
         raise
+    channel_answered(name)
 
 
 def channels_paused() -> list[str]:

@@ -879,6 +879,33 @@ def test_a_channel_that_stopped_answering_is_not_waited_on_again_by_every_delive
     assert deliveries.delivery_send(second_slack.pk) == "sent"
 
 
+def test_a_channel_down_for_many_pauses_is_one_warning_when_it_stops_answering_and_one_when_it_sends_again(
+    channels_at, fcm, settings, caplog
+):
+    """FCM down for minutes: every NOTIFICATIONS_RESEND_AFTER_SECONDS the sweep sends its deliveries again,
+    the first one finds it still down and pauses it again, and each of those renewals logged "fcm gave no
+    answer" again, every 30 s for the whole outage. One warning when it stops answering, one when it sends."""
+    settings.NOTIFICATIONS_RESEND_AFTER_SECONDS = 0  # each pause is over by the next send: many pauses below
+    alert = critical_alert()
+    delivery = AlertDelivery.objects.get(alert=alert, channel="fcm")
+    fcm.stop()  # refused: nothing listens on its port
+    for _ in range(5):
+        with pytest.raises(errors.DeliveryRetry):
+            deliveries.delivery_send(delivery.pk)
+    fcm.start()  # the same port: FCM is back
+
+    assert deliveries.delivery_send(delivery.pk) == "sent"
+    with transaction.atomic():
+        second = alerts.alert_raise(kind="dead_letter", severity="critical", title="Dead letter on MATCHA")
+    assert deliveries.delivery_send(AlertDelivery.objects.get(alert=second, channel="fcm").pk) == "sent"
+
+    lines = [r.getMessage() for r in caplog.records if r.name == registry.__name__]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("fcm gave no answer (fcm: request failed: ConnectionError"), lines
+    assert lines[1].startswith("fcm sends again after"), lines
+    assert all(r.levelname == "WARNING" for r in caplog.records if r.name == registry.__name__)
+
+
 @pytest.mark.parametrize("retry_after", ["1e12", "inf", "Fri, 31 Dec 9999 23:59:59 GMT", "31536000"])
 def test_a_channels_absurd_retry_after_does_not_park_an_alert_for_years(channels_at, slack, retry_after):
     """Slack or FCM (or a proxy in front of them) answering 429 with an absurd Retry-After: the delivery
