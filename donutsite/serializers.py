@@ -36,7 +36,16 @@ class StrictCharField(serializers.CharField):
 
 
 class ChoiceField(serializers.ChoiceField):
-    """DRF's, repeating a value it refuses cut to its first characters (donutsite.errors.echoed)."""
+    """DRF's, repeating a value it refuses cut to its first characters (donutsite.errors.echoed). A value
+    that is not a string is "Must be a string.", as StrictCharField says: DRF would repeat it in Python's
+    spelling ("['ios']" for ["ios"], "True" for true), which is not what the client sent."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
     def fail(self, key, **kwargs):
         if "input" in kwargs:

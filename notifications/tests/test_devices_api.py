@@ -51,6 +51,16 @@ def test_bad_device_registrations_are_400(client_app, body):
     assert not Device.objects.exists()
 
 
+@pytest.mark.parametrize("platform", [["ios"], {"ios": 1}, True, 1], ids=["list", "object", "true", "number"])
+def test_a_platform_that_is_not_a_string_is_told_so_not_shown_as_python(client_app, platform):
+    # It was '"['ios']" is not a platform we push to': the value in Python's spelling, not the JSON sent.
+    response = register(client_app, platform=platform)
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"platform": ["Must be a string."]}
+    assert not Device.objects.exists()
+
+
 def test_tokens_that_differ_only_in_case_are_two_devices(client_app):
     # FCM tokens are case-sensitive; the table's collation is not.
     upper = register(client_app, token="fcm-token-ABCDEF")
