@@ -1,4 +1,4 @@
-"""Creating a row that many requests may create at the same moment (a double tap on "notify me")."""
+"""Creating a row that many requests may create at the same moment (an app registering its device twice at once)."""
 
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
@@ -18,15 +18,17 @@ def row_create_or_update(model, lookup: dict, defaults: dict):
     and wait for the other's, and MariaDB kills one (deadlock, 1213), a 503 for a harmless repeat. Call
     it outside a transaction, so that the INSERT's locks end with it.
 
-    The row may also go between the refused INSERT and the update (an unsubscribe racing a subscribe:
-    "notify me" toggled twice at once), and INSERTs waiting behind that DELETE can still deadlock with
-    each other; either way the INSERT runs again, as if this request had come just after the other, a
-    few times at most. Each was a 500 or a 503 for a harmless toggle.
+    The row may also go between the refused INSERT and the update (a DELETE racing it), and INSERTs waiting
+    behind that DELETE can still deadlock with each other; either way the INSERT runs again, as if this
+    request had come just after the other, a few times at most.
 
-    The UPDATE deadlocks too, with a DELETE of the row (a device unregistered while "notify me" is tapped):
-    MariaDB may find the row through another index (the SKU's), locking it there before its primary key,
-    while the DELETE locks the primary key first. It runs again the same way: the INSERT then meets the row,
-    or, the row gone, creates it."""
+    The UPDATE deadlocks too, with a DELETE of the row: MariaDB may find the row through another index,
+    locking it there before its primary key, while the DELETE locks the primary key first. It runs again
+    the same way: the INSERT then meets the row, or, the row gone, creates it.
+
+    A row that requests also delete at once needs more than these tries: back-in-stock subscriptions,
+    toggled on and off by taps of "notify me", are made under their device's row lock instead
+    (notifications.subscriptions.subscription_create)."""
     refused = None
     for attempt in range(ATTEMPTS):
         try:

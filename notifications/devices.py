@@ -27,10 +27,16 @@ def device_register(
     )
 
 
-def device_get(*, client, device_id: int, active: bool = True) -> Device:
+def device_get(*, client, device_id: int, active: bool = True, lock: bool = False) -> Device:
     """The client's device, active unless `active` is False (taking something back from one that was
-    unregistered, by its app or by FCM: it is still the client's). Raises UnknownDevice otherwise."""
+    unregistered, by its app or by FCM: it is still the client's). Raises UnknownDevice otherwise.
+
+    `lock` locks its row until the transaction ends, read as it is once any holder committed: subscribing,
+    unsubscribing and unregistering a device take that lock first, so they go one at a time for a device
+    (device_unregister says why)."""
     devices = Device.objects.filter(pk=device_id, client=client)
+    if lock:
+        devices = devices.select_for_update()
     device = (devices.filter(is_active=True) if active else devices).first()
     if device is None:
         raise UnknownDevice()
@@ -45,7 +51,12 @@ def device_unregister(*, client, device_id: int) -> None:
     with no subscriptions. Unregistering it again changes nothing more. Raises UnknownDevice for a device
     that is not the client's.
 
-    One short transaction: the device row (its UPDATE locks it), then its subscriptions.
+    One short transaction: the device row (its UPDATE locks it), then its subscriptions. Subscribing and
+    unsubscribing lock the device row first too (device_get), so the three go one at a time for a device,
+    and none deadlocks with another. They did, each a 503 for a toggle of "notify me": this DELETE reaches
+    the rows through the (device, SKU) index and then their primary key, an unsubscribe's DELETE could
+    reach its row through the SKU's index, and in opposite orders MariaDB rolled one back; a subscribe read
+    the device active, this committed, and its INSERT left an unregistered device subscribed.
     """
     with transaction.atomic():
         found = Device.objects.filter(pk=device_id, client=client).update(

@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from donutsite.celery import task_publish
 from donutsite.db import exact_lookup_possible
-from donutsite.rows import row_create_or_update
 from notifications.channels.base import Message
 from notifications.channels.registry import channel_get, channel_paused, channel_sending, fcm_configured
 from notifications.devices import device_deactivate, device_get
@@ -26,10 +25,18 @@ BACK_IN_STOCK_TASK = "notifications.back_in_stock"
 
 def subscription_create(*, client, device_id: int, sku: str) -> tuple[Subscription, bool]:
     """Subscribe one of the client's active devices to `sku` coming back (the caller vouches for the SKU).
-    Subscribing again re-arms a used subscription (a push still owed stays owed). Raises UnknownDevice for a
-    device not the client's."""
-    device = device_get(client=client, device_id=device_id)
-    return row_create_or_update(Subscription, {"device": device, "sku": sku}, {"notified_at": None})
+    Subscribing again re-arms a used subscription (a push still owed stays owed). Returns (subscription,
+    created). Raises UnknownDevice for a device not the client's, or unregistered by the time it is locked.
+
+    Under the device's row lock, as unsubscribing and unregistering it (device_unregister): taps of "notify
+    me" at once go one at a time, the first creating the row and the rest finding it, so no INSERT waits
+    on another's duplicate key (two INSERTs waiting behind an unsubscribe's DELETE deadlocked, a 503 after
+    three tries), and none subscribes a device an unregister has just deactivated."""
+    with transaction.atomic():
+        device = device_get(client=client, device_id=device_id, lock=True)
+        if Subscription.objects.filter(device=device, sku=sku).update(notified_at=None):
+            return Subscription.objects.get(device=device, sku=sku), False
+        return Subscription.objects.create(device=device, sku=sku), True
 
 
 def subscription_delete(*, client, device_id: int, sku: str) -> bool:
@@ -37,11 +44,17 @@ def subscription_delete(*, client, device_id: int, sku: str) -> bool:
     way finds nothing to claim). Returns whether the device was subscribed. Raises UnknownDevice for a
     device not the client's. An inactive one is still the client's: an app signing out unregisters its device
     and unsubscribes in either order, and one FCM dropped keeps its subscriptions for when its token is
-    registered again, so "notify me" turned off meanwhile must take."""
-    device = device_get(client=client, device_id=device_id, active=False)
+    registered again, so "notify me" turned off meanwhile must take.
+
+    Under the device's row lock, as subscribing and unregistering it (device_unregister): toggles of
+    "notify me" take effect in the order they lock it, so an unsubscribe after a subscribe ends unsubscribed,
+    and this DELETE deadlocks with neither."""
     if not exact_lookup_possible(sku):
+        device_get(client=client, device_id=device_id, active=False)
         return False  # "VIRAL " would unsubscribe VIRAL
-    deleted, _ = Subscription.objects.filter(device=device, sku=sku).delete()
+    with transaction.atomic():
+        device = device_get(client=client, device_id=device_id, active=False, lock=True)
+        deleted, _ = Subscription.objects.filter(device=device, sku=sku).delete()
     return deleted > 0
 
 

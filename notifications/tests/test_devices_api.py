@@ -5,7 +5,8 @@ from rest_framework.test import APIClient
 
 from inventory.services import product_subscribe, product_unsubscribe
 from inventory.tests.test_concurrency import run_together
-from notifications.devices import device_deactivate, device_register
+from notifications.devices import device_deactivate, device_register, device_unregister
+from notifications.errors import UnknownDevice
 from notifications.models import Device, Subscription
 from testsupport.data import make_api_client, make_product
 
@@ -200,6 +201,48 @@ def test_notify_me_toggled_on_and_off_at_once_answers_every_tap(client_app):
         errors = [(("subscribe", "unsubscribe")[i % 2], a) for i, a in enumerate(answers) if isinstance(a, Exception)]
         assert not errors, errors
     assert Subscription.objects.filter(device=device).count() <= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_notify_me_toggled_while_the_device_unregisters_answers_every_tap(client_app):
+    # Subscribes, unsubscribes and unregisters of one device at once: an unsubscribe's DELETE reached its row
+    # through the SKU's index, the unregister's through the (device, SKU) one, and MariaDB rolled the
+    # unsubscribe back (1213, a 503), or a subscribe after its third try; a subscribe that read the device
+    # active before the unregister committed left it subscribed. Every tap is answered, and an unregistered
+    # device keeps no subscription, as registering it again promises.
+    client = client_app.api_client
+    device, _ = device_register(client=client, token="fcm-toggle", platform="ios")
+    for sku in ("VIRAL", "GLAZED"):
+        make_product(sku, on_hand=0)
+    taps = (
+        "subscribe",
+        "unsubscribe",
+        "subscribe",
+        "unsubscribe",
+        "unregister",
+        "subscribe",
+        "unsubscribe",
+        "unregister",
+    )
+
+    def tap(i):
+        sku = ("VIRAL", "GLAZED")[i % 2]
+        if taps[i] == "subscribe":
+            return product_subscribe(client=client, sku=sku, device_id=device.pk)
+        if taps[i] == "unsubscribe":
+            return product_unsubscribe(client=client, sku=sku, device_id=device.pk)
+        return device_unregister(client=client, device_id=device.pk)
+
+    for _ in range(300):
+        device_register(client=client, token="fcm-toggle", platform="ios")
+        for sku in ("VIRAL", "GLAZED"):
+            product_subscribe(client=client, sku=sku, device_id=device.pk)
+        answers = run_together(len(taps), tap)
+        errors = [
+            (taps[i], a) for i, a in enumerate(answers) if isinstance(a, Exception) and not isinstance(a, UnknownDevice)
+        ]
+        assert not errors, errors
+        assert not Subscription.objects.filter(device=device).exists(), "unregistered, subscribed to nothing"
 
 
 @pytest.mark.django_db(transaction=True)
