@@ -245,7 +245,6 @@ def test_notify_me_toggled_while_the_device_unregisters_answers_every_tap(client
         assert not Subscription.objects.filter(device=device).exists(), "unregistered, subscribed to nothing"
 
 
-@pytest.mark.django_db(transaction=True)
 def subscribe(http, device_id, sku="VIRAL"):
     return http.post(f"/api/v1/products/{sku}/subscriptions/", {"device_id": device_id}, format="json")
 
