@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 
 from clients import auth
 from clients.models import ApiClient
-from donutsite.admin import ModelAdmin
+from donutsite.admin import EditedFieldsForm, ModelAdmin
 
 
 @admin.register(ApiClient)
@@ -21,6 +21,7 @@ class ApiClientAdmin(ModelAdmin):
         )
     ]
     readonly_fields = ("key_prefix", "created_at")
+    form = EditedFieldsForm
 
     def has_delete_permission(self, request, obj=None):
         # Revoke with is_active instead: the client's sales must keep pointing at it.
@@ -28,7 +29,10 @@ class ApiClientAdmin(ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            obj.save()
+            # Only what this page changed: a rename from a page opened before someone revoked the key must
+            # not turn the key back on.
+            if form.changed_data:
+                obj.save(update_fields=form.changed_data)
             return
         key = obj.set_new_key()
         obj.save()

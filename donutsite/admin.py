@@ -8,8 +8,11 @@ date hierarchy's own year has the same fault for years from 9999 (Django ticket 
 reached MariaDB, whose error for a bad pattern (`?sku__regex=(`) read as the database being down: a 503.
 So every ModelAdmin here, Django's User and Group included, writes its changelist's SQL before running
 it, and refuses regular expressions (nobody needs them in a URL; a pattern over the ledger is a full scan).
+
+EditedFieldsForm is for the change forms two ops may have open at once (products, API clients).
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -18,6 +21,7 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db.models.constants import LOOKUP_SEP
+from django.utils.functional import cached_property
 
 REFUSED_LOOKUPS = {"regex", "iregex"}
 
@@ -53,6 +57,31 @@ class ModelAdmin(admin.ModelAdmin):
             )
             return None
         return super().response_action(request, queryset)
+
+
+class EditedFieldsForm(forms.ModelForm):
+    """A change form whose changed_data is what this person changed on their page, so that saving it writes
+    only that (the admins that use it save `changed_data` alone).
+
+    Django compares the post with the database as it is when the post arrives. With two ops on one row (one
+    takes a product off sale or revokes a key, the other, whose page was open before, renames it), the second
+    save took the page's old "active" for a change of its own and put it back. So each field also sends the
+    value its page showed (Django's show_hidden_initial), and is compared with that; a post without it (a
+    script) is compared with the database, as before."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            field.show_hidden_initial = True
+
+    @cached_property
+    def changed_data(self):
+        return [name for name, bound in self._bound_items() if self._edited(bound)]
+
+    def _edited(self, bound) -> bool:
+        if bound.html_initial_name not in self.data:
+            return bound.field.has_changed(bound.initial, bound.data)
+        return bound._has_changed()  # against the value the page showed
 
 
 # Django's own admins for users and groups, with the same changelist.

@@ -10,7 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from donutsite.admin import ModelAdmin
+from donutsite.admin import EditedFieldsForm, ModelAdmin
 from donutsite.errors import DomainError
 from inventory import services
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
@@ -111,6 +111,7 @@ class ProductAdmin(ModelAdmin):
     list_filter = ("is_active", StockLevelFilter)
     search_fields = ("sku", "name")
     actions = ["adjust_stock"]
+    form = EditedFieldsForm  # a save writes what its page changed, not what another save changed meanwhile
     readonly_fields = ("on_hand", "created_at", "updated_at")
 
     class Media:

@@ -608,14 +608,20 @@ def product_update(*, product: Product, fields: list[str]) -> None:
     they wait for its return instead of saying "back" about a SKU the API refuses."""
     with transaction.atomic():
         locked = products_lock([product.pk])[product.pk]
-        product.save(update_fields=[*fields, "updated_at"])
-        product.on_hand = locked.on_hand  # the form's copy may predate a sale that committed meanwhile
-        if product.is_active and product.needs_reorder:
-            restocks_open([product], reason=Restock.Reason.REORDER_POINT)
-        if product.is_active and not locked.is_active and locked.on_hand > 0:
-            back_in_stock_announce(locked.sku, product.name)
-        elif locked.is_active and not product.is_active:
+        was_active = locked.is_active
+        # The edit applied to the row as it is now: the form's other values may predate a sale, or another
+        # ops person's change (retired meanwhile, a new reorder point), that committed since.
+        for name in fields:
+            setattr(locked, name, getattr(product, name))
+        locked.save(update_fields=[*fields, "updated_at"])
+        if locked.is_active and locked.needs_reorder:
+            restocks_open([locked], reason=Restock.Reason.REORDER_POINT)
+        if locked.is_active and not was_active and locked.on_hand > 0:
+            back_in_stock_announce(locked.sku, locked.name)
+        elif was_active and not locked.is_active:
             back_in_stock_withdraw(locked.sku)
+    for name in _LOCKED_FIELDS:  # the caller's copy: the row as saved
+        setattr(product, name, getattr(locked, name))
 
 
 def product_subscribe(*, client, sku: str, device_id: int):

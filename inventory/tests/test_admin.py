@@ -13,7 +13,7 @@ from inventory.admin import ProductAdmin
 from inventory.models import IdempotencyKey, Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create, stock_adjust
-from testsupport.admin import row_for, shown_messages
+from testsupport.admin import form_as_sent, row_for, shown_messages
 from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
@@ -591,3 +591,40 @@ def test_a_product_edited_above_its_reorder_point_or_retired_orders_nothing(admi
 
     assert not Product.objects.get(pk=maple.pk).is_active
     assert not Restock.objects.filter(product=maple).exists()
+
+
+def test_two_ops_editing_one_product_keep_each_others_change(admin_client, admin_user, client, fcm_on):
+    """One ops person takes a product off sale while another, whose page was open before that, renames it:
+    the rename is all the second save writes. Compared with the database instead of the page, the second save
+    took "on sale" for its own change, put the product back on sale and told its subscribers it was back."""
+    from notifications.models import Subscription
+
+    maple = make_product("MAPLE", on_hand=40, reorder_point=5)
+    subscribe(maple)
+    url = reverse("admin:inventory_product_change", args=[maple.pk])
+    renaming = admin_client.get(url)
+    client.force_login(admin_user)
+
+    retired = client.post(url, form_as_sent(client.get(url), is_active=None))
+    renamed = admin_client.post(url, form_as_sent(renaming, name="Maple Bar"))
+
+    assert (retired.status_code, renamed.status_code) == (302, 302)
+    maple.refresh_from_db()
+    assert (maple.name, maple.is_active) == ("Maple Bar", False), "the rename put the product back on sale"
+    assert Subscription.objects.get().due_at is None, "its subscribers were told it is back"
+    assert not Restock.objects.filter(product=maple).exists()
+
+
+def test_two_ops_editing_one_product_both_write_their_fields(admin_client, admin_user, client):
+    maple = make_product("MAPLE", on_hand=40, reorder_point=5)
+    url = reverse("admin:inventory_product_change", args=[maple.pk])
+    repricing = admin_client.get(url)
+    client.force_login(admin_user)
+
+    client.post(url, form_as_sent(client.get(url), reorder_point="50"))
+    admin_client.post(url, form_as_sent(repricing, price="2.40"))
+
+    maple.refresh_from_db()
+    assert (str(maple.price), maple.reorder_point) == ("2.40", 50)
+    restock = Restock.objects.get(product=maple)
+    assert (restock.status, restock.reason) == ("pending", "reorder_point"), "raised past its stock: reordered"
