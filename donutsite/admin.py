@@ -9,7 +9,7 @@ reached MariaDB, whose error for a bad pattern (`?sku__regex=(`) read as the dat
 So every ModelAdmin here, Django's User and Group included, writes its changelist's SQL before running
 it, and refuses regular expressions (nobody needs them in a URL; a pattern over the ledger is a full scan).
 
-EditedFieldsForm is for the change forms two ops may have open at once (products, API clients).
+EditedFieldsForm is for the change forms two ops may have open at once (products, API clients, devices).
 """
 
 from django import forms

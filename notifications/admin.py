@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.utils.html import format_html
 
-from donutsite.admin import ModelAdmin
+from donutsite.admin import EditedFieldsForm, ModelAdmin
 from notifications.alerts import alerts_acknowledge_by_hand
 from notifications.deliveries import alert_resend
 from notifications.models import Alert, AlertDelivery, Device, Subscription
@@ -92,6 +92,14 @@ class DeviceAdmin(ModelAdmin):
     search_fields = ["user_ref", "token"]
     fields = ["kind", "platform", "token", "client", "user_ref", "is_active", "deactivated_reason"]
     readonly_fields = ["deactivated_reason"]
+    form = EditedFieldsForm
+
+    def save_model(self, request, obj, form, change):
+        # Only what this page changed: FCM or the client's app may have deactivated the device since it opened.
+        if not change:
+            obj.save()
+        elif form.changed_data:
+            obj.save(update_fields=[*form.changed_data, "updated_at"])
 
 
 @admin.register(Subscription)

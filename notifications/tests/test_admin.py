@@ -1,0 +1,26 @@
+"""The notifications admin as ops staff use it: devices."""
+
+import pytest
+from django.urls import reverse
+
+from notifications.devices import device_deactivate
+from notifications.models import Device
+from testsupport.admin import form_as_sent
+
+pytestmark = pytest.mark.django_db
+
+
+def test_editing_a_device_from_a_page_opened_before_fcm_dropped_its_token_keeps_it_inactive(admin_client):
+    """An ops phone's page is open to fix its note while FCM reports the token unregistered (the phone was
+    reset): saving the page writes the note alone. Compared with the database instead of the page, the save
+    took "active" for its own change and every alert was pushed to a dead token again."""
+    phone = Device.objects.create(kind=Device.Kind.OPS, token="ops-phone-token", platform="android")
+    url = reverse("admin:notifications_device_change", args=[phone.pk])
+    editing = admin_client.get(url)
+
+    device_deactivate(phone.pk, reason="FCM: UNREGISTERED")
+    response = admin_client.post(url, form_as_sent(editing, user_ref="on-call phone 2"))
+
+    assert response.status_code == 302
+    phone.refresh_from_db()
+    assert (phone.user_ref, phone.is_active) == ("on-call phone 2", False), "the save turned the dead token back on"
