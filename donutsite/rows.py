@@ -1,4 +1,5 @@
-"""Creating a row that many requests may create at the same moment (an app registering its device twice at once)."""
+"""Rows that many requests write at the same moment: creating one (an app registering its device twice at once),
+and updating or deleting rows that other writers reach through other indexes."""
 
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
@@ -57,3 +58,24 @@ def _row_inserted_or_updated(model, lookup: dict, defaults: dict):
         if row is None:
             raise
         return row, False
+
+
+def rows_by_primary_key(rows):
+    """The rows `rows` finds now, read without a lock, as a queryset that reaches them through their primary
+    key alone: its UPDATE or DELETE locks each row's primary key first, in primary-key order. For rows
+    that cannot change meanwhile, or whose change does not matter; else rows_locked.
+
+    A write that finds its rows through another index (a SKU's) locks each row's entry there first, then
+    the row. A DELETE finding the same row through a third index (a device's) locks the row, then changes
+    that first entry as it removes it: the two wait for each other, and MariaDB rolls one back (deadlock,
+    1213), a 503. Writers that all reach the rows through their primary key queue instead."""
+    return rows.model.objects.filter(pk__in=list(rows.values_list("pk", flat=True)))
+
+
+def rows_locked(rows, *fields) -> list[tuple]:
+    """Lock the rows `rows` finds now through their primary key, in primary-key order (rows_by_primary_key
+    says why), until the caller's transaction ends; return each one's primary key and `fields` as they are
+    under the lock, for the caller to check again what must still hold and write by primary key. Checked
+    here, not in the write's WHERE: a condition on an indexed column (notified_at IS NULL) can send MariaDB
+    through that index instead, and the deadlock back."""
+    return list(rows_by_primary_key(rows).select_for_update().order_by("pk").values_list("pk", *fields))

@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.utils import timezone
 
-from donutsite.rows import row_create_or_update
+from donutsite.rows import row_create_or_update, rows_by_primary_key
 from notifications.errors import UnknownDevice
 from notifications.models import Device, Subscription
 
@@ -56,7 +56,10 @@ def device_unregister(*, client, device_id: int) -> None:
     and none deadlocks with another. They did, each a 503 for a toggle of "notify me": this DELETE reaches
     the rows through the (device, SKU) index and then their primary key, an unsubscribe's DELETE could
     reach its row through the SKU's index, and in opposite orders MariaDB rolled one back; a subscribe read
-    the device active, this committed, and its INSERT left an unregistered device subscribed.
+    the device active, this committed, and its INSERT left an unregistered device subscribed. The
+    subscriptions are deleted by primary key (donutsite.rows.rows_by_primary_key), as every write of them
+    reaches them: through the (device, SKU) index this DELETE deadlocked with a receipt's announce, a
+    sale's withdraw, or another device's subscribe, which reached the same rows through the SKU's.
     """
     with transaction.atomic():
         found = Device.objects.filter(pk=device_id, client=client).update(
@@ -64,7 +67,7 @@ def device_unregister(*, client, device_id: int) -> None:
         )
         if not found:
             raise UnknownDevice()
-        Subscription.objects.filter(device_id=device_id).delete()
+        rows_by_primary_key(Subscription.objects.filter(device_id=device_id)).delete()
 
 
 def device_deactivate(device_id: int, *, reason: str) -> None:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from donutsite.celery import task_publish
 from donutsite.db import exact_lookup_possible
+from donutsite.rows import rows_by_primary_key, rows_locked
 from notifications.channels.base import Message
 from notifications.channels.registry import channel_get, channel_paused, channel_sending, fcm_configured
 from notifications.devices import device_deactivate, device_get
@@ -34,7 +35,7 @@ def subscription_create(*, client, device_id: int, sku: str) -> tuple[Subscripti
     three tries), and none subscribes a device an unregister has just deactivated."""
     with transaction.atomic():
         device = device_get(client=client, device_id=device_id, lock=True)
-        if Subscription.objects.filter(device=device, sku=sku).update(notified_at=None):
+        if rows_by_primary_key(Subscription.objects.filter(device=device, sku=sku)).update(notified_at=None):
             return Subscription.objects.get(device=device, sku=sku), False
         return Subscription.objects.create(device=device, sku=sku), True
 
@@ -54,7 +55,7 @@ def subscription_delete(*, client, device_id: int, sku: str) -> bool:
         return False  # "VIRAL " would unsubscribe VIRAL
     with transaction.atomic():
         device = device_get(client=client, device_id=device_id, active=False, lock=True)
-        deleted, _ = Subscription.objects.filter(device=device, sku=sku).delete()
+        deleted, _ = rows_by_primary_key(Subscription.objects.filter(device=device, sku=sku)).delete()
     return deleted > 0
 
 
@@ -62,13 +63,16 @@ def back_in_stock_announce(sku: str, name: str) -> int:
     """The SKU, called `name` in the shop, is back: every unused subscription to it is owed a push. Call it
     in the transaction of the receipt that brought the stock back; the pushes go out after commit, and the
     sweep resends any that did not (broker away, FCM failing). Returns how many subscriptions are owed a
-    push."""
+    push.
+
+    The rows are locked by primary key, in its order (donutsite.rows.rows_locked): an UPDATE through the
+    SKU's index deadlocked with a device's unregister, a 503 for the app or for the factory's callback."""
     if not fcm_configured():
         logger.info("back in stock %s: FCM is not configured; subscribers not told", sku)
         return 0
-    owed = Subscription.objects.filter(sku=sku, notified_at__isnull=True).update(
-        due_at=timezone.now(), product_name=name
-    )
+    found = rows_locked(Subscription.objects.filter(sku=sku, notified_at__isnull=True), "notified_at")
+    unused = [pk for pk, notified_at in found if notified_at is None]  # one pushed meanwhile is used up
+    owed = Subscription.objects.filter(pk__in=unused).update(due_at=timezone.now(), product_name=name)
     if owed:
         transaction.on_commit(partial(back_in_stock_dispatch, sku))
     return owed
@@ -79,9 +83,11 @@ def back_in_stock_withdraw(sku: str) -> int:
     a rush that takes the stock in seconds, or FCM away): the rest would be told "back" about a product
     at 0, and their one push used up. Those subscriptions wait for the next announce instead. A push a
     running send is making goes out, or, if it fails, waits too. Call it in the transaction that took
-    the last one (under the product's lock, so a receipt's announce comes after it, never before): one
-    UPDATE over the pushes still owed. Returns how many were withdrawn."""
-    return Subscription.objects.filter(sku=sku, notified_at__isnull=True, due_at__isnull=False).update(due_at=None)
+    the last one (under the product's lock, so a receipt's announce comes after it, never before): a read
+    of the pushes still owed and one UPDATE of them by primary key (donutsite.rows.rows_by_primary_key:
+    through the SKU's index it deadlocked with a device's unregister). Returns how many were withdrawn."""
+    owed = Subscription.objects.filter(sku=sku, notified_at__isnull=True, due_at__isnull=False)
+    return rows_by_primary_key(owed).update(due_at=None)
 
 
 def back_in_stock_dispatch(sku: str) -> bool:
@@ -99,9 +105,20 @@ def back_in_stock_resend(*, limit: int = 100) -> int:
     skus = list(stale.order_by().values_list("sku", flat=True).distinct()[:limit])
     resent = 0
     for sku in skus:
-        Subscription.objects.filter(sku=sku, due_at__lte=cutoff, notified_at__isnull=True).update(due_at=now)
+        _owed_since_made_due(Subscription.objects.filter(sku=sku), since=cutoff, now=now)
         resent += back_in_stock_dispatch(sku)
     return resent
+
+
+def _owed_since_made_due(subscriptions, *, since, now) -> None:
+    """Those of `subscriptions` owed a push since `since` or before are owed it from `now`; one a run has
+    claimed meanwhile (due_at moved ahead) or sent is left alone. Their rows are locked by primary key
+    (donutsite.rows.rows_locked), so an unregister deleting one at that moment waits, or is waited for."""
+    with transaction.atomic():
+        stale = subscriptions.filter(due_at__lte=since, notified_at__isnull=True)
+        found = rows_locked(stale, "due_at", "notified_at")
+        owed = [pk for pk, due_at, notified_at in found if due_at and due_at <= since and notified_at is None]
+        Subscription.objects.filter(pk__in=owed).update(due_at=now)
 
 
 def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = RUN_SECONDS) -> int:
@@ -148,7 +165,7 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = 
                 # for the sweep. If the broker refuses the new run, the sweep still sends them. Those
                 # left are made due now, as the sweep does: owed since the hand-over, so the sweep does
                 # not start a second chain of runs beside this one.
-                owed.update(due_at=timezone.now())
+                _owed_since_made_due(Subscription.objects.filter(sku=sku), since=started, now=timezone.now())
                 back_in_stock_dispatch(sku)
                 return sent
             outcome = _push(channel, message, subscription)

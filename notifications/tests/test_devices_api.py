@@ -1,6 +1,7 @@
 """Customer devices and back-in-stock subscriptions through the API."""
 
 import pytest
+from django.db import transaction
 from rest_framework.test import APIClient
 
 from inventory.services import product_subscribe, product_unsubscribe
@@ -8,6 +9,7 @@ from inventory.tests.test_concurrency import run_together
 from notifications.devices import device_deactivate, device_register, device_unregister
 from notifications.errors import UnknownDevice
 from notifications.models import Device, Subscription
+from notifications.subscriptions import back_in_stock_announce, back_in_stock_withdraw, subscription_create
 from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
@@ -243,6 +245,41 @@ def test_notify_me_toggled_while_the_device_unregisters_answers_every_tap(client
         ]
         assert not errors, errors
         assert not Subscription.objects.filter(device=device).exists(), "unregistered, subscribed to nothing"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_comeback_or_a_sell_out_while_devices_unregister_answers_every_one(client_app, settings):
+    # A receipt's announce, a sale's withdraw and a subscribe's UPDATE found subscriptions through the SKU's
+    # index, an unregister's DELETE through the (device, SKU) one: MariaDB locked a row's entries in opposite
+    # orders and rolled one back (1213), the app's 503, or the receipt's or the sale's. Every one is answered.
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"  # FCM configured: announced
+    client = client_app.api_client
+    skus = ["VIRAL", "GLAZED", "MAPLE", "CRULLER"]
+    # Subscribers of other SKUs, as in a shop: MariaDB finds one SKU's subscriptions through its index.
+    others = Device.objects.bulk_create(Device(client=client, token=f"o-{i}", platform="ios") for i in range(20))
+    Subscription.objects.bulk_create(Subscription(device=d, sku=f"OTHER-{j}") for d in others for j in range(30))
+    devices = [device_register(client=client, token=f"fcm-{i}", platform="ios")[0] for i in range(6)]
+
+    def comebacks(sku):
+        for _ in range(200):
+            with transaction.atomic():  # the receipt that brings it back
+                back_in_stock_announce(sku, sku.title())
+            with transaction.atomic():  # the sale of the last one
+                back_in_stock_withdraw(sku)
+
+    def taps(device):
+        for _ in range(100):
+            device_register(client=client, token=device.token, platform="ios")
+            for sku in skus:
+                subscription_create(client=client, device_id=device.pk, sku=sku)
+            device_unregister(client=client, device_id=device.pk)
+
+    answers = run_together(
+        len(skus) + len(devices), lambda i: comebacks(skus[i]) if i < len(skus) else taps(devices[i - len(skus)])
+    )
+    errors = [(("comebacks", "taps")[i >= len(skus)], a) for i, a in enumerate(answers) if a is not None]
+    assert not errors, errors
+    assert not Subscription.objects.filter(device__in=devices).exists(), "unregistered, subscribed to nothing"
 
 
 def subscribe(http, device_id, sku="VIRAL"):
