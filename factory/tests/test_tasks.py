@@ -953,7 +953,7 @@ def restock_row_held_during_the_call(monkeypatch, restock, *, until=lambda worke
     "held", under "holder"), complete once the block has ended: run the worker inside it."""
     import threading
 
-    from testsupport.threads import connection_id, lock_waiting_transaction, thread_keeping
+    from testsupport.threads import LOCK_POLL_SECONDS, connection_id, lock_waiting_transaction, thread_keeping
 
     calling, go = a_call_held_in_flight(monkeypatch)
     worker, let_go, outcomes = connection_id(), threading.Event(), {}
@@ -963,7 +963,7 @@ def restock_row_held_during_the_call(monkeypatch, restock, *, until=lambda worke
         with transaction.atomic():
             Restock.objects.select_for_update().filter(pk=restock.pk).exists()
             go.set()
-            while not let_go.wait(0.2):  # InnoDB refreshes innodb_trx only when unread for 0.1 s
+            while not let_go.wait(LOCK_POLL_SECONDS):
                 if until(lock_waiting_transaction(worker)):
                     return "let go"
         return "held"
