@@ -3,6 +3,7 @@ all pointed at the pytest test database and a broker database of their own."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -189,9 +190,10 @@ class System:
         )
 
     def start_worker(self, *args: str) -> Process:
+        """A Celery worker, returned once it takes tasks and answers pings."""
         self.workers += 1
         name = f"worker{self.workers}"
-        return self._replace(
+        worker = self._replace(
             name,
             [
                 str(BIN / "celery"),
@@ -212,6 +214,30 @@ class System:
             ],
             ready="ready.",
         )
+        self._wait_answering_pings(worker)
+        return worker
+
+    def _wait_answering_pings(self, worker: Process) -> None:
+        """Until the worker answers a ping. It logs "ready." before its event loop has subscribed to the
+        broker's broadcasts, and a ping or an inspection sent meanwhile is lost: worker_alive, run just
+        after, found a running worker silent (test_health)."""
+        from celery import Celery
+
+        # The node name its banner shows: the last -n of its arguments.
+        node = re.search(r"^ -+ (\S+@\S+) v\d", worker.output(), re.MULTILINE).group(1)
+        # An app of its own: the test process's app publishes broadcasts through its own broker's pool,
+        # whatever connection it is given, and a worker may have a broker of its own (a RedisServer). Its
+        # write URL, not its broker URL: Celery lets the CELERY_BROKER_URL variable win over the latter.
+        pinger = Celery(set_as_current=False)
+        pinger.conf.broker_write_url = self.env["CELERY_BROKER_URL"]
+        try:
+            wait_until(
+                lambda: pinger.control.ping(destination=[node], timeout=0.5),
+                timeout=60,
+                what=f"{node} to answer a ping",
+            )
+        finally:
+            pinger.close()
 
     def _replace(self, name: str, argv: list[str], ready: str, *, wait: bool = True) -> Process:
         if name in self.processes:
