@@ -63,7 +63,8 @@ def _row_inserted_or_updated(model, lookup: dict, defaults: dict):
 def rows_by_primary_key(rows):
     """The rows `rows` finds now, read without a lock, as a queryset that reaches them through their primary
     key alone: its UPDATE or DELETE locks each row's primary key first, in primary-key order. For rows
-    that cannot change meanwhile, or whose change does not matter; else rows_locked.
+    that cannot change meanwhile, or whose change does not matter, or whose UPDATE checks again in its SET
+    what must still hold (a Case: notifications.subscriptions.back_in_stock_announce); else rows_locked.
 
     A write that finds its rows through another index (a SKU's) locks each row's entry there first, then
     the row. A DELETE finding the same row through a third index (a device's) locks the row, then changes

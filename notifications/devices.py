@@ -53,7 +53,7 @@ def device_unregister(*, client, device_id: int) -> None:
 
     One short transaction: the device row (its UPDATE locks it), then its subscriptions. Subscribing and
     unsubscribing lock the device row first too (device_get), so the three go one at a time for a device,
-    and none deadlocks with another. They did, each a 503 for a toggle of "notify me": this DELETE reaches
+    and none deadlocks with another. They did, each a 503 for a toggle of "notify me": this DELETE reached
     the rows through the (device, SKU) index and then their primary key, an unsubscribe's DELETE could
     reach its row through the SKU's index, and in opposite orders MariaDB rolled one back; a subscribe read
     the device active, this committed, and its INSERT left an unregistered device subscribed. The

@@ -63,8 +63,8 @@ def subscription_delete(*, client, device_id: int, sku: str) -> bool:
 def back_in_stock_announce(sku: str, name: str) -> int:
     """The SKU, called `name` in the shop, is back: every unused subscription to it is owed a push. Call it
     in the transaction of the receipt that brought the stock back; the pushes go out after commit, and the
-    sweep resends any that did not (broker away, FCM failing). Returns how many subscriptions are owed a
-    push.
+    sweep resends any that did not (broker away, FCM failing). Returns how many unused subscriptions it
+    found: one pushed between its read and its write stays used up, but is counted.
 
     The rows are read, then written by primary key, in its order (donutsite.rows.rows_by_primary_key): an
     UPDATE through the SKU's index deadlocked with a device's unregister, a 503 for the app or for the
