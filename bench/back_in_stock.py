@@ -124,7 +124,7 @@ def main(argv=None) -> int:
 
         started = time.time()
         with transaction.atomic():
-            owed = back_in_stock_announce(SKU)
+            owed = back_in_stock_announce(SKU, SKU)
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline and len(fcm.received) < owed:
             time.sleep(0.2)
