@@ -311,8 +311,9 @@ def _sell(client, items, product_ids, idempotency_key, request_hash) -> SaleOutc
     sold_out = [p for p in low if p.on_hand == 0]
     if low:
         restocks_open(low, reason=Restock.Reason.REORDER_POINT, sold_out={p.pk for p in sold_out})
+    if sold_out:
+        back_in_stock_withdraw(*(p.sku for p in sold_out))  # one statement: a SKU at a time deadlocked
     for product in sold_out:
-        back_in_stock_withdraw(product.sku)
         alert_raise(
             kind="sold_out",
             severity="info",

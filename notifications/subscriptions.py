@@ -83,15 +83,18 @@ def back_in_stock_announce(sku: str, name: str) -> int:
     return owed
 
 
-def back_in_stock_withdraw(sku: str) -> int:
-    """The SKU sold out again before every push owed for its comeback went out (thousands of subscribers,
+def back_in_stock_withdraw(*skus: str) -> int:
+    """The SKUs sold out again before every push owed for their comeback went out (thousands of subscribers,
     a rush that takes the stock in seconds, or FCM away): the rest would be told "back" about a product
     at 0, and their one push used up. Those subscriptions wait for the next announce instead. A push a
     running send is making goes out, or, if it fails, waits too. Call it in the transaction that took
-    the last one (under the product's lock, so a receipt's announce comes after it, never before): a read
+    the last ones (under the products' locks, so a receipt's announce comes after it, never before): a read
     of the pushes still owed and one UPDATE of them by primary key (donutsite.rows.rows_by_primary_key:
-    through the SKU's index it deadlocked with a device's unregister). Returns how many were withdrawn."""
-    owed = Subscription.objects.filter(sku=sku, notified_at__isnull=True, due_at__isnull=False)
+    through the SKU's index it deadlocked with a device's unregister). Every SKU a sale sold out in one
+    call: one UPDATE per SKU locked a device's rows out of primary-key order (its VIRAL row, then its
+    GLAZED row with a lower id) while its unregister locked them in order, and MariaDB rolled one back.
+    Returns how many were withdrawn."""
+    owed = Subscription.objects.filter(sku__in=skus, notified_at__isnull=True, due_at__isnull=False)
     return rows_by_primary_key(owed).update(due_at=None)
 
 

@@ -4,7 +4,7 @@ import pytest
 from django.db import transaction
 from rest_framework.test import APIClient
 
-from inventory.services import product_subscribe, product_unsubscribe
+from inventory.services import SaleItem, product_set_stock, product_subscribe, product_unsubscribe, sale_create
 from inventory.tests.test_concurrency import run_together
 from notifications.devices import device_deactivate, device_register, device_unregister
 from notifications.errors import UnknownDevice
@@ -280,6 +280,43 @@ def test_a_comeback_or_a_sell_out_while_devices_unregister_answers_every_one(cli
     errors = [(("comebacks", "taps")[i >= len(skus)], a) for i, a in enumerate(answers) if a is not None]
     assert not errors, errors
     assert not Subscription.objects.filter(device__in=devices).exists(), "unregistered, subscribed to nothing"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sale_selling_out_two_skus_while_their_subscribers_unregister_answers_every_one(client_app, settings):
+    # The sale withdrew the pushes owed for one SKU, then the next: a device subscribed to GLAZED (a lower
+    # id) and then to VIRAL had its VIRAL row locked by the sale, which then wanted its GLAZED row, while its
+    # unregister, deleting by primary key, held GLAZED and wanted VIRAL: MariaDB rolled one back (1213), a
+    # 503 for the sale or the app. Every one is answered, and the sale withdraws every push it owes.
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"  # FCM configured: announced
+    client = client_app.api_client
+    skus = ["VIRAL", "GLAZED"]
+    for sku in skus:
+        make_product(sku, on_hand=0)
+    # Subscribers of other SKUs, as in a shop: MariaDB finds one SKU's subscriptions through its index.
+    others = Device.objects.bulk_create(Device(client=client, token=f"o-{i}", platform="ios") for i in range(20))
+    Subscription.objects.bulk_create(Subscription(device=d, sku=f"OTHER-{j}") for d in others for j in range(30))
+    Subscription.objects.bulk_create(Subscription(device=d, sku=sku) for d in others for sku in skus)
+    devices = [device_register(client=client, token=f"fcm-{i}", platform="ios")[0] for i in range(6)]
+    sale = [SaleItem(sku, 1) for sku in skus]
+
+    def sale_or_unregister(i):
+        if i == 0:
+            return sale_create(client=client, items=sale).sale
+        return device_unregister(client=client, device_id=devices[i - 1].pk)
+
+    for _ in range(100):
+        for device in devices:
+            device_register(client=client, token=device.token, platform="ios")
+            for sku in reversed(skus):  # the second SKU's row first: the lower id
+                subscription_create(client=client, device_id=device.pk, sku=sku)
+        for sku in skus:
+            product_set_stock(sku=sku, quantity=1)  # back: every subscriber owed a push
+        answers = run_together(1 + len(devices), sale_or_unregister)
+        errors = [(("sale", "unregister")[i > 0], a) for i, a in enumerate(answers) if isinstance(a, Exception)]
+        assert not errors, errors
+        assert answers[0] is not None, "sold"
+        assert not Subscription.objects.filter(sku__in=skus, due_at__isnull=False).exists(), "every push withdrawn"
 
 
 def subscribe(http, device_id, sku="VIRAL"):
