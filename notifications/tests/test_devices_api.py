@@ -305,7 +305,7 @@ def test_a_sale_selling_out_two_skus_while_their_subscribers_unregister_answers_
             return sale_create(client=client, items=sale).sale
         return device_unregister(client=client, device_id=devices[i - 1].pk)
 
-    for _ in range(100):
+    for _ in range(50):
         for device in devices:
             device_register(client=client, token=device.token, platform="ios")
             for sku in reversed(skus):  # the second SKU's row first: the lower id
