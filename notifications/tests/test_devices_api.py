@@ -247,6 +247,14 @@ def test_notify_me_toggled_while_the_device_unregisters_answers_every_tap(client
         assert not Subscription.objects.filter(device=device).exists(), "unregistered, subscribed to nothing"
 
 
+def other_skus_subscribed(client) -> list:
+    """20 devices subscribed to 30 other SKUs each, as in a shop, so that MariaDB finds one SKU's subscriptions
+    through the SKU's index (on a small table it scans by primary key, and the races below never meet)."""
+    others = Device.objects.bulk_create(Device(client=client, token=f"o-{i}", platform="ios") for i in range(20))
+    Subscription.objects.bulk_create(Subscription(device=d, sku=f"OTHER-{j}") for d in others for j in range(30))
+    return others
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_comeback_or_a_sell_out_while_devices_unregister_answers_every_one(client_app, settings):
     # A receipt's announce, a sale's withdraw and a subscribe's UPDATE found subscriptions through the SKU's
@@ -255,9 +263,7 @@ def test_a_comeback_or_a_sell_out_while_devices_unregister_answers_every_one(cli
     settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "fcm-test-token"  # FCM configured: announced
     client = client_app.api_client
     skus = ["VIRAL", "GLAZED", "MAPLE", "CRULLER"]
-    # Subscribers of other SKUs, as in a shop: MariaDB finds one SKU's subscriptions through its index.
-    others = Device.objects.bulk_create(Device(client=client, token=f"o-{i}", platform="ios") for i in range(20))
-    Subscription.objects.bulk_create(Subscription(device=d, sku=f"OTHER-{j}") for d in others for j in range(30))
+    other_skus_subscribed(client)
     devices = [device_register(client=client, token=f"fcm-{i}", platform="ios")[0] for i in range(6)]
 
     def comebacks(sku):
@@ -293,9 +299,7 @@ def test_a_sale_selling_out_two_skus_while_their_subscribers_unregister_answers_
     skus = ["VIRAL", "GLAZED"]
     for sku in skus:
         make_product(sku, on_hand=0)
-    # Subscribers of other SKUs, as in a shop: MariaDB finds one SKU's subscriptions through its index.
-    others = Device.objects.bulk_create(Device(client=client, token=f"o-{i}", platform="ios") for i in range(20))
-    Subscription.objects.bulk_create(Subscription(device=d, sku=f"OTHER-{j}") for d in others for j in range(30))
+    others = other_skus_subscribed(client)
     Subscription.objects.bulk_create(Subscription(device=d, sku=sku) for d in others for sku in skus)
     devices = [device_register(client=client, token=f"fcm-{i}", platform="ios")[0] for i in range(6)]
     sale = [SaleItem(sku, 1) for sku in skus]
