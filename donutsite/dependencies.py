@@ -24,7 +24,32 @@ from redis.retry import Retry
 logger = logging.getLogger(__name__)
 
 
-_outage_lock = threading.Lock()
+class Outage:
+    """When a dependency stopped answering, so that an outage is told once as it begins and once as it ends,
+    however many tries fail in between (a warning per failed try buried the log for the whole outage). The
+    breakers below keep one each, as do each notification channel and each of /metrics' Redis reads."""
+
+    def __init__(self):
+        self._since: float | None = None
+        self._lock = threading.Lock()  # two threads may fail at once (a request and the sale counters'): one line
+
+    @property
+    def under_way(self) -> bool:
+        return self._since is not None
+
+    def began(self) -> bool:
+        """A try failed: whether this begins an outage (tell it), not one already under way."""
+        with self._lock:
+            if self._since is not None:
+                return False
+            self._since = time.monotonic()
+            return True
+
+    def ended(self) -> float | None:
+        """A try worked: how long the outage under way lasted, in seconds (tell it), or None for none."""
+        with self._lock:
+            since, self._since = self._since, None
+        return None if since is None else time.monotonic() - since
 
 
 class Breaker:
@@ -34,7 +59,7 @@ class Breaker:
         self.name = name
         self.degraded = degraded  # what its callers do while it is open, for the warning
         self._open_until = 0.0
-        self._failing_since: float | None = None  # the outage's first failure, until the dependency answers
+        self.outage = Outage()  # from the first failure until the dependency answers
         self.trips = 0  # failures that opened it, in this process
 
     @property
@@ -54,10 +79,8 @@ class Breaker:
 
     def _open(self, exc: BaseException) -> None:
         self._open_until = time.monotonic() + settings.WEB_DEPENDENCY_PAUSE_SECONDS
-        with _outage_lock:  # a request and the sale counters' thread may fail at once: one line
-            if self._failing_since is not None:
-                return  # the same outage: the try after a pause failed too, already told
-            self._failing_since = time.monotonic()
+        if not self.outage.began():
+            return  # the same outage: the try after a pause failed too, already told
         logger.warning(
             "%s unavailable (%r): %s until it answers again, tried every %s s (circuit open)",
             self.name,
@@ -70,19 +93,17 @@ class Breaker:
         """The dependency answered a call. After an outage, one line ends it, at the warning's level so that a
         log read for warnings shows both ends; the other breakers on its server close with it, as they
         opened with it (their next call would find the server answering)."""
-        if self._failing_since is None:
+        if not self.outage.under_way:
             return
         for breaker in [self, *self._same_server()]:
-            with _outage_lock:
-                since = breaker._failing_since
-                breaker.close()
-            if since is not None:
-                logger.warning("%s answers again after %.1f s (circuit closed)", breaker.name, time.monotonic() - since)
+            seconds = breaker.close()
+            if seconds is not None:
+                logger.warning("%s answers again after %.1f s (circuit closed)", breaker.name, seconds)
 
-    def close(self) -> None:
-        """Closed, with no outage under way (tests; answered())."""
+    def close(self) -> float | None:
+        """Closed, with no outage under way (tests; answered()): how long the one under way lasted, if any."""
         self._open_until = 0.0
-        self._failing_since = None
+        return self.outage.ended()
 
 
 breakers = {

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from django.conf import settings
 
+from donutsite.dependencies import Outage
 from notifications.channels.fcm import FcmChannel
 from notifications.channels.log import LogChannel
 from notifications.channels.slack import SlackChannel
@@ -21,7 +22,7 @@ _ADAPTERS = {
 }
 _channels: dict[str, object] = {}
 _paused_until: dict[str, float] = {}
-_silent_since: dict[str, float] = {}  # a channel's first send with no answer, until a send goes through
+_outages: dict[str, Outage] = {}  # from a channel's first send with no answer until a send goes through
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def channels_forget() -> None:
     """Drop the adapters built so far (settings changed, e.g. in tests), and the pauses."""
     _channels.clear()
     _paused_until.clear()
-    _silent_since.clear()
+    _outages.clear()
 
 
 def channel_pause(name: str, reason: str) -> None:
@@ -65,9 +66,8 @@ def channel_pause(name: str, reason: str) -> None:
     One warning when the channel stops answering and channel_answered's one line when a send goes through
     again, however many pauses the outage lasts: a warning at each pause came every 30 s for hours."""
     _paused_until[name] = time.monotonic() + settings.NOTIFICATIONS_RESEND_AFTER_SECONDS
-    if name in _silent_since:
+    if not _outages.setdefault(name, Outage()).began():
         return  # the same outage: the try after a pause got no answer either, already told
-    _silent_since[name] = time.monotonic()
     logger.warning(
         "%s gave no answer (%s): this process leaves its deliveries to the sweep and tries it again every %s s",
         name,
@@ -79,9 +79,10 @@ def channel_pause(name: str, reason: str) -> None:
 def channel_answered(name: str) -> None:
     """A send on the channel went through. After an outage, one line ends it, at the warning's level so that
     a log read for warnings shows both ends."""
-    since = _silent_since.pop(name, None)
-    if since is not None:
-        logger.warning("%s sends again after %.1f s", name, time.monotonic() - since)
+    outage = _outages.get(name)
+    seconds = outage.ended() if outage is not None else None
+    if seconds is not None:
+        logger.warning("%s sends again after %.1f s", name, seconds)
 
 
 @contextmanager
