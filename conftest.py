@@ -39,11 +39,14 @@ def _fresh_caches():
     between tests whose rows were rolled back, nor the sweeps' last runs in Redis (an earlier test's
     factory.reconcile, minutes old, would page ops from the next notifications sweep), nor the
     per-address counters in Redis (every test's requests come from 127.0.0.1: callbacks refused by
-    earlier tests would have this one's answered 429, depending on the order the tests ran in)."""
+    earlier tests would have this one's answered 429, depending on the order the tests ran in), nor the
+    sale counts an earlier test left waiting in this process (the flusher thread would send them to
+    whatever Redis this test points at, a hung one included, racing this test's requests to trip the
+    redis breaker)."""
     from django.conf import settings
 
     from clients import auth, throttles
-    from donutsite import dependencies, ratelimit, sweeps
+    from donutsite import dependencies, ratelimit, sale_counters, sweeps
     from inventory import selectors, services
 
     selectors.forget_product_ids()
@@ -52,6 +55,7 @@ def _fresh_caches():
     throttles._batches.clear()
     for breaker in dependencies.breakers.values():
         breaker.close()
+    sale_counters.counters_flush()
     redis.Redis.from_url(settings.REDIS_URL).delete(sweeps._key())
     ratelimit.forget_matching("*")
     yield
