@@ -2,11 +2,14 @@ from django.contrib import admin, messages
 
 from clients import auth
 from clients.models import ApiClient
-from donutsite.admin import EditedFieldsForm, ModelAdmin
+from donutsite.admin import EditedFieldsAdmin
 
 
 @admin.register(ApiClient)
-class ApiClientAdmin(ModelAdmin):
+class ApiClientAdmin(EditedFieldsAdmin):
+    """An edit writes only what its page changed (EditedFieldsAdmin): a rename from a page opened before
+    someone revoked the key must not turn the key back on."""
+
     list_display = ("name", "key_prefix", "is_active", "created_at")
     list_filter = ("is_active",)
     search_fields = ("name", "key_prefix")
@@ -21,19 +24,12 @@ class ApiClientAdmin(ModelAdmin):
         )
     ]
     readonly_fields = ("key_prefix", "created_at")
-    form = EditedFieldsForm
 
     def has_delete_permission(self, request, obj=None):
         # Revoke with is_active instead: the client's sales must keep pointing at it.
         return False
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            # Only what this page changed: a rename from a page opened before someone revoked the key must
-            # not turn the key back on.
-            if form.changed_data:
-                obj.save(update_fields=form.changed_data)
-            return
+    def save_new(self, request, obj):
         key = obj.set_new_key()
         obj.save()
         self.message_user(

@@ -10,7 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from donutsite.admin import EditedFieldsForm, ModelAdmin
+from donutsite.admin import EditedFieldsAdmin, ModelAdmin
 from donutsite.errors import DomainError
 from inventory import services
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
@@ -97,7 +97,7 @@ class StockAdjustmentForm(forms.Form):
 
 
 @admin.register(Product)
-class ProductAdmin(ModelAdmin):
+class ProductAdmin(EditedFieldsAdmin):
     list_display = (
         "sku",
         "name",
@@ -111,7 +111,6 @@ class ProductAdmin(ModelAdmin):
     list_filter = ("is_active", StockLevelFilter)
     search_fields = ("sku", "name")
     actions = ["adjust_stock"]
-    form = EditedFieldsForm  # a save writes what its page changed, not what another save changed meanwhile
     readonly_fields = ("on_hand", "created_at", "updated_at")
 
     class Media:
@@ -130,13 +129,12 @@ class ProductAdmin(ModelAdmin):
         # Products are retired (is_active), never deleted: sales and the ledger point at them.
         return False
 
-    def save_model(self, request, obj, form, change):
-        if not change:
-            services.product_create(product=obj)  # on_hand is not a form field, so a new product starts at 0
-        elif form.changed_data:
-            # Write only what the form changed: a full save would also write back the on_hand read when
-            # the request started, silently undoing any sale that committed in between.
-            services.product_update(product=obj, fields=form.changed_data)
+    def save_new(self, request, obj):
+        services.product_create(product=obj)  # on_hand is not a form field, so a new product starts at 0
+
+    def save_edited(self, request, obj, fields):
+        # On the locked row, through the service: it reorders, announces or withdraws what the edit calls for.
+        services.product_update(product=obj, fields=fields)
 
     @admin.display(description="Stock", ordering="on_hand")
     def stock_badge(self, product):

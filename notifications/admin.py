@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.utils.html import format_html
 
-from donutsite.admin import EditedFieldsForm, ModelAdmin
+from donutsite.admin import EditedFieldsAdmin, ModelAdmin
 from notifications.alerts import alerts_acknowledge_by_hand
 from notifications.deliveries import alert_resend
 from notifications.models import Alert, AlertDelivery, Device, Subscription
@@ -92,20 +92,17 @@ class AlertAdmin(ModelAdmin):
 
 
 @admin.register(Device)
-class DeviceAdmin(ModelAdmin):
+class DeviceAdmin(EditedFieldsAdmin):
     list_display = ["id", "kind", "platform", "client", "user_ref", "is_active", "deactivated_reason", "updated_at"]
     list_filter = ["kind", "platform", "is_active"]
     search_fields = ["user_ref", "token"]
     fields = ["kind", "platform", "token", "client", "user_ref", "is_active", "deactivated_reason"]
     readonly_fields = ["deactivated_reason"]
-    form = EditedFieldsForm
 
-    def save_model(self, request, obj, form, change):
-        # Only what this page changed: FCM or the client's app may have deactivated the device since it opened.
-        if not change:
-            obj.save()
-        elif form.changed_data:
-            obj.save(update_fields=[*form.changed_data, "updated_at"])
+    def save_edited(self, request, obj, fields):
+        # Only what this page changed (EditedFieldsAdmin): FCM or the client's app may have deactivated the
+        # device since it opened. updated_at is written only when named.
+        obj.save(update_fields=[*fields, "updated_at"])
 
 
 @admin.register(Subscription)
