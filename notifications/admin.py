@@ -5,7 +5,9 @@ from django.utils.html import format_html
 from donutsite.admin import EditedFieldsAdmin, ModelAdmin
 from notifications.alerts import alerts_acknowledge_by_hand
 from notifications.deliveries import alert_resend
+from notifications.devices import devices_delete
 from notifications.models import Alert, AlertDelivery, Device, Subscription
+from notifications.subscriptions import subscriptions_delete
 
 
 class ReadOnlyMixin:
@@ -104,9 +106,20 @@ class DeviceAdmin(EditedFieldsAdmin):
         # device since it opened. updated_at is written only when named.
         obj.save(update_fields=[*fields, "updated_at"])
 
+    # Both deletes (its page and "Delete selected devices") take a device's subscriptions with it as the API
+    # does, its row locked first (devices_delete): Django's cascade deadlocked with a tap of "notify me".
+    def delete_model(self, request, obj):
+        devices_delete([obj.pk])
+
+    def delete_queryset(self, request, queryset):
+        devices_delete(list(queryset.values_list("pk", flat=True)))
+
 
 @admin.register(Subscription)
 class SubscriptionAdmin(ReadOnlyMixin, ModelAdmin):
     list_display = ["id", "sku", "device", "created_at", "due_at", "notified_at"]
     list_filter = [("notified_at", admin.EmptyFieldListFilter), ("due_at", admin.EmptyFieldListFilter)]
     search_fields = ["sku"]
+
+    def delete_queryset(self, request, queryset):
+        subscriptions_delete(queryset)  # by primary key, whatever the list was filtered by

@@ -70,5 +70,25 @@ def device_unregister(*, client, device_id: int) -> None:
         rows_by_primary_key(Subscription.objects.filter(device_id=device_id)).delete()
 
 
+def devices_delete(device_ids) -> int:
+    """Delete these devices with their subscriptions, pushes still owed included (the admin's delete). Returns
+    how many devices there were to delete.
+
+    One transaction: the devices' rows locked first, in primary-key order, as subscribing, unsubscribing and
+    unregistering lock theirs (device_unregister), so a tap on one of them goes before or after, never
+    between; then their subscriptions by primary key (donutsite.rows.rows_by_primary_key), as every write
+    of them reaches them; then the devices. Django's cascade deleted the subscriptions through the (device,
+    SKU) index and came to the device rows last: a tap that held its device and was re-arming its
+    subscription deadlocked with it (1213, the app's 503), and one subscribing anew made the device's DELETE
+    fail on its foreign key (an error page). The cascade still looks for subscriptions as the devices go,
+    and finds none: none can be made while their rows are locked."""
+    with transaction.atomic():
+        locked = Device.objects.select_for_update().filter(pk__in=device_ids).order_by("pk")
+        ids = list(locked.values_list("pk", flat=True))
+        rows_by_primary_key(Subscription.objects.filter(device_id__in=ids)).delete()
+        Device.objects.filter(pk__in=ids).delete()
+    return len(ids)
+
+
 def device_deactivate(device_id: int, *, reason: str) -> None:
     Device.objects.filter(pk=device_id).update(is_active=False, deactivated_reason=reason[:200])

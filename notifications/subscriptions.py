@@ -60,6 +60,15 @@ def subscription_delete(*, client, device_id: int, sku: str) -> bool:
     return deleted > 0
 
 
+def subscriptions_delete(subscriptions) -> int:
+    """Delete the subscriptions `subscriptions` finds (the admin's "Delete selected"), pushes still owed
+    included, by primary key alone (donutsite.rows.rows_by_primary_key), as every write of them is. The
+    admin's DELETE repeated its list's filter ("not notified yet"), and MariaDB found the rows through the
+    notified_at index before their primary key. Returns how many were deleted."""
+    deleted, _ = rows_by_primary_key(subscriptions).delete()
+    return deleted
+
+
 def back_in_stock_announce(sku: str, name: str) -> int:
     """The SKU, called `name` in the shop, is back: every unused subscription to it is owed a push. Call it
     in the transaction of the receipt that brought the stock back; the pushes go out after commit, and the
