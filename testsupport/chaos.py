@@ -29,7 +29,7 @@ from pathlib import Path
 from django.db import connections
 from django.db.models import Sum
 
-from testsupport.processes import BIN, ROOT, Process, System, free_port, wait_until
+from testsupport.processes import BIN, ROOT, Process, System, Worker, free_port, wait_until
 
 SCALE = float(os.environ.get("CHAOS_SCALE") or 1)
 TOOLS = {name: shutil.which(name) or name for name in ("redis-server", "mariadb-install-db", "mariadb", "mariadb-dump")}
@@ -271,12 +271,13 @@ class ChaosSystem(System):
 
     def start_worker_process(self, *args: str, wait: bool = True) -> Process:
         """A worker on every queue but dead_letter, or as `args` say (-P, -c, -Q); the supervisor restarts
-        it with the same arguments."""
+        it with the same arguments. Ready once it answers a ping, as System.start_worker's: a scenario
+        that counts the workers answering, or kills one to replace it, must not meet one still deaf."""
         name = f"worker-{next(self.names)}"
         argv = [str(BIN / "celery"), "-A", "donutsite", "worker", "-l", "info", "-c", "2", "-X", "dead_letter"]
         argv += ["-n", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle", *args]
         self.worker_args[name] = args
-        return self._replace(name, argv, ready="ready.", wait=wait)
+        return self._replace(name, argv, ready="ready.", wait=wait, kind=Worker)
 
     def start_beat(self, *, wait: bool = True) -> Process:
         argv = [str(BIN / "celery"), "-A", "donutsite", "beat", "-l", "info"]

@@ -126,6 +126,45 @@ class Process:
         self.log.close()
 
 
+class Worker(Process):
+    """A Celery worker, ready once it has logged "ready." and answered a ping on its broker (the
+    `CELERY_BROKER_URL` of `env`). It logs "ready." before its event loop has subscribed to the broker's
+    broadcasts, and a ping or an inspection sent meanwhile is lost: worker_alive, run just after, found a
+    running worker silent (test_health). Started with `wait=False`, it is waited for by `wait_ready()`."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, ready: str = "ready.", **options):
+        self.broker_url = env["CELERY_BROKER_URL"]
+        self.answered = False
+        super().__init__(name, argv, env, ready, **options)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        super().wait_ready(timeout)
+        # Once: a worker stopped later (SIGSTOP in a chaos scenario) was ready, and waiting on it again
+        # would only hang.
+        if not self.answered:
+            self._wait_answering_pings(timeout)
+            self.answered = True
+
+    def _wait_answering_pings(self, timeout: float) -> None:
+        from celery import Celery
+
+        # The node name its banner shows: the last -n of its arguments.
+        node = re.search(r"^ -+ (\S+@\S+) v\d", self.output(), re.MULTILINE).group(1)
+        # An app of its own: the test process's app publishes broadcasts through its own broker's pool,
+        # whatever connection it is given, and a worker may have a broker of its own (a RedisServer). Its
+        # write URL, not its broker URL: Celery lets the CELERY_BROKER_URL variable win over the latter.
+        pinger = Celery(set_as_current=False)
+        pinger.conf.broker_write_url = self.broker_url
+        try:
+            wait_until(
+                lambda: pinger.control.ping(destination=[node], timeout=0.5),
+                timeout=timeout,
+                what=f"{node} to answer a ping",
+            )
+        finally:
+            pinger.close()
+
+
 class System:
     """The app's processes around the test database. `env` holds what they share."""
 
@@ -193,7 +232,7 @@ class System:
         """A Celery worker, returned once it takes tasks and answers pings."""
         self.workers += 1
         name = f"worker{self.workers}"
-        worker = self._replace(
+        return self._replace(
             name,
             [
                 str(BIN / "celery"),
@@ -213,36 +252,15 @@ class System:
                 *args,
             ],
             ready="ready.",
+            kind=Worker,
         )
-        self._wait_answering_pings(worker)
-        return worker
 
-    def _wait_answering_pings(self, worker: Process) -> None:
-        """Until the worker answers a ping. It logs "ready." before its event loop has subscribed to the
-        broker's broadcasts, and a ping or an inspection sent meanwhile is lost: worker_alive, run just
-        after, found a running worker silent (test_health)."""
-        from celery import Celery
-
-        # The node name its banner shows: the last -n of its arguments.
-        node = re.search(r"^ -+ (\S+@\S+) v\d", worker.output(), re.MULTILINE).group(1)
-        # An app of its own: the test process's app publishes broadcasts through its own broker's pool,
-        # whatever connection it is given, and a worker may have a broker of its own (a RedisServer). Its
-        # write URL, not its broker URL: Celery lets the CELERY_BROKER_URL variable win over the latter.
-        pinger = Celery(set_as_current=False)
-        pinger.conf.broker_write_url = self.env["CELERY_BROKER_URL"]
-        try:
-            wait_until(
-                lambda: pinger.control.ping(destination=[node], timeout=0.5),
-                timeout=60,
-                what=f"{node} to answer a ping",
-            )
-        finally:
-            pinger.close()
-
-    def _replace(self, name: str, argv: list[str], ready: str, *, wait: bool = True) -> Process:
+    def _replace(
+        self, name: str, argv: list[str], ready: str, *, wait: bool = True, kind: type[Process] = Process
+    ) -> Process:
         if name in self.processes:
             self.processes[name].stop()
-        self.processes[name] = Process(name, argv, self.env, ready=ready, log_dir=self.log_dir, wait=wait)
+        self.processes[name] = kind(name, argv, self.env, ready=ready, log_dir=self.log_dir, wait=wait)
         return self.processes[name]
 
     def stop(self) -> None:
