@@ -111,8 +111,10 @@ class ApiMiddleware:
 
 
 def api_path(path: str) -> bool:
-    """Under /api/, also as `//api/` or `/API/` (no route matches those; their 404 is the API's too)."""
-    return path.lstrip("/")[:4].lower() == "api/"
+    """Under /api/, also as `//api/` or `/API/` (no route matches those; their 404 is the API's too), and
+    `/api` itself: a client trying the API's root got Django's HTML page. `/apiary` is not the API's."""
+    head = path.lstrip("/")[:4].lower()
+    return head in ("api", "api/")
 
 
 def _json_or_browsable(response) -> bool:

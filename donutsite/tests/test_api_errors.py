@@ -14,7 +14,9 @@ from testsupport.data import make_api_client, make_product
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("path", ["/api/v1/sales/abc/", "/api/v1/products/A/B/", "/api/v1/nothing-here/"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/sales/abc/", "/api/v1/products/A/B/", "/api/v1/nothing-here/", "/api", "/API", "/api/"]
+)
 def test_an_api_url_that_matches_no_route_answers_the_json_error_shape(client, path):
     response = client.get(path)
 
@@ -48,8 +50,9 @@ def test_a_500_under_the_api_is_logged_once_with_its_traceback(client_app, caplo
     assert logged[0].exc_info and "a bug" in str(logged[0].exc_info[1])
 
 
-def test_a_url_outside_the_api_keeps_the_html_404(client):
-    response = client.get("/no-such-page")
+@pytest.mark.parametrize("path", ["/no-such-page", "/apiary"])
+def test_a_url_outside_the_api_keeps_the_html_404(client, path):
+    response = client.get(path)
 
     assert response.status_code == 404
     assert response["Content-Type"].startswith("text/html")
