@@ -88,7 +88,7 @@ def error_answer(exc) -> ErrorAnswer | None:
         body, headers = database_unavailable(exc)
         return ErrorAnswer(status.HTTP_503_SERVICE_UNAVAILABLE, body, headers)
 
-    # Django's own, which DRF's default handler also turns into its own (an unknown ?format= raises Http404).
+    # Django's own, which DRF's default handler also turns into its own.
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

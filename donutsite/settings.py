@@ -171,6 +171,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["donutsite.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "donutsite.negotiation.ContentNegotiation",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "donutsite.drf.exception_handler",
     "DEFAULT_METADATA_CLASS": "donutsite.drf.MetadataWithoutActions",

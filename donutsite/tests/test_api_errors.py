@@ -83,7 +83,7 @@ def test_a_post_without_the_trailing_slash_reaches_the_view_also_under_debug(cli
     ("method", "path", "headers", "status", "code"),
     [
         ("post", "/api/schema/", {}, 405, "method_not_allowed"),
-        ("get", "/api/schema/?format=xml", {}, 404, "not_found"),
+        ("get", "/api/schema/?format=xml", {}, 406, "not_acceptable"),
         ("get", "/api/schema/", {"HTTP_ACCEPT": "text/html"}, 406, "not_acceptable"),
         ("post", "/api/docs/", {}, 405, "method_not_allowed"),
         ("get", "/api/docs/", {"HTTP_ACCEPT": "application/xml"}, 406, "not_acceptable"),
@@ -153,6 +153,37 @@ def test_a_406_says_what_the_url_answers(client, path, accept, offered):
 
     assert response.status_code == 406 and response.json()["code"] == "not_acceptable"
     assert f"This answers {offered}" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "format", "taken"),
+    [
+        ("/api/v1/products/", "xml", "json"),
+        ("/api/v1/products/", "api", "json"),  # the browsable API: make run's DEBUG only
+        ("/api/v1/products/GLAZED/", "yaml", "json"),
+        ("/api/schema/", "xml", "yaml or json"),
+    ],
+)
+def test_a_format_the_url_does_not_have_is_a_406_naming_those_it_has(client, path, format, taken):
+    # It was a 404 not_found: the client read the URL as wrong, when only the format was.
+    make_product("GLAZED", on_hand=5)
+
+    response = client.get(path, {"format": format})
+
+    assert response.status_code == 406 and response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "not_acceptable"
+    assert f"?format={format} is not offered here; it takes {taken}." in response.json()["message"]
+
+
+def test_a_sale_asked_in_a_format_the_api_does_not_have_sells_nothing(client_app):
+    make_product("GLAZED", on_hand=5)
+
+    response = client_app.post(
+        "/api/v1/sales/?format=xml", {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json"
+    )
+
+    assert response.status_code == 406 and response.json()["code"] == "not_acceptable"
+    assert client_app.get("/api/v1/products/GLAZED/").json()["available"] == 5
 
 
 def test_no_api_route_answers_403(client_app, admin_client):

@@ -161,12 +161,12 @@ def test_a_list_renders_in_make_runs_browsable_api(client_app, monkeypatch, path
 
 
 @pytest.mark.parametrize("debug", [False, True], ids=["production", "make-run"])
-def test_an_unknown_format_is_a_json_404_also_under_make_runs_debug(client_app, settings, debug):
+def test_an_unknown_format_is_a_json_406_also_under_make_runs_debug(client_app, settings, debug):
     settings.DEBUG = debug
 
     response = client_app.get("/api/v1/products/", {"format": "xml"})
 
-    assert response.status_code == 404 and response.json()["code"] == "not_found"
+    assert response.status_code == 406 and response.json()["code"] == "not_acceptable"
 
 
 def test_a_client_follows_the_restock_an_out_of_stock_names(client_app):
