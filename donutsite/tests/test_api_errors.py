@@ -186,6 +186,21 @@ def test_a_sale_asked_in_a_format_the_api_does_not_have_sells_nothing(client_app
     assert client_app.get("/api/v1/products/GLAZED/").json()["available"] == 5
 
 
+@pytest.mark.parametrize("content_type", ["*/*", "application/*", "*/json", "*/*; charset=utf-8"])
+def test_a_wildcard_content_type_is_a_415_and_sells_nothing(client_app, content_type):
+    # A Content-Type names the body's type; a range says nothing of it. DRF matched it as a pattern against
+    # our parser's application/json and sold.
+    make_product("GLAZED", on_hand=5)
+
+    response = client_app.post(
+        "/api/v1/sales/", b'{"items": [{"sku": "GLAZED", "quantity": 1}]}', content_type=content_type
+    )
+
+    assert response.status_code == 415 and response.json()["code"] == "unsupported_media_type"
+    assert "Send the body as JSON, with `Content-Type: application/json`." in response.json()["message"]
+    assert client_app.get("/api/v1/products/GLAZED/").json()["available"] == 5
+
+
 def test_no_api_route_answers_403(client_app, admin_client):
     """README's error table: `permission_denied` is /metrics' (an address not allowed); under /api/ a key is
     all or nothing. Every route, every method, as anonymous, a bad key, a client, another client, and an

@@ -581,6 +581,15 @@ CASES = [
         {"Authorization": KEY, "Content-Type": "multipart/form-data; boundary=x"},
         415,
     ),
+    ("wildcard content type", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Content-Type": "*/*"}, 415),
+    (
+        "application/* content type",
+        "POST",
+        "/api/v1/sales/",
+        SALE,
+        {"Authorization": KEY, "Content-Type": "application/*"},
+        415,
+    ),
     (
         "lone surrogate escape",
         "POST",
