@@ -5,8 +5,13 @@
 - A `Content-Type` with a wildcard (`*/*`, `application/*`) was read as JSON: DRF matches it as a pattern
   against the parser's `application/json`, as if it were an Accept range. A Content-Type names the body's
   type, and a range names none, so it is a `415 unsupported_media_type` like any other type we do not read.
+- `Accept: application/json;q=0` (the client cannot read JSON) was answered JSON: DRF orders Accept's
+  ranges by how specific they are and ignores their quality. A type whose most specific matching range
+  has q=0 is one the client refuses (RFC 9110, 12.4.2 and 12.5.1), so it is not rendered; when that leaves
+  none, the answer is a `406 not_acceptable`.
 """
 
+from django.http.request import MediaType
 from rest_framework import exceptions
 from rest_framework.negotiation import DefaultContentNegotiation
 
@@ -21,6 +26,13 @@ class ContentNegotiation(DefaultContentNegotiation):
             parsers = [parser for parser in parsers if parser.media_type == "*/*"]
         return super().select_parser(request, parsers)
 
+    def select_renderer(self, request, renderers, format_suffix=None):
+        ranges = [MediaType(token) for token in self.get_accept_list(request)]  # DRF's, bounded in size
+        wanted = [renderer for renderer in renderers if not refused(renderer.media_type, ranges)]
+        if not wanted:
+            raise exceptions.NotAcceptable(available_renderers=renderers)
+        return super().select_renderer(request, wanted, format_suffix)
+
     def filter_renderers(self, renderers, format):
         chosen = [renderer for renderer in renderers if renderer.format == format]
         if not chosen:
@@ -29,3 +41,15 @@ class ContentNegotiation(DefaultContentNegotiation):
                 f"?format={echoed(format)} is not offered here; it takes {formats}.", available_renderers=renderers
             )
         return chosen
+
+
+def refused(media_type: str, ranges: list[MediaType]) -> bool:
+    """Whether Accept's ranges say "not this" of the type: every most specific range matching it has q=0.
+    `text/html;q=0, */*` refuses HTML and takes JSON; `application/json;q=0, */*` refuses JSON. A type no
+    range matches is not refused here (DRF's own negotiation answers 406 for it)."""
+    offered = MediaType(media_type)
+    matching = [accepted for accepted in ranges if offered.match(accepted)]
+    if not matching:
+        return False
+    most_specific = max(accepted.specificity for accepted in matching)
+    return all(accepted.quality == 0 for accepted in matching if accepted.specificity == most_specific)

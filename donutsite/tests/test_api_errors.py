@@ -201,6 +201,44 @@ def test_a_wildcard_content_type_is_a_415_and_sells_nothing(client_app, content_
     assert client_app.get("/api/v1/products/GLAZED/").json()["available"] == 5
 
 
+@pytest.mark.parametrize(
+    "accept", ["application/json;q=0", "application/json; q=0.0", "application/json;q=0, */*", "*/*;q=0"]
+)
+def test_an_accept_refusing_json_is_a_406(client, accept):
+    # q=0 is the client's "not this" (RFC 9110, 12.4.2), and the most specific range naming a type says
+    # whether it is wanted: DRF ignored q and answered JSON, which the client said it cannot read.
+    response = client.get("/api/v1/products/", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 406 and response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "code": "not_acceptable",
+        "message": "Could not satisfy the request Accept header. This answers application/json.",
+    }
+
+
+@pytest.mark.parametrize(
+    "accept", ["*/*;q=0, application/json", "text/html;q=0, */*", "application/json;q=0.5", "application/json;q=x"]
+)
+def test_an_accept_that_takes_json_somewhere_is_answered(client, accept):
+    response = client.get("/api/v1/products/", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 200 and response.json()["results"] == []
+
+
+def test_a_sale_whose_answer_the_client_refuses_sells_nothing(client_app):
+    make_product("GLAZED", on_hand=5)
+
+    response = client_app.post(
+        "/api/v1/sales/",
+        {"items": [{"sku": "GLAZED", "quantity": 1}]},
+        format="json",
+        HTTP_ACCEPT="application/json;q=0",
+    )
+
+    assert response.status_code == 406 and response.json()["code"] == "not_acceptable"
+    assert client_app.get("/api/v1/products/GLAZED/").json()["available"] == 5
+
+
 def test_no_api_route_answers_403(client_app, admin_client):
     """README's error table: `permission_denied` is /metrics' (an address not allowed); under /api/ a key is
     all or nothing. Every route, every method, as anonymous, a bad key, a client, another client, and an
