@@ -274,7 +274,16 @@ class RestockAdmin(ReadOnlyAdmin):
     list_select_related = ("product",)
     # The request id whole (docs/operations.md, "Reading a trace"), as it is copied from a log or an alert.
     search_fields = ("product__sku", "=correlation_id")
+    search_help_text = "A restock's number, a SKU, or the request id that opened it (whole)."
     exclude = ("open_product",)  # a database helper column, meaningless to people
+
+    def get_search_results(self, request, queryset, search_term):
+        # A number is also the restock's id, exactly, by primary key: the number alerts, log lines and a
+        # client's out_of_stock name. In search_fields it would be compared as text, "5" finding 15 and 50.
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if (number := _number(search_term.strip())) is not None:
+            found |= queryset.filter(pk=number)
+        return found, may_have_duplicates
 
     @admin.display(description="SKU", ordering="product__sku")
     def sku(self, restock):

@@ -421,6 +421,25 @@ def test_restocks_are_found_by_sku_or_the_request_id_that_opened_them(admin_clie
     assert found("no-such-id") == []
 
 
+def test_a_restock_is_found_by_its_number_exactly(admin_client):
+    # The number an alert, a log line or a client's out_of_stock names (restock_id): ops typed it into the
+    # search box and found nothing, the box searching only SKUs and request ids.
+    five = Restock.objects.create(id=5, product=make_product("GLAZED"), quantity=40, reason="manual")
+    fifteen = Restock.objects.create(id=15, product=make_product("VIRAL"), quantity=40, reason="manual")
+    url = reverse("admin:inventory_restock_changelist")
+
+    def found(term):
+        response = admin_client.get(url, {"q": term})
+        assert response.status_code == 200
+        return sorted(restock.pk for restock in response.context["cl"].result_list)
+
+    assert found("5") == [five.pk], "the id itself, not every id containing the digit"
+    assert found(" 15 ") == [fifteen.pk]
+    assert found("6") == []
+    assert found("9" * 40) == [], "past any id: no match, no error"
+    assert found("VIRAL") == [fifteen.pk], "SKUs are still searched"
+
+
 def test_sales_are_found_by_id_or_sku(admin_client, records):
     make_product("GLAZED", on_hand=5)
     glazed_sale = buy_once("GLAZED")
