@@ -100,10 +100,12 @@ def _logs_own_failure(task_name: str) -> bool:
     return bool(getattr(task, "logs_own_failure", False))
 
 
-class DisallowedHostFilter(logging.Filter):
-    """On django.security.DisallowedHost: a request for a Host we do not serve (a scan, a misdirected
-    client) is answered 400; Django logs it as an ERROR with a traceback, so anyone could fill the log
-    and, with Sentry on, raise an event per request. It is one warning line instead."""
+class SuspiciousRequestFilter(logging.Filter):
+    """On the loggers of Django's refusals of a request it finds suspicious (settings.SUSPICIOUS_REQUEST_LOGGERS),
+    each answered 400: an ERROR with a traceback let anyone fill the log and, with Sentry on (it sends ERROR
+    records as events), alert ops once per request, for a probe and not an outage. It is one warning line
+    instead, with Django's message. On the loggers themselves, not a handler: Sentry reads a record
+    before the handlers' filters run."""
 
     def filter(self, record):
         record.levelno, record.levelname = logging.WARNING, "WARNING"

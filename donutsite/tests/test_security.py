@@ -452,3 +452,48 @@ def test_a_host_we_do_not_serve_is_a_400_and_one_warning_line_without_a_tracebac
     [record] = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
     assert (record.levelname, record.exc_info) == ("WARNING", None)
     assert "evil.example" in record.getMessage()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("who", "method", "path", "data", "refused", "named"),
+    [
+        (
+            "admin",
+            "get",
+            "/admin/inventory/restock/?_to_field=password",
+            None,
+            "DisallowedModelAdminToField",
+            "password",
+        ),
+        (
+            "admin",
+            "get",
+            "/admin/auth/user/?password__startswith=pbkdf2",
+            None,
+            "DisallowedModelAdminLookup",
+            "password",
+        ),
+        ("admin", "get", "/admin/inventory/product/?sku__regex=(", None, "DisallowedModelAdminLookup", "sku__regex"),
+        (
+            "anyone",
+            "post",
+            "/admin/login/",
+            {f"field{i}": "x" for i in range(1500)},
+            "TooManyFieldsSent",
+            "MAX_NUMBER_FIELDS",
+        ),
+    ],
+)
+def test_a_probe_refused_as_suspicious_is_a_400_and_one_warning_line_without_a_traceback(
+    client, admin_client, caplog, who, method, path, data, refused, named
+):
+    # Django logs these refusals as an ERROR with the exception: with Sentry on, an event (ops alerted) per
+    # request, for what is a URL or a form someone tampered with, not an outage. The anonymous one needs no
+    # login: anyone can post a form of 1,500 fields to the login page.
+    response = getattr(admin_client if who == "admin" else client, method)(path, data)
+
+    assert response.status_code == 400
+    [record] = [r for r in caplog.records if r.name.startswith("django.security.")]
+    assert (record.name, record.levelname, record.exc_info) == (f"django.security.{refused}", "WARNING", None)
+    assert named in record.getMessage()

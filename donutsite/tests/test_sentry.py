@@ -126,6 +126,20 @@ def test_a_database_outage_reaches_sentry_without_the_api_key_or_the_database_pa
     assert password not in sent
 
 
+@pytest.mark.django_db
+def test_a_tampered_admin_url_or_an_oversized_login_form_sends_no_event(sentry, admin_client):
+    """Django logs these 400s at ERROR, which the SDK sends as events: ops alerted by someone's probe. They
+    are warning lines (donutsite.logging.SuspiciousRequestFilter); a real error still reaches Sentry (above)."""
+    assert sentry_init(dsn=sentry.dsn, environment="test", release="", traces_sample_rate=0.0)
+
+    tampered = admin_client.get("/admin/inventory/restock/?_to_field=password")
+    oversized = Client().post("/admin/login/", {f"field{i}": "x" for i in range(1500)})
+    sentry_sdk.flush(timeout=10)
+
+    assert tampered.status_code == oversized.status_code == 400
+    assert sentry.items == []
+
+
 def _initialised(**env) -> str:
     environment = {key: value for key, value in os.environ.items() if key != "SENTRY_DSN"}
     environment.update(DJANGO_SETTINGS_MODULE="donutsite.settings", **env)
