@@ -27,6 +27,10 @@ class ContentNegotiation(DefaultContentNegotiation):
         return super().select_parser(request, parsers)
 
     def select_renderer(self, request, renderers, format_suffix=None):
+        if "q=0" not in request.META.get("HTTP_ACCEPT", "").lower():
+            # Nothing refused (a refusal is a quality of 0, `q=0`, `q=0.0`...): DRF's own choice, without parsing
+            # each range again on every request, the sold-out rush's included.
+            return super().select_renderer(request, renderers, format_suffix)
         ranges = [MediaType(token) for token in self.get_accept_list(request)]  # DRF's, bounded in size
         wanted = [renderer for renderer in renderers if not refused(renderer.media_type, ranges)]
         if not wanted:

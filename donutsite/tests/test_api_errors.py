@@ -202,7 +202,8 @@ def test_a_wildcard_content_type_is_a_415_and_sells_nothing(client_app, content_
 
 
 @pytest.mark.parametrize(
-    "accept", ["application/json;q=0", "application/json; q=0.0", "application/json;q=0, */*", "*/*;q=0"]
+    "accept",
+    ["application/json;q=0", "application/json; q=0.0", "application/json;q=0, */*", "*/*;q=0", "APPLICATION/JSON;Q=0"],
 )
 def test_an_accept_refusing_json_is_a_406(client, accept):
     # q=0 is the client's "not this" (RFC 9110, 12.4.2), and the most specific range naming a type says
