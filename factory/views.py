@@ -8,6 +8,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import authentication, exceptions, serializers, status
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -89,6 +90,11 @@ class FactoryCallbackView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = []
     parser_classes = [CallbackJsonParser]
+    # JSON only, as in production, also under make run's DEBUG: the factory is no browser. The browsable
+    # API's page asks request.user again after a refusal (DRF remembers only a failed authentication that
+    # raised its own exception, not our InvalidSignature), which checked the signature and counted the
+    # refusal a second time, then escaped from rendering as a 500.
+    renderer_classes = [JSONRenderer]
 
     def initial(self, request, *args, **kwargs):
         # Only a POST is a callback: anything else is 405 before the signature is checked, so a crawler's

@@ -411,6 +411,28 @@ def test_a_genuine_callback_is_applied_from_an_address_throttled_for_forgeries(c
     assert stock(restock) == 120
 
 
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # what a browser's Accept says
+
+
+def test_a_forged_callback_from_a_browser_is_a_json_401_counted_once_under_make_runs_debug(client, monkeypatch):
+    # make run's DEBUG gives every view DRF's browsable API. Drawing its page asks request.user again, and DRF
+    # remembers only a failed authentication that raised one of its own exceptions: the signature was checked
+    # (and the refusal counted) a second time, and its refusal escaped from rendering as a 500.
+    from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+    from rest_framework.views import APIView
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    monkeypatch.setattr(APIView, "renderer_classes", [JSONRenderer, BrowsableAPIRenderer])
+    restock = placed_restock()
+
+    response = client.post(URL, {"event": "order.completed"}, content_type="application/json", HTTP_ACCEPT=BROWSER)
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_signature"
+    assert refusals.ratelimit.count("callback-refused:127.0.0.1")[0] == 1, "one refusal, counted once"
+    assert stock(restock) == 0
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"])
 def test_other_methods_are_405_and_no_forgery(client, method):
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
