@@ -16,6 +16,18 @@ def positive_seconds(value: str) -> float:
     return seconds
 
 
+def at_least_one(value: str) -> int:
+    """An argparse type: a whole number, 1 or more (migrate's seconds and tries: MariaDB took a lock wait of
+    -1 s as 0, no wait at all, with a warning nobody saw)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, not {value!r}")
+    return number
+
+
 MAX_DAYS = 36_500  # a cutoff before year 1 is an OverflowError traceback
 
 

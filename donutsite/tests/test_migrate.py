@@ -150,3 +150,15 @@ def test_two_migrates_at_once_apply_each_migration_once(restocks_without_the_ind
     assert "Applying inventory.0010_metrics_indexes... OK" in outputs[0]
     assert "another migrate" in outputs[1] and "No migrations to apply" in outputs[1]
     assert index_exists()
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--lock-wait-seconds", "-1"], ["--lock-wait-seconds", "0"], ["--lock-attempts", "0"], ["--lock-attempts", "-3"]],
+)
+def test_a_lock_wait_or_attempts_below_one_is_refused_before_anything_runs(option):
+    # MariaDB took -1 s as 0 (no wait at all) with a warning nobody saw, and the retries said "waited -1 s".
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="whole number, 1 or more"):
+        call_command("migrate", *option, verbosity=0)

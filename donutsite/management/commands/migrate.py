@@ -21,6 +21,7 @@ from django.core.management.commands.migrate import Command as DjangoMigrate
 from django.db import OperationalError, connections
 
 from donutsite.db import LOCK_WAIT_TIMEOUT, error_code  # a metadata (or row) lock not granted in time
+from donutsite.management import at_least_one
 
 PAUSE_SECONDS = 1.0
 # Each GET_LOCK waits this long at most, under the connection's read timeout; it is asked again until
@@ -34,14 +35,14 @@ class Command(DjangoMigrate):
         super().add_arguments(parser)
         parser.add_argument(
             "--lock-wait-seconds",
-            type=int,
+            type=at_least_one,
             default=2,
             help="MySQL: how long one schema statement may wait for its table lock (the shop's queries on "
             "that table wait behind it meanwhile); then it is tried again after a pause (default 2).",
         )
         parser.add_argument(
             "--lock-attempts",
-            type=int,
+            type=at_least_one,
             default=60,
             help="MySQL: how many times a schema statement is tried before migrate gives up (default 60).",
         )
