@@ -110,7 +110,7 @@ breakers = {
     "redis": Breaker(
         "redis",
         "the API throttle lets requests through, the per-address limits (anonymous requests, bad keys, "
-        "admin logins, callbacks) count nothing, and sale counts wait in this process",
+        "admin and Flower logins, callbacks) count nothing, and sale counts wait in this process",
     ),
     "broker": Breaker("broker", "tasks are left to the outbox sweep"),
 }

@@ -15,10 +15,20 @@ It never asks a worker for its configuration (Celery's `conf` inspection), which
 worker's Config tab and in /api/workers: the answer is every Django setting, and Celery masks only names
 with KEY, SECRET, PASS, TOKEN and the like in them, so the broker and Redis URLs (with REDIS_PASSWORD in
 them under compose: the broker runs any task it is given) and the Slack webhook were shown whole.
+
+Its login locks out an address as the admin's does (donutsite/login_throttle.py): ADMIN_LOGIN_MAX_FAILURES
+wrong logins from one client address within ADMIN_LOGIN_WINDOW_SECONDS, then 429 with Retry-After for that
+address, right password included, until the window passes. Counted in Redis by donutsite.ratelimit, so it
+fails open like the rest: with Redis down nothing is counted and the password alone decides.
 """
 
+import logging
 import os
 import sys
+
+from tornado.web import Finish
+
+logger = logging.getLogger(__name__)
 
 
 def widen_queue_list() -> None:
@@ -49,6 +59,57 @@ def guard_metrics() -> None:
     Metrics.get = authenticated(Metrics.get)
 
 
+def login_counter(address: str) -> str:
+    return f"flower-login:{address}"
+
+
+def limit_failed_logins() -> None:
+    """Flower checks its basic login in BaseHandler.get_current_user, which every page and API call behind
+    the login asks (and only those: /healthcheck and the static files never do). Ours asks Redis first
+    whether the client's address is locked out, then lets Flower check the password, counting a wrong one.
+    A request that sends no login is a browser's first, before it asks for one: not a failure.
+
+    The address is the connection's peer (Flower is never behind our proxy, so DJANGO_TRUSTED_PROXY_COUNT
+    does not apply). The Redis calls are synchronous in Flower's event loop, which ratelimit bounds as on
+    the web: one try within WEB_DEPENDENCY_TIMEOUT_SECONDS, then the breaker skips Redis for its pause."""
+    from django.conf import settings
+    from flower.views import BaseHandler
+    from tornado.web import HTTPError
+
+    from donutsite import ratelimit
+
+    check_login = BaseHandler.get_current_user
+
+    def get_current_user(self):
+        address = ratelimit.address_counted(self.request.remote_ip or ratelimit.UNKNOWN_ADDRESS)
+        name = login_counter(address)
+        failures, wait = ratelimit.count(name)
+        if failures >= settings.ADMIN_LOGIN_MAX_FAILURES:
+            refuse_locked_out(self, wait)
+        try:
+            user = check_login(self)
+        except HTTPError as error:
+            if error.status_code == 401 and self.request.headers.get("Authorization"):
+                failures, _ = ratelimit.hit(name, settings.ADMIN_LOGIN_WINDOW_SECONDS)
+                if failures == settings.ADMIN_LOGIN_MAX_FAILURES:  # the one that locks: a line per window
+                    logger.warning("%s failed Flower logins from %s; locked", failures, address)
+            raise
+        if failures:
+            ratelimit.forget(name)
+        return user
+
+    BaseHandler.get_current_user = get_current_user
+
+
+def refuse_locked_out(handler, wait: int) -> None:
+    """429 with Retry-After. Raised as tornado's Finish, which sends the answer as it stands: an HTTPError
+    would go through Flower's write_error, which clears the headers (Retry-After among them)."""
+    handler.set_status(429)
+    handler.set_header("Retry-After", str(wait))
+    handler.set_header("Content-Type", "text/plain; charset=UTF-8")
+    raise Finish(f"Too many failed logins from your address. Try again in {max(1, -(-wait // 60))} minute(s).\n")
+
+
 def flower_argv(args: list[str], environ: dict) -> list[str]:
     """`celery flower` with our options: read-only last, so nothing before it can switch it off."""
     logins = ("--basic_auth", "--basic-auth", "--auth")
@@ -68,11 +129,16 @@ def flower_argv(args: list[str], environ: dict) -> list[str]:
 
 
 def main() -> None:
+    import django
     from celery.bin.celery import main as celery_main
 
+    # The login's counters are donutsite.ratelimit's, which read Django's settings.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "donutsite.settings")
+    django.setup()
     widen_queue_list()
     hide_worker_settings()
     guard_metrics()
+    limit_failed_logins()
     sys.argv = flower_argv(sys.argv[1:], os.environ)
     celery_main()
 

@@ -205,7 +205,8 @@ SPECTACULAR_SETTINGS = {
 TRUSTED_PROXY_COUNT = env.int("DJANGO_TRUSTED_PROXY_COUNT", default=0)
 
 # Admin logins: this many failures for one account from one client address within the window, then
-# 429 for that pair until it passes (donutsite/login_throttle.py; `manage.py admin_login_unlock`).
+# 429 for that pair until it passes (donutsite/login_throttle.py; `manage.py admin_login_unlock`). Flower's
+# basic login takes the same limit per client address (donutsite/flower.py): one setting for both logins.
 ADMIN_LOGIN_MAX_FAILURES = env.int("ADMIN_LOGIN_MAX_FAILURES", default=5)
 ADMIN_LOGIN_WINDOW_SECONDS = env.int("ADMIN_LOGIN_WINDOW_SECONDS", default=900)
 # An admin login (the only sessions there are) lasts a working shift, not Django's two weeks: it can set

@@ -1,6 +1,7 @@
 """Flower as ops run it: behind basic auth, listing every queue with its length, dead_letter included."""
 
 import base64
+import http.client
 import json
 import os
 import urllib.error
@@ -158,3 +159,71 @@ def test_flower_shows_no_worker_settings_so_a_viewer_gets_no_secret_from_them(dj
         if flower is not None:
             flower.stop()
         system.stop()
+
+
+def start_flower(port, **environ):
+    env = {**os.environ, "FLOWER_BASIC_AUTH": "ops:s3cret", "PYTHONUNBUFFERED": "1", **environ}
+    flower = Process(
+        "flower", [str(BIN / "python"), "-m", "donutsite.flower", f"--port={port}", "--address=127.0.0.1"], env
+    )
+    wait_until(lambda: get(f"http://127.0.0.1:{port}/healthcheck")[0] == 200, timeout=60, what="Flower to answer")
+    return flower
+
+
+def ask(port, path, auth=None, source="127.0.0.1"):
+    """GET `path` from Flower as a client at `source` (any 127.0.0.0/8 address is this machine):
+    (status, headers, body)."""
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def test_flower_locks_out_an_address_after_failed_logins_until_the_window_passes():
+    """Flower's basic auth took any number of wrong passwords. Now, as the admin's login: after
+    ADMIN_LOGIN_MAX_FAILURES failures from one address within ADMIN_LOGIN_WINDOW_SECONDS, that address
+    gets 429 with Retry-After, the right password included, until the window passes; others still log in."""
+    from donutsite import ratelimit
+    from donutsite.flower import login_counter
+
+    window = 10
+    port = free_port()
+    for address in ("127.0.0.1", "127.0.0.2"):
+        ratelimit.forget(login_counter(address))
+    flower = start_flower(port, ADMIN_LOGIN_MAX_FAILURES="3", ADMIN_LOGIN_WINDOW_SECONDS=str(window))
+    try:
+        path = "/api/queues/length"
+        assert ask(port, path)[0] == 401, "no login sent: the browser's first request, not a failure"
+        assert [ask(port, path, "ops:wrong")[0] for _ in range(3)] == [401, 401, 401]
+
+        locked = [ask(port, path, login) for login in ("ops:wrong", "ops:s3cret", "ops:s3cret")]
+        assert [status for status, _, _ in locked] == [429, 429, 429], "even the right password, while locked"
+        assert all(0 < int(headers["Retry-After"]) <= window for _, headers, _ in locked)
+        assert b"Too many failed logins" in locked[0][2]
+        assert ask(port, path, "ops:s3cret", source="127.0.0.2")[0] == 200, "another address still logs in"
+        warnings = [line for line in flower.output().splitlines() if "failed Flower logins" in line]
+        assert len(warnings) == 1 and "127.0.0.1" in warnings[0], "one warning per address and window"
+
+        wait_until(lambda: ask(port, path, "ops:s3cret")[0] == 200, timeout=window + 30, what="the window to pass")
+    finally:
+        flower.stop()
+        for address in ("127.0.0.1", "127.0.0.2"):
+            ratelimit.forget(login_counter(address))
+
+
+def test_flower_logs_in_and_counts_nothing_while_redis_is_down():
+    """The per-address counters fail open, as everywhere (docs/reliability.md): with Redis refused,
+    wrong passwords are 401s and the right one still gets in."""
+    port = free_port()
+    flower = start_flower(port, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", ADMIN_LOGIN_MAX_FAILURES="1")
+    try:
+        path = "/api/queues/length"
+        assert [ask(port, path, "ops:wrong")[0] for _ in range(3)] == [401, 401, 401]
+        assert ask(port, path, "ops:s3cret")[0] == 200
+    finally:
+        flower.stop()
+
