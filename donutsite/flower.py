@@ -19,7 +19,8 @@ them under compose: the broker runs any task it is given) and the Slack webhook 
 Its login locks out an address as the admin's does (donutsite/login_throttle.py): ADMIN_LOGIN_MAX_FAILURES
 wrong logins from one client address within ADMIN_LOGIN_WINDOW_SECONDS, then 429 with Retry-After for that
 address, right password included, until the window passes. Counted in Redis by donutsite.ratelimit, so it
-fails open like the rest: with Redis down nothing is counted and the password alone decides.
+fails open like the rest: with Redis down nothing is counted and the password alone decides. Its pages
+send a Content-Security-Policy, X-Frame-Options and Referrer-Policy (SECURITY_HEADERS).
 """
 
 import logging
@@ -110,6 +111,51 @@ def refuse_locked_out(handler, wait: int) -> None:
     raise Finish(f"Too many failed logins from your address. Try again in {max(1, -(-wait // 60))} minute(s).\n")
 
 
+# Flower's workers page (its start page) has one inline script, `var autorefresh = 1;` (0 with
+# --auto_refresh=false), allowed by its two hashes. They change when Flower's workers.html does: the
+# security-headers test in test_flower then names the refused script.
+AUTOREFRESH_SCRIPTS = (
+    "'sha256-A0YIP5A+DKoseGAUTHRoMPDkKPK5cKzfYH3mjcCKtj8='",
+    "'sha256-Plc72SJ5jJr8U3f1AUIRpRT60gipUj+EwCvnh1JkE68='",
+)
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self' " + " ".join(AUTOREFRESH_SCRIPTS),
+        # Flower's worker page has style="" attributes, and its libraries (DataTables, Bootstrap) write
+        # more; refused, they lay the tables out wrong. An injected style cannot run script.
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",  # Bootstrap's stylesheet draws its icons as data: URIs
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP
+    # Flower's pages link to its docs and GitHub: those need not learn the task ids in our URLs.
+    "Referrer-Policy": "same-origin",
+}
+
+
+def send_security_headers() -> None:
+    """Flower sends X-Content-Type-Options alone. Ours adds the rest to everything its handlers answer,
+    error pages included (Tornado sets default headers again when it clears an answer for an error).
+    Its static files, served by Tornado's own StaticFileHandler, are no pages and get none."""
+    from flower.views import BaseHandler
+
+    flowers_own = BaseHandler.set_default_headers
+
+    def set_default_headers(self):
+        flowers_own(self)
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
+
+    BaseHandler.set_default_headers = set_default_headers
+
+
 def flower_argv(args: list[str], environ: dict) -> list[str]:
     """`celery flower` with our options: read-only last, so nothing before it can switch it off."""
     logins = ("--basic_auth", "--basic-auth", "--auth")
@@ -139,6 +185,7 @@ def main() -> None:
     hide_worker_settings()
     guard_metrics()
     limit_failed_logins()
+    send_security_headers()
     sys.argv = flower_argv(sys.argv[1:], os.environ)
     celery_main()
 

@@ -4,6 +4,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import pytest
 import redis
 from celery import current_app
 
+from donutsite.tests.test_csp import _Page, policy_of, refused
 from testsupport.processes import BIN, Process, System, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -161,11 +163,10 @@ def test_flower_shows_no_worker_settings_so_a_viewer_gets_no_secret_from_them(dj
         system.stop()
 
 
-def start_flower(port, **environ):
+def start_flower(port, *args, **environ):
     env = {**os.environ, "FLOWER_BASIC_AUTH": "ops:s3cret", "PYTHONUNBUFFERED": "1", **environ}
-    flower = Process(
-        "flower", [str(BIN / "python"), "-m", "donutsite.flower", f"--port={port}", "--address=127.0.0.1"], env
-    )
+    argv = [str(BIN / "python"), "-m", "donutsite.flower", f"--port={port}", "--address=127.0.0.1", *args]
+    flower = Process("flower", argv, env)
     wait_until(lambda: get(f"http://127.0.0.1:{port}/healthcheck")[0] == 200, timeout=60, what="Flower to answer")
     return flower
 
@@ -227,3 +228,36 @@ def test_flower_logs_in_and_counts_nothing_while_redis_is_down():
     finally:
         flower.stop()
 
+
+@pytest.mark.parametrize("auto_refresh", ["true", "false"])
+def test_flowers_pages_send_security_headers_that_allow_everything_they_load(auto_refresh):
+    """Flower's pages are not to be framed (clickjacking its tabs), nor to run a script or load anything
+    from elsewhere; the policy must still allow every script, stylesheet and image the pages load (the
+    start page's inline script differs with --auto_refresh)."""
+    port = free_port()
+    flower = start_flower(port, f"--auto_refresh={auto_refresh}")
+    try:
+        for path in ("/", "/workers", "/tasks", "/broker"):
+            status, headers, body = ask(port, path, "ops:s3cret")
+            assert status == 200, path
+            assert headers["X-Frame-Options"] == "DENY"
+            assert headers["X-Content-Type-Options"] == "nosniff"
+            assert headers["Referrer-Policy"] == "same-origin"
+            policy = policy_of({"Content-Security-Policy": headers["Content-Security-Policy"]})
+            assert policy["frame-ancestors"] == ["'none'"] and policy["object-src"] == ["'none'"]
+            assert "'unsafe-inline'" not in policy["script-src"], "no injected script may run"
+            page = _Page()
+            page.feed(body.decode())
+            page.close()
+            assert page.loads, "the page was parsed"
+            assert [(d, what) for d, what in page.loads if refused(policy, d, what)] == [], path
+            for _, (kind, url) in page.loads:
+                if kind == "url" and url.startswith("/static/"):
+                    assert ask(port, url)[0] == 200, url
+                    if url.split("?")[0].endswith(".css"):  # what a stylesheet loads in turn
+                        css = ask(port, url)[2].decode()
+                        for source in re.findall(r"url\(['\"]?([a-z]+):", css):
+                            assert f"{source}:" in policy["img-src"], (url, source)
+        assert "Content-Security-Policy" in ask(port, "/", "ops:wrong")[1], "error pages too"
+    finally:
+        flower.stop()
