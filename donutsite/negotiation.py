@@ -50,9 +50,11 @@ class ContentNegotiation(DefaultContentNegotiation):
 def refused(media_type: str, ranges: list[MediaType]) -> bool:
     """Whether Accept's ranges say "not this" of the type: every most specific range matching it has q=0.
     `text/html;q=0, */*` refuses HTML and takes JSON; `application/json;q=0, */*` refuses JSON. A type no
-    range matches is not refused here (DRF's own negotiation answers 406 for it)."""
+    range matches is not refused here (DRF's own negotiation answers 406 for it). A range with parameters
+    names the type too, as DRF reads it (`application/json; indent=4` is JSON, indented): asked the other
+    way round, Django's match leaves it out, and `application/json; indent=4, */*;q=0` was refused."""
     offered = MediaType(media_type)
-    matching = [accepted for accepted in ranges if offered.match(accepted)]
+    matching = [accepted for accepted in ranges if accepted.match(offered)]
     if not matching:
         return False
     most_specific = max(accepted.specificity for accepted in matching)

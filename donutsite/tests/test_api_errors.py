@@ -226,6 +226,15 @@ def test_an_accept_that_takes_json_somewhere_is_answered(client, accept):
     assert response.status_code == 200 and response.json()["results"] == []
 
 
+def test_json_asked_for_with_parameters_is_answered_beside_a_refused_rest(client):
+    # `application/json; indent=4` names JSON (DRF renders it indented) and is more specific than `*/*;q=0`:
+    # the client refuses everything else, not JSON.
+    response = client.get("/api/v1/products/", HTTP_ACCEPT="application/json; indent=4, */*;q=0")
+
+    assert response.status_code == 200 and response.json()["results"] == []
+    assert b'\n    "results": []' in response.content, "indented as asked"
+
+
 def test_a_sale_whose_answer_the_client_refuses_sells_nothing(client_app):
     make_product("GLAZED", on_hand=5)
 
