@@ -147,6 +147,7 @@ class Worker(Process):
 
     def _wait_answering_pings(self, timeout: float) -> None:
         from celery import Celery
+        from kombu.exceptions import OperationalError
 
         # The node name its banner shows: the last -n of its arguments.
         node = re.search(r"^ -+ (\S+@\S+) v\d", self.output(), re.MULTILINE).group(1)
@@ -155,12 +156,18 @@ class Worker(Process):
         # write URL, not its broker URL: Celery lets the CELERY_BROKER_URL variable win over the latter.
         pinger = Celery(set_as_current=False)
         pinger.conf.broker_write_url = self.broker_url
+        # One try per ping, a second at most: kombu's defaults wait on a hung broker forever, and wait_until
+        # can only give up between pings.
+        pinger.conf.broker_transport_options = {"max_retries": 0, "socket_connect_timeout": 1, "socket_timeout": 1}
+
+        def answering():
+            try:
+                return pinger.control.ping(destination=[node], timeout=0.5)
+            except OperationalError:
+                return None  # a broker refusing or not answering (restarting, paused): ping again
+
         try:
-            wait_until(
-                lambda: pinger.control.ping(destination=[node], timeout=0.5),
-                timeout=timeout,
-                what=f"{node} to answer a ping",
-            )
+            wait_until(answering, timeout=timeout, what=f"{node} to answer a ping")
         finally:
             pinger.close()
 
