@@ -413,8 +413,8 @@ if LOG_FORMAT not in ("json", "plain"):
 # on django.security.<name>: each is caused by what the request says, not by a fault of ours. A Host we do not
 # serve (a scan, a misdirected client); an admin URL tampered with (`?_to_field=password`, a lookup the
 # changelist does not offer such as `?password__startswith=`, a `__regex` we refuse); a form of more than
-# DATA_UPLOAD_MAX_NUMBER_FIELDS fields or files, which anyone can post to the login page. Each is one warning
-# line (donutsite.logging.SuspiciousRequestFilter).
+# DATA_UPLOAD_MAX_NUMBER_FIELDS fields or DATA_UPLOAD_MAX_NUMBER_FILES files, which anyone can post to the
+# login page. Each is one warning line (donutsite.logging.SuspiciousRequestFilter).
 SUSPICIOUS_REQUEST_LOGGERS = [
     "django.security.DisallowedHost",
     "django.security.DisallowedModelAdminToField",
