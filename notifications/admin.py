@@ -33,7 +33,7 @@ class AlertAdmin(ModelAdmin):
     search_fields = ["title", "dedupe_key", "correlation_id"]
     date_hierarchy = "created_at"
     inlines = [AlertDeliveryInline]
-    actions = ["acknowledge", "resend"]
+    actions = ["acknowledge", "resend", "resend_settled_too"]
 
     class Media:
         css = {"all": ["notifications/admin.css"]}  # the severity colours: no style attribute under the CSP
@@ -85,12 +85,34 @@ class AlertAdmin(ModelAdmin):
 
     @admin.action(description="Send selected alerts again", permissions=["change"])
     def resend(self, request, queryset):
-        sent = 0
+        """Only the open alerts: one acknowledged or settled is skipped, and the message says how many were.
+        Sending every selected alert paged the phones about a dead letter settled minutes before; pages about
+        solved problems teach ops to ignore pages."""
+        self._resend(request, queryset, settled_too=False)
+
+    @admin.action(description="Send selected alerts again, acknowledged or settled ones too", permissions=["change"])
+    def resend_settled_too(self, request, queryset):
+        """Kept, under its own name, for what only an acknowledged alert can need: an all-clear ("... (all
+        settled)"), an "Acknowledged by" line or a settled page whose delivery failed for good while Slack or
+        FCM was down. The phones paged about the trouble never heard it was over; this tells them, once
+        chosen on purpose, never by selecting every alert for the usual action."""
+        self._resend(request, queryset, settled_too=True)
+
+    def _resend(self, request, queryset, *, settled_too: bool) -> None:
+        sent = queued = skipped = 0
         for alert in queryset:
-            queued = alert_resend(alert)
-            sent += queued
-            self.log_change(request, alert, f"Sent again: {queued} delivery(ies) queued.")
-        self.message_user(request, f"{sent} delivery(ies) queued again.", messages.SUCCESS)
+            count = alert_resend(alert, settled_too=settled_too)
+            if count is None:
+                skipped += 1
+                continue
+            sent += 1
+            queued += count
+            though = " though acknowledged" if alert.acknowledged_at else ""
+            self.log_change(request, alert, f"Sent again{though}: {count} delivery(ies) queued.")
+        text = f"{sent} alert(s) sent again: {queued} delivery(ies) queued"
+        if skipped:
+            text += f"; {skipped} skipped: acknowledged or settled"
+        self.message_user(request, text + ".", messages.SUCCESS if sent else messages.WARNING)
 
 
 @admin.register(Device)

@@ -258,9 +258,15 @@ def _delivery_failed(delivery: AlertDelivery, error: str) -> None:
     logger.error("alert %s: %s delivery failed: %s", delivery.alert_id, delivery.channel, error)
 
 
-def alert_resend(alert: Alert) -> int:
-    """Send an alert again on every channel it went to (ops asked for it in the admin)."""
+def alert_resend(alert: Alert, *, settled_too: bool = False) -> int | None:
+    """Send an alert again on every channel it went to (ops asked for it in the admin); returns how many
+    deliveries it queued. Only while the alert is open (not acknowledged: a settled alert is acknowledged
+    by whatever settled it), unless `settled_too`: returns None for one acknowledged or settled, read under
+    its row's lock, so an alert settled as ops click is not paged again about a problem already solved."""
     with transaction.atomic():
+        # The alert's row before its deliveries', as the escalation sweep and a settle take them.
+        if not settled_too and not Alert.objects.select_for_update().filter(pk=alert.pk, acknowledged_at=None).exists():
+            return None
         deliveries = list(AlertDelivery.objects.select_for_update().filter(alert=alert))
         for delivery in deliveries:
             AlertDelivery.objects.filter(pk=delivery.pk).update(

@@ -13,6 +13,7 @@ from celery import current_app
 from celery.exceptions import Retry
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -21,7 +22,9 @@ from notifications import alerts, checks, limits, subscriptions
 from notifications.deliveries import delivery_send
 from notifications.models import Alert, AlertDelivery, Device, Subscription
 from notifications.tasks import back_in_stock_task, deliver_task, sweep_task
+from testsupport.admin import shown_messages
 from testsupport.data import critical_alert, make_product
+from testsupport.fake_slack_fcm import FcmStandIn
 
 pytestmark = pytest.mark.django_db
 
@@ -276,9 +279,10 @@ def test_staff_who_may_only_look_at_alerts_cannot_acknowledge_or_resend_them(
 
     page = viewer.get(ALERTS)
     assert page.status_code == 200 and alert.title in page.content.decode()
-    assert 'value="acknowledge"' not in page.content.decode() and 'value="resend"' not in page.content.decode()
+    for action in ("acknowledge", "resend", "resend_settled_too"):
+        assert f'value="{action}"' not in page.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
-        for action in ("acknowledge", "resend"):
+        for action in ("acknowledge", "resend", "resend_settled_too"):
             viewer.post(ALERTS, {"action": action, "_selected_action": [alert.pk]})
 
     alert.refresh_from_db()
@@ -298,7 +302,7 @@ def test_staff_who_may_change_alerts_acknowledge_and_resend_them(
         resent = ops.post(ALERTS, {"action": "resend", "_selected_action": [alert.pk]}, follow=True)
     acknowledged = ops.post(ALERTS, {"action": "acknowledge", "_selected_action": [alert.pk]}, follow=True)
 
-    assert "3 delivery(ies) queued again." in resent.content.decode()
+    assert "1 alert(s) sent again: 3 delivery(ies) queued." in resent.content.decode()
     assert "1 alert(s) acknowledged." in acknowledged.content.decode()
     alert.refresh_from_db()
     assert alert.acknowledged_by.username == "ops"
@@ -332,9 +336,78 @@ def test_ops_send_an_alert_again_from_the_admin(admin_client, channels_at, queue
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(ALERTS, {"action": "resend", "_selected_action": [alert.pk]}, follow=True)
 
-    assert "3 delivery(ies) queued again." in response.content.decode()
+    assert "1 alert(s) sent again: 3 delivery(ies) queued." in response.content.decode()
     assert set(AlertDelivery.objects.filter(alert=alert).values_list("status", "last_error")) == {("pending", "")}
     assert queued() == deliveries
+
+
+def test_sending_alerts_again_skips_the_acknowledged_and_settled_ones(
+    admin_client, channels_at, fcm, queued, django_capture_on_commit_callbacks
+):
+    """Ops select every alert of the list and send them again: only the one still open goes out. Resending all
+    of them paged the phones about a dead letter settled minutes before, and sent its all-clear and the
+    "Acknowledged by" line again, so a page read as news about a solved problem."""
+    still_open = critical_alert()
+    with transaction.atomic():
+        alerts.alert_raise(
+            kind="dead_letter",
+            severity="critical",
+            title="Dead letter: LEMON (factory.restock_place gave up)",
+            dedupe_key="dead_letter:LEMON",
+            context={"sku": "LEMON"},
+        )
+        alerts.alerts_settle("dead_letter:LEMON")
+        taken = alerts.alert_raise(kind="factory_degraded", severity="warning", title="The factory is slow")
+        alerts.alerts_acknowledge_by_hand([taken], user=User.objects.get(username="admin"))
+    AlertDelivery.objects.update(status="sent")  # every one went out when it was raised
+    everything = list(Alert.objects.values_list("pk", flat=True))
+    assert len(everything) == 5, "the open page, the settled one, its all-clear, the taken warning and its line"
+    open_deliveries = sorted(AlertDelivery.objects.filter(alert=still_open).values_list("pk", flat=True))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(ALERTS, {"action": "resend", "_selected_action": everything}, follow=True)
+    for delivery_id in queued():
+        run(deliver_task, delivery_id)
+
+    assert queued() == open_deliveries
+    assert [FcmStandIn.title_of(push) for push in fcm.received] == [still_open.title], "no page about LEMON"
+    assert set(AlertDelivery.objects.exclude(alert=still_open).values_list("status", flat=True)) == {"sent"}
+    assert shown_messages(response) == [
+        "1 alert(s) sent again: 3 delivery(ies) queued; 4 skipped: acknowledged or settled."
+    ]
+
+
+def test_an_all_clear_whose_push_failed_is_sent_again_only_by_the_action_that_says_so(
+    admin_client, channels_at, fcm, queued, django_capture_on_commit_callbacks
+):
+    """A settled page's all-clear is born acknowledged; if FCM was down until its push failed for good, the
+    phones paged about the trouble never heard it was over. The usual action skips it; the one named for
+    acknowledged and settled alerts sends it, and the alert's history says it was sent though acknowledged."""
+    with transaction.atomic():
+        critical_alert()
+        alerts.alerts_settle("dead_letter:Dead letter: VIRAL (factory.restock_place gave up)")
+    all_clear = Alert.objects.get(is_summary=True)
+    AlertDelivery.objects.update(status="sent")
+    AlertDelivery.objects.filter(alert=all_clear, channel="fcm").update(status="failed", last_error="fcm: HTTP 503")
+    everything = list(Alert.objects.values_list("pk", flat=True))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        usual = admin_client.post(ALERTS, {"action": "resend", "_selected_action": everything}, follow=True)
+    assert queued() == []
+    assert shown_messages(usual) == [
+        "0 alert(s) sent again: 0 delivery(ies) queued; 2 skipped: acknowledged or settled."
+    ]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(ALERTS, {"action": "resend_settled_too", "_selected_action": [all_clear.pk]}, follow=True)
+    for delivery_id in queued():
+        run(deliver_task, delivery_id)
+
+    assert [FcmStandIn.title_of(push) for push in fcm.received] == ["Dead letter (all settled): VIRAL"]
+    history = admin_client.get(reverse("admin:notifications_alert_history", args=[all_clear.pk]))
+    assert [entry.get_change_message() for entry in history.context["action_list"]] == [
+        "Sent again though acknowledged: 3 delivery(ies) queued."
+    ]
 
 
 def test_every_notification_task_is_bounded_inside_the_claim_lease():
