@@ -47,6 +47,34 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class _Server(ThreadingHTTPServer):
+    """Serves each request in a thread of its own, and takes a sender that hung up for what it is.
+
+    A sender whose timeout passed while the stand-in was slow on purpose (`latency_seconds`) has closed
+    the connection: writing the answer to it raises BrokenPipeError or ConnectionResetError. That is the
+    case the stand-in exists to play, not a fault of its own, so it says so in one line instead of
+    socketserver's traceback, which read like a crash in make run's output."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, channel: str):
+        self.channel = channel
+        super().__init__(address, handler)
+
+    def handle_error(self, request, client_address) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            super().handle_error(request, client_address)
+            return
+        host, port = client_address[:2]
+        print(
+            f"{self.channel} stand-in: the sender at {host}:{port} hung up ({type(error).__name__}), "
+            "as one that gave up waiting does; not an error",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 class StandIn:
     """A ThreadingHTTPServer on 127.0.0.1 that records requests and answers from a scripted queue first."""
 
@@ -86,8 +114,7 @@ class StandIn:
                 pass
 
         self._stopping.clear()
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((self.host, self.port), Handler, self.channel)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever,

@@ -2,7 +2,10 @@
 
 import json
 import logging
+import re
 import socket
+import threading
+import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -213,6 +216,26 @@ def test_slack_that_never_answers_is_transient_and_not_posted_twice(slack):
 
     assert caught.value.transient and caught.value.status_code is None
     assert len(slack.received) == 1  # a read timeout is not retried: Slack may have posted it already
+
+
+def test_a_stand_in_answering_a_sender_that_gave_up_prints_one_line_not_a_traceback(slack, capfd):
+    """The stand-in answers only after our Slack adapter timed out and hung up, as it does when slow on
+    purpose. Writing to the closed connection raised BrokenPipeError (or ConnectionResetError), and the server
+    printed its traceback into make run's output, where it read as a crash of ours."""
+    gave_up = threading.Event()
+    slack.on_receive = lambda record: gave_up.wait(10)  # answers once the sender has hung up
+    with pytest.raises(ChannelError):
+        SlackChannel(slack.url, timeout=0.3).send(make_message())
+    gave_up.set()
+
+    err = ""
+    for _ in range(100):  # until the stand-in's thread has written its answer and said what became of it
+        err += capfd.readouterr().err
+        if "hung up" in err or re.search(r"^(BrokenPipe|ConnectionReset)Error", err, re.MULTILINE):
+            break
+        time.sleep(0.1)
+    assert "Traceback" not in err
+    assert re.fullmatch(r"slack stand-in: the sender at 127\.0\.0\.1:\d+ hung up \(\w+Error\), [^\n]+\n", err)
 
 
 def test_slack_connection_refused_is_transient():
