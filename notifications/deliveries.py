@@ -264,8 +264,10 @@ def alert_resend(alert: Alert, *, settled_too: bool = False) -> int | None:
     by whatever settled it), unless `settled_too`: returns None for one acknowledged or settled, read under
     its row's lock, so an alert settled as ops click is not paged again about a problem already solved."""
     with transaction.atomic():
-        # The alert's row before its deliveries', as the escalation sweep and a settle take them.
-        if not settled_too and not Alert.objects.select_for_update().filter(pk=alert.pk, acknowledged_at=None).exists():
+        # The alert's row before its deliveries', as the escalation sweep and a settle take them, whichever
+        # action asked.
+        locked = Alert.objects.select_for_update().filter(pk=alert.pk).values_list("acknowledged_at", flat=True)
+        if any(acknowledged_at is not None for acknowledged_at in locked) and not settled_too:
             return None
         deliveries = list(AlertDelivery.objects.select_for_update().filter(alert=alert))
         for delivery in deliveries:
