@@ -18,9 +18,10 @@ them under compose: the broker runs any task it is given) and the Slack webhook 
 
 Its login locks out an address as the admin's does (donutsite/login_throttle.py): ADMIN_LOGIN_MAX_FAILURES
 wrong logins from one client address within ADMIN_LOGIN_WINDOW_SECONDS, then 429 with Retry-After for that
-address, right password included, until the window passes. Counted in Redis by donutsite.ratelimit, so it
-fails open like the rest: with Redis down nothing is counted and the password alone decides. Its pages
-send a Content-Security-Policy, X-Frame-Options and Referrer-Policy (SECURITY_HEADERS).
+address, right password included, until the window passes or ops run `manage.py admin_login_unlock --flower`.
+Counted in Redis by donutsite.ratelimit, so it fails open like the rest: with Redis down nothing is counted and
+the password alone decides. Its pages send a Content-Security-Policy, X-Frame-Options and Referrer-Policy
+(SECURITY_HEADERS).
 """
 
 import logging

@@ -361,11 +361,98 @@ def test_unlocking_all_with_an_account_or_an_address_is_an_error_and_unlocks_not
     fail_until_locked(client, REMOTE_ADDR="192.0.2.1")
     out = StringIO()
 
-    with pytest.raises(CommandError, match="--all unlocks every account from every address; give it alone"):
+    with pytest.raises(
+        CommandError, match="--all unlocks every lockout, the admin's and Flower's, from every address; give it alone"
+    ):
         call_command("admin_login_unlock", "--all", *given, stdout=out)
 
     assert out.getvalue() == ""
     assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 429
+
+
+@pytest.fixture
+def flower(staff):
+    """A real Flower (login ops:s3cret) on a free port, with the default limits; `staff` empties Redis."""
+    from donutsite.tests.test_flower import start_flower
+    from testsupport.processes import free_port
+
+    port = free_port()
+    process = start_flower(port)
+    yield port
+    process.stop()
+
+
+def lock_flower(port, source):
+    from donutsite.tests.test_flower import ask
+
+    path = "/api/queues/length"
+    for _ in range(settings.ADMIN_LOGIN_MAX_FAILURES):
+        ask(port, path, "ops:wrong", source=source)
+    return flower_login(port, source)
+
+
+def flower_login(port, source):
+    """The status the right Flower login gets from `source` (a 127.0.0.0/8 address: this machine)."""
+    from donutsite.tests.test_flower import ask
+
+    return ask(port, "/api/queues/length", "ops:s3cret", source=source)[0]
+
+
+@pytest.mark.e2e
+def test_flowers_lockout_is_lifted_from_one_address_or_from_all(flower):
+    # Flower's login locks out an address with no command to lift it: ops locked out of it waited out the
+    # window (15 minutes by default).
+    assert [lock_flower(flower, source) for source in ("127.0.0.3", "127.0.0.4")] == [429, 429]
+    out = StringIO()
+
+    call_command("admin_login_unlock", "--flower", "--address", "127.0.0.3", stdout=out)
+
+    assert "Unlocked Flower's login from 1 address(es)." in out.getvalue()
+    assert flower_login(flower, "127.0.0.3") == 200
+    assert flower_login(flower, "127.0.0.4") == 429, "another address stays locked"
+    call_command("admin_login_unlock", "--flower", stdout=out)
+    assert "Unlocked Flower's login from 1 address(es)." in out.getvalue().splitlines()[-1]
+    assert flower_login(flower, "127.0.0.4") == 200
+
+
+@pytest.mark.e2e
+def test_unlocking_all_lifts_flowers_lockouts_with_the_admins(client, flower):
+    # An operator locked out at night runs `--all` to get back in: it left Flower locked.
+    fail_until_locked(client)
+    assert lock_flower(flower, "127.0.0.3") == 429
+    out = StringIO()
+
+    call_command("admin_login_unlock", "--all", stdout=out)
+
+    assert out.getvalue().splitlines() == [
+        "Unlocked 1 account/address pair(s).",
+        "Unlocked Flower's login from 1 address(es).",
+    ]
+    assert flower_login(flower, "127.0.0.3") == 200
+    assert login(client, "correct horse battery").status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        (["ops"], "Flower's login is locked out per address, not per account"),
+        (["ops", "--address", "127.0.0.3"], "Flower's login is locked out per address, not per account"),
+        (["--all"], "--all unlocks every lockout, the admin's and Flower's, from every address; give it alone"),
+    ],
+)
+def test_unlocking_flower_with_an_account_or_all_is_an_error_and_unlocks_nothing(client, flower, given, error):
+    # Flower's lockout is per address, not per account: the username would have been ignored.
+    fail_until_locked(client)
+    assert lock_flower(flower, "127.0.0.3") == 429
+    out = StringIO()
+
+    with pytest.raises(CommandError, match=re.escape(error)) as refused:
+        call_command("admin_login_unlock", "--flower", *given, stdout=out)
+
+    assert refused.value.returncode != 0
+    assert out.getvalue() == ""
+    assert flower_login(flower, "127.0.0.3") == 429
+    assert login(client, "correct horse battery").status_code == 429
 
 
 def test_an_admin_login_lasts_a_shift_not_two_weeks(client, staff):

@@ -1,39 +1,62 @@
-"""Lift admin login lockouts: `manage.py admin_login_unlock USERNAME [--address ADDR]`, or `--all`."""
+"""Lift login lockouts: `manage.py admin_login_unlock USERNAME [--address ADDR]` (the admin's),
+`--flower [--address ADDR]` (Flower's), or `--all` (both)."""
 
 import ipaddress
 
 from django.core.management.base import BaseCommand, CommandError
 
 from donutsite import login_throttle, ratelimit
+from donutsite.flower import login_counter as flower_counter
 
 
 class Command(BaseCommand):
-    help = "Forget failed admin logins: one account (from one address, or from all), or every lockout."
+    # An operator locked out at night reaches for `--all` to get back in: it lifts Flower's lockouts too, as
+    # "every lockout" reads. A username names an admin account and never Flower's (its lockout is per address).
+    help = (
+        "Forget failed logins: an admin account's (from one address, or from all), Flower's (--flower: from one "
+        "address, or from all), or --all: every lockout, the admin's and Flower's."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("username", nargs="?", help="the account to unlock")
+        parser.add_argument("username", nargs="?", help="the admin account to unlock")
         parser.add_argument(
             "--address",
             help=f'only from this client IP address, v4 or v6, or "{ratelimit.UNKNOWN_ADDRESS}" for requests that '
             "came with none (default: from every address)",
         )
         parser.add_argument(
-            "--all", action="store_true", help="every account from every address (with no USERNAME nor --address)"
+            "--flower",
+            action="store_true",
+            help="Flower's login instead of the admin's (with no USERNAME: Flower locks out an address, not an "
+            "account)",
+        )
+        parser.add_argument(
+            "--all",
+            action="store_true",
+            help="every lockout: every admin account and Flower's login, from every address (alone)",
         )
 
-    def handle(self, *args, username=None, address=None, all=False, **options):
-        if all and (username or address is not None):
+    def handle(self, *args, username=None, address=None, flower=False, all=False, **options):
+        if all and (username or address is not None or flower):
             # Either was ignored: `--all --address A` unlocked every account from every address.
-            raise CommandError("--all unlocks every account from every address; give it alone.")
-        if not all and not username:
-            raise CommandError("Name one account, or pass --all.")
-        if all:
-            pattern = "admin-login:*"
-        else:
-            counted = "*" if address is None else ratelimit.address_counted(_ip_address(address))
-            pattern = f"admin-login:{login_throttle.account_tag(username)}:{counted}"
-        forgotten = ratelimit.forget_matching(pattern)
-        self.stdout.write(f"Unlocked {len(forgotten)} account/address pair(s).")
+            raise CommandError(
+                "--all unlocks every lockout, the admin's and Flower's, from every address; give it alone."
+            )
+        if flower and username:
+            raise CommandError(
+                "Flower's login is locked out per address, not per account: give --flower without a username "
+                "(and --address A for one address)."
+            )
+        if not (all or flower or username):
+            raise CommandError("Name one account, or pass --flower or --all.")
+        counted = "*" if address is None else ratelimit.address_counted(_ip_address(address))
+        if all or username:
+            account = "*" if all else login_throttle.account_tag(username)
+            forgotten = ratelimit.forget_matching(f"admin-login:{account}:{counted}")
+            self.stdout.write(f"Unlocked {len(forgotten)} account/address pair(s).")
+        if all or flower:
+            forgotten = ratelimit.forget_matching(flower_counter(counted))
+            self.stdout.write(f"Unlocked Flower's login from {len(forgotten)} address(es).")
 
 
 def _ip_address(address: str) -> str:
