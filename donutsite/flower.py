@@ -109,7 +109,10 @@ def refuse_locked_out(handler, wait: int) -> None:
     handler.set_status(429)
     handler.set_header("Retry-After", str(wait))
     handler.set_header("Content-Type", "text/plain; charset=UTF-8")
-    raise Finish(f"Too many failed logins from your address. Try again in {max(1, -(-wait // 60))} minute(s).\n")
+    raise Finish(
+        f"Too many failed logins from your address. Try again in {max(1, -(-wait // 60))} minute(s), or ask an "
+        "operator to run `manage.py admin_login_unlock --flower`.\n"
+    )
 
 
 # Flower's workers page (its start page) has one inline script, `var autorefresh = 1;` (0 with

@@ -205,6 +205,7 @@ def test_flower_locks_out_an_address_after_failed_logins_until_the_window_passes
         assert [status for status, _, _ in locked] == [429, 429, 429], "even the right password, while locked"
         assert all(0 < int(headers["Retry-After"]) <= window for _, headers, _ in locked)
         assert b"Too many failed logins" in locked[0][2]
+        assert b"`manage.py admin_login_unlock --flower`" in locked[0][2], "names the way out, as the admin's does"
         assert ask(port, path, "ops:s3cret", source="127.0.0.2")[0] == 200, "another address still logs in"
         warnings = [line for line in flower.output().splitlines() if "failed Flower logins" in line]
         assert len(warnings) == 1 and "127.0.0.1" in warnings[0], "one warning per address and window"
