@@ -30,7 +30,9 @@ import sys
 
 from tornado.web import Finish
 
-logger = logging.getLogger(__name__)
+# By name, not __name__: Flower runs as `python -m donutsite.flower`, where __name__ is "__main__", and
+# the lockout warning went out under that name instead of the one docs/production.md tells ops to look for.
+logger = logging.getLogger("donutsite.flower")
 
 
 def widen_queue_list() -> None:

@@ -209,6 +209,8 @@ def test_flower_locks_out_an_address_after_failed_logins_until_the_window_passes
         assert ask(port, path, "ops:s3cret", source="127.0.0.2")[0] == 200, "another address still logs in"
         warnings = [line for line in flower.output().splitlines() if "failed Flower logins" in line]
         assert len(warnings) == 1 and "127.0.0.1" in warnings[0], "one warning per address and window"
+        # Flower runs as `python -m donutsite.flower`; its lines must still carry the name ops filter on.
+        assert json.loads(warnings[0])["logger"] == "donutsite.flower"
 
         wait_until(lambda: ask(port, path, "ops:s3cret")[0] == 200, timeout=window + 30, what="the window to pass")
     finally:
