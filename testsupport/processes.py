@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import redis
 from django.conf import settings
 from django.db import connection
 
@@ -163,8 +164,11 @@ class Worker(Process):
         def answering():
             try:
                 return pinger.control.ping(destination=[node], timeout=0.5)
-            except OperationalError:
-                return None  # a broker refusing or not answering (restarting, paused): ping again
+            except (OperationalError, redis.RedisError, OSError):
+                # A broker refusing or not answering (restarting, paused), or a connection it closed (one
+                # made before it restarted: kombu reads the reply queue with redis-py's own error, not its
+                # OperationalError): ping again, on a new connection.
+                return None
 
         try:
             wait_until(answering, timeout=timeout, what=f"{node} to answer a ping")

@@ -1,9 +1,12 @@
 """testsupport.processes itself: a wait for a process gives up with its own message, never hangs."""
 
 import sys
+import threading
+import time
 
 import pytest
 
+from testsupport.chaos import RedisServer
 from testsupport.processes import HungServer, Worker, closed_port_url
 
 # What a Celery worker prints before it is ready, its node name in the banner; it never answers a ping.
@@ -26,3 +29,32 @@ def test_a_worker_whose_broker_does_not_answer_times_out_waiting_for_its_ping(tm
                 worker.wait_ready(timeout=3)
         finally:
             worker.stop()
+
+
+def test_a_worker_whose_broker_restarts_during_the_wait_times_out_waiting_for_its_ping(tmp_path):
+    # The pings' connection, made before the restart, was closed by it: the next ping read "Connection closed
+    # by server", redis-py's own error, which kombu passes on as it is, and it escaped from the wait (seen in
+    # the rolling restart chaos scenario, run after the one restarting Redis).
+    broker = RedisServer(tmp_path)
+    broker.start()
+    worker = Worker("deaf", DEAF_WORKER, {"CELERY_BROKER_URL": broker.url()}, log_dir=tmp_path, wait=False)
+    outcome = []
+
+    def wait():
+        try:
+            worker.wait_ready(timeout=6)
+        except BaseException as exc:  # what the wait ended with, for the assertion below
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=wait)
+    try:
+        waiting.start()
+        time.sleep(2)  # a few pings in, their connection made
+        broker.kill()
+        broker.start()
+        waiting.join(timeout=30)
+    finally:
+        worker.stop()
+        broker.kill()
+    assert len(outcome) == 1 and isinstance(outcome[0], AssertionError), outcome
+    assert "waiting for deaf@host to answer a ping" in str(outcome[0])
