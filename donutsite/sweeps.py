@@ -5,13 +5,21 @@ A stopped or wedged beat (or a maintenance worker that no longer runs them) ther
 with no sign of its own: nothing raises the overdue alert about the overdue-alert sweep. So each sweep
 notes when it finished, in a hash on REDIS_URL, and its age is watched from outside (a Prometheus rule on
 donut_sweep_age_seconds, compose's healthcheck of beat) and by notifications.sweep, which pages ops when
-factory.reconcile stops while beat still runs (its worker died). Infrastructure with no app imports."""
+factory.reconcile stops while beat still runs (its worker died).
 
+And each beat sweep runs one at a time (`single_flight`): after a broker outage a worker takes the runs beat
+queued meanwhile all at once, and side by side they resent the same restocks and deadlocked on the same rows.
+Infrastructure with no app imports."""
+
+import functools
+import hashlib
 import logging
 import time
+from contextlib import contextmanager
 
 import redis
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from donutsite import dependencies
 
@@ -78,3 +86,72 @@ def sweep_watched_from(name: str) -> float | None:
     """When `sweep_watch_from_now` last started watching this sweep (None: never). Raises redis.RedisError
     when Redis does not answer."""
     return _noted(f"{name}:watched-from")
+
+
+def single_flight(name: str):
+    """A beat sweep task's decorator: a run that finds another run of the same sweep under way (on any worker
+    or host) does nothing and returns {"skipped": ...}; the one under way does the work. A skipped run does
+    not note that the sweep finished: only a run that did the sweep's work keeps it alive for /metrics and
+    `sweeps_alive`, so a run wedged while holding the guard shows as late, as a stopped sweep does."""
+
+    def decorate(sweep):
+        @functools.wraps(sweep)
+        def run_alone(*args, **kwargs):
+            with sweep_alone(name) as alone:
+                if not alone:
+                    return {"skipped": f"another {name} run is under way"}
+                return sweep(*args, **kwargs)
+
+        return run_alone
+
+    return decorate
+
+
+@contextmanager
+def sweep_alone(name: str):
+    """Yields True with this sweep's guard held until the block ends, False when another run holds it.
+
+    The guard is a MariaDB named lock (GET_LOCK) on this thread's own connection, not a row: it blocks only
+    another run of the same sweep, and it is never waited for. The server frees it when the connection
+    closes, so a killed worker's guard goes with its connection, and a database that is up is all it needs
+    (a Redis lock would be out of reach in the Redis outages the sweeps recover from). SQLite (`make run`'s
+    default) has no named locks: there the sweeps run unguarded, as they did before."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.vendor != "mysql":
+        yield True
+        return
+    lock = _lock_name(name, connection.settings_dict["NAME"])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", [lock, lock])
+        taken, holder = cursor.fetchone()
+    if taken != 1:
+        logger.info("sweep %s: skipped, another run is under way (database connection %s)", name, holder)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        _lock_release(connection, lock)
+
+
+def _lock_name(name: str, database: str) -> str:
+    """The guard's name. Named locks are server-wide: one per sweep and database, since databases share a
+    server (the tests' do). MySQL refuses a name over 64 characters; a longer one has the database's digest."""
+    lock = f"sweep:{name}:{database}"
+    if len(lock) > 64:
+        lock = f"sweep:{name}:{hashlib.sha256(database.encode()).hexdigest()}"[:64]
+    return lock
+
+
+def _lock_release(connection, lock: str) -> None:
+    """Free the guard. A connection closed during the sweep took it with it. A release that fails closes the
+    connection, which frees the guard on the server; kept open (it may still answer), the idle connection
+    would hold the guard and every other worker's run would skip until CONN_MAX_AGE closed it."""
+    if connection.connection is None:
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT RELEASE_LOCK(%s)", [lock])
+    except DatabaseError as exc:
+        logger.warning("sweep guard %s: could not release it, closing the connection instead (%r)", lock, exc)
+        connection.close()

@@ -7,7 +7,7 @@ from celery import shared_task
 
 from donutsite.celery import routed_queue
 from donutsite.errors import DomainError
-from donutsite.sweeps import sweep_finished
+from donutsite.sweeps import single_flight, sweep_finished
 from factory import services
 from factory.client import FactoryError, FactoryRateLimited, FactoryUnavailable
 from factory.retries import RetryingTask, dead_letter_copies_sync
@@ -73,15 +73,17 @@ def restock_poll_task(restock_id: int) -> str:
 
 
 @shared_task(name="factory.reconcile")
+@single_flight("factory.reconcile")
 def reconcile_task() -> dict:
     """The factory's sweep (beat, every RECONCILE_INTERVAL_SECONDS), routed to the `maintenance` queue so
-    that it never waits behind slow factory calls."""
+    that it never waits behind slow factory calls. One run at a time (single_flight)."""
     result = services.reconcile()
     sweep_finished("factory.reconcile")
     return result
 
 
 @shared_task(name="factory.dead_letter_copies_sync")
+@single_flight("factory.dead_letter_copies_sync")
 def dead_letter_copies_sync_task() -> dict:
     """The dead-letter queue's copies matched to the rows (beat, every minute; `maintenance` queue)."""
     return dead_letter_copies_sync()

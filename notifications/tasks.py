@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from donutsite.sweeps import sweep_finished
+from donutsite.sweeps import single_flight, sweep_finished
 from notifications.alerts import alert_groups_flush, alerts_escalate, factory_sweep_stopped_alert
 from notifications.deliveries import deliveries_resend_stuck, delivery_send
 from notifications.errors import DeliveryRetry
@@ -34,10 +34,11 @@ def back_in_stock_task(sku: str) -> int:
 
 
 @shared_task(name="notifications.sweep", soft_time_limit=TASK_SOFT_TIME_LIMIT, time_limit=TASK_TIME_LIMIT)
+@single_flight("notifications.sweep")
 def sweep_task() -> dict:
     """Summaries of closed groups, escalation of unacknowledged warnings, the resends (deliveries and
     back-in-stock pushes whose message never left or whose send failed), and a page when the factory's
-    sweep stopped (it runs on another worker, which may be dead)."""
+    sweep stopped (it runs on another worker, which may be dead). One run at a time (single_flight)."""
     result = {
         "sweep_stopped": factory_sweep_stopped_alert(),
         "summaries": alert_groups_flush(),

@@ -1321,3 +1321,53 @@ def test_a_need_after_a_401_sends_the_failed_restock_again_under_its_reference(f
     assert sent == [restock.reference] * 3, "one reference: one order at the factory"
     assert list(Restock.objects.values_list("pk", "status")) == [(restock.pk, "placed")]
     assert not DeadLetter.objects.unresolved().exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reconcile_run_that_finds_another_under_way_skips_and_the_restock_is_handed_over_once(queues):
+    # After a Redis outage the maintenance worker took the two or three reconcile messages beat had queued
+    # and ran them side by side: each resent the same due restocks. The first run is held inside the sweep
+    # here (at the restock's order row, which another transaction locks); the second must not hand the
+    # restock over again, and once the first ends the next run sweeps as usual.
+    import threading
+
+    from factory.tasks import reconcile_task
+    from testsupport.threads import connection_id, thread_keeping, until_waiting, waiting_for_a_lock
+
+    restock = pending_restock(attempt_count=0, next_attempt_at=timezone.now())  # its hand-over failed: due
+    locked, release = threading.Event(), threading.Event()
+    outcomes, connections_of = {}, {}
+
+    def order_row_locked():
+        with transaction.atomic():
+            FactoryOrder.objects.select_for_update().get(restock=restock)
+            locked.set()
+            release.wait(10)
+
+    def sweep(name):
+        def run_sweep():
+            connections_of[name] = connection_id()
+            return reconcile_task()
+
+        return thread_keeping(outcomes, name, run_sweep)
+
+    def stopped_or_waiting(name, thread):
+        return lambda: not thread.is_alive() or (name in connections_of and waiting_for_a_lock(connections_of[name]))
+
+    holder = thread_keeping(outcomes, "holder", order_row_locked)
+    holder.start()
+    assert locked.wait(5)
+    first, second = sweep("first"), sweep("second")
+    first.start()
+    assert until_waiting(stopped_or_waiting("first", first), timeout=10)
+    assert first.is_alive(), outcomes
+    second.start()
+    until_waiting(stopped_or_waiting("second", second), timeout=10)  # it skipped, or waits beside the first
+    release.set()
+    for thread in (holder, first, second):
+        thread.join(15)
+
+    assert queues("factory") == [("factory.restock_place", [restock.pk])], "handed over once"
+    assert outcomes["first"] == {"restocks_resent": 1, "overdue_polled": 0, "overdue_alerted": 0}
+    assert outcomes["second"] == {"skipped": "another factory.reconcile run is under way"}
+    assert reconcile_task() == {"restocks_resent": 0, "overdue_polled": 0, "overdue_alerted": 0}, "guard freed"
