@@ -91,7 +91,11 @@ class Process:
             argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()  # never handed to its caller, so nobody else would stop it
+                raise
 
     def wait_ready(self, timeout: float = 60) -> None:
         if not self.ready:

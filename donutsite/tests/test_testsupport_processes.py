@@ -1,5 +1,6 @@
 """testsupport.processes itself: a wait for a process gives up with its own message, never hangs."""
 
+import os
 import sys
 import threading
 import time
@@ -58,3 +59,20 @@ def test_a_worker_whose_broker_restarts_during_the_wait_times_out_waiting_for_it
         broker.kill()
     assert len(outcome) == 1 and isinstance(outcome[0], AssertionError), outcome
     assert "waiting for deaf@host to answer a ping" in str(outcome[0])
+
+
+def test_a_process_that_never_gets_ready_is_stopped_when_its_start_gives_up(tmp_path):
+    # Started with wait=True, a worker whose wait failed was never handed to its caller, so nothing stopped it:
+    # a failed chaos scenario left one running, with its pool, after the suite had ended.
+    pid_file = tmp_path / "pid"
+    deaf = [DEAF_WORKER[0], "-c", f"import os; open({str(pid_file)!r}, 'w').write(str(os.getpid())); " + DEAF_WORKER[2]]
+
+    class QuickWorker(Worker):
+        def wait_ready(self, timeout: float = 3) -> None:
+            super().wait_ready(timeout)
+
+    with pytest.raises(AssertionError, match="waiting for deaf@host to answer a ping"):
+        QuickWorker("deaf", deaf, {"CELERY_BROKER_URL": closed_port_url()}, log_dir=tmp_path)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
