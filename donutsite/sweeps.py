@@ -108,22 +108,22 @@ def single_flight(name: str):
 
 
 @contextmanager
-def sweep_alone(name: str):
-    """Yields True with this sweep's guard held until the block ends, False when another run holds it.
+def sweep_alone(name: str, *, wait: float = 0):
+    """Yields True with this sweep's guard held until the block ends, False when another run holds it (and
+    still did after `wait` seconds).
 
-    The guard is a MariaDB named lock (GET_LOCK) on this thread's own connection, not a row: it blocks only
-    another run of the same sweep, and it is never waited for. The server frees it when the connection
-    closes, so a killed worker's guard goes with its connection, and a database that is up is all it needs
-    (a Redis lock would be out of reach in the Redis outages the sweeps recover from). SQLite (`make run`'s
+    The guard is a MariaDB named lock (GET_LOCK) on this thread's own connection, not a row: it blocks only another
+    run of the same sweep. Beat's runs never wait for it (the next run comes soon enough); `manage.py reconcile`
+    waits a little for the run under way, so that its own sweep runs after it. The server frees it when the
+    connection closes, so a killed worker's guard goes with its connection, and a database that is up is all it
+    needs (a Redis lock would be out of reach in the Redis outages the sweeps recover from). SQLite (`make run`'s
     default) has no named locks: there the sweeps run unguarded, as they did before."""
     connection = connections[DEFAULT_DB_ALIAS]
     if connection.vendor != "mysql":
         yield True
         return
     lock = _lock_name(name, connection.settings_dict["NAME"])
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", [lock, lock])
-        taken, holder = cursor.fetchone()
+    taken, holder = _lock_take(connection, lock, wait)
     if taken != 1:
         logger.info("sweep %s: skipped, another run is under way (database connection %s)", name, holder)
         yield False
@@ -132,6 +132,20 @@ def sweep_alone(name: str):
         yield True
     finally:
         _lock_release(connection, lock)
+
+
+def _lock_take(connection, lock: str, wait: float) -> tuple[int | None, int | None]:
+    """GET_LOCK's answer (1: taken) and the holder's connection id, waiting up to `wait` seconds for the
+    holder to let go. The wait is a second a query: one query waiting longer than DATABASE_READ_TIMEOUT_SECONDS
+    is cut off as a database that stopped answering."""
+    deadline = time.monotonic() + wait
+    with connection.cursor() as cursor:
+        while True:
+            step = min(1.0, max(0.0, deadline - time.monotonic()))
+            cursor.execute("SELECT GET_LOCK(%s, %s), IS_USED_LOCK(%s)", [lock, step, lock])
+            taken, holder = cursor.fetchone()
+            if taken == 1 or step == 0 or time.monotonic() >= deadline:
+                return taken, holder
 
 
 def _lock_name(name: str, database: str) -> str:

@@ -6,6 +6,8 @@ import time
 
 from django.db import connections
 
+from donutsite.sweeps import sweep_alone
+
 # How often until_waiting asks whether a race's other side waits for a lock.
 LOCK_POLL_SECONDS = 0.05
 
@@ -66,3 +68,34 @@ def until_waiting(condition, *, timeout: float) -> bool:
             return False
         time.sleep(LOCK_POLL_SECONDS)
     return True
+
+
+def sweep_guard_held(name: str, outcomes: dict) -> tuple[threading.Thread, threading.Event]:
+    """A thread holding the sweep's guard (donutsite.sweeps.sweep_alone) on a connection of its own, as a run
+    under way on another worker does, until `let_go` is set: (holder, let_go), the holder started and holding
+    it (outcomes["held"] is True). It ends without leaving the guard (the run died): its connection closes,
+    which is all that frees the guard then."""
+    held, let_go = threading.Event(), threading.Event()
+    guards = []  # kept: a guard collected as garbage would be left normally
+
+    def hold():
+        guard = sweep_alone(name)
+        guards.append(guard)
+        outcomes["held"] = guard.__enter__()
+        held.set()
+        let_go.wait(10)
+
+    holder = thread_keeping(outcomes, "holder", hold)
+    holder.start()
+    assert held.wait(5)
+    return holder, let_go
+
+
+def sweep_guard_waited_for() -> bool:
+    """Whether a connection to this test database waits for a sweep's guard now (GET_LOCK's "User lock"):
+    a command's run is in place behind the run under way."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND STATE = 'User lock'"
+        )
+        return cursor.fetchone()[0] > 0

@@ -1,39 +1,17 @@
 """The beat sweeps run one at a time (donutsite.sweeps.single_flight): a run that finds another under way
 skips, and the guard goes with the run that held it, however that run ended."""
 
-import threading
-
 import pytest
 from celery import current_app
 from django.conf import settings
 
-from donutsite.sweeps import sweep_ages, sweep_alone
-from testsupport.threads import thread_keeping
+from donutsite.sweeps import sweep_ages
+from testsupport.threads import sweep_guard_held, thread_keeping
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SWEEPS = sorted({entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()})
 NOTHING_DUE = {"restocks_resent": 0, "overdue_polled": 0, "overdue_alerted": 0}
-
-
-def _guard_held(name: str, outcomes: dict):
-    """A thread holding the sweep's guard on a connection of its own, as a run under way on another worker
-    does, until `let_go` is set; started, with (held, let_go). It ends without leaving the guard (the run
-    died): its connection closes, which is all that frees the guard then."""
-    held, let_go = threading.Event(), threading.Event()
-    guards = []  # kept: a guard collected as garbage would be left normally
-
-    def hold():
-        guard = sweep_alone(name)
-        guards.append(guard)
-        outcomes["held"] = guard.__enter__()
-        held.set()
-        let_go.wait(10)
-
-    holder = thread_keeping(outcomes, "holder", hold)
-    holder.start()
-    assert held.wait(5)
-    return holder, let_go
 
 
 def _task(name: str):
@@ -44,7 +22,7 @@ def _task(name: str):
 @pytest.mark.parametrize("name", SWEEPS)
 def test_every_beat_sweep_skips_while_another_run_of_it_is_under_way_and_notes_nothing(name):
     outcomes = {}
-    holder, let_go = _guard_held(name, outcomes)
+    holder, let_go = sweep_guard_held(name, outcomes)
     try:
         assert outcomes["held"] is True
         assert _task(name)() == {"skipped": f"another {name} run is under way"}
@@ -59,7 +37,7 @@ def test_a_run_that_died_holding_the_guard_blocks_the_sweep_only_until_its_conne
     from factory.tasks import reconcile_task
 
     outcomes = {}
-    holder, let_go = _guard_held("factory.reconcile", outcomes)
+    holder, let_go = sweep_guard_held("factory.reconcile", outcomes)
     assert reconcile_task() == {"skipped": "another factory.reconcile run is under way"}
     let_go.set()
     holder.join(10)

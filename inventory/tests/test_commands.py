@@ -16,6 +16,7 @@ from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create
 from notifications.models import Alert
 from testsupport.data import make_api_client, make_product
+from testsupport.threads import sweep_guard_held, sweep_guard_waited_for, thread_keeping, until_waiting
 
 pytestmark = pytest.mark.django_db
 
@@ -351,6 +352,56 @@ def test_reconcile_purges_expired_idempotency_keys():
     assert out.strip() == "restocks resent: 0, overdue polled: 0, overdue alerted: 0, idempotency keys purged: 1"
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["recent"]
     assert Sale.objects.filter(pk=old_sale.pk).exists(), "the sale itself is kept"
+
+
+def test_reconcile_waits_for_a_beat_run_under_way_then_sweeps_after_it(monkeypatch):
+    # Run by hand beside beat's run of the same sweep, side by side both handed the same restocks over.
+    broker = Broker()
+    monkeypatch.setattr(services, "task_publish", broker.task_publish)
+    lost = old_restock("LOST")
+    outcomes = {}
+    holder, let_go = sweep_guard_held("factory.reconcile", outcomes)
+
+    def let_go_once_the_command_waits():
+        waited = until_waiting(sweep_guard_waited_for, timeout=10)
+        let_go.set()
+        return waited
+
+    watcher = thread_keeping(outcomes, "watcher", let_go_once_the_command_waits)
+    watcher.start()
+    out, _ = run("reconcile")
+    watcher.join(15)
+    holder.join(15)
+
+    assert outcomes["watcher"] is True, "the command waited for the run under way"
+    assert out.strip() == "restocks resent: 1, overdue polled: 0, overdue alerted: 0, idempotency keys purged: 0"
+    assert broker.sent == [("factory.restock_place", [lost.pk])]
+
+
+@pytest.mark.parametrize("sweep", ["factory.reconcile", "inventory.idempotency_keys_purge"])
+def test_reconcile_does_nothing_and_exits_75_while_a_run_of_either_sweep_holds_it_past_the_wait(monkeypatch, sweep):
+    broker = Broker()
+    monkeypatch.setattr(services, "task_publish", broker.task_publish)
+    old_restock("LOST")
+    outcomes = {}
+    holder, let_go = sweep_guard_held(sweep, outcomes)
+    try:
+        with pytest.raises(CommandError) as refused:
+            run("reconcile", "--wait", "0.5")
+    finally:
+        let_go.set()
+        holder.join(15)
+
+    assert refused.value.returncode == 75, "EX_TEMPFAIL: nothing done, try again"
+    assert str(refused.value) == (
+        f"another {sweep} run is under way and did not end within 0.5 s; nothing done: run this again later"
+    )
+    assert broker.sent == [], "the restock is left to the run under way"
+
+
+def test_reconcile_refuses_a_wait_that_is_not_a_positive_number():
+    with pytest.raises(CommandError, match="--wait"):
+        run("reconcile", "--wait", "-1")
 
 
 @pytest.mark.parametrize("price", ["abc", "nan", "inf", "-1"])
