@@ -365,47 +365,31 @@ def dead_letter_copies_sync(*, settle_seconds: float = 60.0) -> dict:
     url = broker_url()
     if not url.startswith(("redis://", "rediss://", "unix://")):
         return {"parked": 0, "removed": 0}
+    # Not two at a time: two that read the queue before either parked would each park every missing copy.
+    # Its one caller, the beat task, runs one at a time (single_flight).
     with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5) as broker:
-        # One sweep at a time (two beats, or a slow one overlapping the next): two that read the queue
-        # before either parked would each park every missing copy. The other one does the work; the lock
-        # expires by itself if its holder dies.
-        lock = broker.lock(_SYNC_LOCK, timeout=SYNC_LOCK_SECONDS)
-        if not lock.acquire(blocking=False):
-            logger.info("dead-letter queue: another sweep is matching it to the dead letters")
-            return {"parked": 0, "removed": 0}
-        try:
-            # The queue first, then the rows: a copy parked after this read is not judged by older rows.
-            copies = _dead_letter_copies(broker)
-            unresolved = set(DeadLetter.objects.unresolved().values_list("pk", flat=True))
-            kept, removed = set(), 0
-            for copy_of, raw in copies:
-                if copy_of is None:
-                    continue  # not a copy of ours: left alone
-                if copy_of in unresolved and copy_of not in kept:
-                    kept.add(copy_of)
-                    continue
-                removed += broker.lrem(DEAD_LETTER_QUEUE, 1, raw)  # resolved, purged, or a second copy
-            missing = (
-                DeadLetter.objects.unresolved()
-                .filter(last_failed_at__lt=timezone.now() - timedelta(seconds=settle_seconds))
-                .exclude(pk__in=kept)
-                .order_by("pk")
-            )
-            parked = sum(_park_copy(dead_letter) for dead_letter in missing)
-        finally:
-            try:
-                lock.release()
-            except redis.exceptions.LockError:  # expired meanwhile: nothing to give back
-                pass
+        # The queue first, then the rows: a copy parked after this read is not judged by older rows.
+        copies = _dead_letter_copies(broker)
+        unresolved = set(DeadLetter.objects.unresolved().values_list("pk", flat=True))
+        kept, removed = set(), 0
+        for copy_of, raw in copies:
+            if copy_of is None:
+                continue  # not a copy of ours: left alone
+            if copy_of in unresolved and copy_of not in kept:
+                kept.add(copy_of)
+                continue
+            removed += broker.lrem(DEAD_LETTER_QUEUE, 1, raw)  # resolved, purged, or a second copy
+        missing = (
+            DeadLetter.objects.unresolved()
+            .filter(last_failed_at__lt=timezone.now() - timedelta(seconds=settle_seconds))
+            .exclude(pk__in=kept)
+            .order_by("pk")
+        )
+        parked = sum(_park_copy(dead_letter) for dead_letter in missing)
     if parked or removed:
         logger.info("dead-letter queue: %s copies parked, %s removed to match the dead letters", parked, removed)
     return {"parked": parked, "removed": removed}
 
-
-# dead_letter_copies_sync's lock, in the broker's Redis; held for a few milliseconds, and for at most this
-# long by a sweep that died holding it (the sweep runs every minute).
-_SYNC_LOCK = f"{DEAD_LETTER_QUEUE}:copies-sync"
-SYNC_LOCK_SECONDS = 30
 
 # ASCII digits only: isdigit() takes "²", which int() then refuses.
 _COPY_ID = re.compile(re.escape(_COPY_ID_PREFIX) + r"([0-9]{1,18})")

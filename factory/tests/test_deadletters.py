@@ -3,6 +3,7 @@ queue, and `manage.py purge_dead_letters` clears out old resolved ones."""
 
 import json
 import threading
+from datetime import timedelta
 from io import StringIO
 
 import pytest
@@ -451,9 +452,11 @@ def test_two_minute_sweeps_at_once_park_one_copy_per_dead_letter(queues, monkeyp
     # Two beats started together (a second beat is a deploy mistake) send the minute sweep at the same
     # moment: both read the queue before either parks, and each parked every missing copy.
     from factory import retries
+    from factory.tasks import dead_letter_copies_sync_task
 
     missing = [make_dead_letter() for _ in range(3)]
     broker().delete(DEAD_LETTER_QUEUE)  # written while the broker was away: no copies
+    DeadLetter.objects.update(last_failed_at=timezone.now() - timedelta(minutes=5))  # settled: the sweep parks
     read, go = threading.Event(), threading.Event()
     copies = retries._dead_letter_copies
 
@@ -466,14 +469,15 @@ def test_two_minute_sweeps_at_once_park_one_copy_per_dead_letter(queues, monkeyp
 
     monkeypatch.setattr(retries, "_dead_letter_copies", read_then_wait)
     outcomes = {}
-    first = thread_keeping(outcomes, "first", lambda: dead_letter_copies_sync(settle_seconds=0))
+    first = thread_keeping(outcomes, "first", dead_letter_copies_sync_task)
     first.start()
     assert read.wait(10)
-    outcomes["second"] = dead_letter_copies_sync(settle_seconds=0)
+    outcomes["second"] = dead_letter_copies_sync_task()
     go.set()
     first.join(10)
 
-    assert not isinstance(outcomes["first"], Exception), outcomes["first"]
+    assert outcomes["first"] == {"parked": 3, "removed": 0}
+    assert outcomes["second"] == {"skipped": "another factory.dead_letter_copies_sync run is under way"}
     assert sorted(args[0] for _, args in queued(DEAD_LETTER_QUEUE)) == sorted(d.restock_id for d in missing), (
         "Flower counts each open dead letter once"
     )
