@@ -42,12 +42,17 @@ def _fresh_caches():
     earlier tests would have this one's answered 429, depending on the order the tests ran in), nor the
     sale counts an earlier test left waiting in this process (the flusher thread would send them to
     whatever Redis this test points at, a hung one included, racing this test's requests to trip the
-    redis breaker)."""
+    redis breaker), nor the notification channels' adapters, pauses and outages (an adapter built for an
+    earlier test's stand-in, or a channel it left paused, kept this test's alerts from Slack and FCM), nor
+    /metrics' record of what it could not read (an earlier test's outage left open, this test's first failed
+    read was taken for the same outage and logged nothing)."""
     from django.conf import settings
 
     from clients import auth, throttles
     from donutsite import dependencies, ratelimit, sale_counters, sweeps
     from inventory import selectors, services
+    from notifications.channels import registry
+    from ops import metrics
 
     selectors.forget_product_ids()
     services._short_products.clear()
@@ -58,6 +63,8 @@ def _fresh_caches():
     sale_counters.counters_flush()
     redis.Redis.from_url(settings.REDIS_URL).delete(sweeps._key())
     ratelimit.forget_matching("*")
+    registry.channels_forget()
+    metrics._unreadable.clear()
     yield
 
 

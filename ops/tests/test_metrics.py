@@ -361,8 +361,6 @@ def test_a_scrape_while_redis_and_the_broker_are_away_warns_once_per_outage_and_
     # Prometheus scrapes every 15 s, each gunicorn process answering some: with Redis away every scrape
     # logged "cannot read the sale counters" and the sweeps' line (and the queue lengths' with the broker
     # away), for the whole outage, burying the lines that matter. /metrics itself still says so each time.
-    scrape()  # all readable: an outage an earlier test left in this process is over
-    caplog.clear()
     working_url = settings.REDIS_URL
     settings.REDIS_URL = closed_port_url()
     monkeypatch.setenv("CELERY_BROKER_URL", closed_port_url())  # Celery's broker_url reads it first
