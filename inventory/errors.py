@@ -29,3 +29,10 @@ class IdempotencyKeyReused(DomainError):
 class InvalidAdjustment(DomainError):
     code = "invalid_adjustment"
     message = "That adjustment would leave stock negative or changes nothing."
+
+
+class SkuCaseTwin(Conflict):
+    """A new product's SKU differs from an existing one's only in case (Product.sku_folded)."""
+
+    code = "sku_case_twin"
+    message = "Another product's SKU differs from this one only in case."

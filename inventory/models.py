@@ -1,7 +1,9 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Case, F, Q, When
+from django.db.models.functions import Lower
 
 from donutsite.db import EXACT_COLLATION
 
@@ -16,10 +18,23 @@ SKU_VALIDATOR = RegexValidator(
 )
 
 
+def case_twin_message(sku: str, twin: str) -> str:
+    return f"{twin} already exists, and {sku} differs from it only in case: clients could not tell them apart."
+
+
 class Product(models.Model):
     """A donut we sell. `on_hand` changes only through the services in services.py, each with a ledger row."""
 
     sku = models.CharField(max_length=64, unique=True, db_collation=EXACT_COLLATION, validators=[SKU_VALIDATOR])
+    # The SKU in lower case, unique: no two products whose SKUs differ only in case (GLAZED and glazed), which
+    # clients cannot tell apart by eye and an unknown SKU's hint could not choose between. The database
+    # holds it, so two creations at once cannot both pass; MariaDB has no index on an expression, hence
+    # the column. VIRTUAL: computed on read, stored only in its index.
+    sku_folded = models.GeneratedField(
+        expression=Lower("sku"),
+        output_field=models.CharField(max_length=64, db_collation=EXACT_COLLATION),
+        db_persist=False,
+    )
     name = models.CharField(max_length=200)
     # The validators give the admin a message beside the field; the constraints below hold regardless.
     price = models.DecimalField(max_digits=10, decimal_places=2, validators=[MinValueValidator(0)])
@@ -48,10 +63,26 @@ class Product(models.Model):
                 name="product_reorder_quantity_in_factory_range",
             ),
             models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative"),
+            # A constraint rather than unique=True: Django warns (mysql.W003) of a unique field with no
+            # max_length, which a GeneratedField has not; its column is varchar(64), as the SKU's.
+            models.UniqueConstraint(fields=["sku_folded"], name="product_sku_unique_ignoring_case"),
         ]
 
     def __str__(self):
         return self.sku
+
+    def validate_unique(self, exclude=None):
+        """Django's checks, then the SKU's case twin as an error beside the SKU (the admin's form): the
+        unique sku_folded is no form field, so Django would leave it to the database's IntegrityError."""
+        super().validate_unique(exclude)
+        if "sku" not in (exclude or ()) and (twin := self.case_twin()):
+            raise ValidationError({"sku": case_twin_message(self.sku, twin)})
+
+    def case_twin(self) -> str | None:
+        """The SKU of another product that differs from this one's only in case, or None. Lowered by the
+        database, as sku_folded is, so that it finds what the unique index refuses."""
+        twins = Product.objects.filter(sku_folded=Lower(models.Value(self.sku))).exclude(sku=self.sku)
+        return twins.values_list("sku", flat=True).first()
 
     @property
     def needs_reorder(self) -> bool:

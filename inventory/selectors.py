@@ -59,9 +59,11 @@ def product_exists(*, sku: str) -> bool:
 
 def _unknown_sku(unknown: list[str]) -> UnknownSku:
     """The refusal, with the SKU meant when exactly one of ours differs from it only in case
-    (`did_you_mean`). When several do (GLAZED and glazed are two products), the message names them all
-    and `did_you_mean` none: a client correcting by it would buy whichever came last. A SKU longer than
-    any we sell (one in a URL) is named cut (donutsite.errors.echoed)."""
+    (`did_you_mean`). When several do, the message names them all and `did_you_mean` none: a client
+    correcting by it would buy whichever came last. The database keeps SKUs apart in case as it lowers them
+    (Product.sku_folded), but SKUs from before they were ASCII may still fold together here (STRAßE and
+    STRASSE: Python folds ß, MariaDB does not). A SKU longer than any we sell (one in a URL) is named cut
+    (donutsite.errors.echoed)."""
     unknown = [echoed(sku) for sku in unknown]
     by_fold: dict[str, list[str]] = {}
     for ours in Product.objects.filter(is_active=True).order_by("sku").values_list("sku", flat=True):

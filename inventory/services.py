@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Collection
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -21,8 +22,17 @@ from rest_framework.utils import encoders
 from clients.models import ApiClient
 from donutsite.context import request_id
 from inventory import selectors
-from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, UnknownSku
-from inventory.models import SKU_VALIDATOR, IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
+from inventory.errors import IdempotencyKeyReused, InvalidAdjustment, OutOfStock, SkuCaseTwin, UnknownSku
+from inventory.models import (
+    SKU_VALIDATOR,
+    IdempotencyKey,
+    Product,
+    Restock,
+    Sale,
+    SaleLine,
+    StockMovement,
+    case_twin_message,
+)
 from inventory.signals import restock_opened, restock_reopen_asked, restock_reopened, restock_sold_out
 from notifications.alerts import alert_raise
 from notifications.subscriptions import (
@@ -567,7 +577,8 @@ def product_set_stock(
             )
         if not name or price is None:
             raise InvalidAdjustment(f"A new product ({sku}) needs a name and a price.")
-    with transaction.atomic():
+        _refuse_case_twin(Product(sku=sku))
+    with _case_twin_refused(Product(sku=sku)), transaction.atomic():
         product, created = Product.objects.get_or_create(sku=sku, defaults={"name": name, "price": price})
         changes = {"price": price, "reorder_point": reorder_point, "reorder_quantity": reorder_quantity}
         if name and not created:
@@ -590,10 +601,28 @@ def product_create(*, product: Product) -> None:
     """Save a product added by hand (the admin's form). It starts at 0 on hand (stock comes only through
     the ledger), so at or below any reorder point: one on sale is reordered now, as `set_stock --create`
     does, rather than after its first buyers were refused. The new row is locked by its own insert."""
-    with transaction.atomic():
+    with _case_twin_refused(product), transaction.atomic():
         product.save()
         if product.is_active and product.needs_reorder:
             restocks_open([product], reason=Restock.Reason.REORDER_POINT)
+
+
+def _refuse_case_twin(product: Product) -> None:
+    """SkuCaseTwin if another product's SKU differs from this one's only in case."""
+    if twin := product.case_twin():
+        raise SkuCaseTwin(case_twin_message(product.sku, twin), details={"sku": product.sku, "existing": twin})
+
+
+@contextmanager
+def _case_twin_refused(product: Product):
+    """Turn the unique sku_folded's refusal of this product's row into SkuCaseTwin. A check before the
+    INSERT cannot see a twin another creation has not committed yet: the index waits for that one and
+    refuses the second, and only then is the twin there to be named."""
+    try:
+        yield
+    except IntegrityError:
+        _refuse_case_twin(product)
+        raise
 
 
 def product_update(*, product: Product, fields: list[str]) -> None:

@@ -81,7 +81,7 @@ class AlertGroup(models.Model):
     end, or sooner when a critical alert brought a fact no message has named yet.
     """
 
-    # Compared exactly: keys carry SKUs, and GLAZED and glazed are two products (inventory.Product.sku).
+    # Compared exactly: keys carry SKUs, and MATCHA and MATCHÁ are two products (inventory.Product.sku).
     dedupe_key = models.CharField(max_length=200, unique=True, db_collation=EXACT_COLLATION)
     leader = models.ForeignKey(Alert, null=True, on_delete=models.SET_NULL, related_name="+")
     window_ends_at = models.DateTimeField(null=True)
@@ -178,7 +178,7 @@ class Subscription(models.Model):
     """A device wants one push when a SKU is back in stock; used up (notified_at) once FCM accepted it."""
 
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="subscriptions")
-    # Compared exactly, like the product's SKU: GLAZED and glazed are two products, so two subscriptions.
+    # Compared exactly, like the product's SKU: MATCHA and MATCHÁ are two products, so two subscriptions.
     sku = models.CharField(max_length=64, db_index=True, db_collation=EXACT_COLLATION)
     created_at = models.DateTimeField(auto_now_add=True)
     notified_at = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -166,6 +166,16 @@ def test_set_stock_create_refuses_a_sku_the_admin_would_refuse(sku):
     assert not Restock.objects.exists()
 
 
+def test_set_stock_create_refuses_a_sku_differing_from_an_existing_one_only_in_case():
+    make_product("GLAZED", on_hand=10)
+
+    with pytest.raises(CommandError, match=r"GLAZED already exists, and glazed differs from it only in case"):
+        run("set_stock", "glazed", "5", "--create", "--name", "Glazed, lower", "--price", "1.00")
+
+    assert stock() == {"GLAZED": 10}
+    assert not Restock.objects.exists()
+
+
 def test_set_stock_create_needs_a_name_and_a_price():
     with pytest.raises(CommandError, match="needs a name and a price"):
         run("set_stock", "PISTACHIO", "40", "--create", "--price", "2.80")

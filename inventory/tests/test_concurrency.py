@@ -4,7 +4,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from donutsite.errors import DomainError
 from inventory import services
@@ -13,6 +13,7 @@ from inventory.models import IdempotencyKey, Product, Restock, Sale
 from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create
 from testsupport.data import make_api_client, make_product
+from testsupport.threads import connection_id, thread_keeping, until_waiting, waiting_for_a_lock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -164,6 +165,46 @@ def test_the_database_refuses_a_second_open_restock():
     Restock.objects.create(product=product, quantity=5, reason="manual")
     with pytest.raises(IntegrityError):
         Restock.objects.create(product=product, quantity=5, reason="manual")
+
+
+def test_two_skus_differing_only_in_case_created_at_once_are_not_both_made():
+    # GLAZED's creation has inserted its row and not committed when glazed's looks for a twin: a check
+    # before the INSERT finds none, so only the database can refuse the second.
+    outcomes, second_connection = {}, []
+    inserted, go_on = threading.Event(), threading.Event()
+
+    def create(sku):
+        return services.product_set_stock(sku=sku, quantity=5, name=f"Glazed {sku}", price="1.50", create=True)
+
+    def first():
+        with transaction.atomic():
+            product = create("GLAZED")
+            inserted.set()
+            go_on.wait(timeout=30)
+        return product
+
+    def second():
+        second_connection.append(connection_id())
+        return create("glazed")
+
+    threads = [thread_keeping(outcomes, "first", first), thread_keeping(outcomes, "second", second)]
+    threads[0].start()
+    assert inserted.wait(timeout=30)
+    threads[1].start()
+    # Until glazed's INSERT waits for GLAZED's row in the index (or, with nothing to wait for, it is done).
+    until_waiting(
+        lambda: "second" in outcomes or second_connection and waiting_for_a_lock(second_connection[0]), timeout=10
+    )
+    go_on.set()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert isinstance(outcomes["first"], Product), outcomes["first"]
+    refused = outcomes["second"]
+    assert isinstance(refused, DomainError), f"glazed was made next to GLAZED: {refused!r}"
+    assert refused.message.startswith("GLAZED already exists, and glazed differs from it only in case")
+    assert list(Product.objects.values_list("sku", flat=True)) == ["GLAZED"]
+    assert ledger_differences() == []
 
 
 def test_check_ledger_during_a_rush_sees_a_balanced_ledger():
