@@ -13,6 +13,7 @@ from django.utils.html import format_html
 from donutsite.admin import EditedFieldsAdmin, ModelAdmin
 from donutsite.errors import DomainError
 from inventory import services
+from inventory.errors import SkuCaseTwin
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
 
 ADJUST_LIMIT = 1_000_000  # far above any real tray count, far below the on-hand column's range
@@ -128,6 +129,15 @@ class ProductAdmin(EditedFieldsAdmin):
     def has_delete_permission(self, request, obj=None):
         # Products are retired (is_active), never deleted: sales and the ledger point at them.
         return False
+
+    def add_view(self, request, form_url="", extra_context=None):
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except SkuCaseTwin:
+            # A product whose SKU differs only in case was committed after this form was checked and before
+            # its INSERT, which the database refused (Product.sku_folded). The post again: now its form
+            # finds the twin, and says so beside the SKU (Product.validate_unique) instead of a 500.
+            return super().add_view(request, form_url, extra_context)
 
     def save_new(self, request, obj):
         services.product_create(product=obj)  # on_hand is not a form field, so a new product starts at 0

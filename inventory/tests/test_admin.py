@@ -16,6 +16,7 @@ from inventory.selectors import ledger_differences
 from inventory.services import SaleItem, sale_create, stock_adjust
 from testsupport.admin import form_as_sent, row_for, shown_messages
 from testsupport.data import make_api_client, make_product
+from testsupport.threads import thread_keeping
 
 pytestmark = pytest.mark.django_db
 
@@ -186,6 +187,48 @@ def test_a_value_outside_a_products_limits_is_explained_beside_its_field(admin_c
     assert response.status_code == 200
     assert response.context["adminform"].form.errors == {field: [message]}, "not a raw constraint name"
     assert not Product.objects.filter(sku="PISTACHIO").exists()
+
+
+def test_a_sku_differing_from_an_existing_one_only_in_case_is_refused_beside_its_field(admin_client):
+    # Clients could not tell glazed from GLAZED by eye, and an unknown "Glazed" could be either.
+    make_product("GLAZED")
+    form = {"sku": "glazed", "name": "Glazed, lower", "price": "2.80", "reorder_point": 5, "reorder_quantity": 60}
+
+    response = admin_client.post(reverse("admin:inventory_product_add"), {**form, "_save": "Save"})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "sku": ["GLAZED already exists, and glazed differs from it only in case: clients could not tell them apart."]
+    }
+    assert list(Product.objects.values_list("sku", flat=True)) == ["GLAZED"]
+    assert not Restock.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_case_twin_made_between_the_forms_check_and_its_save_is_still_refused_beside_its_field(
+    admin_client, monkeypatch
+):
+    # Another ops person's GLAZED is committed after this form found no twin and before its INSERT: the
+    # database's unique sku_folded refuses the row, and the page says so as if the twin had been there before.
+    validate_unique, landed = Product.validate_unique, {}
+
+    def twin_lands_after_the_check(product, exclude=None):
+        validate_unique(product, exclude)
+        if not landed:
+            other = thread_keeping(landed, "GLAZED", lambda: make_product("GLAZED"))  # its own connection
+            other.start()
+            other.join(timeout=30)
+
+    monkeypatch.setattr(Product, "validate_unique", twin_lands_after_the_check)
+    form = {"sku": "glazed", "name": "Glazed, lower", "price": "2.80", "reorder_point": 5, "reorder_quantity": 60}
+
+    response = admin_client.post(reverse("admin:inventory_product_add"), {**form, "_save": "Save"})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "sku": ["GLAZED already exists, and glazed differs from it only in case: clients could not tell them apart."]
+    }
+    assert list(Product.objects.values_list("sku", flat=True)) == ["GLAZED"]
 
 
 def test_the_product_page_offers_adjust_stock_and_no_delete(admin_client):
