@@ -63,8 +63,9 @@ def test_every_documented_error_response_has_an_example_per_code(schema):
     )
 
 
-# DomainErrors that never reach the API: the admin and the commands show them as messages.
-NOT_API_ERRORS = {"invalid_adjustment"}
+# DomainErrors that never reach the API: the admin and the commands show them as messages (products are
+# made and stocked there only).
+NOT_API_ERRORS = {"invalid_adjustment", "sku_case_twin"}
 
 
 def _domain_error_codes() -> set[str]:
