@@ -189,17 +189,25 @@ def test_a_value_outside_a_products_limits_is_explained_beside_its_field(admin_c
     assert not Product.objects.filter(sku="PISTACHIO").exists()
 
 
+# A new product whose SKU differs from GLAZED only in case, and what its page says beside the SKU.
+LOWER_CASE_GLAZED = {
+    "sku": "glazed",
+    "name": "Glazed, lower",
+    "price": "2.80",
+    "reorder_point": 5,
+    "reorder_quantity": 60,
+}
+CASE_TWIN_ERROR = "GLAZED already exists, and glazed differs from it only in case: clients could not tell them apart."
+
+
 def test_a_sku_differing_from_an_existing_one_only_in_case_is_refused_beside_its_field(admin_client):
     # Clients could not tell glazed from GLAZED by eye, and an unknown "Glazed" could be either.
     make_product("GLAZED")
-    form = {"sku": "glazed", "name": "Glazed, lower", "price": "2.80", "reorder_point": 5, "reorder_quantity": 60}
 
-    response = admin_client.post(reverse("admin:inventory_product_add"), {**form, "_save": "Save"})
+    response = admin_client.post(reverse("admin:inventory_product_add"), {**LOWER_CASE_GLAZED, "_save": "Save"})
 
     assert response.status_code == 200
-    assert response.context["adminform"].form.errors == {
-        "sku": ["GLAZED already exists, and glazed differs from it only in case: clients could not tell them apart."]
-    }
+    assert response.context["adminform"].form.errors == {"sku": [CASE_TWIN_ERROR]}
     assert list(Product.objects.values_list("sku", flat=True)) == ["GLAZED"]
     assert not Restock.objects.exists()
 
@@ -220,14 +228,11 @@ def test_a_case_twin_made_between_the_forms_check_and_its_save_is_still_refused_
             other.join(timeout=30)
 
     monkeypatch.setattr(Product, "validate_unique", twin_lands_after_the_check)
-    form = {"sku": "glazed", "name": "Glazed, lower", "price": "2.80", "reorder_point": 5, "reorder_quantity": 60}
 
-    response = admin_client.post(reverse("admin:inventory_product_add"), {**form, "_save": "Save"})
+    response = admin_client.post(reverse("admin:inventory_product_add"), {**LOWER_CASE_GLAZED, "_save": "Save"})
 
     assert response.status_code == 200
-    assert response.context["adminform"].form.errors == {
-        "sku": ["GLAZED already exists, and glazed differs from it only in case: clients could not tell them apart."]
-    }
+    assert response.context["adminform"].form.errors == {"sku": [CASE_TWIN_ERROR]}
     assert list(Product.objects.values_list("sku", flat=True)) == ["GLAZED"]
 
 
