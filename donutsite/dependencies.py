@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 class Outage:
     """When a dependency stopped answering, so that an outage is told once as it begins and once as it ends,
     however many tries fail in between (a warning per failed try buried the log for the whole outage). The
-    breakers below keep one each, as do each notification channel and each of /metrics' Redis reads."""
+    breakers below keep one each, as do each notification channel and each of /metrics' Redis reads (Outages)."""
 
     def __init__(self):
         self._since: float | None = None
@@ -50,6 +50,25 @@ class Outage:
         with self._lock:
             since, self._since = self._since, None
         return None if since is None else time.monotonic() - since
+
+
+class Outages:
+    """An Outage for each of several things, by name (each notification channel, each of /metrics' reads)."""
+
+    def __init__(self):
+        self._by_name: dict[str, Outage] = {}
+
+    def began(self, name: str) -> bool:
+        """Outage.began of `name`'s."""
+        return self._by_name.setdefault(name, Outage()).began()
+
+    def ended(self, name: str) -> float | None:
+        """Outage.ended of `name`'s (None: none under way)."""
+        outage = self._by_name.get(name)
+        return None if outage is None else outage.ended()
+
+    def clear(self) -> None:
+        self._by_name.clear()
 
 
 class Breaker:

@@ -52,7 +52,7 @@ FACTORY_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # seconds; the 
 ALERT_LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600)  # seconds, from the alert's creation to sent
 STOCK_SKU_LIMIT = 1000  # the catalogue has dozens; a runaway one must not make the scrape huge
 
-_unreadable: dict[str, dependencies.Outage] = {}  # what scrapes in this process cannot read, since when
+_unreadable = dependencies.Outages()  # what scrapes in this process cannot read, since when
 
 
 def _read_failed(what: str, exc: BaseException) -> None:
@@ -61,7 +61,7 @@ def _read_failed(what: str, exc: BaseException) -> None:
     outage. So one warning when the reads begin failing, as the circuit breakers do
     (donutsite/dependencies.py), and _read_answered's one line when they work again; each scrape's answer
     still shows the figure missing."""
-    if not _unreadable.setdefault(what, dependencies.Outage()).began():
+    if not _unreadable.began(what):
         return  # the same outage, already told (two scrapes failing at once in a threaded worker too)
     logger.warning("metrics: cannot read %s (%r): left out of /metrics until it answers again", what, exc)
 
@@ -69,8 +69,7 @@ def _read_failed(what: str, exc: BaseException) -> None:
 def _read_answered(what: str) -> None:
     """A scrape read `what`: after an outage, one line ends it, at the warning's level so that a log read for
     warnings shows both ends."""
-    outage = _unreadable.get(what)
-    seconds = outage.ended() if outage is not None else None
+    seconds = _unreadable.ended(what)
     if seconds is not None:
         logger.warning("metrics: reads %s again after %.1f s", what, seconds)
 

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from django.conf import settings
 
-from donutsite.dependencies import Outage
+from donutsite.dependencies import Outages
 from notifications.channels.fcm import FcmChannel
 from notifications.channels.log import LogChannel
 from notifications.channels.slack import SlackChannel
@@ -22,7 +22,7 @@ _ADAPTERS = {
 }
 _channels: dict[str, object] = {}
 _paused_until: dict[str, float] = {}
-_outages: dict[str, Outage] = {}  # from a channel's first send with no answer until a send goes through
+_outages = Outages()  # from a channel's first send with no answer until a send goes through
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def channel_pause(name: str, reason: str) -> None:
     One warning when the channel stops answering and channel_answered's one line when a send goes through
     again, however many pauses the outage lasts: a warning at each pause came every 30 s for hours."""
     _paused_until[name] = time.monotonic() + settings.NOTIFICATIONS_RESEND_AFTER_SECONDS
-    if not _outages.setdefault(name, Outage()).began():
+    if not _outages.began(name):
         return  # the same outage: the try after a pause got no answer either, already told
     logger.warning(
         "%s gave no answer (%s): this process leaves its deliveries to the sweep and tries it again every %s s",
@@ -79,8 +79,7 @@ def channel_pause(name: str, reason: str) -> None:
 def channel_answered(name: str) -> None:
     """A send on the channel went through. After an outage, one line ends it, at the warning's level so that
     a log read for warnings shows both ends."""
-    outage = _outages.get(name)
-    seconds = outage.ended() if outage is not None else None
+    seconds = _outages.ended(name)
     if seconds is not None:
         logger.warning("%s sends again after %.1f s", name, seconds)
 
