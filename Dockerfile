@@ -36,9 +36,12 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libmariadb3 \
     && rm -rf /var/lib/apt/lists/*
 
-# A writable home: gunicorn puts its control socket in ~/.gunicorn/ (it only warns if it cannot).
+# A writable home: gunicorn puts its control socket in ~/.gunicorn/ (it only warns if it cannot). The staging
+# factory simulator keeps its orders in ~/factory-simulator/, a volume in docker-compose.yml that takes this
+# directory's owner when it is first made.
 RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app
+    && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
+    && install -d -o app -g app /home/app/factory-simulator
 
 # Same base image in both stages, so the venv's interpreter path (/usr/local/bin/python3.11) holds.
 COPY --from=build /opt/venv /opt/venv

@@ -73,6 +73,19 @@ def test_the_production_shape(compose):
     assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
 
 
+def test_the_staging_simulator_keeps_its_orders_across_restarts(compose):
+    """A restarted simulator that forgot its orders answers our polls 404 and never calls back: its state
+    file is on a named volume, in a directory the image gives the app user (a new named volume takes the
+    mount point's owner from the image; one that is not there would be root's, and the app user could not
+    write the file)."""
+    service = compose["services"]["factory-simulator"]
+    command = service["command"]
+    state_file = Path(command[command.index("--state-file") + 1])
+    mounts = dict(reversed(volume.split(":")[:2]) for volume in service["volumes"])
+    assert mounts.get(str(state_file.parent)) in compose["volumes"], service["volumes"]
+    assert f"install -d -o app -g app {state_file.parent}" in (ROOT / "Dockerfile").read_text()
+
+
 def is_worker(service) -> bool:
     return service.get("command", [])[:4] == ["celery", "-A", "donutsite", "worker"]
 
