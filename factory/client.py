@@ -1,7 +1,8 @@
 """HTTP client for the factory's legacy order API, v1, as the factory's contract defines it. No ORM here.
 
 Every answer in the contract maps to a result or a typed error: 202/200 are success, 400/401/409 (and
-any other 4xx) are permanent, 429 carries Retry-After, 5xx/timeouts/connection errors are transient.
+any other 4xx) are permanent, 429 carries Retry-After, 5xx/timeouts/connection errors are transient. Of
+the permanent ones, ORDER_REFUSED are the refusals of the order itself.
 """
 
 import socket
@@ -42,6 +43,12 @@ class FactoryRateLimited(FactoryUnavailable):
 
 class FactoryRejected(FactoryError):
     """Permanent: the factory refused the request itself (400, 401, 409, other 4xx). Do not retry."""
+
+
+# The factory's refusals of the order itself: its body (400) or its reference, another order's (409). No order
+# of ours is under that reference, and the same call would be refused again (services.restock_order_refused);
+# a 401 or another 4xx says nothing of the order an earlier call may have made.
+ORDER_REFUSED = (400, 409)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,14 @@ from donutsite.celery import task_publish
 from donutsite.context import request_id, request_id_bound
 from donutsite.db import DEADLOCK, LOCK_WAIT_TIMEOUT, error_code
 from factory import refusals, signatures
-from factory.client import FactoryClient, FactoryError, FactoryRateLimited, FactoryUnavailable, RemoteOrder
+from factory.client import (
+    ORDER_REFUSED,
+    FactoryClient,
+    FactoryError,
+    FactoryRateLimited,
+    FactoryUnavailable,
+    RemoteOrder,
+)
 from factory.errors import CallbackMismatch, InvalidSignature, UnknownOrder
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder, restocks_never_sent
 from factory.retries import dead_letter_copy_remove, dead_letter_dedupe_key
@@ -1186,10 +1193,6 @@ def _restock_reopen(restock_id: int) -> bool:
     if reopened:
         restock_run_afresh(restock_id)
     return bool(reopened)
-
-
-# The factory's refusals of the order itself: its body (400) or its reference, another order's (409).
-ORDER_REFUSED = (400, 409)
 
 
 def restock_order_refused(restock_id: int) -> bool:

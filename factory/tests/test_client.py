@@ -6,7 +6,14 @@ import threading
 
 import pytest
 
-from factory.client import FactoryClient, FactoryRateLimited, FactoryRejected, FactoryUnavailable, _Deadline
+from factory.client import (
+    ORDER_REFUSED,
+    FactoryClient,
+    FactoryRateLimited,
+    FactoryRejected,
+    FactoryUnavailable,
+    _Deadline,
+)
 from testsupport.scripted_factory import ORDER, Scripted
 
 
@@ -57,6 +64,18 @@ def test_4xx_is_permanent_with_the_factory_message(factory_server, status):
 
     assert caught.value.status_code == status
     assert "reference already used" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", ORDER_REFUSED)
+def test_a_refusal_of_the_order_itself_is_permanent(factory_server, status):
+    # services.restock_order_refused looks for these among the permanent failures only: one the client took as
+    # transient would be retried, and never keep a failed restock from being reopened under its reference.
+    factory_server.answer(status, {"error": "refused"})
+
+    with pytest.raises(FactoryRejected) as caught:
+        place(factory_server)
+
+    assert caught.value.status_code == status
 
 
 def test_429_waits_at_least_retry_after(factory_server):
