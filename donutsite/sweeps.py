@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from donutsite import dependencies
+from donutsite.db import named_lock_release, named_lock_take
 
 logger = logging.getLogger(__name__)
 
@@ -123,29 +124,18 @@ def sweep_alone(name: str, *, wait: float = 0):
         yield True
         return
     lock = _lock_name(name, connection.settings_dict["NAME"])
-    taken, holder = _lock_take(connection, lock, wait)
-    if taken != 1:
+    taken, holder = named_lock_take(connection, lock, wait)
+    if not taken:
         logger.info("sweep %s: skipped, another run is under way (database connection %s)", name, holder)
         yield False
         return
     try:
         yield True
     finally:
-        _lock_release(connection, lock)
-
-
-def _lock_take(connection, lock: str, wait: float) -> tuple[int | None, int | None]:
-    """GET_LOCK's answer (1: taken) and the holder's connection id, waiting up to `wait` seconds for the
-    holder to let go. The wait is a second a query: one query waiting longer than DATABASE_READ_TIMEOUT_SECONDS
-    is cut off as a database that stopped answering."""
-    deadline = time.monotonic() + wait
-    with connection.cursor() as cursor:
-        while True:
-            step = min(1.0, max(0.0, deadline - time.monotonic()))
-            cursor.execute("SELECT GET_LOCK(%s, %s), IS_USED_LOCK(%s)", [lock, step, lock])
-            taken, holder = cursor.fetchone()
-            if taken == 1 or step == 0 or time.monotonic() >= deadline:
-                return taken, holder
+        try:
+            named_lock_release(connection, lock)  # closes the connection when it fails, which frees the guard
+        except DatabaseError as exc:
+            logger.warning("sweep guard %s: could not release it, closing the connection instead (%r)", lock, exc)
 
 
 def _lock_name(name: str, database: str) -> str:
@@ -155,17 +145,3 @@ def _lock_name(name: str, database: str) -> str:
     if len(lock) > 64:
         lock = f"sweep:{name}:{hashlib.sha256(database.encode()).hexdigest()}"[:64]
     return lock
-
-
-def _lock_release(connection, lock: str) -> None:
-    """Free the guard. A connection closed during the sweep took it with it. A release that fails closes the
-    connection, which frees the guard on the server; kept open (it may still answer), the idle connection
-    would hold the guard and every other worker's run would skip until CONN_MAX_AGE closed it."""
-    if connection.connection is None:
-        return
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT RELEASE_LOCK(%s)", [lock])
-    except DatabaseError as exc:
-        logger.warning("sweep guard %s: could not release it, closing the connection instead (%r)", lock, exc)
-        connection.close()

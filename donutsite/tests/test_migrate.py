@@ -3,6 +3,7 @@ its table lock must not hold the shop's queries on that table behind it, and two
 each migration once (donutsite/management/commands/migrate.py). Real MariaDB, real `manage.py migrate`
 processes, and the API answering from another thread."""
 
+import io
 import os
 import subprocess
 import threading
@@ -164,6 +165,31 @@ def test_a_lock_wait_or_attempts_below_one_is_refused_before_anything_runs(optio
 
     with pytest.raises(CommandError, match="whole number, 1 or more"):
         call_command("migrate", *option, verbosity=0)
+
+
+def test_a_migrate_waiting_for_another_past_its_bound_gives_up_naming_the_holder(monkeypatch):
+    # One that holds the lock that long is stuck: the deploy stops, saying so, rather than wait for ever.
+    import time
+
+    from django.core.management import CommandError, call_command
+
+    from donutsite.management.commands import migrate
+
+    monkeypatch.setattr(migrate, "ONE_AT_A_TIME_SECONDS", 1.5)
+    holder = connections.create_connection("default")  # the other migrate's connection
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT GET_LOCK(CONCAT('migrate:', DATABASE()), 0), CONNECTION_ID()")
+            taken, holder_id = cursor.fetchone()
+        assert taken == 1
+        said = io.StringIO()
+        began = time.monotonic()
+        with pytest.raises(CommandError, match=r"another migrate held 'migrate:\w+' for 1.5 s; is it stuck\?"):
+            call_command("migrate", "--noinput", verbosity=0, stderr=said)
+        assert time.monotonic() - began >= 1.5
+        assert said.getvalue() == f"another migrate (connection {holder_id}) is running; waiting for it to finish\n"
+    finally:
+        holder.close()
 
 
 def test_a_database_with_skus_differing_only_in_case_is_not_migrated_until_ops_rename_one(products_without_the_index):

@@ -4,8 +4,9 @@ skips, and the guard goes with the run that held it, however that run ended."""
 import pytest
 from celery import current_app
 from django.conf import settings
+from django.db import OperationalError, connection
 
-from donutsite.sweeps import sweep_ages
+from donutsite.sweeps import _lock_name, sweep_ages, sweep_alone
 from testsupport.threads import sweep_guard_held, thread_keeping
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,3 +62,41 @@ def test_a_sweep_that_failed_frees_its_guard(monkeypatch):
     elsewhere.start()
     elsewhere.join(10)
     assert outcomes["elsewhere"] == NOTHING_DUE
+
+
+def test_a_guard_whose_release_failed_is_freed_by_closing_its_connection(caplog):
+    # A release cut off (a read timeout, say) on a connection that still answers: kept open, the idle worker's
+    # connection would hold the guard and every other worker's run would skip until CONN_MAX_AGE closed it.
+    from factory.tasks import reconcile_task
+
+    def release_cut_off(execute, sql, params, many, context):
+        if "RELEASE_LOCK" in sql:
+            raise OperationalError(2013, "Lost connection to server during query")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(release_cut_off), sweep_alone("factory.reconcile") as alone:
+        assert alone is True
+
+    outcomes = {}
+    elsewhere = thread_keeping(outcomes, "elsewhere", reconcile_task)
+    elsewhere.start()
+    elsewhere.join(10)
+    assert outcomes["elsewhere"] == NOTHING_DUE
+    assert "sweep guard sweep:factory.reconcile:" in caplog.text
+    assert "could not release it, closing the connection instead" in caplog.text
+    assert reconcile_task() == NOTHING_DUE, "this worker's next run connects again"
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_databases_with_long_names_get_guards_of_their_own_that_the_server_takes(name):
+    # Two databases whose names (64 characters, the most MySQL allows) differ only at the end: cut to 64
+    # characters, both guards would be one lock and each database's runs would skip while the other's ran.
+    databases = ("donut_" + "x" * 57 + "1", "donut_" + "x" * 57 + "2")
+    locks = [_lock_name(name, database) for database in databases]
+
+    assert locks[0] != locks[1]
+    assert all(len(lock) <= 64 for lock in locks), "MySQL refuses a longer name (MariaDB takes it)"
+    with connection.cursor() as cursor:
+        for lock in locks:
+            cursor.execute("SELECT GET_LOCK(%s, 0), RELEASE_LOCK(%s)", [lock, lock])
+            assert cursor.fetchone() == (1, 1)

@@ -409,6 +409,15 @@ def test_reconcile_does_nothing_and_exits_75_while_a_run_of_either_sweep_holds_i
     assert broker.sent == [], "the restock is left to the run under way"
 
 
+def test_reconcile_by_hand_leaves_the_probe_watching_beat_and_its_worker():
+    # sweeps_alive, donut_sweep_age_seconds and the "factory sweep stopped" page tell whether beat and the worker
+    # that runs its sweep are alive; a run by hand says nothing of either, and must not hide a dead one.
+    run("reconcile")
+
+    with pytest.raises(CommandError, match="factory.reconcile never ran"):
+        run("sweeps_alive")
+
+
 def test_reconcile_refuses_a_wait_that_is_not_a_positive_number():
     with pytest.raises(CommandError, match="--wait"):
         run("reconcile", "--wait", "-1")

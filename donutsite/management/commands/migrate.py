@@ -20,13 +20,11 @@ from django.core.management.base import CommandError
 from django.core.management.commands.migrate import Command as DjangoMigrate
 from django.db import OperationalError, connections
 
-from donutsite.db import LOCK_WAIT_TIMEOUT, error_code  # a metadata (or row) lock not granted in time
+# LOCK_WAIT_TIMEOUT: a metadata (or row) lock not granted in time.
+from donutsite.db import LOCK_WAIT_TIMEOUT, error_code, named_lock_release, named_lock_take
 from donutsite.management import at_least_one
 
 PAUSE_SECONDS = 1.0
-# Each GET_LOCK waits this long at most, under the connection's read timeout; it is asked again until
-# ONE_AT_A_TIME_SECONDS have passed.
-ONE_AT_A_TIME_POLL_SECONDS = 5
 ONE_AT_A_TIME_SECONDS = 3600
 
 
@@ -66,23 +64,18 @@ class Command(DjangoMigrate):
             if connection.connection is not None:
                 with connection.cursor() as cursor:
                     cursor.execute("SET SESSION lock_wait_timeout = %s", [before])
-                    cursor.execute("SELECT RELEASE_LOCK(%s)", [name])
+            named_lock_release(connection, name)
 
     def _one_at_a_time(self, connection, name: str) -> None:
         """Take the named lock of this database's migrations (released with the connection, should this
         process die), waiting for another migrate that holds it."""
-        deadline = time.monotonic() + ONE_AT_A_TIME_SECONDS
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT GET_LOCK(%s, 0), IS_USED_LOCK(%s)", [name, name])
-            taken, holder = cursor.fetchone()
-            if taken == 1:
-                return
+
+        def waiting(holder):
             self.stderr.write(f"another migrate (connection {holder}) is running; waiting for it to finish")
-            while time.monotonic() < deadline:
-                cursor.execute("SELECT GET_LOCK(%s, %s)", [name, ONE_AT_A_TIME_POLL_SECONDS])
-                if cursor.fetchone()[0] == 1:
-                    return
-        raise CommandError(f"another migrate held {name!r} for {ONE_AT_A_TIME_SECONDS} s; is it stuck?")
+
+        taken, _ = named_lock_take(connection, name, ONE_AT_A_TIME_SECONDS, on_wait=waiting)
+        if not taken:
+            raise CommandError(f"another migrate held {name!r} for {ONE_AT_A_TIME_SECONDS} s; is it stuck?")
 
 
 class LockWaitRetry:

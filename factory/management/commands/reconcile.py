@@ -42,5 +42,7 @@ class Command(BaseCommand):
                         "run this again later",
                         returncode=EXIT_BUSY,
                     )
+            # Not noted as the sweep finishing (sweep_finished): that tells whether beat and the worker that
+            # runs the sweep are alive, which a run by hand says nothing of.
             result = {**reconcile(), "idempotency_keys_purged": idempotency_keys_purge()}
         self.stdout.write(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
