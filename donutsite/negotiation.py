@@ -8,7 +8,9 @@
 - `Accept: application/json;q=0` (the client cannot read JSON) was answered JSON: DRF orders Accept's
   ranges by how specific they are and ignores their quality. A type whose most specific matching range
   has q=0 is one the client refuses (RFC 9110, 12.4.2 and 12.5.1), so it is not rendered; when that leaves
-  none, the answer is a `406 not_acceptable`.
+  none, the answer is a `406 not_acceptable`. A quality is 0 when its number is: RFC 9110's `0` to `0.000`
+  (`q` or `Q`), and the spellings outside it whose writer meant zero (`.0`, `+0`, `q = 0`). `q=0.0001` is
+  the least wanted, not refused (Django's quality rounds it to 0).
 """
 
 from django.http.request import MediaType
@@ -27,9 +29,9 @@ class ContentNegotiation(DefaultContentNegotiation):
         return super().select_parser(request, parsers)
 
     def select_renderer(self, request, renderers, format_suffix=None):
-        if "q=0" not in request.META.get("HTTP_ACCEPT", "").lower():
-            # Nothing refused (a refusal is a quality of 0, `q=0`, `q=0.0`...): DRF's own choice, without parsing
-            # each range again on every request, the sold-out rush's included.
+        if "q" not in request.META.get("HTTP_ACCEPT", "").lower():
+            # No quality (a `q` or `Q` parameter), so nothing refused: DRF's own choice, without parsing each
+            # range again on every request, the sold-out rush's included.
             return super().select_renderer(request, renderers, format_suffix)
         ranges = [MediaType(token) for token in self.get_accept_list(request)]  # DRF's, bounded in size
         wanted = [renderer for renderer in renderers if not refused(renderer.media_type, ranges)]
@@ -58,4 +60,12 @@ def refused(media_type: str, ranges: list[MediaType]) -> bool:
     if not matching:
         return False
     most_specific = max(accepted.specificity for accepted in matching)
-    return all(accepted.quality == 0 for accepted in matching if accepted.specificity == most_specific)
+    return all(zero_quality(accepted) for accepted in matching if accepted.specificity == most_specific)
+
+
+def zero_quality(accepted: MediaType) -> bool:
+    # Django's quality without its rounding to three places, which made `q=0.0001` a refusal.
+    try:
+        return float(accepted.params.get("q", 1)) == 0
+    except ValueError:
+        return False

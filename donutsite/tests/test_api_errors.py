@@ -203,7 +203,16 @@ def test_a_wildcard_content_type_is_a_415_and_sells_nothing(client_app, content_
 
 @pytest.mark.parametrize(
     "accept",
-    ["application/json;q=0", "application/json; q=0.0", "application/json;q=0, */*", "*/*;q=0", "APPLICATION/JSON;Q=0"],
+    [
+        "application/json;q=0",
+        "application/json; q=0.0",
+        "application/json;q=0.000",
+        "application/json;q=0.",
+        "application/json;q=0, */*",
+        "*/*;q=0",
+        "APPLICATION/JSON;Q=0",
+        "application/json; charset=utf-8;q=0",  # JSON is UTF-8 (RFC 8259): refusing that is refusing JSON
+    ],
 )
 def test_an_accept_refusing_json_is_a_406(client, accept):
     # q=0 is the client's "not this" (RFC 9110, 12.4.2), and the most specific range naming a type says
@@ -218,7 +227,27 @@ def test_an_accept_refusing_json_is_a_406(client, accept):
 
 
 @pytest.mark.parametrize(
-    "accept", ["*/*;q=0, application/json", "text/html;q=0, */*", "application/json;q=0.5", "application/json;q=x"]
+    "accept",
+    ["application/json;q=.0", "application/json;q=+0", "application/json;q=-0", "application/json ;q = 0"],
+)
+def test_a_zero_quality_spelled_out_of_the_rfc_still_refuses(client, accept):
+    # RFC 9110's qvalue is `0` to `0.000`; these are not qvalues, but their writer meant zero. They were
+    # answered JSON, and read as zero only when another range of the header had a `q=0`.
+    response = client.get("/api/v1/products/", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 406 and response.json()["code"] == "not_acceptable"
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "*/*;q=0, application/json",
+        "text/html;q=0, */*",
+        "application/json;q=0.5",
+        "application/json;q=x",
+        "application/json;q=0.0001",  # the least wanted, not refused: Django rounded it to 0
+        "*/*;q=0.0001",
+    ],
 )
 def test_an_accept_that_takes_json_somewhere_is_answered(client, accept):
     response = client.get("/api/v1/products/", HTTP_ACCEPT=accept)
