@@ -11,6 +11,9 @@
   none, the answer is a `406 not_acceptable`. A quality is 0 when its number is: RFC 9110's `0` to `0.000`
   (`q` or `Q`), and the spellings outside it whose writer meant zero (`.0`, `+0`, `q = 0`). `q=0.0001` is
   the least wanted, not refused (Django's quality rounds it to 0).
+- An Accept naming no range DRF reads (blank, most likely a client library setting the header to nothing,
+  or a lone range over DRF's 256 characters) was a 406 "Could not satisfy the request Accept header" to a
+  client that refused nothing. It is disregarded, as RFC 9110 (12.5.1) allows: answered as if absent.
 """
 
 from django.http.request import MediaType
@@ -47,6 +50,10 @@ class ContentNegotiation(DefaultContentNegotiation):
                 f"?format={echoed(format)} is not offered here; it takes {formats}.", available_renderers=renderers
             )
         return chosen
+
+    def get_accept_list(self, request):
+        # Blank, or only ranges DRF does not read (over 256 characters): nothing named, answered as if absent.
+        return super().get_accept_list(request) or ["*/*"]
 
 
 def refused(media_type: str, ranges: list[MediaType]) -> bool:

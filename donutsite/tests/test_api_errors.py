@@ -255,6 +255,18 @@ def test_an_accept_that_takes_json_somewhere_is_answered(client, accept):
     assert response.status_code == 200 and response.json()["results"] == []
 
 
+@pytest.mark.parametrize("accept", ["", "  ", "application/json; profile=" + "x" * 250])
+def test_an_accept_naming_no_range_we_read_is_answered_as_if_absent(client, accept):
+    # A blank Accept most likely comes from a client library setting the header to nothing, and a range
+    # over 256 characters is one DRF does not read; either way the header named nothing, and the 406 said
+    # "Could not satisfy the request Accept header" to a client that refused nothing. RFC 9110 (12.5.1)
+    # lets a server disregard an Accept it cannot satisfy: JSON is what the API has.
+    response = client.get("/api/v1/products/", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    assert response.json()["results"] == []
+
+
 def test_json_asked_for_with_parameters_is_answered_beside_a_refused_rest(client):
     # `application/json; indent=4` names JSON (DRF renders it indented) and is more specific than `*/*;q=0`:
     # the client refuses everything else, not JSON.
@@ -262,6 +274,17 @@ def test_json_asked_for_with_parameters_is_answered_beside_a_refused_rest(client
 
     assert response.status_code == 200 and response.json()["results"] == []
     assert b'\n    "results": []' in response.content, "indented as asked"
+
+
+def test_a_sale_sent_with_a_blank_accept_sells(client_app):
+    make_product("GLAZED", on_hand=5)
+
+    response = client_app.post(
+        "/api/v1/sales/", {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json", HTTP_ACCEPT=""
+    )
+
+    assert response.status_code == 201 and response.json()["lines"][0]["sku"] == "GLAZED"
+    assert client_app.get("/api/v1/products/GLAZED/").json()["available"] == 4
 
 
 def test_a_sale_whose_answer_the_client_refuses_sells_nothing(client_app):
