@@ -223,6 +223,12 @@ def test_worker_alive_without_arguments_needs_every_named_worker(system, capsys)
     assert "factory@" in out and "urgent@" in out and "notifications@" in out
 
 
+def _readyz(connection: http.client.HTTPConnection) -> tuple[int, dict]:
+    connection.request("GET", "/readyz")
+    response = connection.getresponse()
+    return response.status, json.loads(response.read())
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_gunicorn_worker_that_got_sigterm_answers_readyz_with_503_then_stops(system):
@@ -235,16 +241,16 @@ def test_a_gunicorn_worker_that_got_sigterm_answers_readyz_with_503_then_stops(s
     try:
         [worker] = [int(pid) for pid in re.findall(r"Booting worker with pid: (\d+)", web.output())]
         connection = http.client.HTTPConnection("127.0.0.1", system.web_port, timeout=5)
-        connection.request("GET", "/readyz")
-        first = connection.getresponse()
-        assert (first.status, json.loads(first.read())["status"]) == (200, "ok")
+        status, body = _readyz(connection)
+        assert (status, body["status"]) == (200, "ok")
 
         os.kill(worker, signal.SIGTERM)  # what the master sends each worker on a graceful stop
-        time.sleep(0.3)
-        # The kept-alive connection still reaches the stopping worker (gunicorn lets it linger briefly).
-        connection.request("GET", "/readyz")
-        second = connection.getresponse()
-        assert (second.status, json.loads(second.read())) == (503, {"status": "shutting_down"})
+        # The kept-alive connection still reaches the stopping worker (gunicorn lets it linger 2 s), which
+        # answers otherwise than 200 once it has handled the signal: a moment after kill() returns.
+        second = wait_until(
+            lambda: (answer := _readyz(connection))[0] != 200 and answer, timeout=10, what="/readyz not to answer 200"
+        )
+        assert second == (503, {"status": "shutting_down"})
         connection.close()
 
         # gunicorn's own handling went on: that worker exits and the master boots a fresh one.
