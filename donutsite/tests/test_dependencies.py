@@ -1,6 +1,8 @@
 """donutsite.celery.task_publish: one short try at the broker, then the breaker; the message arrives when
 the broker answers."""
 
+from urllib.parse import urlsplit
+
 import kombu.pools
 import pytest
 from celery import current_app
@@ -64,8 +66,8 @@ def test_one_server_behind_redis_and_the_broker_opens_both_breakers_at_its_first
 
 
 def test_a_broker_of_another_kind_is_never_taken_for_the_redis_server(settings):
-    settings.REDIS_URL = "redis://127.0.0.1:6379/1"
-    broker_at("amqp://guest:guest@127.0.0.1//")
+    redis = urlsplit(settings.REDIS_URL)  # the test's Redis, and an AMQP broker at its very address
+    broker_at(f"amqp://guest:guest@{redis.hostname}:{redis.port or 6379}//")
     try:
         breakers["redis"].trip(ConnectionError("refused"))
     finally:
