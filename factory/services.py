@@ -512,7 +512,7 @@ def _nothing_received(restock: Restock, product: Product, order_id: str, *, canc
         f"{product.sku} has {product.on_hand}. A new restock opens with the next sale that needs one; if "
         "the factory keeps cancelling, ask it why.",
         dedupe_key=_cancelled_dedupe_key(product.sku),
-        context={"sku": product.sku, "restock": restock.pk, "order_id": order_id, "on_hand": product.on_hand},
+        context={"sku": product.sku, "restock_id": restock.pk, "order_id": order_id, "on_hand": product.on_hand},
     )
 
 
@@ -530,7 +530,13 @@ def _over_quantity_capped(restock: Restock, order_id: str, *, reported: int) -> 
         text=f"Restock {restock.pk} (factory order {order_id}) was credited {restock.quantity}, what was ordered. "
         "Count the delivery and adjust the stock if more really arrived.",
         dedupe_key=f"factory_over_quantity:{restock.pk}",
-        context={"restock": restock.pk, "order_id": order_id, "ordered": restock.quantity, "reported": reported},
+        context={
+            "sku": restock.product.sku,
+            "restock_id": restock.pk,
+            "order_id": order_id,
+            "ordered": restock.quantity,
+            "reported": reported,
+        },
     )
     return restock.quantity
 
@@ -545,7 +551,7 @@ def _over_capacity_capped(restock: Restock, product: Product, order_id: str, *, 
         text=f"Restock {restock.pk} (factory order {order_id}) was credited {room}: on hand is {product.on_hand} "
         f"and can be at most {ON_HAND_MAX}. Check the product's stock (set_stock) and count the delivery.",
         dedupe_key=f"stock_over_capacity:{restock.pk}",
-        context={"sku": product.sku, "restock": restock.pk, "order_id": order_id, "reported": reported},
+        context={"sku": product.sku, "restock_id": restock.pk, "order_id": order_id, "reported": reported},
     )
     return room
 

@@ -171,6 +171,35 @@ def test_a_delivery_after_a_cancellation_closes_its_warning_so_no_phone_is_paged
     assert alerts_escalate() == 0, "nothing pushed to the phones"
 
 
+@pytest.mark.parametrize(
+    ("kind", "on_hand", "event", "produced"),
+    [
+        ("factory_cancelled", 0, "order.cancelled", 0),
+        ("factory_over_quantity", 0, "order.completed", 150),
+        ("stock_over_capacity", "full", "order.completed", 120),
+    ],
+)
+def test_a_receipt_s_warning_names_its_restock_and_sku_and_links_the_restock_in_slack(
+    client, phones, kind, on_hand, event, produced
+):
+    # These three said "Restock 7" in their text only: Slack showed no Restock field and no link to it, and the
+    # over-quantity one no SKU either, so ops had to search the admin for the restock they were told about.
+    from factory.tests.test_deadletters import deliver_everything
+    from inventory.services import ON_HAND_MAX
+
+    slack, _ = phones
+    restock = placed_restock(on_hand=ON_HAND_MAX - 5 if on_hand == "full" else on_hand, quantity=120)
+
+    assert callback(client, restock, event=event, produced=produced).status_code == 200
+    deliver_everything()
+
+    alert = Alert.objects.get(kind=kind)
+    (posted,) = [r["body"] for r in slack.received if f"alert #{alert.pk}" in str(r["body"]["blocks"])]
+    fields = [field["text"] for block in posted["blocks"] for field in block.get("fields", [])]
+    assert {f"*Restock*\n{restock.pk}", "*SKU*\nGLAZED"} <= set(fields)
+    assert f"{settings.PUBLIC_BASE_URL}/admin/inventory/restock/{restock.pk}/change/|Restock>" in str(posted["blocks"])
+
+
 def test_partial_production_below_the_reorder_point_opens_a_new_restock(client):
     restock = placed_restock(quantity=100, reorder_point=10, reorder_quantity=100)
 
