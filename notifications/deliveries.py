@@ -79,6 +79,10 @@ def deliveries_resend_stuck(*, limit: int = 500) -> int:
 
 def message_for(alert: Alert) -> Message:
     context = alert.context or {}
+    if "restock" in context and "restock_id" not in context:
+        # Rows raised before factory_cancelled, factory_over_quantity and stock_over_capacity named it
+        # restock_id: open ones stay, and are sent again (the admin's resend, the sweep) as they are now.
+        context = {**context, "restock_id": context["restock"]}
     facts = {label: str(context[key]) for key, label in FACT_LABELS.items() if context.get(key) not in (None, "")}
     links = {"Alert in the admin": f"{settings.PUBLIC_BASE_URL}/admin/notifications/alert/{alert.pk}/change/"}
     if context.get("restock_id"):

@@ -341,6 +341,32 @@ def test_ops_send_an_alert_again_from_the_admin(admin_client, channels_at, queue
     assert queued() == deliveries
 
 
+def test_a_warning_raised_before_its_restock_was_named_restock_id_still_links_the_restock_when_sent_again(
+    admin_client, channels_at, slack, queued, django_capture_on_commit_callbacks
+):
+    # factory_cancelled, factory_over_quantity and stock_over_capacity kept the restock under "restock" until
+    # they were fixed; their rows stay, open ones for good, and are rendered again at every send.
+    with transaction.atomic():
+        alert = alerts.alert_raise(
+            kind="factory_cancelled",
+            severity="warning",
+            title="The factory cancelled a restock of GLAZED",
+            dedupe_key="factory_cancelled:GLAZED",
+            context={"sku": "GLAZED", "restock": 7, "order_id": "F-000123", "on_hand": 0},
+        )
+    AlertDelivery.objects.filter(alert=alert).update(status="failed", last_error="slack: HTTP 500")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(ALERTS, {"action": "resend", "_selected_action": [alert.pk]})
+    for delivery_id in queued():
+        delivery_send(delivery_id)
+
+    (posted,) = [r["body"] for r in slack.received]
+    fields = [field["text"] for block in posted["blocks"] for field in block.get("fields", [])]
+    assert {"*Restock*\n7", "*SKU*\nGLAZED"} <= set(fields)
+    assert f"{settings.PUBLIC_BASE_URL}/admin/inventory/restock/7/change/|Restock>" in str(posted["blocks"])
+
+
 def test_sending_alerts_again_skips_the_acknowledged_and_settled_ones(
     admin_client, channels_at, fcm, queued, django_capture_on_commit_callbacks
 ):
