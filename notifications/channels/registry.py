@@ -32,15 +32,21 @@ def channels_for(severity: str, *, to_phones: bool = False) -> list[str]:
     the severity reaches their minimum; FCM whatever the severity with `to_phones` (the all-clear of
     alerts that reached the phones)."""
     channels = [AlertDelivery.Channel.LOG]
-    if settings.SLACK_WEBHOOK_URL and Severity.rank(severity) >= Severity.rank(settings.SLACK_MIN_SEVERITY):
+    if slack_configured() and Severity.rank(severity) >= Severity.rank(settings.SLACK_MIN_SEVERITY):
         channels.append(AlertDelivery.Channel.SLACK)
     if fcm_configured() and (to_phones or Severity.rank(severity) >= Severity.rank(settings.FCM_MIN_SEVERITY)):
         channels.append(AlertDelivery.Channel.FCM)
     return channels
 
 
+def slack_configured() -> bool:
+    """As the adapter decides (SlackChannel.is_configured): a webhook URL."""
+    return SlackChannel.from_settings() is not None
+
+
 def fcm_configured() -> bool:
-    return bool(settings.FCM_PROJECT_ID and (settings.FCM_CREDENTIALS_FILE or settings.FCM_ACCESS_TOKEN))
+    """As the adapter decides (FcmChannel.is_configured): a project id, and a credentials file or a token."""
+    return FcmChannel.from_settings() is not None
 
 
 def channel_get(name: str):

@@ -198,11 +198,11 @@ class SlackChannel:
 
     @classmethod
     def from_settings(cls) -> "SlackChannel | None":
+        """The channel configured in settings, or None when Slack is not configured."""
         from django.conf import settings
 
-        if not settings.SLACK_WEBHOOK_URL:
-            return None
-        return cls(settings.SLACK_WEBHOOK_URL, timeout=settings.SLACK_TIMEOUT_SECONDS)
+        channel = cls(settings.SLACK_WEBHOOK_URL, timeout=settings.SLACK_TIMEOUT_SECONDS)
+        return channel if channel.is_configured else None
 
     @property
     def is_configured(self) -> bool:
