@@ -2,7 +2,7 @@
 and those calls shown on each restock.
 
 Dead letters are records, not forms: nothing here edits one. Redriving goes through
-services.dead_letter_redrive, and old resolved ones are deleted by `manage.py purge_dead_letters`, not
+factory.redrive.dead_letters_redrive, and old resolved ones are deleted by `manage.py purge_dead_letters`, not
 here (the bulk delete action cannot tell a resolved dead letter from one still waiting for ops).
 """
 
@@ -20,8 +20,8 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
-from factory import services
 from factory.models import DeadLetter, FactoryAttempt
+from factory.redrive import Redrive, dead_letters_redrive
 from inventory.admin import ReadOnlyAdmin, RestockAdmin
 from inventory.models import Restock
 
@@ -235,15 +235,13 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         result = self.redrive_logged(request, queryset, where="the admin")
         self.message_user(request, result.summary(), messages.SUCCESS if result.sent else messages.WARNING)
 
-    def redrive_logged(self, request, dead_letters, *, where: str) -> services.Redrive:
+    def redrive_logged(self, request, dead_letters, *, where: str) -> Redrive:
         """The redrive service, each dead letter's outcome written to its admin history."""
 
         def log(dead_letter, sent):
-            self.log_change(request, dead_letter, f"Redrive from {where}: {services.Redrive.outcome(sent)}.")
+            self.log_change(request, dead_letter, f"Redrive from {where}: {Redrive.outcome(sent)}.")
 
-        return services.dead_letters_redrive(
-            dead_letters, by=request.user.get_username(), user=request.user, on_each=log
-        )
+        return dead_letters_redrive(dead_letters, by=request.user.get_username(), user=request.user, on_each=log)
 
     def get_urls(self):
         redrive_one = path(

@@ -9,13 +9,13 @@ def _restock_opened(sender, *, restock_id: int, reason: str = "", sold_out: bool
 
 
 def _restock_reopened(sender, *, restock_id: int, **kwargs) -> None:
-    from factory.services import restock_run_afresh
+    from factory.redrive import restock_run_afresh
 
     restock_run_afresh(restock_id)
 
 
 def _restock_reopen_asked(sender, *, restock_id: int, **kwargs) -> bool:
-    from factory.services import restock_order_refused
+    from factory.redrive import restock_order_refused
 
     return not restock_order_refused(restock_id)
 

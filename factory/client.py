@@ -46,7 +46,7 @@ class FactoryRejected(FactoryError):
 
 
 # The factory's refusals of the order itself: its body (400) or its reference, another order's (409). No order
-# of ours is under that reference, and the same call would be refused again (services.restock_order_refused);
+# of ours is under that reference, and the same call would be refused again (redrive.restock_order_refused);
 # a 401 or another 4xx says nothing of the order an earlier call may have made.
 ORDER_REFUSED = (400, 409)
 

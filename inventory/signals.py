@@ -10,7 +10,7 @@ restock_opened = Signal()
 
 # A failed restock was reopened for a new need (services.restocks_open), sent inside the transaction that
 # reopened it: the factory app gives its order row a fresh attempt budget in that same transaction, as a
-# redrive does (factory.services.restock_run_afresh). Sent with restock_id=; restock_opened follows after
+# redrive does (factory.redrive.restock_run_afresh). Sent with restock_id=; restock_opened follows after
 # commit, as for a new restock.
 restock_reopened = Signal()
 
@@ -18,7 +18,7 @@ restock_reopened = Signal()
 # receiver that answers False keeps it failed, and a new restock (a new reference) is opened instead. The
 # factory app answers False when the factory refused the restock's last call's order (400, 409): nothing
 # of ours is under that reference, and the same call would be refused again, for every need after it
-# (factory.services.restock_order_refused).
+# (factory.redrive.restock_order_refused).
 restock_reopen_asked = Signal()
 
 # A sale took the last of a product whose open restock, opened before that sale, has not been sent to the

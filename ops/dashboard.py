@@ -18,7 +18,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from factory.models import DeadLetter
-from factory.services import Redrive
+from factory.redrive import Redrive
 from inventory.models import Restock
 from ops import charts, selectors
 
@@ -125,7 +125,7 @@ def dashboard_view(request):
 @require_POST
 def redrive_all_view(request):
     """Redrive every unresolved dead letter (up to REDRIVE_BATCH per click), oldest first. Each redrive
-    commits on its own and sends its work after that commit (factory.services.dead_letter_redrive)."""
+    commits on its own and sends its work after that commit (factory.redrive.dead_letter_redrive)."""
     if not request.user.has_perm(REDRIVE_PERMISSION):
         raise PermissionDenied
     unresolved = DeadLetter.objects.unresolved().order_by("pk")

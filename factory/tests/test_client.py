@@ -68,7 +68,7 @@ def test_4xx_is_permanent_with_the_factory_message(factory_server, status):
 
 @pytest.mark.parametrize("status", ORDER_REFUSED)
 def test_a_refusal_of_the_order_itself_is_permanent(factory_server, status):
-    # services.restock_order_refused looks for these among the permanent failures only: one the client took as
+    # redrive.restock_order_refused looks for these among the permanent failures only: one the client took as
     # transient would be retried, and never keep a failed restock from being reopened under its reference.
     factory_server.answer(status, {"error": "refused"})
 

@@ -39,17 +39,17 @@ def redrive_while_a_callback_arrives(client, monkeypatch, dead_letter, restock) 
     """Redrive the dead letter and, while the redrive holds its locks (paused where it reopens the
     restock), send `restock`'s completion callback; both run to their end. Their outcomes, under
     "redrive" and "callback"."""
-    from factory import services
+    from factory import redrive as factory_redrive
 
     locked, go = threading.Event(), threading.Event()
-    reopen = services._restock_reopen
+    reopen = factory_redrive._restock_reopen
 
     def reopen_after_the_callback_came(restock_id):
         locked.set()
         go.wait(5)
         return reopen(restock_id)
 
-    monkeypatch.setattr(services, "_restock_reopen", reopen_after_the_callback_came)
+    monkeypatch.setattr(factory_redrive, "_restock_reopen", reopen_after_the_callback_came)
     outcomes = {}
     redrive = thread_keeping(outcomes, "redrive", lambda: run("redrive", str(dead_letter.pk)))
     redrive.start()
@@ -554,6 +554,7 @@ def test_a_restock_giving_up_after_its_overdue_warning_during_a_redrive_neither_
     # told as overdue, run out of attempts. restock_overdue and factory.restock_place's dead letters share
     # an AlertLock stripe: the restock giving up must not hold it while it waits for another restock's
     # dead letter that the redrive holds, and the redrive then waits for the stripe.
+    from factory import redrive as factory_redrive
     from factory import services
     from factory.retries import OutOfAttempts
     from notifications.alerts import alert_raise
@@ -574,7 +575,7 @@ def test_a_restock_giving_up_after_its_overdue_warning_during_a_redrive_neither_
     )
 
     marked, go = threading.Event(), threading.Event()
-    mark = services._mark_redriven
+    mark = factory_redrive._mark_redriven
 
     def mark_then_wait(locked, by):  # the redrive holds its dead letter's row
         mark(locked, by)
@@ -584,7 +585,7 @@ def test_a_restock_giving_up_after_its_overdue_warning_during_a_redrive_neither_
     def give_up():
         return restock_give_up(late, OutOfAttempts("6 failed attempts in 95 s"), attempts=6)
 
-    monkeypatch.setattr(services, "_mark_redriven", mark_then_wait)
+    monkeypatch.setattr(factory_redrive, "_mark_redriven", mark_then_wait)
     outcomes = {}
     redrive = thread_keeping(outcomes, "redrive", lambda: run("redrive", str(dead_letter.pk)))
     redrive.start()
@@ -609,7 +610,7 @@ def test_a_sale_that_needs_a_restock_during_the_redrive_of_its_failed_one_still_
     # point: the sale must find the reopened restock (one open restock per product), not insert a second
     # one that the unique open_product index refuses once the redrive commits (an IntegrityError: a 500
     # for a buyer whose donut was there).
-    from factory import services
+    from factory import redrive as factory_redrive
     from inventory.services import SaleItem, sale_create
     from testsupport.data import make_api_client, make_failed_restock, make_product
 
@@ -617,14 +618,14 @@ def test_a_sale_that_needs_a_restock_during_the_redrive_of_its_failed_one_still_
     failed, dead_letter = make_failed_restock(product)
     client, _ = make_api_client()
     reopened, go = threading.Event(), threading.Event()
-    mark = services._mark_redriven
+    mark = factory_redrive._mark_redriven
 
     def mark_then_wait(locked, by):  # the restock is pending again, not committed yet
         mark(locked, by)
         reopened.set()
         go.wait(5)
 
-    monkeypatch.setattr(services, "_mark_redriven", mark_then_wait)
+    monkeypatch.setattr(factory_redrive, "_mark_redriven", mark_then_wait)
     outcomes = {}
 
     redrive = thread_keeping(outcomes, "redrive", lambda: run("redrive", str(dead_letter.pk)))
@@ -698,7 +699,7 @@ def test_the_last_two_dead_letters_redriven_at_once_close_their_alert_without_a_
     # Two people (the dashboard's "Redrive all" and `manage.py redrive`, say) redrive a task's last two dead
     # letters at the same moment. Each redrive asks whether another dead letter of the task still waits
     # before it closes the alert; neither may take the other's, not committed yet, for one still waiting.
-    from factory import services
+    from factory import redrive as factory_redrive
     from notifications.alerts import alert_groups_flush
     from notifications.models import AlertGroup
 
@@ -706,14 +707,14 @@ def test_the_last_two_dead_letters_redriven_at_once_close_their_alert_without_a_
     settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
     first, second = make_dead_letter(), make_dead_letter()  # the second is held back by the first's window
     asked, go = {first.pk: threading.Event(), second.pk: threading.Event()}, threading.Event()
-    resolved = services._dead_letter_resolved
+    resolved = factory_redrive._dead_letter_resolved
 
     def resolved_then_wait(dead_letter, user):  # asked, its redrive not committed yet
         resolved(dead_letter, user)
         asked[dead_letter.pk].set()
         go.wait(10)
 
-    monkeypatch.setattr(services, "_dead_letter_resolved", resolved_then_wait)
+    monkeypatch.setattr(factory_redrive, "_dead_letter_resolved", resolved_then_wait)
     outcomes = {}
 
     one = thread_keeping(outcomes, "one", lambda: run("redrive", str(first.pk)))

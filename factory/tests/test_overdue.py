@@ -12,9 +12,9 @@ from django.db.models import DateTimeField, F
 from django.utils import timezone
 
 from factory.models import FactoryOrder
+from factory.redrive import dead_letters_redrive
 from factory.retries import OutOfAttempts
 from factory.services import (
-    dead_letters_redrive,
     overdue_dedupe_key,
     reconcile,
     restock_dispatch,

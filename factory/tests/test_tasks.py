@@ -15,8 +15,9 @@ from django.utils import timezone
 
 from factory.client import FactoryRejected
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
+from factory.redrive import dead_letters_redrive
 from factory.retries import DEAD_LETTER_QUEUE, OutOfAttempts
-from factory.services import dead_letters_redrive, restock_place, restocks_overdue_alert
+from factory.services import restock_place, restocks_overdue_alert
 from factory.tasks import restock_place_task, restock_poll_task
 from inventory.models import Product, Restock
 from inventory.selectors import ledger_differences

@@ -3,7 +3,7 @@ import getpass
 from django.core.management.base import BaseCommand, CommandError
 
 from factory.models import DeadLetter
-from factory.services import Redrive, dead_letters_redrive
+from factory.redrive import Redrive, dead_letters_redrive
 
 
 def _os_user() -> str:
