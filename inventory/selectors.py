@@ -104,9 +104,13 @@ def restock_get(*, restock_id: int) -> Restock | None:
 
 
 def restock_list(*, sku: str | None = None, status: str | None = None):
+    """Restocks, newest first. Raises UnknownSku for a `sku` no product has, on sale or retired (a retired
+    product's restocks are still listed): a typo listed nothing, as if no restock were on its way."""
     qs = Restock.objects.select_related("product").order_by("-pk")
     if sku:
-        qs = qs.filter(product__sku=sku) if exact_lookup_possible(sku) else qs.none()
+        if not product_exists(sku=sku):
+            raise _unknown_sku([sku])
+        qs = qs.filter(product__sku=sku)
     if status:
         qs = qs.filter(status=status)
     return qs

@@ -171,7 +171,11 @@ class DayField(serializers.DateField):
 
 
 class RestockFilterIn(NoUnknownFieldsMixin, serializers.Serializer):
-    sku = StrictCharField(max_length=64, required=False)  # as sent: " " is an (unknown) SKU, not a blank
+    sku = StrictCharField(  # as sent: " " is an (unknown) SKU, not a blank
+        max_length=64,
+        required=False,
+        help_text="That SKU's restocks only, matched exactly; one we never had is a 404 `unknown_sku`.",
+    )
     status = ChoiceField(choices=Restock.Status.choices, required=False)
     page = PageField(min_value=1, required=False)
 

@@ -316,7 +316,9 @@ class RestockListView(generics.ListAPIView):
         responses={
             200: RestockOut(many=True),
             **QUERY_ERRORS,
-            404: OpenApiResponse(ErrorOut, description="A page past the last (`not_found`)."),
+            404: OpenApiResponse(
+                ErrorOut, description="A page past the last (`not_found`), or a SKU we never had (`unknown_sku`)."
+            ),
         },
     )
     def get(self, request, *args, **kwargs):

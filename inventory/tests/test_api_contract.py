@@ -48,7 +48,17 @@ def test_a_sku_filter_of_spaces_is_a_sku_like_any_other(client_app):
 
     response = client_app.get("/api/v1/restocks/", {"sku": " "})
 
-    assert response.status_code == 200 and response.json()["results"] == []
+    assert response.status_code == 404 and response.json()["skus"] == [" "]
+
+
+def test_an_unknown_sku_filter_is_a_documented_404(client_app, schema):
+    make_product("GLAZED")
+
+    response = client_app.get("/api/v1/restocks/", {"sku": "NOPE"})
+
+    documented = schema["paths"]["/api/v1/restocks/"]["get"]["responses"]["404"]["content"]["application/json"]
+    assert response.status_code == 404
+    assert documented["examples"]["unknown_sku"]["value"] == response.json()
 
 
 def test_a_page_past_the_last_is_a_documented_404(client_app, schema):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from rest_framework.test import APIClient
 
-from inventory.models import Sale
+from inventory.models import Restock, Sale
 from inventory.services import SaleItem, sale_create
 from testsupport.data import make_api_client, make_product
 
@@ -197,7 +197,27 @@ def test_restocks_filtered_by_sku_list_only_that_sku_as_written(client_app):
     make_product("GLAZED", on_hand=0)
     client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json")  # opens its restock
 
-    listed = {sku: client_app.get("/api/v1/restocks/", {"sku": sku}).json()["results"] for sku in ("GLAZED", "GLAZED ")}
+    listed = client_app.get("/api/v1/restocks/", {"sku": "GLAZED"})
+    padded = client_app.get("/api/v1/restocks/", {"sku": "GLAZED "})
 
-    assert [r["sku"] for r in listed["GLAZED"]] == ["GLAZED"]
-    assert listed["GLAZED "] == [], "the column ignores trailing spaces; the filter must not"
+    assert [r["sku"] for r in listed.json()["results"]] == ["GLAZED"]
+    assert (padded.status_code, padded.json()["skus"]) == (404, ["GLAZED "]), "the column ignores trailing spaces"
+
+
+def test_restocks_filtered_by_a_sku_we_never_sold_are_an_unknown_sku_as_everywhere_else(client_app):
+    # A typo or a wrong case listed nothing (200, count 0): the app showed "no restock on its way" for a
+    # product that had one. Every other endpoint taking a SKU answers unknown_sku, with the SKU meant.
+    make_product("GLAZED", on_hand=0)
+    client_app.post(SALES, {"items": [{"sku": "GLAZED", "quantity": 1}]}, format="json")  # opens its restock
+    retired = make_product("MAPLE", on_hand=0, is_active=False)
+    Restock.objects.create(product=retired, quantity=10, reason="manual", status="cancelled")
+
+    unknown = client_app.get("/api/v1/restocks/", {"sku": "NOPE"})
+    other_case = client_app.get("/api/v1/restocks/", {"sku": "glazed", "status": "pending"})
+    off_sale = client_app.get("/api/v1/restocks/", {"sku": "MAPLE"})
+
+    assert unknown.status_code == 404
+    assert unknown.json() == {"code": "unknown_sku", "message": "Unknown SKU: NOPE.", "skus": ["NOPE"]}
+    assert (other_case.status_code, other_case.json()["code"]) == (404, "unknown_sku")
+    assert other_case.json()["did_you_mean"] == {"glazed": "GLAZED"}
+    assert [r["sku"] for r in off_sale.json()["results"]] == ["MAPLE"], "a retired product's restocks stay listed"
