@@ -436,14 +436,21 @@ def callback_authenticate(*, raw: bytes, timestamp: str | None, signature: str |
 
 
 def restock_receive(
-    *, order_id: str, reference: str, event: str, quantity_produced: int, sku: str | None = None
+    *,
+    order_id: str,
+    reference: str,
+    event: str,
+    quantity_produced: int,
+    sku: str | None = None,
+    quantity: int | None = None,
 ) -> tuple[Restock, bool]:
     """Apply the factory's completion (or cancellation) of an order. Idempotent.
 
     Locks the product row then the restock row. Stock grows by `quantity_produced` with a receipt
     movement; the restock becomes fulfilled or cancelled. A receipt that leaves the product at or below
     its reorder point opens a new restock; one that brought nothing (cancelled, or none produced) opens
-    none and warns ops. Returns (restock, applied); applied is False for a duplicate.
+    none and warns ops. `quantity` is what the factory says was ordered: one other than the restock's is
+    received all the same, with a warning. Returns (restock, applied); applied is False for a duplicate.
     """
     restock = _restock_for(order_id=order_id, reference=reference)
     if sku is not None and sku != restock.product.sku:
@@ -454,11 +461,18 @@ def restock_receive(
         restock = Restock.objects.select_for_update().get(pk=restock.pk)
         if restock.status in (Restock.Status.FULFILLED, Restock.Status.CANCELLED):
             return restock, False
-        received = 0 if cancelled else quantity_produced
+        received = produced = 0 if cancelled else quantity_produced
+        # Another ordered quantity is the factory's record disagreeing with ours, not a reason to refuse the
+        # donuts: a refusal is sent again until the factory gives up, and the overdue poll meets the same order.
+        ordered_otherwise = quantity if quantity not in (None, restock.quantity) else None
         if received > restock.quantity:
-            received = _over_quantity_capped(restock, order_id, reported=received)
+            received = _over_quantity_capped(restock, order_id, reported=received, reported_order=ordered_otherwise)
         if received > ON_HAND_MAX - product.on_hand:  # a 500 here would have the factory resend it for ever
             received = _over_capacity_capped(restock, product, order_id, reported=received)
+        if ordered_otherwise and produced <= restock.quantity:  # else the over-quantity warning names it
+            _ordered_quantity_differs(
+                restock, order_id, reported=ordered_otherwise, produced=produced, received=received
+            )
         was_sold_out = product.on_hand == 0
         if received:
             Product.objects.filter(pk=product.pk).update(on_hand=F("on_hand") + received)
@@ -520,15 +534,16 @@ def _cancelled_dedupe_key(sku: str) -> str:
     return f"factory_cancelled:{sku}"
 
 
-def _over_quantity_capped(restock: Restock, order_id: str, *, reported: int) -> int:
+def _over_quantity_capped(restock: Restock, order_id: str, *, reported: int, reported_order: int | None) -> int:
     """The contract allows the factory to produce less than ordered, never more: credit what was
     ordered (the restock closes, nothing is left to retry) and let ops count the delivery."""
+    theirs = f" The factory's callback names an order of {reported_order}." if reported_order else ""
     alert_raise(
         kind="factory_over_quantity",
         severity="warning",
         title=f"The factory reported {reported} {restock.product.sku} for an order of {restock.quantity}",
-        text=f"Restock {restock.pk} (factory order {order_id}) was credited {restock.quantity}, what was ordered. "
-        "Count the delivery and adjust the stock if more really arrived.",
+        text=f"Restock {restock.pk} (factory order {order_id}) was credited {restock.quantity}, what was ordered."
+        f"{theirs} Count the delivery and adjust the stock if more really arrived.",
         dedupe_key=f"factory_over_quantity:{restock.pk}",
         context={
             "sku": restock.product.sku,
@@ -539,6 +554,28 @@ def _over_quantity_capped(restock: Restock, order_id: str, *, reported: int) -> 
         },
     )
     return restock.quantity
+
+
+def _ordered_quantity_differs(restock: Restock, order_id: str, *, reported: int, produced: int, received: int) -> None:
+    """The factory names our order and reference but another ordered quantity: what it produced is
+    received as usual, and ops check the factory's record of the order and the delivery."""
+    sku = restock.product.sku
+    alert_raise(
+        kind="factory_quantity_mismatch",
+        severity="warning",
+        title=f"The factory has our order of {sku} as {reported}, not {restock.quantity}",
+        text=f"Restock {restock.pk} (factory order {order_id}) ordered {restock.quantity} {sku}; the factory says "
+        f"{reported} were ordered and {produced} produced, and the restock was credited {received}. Ask the "
+        "factory what it has on record for the order, and count the delivery.",
+        dedupe_key=f"factory_quantity_mismatch:{restock.pk}",
+        context={
+            "sku": sku,
+            "restock_id": restock.pk,
+            "order_id": order_id,
+            "ordered": restock.quantity,
+            "reported": reported,
+        },
+    )
 
 
 def _over_capacity_capped(restock: Restock, product: Product, order_id: str, *, reported: int) -> int:
@@ -626,6 +663,7 @@ def restock_poll(restock_id: int, *, client: FactoryClient | None = None) -> str
         event=f"order.{order.status}",
         quantity_produced=order.quantity_produced or 0,
         sku=order.sku,
+        quantity=order.quantity,
     )
     return order.status
 

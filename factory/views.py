@@ -136,6 +136,7 @@ class FactoryCallbackView(APIView):
             event=data["event"],
             quantity_produced=data["quantity_produced"],
             sku=data["sku"],
+            quantity=data["quantity"],
         )
         return Response(
             {"status": "applied" if applied else "duplicate", "restock": restock.pk}, status=status.HTTP_200_OK

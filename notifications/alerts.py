@@ -35,6 +35,7 @@ KINDS = (
     "factory_cancelled",
     "factory_degraded",
     "factory_over_quantity",
+    "factory_quantity_mismatch",
     "forged_callback",
     "ledger_mismatch",
     "restock_overdue",

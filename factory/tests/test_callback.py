@@ -34,6 +34,7 @@ def callback(
     restock,
     *,
     produced=None,
+    quantity=None,
     event="order.completed",
     secret=None,
     timestamp=None,
@@ -51,7 +52,7 @@ def callback(
                 "order_id": "F-000123",
                 "reference": restock.reference,
                 "sku": restock.product.sku,
-                "quantity": restock.quantity,
+                "quantity": restock.quantity if quantity is None else quantity,
                 "quantity_produced": restock.quantity if produced is None else produced,
                 "completed_at": "2026-11-22T03:05:12Z",
             }
@@ -198,6 +199,44 @@ def test_a_receipt_s_warning_names_its_restock_and_sku_and_links_the_restock_in_
     fields = [field["text"] for block in posted["blocks"] for field in block.get("fields", [])]
     assert {f"*Restock*\n{restock.pk}", "*SKU*\nGLAZED"} <= set(fields)
     assert f"{settings.PUBLIC_BASE_URL}/admin/inventory/restock/{restock.pk}/change/|Restock>" in str(posted["blocks"])
+
+
+def test_a_callback_naming_another_ordered_quantity_is_received_and_ops_are_told_once(client, phones):
+    # The factory's record of our order says 100 where we ordered 120. Refused, the factory would send it
+    # again until it gave up, the product waiting at 0 for donuts that exist; received, ops must hear of it.
+    from factory.tests.test_deadletters import deliver_everything
+
+    slack, _ = phones
+    restock = placed_restock(quantity=120)
+
+    first = callback(client, restock, quantity=100, produced=100)
+    again = callback(client, restock, quantity=100, produced=100)  # the factory's retry of the same callback
+    deliver_everything()
+
+    assert (first.status_code, first.json()["status"]) == (200, "applied")
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    assert stock(restock) == 100
+    assert StockMovement.objects.filter(kind="receipt").count() == 1
+    (alert,) = Alert.objects.all()
+    assert (alert.kind, alert.severity) == ("factory_quantity_mismatch", "warning")
+    assert alert.title == "The factory has our order of GLAZED as 100, not 120"
+    assert "credited 100" in alert.text and "F-000123" in alert.text
+    (posted,) = [r["body"] for r in slack.received]
+    fields = [field["text"] for block in posted["blocks"] for field in block.get("fields", [])]
+    assert {f"*Restock*\n{restock.pk}", "*SKU*\nGLAZED"} <= set(fields)
+    assert ledger_differences() == []
+
+
+def test_a_callback_producing_more_than_ordered_under_another_ordered_quantity_is_one_warning(client):
+    restock = placed_restock(quantity=120)
+
+    response = callback(client, restock, quantity=150, produced=150)
+
+    assert response.status_code == 200
+    assert stock(restock) == 120, "credited what we ordered"
+    (alert,) = Alert.objects.all()
+    assert alert.title == "The factory reported 150 GLAZED for an order of 120"
+    assert "an order of 150" in alert.text, "the factory's own figure for the order"
 
 
 def test_partial_production_below_the_reorder_point_opens_a_new_restock(client):

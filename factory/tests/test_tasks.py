@@ -482,6 +482,22 @@ def test_polling_an_overdue_order_receives_what_the_factory_made_when_the_callba
     assert factory.requests[0]["path"] == "/v1/orders/F-000123"
 
 
+def test_polling_an_order_the_factory_has_under_another_quantity_receives_it_and_tells_ops(factory):
+    # The same receipt as the callback's: a lost callback must not make the factory's disagreement silent.
+    restock = placed_restock()
+    factory.answer(
+        200,
+        {**ORDER, "reference": restock.reference, "quantity": 100, "status": "completed", "quantity_produced": 90},
+    )
+
+    assert run(restock_poll_task, restock.pk) == "completed"
+
+    assert Product.objects.get(sku="GLAZED").on_hand == 90
+    (alert,) = Alert.objects.all()
+    assert alert.kind == "factory_quantity_mismatch"
+    assert alert.title == "The factory has our order of GLAZED as 100, not 120"
+
+
 def test_polling_an_order_still_in_production_updates_when_it_is_expected(factory):
     restock = placed_restock()
     factory.answer(
