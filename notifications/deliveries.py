@@ -151,6 +151,32 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
     the topic push, which every ops phone already got, go out again.
     """
     now = timezone.now()
+    not_claimed = _delivery_claim(delivery_id, now)  # what to answer when it is not this task's to send
+    if not_claimed is not None:
+        return not_claimed
+    delivery = AlertDelivery.objects.select_related("alert").get(pk=delivery_id)
+    channel = channel_get(delivery.channel)
+    if channel is None:
+        _delivery_failed(delivery, "channel is not configured")
+        return "failed"
+    message = message_for(delivery.alert)
+    try:
+        _message_send(channel, delivery, message)
+    except ChannelError as exc:
+        return _send_failed(delivery, exc, now=now, final_attempt=final_attempt)
+    _delivery_sent(delivery)
+    if delivery.channel == AlertDelivery.Channel.FCM:
+        # After the row says sent: the task's time limit can end it in here (one slow push each), and the
+        # sweep would otherwise push the ops topic again, to every ops phone, at each resend.
+        _ops_phones_push(channel, message, delivery.alert_id)
+    return "sent"
+
+
+def _delivery_claim(delivery_id: int, now) -> str | None:
+    """Claim a pending delivery for this send (a short conditional update: no transaction is open during the
+    send): None once claimed, else what delivery_send answers instead: "later" when it is owed to the sweep
+    (a summary behind an earlier alert, or its channel paused here), "not pending" when it is sent, failed, or
+    being sent by another task."""
     claimable = AlertDelivery.objects.filter(pk=delivery_id, status=AlertDelivery.Status.PENDING).filter(
         Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - CLAIM_LEASE)
     )
@@ -165,56 +191,56 @@ def delivery_send(delivery_id: int, *, final_attempt: bool = False) -> str:
         # While this task and its retries own the row, the sweep leaves it alone.
         resend_at=now + CLAIM_LEASE + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS),
     )
-    if not claimed:
-        # Its channel gave this process no answer lately: not tried, owed to the sweep.
-        if paused and claimable.filter(channel__in=paused).update(
-            claimed_at=None, resend_at=now + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
-        ):
-            return "later"
-        return "not pending"
-    delivery = AlertDelivery.objects.select_related("alert").get(pk=delivery_id)
-    channel = channel_get(delivery.channel)
-    if channel is None:
-        _delivery_failed(delivery, "channel is not configured")
+    if claimed:
+        return None
+    # Its channel gave this process no answer lately: not tried, owed to the sweep.
+    if paused and claimable.filter(channel__in=paused).update(
+        claimed_at=None, resend_at=now + timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
+    ):
+        return "later"
+    return "not pending"
+
+
+def _message_send(channel, delivery: AlertDelivery, message: Message) -> None:
+    """On FCM the delivery is the push to the ops topic, not to one device; the other channels post it."""
+    with channel_sending(delivery.channel):
+        if delivery.channel == AlertDelivery.Channel.FCM:
+            channel.send_to_topic(settings.FCM_OPS_TOPIC, message)
+        else:
+            channel.send(message)
+
+
+def _send_failed(delivery: AlertDelivery, exc: ChannelError, *, now, final_attempt: bool) -> str:
+    """A send the channel failed: failed for good ("failed"), left pending for the sweep after a wait
+    ("later"), or let go for the task to retry (raises DeliveryRetry)."""
+    too_old = delivery.alert.created_at < now - timedelta(seconds=settings.NOTIFICATIONS_GIVE_UP_AFTER_SECONDS)
+    # Even an old alert gets its round of retries (ops may send one again from the admin).
+    given_up = too_old and delivery.attempts > settings.NOTIFICATIONS_MAX_RETRIES
+    if not exc.transient or given_up:
+        _delivery_failed(delivery, str(exc))
         return "failed"
-    message = message_for(delivery.alert)
-    try:
-        with channel_sending(delivery.channel):
-            if delivery.channel == AlertDelivery.Channel.FCM:
-                channel.send_to_topic(settings.FCM_OPS_TOPIC, message)
-            else:
-                channel.send(message)
-    except ChannelError as exc:
-        too_old = delivery.alert.created_at < now - timedelta(seconds=settings.NOTIFICATIONS_GIVE_UP_AFTER_SECONDS)
-        # Even an old alert gets its round of retries (ops may send one again from the admin).
-        given_up = too_old and delivery.attempts > settings.NOTIFICATIONS_MAX_RETRIES
-        if not exc.transient or given_up:
-            _delivery_failed(delivery, str(exc))
-            return "failed"
-        if final_attempt or exc.retry_after:
-            wait = min(max(exc.retry_after or 0, settings.NOTIFICATIONS_RESEND_AFTER_SECONDS), RETRY_AFTER_MAX_SECONDS)
-            AlertDelivery.objects.filter(pk=delivery_id).update(
-                claimed_at=None, last_error=str(exc)[:2000], resend_at=timezone.now() + timedelta(seconds=wait)
-            )
-            logger.warning(
-                "alert %s: %s delivery failed (%s); the sweep sends it again", delivery.alert_id, delivery.channel, exc
-            )
-            return "later"
-        AlertDelivery.objects.filter(pk=delivery_id).update(claimed_at=None, last_error=str(exc)[:2000])
-        raise DeliveryRetry(str(exc)) from exc
+    if final_attempt or exc.retry_after:
+        wait = min(max(exc.retry_after or 0, settings.NOTIFICATIONS_RESEND_AFTER_SECONDS), RETRY_AFTER_MAX_SECONDS)
+        AlertDelivery.objects.filter(pk=delivery.pk).update(
+            claimed_at=None, last_error=str(exc)[:2000], resend_at=timezone.now() + timedelta(seconds=wait)
+        )
+        logger.warning(
+            "alert %s: %s delivery failed (%s); the sweep sends it again", delivery.alert_id, delivery.channel, exc
+        )
+        return "later"
+    AlertDelivery.objects.filter(pk=delivery.pk).update(claimed_at=None, last_error=str(exc)[:2000])
+    raise DeliveryRetry(str(exc)) from exc
+
+
+def _delivery_sent(delivery: AlertDelivery) -> None:
     sent_at = timezone.now()
-    AlertDelivery.objects.filter(pk=delivery_id).update(
+    AlertDelivery.objects.filter(pk=delivery.pk).update(
         status=AlertDelivery.Status.SENT,
         sent_at=sent_at,
         claimed_at=None,
         last_error="",
         latency_ms=int((sent_at - delivery.alert.created_at).total_seconds() * 1000),
     )
-    if delivery.channel == AlertDelivery.Channel.FCM:
-        # After the row says sent: the task's time limit can end it in here (one slow push each), and the
-        # sweep would otherwise push the ops topic again, to every ops phone, at each resend.
-        _ops_phones_push(channel, message, delivery.alert_id)
-    return "sent"
 
 
 def _behind_an_earlier_alert(delivery_id: int) -> bool:
