@@ -178,57 +178,77 @@ def dead_letter_redrive(
         return _restock_reopenable(dead_letter.restock_id, set() if planned is None else planned)
     product_id = Restock.objects.filter(pk=dead_letter.restock_id).values_list("product_id", flat=True).first()
     with transaction.atomic():
-        # The product, the restock, then its dead letter, in the order the receipt takes them: a late
-        # callback arriving during a redrive waits for it instead of deadlocking. Reopening opens a restock,
-        # which only a holder of the product's lock may do (restocks_open): a sale that needs one meanwhile
-        # waits and finds this one, instead of inserting a second that the unique open_product refuses.
-        if product_id is not None:
-            products_lock([product_id])
-        list(Restock.objects.select_for_update().filter(pk=dead_letter.restock_id).values_list("pk"))
-        locked = DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
+        locked = _locked_for_redrive(product_id, dead_letter)
         newer = _restock_superseded_by(locked.restock_id)
         if newer is not None:
-            logger.info(
-                "dead letter %s: restock %s was superseded by restock %s; settled, nothing sent",
-                locked.pk,
-                locked.restock_id,
-                newer.restock_id,
-            )
-            settled_by = f"superseded by restock {newer.restock_id} ({by})"
-            # This one, if open, and any other.
-            for open_one in DeadLetter.objects.restock_unresolved_locked(locked.restock_id):
-                _dead_letter_settled(open_one, by=settled_by, user=user)
+            _superseded_settled(locked, newer, by=by, user=user)
             return newer
         if _restock_sent_already(locked):
-            # Pending with its dead letter open: a new need reopened it (a redrive resolves them), and it is on
-            # its way again. Nothing to send; the dead letter stays open until the factory takes the order, and
-            # is brought up to date if it fails again: settled here, that failure was a second dead letter.
-            logger.info(
-                "dead letter %s: restock %s was reopened by a new need and is being sent again; left open until "
-                "the factory takes it",
-                locked.pk,
-                locked.restock_id,
-            )
+            _sent_already_left_open(locked)
             return SENT_ALREADY
         if not _restock_reopen(locked.restock_id):
-            logger.info(
-                "dead letter %s: restock %s is no longer failed, or its product has another open restock; "
-                "nothing to redrive",
-                locked.pk,
-                locked.restock_id,
-            )
-            if locked.redriven_at is None:  # settled some other way: resolved, though nothing was sent
-                _dead_letter_settled(locked, by=by, user=user)
+            _nothing_to_redrive(locked, by=by, user=user)
             return False
-        _mark_redriven(locked, by)
-        _dead_letter_resolved(locked, user)
-        # Any other dead letter of the restock (it failed again after an earlier redrive of this one) is
-        # about the same work, sent again now: resolved too, not left waiting for a restock that is pending.
-        for other in DeadLetter.objects.restock_unresolved_locked(locked.restock_id):
-            _dead_letter_settled(other, by=by, user=user)
-        # Records the dispatch; the sweep resends it if the broker is away.
-        transaction.on_commit(partial(restock_dispatch, locked.restock_id))
+        _restock_redriven(locked, by=by, user=user)
     return True
+
+
+def _locked_for_redrive(product_id: int | None, dead_letter: DeadLetter) -> DeadLetter:
+    """The product, the restock, then its dead letter, in the order the receipt takes them: a late callback
+    arriving during a redrive waits for it instead of deadlocking. Reopening opens a restock, which only a
+    holder of the product's lock may do (restocks_open): a sale that needs one meanwhile waits and finds this
+    one, instead of inserting a second that the unique open_product refuses. Returns the dead letter locked."""
+    if product_id is not None:
+        products_lock([product_id])
+    list(Restock.objects.select_for_update().filter(pk=dead_letter.restock_id).values_list("pk"))
+    return DeadLetter.objects.select_for_update().get(pk=dead_letter.pk)
+
+
+def _superseded_settled(locked: DeadLetter, newer: Superseded, *, by: str, user) -> None:
+    logger.info(
+        "dead letter %s: restock %s was superseded by restock %s; settled, nothing sent",
+        locked.pk,
+        locked.restock_id,
+        newer.restock_id,
+    )
+    settled_by = f"superseded by restock {newer.restock_id} ({by})"
+    # This one, if open, and any other.
+    for open_one in DeadLetter.objects.restock_unresolved_locked(locked.restock_id):
+        _dead_letter_settled(open_one, by=settled_by, user=user)
+
+
+def _sent_already_left_open(locked: DeadLetter) -> None:
+    """Pending with its dead letter open: a new need reopened it (a redrive resolves them), and it is on its way
+    again. Nothing to send; the dead letter stays open until the factory takes the order, and is brought up to
+    date if it fails again: settled here, that failure was a second dead letter."""
+    logger.info(
+        "dead letter %s: restock %s was reopened by a new need and is being sent again; left open until "
+        "the factory takes it",
+        locked.pk,
+        locked.restock_id,
+    )
+
+
+def _nothing_to_redrive(locked: DeadLetter, *, by: str, user) -> None:
+    logger.info(
+        "dead letter %s: restock %s is no longer failed, or its product has another open restock; nothing to redrive",
+        locked.pk,
+        locked.restock_id,
+    )
+    if locked.redriven_at is None:  # settled some other way: resolved, though nothing was sent
+        _dead_letter_settled(locked, by=by, user=user)
+
+
+def _restock_redriven(locked: DeadLetter, *, by: str, user) -> None:
+    """The restock reopened: its dead letter redriven and resolved, and its work sent after commit."""
+    _mark_redriven(locked, by)
+    _dead_letter_resolved(locked, user)
+    # Any other dead letter of the restock (it failed again after an earlier redrive of this one) is
+    # about the same work, sent again now: resolved too, not left waiting for a restock that is pending.
+    for other in DeadLetter.objects.restock_unresolved_locked(locked.restock_id):
+        _dead_letter_settled(other, by=by, user=user)
+    # Records the dispatch; the sweep resends it if the broker is away.
+    transaction.on_commit(partial(restock_dispatch, locked.restock_id))
 
 
 def _restock_sent_already(dead_letter: DeadLetter) -> bool:
