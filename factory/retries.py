@@ -225,7 +225,6 @@ def dead_letter_record(
     Work that fails again while its dead letter is still open (a new need reopened the failed restock) is
     that dead letter brought up to date (_dead_letter_failed_again): one per work, one page, one copy."""
     from factory.models import DeadLetter
-    from notifications.alerts import alert_raise
 
     context = context or {}
 
@@ -240,14 +239,7 @@ def dead_letter_record(
         if claim is not None and not claim():
             logger.info("%s%r: settled or still tried by another message; no dead letter", task_name, tuple(args))
             return None
-        still_open = context.get("restock_id") and next(
-            (
-                locked
-                for locked in DeadLetter.objects.restock_unresolved_locked(context["restock_id"])
-                if locked.task_name == task_name
-            ),
-            None,
-        )
+        still_open = _dead_letter_still_open(task_name, context.get("restock_id"))
         if still_open:
             return _dead_letter_failed_again(still_open, failure=failure, attempts=attempts)
         dead_letter = DeadLetter.objects.create(
@@ -262,25 +254,7 @@ def dead_letter_record(
             correlation_id=correlation_id[:64],
             restock_id=context.get("restock_id"),
         )
-        alert_raise(
-            kind="dead_letter",
-            severity="critical",
-            # The SKU first: a phone's lock screen shows 40-60 characters, and the task's name is 21.
-            title=f"Dead letter: {context['sku']} ({task_name} gave up)"
-            if context.get("sku")
-            else f"Dead letter: {task_name} gave up",
-            text=f"{dead_letter.exception_type.rsplit('.', 1)[-1]}: {dead_letter.exception_message[:500]}\n"
-            "Redrive it from the admin or with `manage.py redrive` once the cause is fixed.",
-            dedupe_key=dead_letter_dedupe_key(task_name),
-            context={
-                **context,
-                "dead_letter_id": dead_letter.pk,
-                "task": task_name,
-                "attempts": attempts,
-                "correlation_id": correlation_id,
-            },
-            correlation_id=correlation_id,
-        )
+        _dead_letter_alert_raise(dead_letter, context=context, attempts=attempts, correlation_id=correlation_id)
     _park_copy(dead_letter)
     logger.error(
         "DEAD LETTER %s: %s%r failed after %s attempt(s): %s: %s",
@@ -292,6 +266,48 @@ def dead_letter_record(
         dead_letter.exception_message,
     )
     return dead_letter
+
+
+def _dead_letter_still_open(task_name: str, restock_id: int | None):
+    """The open dead letter of the task's work on the restock, locked, if there is one."""
+    from factory.models import DeadLetter
+
+    if not restock_id:
+        return None
+    return next(
+        (
+            locked
+            for locked in DeadLetter.objects.restock_unresolved_locked(restock_id)
+            if locked.task_name == task_name
+        ),
+        None,
+    )
+
+
+def _dead_letter_alert_raise(dead_letter, *, context: dict, attempts: int, correlation_id: str) -> None:
+    """A new dead letter's critical alert, in its transaction."""
+    from notifications.alerts import alert_raise
+
+    task_name = dead_letter.task_name
+    alert_raise(
+        kind="dead_letter",
+        severity="critical",
+        # The SKU first: a phone's lock screen shows 40-60 characters, and the task's name is 21.
+        title=f"Dead letter: {context['sku']} ({task_name} gave up)"
+        if context.get("sku")
+        else f"Dead letter: {task_name} gave up",
+        text=f"{dead_letter.exception_type.rsplit('.', 1)[-1]}: {dead_letter.exception_message[:500]}\n"
+        "Redrive it from the admin or with `manage.py redrive` once the cause is fixed.",
+        dedupe_key=dead_letter_dedupe_key(task_name),
+        context={
+            **context,
+            "dead_letter_id": dead_letter.pk,
+            "task": task_name,
+            "attempts": attempts,
+            "correlation_id": correlation_id,
+        },
+        correlation_id=correlation_id,
+    )
 
 
 def dead_letter_dedupe_key(task_name: str) -> str:
