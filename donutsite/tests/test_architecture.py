@@ -1,7 +1,8 @@
 """The import graph between apps follows the layout in docs/architecture.md: dependencies point one way,
-nothing imports ops, donutsite imports no app outside urls.py, and no shipped module imports test code.
-Every import counts, at module level and inside functions; migrations and tests are not shipped code. The
-map's "may import" column in docs/architecture.md is the ALLOWED table below."""
+nothing imports ops, donutsite imports no app outside urls.py, no shipped module imports test code, and
+no module imports one that imports it (NEVER_IMPORTS). Every import counts, at module level and inside
+functions; migrations and tests are not shipped code. The map's "may import" column in
+docs/architecture.md is the ALLOWED table below."""
 
 import ast
 import re
@@ -21,6 +22,11 @@ ALLOWED = {
     "donutsite": set(),
 }
 ROUTING = {"donutsite/urls.py": APPS}  # urls.py wires every app's views
+
+# module -> the modules of its app it must never import: each imports it, and the import would close a cycle
+NEVER_IMPORTS = {
+    "factory/services.py": {"factory.redrive"},  # redrive.py builds on services (restock_dispatch, the resolving)
+}
 
 
 def shipped_modules():
@@ -60,6 +66,51 @@ def test_apps_import_only_what_the_layout_allows():
 def test_the_check_sees_imports_inside_functions():
     tree = ast.parse("def f():\n    from ops import metrics\n\nimport inventory.models\n")
     assert sorted(module for _, module in imported_modules(tree)) == ["inventory.models", "ops"]
+
+
+def imported_names(tree: ast.AST, package: str):
+    """Every module an import may bring in, by its full name: `from factory import redrive` names
+    factory.redrive as well as factory, and a relative import is read as if from `package`."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module
+            if node.level:  # from . import x, from .x import y: counted from the importing module's package
+                parts = package.split(".")
+                base = ".".join([*parts[: len(parts) - node.level + 1], *([node.module] if node.module else [])])
+            yield node.lineno, base
+            for alias in node.names:
+                yield node.lineno, f"{base}.{alias.name}"
+
+
+def cycle_edges():
+    for relative, never in NEVER_IMPORTS.items():
+        package = ".".join(Path(relative).with_suffix("").parts[:-1])
+        for lineno, module in imported_names(ast.parse((ROOT / relative).read_text(), relative), package):
+            if module in never:
+                yield f"{relative}:{lineno} imports {module}, which imports it"
+
+
+def test_no_module_imports_one_that_imports_it():
+    assert list(cycle_edges()) == []
+
+
+def test_the_cycle_check_sees_every_way_of_naming_the_module():
+    imports = [
+        "import factory.redrive",
+        "from factory.redrive import dead_letter_redrive",
+        "def f():\n    from factory import redrive",
+        "from . import redrive",
+        "from .redrive import Redrive",
+    ]
+    for source in imports:
+        named = [module for _, module in imported_names(ast.parse(source), "factory")]
+        assert "factory.redrive" in named, source
+    assert "factory.redrive" not in [
+        module for _, module in imported_names(ast.parse("from factory import services"), "factory")
+    ]
 
 
 def documented_imports(text: str) -> dict[str, set[str]]:
