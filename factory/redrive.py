@@ -1,4 +1,5 @@
-"""Failed restocks made pending again: a dead letter's redrive, and a new need's reopen.
+"""Failed restocks made pending again: a dead letter's redrive, and a new need's reopen; and the purge of
+old resolved dead letters (`manage.py purge_dead_letters`).
 
 Redrive (the admin's action and button, the dashboard's "Redrive all", `manage.py redrive`) goes through
 dead_letters_redrive, whose Redrive words the outcome for all three: a failed restock is reopened with a
@@ -14,6 +15,7 @@ as is sending a restock (restock_dispatch). This module imports services; servic
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 
 from django.db import IntegrityError, transaction
@@ -348,3 +350,9 @@ def _mark_redriven(dead_letter: DeadLetter, by: str) -> None:
     dead_letter.redriven_by = by[:150]
     dead_letter.redrive_count += 1
     dead_letter.save(update_fields=["redriven_at", "redriven_by", "redrive_count"])
+
+
+def dead_letters_purge(*, older_than_days: int, dry_run: bool = False) -> int:
+    """Delete redriven dead letters older than N days."""
+    old = DeadLetter.objects.resolved().filter(last_failed_at__lt=timezone.now() - timedelta(days=older_than_days))
+    return old.count() if dry_run else old.delete()[0]

@@ -985,9 +985,3 @@ def _order_run_afresh(restock_id: int, **fields) -> None:
         overdue_alerted_at=None,
         **fields,
     )
-
-
-def dead_letters_purge(*, older_than_days: int, dry_run: bool = False) -> int:
-    """Delete redriven dead letters older than N days."""
-    old = DeadLetter.objects.resolved().filter(last_failed_at__lt=timezone.now() - timedelta(days=older_than_days))
-    return old.count() if dry_run else old.delete()[0]

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from donutsite.management import age_in_days
-from factory.services import dead_letters_purge
+from factory.redrive import dead_letters_purge
 
 
 class Command(BaseCommand):
