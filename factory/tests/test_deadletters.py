@@ -338,13 +338,17 @@ def test_a_dead_letter_without_a_restock_redriven_while_the_broker_is_down_waits
 ):
     # No sweep resends such a message: resolved with nothing sent, it would be lost.
     dead_letter = make_dead_letter(restock_status="placed", task="factory.restock_poll")
+    out = StringIO()
 
-    output = run("redrive", str(dead_letter.pk))
+    with pytest.raises(CommandError) as not_sent:
+        call_command("redrive", str(dead_letter.pk), stdout=out)
 
-    assert output.endswith(
+    assert out.getvalue().endswith(
         "0 dead letters sent again; 0 had " + NOTHING.rstrip("\n") + " 1 not sent, the broker did not take it: "
         "still waiting, redrive it again.\n"
-    ), output
+    ), out.getvalue()
+    assert not_sent.value.returncode == 75, "EX_TEMPFAIL: a script must not take it for sent"
+    assert str(not_sent.value) == "1 dead letter not sent, the broker did not take it: redrive it again"
     assert not fresh(dead_letter).is_resolved and fresh(dead_letter).redrive_count == 0
     assert queued("factory") == []
     assert Alert.objects.get(kind="dead_letter").acknowledged_at is None, "ops are still asked to redrive it"

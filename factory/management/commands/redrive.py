@@ -5,6 +5,10 @@ from django.core.management.base import BaseCommand, CommandError
 from factory.models import DeadLetter
 from factory.redrive import Redrive, dead_letters_redrive
 
+# sysexits' EX_TEMPFAIL, as `manage.py reconcile` uses it: work the broker did not take still waits, and
+# redriving it again later may work, which a script can tell from success (0) and from a failure (1).
+EXIT_NOT_SENT = 75
+
 
 def _os_user() -> str:
     try:
@@ -23,7 +27,8 @@ def _describe(dead_letter: DeadLetter) -> str:
 class Command(BaseCommand):
     help = (
         "Send dead letters' work back to its queue: the ids given, or --all unresolved ones. A restock "
-        "dead letter reopens its failed restock (pending, attempts reset); repeating is harmless."
+        "dead letter reopens its failed restock (pending, attempts reset); repeating is harmless. Exit status "
+        f"{EXIT_NOT_SENT} when the broker did not take one (it still waits: redrive it again)."
     )
 
     def add_arguments(self, parser):
@@ -53,3 +58,10 @@ class Command(BaseCommand):
             dead_letters, by=f"manage.py redrive ({_os_user()})", dry_run=dry_run, on_each=say
         )
         self.stdout.write(result.summary())
+        if result.unsent:
+            count, them = len(result.unsent), "them" if len(result.unsent) != 1 else "it"
+            raise CommandError(
+                f"{count} dead letter{'s' if count != 1 else ''} not sent, the broker did not take {them}: "
+                f"redrive {them} again",
+                returncode=EXIT_NOT_SENT,
+            )
