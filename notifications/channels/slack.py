@@ -24,10 +24,12 @@ from notifications.errors import ChannelError
 
 from .base import Message
 
-# slack_sdk logs the request URL (the webhook URL is a secret) and whole bodies at DEBUG, and decides by its
-# logger's own level rather than the effective one; this logger never drops below INFO.
+# slack_sdk logs the request URL (the webhook URL is a secret) and whole bodies at DEBUG, the URL again at INFO
+# before it retries a failed connection, and each failed try at ERROR; it decides by its logger's own level
+# rather than the effective one. Every failure is raised to SlackChannel.send as a ChannelError, which the
+# delivery tells (once per outage: notifications.channels.registry), so none of its lines is kept.
 sdk_logger = logging.getLogger(f"{__name__}.sdk")
-sdk_logger.setLevel(logging.INFO)
+sdk_logger.setLevel(logging.CRITICAL)
 
 SEVERITY_EMOJI = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
 

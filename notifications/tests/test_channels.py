@@ -245,6 +245,18 @@ def test_slack_connection_refused_is_transient():
     assert caught.value.transient and caught.value.status_code is None
 
 
+def test_slack_refusing_the_connection_leaves_the_log_to_the_caller_without_the_webhook_url(caplog):
+    # slack_sdk logged each failed try at ERROR, and the webhook URL (a secret) at INFO before its retry; the
+    # ChannelError raised is what the delivery logs, once per outage (notifications.channels.registry).
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(ChannelError):
+        SlackChannel(f"http://127.0.0.1:{free_port()}/services/T000/B000/SECRET", timeout=1).send(make_message())
+
+    assert not [r for r in caplog.records if "SECRET" in r.getMessage()]
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 @pytest.mark.parametrize("url", ["ftp://hooks.example/services/SECRET", "http://[::1/services/SECRET"])
 def test_slack_bad_webhook_url_is_permanent_and_not_quoted(url):
     with pytest.raises(ChannelError) as caught:
