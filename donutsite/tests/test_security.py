@@ -370,6 +370,23 @@ def test_unlocking_all_with_an_account_or_an_address_is_an_error_and_unlocks_not
     assert login(client, "correct horse battery", REMOTE_ADDR="192.0.2.1").status_code == 429
 
 
+@pytest.mark.parametrize("given", [["ops"], ["--flower"], ["--all"]])
+def test_unlocking_while_redis_does_not_answer_says_so_instead_of_a_traceback(db, settings, given):
+    # The lockouts are counted in Redis; a refused or hung one raised redis's own error, a traceback.
+    from testsupport.processes import closed_port_url
+
+    settings.REDIS_URL = closed_port_url(1)
+    out = StringIO()
+
+    with pytest.raises(CommandError) as refused:
+        call_command("admin_login_unlock", *given, stdout=out)
+
+    assert str(refused.value).startswith("cannot reach Redis, where the lockouts are kept (")
+    assert str(refused.value).endswith("): nothing unlocked; while it does not answer, logins are not limited")
+    assert refused.value.returncode == 1
+    assert out.getvalue() == ""
+
+
 @pytest.fixture
 def flower(staff):
     """A real Flower (login ops:s3cret) on a free port, with the default limits; `staff` empties Redis."""

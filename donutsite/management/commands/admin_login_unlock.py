@@ -3,6 +3,7 @@
 
 import ipaddress
 
+import redis
 from django.core.management.base import BaseCommand, CommandError
 
 from donutsite import login_throttle, ratelimit
@@ -50,13 +51,21 @@ class Command(BaseCommand):
         if not (all or flower or username):
             raise CommandError("Name one account, or pass --flower or --all.")
         counted = "*" if address is None else ratelimit.address_counted(_ip_address(address))
-        if all or username:
-            account = "*" if all else login_throttle.account_tag(username)
-            forgotten = ratelimit.forget_matching(f"admin-login:{account}:{counted}")
-            self.stdout.write(f"Unlocked {len(forgotten)} account/address pair(s).")
-        if all or flower:
-            forgotten = ratelimit.forget_matching(flower_counter(counted))
-            self.stdout.write(f"Unlocked Flower's login from {len(forgotten)} address(es).")
+        try:
+            if all or username:
+                account = "*" if all else login_throttle.account_tag(username)
+                forgotten = ratelimit.forget_matching(f"admin-login:{account}:{counted}")
+                self.stdout.write(f"Unlocked {len(forgotten)} account/address pair(s).")
+            if all or flower:
+                forgotten = ratelimit.forget_matching(flower_counter(counted))
+                self.stdout.write(f"Unlocked Flower's login from {len(forgotten)} address(es).")
+        except (redis.RedisError, OSError) as exc:
+            # The limits fail open meanwhile (docs/reliability.md, "How each limit is keyed").
+            raise CommandError(
+                f"cannot reach Redis, where the lockouts are kept ({exc!r}): nothing unlocked; while it does not "
+                "answer, logins are not limited",
+                returncode=1,
+            ) from exc
 
 
 def _ip_address(address: str) -> str:
