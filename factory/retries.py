@@ -312,7 +312,7 @@ def _dead_letter_alert_raise(dead_letter, *, context: dict, attempts: int, corre
 
 def dead_letter_dedupe_key(task_name: str) -> str:
     """The alert group of a task's dead letters: raised here, acknowledged and settled by the redrive and
-    the late receipt (factory.redrive, factory.services) once none of that task's dead letters waits."""
+    the late receipt (factory.redrive, factory.receipts) once none of that task's dead letters waits."""
     return f"dead_letter:{task_name}"
 
 

@@ -8,7 +8,7 @@ from celery import shared_task
 from donutsite.celery import routed_queue
 from donutsite.errors import DomainError
 from donutsite.sweeps import single_flight, sweep_finished
-from factory import services
+from factory import receipts, services
 from factory.client import FactoryError, FactoryRateLimited, FactoryUnavailable
 from factory.retries import RetryingTask, dead_letter_copies_sync
 
@@ -62,7 +62,7 @@ def restock_poll_task(restock_id: int) -> str:
     asked again by the next reconcile sweep once FACTORY_OVERDUE_GRACE_SECONDS have passed; an order that
     stays overdue has its overdue alert, and a failed restock its dead letter already."""
     try:
-        return services.restock_poll(restock_id)
+        return receipts.restock_poll(restock_id)
     except FactoryUnavailable as exc:
         return f"factory unavailable ({exc}); asked again by the next sweep"
     except (FactoryError, DomainError) as exc:

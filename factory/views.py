@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from donutsite.parsers import content_coded_refuse, no_duplicate_keys
 from donutsite.ratelimit import client_address
-from factory import services
+from factory import receipts
 from factory.client import RemoteOrder
 from factory.errors import MalformedCallback
 from inventory.serializers import ChoiceField, ErrorOut, StrictCharField, StrictIntegerField, ValidationErrorOut
@@ -28,7 +28,7 @@ class CallbackIn(serializers.Serializer):
     quantity = StrictIntegerField(min_value=1, max_value=10_000)
     quantity_produced = StrictIntegerField(min_value=0, max_value=10_000)
     # quantity_produced above quantity breaks the contract, but the donuts may well be there: the receipt
-    # credits what the restock ordered and warns ops (factory.services), rather than refusing a callback
+    # credits what the restock ordered and warns ops (factory.receipts), rather than refusing a callback
     # the factory would send again and again while the product waits at 0.
     completed_at = serializers.DateTimeField(required=False, allow_null=True)
 
@@ -43,7 +43,7 @@ class FactorySignatureAuthentication(authentication.BaseAuthentication):
     before the body is parsed. A refusal answers 401 `invalid_signature` and alerts ops."""
 
     def authenticate(self, request):
-        services.callback_authenticate(
+        receipts.callback_authenticate(
             raw=request.body,
             timestamp=request.headers.get("X-Factory-Timestamp"),
             signature=request.headers.get("X-Factory-Signature"),
@@ -130,7 +130,7 @@ class FactoryCallbackView(APIView):
         body = CallbackIn(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        restock, applied = services.restock_receive(
+        restock, applied = receipts.restock_receive(
             order_id=data["order_id"],
             reference=data["reference"],
             event=data["event"],

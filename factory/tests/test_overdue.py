@@ -12,16 +12,10 @@ from django.db.models import DateTimeField, F
 from django.utils import timezone
 
 from factory.models import FactoryOrder
+from factory.receipts import restock_poll, restock_receive
 from factory.redrive import dead_letters_redrive
 from factory.retries import OutOfAttempts
-from factory.services import (
-    overdue_dedupe_key,
-    reconcile,
-    restock_dispatch,
-    restock_fail,
-    restock_poll,
-    restock_receive,
-)
+from factory.services import overdue_dedupe_key, reconcile, restock_dispatch, restock_fail
 from factory.tests.test_deadletters import deliver_everything
 from inventory.models import Restock
 from notifications.alerts import alert_groups_flush, alerts_escalate

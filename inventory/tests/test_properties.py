@@ -21,8 +21,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from donutsite.errors import DomainError
 from factory.client import PlaceResult, RemoteOrder
 from factory.models import DeadLetter, FactoryAttempt, FactoryOrder
+from factory.receipts import restock_receive
 from factory.redrive import dead_letter_redrive
-from factory.services import restock_place, restock_receive
+from factory.services import restock_place
 from inventory import selectors
 from inventory.errors import InvalidAdjustment, OutOfStock
 from inventory.models import IdempotencyKey, Product, Restock, Sale, SaleLine, StockMovement
