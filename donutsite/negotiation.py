@@ -36,7 +36,7 @@ class ContentNegotiation(DefaultContentNegotiation):
             # No quality (a `q` or `Q` parameter), so nothing refused: DRF's own choice, without parsing each
             # range again on every request, the sold-out rush's included.
             return super().select_renderer(request, renderers, format_suffix)
-        ranges = [MediaType(token) for token in self.get_accept_list(request)]  # DRF's, bounded in size
+        ranges = media_ranges(self.get_accept_list(request))  # DRF's list, bounded in size
         wanted = [renderer for renderer in renderers if not refused(renderer.media_type, ranges)]
         if not wanted:
             raise exceptions.NotAcceptable(available_renderers=renderers)
@@ -54,6 +54,18 @@ class ContentNegotiation(DefaultContentNegotiation):
     def get_accept_list(self, request):
         # Blank, or only ranges DRF does not read (over 256 characters): nothing named, answered as if absent.
         return super().get_accept_list(request) or ["*/*"]
+
+
+def media_ranges(tokens: list[str]) -> list[MediaType]:
+    """Accept's ranges, skipping one Django cannot parse (a parameter naming an unknown charset, `a*=zz''b`,
+    is a ValueError), as DRF's own choice skips it: raised, it was a 500 on every endpoint."""
+    ranges = []
+    for token in tokens:
+        try:
+            ranges.append(MediaType(token))
+        except ValueError:
+            continue
+    return ranges
 
 
 def refused(media_type: str, ranges: list[MediaType]) -> bool:

@@ -387,6 +387,28 @@ def test_unlocking_while_redis_does_not_answer_says_so_instead_of_a_traceback(db
     assert out.getvalue() == ""
 
 
+def test_unlocking_all_when_redis_goes_away_halfway_says_what_was_unlocked(db, monkeypatch):
+    # --all unlocks the admin's lockouts, then Flower's: Redis gone between the two, "nothing unlocked" was
+    # wrong after "Unlocked N account/address pair(s)." had been printed.
+    from donutsite import ratelimit
+
+    forget_matching = ratelimit.forget_matching
+
+    def redis_gone_before_flower(pattern):
+        if pattern.startswith("admin-login:"):
+            return forget_matching(pattern)
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(ratelimit, "forget_matching", redis_gone_before_flower)
+    out = StringIO()
+
+    with pytest.raises(CommandError) as refused:
+        call_command("admin_login_unlock", "--all", stdout=out)
+
+    assert out.getvalue().startswith("Unlocked ") and "account/address pair(s)" in out.getvalue()
+    assert "): Flower's login not unlocked; while it does not answer" in str(refused.value)
+
+
 @pytest.fixture
 def flower(staff):
     """A real Flower (login ops:s3cret) on a free port, with the default limits; `staff` empties Redis."""

@@ -51,18 +51,20 @@ class Command(BaseCommand):
         if not (all or flower or username):
             raise CommandError("Name one account, or pass --flower or --all.")
         counted = "*" if address is None else ratelimit.address_counted(_ip_address(address))
+        unlocked = "nothing unlocked"
         try:
             if all or username:
                 account = "*" if all else login_throttle.account_tag(username)
                 forgotten = ratelimit.forget_matching(f"admin-login:{account}:{counted}")
                 self.stdout.write(f"Unlocked {len(forgotten)} account/address pair(s).")
+                unlocked = "Flower's login not unlocked"  # --all: the admin's are, as printed
             if all or flower:
                 forgotten = ratelimit.forget_matching(flower_counter(counted))
                 self.stdout.write(f"Unlocked Flower's login from {len(forgotten)} address(es).")
         except (redis.RedisError, OSError) as exc:
             # The limits fail open meanwhile (docs/reliability.md, "How each limit is keyed").
             raise CommandError(
-                f"cannot reach Redis, where the lockouts are kept ({exc!r}): nothing unlocked; while it does not "
+                f"cannot reach Redis, where the lockouts are kept ({exc!r}): {unlocked}; while it does not "
                 "answer, logins are not limited",
                 returncode=1,
             ) from exc
