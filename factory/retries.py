@@ -160,13 +160,16 @@ class RetryingTask(ArgumentCheckedTask):
                 raise OutOfAttempts(f"{attempt - spared} failed attempts{over}{rate_limited}; last: {exc}") from exc
             wait = next_wait(attempt, exc)
             until = timezone.now() + timedelta(seconds=wait)
+            outcome = "rate limited" if isinstance(exc, self.rate_limited_on) else "failed"  # a 429 is no failure
             # Longer than the broker may safely hold a message (visibility timeout): the database keeps it.
             if wait > settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS and self._bookkeeping(self.park, args, kwargs, until):
-                logger.warning("%s%r: attempt %s failed (%s); parked for %.0f s", self.name, args, attempt, exc, wait)
+                logger.warning(
+                    "%s%r: attempt %s %s (%s); parked for %.0f s", self.name, args, attempt, outcome, exc, wait
+                )
                 return None
             wait = min(wait, settings.FACTORY_RETRY_BACKOFF_MAX_SECONDS)
             self._bookkeeping(self.retry_scheduled, args, kwargs, timezone.now() + timedelta(seconds=wait))
-            logger.warning("%s%r: attempt %s failed (%s); retrying in %.1f s", self.name, args, attempt, exc, wait)
+            logger.warning("%s%r: attempt %s %s (%s); retrying in %.1f s", self.name, args, attempt, outcome, exc, wait)
             raise self.retry(exc=exc, countdown=wait) from exc
 
     def _bookkeeping(self, hook, args, kwargs, at) -> bool:

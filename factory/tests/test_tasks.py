@@ -776,6 +776,19 @@ def test_a_factory_rate_limiting_a_restock_past_the_budget_does_not_give_it_up(f
     assert queues("factory") == [("factory.restock_place", [restock.pk])]
 
 
+def test_a_rate_limited_call_is_logged_as_rate_limited_not_failed(factory, queues, caplog):
+    # A 429 uses up no attempt and is no failure (docs/operations.md): an on-call engineer reading "attempt 1
+    # failed (... 429 ...)" in a rush looked for an outage that was not there.
+    restock = pending_restock()
+    factory.answer(429, {"error": "slow down"}, {"Retry-After": "1"})
+
+    with pytest.raises(Retry):
+        run(restock_place_task, restock.pk)
+
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "factory.retries" and "attempt 1" in r.getMessage()]
+    assert "attempt 1 rate limited (" in line and "failed" not in line, line
+
+
 def test_a_restock_rate_limited_for_hours_is_still_retried_not_dead_lettered(factory, queues, settings):
     # A 429 spends no attempt, so the calls of one run are no longer bounded by FACTORY_MAX_ATTEMPTS: a
     # factory rate limiting a restock for a few hours (a call every few seconds) makes it 1100 calls. The
