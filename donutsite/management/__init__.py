@@ -3,6 +3,10 @@
 import argparse
 import math
 
+# sysexits' EX_TEMPFAIL: nothing (or not all) was done and running the command again later may work, which a
+# script can tell from success (0) and from a failure (1).
+EX_TEMPFAIL = 75
+
 
 def positive_seconds(value: str) -> float:
     """An argparse type: a positive, finite number of seconds (`nan` passed every check, and a negative or

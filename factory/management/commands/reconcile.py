@@ -2,7 +2,7 @@ from contextlib import ExitStack
 
 from django.core.management.base import BaseCommand, CommandError
 
-from donutsite.management import positive_seconds
+from donutsite.management import EX_TEMPFAIL, positive_seconds
 from donutsite.sweeps import sweep_alone
 from factory.services import reconcile
 from inventory.services import idempotency_keys_purge
@@ -10,16 +10,12 @@ from inventory.services import idempotency_keys_purge
 # The sweeps this command runs, by the names of their beat tasks, whose guards it takes (in this order).
 SWEEPS = ("factory.reconcile", "inventory.idempotency_keys_purge")
 
-# sysexits' EX_TEMPFAIL: nothing was done and trying again later may work, which a script can tell from a
-# sweep that failed (1).
-EXIT_BUSY = 75
-
 
 class Command(BaseCommand):
     help = (
         "Run the sweeps now: the factory's reconcile (beat runs it every RECONCILE_INTERVAL_SECONDS) and the "
         "purge of expired Idempotency-Keys (every 5 minutes). A run of either under way (beat's) is waited "
-        f"for up to --wait seconds; still under way then, nothing is done and the exit status is {EXIT_BUSY}."
+        f"for up to --wait seconds; still under way then, nothing is done and the exit status is {EX_TEMPFAIL}."
     )
 
     def add_arguments(self, parser):
@@ -40,7 +36,7 @@ class Command(BaseCommand):
                     raise CommandError(
                         f"another {sweep} run is under way and did not end within {wait:g} s; nothing done: "
                         "run this again later",
-                        returncode=EXIT_BUSY,
+                        returncode=EX_TEMPFAIL,
                     )
             # Not noted as the sweep finishing (sweep_finished): that tells whether beat and the worker that
             # runs the sweep are alive, which a run by hand says nothing of.

@@ -2,12 +2,9 @@ import getpass
 
 from django.core.management.base import BaseCommand, CommandError
 
+from donutsite.management import EX_TEMPFAIL
 from factory.models import DeadLetter
 from factory.redrive import Redrive, dead_letters_redrive
-
-# sysexits' EX_TEMPFAIL, as `manage.py reconcile` uses it: work the broker did not take still waits, and
-# redriving it again later may work, which a script can tell from success (0) and from a failure (1).
-EXIT_NOT_SENT = 75
 
 
 def _os_user() -> str:
@@ -28,7 +25,7 @@ class Command(BaseCommand):
     help = (
         "Send dead letters' work back to its queue: the ids given, or --all unresolved ones. A restock "
         "dead letter reopens its failed restock (pending, attempts reset); repeating is harmless. Exit status "
-        f"{EXIT_NOT_SENT} when the broker did not take one (it still waits: redrive it again)."
+        f"{EX_TEMPFAIL} when the broker did not take one (it still waits: redrive it again)."
     )
 
     def add_arguments(self, parser):
@@ -63,5 +60,5 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{count} dead letter{'s' if count != 1 else ''} not sent, the broker did not take {them}: "
                 f"redrive {them} again",
-                returncode=EXIT_NOT_SENT,
+                returncode=EX_TEMPFAIL,
             )
