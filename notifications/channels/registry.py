@@ -40,13 +40,14 @@ def channels_for(severity: str, *, to_phones: bool = False) -> list[str]:
 
 
 def slack_configured() -> bool:
-    """As the adapter decides (SlackChannel.is_configured): a webhook URL."""
-    return SlackChannel.from_settings() is not None
+    """Whether this process has a Slack adapter (SlackChannel.is_configured: a webhook URL)."""
+    return channel_get(AlertDelivery.Channel.SLACK) is not None
 
 
 def fcm_configured() -> bool:
-    """As the adapter decides (FcmChannel.is_configured): a project id, and a credentials file or a token."""
-    return FcmChannel.from_settings() is not None
+    """Whether this process has an FCM adapter (FcmChannel.is_configured: a project id, and a credentials file
+    or a token)."""
+    return channel_get(AlertDelivery.Channel.FCM) is not None
 
 
 def channel_get(name: str):
