@@ -130,12 +130,13 @@ def counters_flush() -> bool:
 
 
 def counters_waiting() -> dict:
-    """This process's counts not in Redis yet: a batch a failed send left, and what was counted since."""
-    with _pending_lock:
-        waiting = Counter(_pending)
-    unsent = _unsent
-    if unsent is not None:
-        waiting.update(unsent[1])
+    """This process's counts not in Redis yet: a batch a failed send left, then what was counted since (the
+    oldest first, whenever the flusher last tried; read under the flush's lock, so that no flush moves counts
+    from one to the other meanwhile)."""
+    with _flush_lock:
+        waiting = Counter(_unsent[1] if _unsent is not None else {})
+        with _pending_lock:
+            waiting.update(_pending)
     return dict(waiting)
 
 
