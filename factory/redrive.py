@@ -353,6 +353,6 @@ def _mark_redriven(dead_letter: DeadLetter, by: str) -> None:
 
 
 def dead_letters_purge(*, older_than_days: int, dry_run: bool = False) -> int:
-    """Delete redriven dead letters older than N days."""
+    """Delete resolved dead letters (redriven, or settled by the factory) older than N days."""
     old = DeadLetter.objects.resolved().filter(last_failed_at__lt=timezone.now() - timedelta(days=older_than_days))
     return old.count() if dry_run else old.delete()[0]

@@ -5,7 +5,10 @@ from factory.redrive import dead_letters_purge
 
 
 class Command(BaseCommand):
-    help = "Delete resolved (redriven) dead letters whose last failure is older than N days. Unresolved ones stay."
+    help = (
+        "Delete resolved dead letters (redriven, or settled by the factory) whose last failure is older than "
+        "N days. Unresolved ones stay."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--older-than-days", type=age_in_days, default=30, metavar="N", help="Default 30.")
