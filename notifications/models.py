@@ -175,7 +175,8 @@ class Device(models.Model):
 
 
 class Subscription(models.Model):
-    """A device wants one push when a SKU is back in stock; used up (notified_at) once FCM accepted it."""
+    """A device wants one push when a SKU is back in stock; used up (notified_at) once FCM accepted it, or
+    accepted the comeback's push to the same token through another client's device (one phone, one push)."""
 
     device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="subscriptions")
     # Compared exactly, like the product's SKU: MATCHA and MATCHÁ are two products, so two subscriptions.

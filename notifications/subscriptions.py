@@ -7,7 +7,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, Count, F, Value, When
 from django.utils import timezone
 
 from donutsite.celery import task_publish
@@ -148,6 +148,8 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = 
     thousands of subscribers cost FCM one failed call per sweep, not one each. An unregistered token
     deactivates the device. After `run_seconds` the run starts no new push and hands the rest to a new
     run at once (thousands of subscribers take longer than a task may run).
+
+    A phone is pushed once per comeback, however many clients registered its token (_twins_used_up).
     """
     channel = channel_get(AlertDelivery.Channel.FCM)
     if channel is None:
@@ -167,6 +169,7 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = 
         kind="back_in_stock",
         data={"kind": "back_in_stock", "sku": sku},
     )
+    shared = _tokens_shared(sku)
     stop_at = time.monotonic() + run_seconds
     sent, after = 0, 0
     while True:
@@ -188,7 +191,38 @@ def back_in_stock_send(sku: str, *, batch_size: int = 200, run_seconds: float = 
             outcome = _push(channel, message, subscription)
             if outcome == "transient":
                 return sent
+            if outcome == "sent" and subscription.device.token in shared:
+                _twins_used_up(subscription)
             sent += outcome == "sent"
+
+
+def _owed_for_the_comeback(sku: str):
+    """The SKU's subscriptions owed a push for its comeback, due now or later: announced (due_at set), not
+    used up, not withdrawn (a sell-out clears due_at, the next announce sets it again)."""
+    return Subscription.objects.filter(sku=sku, notified_at__isnull=True, due_at__isnull=False, device__is_active=True)
+
+
+def _tokens_shared(sku: str) -> set[str]:
+    """The tokens of more than one subscription owed for the SKU's comeback: a phone that two clients registered
+    (one app talking through two API keys, or a client's key moved to a new client) has a device, and a
+    subscription, for each. Read once a run: one owed later (its push failed for now) counts too."""
+    shared = _owed_for_the_comeback(sku).order_by().values("device__token").annotate(owed=Count("pk"))
+    return set(shared.filter(owed__gt=1).values_list("device__token", flat=True))
+
+
+def _twins_used_up(pushed: Subscription) -> None:
+    """FCM took the comeback's push to this phone: the other subscriptions owed for it to the same token (another
+    client's device for the same phone) are used up too, as if sent, and no run or sweep pushes the phone
+    again; as the ops phones are pushed once a token (deliveries._ops_phones_push). The devices and their
+    clients are left alone: registering a token never touches another client's device. Locked by primary
+    key and checked again (donutsite.rows.rows_locked): one withdrawn meanwhile waits for the next comeback.
+    A twin another run is pushing at this very moment may still land."""
+    now = timezone.now()
+    with transaction.atomic():
+        twins = _owed_for_the_comeback(pushed.sku).filter(device__token=pushed.device.token).exclude(pk=pushed.pk)
+        found = rows_locked(twins, "due_at", "notified_at")
+        owed = [pk for pk, due_at, notified_at in found if due_at is not None and notified_at is None]
+        Subscription.objects.filter(pk__in=owed).update(notified_at=now, due_at=None)
 
 
 def _push(channel, message: Message, subscription: Subscription) -> str:

@@ -10,6 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from notifications import alerts, deliveries, errors, subscriptions
 from notifications.channels import registry
@@ -430,6 +431,105 @@ def test_a_push_owed_and_taken_back_is_never_resent_by_the_sweep(channels_at, fc
     assert subscriptions.back_in_stock_send("VIRAL") == 1
     assert [r["body"]["message"]["token"] for r in fcm.received] == ["customer-0"] * 2, "refused, accepted"
     assert subscriptions.back_in_stock_resend() == 0, "nothing left owed"
+
+
+def subscribed_through(client_key: str, token: str) -> int:
+    """A client app registers the phone's FCM token with its own API key and taps "notify me" for VIRAL."""
+    http = APIClient()
+    http.credentials(HTTP_AUTHORIZATION=f"Api-Key {client_key}")
+    device_id = http.post("/api/v1/devices/", {"token": token, "platform": "android"}, format="json").json()["id"]
+    subscribed = http.post("/api/v1/products/VIRAL/subscriptions/", {"device_id": device_id}, format="json")
+    assert subscribed.status_code == 201
+    return device_id
+
+
+def two_clients() -> tuple[str, str]:
+    """One app talking through two API keys, or a client whose key moved to a new client: two clients, one phone."""
+    make_product("VIRAL", on_hand=0)
+    return make_api_client()[1], make_api_client()[1]
+
+
+def pushed_tokens(fcm) -> list[str]:
+    return [r["body"]["message"]["token"] for r in fcm.received]
+
+
+def test_a_phone_registered_by_two_clients_gets_one_back_in_stock_push(channels_at, fcm):
+    first, second = two_clients()
+    subscribed_through(first, "shared-phone-1")
+    subscribed_through(first, "other-phone-2")
+    subscribed_through(second, "shared-phone-1")
+    subscribed_through(second, "other-phone-3")
+    announce("VIRAL")
+
+    assert subscriptions.back_in_stock_send("VIRAL") == 3
+
+    assert sorted(pushed_tokens(fcm)) == ["other-phone-2", "other-phone-3", "shared-phone-1"], "one push a phone"
+    assert not Subscription.objects.filter(notified_at__isnull=True).exists(), "both clients' subscriptions used up"
+    assert subscriptions.back_in_stock_resend() == 0 and subscriptions.back_in_stock_send("VIRAL") == 0
+    assert len(fcm.received) == 3
+
+
+def test_a_phone_registered_by_two_clients_is_not_pushed_again_by_the_sweep(channels_at, fcm, monkeypatch):
+    first, second = two_clients()
+    subscribed_through(first, "shared-phone-1")
+    subscribed_through(first, "other-phone-2")
+    subscribed_through(second, "shared-phone-1")
+    announce("VIRAL")
+    fcm_channel = registry.channel_get("fcm")
+    send = fcm_channel.send_to_token
+
+    def fcm_away_after_the_first_push(token, message):
+        if fcm.received:
+            fcm.fail_next(503)
+        return send(token, message)
+
+    monkeypatch.setattr(fcm_channel, "send_to_token", fcm_away_after_the_first_push)
+    assert subscriptions.back_in_stock_send("VIRAL") == 1, "the shared phone's push, then FCM went away"
+    monkeypatch.undo()
+    Subscription.objects.filter(notified_at__isnull=True).update(
+        due_at=timezone.now() - timedelta(seconds=settings.NOTIFICATIONS_RESEND_AFTER_SECONDS)
+    )
+
+    assert subscriptions.back_in_stock_resend() == 1
+    assert subscriptions.back_in_stock_send("VIRAL") == 1
+
+    assert pushed_tokens(fcm) == ["shared-phone-1", "other-phone-2", "other-phone-2"], "refused, accepted"
+    assert not Subscription.objects.filter(notified_at__isnull=True).exists()
+    assert subscriptions.back_in_stock_resend() == 0
+
+
+def test_a_phone_registered_by_two_clients_is_not_pushed_again_by_the_next_run(channels_at, fcm):
+    first, second = two_clients()
+    subscribed_through(first, "shared-phone-1")
+    subscribed_through(second, "shared-phone-1")
+    subscribed_through(second, "other-phone-2")
+    announce("VIRAL")
+    broker().delete("notifications")
+    fcm.latency_seconds = 0.2  # longer than the run: it hands over after its first push
+
+    handed_over = subscriptions.back_in_stock_send("VIRAL", run_seconds=0.1)
+    assert queued("notifications") == [("notifications.back_in_stock", ["VIRAL"])], "a new run is on its way"
+    fcm.latency_seconds = 0
+
+    assert handed_over + subscriptions.back_in_stock_send("VIRAL") == 2
+    assert sorted(pushed_tokens(fcm)) == ["other-phone-2", "shared-phone-1"]
+    assert not Subscription.objects.filter(notified_at__isnull=True).exists()
+
+
+def test_a_phone_registered_by_two_clients_is_pushed_once_when_its_first_push_fails_for_now(channels_at, fcm):
+    first, second = two_clients()
+    subscribed_through(first, "shared-phone-1")
+    subscribed_through(second, "shared-phone-1")
+    announce("VIRAL")
+    fcm.fail_next(503)
+    assert subscriptions.back_in_stock_send("VIRAL") == 0, "FCM away: the run ends, both owed"
+
+    assert subscriptions.back_in_stock_send("VIRAL") == 1, "the next run starts with the other client's device"
+    Subscription.objects.filter(notified_at__isnull=True).update(due_at=timezone.now())  # the first one's wait is over
+    assert subscriptions.back_in_stock_send("VIRAL") == 0
+
+    assert pushed_tokens(fcm) == ["shared-phone-1"] * 2, "refused, accepted"
+    assert not Subscription.objects.filter(notified_at__isnull=True).exists()
 
 
 def test_without_fcm_nothing_is_owed(settings):
