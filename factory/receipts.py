@@ -36,6 +36,7 @@ from factory.services import (
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import ON_HAND_MAX, products_lock, restocks_open
 from notifications.alerts import alert_raise, alerts_settle
+from notifications.models import Alert
 from notifications.subscriptions import back_in_stock_announce
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,18 @@ def callback_authenticate(*, raw: bytes, timestamp: str | None, signature: str |
     refusals.callback_refusals_check(remote_addr)
     refusals.callback_refused(problem=problem, address=remote_addr)
     raise InvalidSignature(f"Callback refused: {problem}.")
+
+
+def callback_receive(**callback) -> tuple[Restock, bool]:
+    """restock_receive for a signed callback. One that names our restock but contradicts it (another SKU, or
+    another factory order id than the restock was placed as) is refused with CallbackMismatch as before, the
+    factory sending it again until it gives up; ops are told at once (_callback_mismatch_told), not when the
+    restock turns overdue hours later."""
+    try:
+        return restock_receive(**callback)
+    except CallbackMismatch as mismatch:
+        _callback_mismatch_told(mismatch, **callback)
+        raise
 
 
 def restock_receive(
@@ -112,6 +125,7 @@ def restock_receive(
         # Settled: an overdue alert about it is closed, and so is its dead letter, if the factory had the order
         # after all (a late callback, or the poll, for a restock that gave up): nothing is left to redrive.
         _overdue_alert_close(restock.pk, received=True)
+        alerts_settle(_mismatch_dedupe_key(restock.pk))  # the restock's own word came: nothing waits on it
         _dead_letters_settled_by_factory(restock.pk, order_id)
         if not received:
             _nothing_received(restock, product, order_id, cancelled=cancelled)
@@ -212,7 +226,66 @@ def _over_capacity_capped(restock: Restock, product: Product, order_id: str, *, 
     return room
 
 
+def _callback_mismatch_told(mismatch: CallbackMismatch, *, order_id: str, reference: str, **callback) -> None:
+    """Ops' one warning about callbacks refused for contradicting their restock, and the restock's order row
+    noting it (_poll_noted), so its overdue warning says why. In its own transaction, which the refusal
+    leaves committed. Not for a restock received or cancelled already: nothing waits on it, and a warning
+    would be settled by nothing. Under the order row's lock: the receipt settles the warning after locking
+    that row, so one raised after it sees the restock closed; and of the factory's resends, only the first
+    finds no warning."""
+    restock = _restock_named(order_id=order_id, reference=reference)
+    with transaction.atomic():
+        _order_row_locked(restock.pk)
+        restock = Restock.objects.select_related("product").get(pk=restock.pk)
+        if restock.status in (Restock.Status.FULFILLED, Restock.Status.CANCELLED):
+            return
+        ours = _order_id(restock.pk)
+        said = (
+            f"{callback['event']} of order {order_id} for {callback['quantity']} {callback['sku']} "
+            f"({callback['quantity_produced']} produced)"
+        )
+        _poll_noted(restock, failure=f"a factory callback was refused: it said {said}; {mismatch}")
+        dedupe_key = _mismatch_dedupe_key(restock.pk)
+        if Alert.objects.filter(dedupe_key=dedupe_key).exists():
+            return
+        sku = restock.product.sku
+        named = f"order {order_id}" if ours and order_id != ours else callback["sku"]
+        alert_raise(
+            kind="factory_callback_mismatch",
+            severity="warning",
+            title=f"A factory callback for our restock of {sku} was refused: it names {named}",
+            text=f"Restock {restock.pk} ({restock.quantity} {sku}, factory order {ours or '(not known yet)'}): the "
+            f"factory's signed callback said {said}. It was refused ({mismatch}) and no stock was received. The "
+            "factory sends it again until it gives up; ask it which order it made. This alert is acknowledged "
+            "when the restock is received or cancelled.",
+            dedupe_key=dedupe_key,
+            context={
+                "sku": sku,
+                "restock_id": restock.pk,
+                "order_id": ours,
+                "reported_sku": callback["sku"],
+                "reported_order_id": order_id,
+            },
+        )
+
+
+def _mismatch_dedupe_key(restock_id: int) -> str:
+    return f"factory_callback_mismatch:{restock_id}"
+
+
 def _restock_for(*, order_id: str, reference: str) -> Restock:
+    restock = _restock_named(order_id=order_id, reference=reference)
+    known = _order_id(restock.pk)
+    if known and order_id and known != order_id:
+        raise CallbackMismatch(f"Restock {restock.pk} is factory order {known}, not {order_id}.")
+    return restock
+
+
+def _order_id(restock_id: int) -> str:
+    return FactoryOrder.objects.filter(restock_id=restock_id).values_list("order_id", flat=True).first() or ""
+
+
+def _restock_named(*, order_id: str, reference: str) -> Restock:
     prefix = f"{settings.FACTORY_REFERENCE_PREFIX}-"
     restock = None
     number = reference[len(prefix) :] if reference.startswith(prefix) else ""
@@ -222,9 +295,6 @@ def _restock_for(*, order_id: str, reference: str) -> Restock:
         restock = Restock.objects.select_related("product").filter(factory_order__order_id=order_id).first()
     if restock is None:
         raise UnknownOrder(f"No restock for order {order_id!r} / reference {reference!r}.")
-    known = FactoryOrder.objects.filter(restock_id=restock.pk).values_list("order_id", flat=True).first()
-    if known and order_id and known != order_id:
-        raise CallbackMismatch(f"Restock {restock.pk} is factory order {known}, not {order_id}.")
     return restock
 
 

@@ -130,7 +130,7 @@ class FactoryCallbackView(APIView):
         body = CallbackIn(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        restock, applied = receipts.restock_receive(
+        restock, applied = receipts.callback_receive(
             order_id=data["order_id"],
             reference=data["reference"],
             event=data["event"],

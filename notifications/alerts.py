@@ -32,6 +32,7 @@ from notifications.models import Alert, AlertDelivery, AlertGroup, AlertLock, Se
 # notifications/tests/test_kinds.py holds it to the calls.
 KINDS = (
     "dead_letter",
+    "factory_callback_mismatch",
     "factory_cancelled",
     "factory_degraded",
     "factory_over_quantity",

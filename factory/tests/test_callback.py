@@ -3,10 +3,12 @@
 import gzip
 import json
 import time
+from datetime import timedelta
 
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from factory import refusals
@@ -432,23 +434,131 @@ def test_a_signed_compressed_callback_is_a_415_and_changes_nothing(client):
     assert Restock.objects.get(pk=restock.pk).status == "placed"
 
 
-def test_a_callback_naming_another_sku_is_refused(client):
+def mismatched(restock, **fields):
+    """A signed completion naming the restock's reference but contradicting it (`fields`: another SKU, or another
+    factory order id than the one the restock was placed as)."""
+    body = {
+        "event": "order.completed",
+        "order_id": "F-000123",
+        "reference": restock.reference,
+        "sku": restock.product.sku,
+        "quantity": 120,
+        "quantity_produced": 120,
+    }
+    return json.dumps({**body, **fields}).encode()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message", "reported"),
+    [
+        ({"sku": "MAPLE"}, "Order F-000123 is for GLAZED, not MAPLE.", "MAPLE"),
+        ({"order_id": "F-000999"}, "Restock {pk} is factory order F-000123, not F-000999.", "order F-000999"),
+    ],
+)
+def test_a_callback_contradicting_its_restock_is_refused_and_ops_are_told_at_once_and_once(
+    client, phones, fields, message, reported
+):
+    # The factory names our order but not what we ordered. It was refused and nobody heard of it until the
+    # restock turned overdue, hours later, while the factory kept sending it and the product waited at 0.
+    from factory.tests.test_deadletters import deliver_everything
+
+    slack, _ = phones
     restock = placed_restock()
-    body = json.dumps(
-        {
-            "event": "order.completed",
-            "order_id": "F-000123",
-            "reference": restock.reference,
-            "sku": "MAPLE",
-            "quantity": 120,
-            "quantity_produced": 120,
-        }
-    ).encode()
+    body = mismatched(restock, **fields)
 
-    response = callback(client, restock, body=body)
+    first = callback(client, restock, body=body)
+    again = callback(client, restock, body=body)  # the factory's retry of the same callback
+    deliver_everything()
 
-    assert response.status_code == 400 and response.json()["code"] == "callback_mismatch"
+    answer = {"code": "callback_mismatch", "message": message.format(pk=restock.pk)}
+    assert (first.status_code, first.json()) == (again.status_code, again.json()) == (400, answer)
     assert stock(restock) == 0
+    assert not StockMovement.objects.exists()
+    assert Restock.objects.get(pk=restock.pk).status == "placed"
+    (alert,) = Alert.objects.all()
+    assert alert.suppressed_count == 0, "the resend counted in: a summary of it would follow"
+    assert (alert.kind, alert.severity) == ("factory_callback_mismatch", "warning")
+    assert "GLAZED" in alert.title and reported in alert.title
+    assert "no stock was received" in alert.text and "F-000123" in alert.text
+    assert alert.context == {
+        "sku": "GLAZED",
+        "restock_id": restock.pk,
+        "order_id": "F-000123",
+        "reported_sku": fields.get("sku", "GLAZED"),
+        "reported_order_id": fields.get("order_id", "F-000123"),
+    }
+    (posted,) = [r["body"] for r in slack.received]
+    fields_shown = [field["text"] for block in posted["blocks"] for field in block.get("fields", [])]
+    assert {f"*Restock*\n{restock.pk}", "*SKU*\nGLAZED"} <= set(fields_shown)
+    last_error = FactoryOrder.objects.get(restock=restock).last_error
+    assert "callback" in last_error and reported in last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_warning_about_a_refused_callback_outlives_the_refusal(client, phones):
+    # Committed as it would be in production, not inside the test's transaction: the refusal's answer must
+    # not take the warning (nor its delivery) with it.
+    from factory.tests.test_deadletters import deliver_everything
+
+    slack, _ = phones
+    restock = placed_restock()
+
+    response = callback(client, restock, body=mismatched(restock, sku="MAPLE"))
+    deliver_everything()
+
+    assert (response.status_code, response.json()["code"]) == (400, "callback_mismatch")
+    assert Alert.objects.get().kind == "factory_callback_mismatch"
+    (posted,) = [r["body"]["text"] for r in slack.received]
+    assert Alert.objects.get().title in posted
+    assert "MAPLE" in FactoryOrder.objects.get(restock=restock).last_error
+
+
+def test_a_refused_callback_is_named_by_the_restock_s_overdue_warning(client):
+    # The sweep's poll found nothing to say since (it claimed the restock, and the factory did not answer yet):
+    # the warning said "the factory did not report one when asked" of an order it had reported as another.
+    from factory.services import restocks_overdue_alert
+
+    restock = placed_restock()
+    callback(client, restock, body=mismatched(restock, sku="MAPLE"))
+    long_ago = timezone.now() - timedelta(hours=2)
+    Restock.objects.filter(pk=restock.pk).update(placed_at=long_ago, expected_at=long_ago)
+    FactoryOrder.objects.filter(restock=restock).update(last_polled_at=timezone.now())
+
+    assert restocks_overdue_alert() == 1
+
+    text = Alert.objects.get(kind="restock_overdue").text
+    assert "did not report" not in text
+    assert "MAPLE" in text
+
+
+@pytest.mark.parametrize("event", ["order.completed", "order.cancelled"])
+def test_the_warning_about_a_refused_callback_is_settled_when_the_restock_closes(client, settings, event):
+    # The factory's right callback came after all: a page about the wrong one would wake ops for nothing.
+    from notifications.alerts import alerts_escalate
+
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
+    settings.ALERT_ESCALATE_AFTER_SECONDS = 0  # the escalation's wait, over
+    restock = placed_restock()
+    assert callback(client, restock, body=mismatched(restock, sku="MAPLE")).status_code == 400
+
+    assert callback(client, restock, event=event).status_code == 200
+
+    alerts_escalate()
+    warning = Alert.objects.get(kind="factory_callback_mismatch")
+    assert warning.acknowledged_at is not None
+    assert warning.escalated_at is None, "not pushed to the phones"
+
+
+def test_a_callback_contradicting_a_restock_already_received_is_refused_and_raises_nothing(client):
+    # Nothing waits on it: the restock closed, and a warning about it would be settled by nothing.
+    restock = placed_restock()
+    callback(client, restock)
+
+    response = callback(client, restock, body=mismatched(restock, sku="MAPLE"))
+
+    assert (response.status_code, response.json()["code"]) == (400, "callback_mismatch")
+    assert stock(restock) == 120
+    assert not Alert.objects.exists()
 
 
 def test_the_five_minute_window_is_measured_against_our_clock():

@@ -197,6 +197,8 @@ NOT_SHOWN = {
     "on_hand",
     "ordered",
     "reported",
+    "reported_sku",  # factory_callback_mismatch
+    "reported_order_id",
     "status",  # restock_overdue
     "reason",
     "address",  # forged_callback
