@@ -101,7 +101,8 @@ def restock_receive(
             received = _over_quantity_capped(restock, order_id, reported=received, reported_order=ordered_otherwise)
         if received > ON_HAND_MAX - product.on_hand:  # a 500 here would have the factory resend it for ever
             received = _over_capacity_capped(restock, product, order_id, reported=received)
-        if ordered_otherwise and produced <= restock.quantity:  # else the over-quantity warning names it
+        # Else the over-quantity warning names it, or the warning that the order brought nothing does.
+        if ordered_otherwise and 0 < produced <= restock.quantity:
             _ordered_quantity_differs(
                 restock, order_id, reported=ordered_otherwise, produced=produced, received=received
             )
@@ -128,7 +129,7 @@ def restock_receive(
         alerts_settle(_mismatch_dedupe_key(restock.pk))  # the restock's own word came: nothing waits on it
         _dead_letters_settled_by_factory(restock.pk, order_id)
         if not received:
-            _nothing_received(restock, product, order_id, cancelled=cancelled)
+            _nothing_received(restock, product, order_id, cancelled=cancelled, reported_order=ordered_otherwise)
         else:
             # The factory delivers this SKU again: its cancellation warning is over, not pushed to the ops
             # phones ALERT_ESCALATE_AFTER_SECONDS later (the Slack message stays as the record).
@@ -144,10 +145,14 @@ def restock_receive(
 _RESTOCK_ID = re.compile(r"[0-9]{1,18}")
 
 
-def _nothing_received(restock: Restock, product: Product, order_id: str, *, cancelled: bool) -> None:
+def _nothing_received(
+    restock: Restock, product: Product, order_id: str, *, cancelled: bool, reported_order: int | None
+) -> None:
     """A receipt that brought nothing opens no restock of its own: a factory cancelling every order would
     otherwise be sent a new one the moment it cancels the last, for ever. The next sale that needs one
-    opens it (a shortage, or a sale down to the reorder point), and ops hear of each such order."""
+    opens it (a shortage, or a sale down to the reorder point), and ops hear of each such order, in one
+    warning that also names another ordered quantity the factory gave (nothing came to count)."""
+    theirs = f"; the factory's record of the order says {reported_order}" if reported_order else ""
     title = f"The factory cancelled a restock of {product.sku}"
     if not cancelled:
         title = f"The factory completed a restock of {product.sku} with nothing produced"
@@ -155,7 +160,7 @@ def _nothing_received(restock: Restock, product: Product, order_id: str, *, canc
         kind="factory_cancelled",
         severity="warning",
         title=title,
-        text=f"Restock {restock.pk} (factory order {order_id}, {restock.quantity} ordered) brought nothing; "
+        text=f"Restock {restock.pk} (factory order {order_id}, {restock.quantity} ordered) brought nothing{theirs}; "
         f"{product.sku} has {product.on_hand}. A new restock opens with the next sale that needs one; if "
         "the factory keeps cancelling, ask it why.",
         dedupe_key=_cancelled_dedupe_key(product.sku),

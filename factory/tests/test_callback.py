@@ -241,6 +241,20 @@ def test_a_callback_producing_more_than_ordered_under_another_ordered_quantity_i
     assert "an order of 150" in alert.text, "the factory's own figure for the order"
 
 
+@pytest.mark.parametrize("event", ["order.cancelled", "order.completed"])
+def test_an_order_that_brought_nothing_under_another_ordered_quantity_is_one_warning(client, event):
+    # Two messages about one restock that brought nothing, one of them asking ops to count a delivery that
+    # never came: the warning that it brought nothing names the factory's figure for the order instead.
+    restock = placed_restock(quantity=120)
+
+    response = callback(client, restock, event=event, quantity=100, produced=0)
+
+    assert response.status_code == 200
+    (alert,) = Alert.objects.all()
+    assert alert.kind == "factory_cancelled"
+    assert "the factory's record of the order says 100" in alert.text
+
+
 def test_partial_production_below_the_reorder_point_opens_a_new_restock(client):
     restock = placed_restock(quantity=100, reorder_point=10, reorder_quantity=100)
 
