@@ -30,8 +30,9 @@ from factory.services import (
     _order_row,
     _order_row_locked,
     _order_run_afresh,
-    _overdue_alert_close,
+    callback_mismatch_dedupe_key,
     restock_dispatch,
+    restock_warnings_close,
 )
 from inventory.models import Product, Restock, StockMovement
 from inventory.services import ON_HAND_MAX, products_lock, restocks_open
@@ -55,15 +56,29 @@ def callback_authenticate(*, raw: bytes, timestamp: str | None, signature: str |
     raise InvalidSignature(f"Callback refused: {problem}.")
 
 
-def callback_receive(**callback) -> tuple[Restock, bool]:
+def callback_receive(
+    *, order_id: str, reference: str, event: str, quantity_produced: int, sku: str, quantity: int
+) -> tuple[Restock, bool]:
     """restock_receive for a signed callback. One that names our restock but contradicts it (another SKU, or
     another factory order id than the restock was placed as) is refused with CallbackMismatch as before, the
     factory sending it again until it gives up; ops are told at once (_callback_mismatch_told), not when the
-    restock turns overdue hours later."""
+    restock turns overdue hours later. The refusal is the factory's answer whatever the telling meets: a
+    failure there is logged, not turned into a 500."""
+    callback = dict(
+        order_id=order_id,
+        reference=reference,
+        event=event,
+        quantity_produced=quantity_produced,
+        sku=sku,
+        quantity=quantity,
+    )
     try:
         return restock_receive(**callback)
     except CallbackMismatch as mismatch:
-        _callback_mismatch_told(mismatch, **callback)
+        try:
+            _callback_mismatch_told(mismatch, **callback)
+        except Exception:
+            logger.exception("restock %s: the refused callback could not be told to ops", reference)
         raise
 
 
@@ -93,6 +108,9 @@ def restock_receive(
         restock = Restock.objects.select_for_update().get(pk=restock.pk)
         if restock.status in (Restock.Status.FULFILLED, Restock.Status.CANCELLED):
             return restock, False
+        # Before any warning below takes its alert lock: a refused callback's warning takes this row, then its
+        # own (_callback_mismatch_told).
+        _order_row_locked(restock.pk)
         received = produced = 0 if cancelled else quantity_produced
         # Another ordered quantity is the factory's record disagreeing with ours, not a reason to refuse the
         # donuts: a refusal is sent again until the factory gives up, and the overdue poll meets the same order.
@@ -121,12 +139,10 @@ def restock_receive(
         restock.quantity_received = received
         restock.closed_at = timezone.now()
         restock.save(update_fields=["status", "quantity_received", "closed_at", "updated_at"])
-        _order_row_locked(restock.pk)
         FactoryOrder.objects.filter(restock_id=restock.pk).update(order_id=order_id, claimed_at=None)
         # Settled: an overdue alert about it is closed, and so is its dead letter, if the factory had the order
         # after all (a late callback, or the poll, for a restock that gave up): nothing is left to redrive.
-        _overdue_alert_close(restock.pk, received=True)
-        alerts_settle(_mismatch_dedupe_key(restock.pk))  # the restock's own word came: nothing waits on it
+        restock_warnings_close(restock.pk, received=True)
         _dead_letters_settled_by_factory(restock.pk, order_id)
         if not received:
             _nothing_received(restock, product, order_id, cancelled=cancelled, reported_order=ordered_otherwise)
@@ -234,15 +250,16 @@ def _over_capacity_capped(restock: Restock, product: Product, order_id: str, *, 
 def _callback_mismatch_told(mismatch: CallbackMismatch, *, order_id: str, reference: str, **callback) -> None:
     """Ops' one warning about callbacks refused for contradicting their restock, and the restock's order row
     noting it (_poll_noted), so its overdue warning says why. In its own transaction, which the refusal
-    leaves committed. Not for a restock received or cancelled already: nothing waits on it, and a warning
-    would be settled by nothing. Under the order row's lock: the receipt settles the warning after locking
-    that row, so one raised after it sees the restock closed; and of the factory's resends, only the first
-    finds no warning."""
+    leaves committed. Not for a restock received, cancelled or failed already: nothing waits on the first two,
+    and a failed one's dead letter paged ops (restock_fail closes this warning, so the phones are not paged
+    twice); a warning would be settled by nothing. Under the order row's lock: the receipt, the failure and
+    the placing again close the warning after locking that row, so one raised after them sees the restock
+    closed; and of the factory's resends, only the first finds no warning."""
     restock = _restock_named(order_id=order_id, reference=reference)
     with transaction.atomic():
         _order_row_locked(restock.pk)
         restock = Restock.objects.select_related("product").get(pk=restock.pk)
-        if restock.status in (Restock.Status.FULFILLED, Restock.Status.CANCELLED):
+        if restock.status in (Restock.Status.FULFILLED, Restock.Status.CANCELLED, Restock.Status.FAILED):
             return
         ours = _order_id(restock.pk)
         said = (
@@ -250,7 +267,7 @@ def _callback_mismatch_told(mismatch: CallbackMismatch, *, order_id: str, refere
             f"({callback['quantity_produced']} produced)"
         )
         _poll_noted(restock, failure=f"a factory callback was refused: it said {said}; {mismatch}")
-        dedupe_key = _mismatch_dedupe_key(restock.pk)
+        dedupe_key = callback_mismatch_dedupe_key(restock.pk)
         if Alert.objects.filter(dedupe_key=dedupe_key).exists():
             return
         sku = restock.product.sku
@@ -272,10 +289,6 @@ def _callback_mismatch_told(mismatch: CallbackMismatch, *, order_id: str, refere
                 "reported_order_id": order_id,
             },
         )
-
-
-def _mismatch_dedupe_key(restock_id: int) -> str:
-    return f"factory_callback_mismatch:{restock_id}"
 
 
 def _restock_for(*, order_id: str, reference: str) -> Restock:
@@ -430,7 +443,7 @@ def _restock_place_again(restock_id: int) -> bool:
         )
         if again:
             _order_row_locked(restock_id)
-            _overdue_alert_close(restock_id)
+            restock_warnings_close(restock_id)
             _order_run_afresh(
                 restock_id, order_id="", last_error="the factory knew no such order when asked; placed again"
             )

@@ -406,7 +406,7 @@ def restock_fail(restock_id: int, *, reason: str) -> bool:
             return False
         Restock.objects.filter(pk=restock_id).update(status=Restock.Status.FAILED, closed_at=timezone.now())
         FactoryOrder.objects.filter(restock_id=restock_id).update(claimed_at=None, last_error=reason[:2000])
-        _overdue_alert_close(restock_id)
+        restock_warnings_close(restock_id)
     logger.error("restock %s failed: %s", restock_id, reason)
     return True
 
@@ -544,6 +544,25 @@ RESTOCK_OVERDUE = "restock_overdue"  # the alert's kind, and the group of every 
 
 def overdue_dedupe_key(restock_id: int) -> str:
     return f"{RESTOCK_OVERDUE}:{restock_id}"
+
+
+def restock_warnings_close(restock_id: int, *, received: bool = False) -> None:
+    """The restock settled (received, cancelled or failed) or its run ended (placed again): the warnings
+    about it that wait on it are over, so none is escalated to the phones about a restock settled already.
+    Its overdue warning (_overdue_alert_close), and the warning about callbacks refused for contradicting it
+    (receipts._callback_mismatch_told): settled when it was received or cancelled (the phones hear it is
+    over if they were told), acknowledged only when it failed (its dead letter's page is the word on it) or
+    was placed again (a new order, which the refused callbacks were not about). Call it with the restock's
+    order row locked."""
+    _overdue_alert_close(restock_id, received=received)
+    if received:
+        alerts_settle(callback_mismatch_dedupe_key(restock_id))
+    else:
+        alerts_acknowledge(callback_mismatch_dedupe_key(restock_id))
+
+
+def callback_mismatch_dedupe_key(restock_id: int) -> str:
+    return f"factory_callback_mismatch:{restock_id}"
 
 
 def _overdue_alert_close(restock_id: int, *, received: bool = False) -> None:

@@ -667,3 +667,55 @@ def test_a_receipt_past_the_most_stock_can_hold_credits_what_fits_and_alerts(cli
     assert Restock.objects.get(pk=restock.pk).quantity_received == 5
     assert "cannot hold the 120" in Alert.objects.get(kind="stock_over_capacity").title
     assert ledger_differences() == []
+
+
+def test_a_restock_that_fails_with_the_warning_open_acknowledges_it(client, settings):
+    # Its dead letter pages ops about it now: the warning, escalated to the phones later, would page them twice
+    # about a restock they are already redriving.
+    from factory.services import restock_fail
+    from notifications.alerts import alerts_escalate
+
+    settings.FCM_PROJECT_ID, settings.FCM_ACCESS_TOKEN = "donuts", "token"
+    settings.ALERT_ESCALATE_AFTER_SECONDS = 0  # the escalation's wait, over
+    restock = placed_restock()
+    Restock.objects.filter(pk=restock.pk).update(status="pending")  # its call timed out; the factory made it
+    assert callback(client, restock, body=mismatched(restock, sku="MAPLE")).status_code == 400
+
+    assert restock_fail(restock.pk, reason="OutOfAttempts: 6 failed attempts; last: timeout")
+
+    alerts_escalate()
+    warning = Alert.objects.get(kind="factory_callback_mismatch")
+    assert warning.acknowledged_at is not None
+    assert warning.escalated_at is None, "not pushed to the phones"
+
+
+def test_a_callback_contradicting_a_failed_restock_is_refused_and_raises_nothing(client):
+    # Its dead letter paged ops already, and is the word about it: a warning beside it would be settled by
+    # nothing but a redrive, and escalated to the phones meanwhile.
+    restock = placed_restock()
+    Restock.objects.filter(pk=restock.pk).update(status="failed", closed_at=timezone.now())
+
+    response = callback(client, restock, body=mismatched(restock, sku="MAPLE"))
+
+    assert (response.status_code, response.json()["code"]) == (400, "callback_mismatch")
+    assert not Alert.objects.exists()
+
+
+def test_the_factory_is_answered_its_refusal_when_telling_ops_fails(client, monkeypatch, caplog):
+    # The alerts' tables locked up or gone away (a deadlock, a lost connection): the factory's answer is still
+    # the 400 that says what was wrong with its callback, not a 500 it would read as ours to retry.
+    from django.db import OperationalError
+
+    from factory import receipts
+
+    def alert_raise_failing(**alert):
+        raise OperationalError(1213, "Deadlock found when trying to get lock")
+
+    monkeypatch.setattr(receipts, "alert_raise", alert_raise_failing)
+    restock = placed_restock()
+
+    response = callback(client, restock, body=mismatched(restock, sku="MAPLE"))
+
+    assert (response.status_code, response.json()["code"]) == (400, "callback_mismatch")
+    assert stock(restock) == 0
+    assert "could not be told to ops" in caplog.text
