@@ -95,6 +95,8 @@ class FactoryCallbackView(APIView):
     # raised its own exception, not our InvalidSignature), which checked the signature and counted the
     # refusal a second time, then escaped from rendering as a 500.
     renderer_classes = [JSONRenderer]
+    # A 405's Allow names what is answered: APIView's `options` would add OPTIONS, which initial() refuses.
+    http_method_names = ["post"]
 
     def initial(self, request, *args, **kwargs):
         # Only a POST is a callback: anything else is 405 before the signature is checked, so a crawler's
