@@ -190,6 +190,8 @@ class SaleCreateView(generics.GenericAPIView):
             client is None
             or not self._plain_post_fits
             or request.content_type != "application/json"
+            # DRF's negotiation reads no Content-Type over this length (a 415), however JSON its type.
+            or len(request.META.get("CONTENT_TYPE", "")) > self.content_negotiation_class.max_media_type_length
             or content_coded(request.headers)
             or request.headers.get("Accept", "*/*") not in ("*/*", "application/json")
             or request.META.get("QUERY_STRING")

@@ -272,8 +272,10 @@ def test_what_the_sale_raises_is_answered_as_drf_would(queues, raised):
         ({"key": " "}, 400),
         ({"content_encoding": "gzip"}, 415),
         ({"content_encoding": "gzip", "body": "gzipped"}, 415),
+        # JSON all the same, but DRF matches no parser to a Content-Type over 256 characters.
+        ({"content_type": "application/json; charset=utf-8; x=" + "a" * 240}, 415),
     ],
-    ids=["empty key", "blank key", "gzip label", "gzip"],
+    ids=["empty key", "blank key", "gzip label", "gzip", "content type over 256 characters"],
 )
 @pytest.mark.django_db(transaction=True)
 def test_a_request_one_header_off_the_usual_is_answered_as_drf_would(queues, edge, status):
