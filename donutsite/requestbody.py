@@ -7,12 +7,24 @@ Django a body with its length. `BodySizeMiddleware` answers a body over the limi
 with `413 request_too_large` before anything parses it (Django would raise RequestDataTooBig, an
 HTML 400 page). Behind a server that does not de-chunk (Django's runserver), a chunked body is
 `411 length_required` rather than read as empty.
+
+A `Content-Type` Django cannot read (an RFC 2231 parameter, `a*=zz''b`, naming a charset Python has no
+codec for) raised ValueError while Django built the request, before any middleware: a 500 with a
+traceback on every URL, /healthz included. `ChunkedBody` answers it `400 bad_request`, as gunicorn
+answers a header it cannot read.
 """
 
 import io
+import json
+import logging
 
 from django.conf import settings
 from django.http import JsonResponse
+from django.utils.http import parse_header_parameters
+
+from donutsite.errors import echoed
+
+logger = logging.getLogger(__name__)
 
 OVER_LIMIT = "donutsite.body_over_limit"
 LENGTH_UNKNOWN = "donutsite.body_length_unknown"
@@ -25,6 +37,8 @@ class ChunkedBody:
         self.app = app
 
     def __call__(self, environ, start_response):
+        if problem := content_type_unreadable(environ.get("CONTENT_TYPE", "")):
+            return _bad_request(start_response, f"Bad Request: unreadable Content-Type: {echoed(problem)}")
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if chunked and not environ.get("CONTENT_LENGTH") and not environ.get("wsgi.input_terminated"):
             environ[LENGTH_UNKNOWN] = True  # a server that does not de-chunk (runserver): say so, 411
@@ -37,6 +51,25 @@ class ChunkedBody:
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)
+
+
+def content_type_unreadable(content_type: str) -> str:
+    """Why Django cannot read this Content-Type, or "". Only a `name*=` parameter (RFC 2231) can fail, so
+    the usual request is not parsed twice."""
+    if "*" not in content_type:
+        return ""
+    try:
+        parse_header_parameters(content_type)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def _bad_request(start_response, message: str) -> list[bytes]:
+    logger.warning("%s", message)
+    body = json.dumps({"code": "bad_request", "message": message}).encode()
+    start_response("400 Bad Request", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def _too_big(request) -> bool:

@@ -624,6 +624,17 @@ CASES = [
     ),
     ("idempotency key 256", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Idempotency-Key": "k" * 256}, 400),
     ("idempotency key empty", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Idempotency-Key": ""}, 400),
+    # An RFC 2231 parameter (`name*=charset''value`) naming a charset Python has no codec for: Django
+    # raises ValueError building the request, before any middleware.
+    (
+        "content type naming an unknown charset",
+        "POST",
+        "/api/v1/sales/",
+        SALE,
+        {"Authorization": KEY, "Content-Type": "application/json; a*=zz''b"},
+        400,
+    ),
+    ("unknown charset on a GET", "GET", "/api/v1/products/", b"", {"Content-Type": "text/plain; a*=zz''b"}, 400),
     ("request id garbage", "GET", "/api/v1/products/", b"", {"X-Request-ID": "<script>\x01"}, 400),
     ("request id non-ascii", "GET", "/api/v1/products/", b"", {"X-Request-ID": "é" * 10}, 200),
     ("host not allowed", "GET", "/api/v1/products/", b"", {"Host": "evil.example"}, 400),
