@@ -63,6 +63,18 @@ def test_the_documented_codes_are_the_readmes_error_table():
     assert {code for row in rows for code in re.findall(r"`([a-z_]+)`", row)} == DOCUMENTED_CODES
 
 
+def test_every_status_a_hostile_request_gets_is_in_the_readmes_error_table():
+    """A client reads the table by status first: gunicorn's 417 came with a documented code and no row."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = {
+        int(status)
+        for row in re.findall(r"^\| (\d{3}(?: / \d{3})?) \|", readme, flags=re.M)
+        for status in row.split(" / ")
+    }
+
+    assert {case[-1] for case in CASES if case[-1] >= 400} - listed == set()
+
+
 @dataclass
 class Answer:
     status: int
@@ -635,6 +647,7 @@ CASES = [
         400,
     ),
     ("unknown charset on a GET", "GET", "/api/v1/products/", b"", {"Content-Type": "text/plain; a*=zz''b"}, 400),
+    ("expect other than 100-continue", "POST", "/api/v1/sales/", SALE, {"Authorization": KEY, "Expect": "teapot"}, 417),
     ("request id garbage", "GET", "/api/v1/products/", b"", {"X-Request-ID": "<script>\x01"}, 400),
     ("request id non-ascii", "GET", "/api/v1/products/", b"", {"X-Request-ID": "é" * 10}, 200),
     ("host not allowed", "GET", "/api/v1/products/", b"", {"Host": "evil.example"}, 400),
