@@ -10,13 +10,12 @@ HTML 400 page). Behind a server that does not de-chunk (Django's runserver), a c
 
 A `Content-Type` Django cannot read (an RFC 2231 parameter, `a*=zz''b`, naming a charset Python has no
 codec for) raised ValueError while Django built the request, before any middleware: a 500 with a
-traceback on every URL, /healthz included. `ChunkedBody` answers it `400 bad_request`, as gunicorn
-answers a header it cannot read.
+traceback on every URL, /healthz included. `ChunkedBody` hands Django the request without it, flagged,
+and `BodySizeMiddleware` answers it `400 bad_request`, as gunicorn answers a header it cannot read: with
+the request id and the headers every answer carries.
 """
 
 import io
-import json
-import logging
 
 from django.conf import settings
 from django.http import JsonResponse
@@ -24,10 +23,9 @@ from django.utils.http import parse_header_parameters
 
 from donutsite.errors import echoed
 
-logger = logging.getLogger(__name__)
-
 OVER_LIMIT = "donutsite.body_over_limit"
 LENGTH_UNKNOWN = "donutsite.body_length_unknown"
+CONTENT_TYPE_UNREADABLE = "donutsite.content_type_unreadable"
 
 
 class ChunkedBody:
@@ -38,7 +36,8 @@ class ChunkedBody:
 
     def __call__(self, environ, start_response):
         if problem := content_type_unreadable(environ.get("CONTENT_TYPE", "")):
-            return _bad_request(start_response, f"Bad Request: unreadable Content-Type: {echoed(problem)}")
+            environ[CONTENT_TYPE_UNREADABLE] = problem  # answered 400 by BodySizeMiddleware
+            environ["CONTENT_TYPE"] = ""
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if chunked and not environ.get("CONTENT_LENGTH") and not environ.get("wsgi.input_terminated"):
             environ[LENGTH_UNKNOWN] = True  # a server that does not de-chunk (runserver): say so, 411
@@ -65,13 +64,6 @@ def content_type_unreadable(content_type: str) -> str:
     return ""
 
 
-def _bad_request(start_response, message: str) -> list[bytes]:
-    logger.warning("%s", message)
-    body = json.dumps({"code": "bad_request", "message": message}).encode()
-    start_response("400 Bad Request", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-    return [body]
-
-
 def _too_big(request) -> bool:
     if request.META.get(OVER_LIMIT):
         return True
@@ -88,6 +80,10 @@ class BodySizeMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if problem := request.META.get(CONTENT_TYPE_UNREADABLE):
+            return JsonResponse(
+                {"code": "bad_request", "message": f"The Content-Type cannot be read: {echoed(problem)}."}, status=400
+            )
         if request.META.get(LENGTH_UNKNOWN):
             return JsonResponse(
                 {"code": "length_required", "message": "This server needs a Content-Length; send the body unchunked."},

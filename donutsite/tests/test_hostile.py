@@ -814,3 +814,18 @@ def test_a_hostile_request_gets_a_json_answer_with_a_documented_code(web, key, m
     if expected != 201:
         assert Product.objects.get(sku="GLAZED").on_hand == 50, "nothing hostile sells"
     server_log_is_clean(web)
+
+
+def test_an_unreadable_content_type_is_answered_as_every_request_is(web, key):
+    # Answered below Django, its 400 dropped the client's request id (nothing to find the log line by) and
+    # gave a HEAD a body.
+    headers = {"Content-Type": "text/plain; a*=zz''b", "X-Request-ID": "probe-unreadable-1"}
+
+    answer = request(web, "GET", "/healthz", b"", headers)
+    head = request(web, "HEAD", "/healthz", b"", headers)
+
+    assert (answer.status, answer.code) == (400, "bad_request")
+    assert "Content-Type" in answer.json()["message"]
+    assert answer.headers["X-Request-ID"] == "probe-unreadable-1"
+    assert (head.status, head.body) == (400, b"")
+    server_log_is_clean(web)
