@@ -268,8 +268,8 @@ def _callback_mismatch_told(mismatch: CallbackMismatch, *, order_id: str, refere
         )
         _poll_noted(restock, failure=f"a factory callback was refused: it said {said}; {mismatch}")
         dedupe_key = callback_mismatch_dedupe_key(restock.pk)
-        if Alert.objects.filter(dedupe_key=dedupe_key).exists():
-            return
+        if Alert.objects.filter(dedupe_key=dedupe_key, acknowledged_at__isnull=True).exists():
+            return  # a resend; one closed with an earlier run of the restock is no word on this one
         sku = restock.product.sku
         named = f"order {order_id}" if ours and order_id != ours else callback["sku"]
         alert_raise(
@@ -279,7 +279,7 @@ def _callback_mismatch_told(mismatch: CallbackMismatch, *, order_id: str, refere
             text=f"Restock {restock.pk} ({restock.quantity} {sku}, factory order {ours or '(not known yet)'}): the "
             f"factory's signed callback said {said}. It was refused ({mismatch}) and no stock was received. The "
             "factory sends it again until it gives up; ask it which order it made. This alert is acknowledged "
-            "when the restock is received or cancelled.",
+            "when the restock is received or cancelled, fails (its dead letter pages) or is placed again.",
             dedupe_key=dedupe_key,
             context={
                 "sku": sku,

@@ -16,7 +16,7 @@ from factory.models import FactoryOrder
 from factory.signatures import sign
 from inventory.models import Product, Restock, StockMovement
 from inventory.selectors import ledger_differences
-from notifications.models import Alert
+from notifications.models import Alert, AlertGroup
 from testsupport.data import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db
@@ -719,3 +719,22 @@ def test_the_factory_is_answered_its_refusal_when_telling_ops_fails(client, monk
     assert (response.status_code, response.json()["code"]) == (400, "callback_mismatch")
     assert stock(restock) == 0
     assert "could not be told to ops" in caplog.text
+
+
+def test_a_restock_placed_again_is_told_of_afresh_when_a_callback_contradicts_it_again(client):
+    # Its first warning closed with the run it was about; a warning the new run earns is news, and ops heard
+    # nothing of it until the restock turned overdue.
+    from factory.receipts import restock_poll
+    from factory.tests.test_overdue import FactoryThatLostTheOrder
+
+    restock = placed_restock()
+    assert callback(client, restock, body=mismatched(restock, sku="MAPLE")).status_code == 400
+    assert restock_poll(restock.pk, client=FactoryThatLostTheOrder()) == "placed again"
+    first = Alert.objects.get(kind="factory_callback_mismatch")
+    assert first.acknowledged_at is not None, "its run is over"
+    AlertGroup.objects.update(window_ends_at=timezone.now() - timedelta(seconds=1))  # its storm window, over
+
+    response = callback(client, restock, body=mismatched(restock, sku="MAPLE"))
+
+    assert (response.status_code, response.json()["code"]) == (400, "callback_mismatch")
+    assert Alert.objects.filter(kind="factory_callback_mismatch", acknowledged_at__isnull=True).count() == 1
