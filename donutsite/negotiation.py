@@ -10,7 +10,9 @@
   has q=0 is one the client refuses (RFC 9110, 12.4.2 and 12.5.1), so it is not rendered; when that leaves
   none, the answer is a `406 not_acceptable`. A quality is 0 when its number is: RFC 9110's `0` to `0.000`
   (`q` or `Q`), and the spellings outside it whose writer meant zero (`.0`, `+0`, `q = 0`). `q=0.0001` is
-  the least wanted, not refused (Django's quality rounds it to 0).
+  the least wanted, not refused (Django's quality rounds it to 0). A zero-quality range with parameters
+  (`application/json;indent=4;q=0`) refuses that rendering only, not the type: beside `application/json`
+  it was a 406, and DRF, which reads no quality, would have rendered the refused one.
 - An Accept naming no range DRF reads (blank, most likely a client library setting the header to nothing,
   or a lone range over DRF's 256 characters) was a 406 "Could not satisfy the request Accept header" to a
   client that refused nothing. It is disregarded, as RFC 9110 (12.5.1) allows: answered as if absent.
@@ -36,7 +38,7 @@ class ContentNegotiation(DefaultContentNegotiation):
             # No quality (a `q` or `Q` parameter), so nothing refused: DRF's own choice, without parsing each
             # range again on every request, the sold-out rush's included.
             return super().select_renderer(request, renderers, format_suffix)
-        ranges = media_ranges(self.get_accept_list(request))  # DRF's list, bounded in size
+        ranges = media_ranges(super().get_accept_list(request))  # DRF's list, bounded in size
         wanted = [renderer for renderer in renderers if not refused(renderer.media_type, ranges)]
         if not wanted:
             raise exceptions.NotAcceptable(available_renderers=renderers)
@@ -52,8 +54,12 @@ class ContentNegotiation(DefaultContentNegotiation):
         return chosen
 
     def get_accept_list(self, request):
+        tokens = super().get_accept_list(request)
+        if "q" in request.META.get("HTTP_ACCEPT", "").lower():
+            # What the client refuses is not for DRF to choose by: select_renderer answered the refusals.
+            tokens = [token for token in tokens if not any(map(zero_quality, media_ranges([token])))]
         # Blank, or only ranges DRF does not read (over 256 characters): nothing named, answered as if absent.
-        return super().get_accept_list(request) or ["*/*"]
+        return tokens or ["*/*"]
 
 
 def media_ranges(tokens: list[str]) -> list[MediaType]:
@@ -73,13 +79,25 @@ def refused(media_type: str, ranges: list[MediaType]) -> bool:
     `text/html;q=0, */*` refuses HTML and takes JSON; `application/json;q=0, */*` refuses JSON. A type no
     range matches is not refused here (DRF's own negotiation answers 406 for it). A range with parameters
     names the type too, as DRF reads it (`application/json; indent=4` is JSON, indented): asked the other
-    way round, Django's match leaves it out, and `application/json; indent=4, */*;q=0` was refused."""
+    way round, Django's match leaves it out, and `application/json; indent=4, */*;q=0` was refused. With
+    q=0 it refuses that rendering only (rendering_named): `application/json;indent=4;q=0, application/json`
+    is JSON, plain."""
     offered = MediaType(media_type)
-    matching = [accepted for accepted in ranges if accepted.match(offered)]
+    matching = [
+        accepted
+        for accepted in ranges
+        if accepted.match(offered) and not (zero_quality(accepted) and rendering_named(accepted))
+    ]
     if not matching:
         return False
     most_specific = max(accepted.specificity for accepted in matching)
     return all(zero_quality(accepted) for accepted in matching if accepted.specificity == most_specific)
+
+
+def rendering_named(accepted: MediaType) -> bool:
+    """Whether the range's parameters name one rendering of its type (`indent=4`) rather than the type. A
+    charset does not: JSON is UTF-8 (RFC 8259), so `application/json; charset=utf-8;q=0` refuses JSON."""
+    return bool(set(accepted.range_params) - {"charset"})
 
 
 def zero_quality(accepted: MediaType) -> bool:

@@ -277,6 +277,18 @@ def test_json_asked_for_with_parameters_is_answered_beside_a_refused_rest(client
     assert b'\n    "results": []' in response.content, "indented as asked"
 
 
+@pytest.mark.parametrize(
+    "accept", ["application/json;indent=4;q=0, application/json", "application/json; indent=4; q=0, */*"]
+)
+def test_json_refused_only_with_parameters_is_answered_plain(client, accept):
+    # The zero quality refuses JSON indented that way, not JSON: it was a 406, the range with parameters
+    # being the most specific, and rendered as it asked once the other range took JSON.
+    response = client.get("/api/v1/products/", HTTP_ACCEPT=accept)
+
+    assert response.status_code == 200 and response.json()["results"] == []
+    assert b"\n" not in response.content, "not indented: that is what the client refused"
+
+
 def test_a_sale_sent_with_a_blank_accept_sells(client_app):
     make_product("GLAZED", on_hand=5)
 
