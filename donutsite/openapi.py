@@ -8,10 +8,12 @@ codes of its status. Every operation also gets the 503 `service_unavailable` tha
 database outage answers (donutsite/unavailable.py), unless it documents one itself. Every 429 and 503
 states its Retry-After header, which the exception handler sends with each.
 
-`SchemaView` serves it at /api/schema/."""
+`SchemaView` serves it at /api/schema/. `parameter_examples` declares a request example of path or query
+parameters for a view's `extend_schema`."""
 
 import re
 
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter
 from drf_spectacular.views import SpectacularAPIView
 
 from donutsite import unavailable
@@ -24,6 +26,13 @@ class SchemaView(SpectacularAPIView):
 
     def _get_version_parameter(self, request):
         return None
+
+
+def parameter_examples(name: str, location: str = OpenApiParameter.QUERY, **values) -> list[OpenApiExample]:
+    """One request example over several parameters, for `extend_schema(examples=...)`. OpenAPI keeps a
+    parameter's examples on the parameter, so drf-spectacular takes one per parameter; given one name,
+    schemathesis sends them together as one request (test_the_schema_examples_answer_as_documented)."""
+    return [OpenApiExample(name, value=value, parameter_only=(key, location)) for key, value in values.items()]
 
 
 _OUT_OF_STOCK = {

@@ -4,7 +4,7 @@ import json
 
 from django.contrib.auth.models import AnonymousUser
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import authentication, exceptions, serializers, status
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
@@ -108,6 +108,23 @@ class FactoryCallbackView(APIView):
     @extend_schema(
         operation_id="factory_callback",
         request={"application/json": CallbackIn},
+        # The body only: its signature headers are computed over the body and the time it is sent, so no
+        # example can carry them (the examples test signs it as the factory does).
+        examples=[
+            OpenApiExample(
+                "Restock 1 produced in full",
+                value={
+                    "event": "order.completed",
+                    "order_id": "F-000001",
+                    "reference": "restock-1",
+                    "sku": "GLAZED",
+                    "quantity": 40,
+                    "quantity_produced": 40,
+                    "completed_at": "2026-12-06T13:15:45.000000Z",
+                },
+                request_only=True,
+            ),
+        ],
         responses={
             200: CallbackOut,
             400: OpenApiResponse(

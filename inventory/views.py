@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from clients import auth
 from donutsite import drf, sale_counters
+from donutsite.openapi import parameter_examples
 from donutsite.parsers import JSONParser, content_coded
 from donutsite.serializers import CLIENT_ERRORS, QUERY_ERRORS, NoUnknownFieldsMixin, StrictIntegerField
 from inventory import selectors, services
@@ -89,6 +90,7 @@ class SaleCreateView(generics.GenericAPIView):
     @extend_schema(
         operation_id="sale_list",
         parameters=[SaleFilterIn],
+        examples=parameter_examples("A week of sales", created_after="2026-12-01", created_before="2026-12-08", page=1),
         responses={
             200: SaleOut(many=True),
             **QUERY_ERRORS,
@@ -256,6 +258,7 @@ def _sale(client, items: list[dict], key: str | None) -> tuple[dict, dict]:
 class SaleDetailView(APIView):
     @extend_schema(
         operation_id="sale_get",
+        examples=parameter_examples("Sale 1", OpenApiParameter.PATH, sale_id=1),
         responses={
             200: SaleOut,
             401: _errors[401],
@@ -278,6 +281,7 @@ class ProductListView(generics.ListAPIView):
     @extend_schema(
         operation_id="product_list",
         parameters=[ProductFilterIn],
+        examples=parameter_examples("The first page", page=1),
         responses={
             200: ProductOut(many=True),
             400: QUERY_ERRORS[400],
@@ -298,6 +302,7 @@ class ProductDetailView(APIView):
 
     @extend_schema(
         operation_id="product_get",
+        examples=parameter_examples("The viral one", OpenApiParameter.PATH, sku="VIRAL"),
         responses={
             200: ProductOut,
             404: OpenApiResponse(ErrorOut, description="A SKU we do not sell (`unknown_sku`)."),
@@ -315,6 +320,7 @@ class RestockListView(generics.ListAPIView):
     @extend_schema(
         operation_id="restock_list",
         parameters=[RestockFilterIn],
+        examples=parameter_examples("GLAZED restocks the factory has taken", sku="GLAZED", status="placed", page=1),
         responses={
             200: RestockOut(many=True),
             **QUERY_ERRORS,
@@ -334,6 +340,7 @@ class RestockListView(generics.ListAPIView):
 class RestockDetailView(APIView):
     @extend_schema(
         operation_id="restock_get",
+        examples=parameter_examples("Restock 1", OpenApiParameter.PATH, restock_id=1),
         description="One restock: the one an `out_of_stock` refusal names for a short SKU, say, to see whether it "
         "is placed, when the factory expects it, and whether it was fulfilled.",
         responses={
@@ -365,6 +372,10 @@ class ProductSubscribeView(APIView):
     @extend_schema(
         operation_id="product_subscribe",
         request=SubscriptionIn,
+        examples=[
+            *parameter_examples("Device 1 waits for CRULLER", OpenApiParameter.PATH, sku="CRULLER"),
+            OpenApiExample("Device 1 waits for CRULLER", value={"device_id": 1}, request_only=True),
+        ],
         responses={
             201: SubscriptionOut,
             200: SubscriptionOut,
@@ -391,6 +402,9 @@ class ProductSubscribeView(APIView):
 class ProductUnsubscribeView(APIView):
     @extend_schema(
         operation_id="product_unsubscribe",
+        examples=parameter_examples(
+            "Device 1 no longer waits for CRULLER", OpenApiParameter.PATH, sku="CRULLER", device_id=1
+        ),
         responses={
             204: OpenApiResponse(description="The device is not subscribed to this SKU (any more)."),
             401: _errors[401],

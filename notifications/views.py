@@ -1,9 +1,10 @@
 from django.core.validators import RegexValidator
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from donutsite.openapi import parameter_examples
 from donutsite.serializers import CLIENT_ERRORS, ChoiceField, ErrorOut, NoUnknownFieldsMixin, StrictCharField
 from notifications.devices import device_register, device_unregister
 from notifications.models import Device
@@ -37,6 +38,13 @@ class DeviceRegisterView(APIView):
     @extend_schema(
         operation_id="device_register",
         request=DeviceIn,
+        examples=[
+            OpenApiExample(
+                "A customer's Android phone",
+                value={"token": "demo-fcm-token-1", "platform": "android", "user_ref": "customer-42"},
+                request_only=True,
+            ),
+        ],
         responses={
             201: DeviceOut,
             200: OpenApiResponse(DeviceOut, description="A token this client registered before: updated."),
@@ -57,6 +65,7 @@ class DeviceRegisterView(APIView):
 class DeviceUnregisterView(APIView):
     @extend_schema(
         operation_id="device_unregister",
+        examples=parameter_examples("Device 1", OpenApiParameter.PATH, device_id=1),
         responses={
             204: OpenApiResponse(description="Unregistered, now or before: the device is pushed no more."),
             401: CLIENT_ERRORS[401],
