@@ -44,6 +44,9 @@ def exception_handler(exc, context):
         return None  # a real bug: let Django log it and answer 500
     if _counts_sale_outcomes(context):
         sale_outcome_count(answer)
+        # One app's phones share its key, so a rush over its rate is refused hundreds of times a second:
+        # /metrics counts those (throttled), as it counts out_of_stock, instead of a warning line each.
+        answer.routine = answer.routine or answer.status == status.HTTP_429_TOO_MANY_REQUESTS
     response = Response(answer.body, status=answer.status, headers=answer.headers)
     if answer.routine:
         # Django's own mark (django.utils.log.log_response) that the answer needs no warning line.
@@ -59,12 +62,14 @@ def _counts_sale_outcomes(context) -> bool:
 
 
 def sale_outcome_count(answer: "ErrorAnswer") -> None:
-    """Count a refused sale in /metrics: out_of_stock (with its short products) or rejected; a replay of
-    an earlier answer is not counted again (that one was)."""
+    """Count a refused sale in /metrics: out_of_stock (with its short products), throttled or rejected; a
+    replay of an earlier answer is not counted again (that one was)."""
     if answer.headers.get("Idempotent-Replayed") == "true":
         return
     if answer.body.get("code") == "out_of_stock":
         sale_counters.count_sale_outcome("out_of_stock", stockouts=len(answer.body.get("shortages", ())))
+    elif answer.status == status.HTTP_429_TOO_MANY_REQUESTS:
+        sale_counters.count_sale_outcome("throttled")
     elif 400 <= answer.status < 500 and answer.status != 409:
         sale_counters.count_sale_outcome("rejected")
 

@@ -1,4 +1,4 @@
-"""The sales endpoint's answer counts (sold, out_of_stock, rejected, stockouts), kept per process and
+"""The sales endpoint's answer counts (sold, out_of_stock, throttled, rejected, stockouts), kept per process and
 sent to a hash on REDIS_URL, which /metrics (ops/metrics.py) reads. Infrastructure with no app imports,
 so the sale view and the exception handler can count without depending on the ops app."""
 
@@ -17,7 +17,7 @@ from donutsite import dependencies
 
 logger = logging.getLogger(__name__)
 
-SALE_OUTCOMES = ("sold", "out_of_stock", "rejected")
+SALE_OUTCOMES = ("sold", "out_of_stock", "throttled", "rejected")
 
 # The sale counters leave the request path: a sale adds to this process's counts, and a daemon thread
 # sends them to Redis every COUNTERS_FLUSH_SECONDS (so does a scrape, for its own process, and exit).

@@ -1,5 +1,6 @@
 """/metrics: who may read it, and that its figures follow what really happened (MariaDB, Redis, broker)."""
 
+import logging
 import socket
 import threading
 import time
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from celery import current_app
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
@@ -208,6 +209,23 @@ def test_sales_through_the_api_move_the_sold_out_of_stock_and_rejected_counters(
     assert value(after, "donut_sales_total", outcome="rejected") == 3
     assert value(after, "donut_stockouts_total") == 3
     assert value(after, "donut_metrics_redis_up", source="counters") == 1
+
+
+def test_sales_over_the_clients_rate_are_counted_as_throttled_not_logged_one_warning_each(client_app, caplog):
+    # One app's phones share its key: in a rush its rate limit refuses hundreds a second, each of which was
+    # a "Too Many Requests" warning line (10,000 of them in a make run rush). /metrics counts them instead.
+    make_product("GLAZED", on_hand=10)
+    caplog.set_level(logging.INFO, logger="django.request")
+
+    with override_settings(API_THROTTLE_RATE="2/minute"):
+        statuses = [buy(client_app, ("GLAZED", 1)).status_code for _ in range(5)]
+    assert buy(client_app, ("NOPE", 1)).status_code == 404
+
+    after = scrape()
+    assert statuses == [201, 201, 429, 429, 429]
+    assert value(after, "donut_sales_total", outcome="throttled") == 3
+    assert value(after, "donut_sales_total", outcome="rejected") == 1, "the unknown SKU"
+    assert [(r.levelname, r.status_code) for r in caplog.records if r.name == "django.request"] == [("WARNING", 404)]
 
 
 def test_a_sale_still_sells_when_the_counters_redis_is_down(client_app, settings):
