@@ -461,7 +461,7 @@ class FcmStandIn(StandIn):
 # `python -m testsupport.fake_slack_fcm` --------------------------------------------------------------
 
 
-def _describe(record: dict) -> str:
+def describe(record: dict) -> str:
     when = datetime.fromtimestamp(record["time"]).strftime("%H:%M:%S")
     if record["channel"] == "slack":
         title = SlackStandIn.title_of(record)
@@ -470,6 +470,8 @@ def _describe(record: dict) -> str:
         title = FcmStandIn.title_of(record)
         message = (record.get("body") or {}).get("message") or {}
         target = f"topic:{message['topic']}" if message.get("topic") else f"token:{str(message.get('token'))[:12]}…"
+        if sku := (message.get("data") or {}).get("sku"):
+            title = f"{title}: {sku}"  # a customer's push: which donut is back
     status = "held, no answer" if record.get("status") is None else record["status"]
     return f"{when} {record['channel']:<5} {title!s} [{target} -> {status}]"
 
@@ -484,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def show(record: dict) -> None:
-        print(_describe(record), flush=True)
+        print(describe(record), flush=True)
 
     slack = SlackStandIn(args.host, args.slack_port)
     fcm = FcmStandIn(args.host, args.fcm_port, token=args.fcm_token, project_id=args.fcm_project)

@@ -17,7 +17,7 @@ from notifications.channels.fcm import FCM_SCOPE, FcmChannel
 from notifications.channels.log import LogChannel
 from notifications.channels.slack import SlackChannel, to_blocks
 from notifications.errors import ChannelError, TokenUnregistered
-from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn, fcm_error
+from testsupport.fake_slack_fcm import FcmStandIn, SlackStandIn, describe, fcm_error
 
 
 def make_message(**overrides) -> Message:
@@ -305,6 +305,16 @@ def test_fcm_token_send_shape_with_data_as_strings(fcm):
     assert sent["data"] == {"sku": "GLAZED", "count": "3", "kind": "sold_out", "severity": "warning", "alert_id": "7"}
     assert all(isinstance(v, str) for v in sent["data"].values())
     assert request["status"] == 200 and name.startswith("projects/donuts/messages/")
+
+
+def test_make_runs_stand_in_line_names_the_sku_a_customers_push_is_about(fcm):
+    """make run prints one line per push; five SKUs back at once were five identical "Back in stock" lines."""
+    message = make_message(title="Back in stock", kind="back_in_stock", data={"sku": "GLAZED"})
+
+    fcm_channel(fcm).send_to_token("device-token-abc", message)
+
+    [request] = fcm.wait_for(1)
+    assert describe(request).split(" [")[0].endswith("fcm   Back in stock: GLAZED")
 
 
 def test_fcm_message_that_need_not_wake_anyone_is_sent_at_normal_priority(fcm):
