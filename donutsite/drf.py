@@ -43,10 +43,13 @@ def exception_handler(exc, context):
     if answer is None:
         return None  # a real bug: let Django log it and answer 500
     if _counts_sale_outcomes(context):
-        sale_outcome_count(answer)
         # One app's phones share its key, so a rush over its rate is refused hundreds of times a second:
-        # /metrics counts those (throttled), as it counts out_of_stock, instead of a warning line each.
-        answer.routine = answer.routine or answer.status == status.HTTP_429_TOO_MANY_REQUESTS
+        # /metrics counts those (throttled), as it counts out_of_stock, instead of a warning line each. An
+        # address over the bad keys' limit (no client authenticated) is a guesser, not a rush: a warning
+        # line naming it, and a rejected sale.
+        over_rate = answer.status == status.HTTP_429_TOO_MANY_REQUESTS and context["request"].auth is not None
+        sale_outcome_count(answer, over_rate=over_rate)
+        answer.routine = answer.routine or over_rate
     response = Response(answer.body, status=answer.status, headers=answer.headers)
     if answer.routine:
         # Django's own mark (django.utils.log.log_response) that the answer needs no warning line.
@@ -61,14 +64,15 @@ def _counts_sale_outcomes(context) -> bool:
     return getattr(view, "counts_sale_outcomes", False) and request is not None and request.method == "POST"
 
 
-def sale_outcome_count(answer: "ErrorAnswer") -> None:
-    """Count a refused sale in /metrics: out_of_stock (with its short products), throttled or rejected; a
-    replay of an earlier answer is not counted again (that one was)."""
+def sale_outcome_count(answer: "ErrorAnswer", *, over_rate: bool = False) -> None:
+    """Count a refused sale in /metrics: out_of_stock (with its short products), throttled (`over_rate`: a
+    client over its own rate) or rejected; a replay of an earlier answer is not counted again (that one
+    was)."""
     if answer.headers.get("Idempotent-Replayed") == "true":
         return
     if answer.body.get("code") == "out_of_stock":
         sale_counters.count_sale_outcome("out_of_stock", stockouts=len(answer.body.get("shortages", ())))
-    elif answer.status == status.HTTP_429_TOO_MANY_REQUESTS:
+    elif over_rate:
         sale_counters.count_sale_outcome("throttled")
     elif 400 <= answer.status < 500 and answer.status != 409:
         sale_counters.count_sale_outcome("rejected")

@@ -146,8 +146,8 @@ class DonutCollector:
         sales = CounterMetricFamily(
             "donut_sales",
             "Answers of POST /api/v1/sales/: sold (201, replays not counted), out_of_stock (409), "
-            "throttled (429: the client over its rate, or its address over the bad keys' limit), rejected "
-            "(any other 4xx, incl. auth, validation, unknown SKU). Redis counters "
+            "throttled (429: the client over its rate), rejected (any other 4xx, incl. auth, validation, unknown "
+            "SKU, an address over the bad keys' limit). Redis counters "
             "across all web processes, each sending its counts every 0.5 s.",
             labels=["outcome"],
         )

@@ -228,6 +228,26 @@ def test_sales_over_the_clients_rate_are_counted_as_throttled_not_logged_one_war
     assert [(r.levelname, r.status_code) for r in caplog.records if r.name == "django.request"] == [("WARNING", 404)]
 
 
+def test_a_key_guesser_over_the_bad_keys_limit_is_still_a_warning_line_and_a_rejected_sale(client, caplog, settings):
+    # Not a rush: an address guessing API keys. Its 429s name the address in the log, and /metrics keeps
+    # them out of `throttled`, which says a real client's traffic is over its rate.
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    settings.FAILED_AUTH_THROTTLE_RATE = "2/minute"
+    make_product("GLAZED", on_hand=10)
+    caplog.set_level(logging.INFO, logger="django.request")
+
+    statuses = [
+        buy(client, ("GLAZED", 1), HTTP_AUTHORIZATION=f"Api-Key guess-{n}", REMOTE_ADDR="203.0.113.7").status_code
+        for n in range(4)
+    ]
+
+    after = scrape()
+    assert statuses == [401, 401, 429, 429]
+    assert value(after, "donut_sales_total", outcome="throttled") == 0
+    assert value(after, "donut_sales_total", outcome="rejected") == 4
+    assert [r.status_code for r in caplog.records if r.name == "django.request"] == [401, 401, 429, 429]
+
+
 def test_a_sale_still_sells_when_the_counters_redis_is_down(client_app, settings):
     make_product("GLAZED", on_hand=5)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
