@@ -219,3 +219,21 @@ def test_signed_factory_callbacks_answer_as_documented(case, target, shop):
     response = _call_and_validate(case, headers=headers, data=raw)
 
     assert response.status_code != 401
+
+
+def test_every_operation_has_a_request_example():
+    """The examples test sends only the examples there are: an operation added without one passed it
+    unsent, and /api/docs/ showed its clients no call to start from."""
+    from rest_framework.test import APIClient
+
+    document = APIClient().get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    without = [
+        operation["operationId"]
+        for path in document["paths"].values()
+        for operation in path.values()
+        if isinstance(operation, dict)
+        and not any("examples" in parameter for parameter in operation.get("parameters", []))
+        and not any("examples" in body for body in operation.get("requestBody", {}).get("content", {}).values())
+    ]
+
+    assert without == []
