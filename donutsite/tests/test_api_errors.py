@@ -243,6 +243,7 @@ def test_a_zero_quality_spelled_out_of_the_rfc_still_refuses(client, accept):
     [
         "*/*;q=0, application/json",
         "text/html;q=0, */*",
+        "text/html;q=0",  # refuses HTML, names nothing else: answered as if absent (a 406 before)
         "application/json;q=0.5",
         "application/json;q=x",
         "application/json;q=0.0001",  # the least wanted, not refused: Django rounded it to 0
