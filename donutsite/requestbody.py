@@ -82,7 +82,8 @@ class BodySizeMiddleware:
     def __call__(self, request):
         if problem := request.META.get(CONTENT_TYPE_UNREADABLE):
             return JsonResponse(
-                {"code": "bad_request", "message": f"The Content-Type cannot be read: {echoed(problem)}."}, status=400
+                {"code": "bad_request", "message": f"The Content-Type cannot be read: {echoed(problem).rstrip('.')}."},
+                status=400,
             )
         if request.META.get(LENGTH_UNKNOWN):
             return JsonResponse(
