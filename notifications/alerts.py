@@ -577,11 +577,13 @@ GROUP_PURGE_READ = 10 * PURGE_BATCH
 
 
 def alerts_purge(*, older_than_days: int, dry_run: bool = False) -> tuple[int, int]:
-    """Delete acknowledged alerts older than N days, with their deliveries, then the storm groups over
-    before then (_groups_over). Kept: one with a delivery still owed (pending: the sweep sends it again), one
-    leading a group whose window is open or whose summary is owed (the summary reads it), one older rows
-    are grouped under (group_leader would delete them with it; it goes once they have), and a warning
-    escalated with others still open. Returns how many alerts and groups it deleted, or would."""
+    """Delete alerts done with older than N days, with their deliveries, then the storm groups over before
+    then (_groups_over). Done with: acknowledged, or info (a SKU sold out asks nothing of anyone, so nobody
+    acknowledges it: kept until then, a shop selling out daily kept every one). Kept all the same, info or
+    not: one with a delivery still owed (pending: the sweep sends it again), one leading a group whose window
+    is open or whose summary is owed (the summary reads it), one older rows are grouped under (group_leader
+    would delete them with it; it goes once they have), and a warning escalated with others still open.
+    Returns how many alerts and groups it deleted, or would."""
     cutoff = timezone.now() - timedelta(days=older_than_days)
     purgeable = _purgeable(cutoff)
     if dry_run:
@@ -640,7 +642,7 @@ def _purgeable(cutoff):
     # the others are over, though the gone one's restock failed or someone took it in the admin.
     pushes_open = Alert.objects.filter(escalation__isnull=False, acknowledged_at__isnull=True).values("escalation_id")
     return (
-        Alert.objects.filter(created_at__lt=cutoff, acknowledged_at__isnull=False)
+        Alert.objects.filter(Q(acknowledged_at__isnull=False) | Q(severity=Severity.INFO), created_at__lt=cutoff)
         .exclude(pk__in=owed)
         .exclude(pk__in=read.filter(leader__isnull=False).values("leader_id"))
         .exclude(grouped__isnull=False)

@@ -1,5 +1,6 @@
-"""`manage.py purge_alerts`: old acknowledged alerts go with their deliveries, and storm groups over before
-then; nothing still open, owed or read by an open group does."""
+"""`manage.py purge_alerts`: old acknowledged alerts, and old info ones (nothing to acknowledge), go with their
+deliveries, and storm groups over before then; no open warning or critical alert, nor anything owed or read by
+an open group, does."""
 
 import threading
 from datetime import timedelta
@@ -7,6 +8,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.utils import timezone
 
 from notifications import alerts
@@ -25,13 +27,15 @@ def run(*args):
     return out.getvalue().strip()
 
 
-def make_alert(title, *, days_ago, acknowledged=True, deliveries=(SENT,), **fields):
+def make_alert(
+    title, *, days_ago, acknowledged=True, deliveries=(SENT,), kind="dead_letter", severity="critical", **fields
+):
     now = timezone.now()
     alert = Alert.objects.create(
-        kind="dead_letter",
-        severity="critical",
+        kind=kind,
+        severity=severity,
         title=title,
-        dedupe_key=f"dead_letter:{title}",
+        dedupe_key=f"{kind}:{title}",
         acknowledged_at=now if acknowledged else None,
         **fields,
     )
@@ -71,7 +75,8 @@ def test_purge_deletes_old_acknowledged_alerts_with_their_deliveries(aged):
     assert remaining() == ["old acknowledged, a send owed", "old open", "recent acknowledged"]
     assert groups() == ["sold_out:RECENT"]
     assert out == (
-        "deleted 1 acknowledged alert older than 30 days, with its deliveries, and 1 storm group that ended before then"
+        "deleted 1 acknowledged or info alert older than 30 days, with its deliveries, "
+        "and 1 storm group that ended before then"
     )
     assert AlertDelivery.objects.count() == 4, "only the purged alert's two deliveries went"
     assert not AlertDelivery.objects.exclude(alert__in=Alert.objects.all()).exists()
@@ -83,7 +88,7 @@ def test_purge_takes_the_age_in_days(aged):
     assert remaining() == ["old acknowledged, a send owed", "old open"], "never one still open or owed a send"
     assert groups() == []
     assert out == (
-        "deleted 2 acknowledged alerts older than 3 days, with their deliveries, "
+        "deleted 2 acknowledged or info alerts older than 3 days, with their deliveries, "
         "and 2 storm groups that ended before then"
     )
 
@@ -93,7 +98,7 @@ def test_purge_dry_run_only_counts(aged):
 
     assert len(remaining()) == 4 and AlertDelivery.objects.count() == 6 and len(groups()) == 2
     assert out == (
-        "dry run: would delete 2 acknowledged alerts older than 3 days, with their deliveries, "
+        "dry run: would delete 2 acknowledged or info alerts older than 3 days, with their deliveries, "
         "and 2 storm groups that ended before then; nothing deleted"
     )
 
@@ -120,9 +125,66 @@ def test_purge_never_takes_an_open_alert_down_with_the_old_one_it_was_grouped_un
 
     assert remaining() == ["grouped, open", "old leader"]
     assert out == (
-        "deleted 0 acknowledged alerts older than 30 days, with their deliveries, "
+        "deleted 0 acknowledged or info alerts older than 30 days, with their deliveries, "
         "and 0 storm groups that ended before then"
     )
+
+
+def test_an_old_info_alert_nobody_acknowledged_goes_and_open_warnings_and_critical_ones_stay():
+    # Nothing is asked of ops about a SKU selling out, so nobody acknowledges it: kept as open, a shop that
+    # sells out daily kept every one for ever.
+    make_alert("GLAZED sold out", days_ago=40, acknowledged=False, kind="sold_out", severity="info")
+    make_alert("old open warning", days_ago=40, acknowledged=False, kind="restock_overdue", severity="warning")
+    make_alert("old open critical", days_ago=40, acknowledged=False)
+    make_alert("MAPLE sold out", days_ago=5, acknowledged=False, kind="sold_out", severity="info")
+
+    out = run()
+
+    assert remaining() == ["MAPLE sold out", "old open critical", "old open warning"]
+    assert out == (
+        "deleted 1 acknowledged or info alert older than 30 days, with its deliveries, "
+        "and 0 storm groups that ended before then"
+    )
+
+
+def sold_out(sku):
+    with transaction.atomic():
+        return alerts.alert_raise(
+            kind="sold_out", severity="info", title=f"{sku} sold out", dedupe_key="sold_out", context={"sku": sku}
+        )
+
+
+def age_unacknowledged(*, days):
+    """Every alert created, and every window ended, that many days ago; nothing acknowledged."""
+    then = timezone.now() - timedelta(days=days)
+    Alert.objects.update(created_at=then)
+    AlertGroup.objects.exclude(window_ends_at=None).update(window_ends_at=then)
+
+
+def test_an_old_info_alert_still_owed_a_send_or_read_by_its_group_s_coming_summary_stays():
+    sold_out("GLAZED")
+    sold_out("MAPLE")  # held back: its group's summary is owed, and reads the first
+    AlertDelivery.objects.update(status=SENT)
+    age_unacknowledged(days=40)
+
+    assert run() == (
+        "deleted 0 acknowledged or info alerts older than 30 days, with their deliveries, "
+        "and 0 storm groups that ended before then"
+    )
+    assert remaining() == ["GLAZED sold out"], "the first alert, which its group's summary reads"
+
+    AlertGroup.objects.update(flush_at=timezone.now())
+    assert alerts.alert_groups_flush() == 1
+    age_unacknowledged(days=40)
+
+    run()
+
+    assert remaining() == ["Sold out: +1 more (new: MAPLE)"], "its sends are owed (pending: the sweep sends them)"
+
+    AlertDelivery.objects.update(status=SENT)
+
+    assert run().startswith("deleted 1 acknowledged or info alert older than 30 days")
+    assert remaining() == [] and groups() == []
 
 
 REFUSED_AGES = [("-1", "cannot be negative"), ("99999999999", "at most 36500"), ("3d", "whole number of days")]
@@ -159,7 +221,7 @@ def test_a_storm_long_over_goes_and_the_next_alert_of_its_key_is_a_first_one():
     out = run()
 
     assert out == (
-        "deleted 3 acknowledged alerts older than 30 days, with their deliveries, "
+        "deleted 3 acknowledged or info alerts older than 30 days, with their deliveries, "
         "and 2 storm groups that ended before then"
     )
     assert remaining() == [] and groups() == []
@@ -256,7 +318,7 @@ def test_a_raise_holding_its_key_as_the_purge_comes_for_its_group_keeps_it(monke
 
     assert isinstance(outcomes["raise"], Alert), outcomes["raise"]
     assert outcomes["purge"] == (
-        "deleted 1 acknowledged alert older than 30 days, with its deliveries, "
+        "deleted 1 acknowledged or info alert older than 30 days, with its deliveries, "
         "and 0 storm groups that ended before then"
     )
     group = AlertGroup.objects.get()

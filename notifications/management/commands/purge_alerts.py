@@ -6,9 +6,9 @@ from notifications.alerts import alerts_purge
 
 class Command(BaseCommand):
     help = (
-        "Delete acknowledged alerts older than N days, with their deliveries, and the storm groups that ended "
-        "before then. Open alerts stay, and so do those with a send still owed or that an open group still "
-        "reads, and groups with a summary owed."
+        "Delete acknowledged alerts, and info ones (nothing to acknowledge), older than N days, with their "
+        "deliveries, and the storm groups that ended before then. Open warnings and critical alerts stay, and "
+        "so do alerts with a send still owed or that an open group still reads, and groups with a summary owed."
     )
 
     def add_arguments(self, parser):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, older_than_days, dry_run, **options):
         count, groups = alerts_purge(older_than_days=older_than_days, dry_run=dry_run)
         what = (
-            f"acknowledged alert{'s' if count != 1 else ''} older than {older_than_days} days, "
+            f"acknowledged or info alert{'s' if count != 1 else ''} older than {older_than_days} days, "
             f"with {'their' if count != 1 else 'its'} deliveries, "
             f"and {groups} storm group{'s' if groups != 1 else ''} that ended before then"
         )
