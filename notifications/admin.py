@@ -62,7 +62,8 @@ class AlertAdmin(ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         # No delete page and no "Delete selected alerts": it took an open alert's pending deliveries and its
         # escalation, and a storm group's first alert the alerts grouped under it. `manage.py purge_alerts`
-        # deletes only acknowledged alerts nothing still needs, as purge_dead_letters does for dead letters.
+        # deletes only acknowledged (or info) alerts nothing still needs, as purge_dead_letters does for dead
+        # letters.
         return False
 
     @admin.display(description="severity", ordering="severity")
