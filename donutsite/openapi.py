@@ -157,7 +157,13 @@ def error_examples(result, generator, request, public):
                 if status in _RETRY_AFTER:
                     response.setdefault("headers", {}).setdefault(
                         "Retry-After",
-                        {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."},
+                        # Required: every such answer sends it, and a generated client makes an optional header a
+                        # wait each caller must invent a default for.
+                        {
+                            "schema": {"type": "integer"},
+                            "required": True,
+                            "description": "Seconds to wait before trying again.",
+                        },
                     )
                 content = response.get("content", {}).get("application/json")
                 if content is None or "examples" in content:  # a view's own examples win
