@@ -342,7 +342,13 @@ class RestockDetailView(APIView):
         operation_id="restock_get",
         examples=parameter_examples("Restock 1", OpenApiParameter.PATH, restock_id=1),
         description="One restock: the one an `out_of_stock` refusal names for a short SKU, say, to see whether it "
-        "is placed, when the factory expects it, and whether it was fulfilled.",
+        "is placed, when the factory expects it, and whether it was fulfilled. `pending` (not yet taken by the "
+        "factory) and `placed` (taken; `expected_at` says when) are on their way. `fulfilled` (`quantity_received` "
+        "came in, possibly fewer than ordered) and `cancelled` (the factory cancelled it; none came) are over. "
+        "`failed` is not final: ops are paged, and the same restock becomes `pending` again when they redrive it "
+        "or its SKU runs short again, or `placed` or `fulfilled` if the factory took it after all; keep polling "
+        "it, slowly (an `out_of_stock` names the restock to follow, a new one if the factory refused this one), "
+        "or subscribe a device to the SKU for a push when it is back.",
         responses={
             200: RestockOut,
             401: _errors[401],

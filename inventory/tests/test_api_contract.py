@@ -4,6 +4,7 @@ donutsite/tests/test_schema_fuzz.py)."""
 import re
 
 import pytest
+from django.utils.timezone import now
 
 from inventory.models import Restock
 from testsupport.data import make_product
@@ -219,3 +220,20 @@ def test_swagger_describes_the_sale_itself(schema):
 
     assert "GET" not in description
     assert all(word in description for word in ("all or nothing", "out_of_stock", "Idempotency-Key"))
+
+
+def test_a_restock_a_client_polls_is_not_over_at_failed_as_its_description_says(client_app, schema):
+    # A client polling the restock an out_of_stock named stopped at `failed`, listed among the statuses with no
+    # word of which are final: the same restock comes back pending when its SKU runs short again (or ops
+    # redrive it), and then fulfilled, which that client never saw.
+    failed = Restock.objects.create(
+        product=make_product("MAPLE", on_hand=1), quantity=100, reason="shortage", status="failed", closed_at=now()
+    )
+
+    refused = client_app.post("/api/v1/sales/", {"items": [{"sku": "MAPLE", "quantity": 5}]}, format="json")
+    polled = client_app.get(f"/api/v1/restocks/{failed.pk}/").json()
+
+    assert refused.json()["shortages"][0]["restock"]["id"] == failed.pk and polled["status"] == "pending"
+    described = schema["paths"]["/api/v1/restocks/{restock_id}/"]["get"]["description"]
+    assert [status for status in Restock.Status.values if f"`{status}`" not in described] == []
+    assert re.search(r"`failed` is not final[^.]*`pending` again", described)
