@@ -146,8 +146,23 @@ def _schema_cannot_say(case) -> bool:
         return len(set(map(str, skus))) != len(skus)  # each SKU once
     if case.operation.definition.raw.get("operationId") == "factory_callback":
         produced, ordered = body.get("quantity_produced"), body.get("quantity")
-        return isinstance(produced, int) and isinstance(ordered, int) and produced > ordered
+        over = isinstance(produced, int) and isinstance(ordered, int) and produced > ordered
+        return over or _contradicts_its_restock(body)
     return False
+
+
+def _contradicts_its_restock(body: dict) -> bool:
+    """A callback naming one of the shop's restocks by its reference (the schema's example names restock 1)
+    but another SKU or factory order id: `400 callback_mismatch`, a rule across the body and our records."""
+    reference, prefix = body.get("reference"), f"{django_settings.FACTORY_REFERENCE_PREFIX}-"
+    number = reference[len(prefix) :] if isinstance(reference, str) and reference.startswith(prefix) else ""
+    named = number.isascii() and number.isdigit() and len(number) <= 18
+    restock = Restock.objects.filter(pk=int(number)).first() if named else None
+    if restock is None:
+        return False
+    known = FactoryOrder.objects.filter(restock=restock).values_list("order_id", flat=True).first()
+    order_id = body.get("order_id")
+    return body.get("sku") != restock.product.sku or bool(known and order_id and known != order_id)
 
 
 def _auth_headers(case, shop) -> dict:
