@@ -21,7 +21,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.parameters import ParameterLocation
 
+from factory.errors import UnknownOrder
 from factory.models import FactoryOrder
+from factory.receipts import _restock_named
 from factory.signatures import sign
 from inventory.models import Product, Restock, Sale, SaleLine, StockMovement
 from notifications.models import Device
@@ -152,16 +154,17 @@ def _schema_cannot_say(case) -> bool:
 
 
 def _contradicts_its_restock(body: dict) -> bool:
-    """A callback naming one of the shop's restocks by its reference (the schema's example names restock 1)
-    but another SKU or factory order id: `400 callback_mismatch`, a rule across the body and our records."""
-    reference, prefix = body.get("reference"), f"{django_settings.FACTORY_REFERENCE_PREFIX}-"
-    number = reference[len(prefix) :] if isinstance(reference, str) and reference.startswith(prefix) else ""
-    named = number.isascii() and number.isdigit() and len(number) <= 18
-    restock = Restock.objects.filter(pk=int(number)).first() if named else None
-    if restock is None:
+    """A callback naming one of the shop's restocks, by its reference or its order id, as the receipt finds
+    it (the schema's example names restock 1 and its order), but another SKU or order id: `400
+    callback_mismatch`, a rule across the body and our records."""
+    order_id, reference = body.get("order_id"), body.get("reference")
+    if not (isinstance(order_id, str) and isinstance(reference, str)):
+        return False
+    try:
+        restock = _restock_named(order_id=order_id, reference=reference)
+    except UnknownOrder:
         return False
     known = FactoryOrder.objects.filter(restock=restock).values_list("order_id", flat=True).first()
-    order_id = body.get("order_id")
     return body.get("sku") != restock.product.sku or bool(known and order_id and known != order_id)
 
 
