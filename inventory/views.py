@@ -125,6 +125,12 @@ class SaleCreateView(generics.GenericAPIView):
                 value={"items": [{"sku": "GLAZED", "quantity": 2}, {"sku": "BOSTON", "quantity": 1}]},
                 request_only=True,
             ),
+            # A key per purchase, the same on each retry of it: a phone that timed out buys once.
+            *parameter_examples(
+                "Two glazed and a Boston cream",
+                OpenApiParameter.HEADER,
+                **{"Idempotency-Key": "3f1c9a52-8d1e-4e0b-9c57-2b6f1a0d4e7c"},
+            ),
         ],
         parameters=[
             OpenApiParameter(

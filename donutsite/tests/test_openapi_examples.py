@@ -45,6 +45,21 @@ def test_the_sale_example_buys_demo_donuts(schema, client_app):
     assert client_app.post(SALES, body, format="json").status_code == 201
 
 
+def test_the_sale_example_sends_an_idempotency_key_a_retry_can_replay(schema, client_app):
+    # A client built from the examples sent no key, and a phone retrying after a timeout bought twice.
+    (parameter,) = [p for p in schema["paths"][SALES]["post"]["parameters"] if p["name"] == "Idempotency-Key"]
+    (key,) = [example["value"] for example in parameter["examples"].values()]
+    body = next(iter(schema["paths"][SALES]["post"]["requestBody"]["content"]["application/json"]["examples"].values()))
+    for sku, _, _, stock in CATALOGUE:
+        make_product(sku, on_hand=stock)
+
+    first = client_app.post(SALES, body["value"], format="json", HTTP_IDEMPOTENCY_KEY=key)
+    retry = client_app.post(SALES, body["value"], format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+    assert (first.status_code, retry.status_code) == (201, 201)
+    assert retry["Idempotent-Replayed"] == "true" and retry.json() == first.json()
+
+
 def test_every_documented_error_response_has_an_example_per_code(schema):
     documented = set()
     for path, operations in schema["paths"].items():
